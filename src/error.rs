@@ -1,0 +1,109 @@
+//! Typed errors of the core filesystem and their errno mapping (the FUSE edge).
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("file too large")]
+    FileTooBig,
+    #[error("is a directory")]
+    IsDir,
+    #[error("not a directory")]
+    NotDir,
+    #[error("invalid cross-device link")]
+    CrossDev,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("operation not permitted")]
+    Perm,
+    #[error("permission denied")]
+    Access,
+    #[error("no such attribute")]
+    NoData,
+    #[error("result too large")]
+    Range,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("device or resource busy")]
+    Busy,
+    #[error("no such device or address")]
+    NoSuchAddr,
+    #[error("bad file descriptor")]
+    BadFd,
+    #[error("filesystem corrupted: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl FsError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::NoSpace => libc::ENOSPC,
+            FsError::FileTooBig => libc::EFBIG,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::CrossDev => libc::EXDEV,
+            FsError::Invalid => libc::EINVAL,
+            FsError::Perm => libc::EPERM,
+            FsError::Access => libc::EACCES,
+            FsError::NoData => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::TooManyLinks => libc::EMLINK,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::Busy => libc::EBUSY,
+            FsError::NoSuchAddr => libc::ENXIO,
+            FsError::BadFd => libc::EBADF,
+            FsError::Corrupt(_) => libc::EUCLEAN,
+            FsError::Io(_) => libc::EIO,
+        }
+    }
+}
+
+impl From<crate::media::MediaError> for FsError {
+    fn from(e: crate::media::MediaError) -> Self {
+        FsError::Io(e.to_string())
+    }
+}
+
+impl From<crate::format::FormatError> for FsError {
+    fn from(e: crate::format::FormatError) -> Self {
+        FsError::Corrupt(e.to_string())
+    }
+}
+
+impl From<crate::journal::JournalError> for FsError {
+    fn from(e: crate::journal::JournalError) -> Self {
+        match e {
+            crate::journal::JournalError::Format(f) => FsError::Corrupt(f.to_string()),
+            other => FsError::Io(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::space::SpaceError> for FsError {
+    fn from(e: crate::space::SpaceError) -> Self {
+        FsError::Corrupt(e.to_string())
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;

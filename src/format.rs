@@ -1,0 +1,1010 @@
+//! On-media format v1: the one definition of every on-media structure.
+//!
+//! Pure encode/decode, little-endian, with bounds and checksum (crc32fast, IEEE)
+//! checks. No I/O. FORMAT.md is the byte map; it must agree with this file.
+
+use thiserror::Error;
+
+pub const BLOCK_SIZE: u64 = 4096;
+pub const BS: usize = BLOCK_SIZE as usize;
+pub const SB_MAGIC: [u8; 8] = *b"DAXLNK\r\n";
+pub const FORMAT_VERSION: u32 = 1;
+/// Incompatible feature bits this code understands.
+pub const INCOMPAT_SUPPORTED: u32 = 0;
+pub const RO_COMPAT_SUPPORTED: u32 = 0;
+
+pub const SB_SIZE: usize = 512;
+pub const INODE_SIZE: usize = 256;
+pub const INODES_PER_BLOCK: u64 = (BLOCK_SIZE as usize / INODE_SIZE) as u64;
+pub const ROOT_INO: u64 = 1;
+pub const MAX_NAME: usize = 255;
+/// Largest file size: 2^46 bytes (64 TiB); larger offsets give EFBIG.
+pub const MAX_FILE_SIZE: u64 = 1 << 46;
+pub const MAX_LINKS: u32 = 65000;
+/// Bytes of a bitmap block that hold bits; the crc follows.
+pub const BITMAP_BYTES: usize = 4088;
+pub const BITS_PER_BITMAP_BLOCK: u64 = (BITMAP_BYTES * 8) as u64;
+
+pub const ROOTS_MAGIC: u32 = 0x5452_5844; // "DXRT"
+pub const RECBLK_MAGIC: u32 = 0x4252_5844; // "DXRB"
+pub const JHDR_MAGIC: u32 = 0x484a_5844; // "DXJH"
+pub const TX_MAGIC: u32 = 0x5854_5844; // "DXTX"
+pub const COMMIT_MAGIC: u32 = 0x4d43_5844; // "DXCM"
+pub const XATTR_MAGIC: u32 = 0x5841_5844; // "DXAX"
+
+pub const REC_HDR: usize = 64;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("{what}: bad magic")]
+    BadMagic { what: &'static str },
+    #[error("{what}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    BadChecksum {
+        what: &'static str,
+        stored: u32,
+        computed: u32,
+    },
+    #[error("{what}: unsupported format version {version}")]
+    BadVersion { what: &'static str, version: u32 },
+    #[error("{what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("{what}: truncated ({have} bytes, need {need})")]
+    Short {
+        what: &'static str,
+        have: usize,
+        need: usize,
+    },
+}
+
+fn invalid(what: &'static str, detail: impl Into<String>) -> FormatError {
+    FormatError::Invalid {
+        what,
+        detail: detail.into(),
+    }
+}
+
+pub fn crc(data: &[u8]) -> u32 {
+    crc32fast::hash(data)
+}
+
+/// Little-endian field access over a byte slice, bounds checked by the callers'
+/// length checks (every decode first checks the slice length).
+pub(crate) struct Le;
+impl Le {
+    pub fn u16(b: &[u8], o: usize) -> u16 {
+        u16::from_le_bytes([b[o], b[o + 1]])
+    }
+    pub fn u32(b: &[u8], o: usize) -> u32 {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&b[o..o + 4]);
+        u32::from_le_bytes(a)
+    }
+    pub fn u64(b: &[u8], o: usize) -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    }
+    pub fn i64(b: &[u8], o: usize) -> i64 {
+        Le::u64(b, o) as i64
+    }
+    pub fn put16(b: &mut [u8], o: usize, v: u16) {
+        b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    pub fn put32(b: &mut [u8], o: usize, v: u32) {
+        b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    pub fn put64(b: &mut [u8], o: usize, v: u64) {
+        b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn need(what: &'static str, b: &[u8], n: usize) -> Result<(), FormatError> {
+    if b.len() < n {
+        Err(FormatError::Short {
+            what,
+            have: b.len(),
+            need: n,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn check_crc(what: &'static str, body: &[u8], stored: u32) -> Result<(), FormatError> {
+    let computed = crc(body);
+    if computed != stored {
+        Err(FormatError::BadChecksum {
+            what,
+            stored,
+            computed,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Superblock
+// ---------------------------------------------------------------------------
+
+/// Geometry and identity; two copies at blocks 0 and 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    pub version: u32,
+    pub incompat: u32,
+    pub compat: u32,
+    pub ro_compat: u32,
+    pub uuid: [u8; 16],
+    pub label: String,
+    pub total_blocks: u64,
+    pub journal_start: u64,
+    pub journal_blocks: u64,
+    pub inode_start: u64,
+    pub inode_count: u64,
+    pub bitmap_start: u64,
+    pub bitmap_blocks: u64,
+    pub data_start: u64,
+    pub roots_block: u64,
+    pub generation: u64,
+    pub clean: bool,
+    pub mkfs_time: i64,
+    pub mount_count: u64,
+}
+
+pub const LABEL_MAX: usize = 64;
+
+impl Superblock {
+    pub fn inode_blocks(&self) -> u64 {
+        self.inode_count.div_ceil(INODES_PER_BLOCK)
+    }
+    pub fn data_blocks(&self) -> u64 {
+        self.total_blocks - self.data_start
+    }
+    pub fn inode_offset(&self, ino: u64) -> u64 {
+        self.inode_start * BLOCK_SIZE + (ino - 1) * INODE_SIZE as u64
+    }
+
+    pub fn encode(&self) -> [u8; SB_SIZE] {
+        let mut b = [0u8; SB_SIZE];
+        b[0..8].copy_from_slice(&SB_MAGIC);
+        Le::put32(&mut b, 8, self.version);
+        Le::put32(&mut b, 12, self.incompat);
+        Le::put32(&mut b, 16, self.compat);
+        Le::put32(&mut b, 20, self.ro_compat);
+        b[24..40].copy_from_slice(&self.uuid);
+        let lb = self.label.as_bytes();
+        let n = lb.len().min(LABEL_MAX);
+        b[40..40 + n].copy_from_slice(&lb[..n]);
+        Le::put32(&mut b, 104, BLOCK_SIZE as u32);
+        Le::put64(&mut b, 112, self.total_blocks);
+        Le::put64(&mut b, 120, self.journal_start);
+        Le::put64(&mut b, 128, self.journal_blocks);
+        Le::put64(&mut b, 136, self.inode_start);
+        Le::put64(&mut b, 144, self.inode_count);
+        Le::put64(&mut b, 152, self.bitmap_start);
+        Le::put64(&mut b, 160, self.bitmap_blocks);
+        Le::put64(&mut b, 168, self.data_start);
+        Le::put64(&mut b, 176, self.roots_block);
+        Le::put64(&mut b, 184, self.generation);
+        Le::put32(&mut b, 192, self.clean as u32);
+        Le::put64(&mut b, 200, self.mkfs_time as u64);
+        Le::put64(&mut b, 208, self.mount_count);
+        let c = crc(&b[..SB_SIZE - 4]);
+        Le::put32(&mut b, SB_SIZE - 4, c);
+        b
+    }
+
+    /// Decode and validate one superblock copy against the media size in bytes.
+    pub fn decode(b: &[u8], media_len: u64) -> Result<Superblock, FormatError> {
+        const W: &str = "superblock";
+        need(W, b, SB_SIZE)?;
+        if b[0..8] != SB_MAGIC {
+            return Err(FormatError::BadMagic { what: W });
+        }
+        check_crc(W, &b[..SB_SIZE - 4], Le::u32(b, SB_SIZE - 4))?;
+        let version = Le::u32(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::BadVersion { what: W, version });
+        }
+        let label_raw = &b[40..40 + LABEL_MAX];
+        let ll = label_raw.iter().position(|&c| c == 0).unwrap_or(LABEL_MAX);
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[24..40]);
+        let sb = Superblock {
+            version,
+            incompat: Le::u32(b, 12),
+            compat: Le::u32(b, 16),
+            ro_compat: Le::u32(b, 20),
+            uuid,
+            label: String::from_utf8_lossy(&label_raw[..ll]).into_owned(),
+            total_blocks: Le::u64(b, 112),
+            journal_start: Le::u64(b, 120),
+            journal_blocks: Le::u64(b, 128),
+            inode_start: Le::u64(b, 136),
+            inode_count: Le::u64(b, 144),
+            bitmap_start: Le::u64(b, 152),
+            bitmap_blocks: Le::u64(b, 160),
+            data_start: Le::u64(b, 168),
+            roots_block: Le::u64(b, 176),
+            generation: Le::u64(b, 184),
+            clean: Le::u32(b, 192) == 1,
+            mkfs_time: Le::i64(b, 200),
+            mount_count: Le::u64(b, 208),
+        };
+        if Le::u32(b, 104) != BLOCK_SIZE as u32 {
+            return Err(invalid(
+                W,
+                format!("block size {} is not 4096", Le::u32(b, 104)),
+            ));
+        }
+        if sb.incompat & !INCOMPAT_SUPPORTED != 0 {
+            return Err(invalid(
+                W,
+                format!("unknown incompatible features {:#x}", sb.incompat),
+            ));
+        }
+        sb.validate_geometry(media_len)?;
+        Ok(sb)
+    }
+
+    pub fn validate_geometry(&self, media_len: u64) -> Result<(), FormatError> {
+        const W: &str = "superblock geometry";
+        let media_blocks = media_len / BLOCK_SIZE;
+        if self.total_blocks > media_blocks {
+            return Err(invalid(
+                W,
+                format!(
+                    "filesystem has {} blocks but the media holds only {}",
+                    self.total_blocks, media_blocks
+                ),
+            ));
+        }
+        // Regions must be in order and non-overlapping: sb(0,1) roots journal inodes bitmap data.
+        let ok = self.roots_block == 2
+            && self.journal_start == 3
+            && self.journal_blocks >= 16
+            && self.inode_start
+                == self
+                    .journal_start
+                    .checked_add(self.journal_blocks)
+                    .unwrap_or(u64::MAX)
+            && self.inode_count >= 16
+            && self.inode_count < (1 << 40)
+            && self.bitmap_start
+                == self
+                    .inode_start
+                    .checked_add(self.inode_blocks())
+                    .unwrap_or(u64::MAX)
+            && self.data_start
+                == self
+                    .bitmap_start
+                    .checked_add(self.bitmap_blocks)
+                    .unwrap_or(u64::MAX)
+            && self.data_start < self.total_blocks
+            && self.bitmap_blocks * BITS_PER_BITMAP_BLOCK >= self.total_blocks - self.data_start;
+        if !ok {
+            return Err(invalid(W, "regions overlap or lie outside the device"));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Roots block: heads of the record-block chains
+// ---------------------------------------------------------------------------
+
+/// Kinds of record blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecKind {
+    Extent = 1,
+    Dirent = 2,
+    Orphan = 3,
+}
+
+pub const REC_KINDS: [RecKind; 3] = [RecKind::Extent, RecKind::Dirent, RecKind::Orphan];
+
+impl RecKind {
+    pub fn from_u16(v: u16) -> Option<RecKind> {
+        match v {
+            1 => Some(RecKind::Extent),
+            2 => Some(RecKind::Dirent),
+            3 => Some(RecKind::Orphan),
+            _ => None,
+        }
+    }
+    pub fn slot_size(self) -> usize {
+        match self {
+            RecKind::Extent => EXTENT_SIZE,
+            RecKind::Dirent => DIRENT_SIZE,
+            RecKind::Orphan => ORPHAN_SIZE,
+        }
+    }
+    pub fn slots_per_block(self) -> usize {
+        (BS - REC_HDR) / self.slot_size()
+    }
+    pub fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roots {
+    /// Head block of each record chain (0 = empty), indexed by RecKind::index().
+    pub heads: [u64; 3],
+}
+
+pub const ROOTS_SIZE: usize = 64;
+
+impl Roots {
+    pub fn encode(&self) -> [u8; ROOTS_SIZE] {
+        let mut b = [0u8; ROOTS_SIZE];
+        Le::put32(&mut b, 0, ROOTS_MAGIC);
+        Le::put32(&mut b, 4, FORMAT_VERSION);
+        for (i, h) in self.heads.iter().enumerate() {
+            Le::put64(&mut b, 8 + 8 * i, *h);
+        }
+        let c = crc(&b[..ROOTS_SIZE - 4]);
+        Le::put32(&mut b, ROOTS_SIZE - 4, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Roots, FormatError> {
+        const W: &str = "roots block";
+        need(W, b, ROOTS_SIZE)?;
+        if Le::u32(b, 0) != ROOTS_MAGIC {
+            return Err(FormatError::BadMagic { what: W });
+        }
+        check_crc(W, &b[..ROOTS_SIZE - 4], Le::u32(b, ROOTS_SIZE - 4))?;
+        let mut heads = [0u64; 3];
+        for (i, h) in heads.iter_mut().enumerate() {
+            *h = Le::u64(b, 8 + 8 * i);
+        }
+        Ok(Roots { heads })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inodes
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timespec {
+    pub fn now() -> Timespec {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timespec {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InodeRec {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub crtime: Timespec,
+    pub flags: u32,
+    pub generation: u32,
+    pub rdev: u32,
+    /// Xattr blob: first block, block count, byte length, crc of the blob.
+    pub xattr_block: u64,
+    pub xattr_blocks: u32,
+    pub xattr_len: u32,
+    pub xattr_crc: u32,
+}
+
+impl InodeRec {
+    pub fn is_free(&self) -> bool {
+        self.mode == 0
+    }
+
+    pub fn encode(&self) -> [u8; INODE_SIZE] {
+        let mut b = [0u8; INODE_SIZE];
+        if self.is_free() {
+            // A free inode is all zeros except its generation (kept for reuse).
+            Le::put32(&mut b, 76, self.generation);
+            let c = crc(&b[..INODE_SIZE - 4]);
+            Le::put32(&mut b, INODE_SIZE - 4, c);
+            return b;
+        }
+        Le::put32(&mut b, 0, self.mode);
+        Le::put32(&mut b, 4, self.uid);
+        Le::put32(&mut b, 8, self.gid);
+        Le::put32(&mut b, 12, self.nlink);
+        Le::put64(&mut b, 16, self.size);
+        Le::put64(&mut b, 24, self.atime.sec as u64);
+        Le::put32(&mut b, 32, self.atime.nsec);
+        Le::put32(&mut b, 36, self.mtime.nsec);
+        Le::put64(&mut b, 40, self.mtime.sec as u64);
+        Le::put64(&mut b, 48, self.ctime.sec as u64);
+        Le::put32(&mut b, 56, self.ctime.nsec);
+        Le::put32(&mut b, 60, self.flags);
+        Le::put64(&mut b, 64, self.crtime.sec as u64);
+        Le::put32(&mut b, 72, self.crtime.nsec);
+        Le::put32(&mut b, 76, self.generation);
+        Le::put32(&mut b, 80, self.rdev);
+        Le::put32(&mut b, 84, self.xattr_len);
+        Le::put64(&mut b, 88, self.xattr_block);
+        Le::put32(&mut b, 96, self.xattr_blocks);
+        Le::put32(&mut b, 100, self.xattr_crc);
+        let c = crc(&b[..INODE_SIZE - 4]);
+        Le::put32(&mut b, INODE_SIZE - 4, c);
+        b
+    }
+
+    /// Decode an inode slot. An all-zero slot (never used) is a free inode.
+    pub fn decode(b: &[u8]) -> Result<InodeRec, FormatError> {
+        const W: &str = "inode";
+        need(W, b, INODE_SIZE)?;
+        if b[..INODE_SIZE].iter().all(|&x| x == 0) {
+            return Ok(InodeRec::default());
+        }
+        check_crc(W, &b[..INODE_SIZE - 4], Le::u32(b, INODE_SIZE - 4))?;
+        let nsec = |o| {
+            let v = Le::u32(b, o);
+            if v >= 1_000_000_000 {
+                Err(invalid(W, format!("nanoseconds {v} out of range")))
+            } else {
+                Ok(v)
+            }
+        };
+        let r = InodeRec {
+            mode: Le::u32(b, 0),
+            uid: Le::u32(b, 4),
+            gid: Le::u32(b, 8),
+            nlink: Le::u32(b, 12),
+            size: Le::u64(b, 16),
+            atime: Timespec {
+                sec: Le::i64(b, 24),
+                nsec: nsec(32)?,
+            },
+            mtime: Timespec {
+                sec: Le::i64(b, 40),
+                nsec: nsec(36)?,
+            },
+            ctime: Timespec {
+                sec: Le::i64(b, 48),
+                nsec: nsec(56)?,
+            },
+            flags: Le::u32(b, 60),
+            crtime: Timespec {
+                sec: Le::i64(b, 64),
+                nsec: nsec(72)?,
+            },
+            generation: Le::u32(b, 76),
+            rdev: Le::u32(b, 80),
+            xattr_len: Le::u32(b, 84),
+            xattr_block: Le::u64(b, 88),
+            xattr_blocks: Le::u32(b, 96),
+            xattr_crc: Le::u32(b, 100),
+        };
+        if r.mode != 0 {
+            let ft = r.mode & libc::S_IFMT;
+            let valid = [
+                libc::S_IFREG,
+                libc::S_IFDIR,
+                libc::S_IFLNK,
+                libc::S_IFCHR,
+                libc::S_IFBLK,
+                libc::S_IFIFO,
+                libc::S_IFSOCK,
+            ];
+            if !valid.contains(&ft) {
+                return Err(invalid(W, format!("bad file type in mode {:#o}", r.mode)));
+            }
+            if r.size > MAX_FILE_SIZE {
+                return Err(invalid(W, format!("size {} beyond the maximum", r.size)));
+            }
+        }
+        Ok(r)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Record blocks and records
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecBlockHdr {
+    pub kind: RecKind,
+    pub next: u64,
+}
+
+impl RecBlockHdr {
+    pub fn encode(&self) -> [u8; REC_HDR] {
+        let mut b = [0u8; REC_HDR];
+        Le::put32(&mut b, 0, RECBLK_MAGIC);
+        Le::put16(&mut b, 4, self.kind as u16);
+        Le::put16(&mut b, 6, self.kind.slot_size() as u16);
+        Le::put64(&mut b, 8, self.next);
+        Le::put32(&mut b, 16, self.kind.slots_per_block() as u32);
+        let c = crc(&b[..REC_HDR - 4]);
+        Le::put32(&mut b, REC_HDR - 4, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<RecBlockHdr, FormatError> {
+        const W: &str = "record block header";
+        need(W, b, REC_HDR)?;
+        if Le::u32(b, 0) != RECBLK_MAGIC {
+            return Err(FormatError::BadMagic { what: W });
+        }
+        check_crc(W, &b[..REC_HDR - 4], Le::u32(b, REC_HDR - 4))?;
+        let kind = RecKind::from_u16(Le::u16(b, 4))
+            .ok_or_else(|| invalid(W, format!("unknown record kind {}", Le::u16(b, 4))))?;
+        if Le::u16(b, 6) as usize != kind.slot_size()
+            || Le::u32(b, 16) as usize != kind.slots_per_block()
+        {
+            return Err(invalid(W, "slot geometry does not match its kind"));
+        }
+        Ok(RecBlockHdr {
+            kind,
+            next: Le::u64(b, 8),
+        })
+    }
+}
+
+pub const EXTENT_SIZE: usize = 32;
+
+/// One extent: `len` blocks of file `ino` from logical block `logical` map to
+/// physical blocks starting at `phys`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentRec {
+    pub ino: u64,
+    pub logical: u64,
+    pub phys: u64,
+    pub len: u32,
+}
+
+impl ExtentRec {
+    pub fn encode(&self) -> [u8; EXTENT_SIZE] {
+        let mut b = [0u8; EXTENT_SIZE];
+        Le::put64(&mut b, 0, self.ino);
+        Le::put64(&mut b, 8, self.logical);
+        Le::put64(&mut b, 16, self.phys);
+        Le::put32(&mut b, 24, self.len);
+        let c = crc(&b[..28]);
+        Le::put32(&mut b, 28, c);
+        b
+    }
+    /// `Ok(None)` for a free (all-zero) slot.
+    pub fn decode(b: &[u8]) -> Result<Option<ExtentRec>, FormatError> {
+        const W: &str = "extent record";
+        need(W, b, EXTENT_SIZE)?;
+        if b[..EXTENT_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        check_crc(W, &b[..28], Le::u32(b, 28))?;
+        let r = ExtentRec {
+            ino: Le::u64(b, 0),
+            logical: Le::u64(b, 8),
+            phys: Le::u64(b, 16),
+            len: Le::u32(b, 24),
+        };
+        if r.ino == 0 || r.len == 0 {
+            return Err(invalid(W, "zero inode or length"));
+        }
+        if r.logical.checked_add(r.len as u64).is_none()
+            || r.phys.checked_add(r.len as u64).is_none()
+        {
+            return Err(invalid(W, "range overflows"));
+        }
+        Ok(Some(r))
+    }
+}
+
+pub const DIRENT_SIZE: usize = 280;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirentRec {
+    pub parent: u64,
+    pub child: u64,
+    /// File type (S_IFMT >> 12).
+    pub ftype: u8,
+    pub name: Vec<u8>,
+}
+
+impl DirentRec {
+    pub fn encode(&self) -> [u8; DIRENT_SIZE] {
+        let mut b = [0u8; DIRENT_SIZE];
+        Le::put64(&mut b, 0, self.parent);
+        Le::put64(&mut b, 8, self.child);
+        b[16] = self.ftype;
+        let n = self.name.len().min(MAX_NAME);
+        b[17] = n as u8;
+        b[24..24 + n].copy_from_slice(&self.name[..n]);
+        let c = dirent_crc(&b);
+        Le::put32(&mut b, 20, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Option<DirentRec>, FormatError> {
+        const W: &str = "directory entry";
+        need(W, b, DIRENT_SIZE)?;
+        if b[..DIRENT_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        let stored = Le::u32(b, 20);
+        let computed = dirent_crc(b);
+        if stored != computed {
+            return Err(FormatError::BadChecksum {
+                what: W,
+                stored,
+                computed,
+            });
+        }
+        let n = b[17] as usize;
+        let name = b[24..24 + n].to_vec();
+        if n == 0 || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
+            return Err(invalid(W, "invalid name"));
+        }
+        let r = DirentRec {
+            parent: Le::u64(b, 0),
+            child: Le::u64(b, 8),
+            ftype: b[16],
+            name,
+        };
+        if r.parent == 0 || r.child == 0 {
+            return Err(invalid(W, "zero inode number"));
+        }
+        Ok(Some(r))
+    }
+}
+
+fn dirent_crc(b: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[0..20]);
+    h.update(&b[24..DIRENT_SIZE]);
+    h.finalize()
+}
+
+pub const ORPHAN_SIZE: usize = 32;
+
+/// An orphan: an unlinked inode still open (freed at last close or at the next
+/// mount), or a block range whose freeing was deferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrphanRec {
+    Inode(u64),
+    Blocks { phys: u64, len: u64 },
+}
+
+impl OrphanRec {
+    pub fn encode(&self) -> [u8; ORPHAN_SIZE] {
+        let mut b = [0u8; ORPHAN_SIZE];
+        match *self {
+            OrphanRec::Inode(ino) => {
+                Le::put32(&mut b, 0, 1);
+                Le::put64(&mut b, 8, ino);
+            }
+            OrphanRec::Blocks { phys, len } => {
+                Le::put32(&mut b, 0, 2);
+                Le::put64(&mut b, 8, phys);
+                Le::put64(&mut b, 16, len);
+            }
+        }
+        let c = crc(&b[..28]);
+        Le::put32(&mut b, 28, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Option<OrphanRec>, FormatError> {
+        const W: &str = "orphan record";
+        need(W, b, ORPHAN_SIZE)?;
+        if b[..ORPHAN_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        check_crc(W, &b[..28], Le::u32(b, 28))?;
+        match Le::u32(b, 0) {
+            1 => Ok(Some(OrphanRec::Inode(Le::u64(b, 8)))),
+            2 => Ok(Some(OrphanRec::Blocks {
+                phys: Le::u64(b, 8),
+                len: Le::u64(b, 16),
+            })),
+            k => Err(invalid(W, format!("unknown orphan kind {k}"))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bitmap blocks
+// ---------------------------------------------------------------------------
+
+pub fn bitmap_crc(block: &[u8]) -> u32 {
+    crc(&block[..BITMAP_BYTES])
+}
+
+pub fn bitmap_check(block: &[u8]) -> Result<(), FormatError> {
+    need("bitmap block", block, BS)?;
+    check_crc(
+        "bitmap block",
+        &block[..BITMAP_BYTES],
+        Le::u32(block, BITMAP_BYTES),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Journal
+// ---------------------------------------------------------------------------
+
+/// Journal header (first block of the journal): the last applied transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalHdr {
+    pub applied_seq: u64,
+}
+
+pub const JHDR_SIZE: usize = 32;
+
+impl JournalHdr {
+    pub fn encode(&self) -> [u8; JHDR_SIZE] {
+        let mut b = [0u8; JHDR_SIZE];
+        Le::put32(&mut b, 0, JHDR_MAGIC);
+        Le::put32(&mut b, 4, FORMAT_VERSION);
+        Le::put64(&mut b, 8, self.applied_seq);
+        let c = crc(&b[..JHDR_SIZE - 4]);
+        Le::put32(&mut b, JHDR_SIZE - 4, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<JournalHdr, FormatError> {
+        const W: &str = "journal header";
+        need(W, b, JHDR_SIZE)?;
+        if Le::u32(b, 0) != JHDR_MAGIC {
+            return Err(FormatError::BadMagic { what: W });
+        }
+        check_crc(W, &b[..JHDR_SIZE - 4], Le::u32(b, JHDR_SIZE - 4))?;
+        Ok(JournalHdr {
+            applied_seq: Le::u64(b, 8),
+        })
+    }
+}
+
+pub const TX_HDR_SIZE: usize = 24;
+pub const TX_ENTRY_HDR: usize = 16;
+pub const COMMIT_SIZE: usize = 24;
+
+/// One redo entry: bytes to store at a media offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxEntry {
+    pub off: u64,
+    pub data: Vec<u8>,
+}
+
+/// Serialized size of a transaction with these entries.
+pub fn tx_size<'a>(entries: impl Iterator<Item = (u64, &'a [u8])>) -> usize {
+    TX_HDR_SIZE
+        + entries
+            .map(|(_, d)| TX_ENTRY_HDR + d.len().div_ceil(8) * 8)
+            .sum::<usize>()
+        + COMMIT_SIZE
+}
+
+/// Encode a transaction: header, entries, commit record (with the crc of everything before it).
+pub fn encode_tx<'a>(seq: u64, entries: impl Iterator<Item = (u64, &'a [u8])> + Clone) -> Vec<u8> {
+    let n = entries.clone().count();
+    let mut out = Vec::with_capacity(tx_size(entries.clone()));
+    let mut h = [0u8; TX_HDR_SIZE];
+    Le::put32(&mut h, 0, TX_MAGIC);
+    Le::put32(&mut h, 4, n as u32);
+    Le::put64(&mut h, 8, seq);
+    out.extend_from_slice(&h);
+    for (off, d) in entries {
+        let mut eh = [0u8; TX_ENTRY_HDR];
+        Le::put64(&mut eh, 0, off);
+        Le::put32(&mut eh, 8, d.len() as u32);
+        out.extend_from_slice(&eh);
+        out.extend_from_slice(d);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+    }
+    let payload_len = out.len() - TX_HDR_SIZE;
+    Le::put64(&mut out, 16, payload_len as u64);
+    let c = crc(&out);
+    let mut cm = [0u8; COMMIT_SIZE];
+    Le::put32(&mut cm, 0, COMMIT_MAGIC);
+    Le::put32(&mut cm, 4, c);
+    Le::put64(&mut cm, 8, seq);
+    let cc = crc(&cm[..16]);
+    Le::put32(&mut cm, 16, cc);
+    out.extend_from_slice(&cm);
+    out
+}
+
+/// What the journal area holds after the header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TxState {
+    /// No transaction with the expected sequence number.
+    None,
+    /// A transaction whose commit record is missing or whose checksum fails (torn).
+    Torn { seq: u64 },
+    /// A complete, committed transaction.
+    Committed { seq: u64, entries: Vec<TxEntry> },
+}
+
+/// Decode the transaction at the start of `area` if it carries sequence `want_seq`.
+pub fn decode_tx(area: &[u8], want_seq: u64) -> TxState {
+    if area.len() < TX_HDR_SIZE || Le::u32(area, 0) != TX_MAGIC || Le::u64(area, 8) != want_seq {
+        return TxState::None;
+    }
+    let seq = want_seq;
+    let n = Le::u32(area, 4) as usize;
+    let payload = Le::u64(area, 16);
+    let end = match (TX_HDR_SIZE as u64).checked_add(payload) {
+        Some(e) if e + COMMIT_SIZE as u64 <= area.len() as u64 => e as usize,
+        _ => return TxState::Torn { seq },
+    };
+    let cm = &area[end..end + COMMIT_SIZE];
+    if Le::u32(cm, 0) != COMMIT_MAGIC
+        || Le::u64(cm, 8) != seq
+        || Le::u32(cm, 16) != crc(&cm[..16])
+        || Le::u32(cm, 4) != crc(&area[..end])
+    {
+        return TxState::Torn { seq };
+    }
+    let mut entries = Vec::with_capacity(n.min(1 << 16));
+    let mut p = TX_HDR_SIZE;
+    for _ in 0..n {
+        if p + TX_ENTRY_HDR > end {
+            return TxState::Torn { seq };
+        }
+        let off = Le::u64(area, p);
+        let len = Le::u32(area, p + 8) as usize;
+        p += TX_ENTRY_HDR;
+        if p + len > end {
+            return TxState::Torn { seq };
+        }
+        entries.push(TxEntry {
+            off,
+            data: area[p..p + len].to_vec(),
+        });
+        p += len.div_ceil(8) * 8;
+    }
+    TxState::Committed { seq, entries }
+}
+
+// ---------------------------------------------------------------------------
+// Xattr blob
+// ---------------------------------------------------------------------------
+
+pub type XattrMap = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+pub fn encode_xattrs(m: &XattrMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&XATTR_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    for (k, v) in m {
+        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+pub fn decode_xattrs(b: &[u8]) -> Result<XattrMap, FormatError> {
+    const W: &str = "xattr block";
+    need(W, b, 8)?;
+    if Le::u32(b, 0) != XATTR_MAGIC {
+        return Err(FormatError::BadMagic { what: W });
+    }
+    let n = Le::u32(b, 4);
+    let mut p = 8usize;
+    let mut m = XattrMap::new();
+    for _ in 0..n {
+        need(W, b, p + 6)?;
+        let kl = Le::u16(b, p) as usize;
+        let vl = Le::u32(b, p + 2) as usize;
+        p += 6;
+        need(W, b, p.saturating_add(kl).saturating_add(vl))?;
+        if kl == 0 || kl > MAX_NAME {
+            return Err(invalid(W, "bad name length"));
+        }
+        m.insert(b[p..p + kl].to_vec(), b[p + kl..p + kl + vl].to_vec());
+        p += kl + vl;
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_sb() -> Superblock {
+        Superblock {
+            version: 1,
+            incompat: 0,
+            compat: 0,
+            ro_compat: 0,
+            uuid: [7; 16],
+            label: "lbl".into(),
+            total_blocks: 10000,
+            journal_start: 3,
+            journal_blocks: 64,
+            inode_start: 67,
+            inode_count: 1024,
+            bitmap_start: 67 + 64,
+            bitmap_blocks: 1,
+            data_start: 67 + 65,
+            roots_block: 2,
+            generation: 5,
+            clean: true,
+            mkfs_time: 1,
+            mount_count: 0,
+        }
+    }
+
+    #[test]
+    fn superblock_roundtrip_and_corruption() {
+        let sb = sample_sb();
+        let mut b = sb.encode();
+        assert_eq!(Superblock::decode(&b, 10000 * 4096).unwrap(), sb);
+        assert!(Superblock::decode(&b, 100 * 4096).is_err());
+        b[130] ^= 1;
+        assert!(matches!(
+            Superblock::decode(&b, 10000 * 4096),
+            Err(FormatError::BadChecksum { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn inode_roundtrip(mode in prop::sample::select(vec![0o100644u32, 0o40755, 0o120777]),
+                           uid: u32, gid: u32, nlink: u32, size in 0..MAX_FILE_SIZE,
+                           s: i64, ns in 0u32..1_000_000_000, gen: u32) {
+            let r = InodeRec { mode, uid, gid, nlink, size,
+                atime: Timespec{sec:s,nsec:ns}, mtime: Timespec{sec:s/2,nsec:ns},
+                ctime: Timespec{sec:-s/3,nsec:ns}, generation: gen, ..Default::default() };
+            prop_assert_eq!(InodeRec::decode(&r.encode()).unwrap(), r);
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Superblock::decode(&bytes, 1 << 30);
+            let _ = InodeRec::decode(&bytes);
+            let _ = ExtentRec::decode(&bytes);
+            let _ = DirentRec::decode(&bytes);
+            let _ = OrphanRec::decode(&bytes);
+            let _ = RecBlockHdr::decode(&bytes);
+            let _ = JournalHdr::decode(&bytes);
+            let _ = Roots::decode(&bytes);
+            let _ = decode_xattrs(&bytes);
+            let _ = decode_tx(&bytes, 1);
+        }
+
+        #[test]
+        fn dirent_roundtrip(name in "[a-zA-Z0-9._-]{1,255}", parent in 1u64.., child in 1u64.., ft: u8) {
+            prop_assume!(name != "." && name != "..");
+            let d = DirentRec { parent, child, ftype: ft, name: name.into_bytes() };
+            prop_assert_eq!(DirentRec::decode(&d.encode()).unwrap(), Some(d));
+        }
+
+        #[test]
+        fn tx_roundtrip(entries in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..100)), 0..20),
+                        seq: u64, cut in 0usize..4000) {
+            let enc = encode_tx(seq, entries.iter().map(|(o, d)| (*o, d.as_slice())));
+            match decode_tx(&enc, seq) {
+                TxState::Committed { entries: e, .. } => {
+                    prop_assert_eq!(e.len(), entries.len());
+                    for (a, b) in e.iter().zip(entries.iter()) {
+                        prop_assert_eq!(a.off, b.0);
+                        prop_assert_eq!(&a.data, &b.1);
+                    }
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+            // Any truncation is torn, never committed.
+            if cut < enc.len() {
+                let st = decode_tx(&enc[..cut], seq);
+                let committed = matches!(st, TxState::Committed { .. });
+                prop_assert!(!committed);
+            }
+        }
+    }
+}

@@ -1,0 +1,2195 @@
+//! The core filesystem: inodes, extent maps, directories, xattrs, file data.
+//!
+//! An API returning `FsResult`, usable without FUSE. DRAM indexes (extent
+//! B-tree maps, directory hash maps) are rebuilt from the on-media records at
+//! mount; every metadata change goes through one journaled transaction ([`Ctx`]).
+//!
+//! Lock order: `ns` (namespace) → inode locks in ascending inode number →
+//! `meta` (allocator, record slots, journal). File data is copied while holding
+//! only that file's inode lock.
+
+pub mod meta;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{ArcRwLockWriteGuard, Mutex, RawRwLock, RwLock};
+
+use crate::error::{FsError, FsResult};
+use crate::format::{
+    self, DirentRec, ExtentRec, InodeRec, OrphanRec, RecBlockHdr, RecKind, Roots, Superblock,
+    Timespec, XattrMap, BLOCK_SIZE, MAX_FILE_SIZE, MAX_LINKS, MAX_NAME, ROOT_INO,
+};
+use crate::journal::{Journal, JournalGeometry, Recovery};
+use crate::media::Media;
+use crate::space::Space;
+use meta::{Ctx, Meta, Records};
+
+const BS: u64 = BLOCK_SIZE;
+/// Extent records changed per transaction at most when freeing (keeps each
+/// transaction far below the smallest journal).
+const FREE_BATCH: usize = 1024;
+/// Largest xattr value (as Linux XATTR_SIZE_MAX) and total per inode.
+pub const XATTR_VALUE_MAX: usize = 65536;
+pub const XATTR_TOTAL_MAX: usize = 1 << 20;
+
+/// Who is asking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Cred {
+    pub const ROOT: Cred = Cred { uid: 0, gid: 0 };
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub crtime: Timespec,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub generation: u32,
+}
+
+impl Attr {
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// A time to set: a value or "now".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(Timespec),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Resume readdir after this entry by passing this offset.
+    pub offset: u64,
+    pub ino: u64,
+    pub mode_type: u32,
+    pub name: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ext {
+    pub phys: u64,
+    pub len: u64,
+    /// Media offset of the extent record.
+    pub slot: u64,
+}
+
+#[derive(Clone, Debug)]
+struct DEnt {
+    child: u64,
+    ftype: u8,
+    slot: u64,
+}
+
+#[derive(Default, Debug)]
+struct Dir {
+    parent: u64,
+    by_name: HashMap<Vec<u8>, DEnt>,
+    by_slot: BTreeMap<u64, Vec<u8>>,
+}
+
+pub struct Inode {
+    pub ino: u64,
+    pub rec: InodeRec,
+    pub extents: BTreeMap<u64, Ext>,
+    pub mapped: u64,
+    dir: Option<Dir>,
+    xattrs: Option<XattrMap>,
+    open: u32,
+    orphan_slot: Option<u64>,
+}
+
+impl Inode {
+    fn new(ino: u64, rec: InodeRec) -> Inode {
+        let dir = if rec.mode & libc::S_IFMT == libc::S_IFDIR {
+            Some(Dir::default())
+        } else {
+            None
+        };
+        Inode {
+            ino,
+            rec,
+            extents: BTreeMap::new(),
+            mapped: 0,
+            dir,
+            xattrs: None,
+            open: 0,
+            orphan_slot: None,
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    fn ftype(&self) -> u32 {
+        self.rec.mode & libc::S_IFMT
+    }
+
+    pub fn attr(&self) -> Attr {
+        Attr {
+            ino: self.ino,
+            size: self.rec.size,
+            blocks: (self.mapped + self.rec.xattr_blocks as u64) * (BS / 512),
+            atime: self.rec.atime,
+            mtime: self.rec.mtime,
+            ctime: self.rec.ctime,
+            crtime: self.rec.crtime,
+            mode: self.rec.mode,
+            nlink: self.rec.nlink,
+            uid: self.rec.uid,
+            gid: self.rec.gid,
+            rdev: self.rec.rdev,
+            generation: self.rec.generation,
+        }
+    }
+
+    /// The extent containing logical block `l`, if any.
+    pub fn find(&self, l: u64) -> Option<(u64, Ext)> {
+        self.extents
+            .range(..=l)
+            .next_back()
+            .filter(|(s, e)| l < *s + e.len)
+            .map(|(s, e)| (*s, *e))
+    }
+
+    /// Mapped pieces and holes covering logical blocks [first, end).
+    /// Each item: (logical start, block count, Some(phys) or None for a hole).
+    pub fn segments(&self, first: u64, end: u64) -> Vec<(u64, u64, Option<u64>)> {
+        let mut out = Vec::new();
+        let mut l = first;
+        if let Some((s, e)) = self.find(first) {
+            let n = (s + e.len).min(end) - l;
+            out.push((l, n, Some(e.phys + (l - s))));
+            l += n;
+        }
+        for (s, e) in self.extents.range(l..end) {
+            if *s > l {
+                out.push((l, s - l, None));
+            }
+            let n = (s + e.len).min(end) - s;
+            out.push((*s, n, Some(e.phys)));
+            l = s + n;
+        }
+        if l < end {
+            out.push((l, end - l, None));
+        }
+        out
+    }
+}
+
+type InodeRef = Arc<RwLock<Inode>>;
+type WGuard = ArcRwLockWriteGuard<RawRwLock, Inode>;
+
+/// Mount-time options the core cares about.
+#[derive(Clone, Debug, Default)]
+pub struct FsOptions {
+    pub read_only: bool,
+}
+
+pub struct Fs {
+    pub media: Arc<Media>,
+    pub sb: Superblock,
+    opts: FsOptions,
+    ns: RwLock<()>,
+    inodes: RwLock<HashMap<u64, InodeRef>>,
+    meta: Mutex<Meta>,
+    next_fh: AtomicU64,
+    pub recovery: Recovery,
+}
+
+fn now() -> Timespec {
+    Timespec::now()
+}
+
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(FsError::Invalid);
+    }
+    if name.len() > MAX_NAME {
+        return Err(FsError::NameTooLong);
+    }
+    if name == b"." || name == b".." {
+        return Err(FsError::Exists);
+    }
+    Ok(())
+}
+
+fn ftype_byte(mode: u32) -> u8 {
+    ((mode & libc::S_IFMT) >> 12) as u8
+}
+
+/// Read both superblocks and pick the valid one with the highest generation.
+pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
+    let mut best: Option<Superblock> = None;
+    let mut problems = Vec::new();
+    for (i, off) in [0u64, BS].iter().enumerate() {
+        let b = media.read_vec(*off, format::SB_SIZE)?;
+        match Superblock::decode(&b, media.len()) {
+            Ok(sb) => {
+                if best.as_ref().is_none_or(|x| sb.generation > x.generation) {
+                    best = Some(sb);
+                }
+            }
+            Err(e) => problems.push(format!("superblock copy {i}: {e}")),
+        }
+    }
+    match best {
+        Some(sb) => Ok((sb, problems)),
+        None => Err(FsError::Corrupt(format!(
+            "no valid superblock ({})",
+            problems.join("; ")
+        ))),
+    }
+}
+
+pub fn journal_geometry(sb: &Superblock, media_len: u64) -> JournalGeometry {
+    JournalGeometry {
+        start_block: sb.journal_start,
+        blocks: sb.journal_blocks,
+        media_len: media_len.min(sb.total_blocks * BS),
+    }
+}
+
+/// Write both superblock copies, persisting each before the next.
+pub fn write_superblocks(media: &Media, sb: &Superblock) -> FsResult<()> {
+    let b = sb.encode();
+    media.write_persist(0, &b)?;
+    media.write_persist(BS, &b)?;
+    Ok(())
+}
+
+/// Walk one record chain, calling `f(slot_offset, slot_bytes)` for every slot.
+pub fn walk_chain(
+    media: &Media,
+    sb: &Superblock,
+    kind: RecKind,
+    head: u64,
+    mut f: impl FnMut(u64, &[u8]) -> FsResult<()>,
+) -> FsResult<u64> {
+    let mut blk = head;
+    let mut seen = BTreeSet::new();
+    while blk != 0 {
+        if blk < sb.data_start || blk >= sb.total_blocks || !seen.insert(blk) {
+            return Err(FsError::Corrupt(format!(
+                "{kind:?} record chain points at block {blk} (outside the data area or a loop)"
+            )));
+        }
+        let b = media.read_vec(blk * BS, BS as usize)?;
+        let hdr = RecBlockHdr::decode(&b)
+            .map_err(|e| FsError::Corrupt(format!("record block {blk}: {e}")))?;
+        if hdr.kind != kind {
+            return Err(FsError::Corrupt(format!(
+                "record block {blk} is {:?} in the {kind:?} chain",
+                hdr.kind
+            )));
+        }
+        for i in 0..kind.slots_per_block() {
+            let o = format::REC_HDR + i * kind.slot_size();
+            f(blk * BS + o as u64, &b[o..o + kind.slot_size()])?;
+        }
+        blk = hdr.next;
+    }
+    Ok(seen.len() as u64)
+}
+
+impl Fs {
+    /// Mount: recover the journal, load every index, reclaim orphans.
+    pub fn mount(media: Media, opts: FsOptions) -> FsResult<Fs> {
+        let (mut sb, problems) = read_superblock(&media)?;
+        for p in &problems {
+            log::warn!("{p}; using the other copy");
+        }
+        let ro = opts.read_only || media.read_only();
+        let geo = journal_geometry(&sb, media.len());
+        if ro {
+            let (_, st) = Journal::inspect(&media, geo)?;
+            if matches!(st, format::TxState::Committed { .. }) {
+                return Err(FsError::Corrupt(
+                    "the journal holds a committed transaction that needs replay; mount read-write or run fsck-daxlink -y".into(),
+                ));
+            }
+        }
+        let (journal, recovery) = Journal::recover(&media, geo)?;
+        match &recovery {
+            Recovery::Clean => {}
+            Recovery::Replayed { seq, entries } => {
+                log::info!("journal: replayed transaction {seq} ({entries} entries)")
+            }
+            Recovery::DiscardedTorn { seq } => {
+                log::info!("journal: discarded torn transaction {seq}")
+            }
+        }
+        let space = Space::load(&media, &sb)?;
+        let roots = Roots::decode(&media.read_vec(sb.roots_block * BS, format::ROOTS_SIZE)?)?;
+
+        // Inodes.
+        let mut inodes: HashMap<u64, Inode> = HashMap::new();
+        let mut free_inos = BTreeSet::new();
+        let itab = media.read_vec(sb.inode_start * BS, (sb.inode_blocks() * BS) as usize)?;
+        for ino in 1..=sb.inode_count {
+            let o = ((ino - 1) as usize) * format::INODE_SIZE;
+            let rec = InodeRec::decode(&itab[o..o + format::INODE_SIZE])
+                .map_err(|e| FsError::Corrupt(format!("inode {ino}: {e}")))?;
+            if rec.is_free() {
+                free_inos.insert(ino);
+            } else {
+                inodes.insert(ino, Inode::new(ino, rec));
+            }
+        }
+        match inodes.get(&ROOT_INO) {
+            Some(r) if r.is_dir() => {}
+            _ => return Err(FsError::Corrupt("root inode is not a directory".into())),
+        }
+        inodes
+            .get_mut(&ROOT_INO)
+            .unwrap()
+            .dir
+            .as_mut()
+            .unwrap()
+            .parent = ROOT_INO;
+
+        let mut rec = Records {
+            heads: roots.heads,
+            free: [Vec::new(), Vec::new(), Vec::new()],
+            blocks: [0; 3],
+        };
+        let data_end = sb.total_blocks;
+        let data_start = sb.data_start;
+        // Extents.
+        let mut free = Vec::new();
+        rec.blocks[RecKind::Extent.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Extent,
+            roots.heads[RecKind::Extent.index()],
+            |off, b| {
+                match ExtentRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("record at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(x) => {
+                        let ino = inodes.get_mut(&x.ino).ok_or_else(|| {
+                            FsError::Corrupt(format!(
+                                "extent record at {off:#x} belongs to free inode {}",
+                                x.ino
+                            ))
+                        })?;
+                        if x.phys < data_start || x.phys + x.len as u64 > data_end {
+                            return Err(FsError::Corrupt(format!(
+                                "extent of inode {} at block {} (+{}) lies beyond the device",
+                                x.ino, x.phys, x.len
+                            )));
+                        }
+                        if let Some((s, _)) = ino.find(x.logical) {
+                            return Err(FsError::Corrupt(format!(
+                                "inode {}: extents overlap at logical block {s}",
+                                x.ino
+                            )));
+                        }
+                        ino.mapped += x.len as u64;
+                        ino.extents.insert(
+                            x.logical,
+                            Ext {
+                                phys: x.phys,
+                                len: x.len as u64,
+                                slot: off,
+                            },
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Extent.index()] = free;
+        // Directory entries.
+        let mut free = Vec::new();
+        let mut dirents = Vec::new();
+        rec.blocks[RecKind::Dirent.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Dirent,
+            roots.heads[RecKind::Dirent.index()],
+            |off, b| {
+                match DirentRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("directory entry at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(d) => dirents.push((off, d)),
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Dirent.index()] = free;
+        for (off, d) in dirents {
+            let child_mode = match inodes.get(&d.child) {
+                Some(c) => c.rec.mode,
+                None => {
+                    return Err(FsError::Corrupt(format!(
+                        "directory entry {:?} in inode {} points at free inode {}",
+                        String::from_utf8_lossy(&d.name),
+                        d.parent,
+                        d.child
+                    )))
+                }
+            };
+            if child_mode & libc::S_IFMT == libc::S_IFDIR {
+                if let Some(c) = inodes.get_mut(&d.child) {
+                    c.dir.as_mut().unwrap().parent = d.parent;
+                }
+            }
+            let p = inodes
+                .get_mut(&d.parent)
+                .and_then(|p| p.dir.as_mut())
+                .ok_or_else(|| {
+                    FsError::Corrupt(format!(
+                        "directory entry at {off:#x} has a parent {} that is not a directory",
+                        d.parent
+                    ))
+                })?;
+            if p.by_name.contains_key(&d.name) {
+                return Err(FsError::Corrupt(format!(
+                    "directory {} holds the name {:?} twice",
+                    d.parent,
+                    String::from_utf8_lossy(&d.name)
+                )));
+            }
+            p.by_slot.insert(off, d.name.clone());
+            p.by_name.insert(
+                d.name,
+                DEnt {
+                    child: d.child,
+                    ftype: d.ftype,
+                    slot: off,
+                },
+            );
+        }
+        // Orphans.
+        let mut free = Vec::new();
+        let mut orphans = Vec::new();
+        rec.blocks[RecKind::Orphan.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Orphan,
+            roots.heads[RecKind::Orphan.index()],
+            |off, b| {
+                match OrphanRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("orphan record at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(o) => orphans.push((off, o)),
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Orphan.index()] = free;
+
+        let meta = Meta {
+            space,
+            rec,
+            journal,
+            free_inos,
+            broken: false,
+        };
+        let fs = Fs {
+            media: Arc::new(media),
+            sb: sb.clone(),
+            opts: FsOptions { read_only: ro },
+            ns: RwLock::new(()),
+            inodes: RwLock::new(
+                inodes
+                    .into_iter()
+                    .map(|(k, v)| (k, Arc::new(RwLock::new(v))))
+                    .collect(),
+            ),
+            meta: Mutex::new(meta),
+            next_fh: AtomicU64::new(1),
+            recovery,
+        };
+        if !ro {
+            for (off, o) in orphans {
+                match o {
+                    OrphanRec::Inode(ino) => {
+                        let Ok(r) = fs.get(ino) else {
+                            log::warn!("orphan record for free inode {ino}: dropping it");
+                            let mut ctx = fs.ctx()?;
+                            ctx.slot_free(RecKind::Orphan, off);
+                            ctx.commit()?;
+                            continue;
+                        };
+                        let mut g = r.write_arc();
+                        g.orphan_slot = Some(off);
+                        log::info!("reclaiming orphan inode {ino}");
+                        fs.destroy(&mut g)?;
+                    }
+                    OrphanRec::Blocks { phys, len } => {
+                        log::info!("reclaiming deferred free of blocks {phys}+{len}");
+                        let mut ctx = fs.ctx()?;
+                        ctx.blocks_free(phys, len)?;
+                        ctx.slot_free(RecKind::Orphan, off);
+                        ctx.commit()?;
+                    }
+                }
+            }
+            sb.clean = false;
+            sb.generation += 1;
+            sb.mount_count += 1;
+            write_superblocks(&fs.media, &sb)?;
+        }
+        Ok(fs)
+    }
+
+    /// Mark the filesystem cleanly unmounted.
+    pub fn unmount(&self) -> FsResult<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        let broken = self.meta.lock().broken;
+        let (mut sb, _) = read_superblock(&self.media)?;
+        sb.clean = !broken;
+        sb.generation += 1;
+        write_superblocks(&self.media, &sb)
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.opts.read_only
+    }
+
+    fn ctx(&self) -> FsResult<Ctx<'_>> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        Ctx::new(&self.media, &self.sb, self.meta.lock())
+    }
+
+    fn get(&self, ino: u64) -> FsResult<InodeRef> {
+        self.inodes
+            .read()
+            .get(&ino)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    /// Write-lock several inodes in ascending order (deduplicated).
+    fn lock_many(&self, inos: &[u64]) -> FsResult<BTreeMap<u64, WGuard>> {
+        let set: BTreeSet<u64> = inos.iter().copied().collect();
+        let mut out = BTreeMap::new();
+        for ino in set {
+            out.insert(ino, self.get(ino)?.write_arc());
+        }
+        Ok(out)
+    }
+
+    pub fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ------------------------------------------------------------------
+    // Attributes
+    // ------------------------------------------------------------------
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        Ok(self.get(ino)?.read().attr())
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > MAX_NAME {
+            return Err(FsError::NameTooLong);
+        }
+        let _ns = self.ns.read();
+        let p = self.get(parent)?;
+        let child = {
+            let g = p.read();
+            let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
+            if name == b"." {
+                parent
+            } else if name == b".." {
+                d.parent
+            } else {
+                d.by_name.get(name).ok_or(FsError::NotFound)?.child
+            }
+        };
+        self.getattr(child)
+    }
+
+    pub fn access(&self, ino: u64, mask: i32, cred: Cred) -> FsResult<()> {
+        let a = self.getattr(ino)?;
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        if mask & libc::W_OK != 0 && self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if cred.uid == 0 {
+            // Root may do anything except execute a file with no x bit at all.
+            if mask & libc::X_OK != 0 && !a.is_dir() && a.mode & 0o111 == 0 {
+                return Err(FsError::Access);
+            }
+            return Ok(());
+        }
+        let bits = if cred.uid == a.uid {
+            (a.mode >> 6) & 7
+        } else if cred.gid == a.gid {
+            (a.mode >> 3) & 7
+        } else {
+            a.mode & 7
+        };
+        if (mask as u32) & 7 & !bits != 0 {
+            return Err(FsError::Access);
+        }
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, s: &SetAttr, cred: Cred) -> FsResult<Attr> {
+        let r = self.get(ino)?;
+        let mut g = r.write_arc();
+        let mut rec = g.rec.clone();
+        let t = now();
+        let owner = cred.uid == 0 || cred.uid == rec.uid;
+        if let Some(mode) = s.mode {
+            if !owner {
+                return Err(FsError::Perm);
+            }
+            let mut m = mode & 0o7777;
+            if cred.uid != 0 && cred.gid != rec.gid && s.gid.is_none() {
+                m &= !libc::S_ISGID;
+            }
+            rec.mode = (rec.mode & libc::S_IFMT) | m;
+        }
+        if s.uid.is_some() || s.gid.is_some() {
+            let new_uid = s.uid.unwrap_or(rec.uid);
+            let new_gid = s.gid.unwrap_or(rec.gid);
+            if cred.uid != 0 {
+                if new_uid != rec.uid || cred.uid != rec.uid {
+                    return Err(FsError::Perm);
+                }
+                if new_gid != rec.gid && new_gid != cred.gid {
+                    return Err(FsError::Perm);
+                }
+            }
+            if new_uid != rec.uid || new_gid != rec.gid || cred.uid != 0 {
+                // chown clears set-user-ID, and set-group-ID when group-executable.
+                if rec.mode & libc::S_IFMT != libc::S_IFDIR {
+                    rec.mode &= !libc::S_ISUID;
+                    if rec.mode & libc::S_IXGRP != 0 {
+                        rec.mode &= !libc::S_ISGID;
+                    }
+                }
+            }
+            rec.uid = new_uid;
+            rec.gid = new_gid;
+        }
+        for (which, val) in [(0, s.atime), (1, s.mtime)] {
+            if let Some(v) = val {
+                let ts = match v {
+                    SetTime::Now => {
+                        if !owner && self.access(ino, libc::W_OK, cred).is_err() {
+                            return Err(FsError::Access);
+                        }
+                        t
+                    }
+                    SetTime::At(ts) => {
+                        if !owner {
+                            return Err(FsError::Perm);
+                        }
+                        ts
+                    }
+                };
+                if which == 0 {
+                    rec.atime = ts;
+                } else {
+                    rec.mtime = ts;
+                }
+            }
+        }
+        if let Some(size) = s.size {
+            if g.is_dir() {
+                return Err(FsError::IsDir);
+            }
+            if g.ftype() != libc::S_IFREG {
+                return Err(FsError::Invalid);
+            }
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            if size != rec.size || s.mtime.is_none() {
+                rec.mtime = if s.mtime.is_some() { rec.mtime } else { t };
+            }
+            // Clear suid/sgid on truncate by a non-owner write, as Linux does on write.
+            if cred.uid != 0 {
+                rec.mode &= !libc::S_ISUID;
+                if rec.mode & libc::S_IXGRP != 0 {
+                    rec.mode &= !libc::S_ISGID;
+                }
+            }
+            rec.ctime = t;
+            self.truncate_locked(&mut g, size, rec)?;
+            return Ok(g.attr());
+        }
+        rec.ctime = t;
+        let mut ctx = self.ctx()?;
+        ctx.put_inode(ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        Ok(g.attr())
+    }
+
+    // ------------------------------------------------------------------
+    // Namespace
+    // ------------------------------------------------------------------
+
+    fn new_inode_rec(&self, parent: &Inode, mode: u32, cred: Cred, rdev: u32) -> InodeRec {
+        let t = now();
+        let mut mode = mode;
+        let mut gid = cred.gid;
+        if parent.rec.mode & libc::S_ISGID != 0 {
+            gid = parent.rec.gid;
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                mode |= libc::S_ISGID;
+            }
+        }
+        InodeRec {
+            mode,
+            uid: cred.uid,
+            gid,
+            nlink: if mode & libc::S_IFMT == libc::S_IFDIR {
+                2
+            } else {
+                1
+            },
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev,
+            ..Default::default()
+        }
+    }
+
+    /// Create a node of any type (regular, dir, device, fifo, socket, symlink).
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        cred: Cred,
+    ) -> FsResult<Attr> {
+        self.create_node(parent, name, mode, rdev, cred, None)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cred: Cred) -> FsResult<Attr> {
+        self.create_node(parent, name, libc::S_IFDIR | (mode & 0o7777), 0, cred, None)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cred: Cred) -> FsResult<Attr> {
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        if target.len() >= 4096 {
+            return Err(FsError::NameTooLong);
+        }
+        self.create_node(parent, name, libc::S_IFLNK | 0o777, 0, cred, Some(target))
+    }
+
+    fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        cred: Cred,
+        link_target: Option<&[u8]>,
+    ) -> FsResult<Attr> {
+        check_name(name)?;
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let ftype = mode & libc::S_IFMT;
+        let mode = if ftype == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
+        let _ns = self.ns.write();
+        let pr = self.get(parent)?;
+        let mut pg = pr.write_arc();
+        {
+            let d = pg.dir.as_ref().ok_or(FsError::NotDir)?;
+            if pg.rec.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            if d.by_name.contains_key(name) {
+                return Err(FsError::Exists);
+            }
+        }
+        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        if is_dir && pg.rec.nlink >= MAX_LINKS {
+            return Err(FsError::TooManyLinks);
+        }
+        let mut rec = self.new_inode_rec(&pg, mode, cred, rdev);
+        // Symlink target: its data block is written before the metadata commits.
+        let mut target_run = None;
+        let mut ctx = self.ctx()?;
+        ctx.ensure_slots(RecKind::Dirent, 1)?;
+        if link_target.is_some() {
+            ctx.ensure_slots(RecKind::Extent, 1)?;
+        }
+        let ino = ctx.alloc_ino()?;
+        let old = InodeRec::decode(
+            &self
+                .media
+                .read_vec(self.sb.inode_offset(ino), format::INODE_SIZE)?,
+        )
+        .unwrap_or_default();
+        rec.generation = old.generation;
+        if let Some(t) = link_target {
+            let runs = ctx.reserve(1, None)?;
+            let (p, _) = runs[0];
+            let mut blk = vec![0u8; BS as usize];
+            blk[..t.len()].copy_from_slice(t);
+            self.media.write_at(p * BS, &blk)?;
+            self.media.persist(p * BS, BS)?;
+            ctx.blocks_used(p, 1)?;
+            rec.size = t.len() as u64;
+            target_run = Some(p);
+        }
+        let slot = ctx.slot_alloc(RecKind::Dirent)?;
+        ctx.slot_write(
+            slot,
+            &DirentRec {
+                parent,
+                child: ino,
+                ftype: ftype_byte(mode),
+                name: name.to_vec(),
+            }
+            .encode(),
+        );
+        let mut ext_slot = None;
+        if let Some(p) = target_run {
+            let es = ctx.slot_alloc(RecKind::Extent)?;
+            ctx.slot_write(
+                es,
+                &ExtentRec {
+                    ino,
+                    logical: 0,
+                    phys: p,
+                    len: 1,
+                }
+                .encode(),
+            );
+            ext_slot = Some((p, es));
+        }
+        ctx.put_inode(ino, &rec);
+        let mut prec = pg.rec.clone();
+        prec.mtime = rec.ctime;
+        prec.ctime = rec.ctime;
+        if is_dir {
+            prec.nlink += 1;
+        }
+        ctx.put_inode(parent, &prec);
+        ctx.commit()?;
+        // DRAM.
+        pg.rec = prec;
+        let d = pg.dir.as_mut().expect("dir");
+        d.by_slot.insert(slot, name.to_vec());
+        d.by_name.insert(
+            name.to_vec(),
+            DEnt {
+                child: ino,
+                ftype: ftype_byte(mode),
+                slot,
+            },
+        );
+        let mut inode = Inode::new(ino, rec);
+        if let Some(dd) = inode.dir.as_mut() {
+            dd.parent = parent;
+        }
+        if let Some((p, es)) = ext_slot {
+            inode.extents.insert(
+                0,
+                Ext {
+                    phys: p,
+                    len: 1,
+                    slot: es,
+                },
+            );
+            inode.mapped = 1;
+        }
+        let attr = inode.attr();
+        self.inodes
+            .write()
+            .insert(ino, Arc::new(RwLock::new(inode)));
+        Ok(attr)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
+        check_name(newname)?;
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let _ns = self.ns.write();
+        let mut gs = self.lock_many(&[ino, newparent])?;
+        {
+            let c = &gs[&ino];
+            if c.is_dir() {
+                return Err(FsError::Perm);
+            }
+            if c.rec.nlink >= MAX_LINKS {
+                return Err(FsError::TooManyLinks);
+            }
+            if c.rec.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            let p = &gs[&newparent];
+            let d = p.dir.as_ref().ok_or(FsError::NotDir)?;
+            if d.by_name.contains_key(newname) {
+                return Err(FsError::Exists);
+            }
+        }
+        let t = now();
+        let mut ctx = self.ctx()?;
+        let slot = ctx.slot_alloc(RecKind::Dirent)?;
+        let ft = ftype_byte(gs[&ino].rec.mode);
+        ctx.slot_write(
+            slot,
+            &DirentRec {
+                parent: newparent,
+                child: ino,
+                ftype: ft,
+                name: newname.to_vec(),
+            }
+            .encode(),
+        );
+        let mut crec = gs[&ino].rec.clone();
+        crec.nlink += 1;
+        crec.ctime = t;
+        let mut prec = gs[&newparent].rec.clone();
+        prec.mtime = t;
+        prec.ctime = t;
+        ctx.put_inode(ino, &crec);
+        ctx.put_inode(newparent, &prec);
+        ctx.commit()?;
+        gs.get_mut(&ino).unwrap().rec = crec;
+        let p = gs.get_mut(&newparent).unwrap();
+        p.rec = prec;
+        let d = p.dir.as_mut().unwrap();
+        d.by_slot.insert(slot, newname.to_vec());
+        d.by_name.insert(
+            newname.to_vec(),
+            DEnt {
+                child: ino,
+                ftype: ft,
+                slot,
+            },
+        );
+        Ok(gs[&ino].attr())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name == b"." {
+            return Err(FsError::Invalid);
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> FsResult<()> {
+        if name.len() > MAX_NAME {
+            return Err(FsError::NameTooLong);
+        }
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let _ns = self.ns.write();
+        let child = {
+            let p = self.get(parent)?;
+            let g = p.read();
+            let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
+            d.by_name.get(name).ok_or(FsError::NotFound)?.child
+        };
+        let mut gs = self.lock_many(&[parent, child])?;
+        let c = &gs[&child];
+        if dir {
+            let d = c.dir.as_ref().ok_or(FsError::NotDir)?;
+            if !d.by_name.is_empty() {
+                return Err(FsError::NotEmpty);
+            }
+            if child == ROOT_INO {
+                return Err(FsError::Busy);
+            }
+        } else if c.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        let t = now();
+        let dent_slot = gs[&parent].dir.as_ref().unwrap().by_name[name].slot;
+        let mut ctx = self.ctx()?;
+        let mut crec = gs[&child].rec.clone();
+        crec.nlink = if dir { 0 } else { crec.nlink.saturating_sub(1) };
+        crec.ctime = t;
+        let mut orphan = None;
+        if crec.nlink == 0 {
+            let s = ctx.slot_alloc(RecKind::Orphan)?;
+            ctx.slot_write(s, &OrphanRec::Inode(child).encode());
+            orphan = Some(s);
+        }
+        ctx.slot_free(RecKind::Dirent, dent_slot);
+        let mut prec = gs[&parent].rec.clone();
+        prec.mtime = t;
+        prec.ctime = t;
+        if dir {
+            prec.nlink -= 1;
+        }
+        ctx.put_inode(child, &crec);
+        if parent != child {
+            ctx.put_inode(parent, &prec);
+        }
+        ctx.commit()?;
+        {
+            let p = gs.get_mut(&parent).unwrap();
+            p.rec = prec;
+            let d = p.dir.as_mut().unwrap();
+            d.by_name.remove(name);
+            d.by_slot.remove(&dent_slot);
+        }
+        let c = gs.get_mut(&child).unwrap();
+        c.rec = crec;
+        if let Some(s) = orphan {
+            c.orphan_slot = Some(s);
+            if c.open == 0 {
+                self.destroy(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Free an inode whose link count is 0 and that nobody has open: extents in
+    /// batches (each a consistent state), then the inode and its orphan record.
+    fn destroy(&self, g: &mut Inode) -> FsResult<()> {
+        let ino = g.ino;
+        loop {
+            let batch: Vec<(u64, Ext)> = g
+                .extents
+                .iter()
+                .rev()
+                .take(FREE_BATCH)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            let last = batch.len() < FREE_BATCH;
+            let mut ctx = self.ctx()?;
+            for (l, e) in &batch {
+                ctx.slot_free(RecKind::Extent, e.slot);
+                ctx.blocks_free(e.phys, e.len)?;
+                let _ = l;
+            }
+            if last {
+                if g.rec.xattr_blocks > 0 {
+                    ctx.blocks_free(g.rec.xattr_block, g.rec.xattr_blocks as u64)?;
+                }
+                if let Some(s) = g.orphan_slot {
+                    ctx.slot_free(RecKind::Orphan, s);
+                }
+                ctx.free_ino(ino, g.rec.generation);
+            }
+            ctx.commit()?;
+            for (l, e) in &batch {
+                g.extents.remove(l);
+                g.mapped -= e.len;
+            }
+            if last {
+                break;
+            }
+        }
+        g.rec = InodeRec {
+            generation: g.rec.generation.wrapping_add(1),
+            ..Default::default()
+        };
+        g.orphan_slot = None;
+        self.inodes.write().remove(&ino);
+        Ok(())
+    }
+
+    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
+            return Err(FsError::Invalid);
+        }
+        check_name(newname).map_err(|e| {
+            if e == FsError::Exists {
+                FsError::Busy
+            } else {
+                e
+            }
+        })?;
+        if name.len() > MAX_NAME {
+            return Err(FsError::NameTooLong);
+        }
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let _ns = self.ns.write();
+        let lookup = |p: u64, n: &[u8]| -> FsResult<Option<DEnt>> {
+            let r = self.get(p)?;
+            let g = r.read();
+            let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
+            Ok(d.by_name.get(n).cloned())
+        };
+        let src = lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = lookup(newparent, newname)?;
+        if exchange && dst.is_none() {
+            return Err(FsError::NotFound);
+        }
+        if noreplace && dst.is_some() {
+            return Err(FsError::Exists);
+        }
+        if let Some(d) = &dst {
+            if d.child == src.child {
+                return Ok(());
+            }
+        }
+        // A directory may not move below itself.
+        let is_ancestor = |anc: u64, mut node: u64| -> FsResult<bool> {
+            loop {
+                if node == anc {
+                    return Ok(true);
+                }
+                if node == ROOT_INO {
+                    return Ok(false);
+                }
+                let r = self.get(node)?;
+                let p = r.read().dir.as_ref().map(|d| d.parent).unwrap_or(ROOT_INO);
+                node = p;
+            }
+        };
+        let src_dir = src.ftype as u32 == libc::S_IFDIR >> 12;
+        let dst_dir = dst.as_ref().map(|d| d.ftype as u32 == libc::S_IFDIR >> 12);
+        if src_dir && is_ancestor(src.child, newparent)? {
+            return Err(FsError::Invalid);
+        }
+        if exchange {
+            if dst_dir == Some(true) && is_ancestor(dst.as_ref().unwrap().child, parent)? {
+                return Err(FsError::Invalid);
+            }
+        } else if let Some(dd) = dst_dir {
+            if src_dir && !dd {
+                return Err(FsError::NotDir);
+            }
+            if !src_dir && dd {
+                return Err(FsError::IsDir);
+            }
+        }
+        let mut inos = vec![parent, newparent, src.child];
+        if let Some(d) = &dst {
+            inos.push(d.child);
+        }
+        let mut gs = self.lock_many(&inos)?;
+        if let (Some(d), Some(true)) = (&dst, dst_dir) {
+            if !exchange && !gs[&d.child].dir.as_ref().unwrap().by_name.is_empty() {
+                return Err(FsError::NotEmpty);
+            }
+        }
+        let t = now();
+        let mut ctx = self.ctx()?;
+        ctx.ensure_slots(RecKind::Dirent, 1)?;
+        ctx.ensure_slots(RecKind::Orphan, 1)?;
+        let mut recs: BTreeMap<u64, InodeRec> =
+            gs.iter().map(|(k, v)| (*k, v.rec.clone())).collect();
+        let mut orphan = None;
+        let new_slot;
+        if exchange {
+            let d = dst.clone().unwrap();
+            // Swap children of the two entries in place.
+            ctx.slot_write(
+                src.slot,
+                &DirentRec {
+                    parent,
+                    child: d.child,
+                    ftype: d.ftype,
+                    name: name.to_vec(),
+                }
+                .encode(),
+            );
+            ctx.slot_write(
+                d.slot,
+                &DirentRec {
+                    parent: newparent,
+                    child: src.child,
+                    ftype: src.ftype,
+                    name: newname.to_vec(),
+                }
+                .encode(),
+            );
+            if parent != newparent {
+                if src_dir {
+                    recs.get_mut(&parent).unwrap().nlink -= 1;
+                    recs.get_mut(&newparent).unwrap().nlink += 1;
+                }
+                if dst_dir == Some(true) {
+                    recs.get_mut(&newparent).unwrap().nlink -= 1;
+                    recs.get_mut(&parent).unwrap().nlink += 1;
+                }
+            }
+            recs.get_mut(&d.child).unwrap().ctime = t;
+            new_slot = d.slot;
+        } else {
+            ctx.slot_free(RecKind::Dirent, src.slot);
+            let dent = DirentRec {
+                parent: newparent,
+                child: src.child,
+                ftype: src.ftype,
+                name: newname.to_vec(),
+            };
+            if let Some(d) = &dst {
+                ctx.slot_write(d.slot, &dent.encode());
+                new_slot = d.slot;
+                let vr = recs.get_mut(&d.child).unwrap();
+                vr.ctime = t;
+                if dst_dir == Some(true) {
+                    vr.nlink = 0;
+                    recs.get_mut(&newparent).unwrap().nlink -= 1;
+                } else {
+                    vr.nlink -= 1;
+                }
+                if recs[&d.child].nlink == 0 {
+                    let s = ctx.slot_alloc(RecKind::Orphan)?;
+                    ctx.slot_write(s, &OrphanRec::Inode(d.child).encode());
+                    orphan = Some((d.child, s));
+                }
+            } else {
+                let s = ctx.slot_alloc(RecKind::Dirent)?;
+                ctx.slot_write(s, &dent.encode());
+                new_slot = s;
+            }
+            if src_dir && parent != newparent {
+                recs.get_mut(&parent).unwrap().nlink -= 1;
+                recs.get_mut(&newparent).unwrap().nlink += 1;
+            }
+        }
+        recs.get_mut(&src.child).unwrap().ctime = t;
+        for p in [parent, newparent] {
+            let r = recs.get_mut(&p).unwrap();
+            r.mtime = t;
+            r.ctime = t;
+        }
+        for (ino, r) in &recs {
+            if *r != gs[ino].rec {
+                ctx.put_inode(*ino, r);
+            }
+        }
+        ctx.commit()?;
+        // DRAM.
+        for (ino, r) in recs {
+            gs.get_mut(&ino).unwrap().rec = r;
+        }
+        {
+            let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
+            p.by_name.remove(name);
+            p.by_slot.remove(&src.slot);
+        }
+        if exchange {
+            let d = dst.clone().unwrap();
+            let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
+            p.by_name.insert(
+                name.to_vec(),
+                DEnt {
+                    child: d.child,
+                    ftype: d.ftype,
+                    slot: src.slot,
+                },
+            );
+            p.by_slot.insert(src.slot, name.to_vec());
+            if let Some(dd) = gs.get_mut(&d.child).unwrap().dir.as_mut() {
+                dd.parent = parent;
+            }
+        }
+        {
+            let np = gs.get_mut(&newparent).unwrap().dir.as_mut().unwrap();
+            if let Some(d) = &dst {
+                np.by_slot.remove(&d.slot);
+            }
+            np.by_name.insert(
+                newname.to_vec(),
+                DEnt {
+                    child: src.child,
+                    ftype: src.ftype,
+                    slot: new_slot,
+                },
+            );
+            np.by_slot.insert(new_slot, newname.to_vec());
+        }
+        if let Some(sd) = gs.get_mut(&src.child).unwrap().dir.as_mut() {
+            sd.parent = newparent;
+        }
+        if let Some((victim, s)) = orphan {
+            let v = gs.get_mut(&victim).unwrap();
+            v.orphan_slot = Some(s);
+            if v.open == 0 {
+                self.destroy(v)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirEntry>> {
+        let _ns = self.ns.read();
+        let r = self.get(ino)?;
+        let g = r.read();
+        let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push(DirEntry {
+                offset: 1,
+                ino,
+                mode_type: libc::S_IFDIR,
+                name: b".".to_vec(),
+            });
+        }
+        if offset < 2 {
+            out.push(DirEntry {
+                offset: 2,
+                ino: d.parent,
+                mode_type: libc::S_IFDIR,
+                name: b"..".to_vec(),
+            });
+        }
+        for (slot, name) in d.by_slot.range(offset.max(2) + 1..) {
+            if out.len() >= max {
+                break;
+            }
+            let e = &d.by_name[name];
+            out.push(DirEntry {
+                offset: *slot,
+                ino: e.child,
+                mode_type: (e.ftype as u32) << 12,
+                name: name.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let r = self.get(ino)?;
+        let g = r.read();
+        if g.ftype() != libc::S_IFLNK {
+            return Err(FsError::Invalid);
+        }
+        let (_, e) = g
+            .find(0)
+            .ok_or_else(|| FsError::Corrupt(format!("symlink {ino} has no target block")))?;
+        let n = g.rec.size.min(4095) as usize;
+        Ok(self.media.read_vec(e.phys * BS, n)?)
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let m = self.meta.lock();
+        StatFs {
+            blocks: m.space.data_blocks(),
+            bfree: m.space.free_blocks(),
+            files: self.sb.inode_count,
+            ffree: m.free_inos.len() as u64,
+            bsize: BS as u32,
+            namelen: MAX_NAME as u32,
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Open files
+    // ------------------------------------------------------------------
+
+    pub fn open(&self, ino: u64) -> FsResult<u64> {
+        let r = self.get(ino)?;
+        r.write().open += 1;
+        Ok(self.new_fh())
+    }
+
+    pub fn release(&self, ino: u64) -> FsResult<()> {
+        let r = self.get(ino)?;
+        let mut g = r.write_arc();
+        g.open = g.open.saturating_sub(1);
+        if g.open == 0 && g.rec.nlink == 0 && g.orphan_slot.is_some() && !self.opts.read_only {
+            self.destroy(&mut g)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // File data
+    // ------------------------------------------------------------------
+
+    pub fn read(&self, ino: u64, off: u64, size: usize) -> FsResult<Vec<u8>> {
+        let r = self.get(ino)?;
+        let g = r.read();
+        if g.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        if off >= g.rec.size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let n = (g.rec.size - off).min(size as u64) as usize;
+        let mut buf = vec![0u8; n];
+        let first = off / BS;
+        let end = (off + n as u64).div_ceil(BS);
+        for (l, cnt, phys) in g.segments(first, end) {
+            let Some(p) = phys else { continue };
+            let seg_start = (l * BS).max(off);
+            let seg_end = ((l + cnt) * BS).min(off + n as u64);
+            let media_off = p * BS + (seg_start - l * BS);
+            self.media.read(
+                media_off,
+                &mut buf[(seg_start - off) as usize..(seg_end - off) as usize],
+            )?;
+        }
+        Ok(buf)
+    }
+
+    /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
+    pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let r = self.get(ino)?;
+        let mut g = r.write_arc();
+        if g.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        let off = if append { g.rec.size } else { off };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let first = off / BS;
+        let lend = end.div_ceil(BS);
+        let segs = g.segments(first, lend);
+        let holes: u64 = segs.iter().filter(|s| s.2.is_none()).map(|s| s.1).sum();
+        // Goal: right after the block before the write, to keep files contiguous.
+        let goal = first
+            .checked_sub(1)
+            .and_then(|l| g.find(l))
+            .map(|(s, e)| e.phys + (first - 1 - s) + 1);
+        let mut new_maps: Vec<(u64, u64, u64)> = Vec::new(); // (logical, phys, len)
+        let mut runs = Vec::new();
+        if holes > 0 {
+            let mut m = self.meta.lock();
+            if m.broken {
+                return Err(FsError::ReadOnly);
+            }
+            runs = m.space.reserve_many(holes, goal).ok_or(FsError::NoSpace)?;
+        }
+        // Assign reserved runs to holes, in order.
+        let mut ri = 0usize;
+        let mut rused = 0u64;
+        let mut pieces: Vec<(u64, u64, u64, bool)> = Vec::new(); // (logical, n, phys, fresh)
+        for (l, n, phys) in &segs {
+            match phys {
+                Some(p) => pieces.push((*l, *n, *p, false)),
+                None => {
+                    let mut l = *l;
+                    let mut left = *n;
+                    while left > 0 {
+                        let (rp, rl) = runs[ri];
+                        let take = (rl - rused).min(left);
+                        let p = rp + rused;
+                        pieces.push((l, take, p, true));
+                        new_maps.push((l, p, take));
+                        rused += take;
+                        left -= take;
+                        l += take;
+                        if rused == rl {
+                            ri += 1;
+                            rused = 0;
+                        }
+                    }
+                }
+            }
+        }
+        // Copy the data (only this inode's lock is held).
+        for (l, n, p, fresh) in &pieces {
+            let seg_start = l * BS;
+            let seg_end = (l + n) * BS;
+            let ws = seg_start.max(off);
+            let we = seg_end.min(end);
+            if *fresh {
+                // Zero the parts of fresh blocks the write does not cover.
+                if ws > seg_start {
+                    self.media.fill(p * BS, ws - seg_start, 0)?;
+                }
+                if we < seg_end {
+                    self.media
+                        .fill(p * BS + (we - seg_start), seg_end - we, 0)?;
+                }
+            }
+            self.media.write_at(
+                p * BS + (ws - seg_start),
+                &data[(ws - off) as usize..(we - off) as usize],
+            )?;
+            let (fs, fe) = if *fresh {
+                (seg_start, seg_end)
+            } else {
+                (ws, we)
+            };
+            self.media.flush(p * BS + (fs - seg_start), fe - fs)?;
+        }
+        self.media.fence();
+        // Metadata.
+        let t = now();
+        let mut rec = g.rec.clone();
+        rec.size = rec.size.max(end);
+        rec.mtime = t;
+        rec.ctime = t;
+        let res = (|| -> FsResult<()> {
+            let mut ctx = self.ctx()?;
+            ctx.ensure_slots(RecKind::Extent, new_maps.len())?;
+            for (p, l) in &runs {
+                ctx.blocks_used(*p, *l)?;
+            }
+            let mut dram = Vec::new();
+            for (l, p, n) in &new_maps {
+                dram.extend(self.map_blocks(&mut ctx, &g, *l, *p, *n)?);
+                // Apply to DRAM as we go so the next mapping can merge with it.
+                for op in dram.drain(..) {
+                    apply_ext_op(&mut g, op);
+                }
+            }
+            ctx.put_inode(ino, &rec);
+            ctx.commit()
+        })();
+        if let Err(e) = res {
+            let mut m = self.meta.lock();
+            for (p, l) in runs {
+                m.space.unreserve(p, l);
+            }
+            return Err(e);
+        }
+        g.rec = rec;
+        Ok(data.len())
+    }
+
+    /// Map logical [l, l+n) to phys [p, p+n) (a hole before), merging with the
+    /// previous extent when contiguous. Returns DRAM changes to apply.
+    fn map_blocks(
+        &self,
+        ctx: &mut Ctx<'_>,
+        g: &Inode,
+        l: u64,
+        p: u64,
+        n: u64,
+    ) -> FsResult<Vec<ExtOp>> {
+        let mut ops = Vec::new();
+        let mut l = l;
+        let mut p = p;
+        let mut n = n;
+        if let Some((s, e)) = l.checked_sub(1).and_then(|x| g.find(x)) {
+            if s + e.len == l && e.phys + e.len == p && e.len + n <= u32::MAX as u64 {
+                let ne = Ext {
+                    phys: e.phys,
+                    len: e.len + n,
+                    slot: e.slot,
+                };
+                ctx.slot_write(
+                    e.slot,
+                    &ExtentRec {
+                        ino: g.ino,
+                        logical: s,
+                        phys: e.phys,
+                        len: ne.len as u32,
+                    }
+                    .encode(),
+                );
+                ops.push(ExtOp::Put(s, ne, n));
+                return Ok(ops);
+            }
+        }
+        while n > 0 {
+            let take = n.min(u32::MAX as u64);
+            let slot = ctx.slot_alloc(RecKind::Extent)?;
+            ctx.slot_write(
+                slot,
+                &ExtentRec {
+                    ino: g.ino,
+                    logical: l,
+                    phys: p,
+                    len: take as u32,
+                }
+                .encode(),
+            );
+            ops.push(ExtOp::Put(
+                l,
+                Ext {
+                    phys: p,
+                    len: take,
+                    slot,
+                },
+                take,
+            ));
+            l += take;
+            p += take;
+            n -= take;
+        }
+        Ok(ops)
+    }
+
+    /// Remove the mappings of logical blocks [first, end), at most `limit`
+    /// extent records touched. Frees the blocks. Returns (DRAM ops, done).
+    fn unmap_blocks(
+        &self,
+        ctx: &mut Ctx<'_>,
+        g: &Inode,
+        first: u64,
+        end: u64,
+        limit: usize,
+    ) -> FsResult<(Vec<ExtOp>, bool)> {
+        let mut ops = Vec::new();
+        let mut touched = 0usize;
+        let mut items: Vec<(u64, Ext)> = Vec::new();
+        if let Some((s, e)) = g.find(first) {
+            if s < first {
+                items.push((s, e));
+            }
+        }
+        items.extend(g.extents.range(first..end).map(|(k, v)| (*k, *v)));
+        let done = items.len() <= limit;
+        for (s, e) in items.into_iter().take(limit) {
+            touched += 1;
+            let es = s + e.len;
+            let cut_s = s.max(first);
+            let cut_e = es.min(end);
+            // Free the cut physical range.
+            ctx.blocks_free(e.phys + (cut_s - s), cut_e - cut_s)?;
+            let head = cut_s - s;
+            let tail = es - cut_e;
+            ops.push(ExtOp::Remove(s, e.len));
+            if head > 0 {
+                let he = Ext {
+                    phys: e.phys,
+                    len: head,
+                    slot: e.slot,
+                };
+                ctx.slot_write(
+                    e.slot,
+                    &ExtentRec {
+                        ino: g.ino,
+                        logical: s,
+                        phys: e.phys,
+                        len: head as u32,
+                    }
+                    .encode(),
+                );
+                ops.push(ExtOp::Put(s, he, head));
+            }
+            if tail > 0 {
+                let slot = if head > 0 {
+                    ctx.slot_alloc(RecKind::Extent)?
+                } else {
+                    e.slot
+                };
+                let te = Ext {
+                    phys: e.phys + (cut_e - s),
+                    len: tail,
+                    slot,
+                };
+                ctx.slot_write(
+                    slot,
+                    &ExtentRec {
+                        ino: g.ino,
+                        logical: cut_e,
+                        phys: te.phys,
+                        len: tail as u32,
+                    }
+                    .encode(),
+                );
+                ops.push(ExtOp::Put(cut_e, te, tail));
+            }
+            if head == 0 && tail == 0 {
+                ctx.slot_free(RecKind::Extent, e.slot);
+            }
+        }
+        let _ = touched;
+        Ok((ops, done))
+    }
+
+    /// Set the size under the inode lock, freeing blocks past the new end in
+    /// batches. `rec` carries the other attribute changes to commit.
+    fn truncate_locked(&self, g: &mut Inode, size: u64, mut rec: InodeRec) -> FsResult<()> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let old = g.rec.size;
+        rec.size = size;
+        if size < old {
+            // Zero the tail of the new last block so a later extension reads zeros.
+            if size % BS != 0 {
+                if let Some((s, e)) = g.find(size / BS) {
+                    let p = e.phys + (size / BS - s);
+                    let inner = size % BS;
+                    self.media.fill(p * BS + inner, BS - inner, 0)?;
+                    self.media.persist(p * BS + inner, BS - inner)?;
+                }
+            }
+        }
+        let first = size.div_ceil(BS);
+        let mut first_tx = true;
+        loop {
+            let mut ctx = self.ctx()?;
+            ctx.ensure_slots(RecKind::Extent, 1)?;
+            let (ops, done) = if size < old {
+                self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?
+            } else {
+                (Vec::new(), true)
+            };
+            if first_tx {
+                ctx.put_inode(g.ino, &rec);
+            }
+            ctx.commit()?;
+            if first_tx {
+                g.rec = rec.clone();
+                first_tx = false;
+            }
+            for op in ops {
+                apply_ext_op(g, op);
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn truncate(&self, ino: u64, size: u64) -> FsResult<Attr> {
+        self.setattr(
+            ino,
+            &SetAttr {
+                size: Some(size),
+                ..Default::default()
+            },
+            Cred::ROOT,
+        )
+    }
+
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        // Data is flushed at write time and metadata at commit; only order them.
+        self.get(ino)?;
+        self.media.fence();
+        Ok(())
+    }
+
+    /// fallocate(2): mode 0 / KEEP_SIZE allocate, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE.
+    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> FsResult<()> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
+        let zero = mode & libc::FALLOC_FL_ZERO_RANGE != 0;
+        if mode
+            & !(libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE)
+            != 0
+            || (punch && zero)
+            || (punch && !keep)
+        {
+            return Err(FsError::NotSupported);
+        }
+        if len == 0 {
+            return Err(FsError::Invalid);
+        }
+        let end = off.checked_add(len).ok_or(FsError::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let r = self.get(ino)?;
+        let mut g = r.write_arc();
+        if g.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        if g.ftype() != libc::S_IFREG {
+            return Err(FsError::NoSuchAddr);
+        }
+        let t = now();
+        if punch || zero {
+            // Partial blocks at the edges: zero in place.
+            let fb = off.div_ceil(BS);
+            let lb = end / BS;
+            let zero_bytes = |s: u64, e: u64, g: &Inode| -> FsResult<()> {
+                if s >= e {
+                    return Ok(());
+                }
+                if let Some((es, ex)) = g.find(s / BS) {
+                    let p = ex.phys + (s / BS - es);
+                    self.media.fill(p * BS + s % BS, e - s, 0)?;
+                    self.media.persist(p * BS + s % BS, e - s)?;
+                }
+                Ok(())
+            };
+            if fb > lb {
+                // Within one block.
+                zero_bytes(off, end, &g)?;
+            } else {
+                zero_bytes(off, fb * BS, &g)?;
+                zero_bytes(lb * BS, end, &g)?;
+                if punch && fb < lb {
+                    loop {
+                        let mut ctx = self.ctx()?;
+                        ctx.ensure_slots(RecKind::Extent, 1)?;
+                        let (ops, done) = self.unmap_blocks(&mut ctx, &g, fb, lb, FREE_BATCH)?;
+                        let mut rec = g.rec.clone();
+                        rec.mtime = t;
+                        rec.ctime = t;
+                        ctx.put_inode(ino, &rec);
+                        ctx.commit()?;
+                        g.rec = rec;
+                        for op in ops {
+                            apply_ext_op(&mut g, op);
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                }
+                if zero {
+                    // Zero mapped whole blocks in place; holes get allocated below.
+                    for (l, n, phys) in g.segments(fb, lb) {
+                        if let Some(p) = phys {
+                            self.media.fill(p * BS, n * BS, 0)?;
+                            self.media.persist(p * BS, n * BS)?;
+                        }
+                        let _ = l;
+                    }
+                }
+            }
+            if punch {
+                return Ok(());
+            }
+        }
+        // Allocate holes in [off, end) as zeroed blocks.
+        let first = off / BS;
+        let lend = end.div_ceil(BS);
+        let holes: Vec<(u64, u64)> = g
+            .segments(first, lend)
+            .into_iter()
+            .filter(|s| s.2.is_none())
+            .map(|s| (s.0, s.1))
+            .collect();
+        let need: u64 = holes.iter().map(|h| h.1).sum();
+        let mut ctx = self.ctx()?;
+        let runs = ctx.reserve(need, None)?;
+        ctx.ensure_slots(RecKind::Extent, runs.len() + holes.len())?;
+        let mut maps = Vec::new();
+        let (mut ri, mut rused) = (0usize, 0u64);
+        for (l, n) in holes {
+            let (mut l, mut left) = (l, n);
+            while left > 0 {
+                let (rp, rl) = runs[ri];
+                let take = (rl - rused).min(left);
+                maps.push((l, rp + rused, take));
+                rused += take;
+                left -= take;
+                l += take;
+                if rused == rl {
+                    ri += 1;
+                    rused = 0;
+                }
+            }
+        }
+        for (_, p, n) in &maps {
+            self.media.fill(p * BS, n * BS, 0)?;
+            self.media.flush(p * BS, n * BS)?;
+        }
+        self.media.fence();
+        for (p, l) in &runs {
+            ctx.blocks_used(*p, *l)?;
+        }
+        for (l, p, n) in &maps {
+            let ops = self.map_blocks(&mut ctx, &g, *l, *p, *n)?;
+            for op in ops {
+                apply_ext_op(&mut g, op);
+            }
+        }
+        let mut rec = g.rec.clone();
+        if !keep && end > rec.size {
+            rec.size = end;
+        }
+        rec.ctime = t;
+        if zero {
+            rec.mtime = t;
+        }
+        ctx.put_inode(ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE.
+    pub fn lseek(&self, ino: u64, off: u64, whence: i32) -> FsResult<u64> {
+        let r = self.get(ino)?;
+        let g = r.read();
+        let size = g.rec.size;
+        if off >= size {
+            return Err(FsError::NoSuchAddr);
+        }
+        let l = off / BS;
+        match whence {
+            libc::SEEK_DATA => {
+                if g.find(l).is_some() {
+                    return Ok(off);
+                }
+                match g.extents.range(l..).next() {
+                    Some((s, _)) if s * BS < size => Ok(s * BS),
+                    _ => Err(FsError::NoSuchAddr),
+                }
+            }
+            libc::SEEK_HOLE => {
+                let mut cur = l;
+                loop {
+                    match g.find(cur) {
+                        Some((s, e)) => cur = s + e.len,
+                        None => break,
+                    }
+                }
+                Ok((cur * BS).max(off).min(size))
+            }
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    /// Every extent of a file: (logical block, phys block, length).
+    pub fn extents(&self, ino: u64) -> FsResult<Vec<(u64, u64, u64)>> {
+        let r = self.get(ino)?;
+        let g = r.read();
+        Ok(g.extents.iter().map(|(l, e)| (*l, e.phys, e.len)).collect())
+    }
+
+    // ------------------------------------------------------------------
+    // Extended attributes
+    // ------------------------------------------------------------------
+
+    fn load_xattrs(&self, g: &mut Inode) -> FsResult<()> {
+        if g.xattrs.is_some() {
+            return Ok(());
+        }
+        let m = if g.rec.xattr_blocks == 0 {
+            XattrMap::new()
+        } else {
+            let end = g.rec.xattr_block + g.rec.xattr_blocks as u64;
+            if g.rec.xattr_block < self.sb.data_start
+                || end > self.sb.total_blocks
+                || g.rec.xattr_len as u64 > g.rec.xattr_blocks as u64 * BS
+            {
+                return Err(FsError::Corrupt(format!(
+                    "inode {}: xattr block out of range",
+                    g.ino
+                )));
+            }
+            let b = self
+                .media
+                .read_vec(g.rec.xattr_block * BS, g.rec.xattr_len as usize)?;
+            if format::crc(&b) != g.rec.xattr_crc {
+                log::error!("inode {}: xattr checksum mismatch", g.ino);
+                return Err(FsError::Corrupt(format!(
+                    "inode {}: xattr checksum mismatch",
+                    g.ino
+                )));
+            }
+            format::decode_xattrs(&b)?
+        };
+        g.xattrs = Some(m);
+        Ok(())
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        let r = self.get(ino)?;
+        let mut g = r.write();
+        self.load_xattrs(&mut g)?;
+        g.xattrs
+            .as_ref()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NoData)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<Vec<u8>>> {
+        let r = self.get(ino)?;
+        let mut g = r.write();
+        self.load_xattrs(&mut g)?;
+        Ok(g.xattrs.as_ref().unwrap().keys().cloned().collect())
+    }
+
+    /// flags: XATTR_CREATE (1) / XATTR_REPLACE (2). `value: None` removes.
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: i32,
+    ) -> FsResult<()> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(if name.is_empty() {
+                FsError::Invalid
+            } else {
+                FsError::Range
+            });
+        }
+        if value.is_some_and(|v| v.len() > XATTR_VALUE_MAX) {
+            return Err(FsError::Range);
+        }
+        let r = self.get(ino)?;
+        let mut g = r.write_arc();
+        self.load_xattrs(&mut g)?;
+        let mut m = g.xattrs.clone().unwrap();
+        let exists = m.contains_key(name);
+        match value {
+            None => {
+                if !exists {
+                    return Err(FsError::NoData);
+                }
+                m.remove(name);
+            }
+            Some(v) => {
+                if flags & libc::XATTR_CREATE != 0 && exists {
+                    return Err(FsError::Exists);
+                }
+                if flags & libc::XATTR_REPLACE != 0 && !exists {
+                    return Err(FsError::NoData);
+                }
+                m.insert(name.to_vec(), v.to_vec());
+            }
+        }
+        let blob = if m.is_empty() {
+            Vec::new()
+        } else {
+            format::encode_xattrs(&m)
+        };
+        if blob.len() > XATTR_TOTAL_MAX {
+            return Err(FsError::NoSpace);
+        }
+        let nblocks = (blob.len() as u64).div_ceil(BS);
+        let mut ctx = self.ctx()?;
+        let mut rec = g.rec.clone();
+        if nblocks > 0 {
+            // Copy-on-write the blob: new blocks, then switch the pointer atomically.
+            let runs = ctx.reserve(nblocks, None)?;
+            if runs.len() != 1 {
+                return Err(FsError::NoSpace);
+            }
+            let (p, _) = runs[0];
+            let mut padded = blob.clone();
+            padded.resize((nblocks * BS) as usize, 0);
+            self.media.write_at(p * BS, &padded)?;
+            self.media.persist(p * BS, nblocks * BS)?;
+            ctx.blocks_used(p, nblocks)?;
+            rec.xattr_block = p;
+        } else {
+            rec.xattr_block = 0;
+        }
+        if g.rec.xattr_blocks > 0 {
+            ctx.blocks_free(g.rec.xattr_block, g.rec.xattr_blocks as u64)?;
+        }
+        rec.xattr_blocks = nblocks as u32;
+        rec.xattr_len = blob.len() as u32;
+        rec.xattr_crc = if blob.is_empty() {
+            0
+        } else {
+            format::crc(&blob)
+        };
+        rec.ctime = now();
+        ctx.put_inode(ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        g.xattrs = Some(m);
+        Ok(())
+    }
+
+    /// Number of free data blocks (for tests and statfs).
+    pub fn free_blocks(&self) -> u64 {
+        self.meta.lock().space.free_blocks()
+    }
+}
+
+/// A DRAM extent-map change, applied after its records are in the transaction.
+enum ExtOp {
+    /// Insert or replace the extent at a logical start; the u64 is blocks newly mapped.
+    Put(u64, Ext, u64),
+    /// Remove the extent at a logical start; the u64 is its length.
+    Remove(u64, u64),
+}
+
+fn apply_ext_op(g: &mut Inode, op: ExtOp) {
+    match op {
+        ExtOp::Put(l, e, added) => {
+            g.extents.insert(l, e);
+            g.mapped += added;
+        }
+        ExtOp::Remove(l, len) => {
+            g.extents.remove(&l);
+            g.mapped -= len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

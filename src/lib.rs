@@ -1,0 +1,16 @@
+//! daxlink: a persistent-memory filesystem served through FUSE.
+//!
+//! Layers, bottom up: [`media`] (the only code that stores into pmem),
+//! [`format`] (byte layout), [`journal`] (atomic metadata), [`space`]
+//! (free space), [`fs`] (the core filesystem), `fuse` (the FUSE adapter),
+//! and the tools ([`mkfs`], [`fsck`]).
+
+pub mod error;
+pub mod format;
+pub mod fs;
+pub mod journal;
+pub mod media;
+pub mod mkfs;
+pub mod space;
+
+pub use error::{FsError, FsResult};

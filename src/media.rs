@@ -1,0 +1,409 @@
+//! The media layer: the one place that stores into persistent memory.
+//!
+//! A [`Media`] is a byte range mapped into the daemon (an image file, a /dev/pmem
+//! block device, a /dev/dax character device, or anonymous memory for tests).
+//! Every store goes through [`Media::write_at`] / [`Media::fill`]; durability is
+//! made explicit with [`Media::flush`], [`Media::fence`] and [`Media::persist`].
+//! An optional [`MediaObserver`] sees every store, flush and fence (crash testing).
+//!
+//! All `unsafe` code of the project lives in this file.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+use thiserror::Error;
+
+/// CPU cache line size assumed for flushing.
+pub const CACHE_LINE: u64 = 64;
+
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error("access {off:#x}+{len:#x} is outside the media ({size:#x} bytes)")]
+    OutOfBounds { off: u64, len: u64, size: u64 },
+    #[error("media is mapped read-only")]
+    ReadOnly,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How stores are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PersistMode {
+    /// CPU cache flush instructions (clwb / clflushopt / clflush) and sfence, as on x86 ADR pmem.
+    Cpu,
+    /// msync(MS_SYNC) of the touched pages: for an image on an ordinary (non-DAX) disk.
+    Msync,
+    /// Nothing to do: anonymous memory for unit tests.
+    None,
+}
+
+/// The cache-flush instruction chosen at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushInsn {
+    Clwb,
+    Clflushopt,
+    Clflush,
+    /// Not x86_64: fall back to a full memory fence (no cache control available).
+    Fence,
+}
+
+impl FlushInsn {
+    pub fn detect() -> FlushInsn {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Leaf 7 is valid only when the max leaf (leaf 0, eax) is at least 7.
+            let l0 = core::arch::x86_64::__cpuid(0);
+            let l7ebx = if l0.eax >= 7 {
+                core::arch::x86_64::__cpuid_count(7, 0).ebx
+            } else {
+                0
+            };
+            let l1edx = core::arch::x86_64::__cpuid(1).edx;
+            if l7ebx & (1 << 24) != 0 {
+                return FlushInsn::Clwb;
+            }
+            if l7ebx & (1 << 23) != 0 {
+                return FlushInsn::Clflushopt;
+            }
+            if l1edx & (1 << 19) != 0 {
+                return FlushInsn::Clflush;
+            }
+        }
+        FlushInsn::Fence
+    }
+}
+
+/// Sees every store, flush and fence (the recording backend used by crash tests).
+pub trait MediaObserver: Send + Sync {
+    fn store(&self, off: u64, data: &[u8]);
+    fn flush(&self, off: u64, len: u64);
+    fn fence(&self);
+}
+
+enum Backing {
+    Mapped { map: MmapRaw, _file: File },
+    Anon { map: MmapRaw },
+}
+
+/// What kind of object backs the media.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    ImageFile,
+    BlockDevice,
+    DaxDevice,
+    Memory,
+}
+
+pub struct Media {
+    backing: Backing,
+    len: u64,
+    read_only: bool,
+    mode: PersistMode,
+    insn: FlushInsn,
+    kind: MediaKind,
+    observer: Option<Arc<dyn MediaObserver>>,
+}
+
+// SAFETY: the mapping is plain shared memory. Concurrent access is coordinated by
+// the filesystem's locks (disjoint ranges); all access goes through raw-pointer
+// copies in this module, never through long-lived Rust references.
+unsafe impl Send for Media {}
+// SAFETY: see above.
+unsafe impl Sync for Media {}
+
+fn size_of_dax_char(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = file.metadata()?.rdev();
+    let (maj, min) = (libc::major(rdev), libc::minor(rdev));
+    let s = std::fs::read_to_string(format!("/sys/dev/char/{maj}:{min}/size"))?;
+    s.trim()
+        .parse::<u64>()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+impl Media {
+    /// Map an image file or a pmem/dax device.
+    pub fn open(path: &Path, mode: PersistMode, read_only: bool) -> Result<Media, MediaError> {
+        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+        let ft = file.metadata()?.file_type();
+        let (len, kind) = if ft.is_block_device() {
+            use std::io::{Seek, SeekFrom};
+            let mut f = &file;
+            let l = f.seek(SeekFrom::End(0))?;
+            f.seek(SeekFrom::Start(0))?;
+            (l, MediaKind::BlockDevice)
+        } else if ft.is_char_device() {
+            (size_of_dax_char(&file)?, MediaKind::DaxDevice)
+        } else {
+            (file.metadata()?.len(), MediaKind::ImageFile)
+        };
+        if len == 0 {
+            return Err(MediaError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "media has size 0",
+            )));
+        }
+        let mut opts = MmapOptions::new();
+        opts.len(len as usize);
+        let map = if read_only {
+            opts.map_raw_read_only(&file)?
+        } else {
+            opts.map_raw(&file)?
+        };
+        Ok(Media {
+            backing: Backing::Mapped { map, _file: file },
+            len,
+            read_only,
+            mode,
+            insn: FlushInsn::detect(),
+            kind,
+            observer: None,
+        })
+    }
+
+    /// Anonymous zeroed memory: the in-memory backend for unit tests.
+    pub fn anonymous(len: u64) -> Result<Media, MediaError> {
+        let mm = MmapOptions::new().len(len as usize).map_anon()?;
+        Ok(Media {
+            backing: Backing::Anon {
+                map: MmapRaw::from(mm),
+            },
+            len,
+            read_only: false,
+            mode: PersistMode::None,
+            insn: FlushInsn::detect(),
+            kind: MediaKind::Memory,
+            observer: None,
+        })
+    }
+
+    pub fn set_observer(&mut self, obs: Option<Arc<dyn MediaObserver>>) {
+        self.observer = obs;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn persist_mode(&self) -> PersistMode {
+        self.mode
+    }
+
+    pub fn flush_insn(&self) -> FlushInsn {
+        self.insn
+    }
+
+    fn base(&self) -> *mut u8 {
+        match &self.backing {
+            Backing::Mapped { map, .. } => map.as_mut_ptr(),
+            Backing::Anon { map } => map.as_mut_ptr(),
+        }
+    }
+
+    fn check(&self, off: u64, len: u64) -> Result<(), MediaError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(MediaError::OutOfBounds {
+                off,
+                len,
+                size: self.len,
+            }),
+        }
+    }
+
+    /// Copy bytes out of the media.
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        self.check(off, buf.len() as u64)?;
+        // SAFETY: the range was bounds-checked against the mapping length; the
+        // destination is a distinct, exclusively borrowed buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base().add(off as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn read_vec(&self, off: u64, len: usize) -> Result<Vec<u8>, MediaError> {
+        let mut v = vec![0u8; len];
+        self.read(off, &mut v)?;
+        Ok(v)
+    }
+
+    pub fn read_u64(&self, off: u64) -> Result<u64, MediaError> {
+        let mut b = [0u8; 8];
+        self.read(off, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Store bytes into the media (not yet durable: see [`Media::persist`]).
+    pub fn write_at(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        if self.read_only {
+            return Err(MediaError::ReadOnly);
+        }
+        self.check(off, data.len() as u64)?;
+        if let Some(o) = &self.observer {
+            o.store(off, data);
+        }
+        // SAFETY: bounds-checked above; the mapping is writable (not read_only);
+        // the source slice cannot overlap the mapping's private view.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(off as usize), data.len());
+        }
+        Ok(())
+    }
+
+    /// Store `len` copies of `byte`.
+    pub fn fill(&self, off: u64, len: u64, byte: u8) -> Result<(), MediaError> {
+        if self.read_only {
+            return Err(MediaError::ReadOnly);
+        }
+        self.check(off, len)?;
+        if let Some(o) = &self.observer {
+            o.store(off, &vec![byte; len as usize]);
+        }
+        // SAFETY: bounds-checked above, writable mapping.
+        unsafe {
+            std::ptr::write_bytes(self.base().add(off as usize), byte, len as usize);
+        }
+        Ok(())
+    }
+
+    /// Write back the cache lines covering `off..off+len` (ordered only by a later fence).
+    pub fn flush(&self, off: u64, len: u64) -> Result<(), MediaError> {
+        if len == 0 || self.read_only {
+            return Ok(());
+        }
+        self.check(off, len)?;
+        if let Some(o) = &self.observer {
+            o.flush(off, len);
+        }
+        match self.mode {
+            PersistMode::None => {}
+            PersistMode::Msync => {
+                let page = 4096u64;
+                let start = off & !(page - 1);
+                let end = (off + len).div_ceil(page) * page;
+                let end = end.min(self.len);
+                let r = match &self.backing {
+                    Backing::Mapped { map, .. } => {
+                        map.flush_range(start as usize, (end - start) as usize)
+                    }
+                    Backing::Anon { .. } => Ok(()),
+                };
+                if let Err(e) = r {
+                    log::error!("msync failed: {e}");
+                    return Err(e.into());
+                }
+            }
+            PersistMode::Cpu => {
+                let start = off & !(CACHE_LINE - 1);
+                let end = off + len;
+                let mut p = start;
+                while p < end {
+                    // SAFETY: p lies within the bounds-checked mapped range (rounded down
+                    // to its cache line, which is inside the same page of the mapping).
+                    unsafe { flush_line(self.insn, self.base().add(p as usize)) };
+                    p += CACHE_LINE;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Order all earlier flushes before any later store (sfence).
+    pub fn fence(&self) {
+        if let Some(o) = &self.observer {
+            o.fence();
+        }
+        if self.mode == PersistMode::Cpu {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: sfence has no memory-safety preconditions.
+            unsafe {
+                core::arch::x86_64::_mm_sfence()
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// flush + fence.
+    pub fn persist(&self, off: u64, len: u64) -> Result<(), MediaError> {
+        self.flush(off, len)?;
+        self.fence();
+        Ok(())
+    }
+
+    /// Store then persist.
+    pub fn write_persist(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        self.write_at(off, data)?;
+        self.persist(off, data.len() as u64)
+    }
+}
+
+/// # Safety
+/// `p` must point into a live mapping.
+#[inline]
+unsafe fn flush_line(insn: FlushInsn, p: *mut u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller guarantees p is a valid mapped address; these
+    // instructions only write back / evict the cache line holding p.
+    unsafe {
+        match insn {
+            FlushInsn::Clwb => {
+                std::arch::asm!("clwb [{0}]", in(reg) p, options(nostack, preserves_flags))
+            }
+            FlushInsn::Clflushopt => {
+                std::arch::asm!("clflushopt [{0}]", in(reg) p, options(nostack, preserves_flags))
+            }
+            FlushInsn::Clflush => core::arch::x86_64::_mm_clflush(p),
+            FlushInsn::Fence => std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (insn, p);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked() {
+        let m = Media::anonymous(8192).unwrap();
+        assert!(m.write_at(8190, &[1, 2, 3]).is_err());
+        assert!(m.read_vec(u64::MAX - 1, 4).is_err());
+        m.write_persist(100, b"hello").unwrap();
+        assert_eq!(m.read_vec(100, 5).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn cpu_flush_runs_on_this_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let m = Media::open(&p, PersistMode::Cpu, false).unwrap();
+        m.write_persist(4000, &[7u8; 300]).unwrap();
+        assert_eq!(m.read_vec(4000, 300).unwrap(), vec![7u8; 300]);
+    }
+}

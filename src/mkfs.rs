@@ -1,0 +1,203 @@
+//! Creating a filesystem: geometry and the initial on-media structures.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{FsError, FsResult};
+use crate::format::{
+    InodeRec, Roots, Superblock, Timespec, BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, FORMAT_VERSION,
+    INODES_PER_BLOCK, LABEL_MAX, ROOT_INO,
+};
+use crate::fs::{read_superblock, write_superblocks};
+use crate::journal::{Journal, JournalGeometry};
+use crate::media::Media;
+use crate::space::Space;
+
+#[derive(Clone, Debug, Default)]
+pub struct MkfsOptions {
+    pub label: String,
+    /// Number of inodes; default one per 16 KiB of space (at least 1024).
+    pub inodes: Option<u64>,
+    /// Journal size in blocks; default 1/64 of the device, 64 to 16384 blocks.
+    pub journal_blocks: Option<u64>,
+    /// Owner of the root directory.
+    pub root_uid: u32,
+    pub root_gid: u32,
+}
+
+/// Smallest filesystem mkfs makes.
+pub const MIN_BLOCKS: u64 = 512;
+
+pub fn geometry(total_blocks: u64, o: &MkfsOptions) -> FsResult<Superblock> {
+    if total_blocks < MIN_BLOCKS {
+        return Err(FsError::Invalid);
+    }
+    let journal_blocks = o
+        .journal_blocks
+        .unwrap_or((total_blocks / 64).clamp(64, 16384))
+        .max(16);
+    let inode_count = o
+        .inodes
+        .unwrap_or((total_blocks / 4).max(1024))
+        .div_ceil(INODES_PER_BLOCK)
+        * INODES_PER_BLOCK;
+    let journal_start = 3;
+    let inode_start = journal_start + journal_blocks;
+    let inode_blocks = inode_count / INODES_PER_BLOCK;
+    let bitmap_start = inode_start + inode_blocks;
+    let bitmap_blocks = total_blocks.div_ceil(BITS_PER_BITMAP_BLOCK);
+    let data_start = bitmap_start + bitmap_blocks;
+    if data_start + 64 > total_blocks {
+        return Err(FsError::NoSpace);
+    }
+    let mut uuid = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut uuid);
+    }
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    let mut label = o.label.clone();
+    while label.len() > LABEL_MAX {
+        label.pop();
+    }
+    Ok(Superblock {
+        version: FORMAT_VERSION,
+        incompat: 0,
+        compat: 0,
+        ro_compat: 0,
+        uuid,
+        label,
+        total_blocks,
+        journal_start,
+        journal_blocks,
+        inode_start,
+        inode_count,
+        bitmap_start,
+        bitmap_blocks,
+        data_start,
+        roots_block: 2,
+        generation: 1,
+        clean: true,
+        mkfs_time: Timespec::now().sec,
+        mount_count: 0,
+    })
+}
+
+/// Does the media already hold a daxlink filesystem (either superblock copy)?
+pub fn has_filesystem(media: &Media) -> bool {
+    read_superblock(media).is_ok()
+}
+
+/// Write a new, empty filesystem onto `media`.
+pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
+    let sb = geometry(media.len() / BLOCK_SIZE, o)?;
+    // Invalidate old superblocks first so a half-made image is never mounted.
+    media.fill(0, 2 * BLOCK_SIZE, 0)?;
+    media.persist(0, 2 * BLOCK_SIZE)?;
+    // Roots, journal, inode table, bitmap.
+    media.fill(2 * BLOCK_SIZE, BLOCK_SIZE, 0)?;
+    media.write_at(2 * BLOCK_SIZE, &Roots::default().encode())?;
+    media.persist(2 * BLOCK_SIZE, BLOCK_SIZE)?;
+    Journal::format(
+        media,
+        JournalGeometry {
+            start_block: sb.journal_start,
+            blocks: sb.journal_blocks,
+            media_len: media.len(),
+        },
+    )?;
+    let itab = sb.inode_start * BLOCK_SIZE;
+    let ilen = sb.inode_blocks() * BLOCK_SIZE;
+    media.fill(itab, ilen, 0)?;
+    let t = Timespec::now();
+    let root = InodeRec {
+        mode: libc::S_IFDIR | 0o755,
+        uid: o.root_uid,
+        gid: o.root_gid,
+        nlink: 2,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        ..Default::default()
+    };
+    media.write_at(sb.inode_offset(ROOT_INO), &root.encode())?;
+    media.persist(itab, ilen)?;
+    Space::format(media, &sb)?;
+    write_superblocks(media, &sb)?;
+    Ok(sb)
+}
+
+/// Parse sizes like 512M, 2G, 1048576, 64KiB.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, suf) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match suf.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Create (if missing) or size an image file, then mkfs it. Used by the CLI and tests.
+pub fn mkfs_path(
+    path: &Path,
+    size: Option<u64>,
+    force: bool,
+    o: &MkfsOptions,
+) -> Result<Superblock, String> {
+    let exists = path.exists();
+    if !exists {
+        let size = size.ok_or("the image does not exist: give --size")?;
+        let f = std::fs::File::create(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        f.set_len(size)
+            .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+    } else {
+        let md = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        if md.is_file() {
+            if let Some(sz) = size {
+                if md.len() != sz {
+                    if md.len() > 0 && !force {
+                        // Resizing an existing non-empty file is allowed only with --force.
+                        let m = Media::open(path, crate::media::PersistMode::Msync, true)
+                            .map_err(|e| e.to_string())?;
+                        if has_filesystem(&m) {
+                            return Err(format!(
+                                "{} already holds a daxlink filesystem; use --force to overwrite it",
+                                path.display()
+                            ));
+                        }
+                    }
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .and_then(|f| f.set_len(sz))
+                        .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+                }
+            }
+        }
+    }
+    let media = Media::open(path, crate::media::PersistMode::Cpu, false)
+        .map_err(|e| format!("cannot map {}: {e}", path.display()))?;
+    if exists && !force && has_filesystem(&media) {
+        return Err(format!(
+            "{} already holds a daxlink filesystem; use --force to overwrite it",
+            path.display()
+        ));
+    }
+    mkfs(&media, o).map_err(|e| match e {
+        FsError::Invalid | FsError::NoSpace => format!(
+            "{} is too small: daxlink needs at least {} KiB",
+            path.display(),
+            MIN_BLOCKS * 4 + 512
+        ),
+        other => other.to_string(),
+    })
+}
