@@ -14,3 +14,5 @@ pub mod mkfs;
 pub mod space;
 
 pub use error::{FsError, FsResult};
+pub mod fuse;
+pub mod mount;

@@ -688,7 +688,12 @@ impl Fs {
         let t = now();
         let owner = cred.uid == 0 || cred.uid == rec.uid;
         if let Some(mode) = s.mode {
-            if !owner {
+            // A non-owner may only drop set-user/group-ID bits: the kernel's
+            // "kill privileges" request sent on write by another user.
+            let (old_bits, new_bits) = (rec.mode & 0o7777, mode & 0o7777);
+            let keep = !(libc::S_ISUID | libc::S_ISGID);
+            let kill_priv_only = old_bits & keep == new_bits & keep && new_bits & !old_bits == 0;
+            if !owner && !kill_priv_only {
                 return Err(FsError::Perm);
             }
             let mut m = mode & 0o7777;
@@ -708,13 +713,11 @@ impl Fs {
                     return Err(FsError::Perm);
                 }
             }
-            if new_uid != rec.uid || new_gid != rec.gid || cred.uid != 0 {
-                // chown clears set-user-ID, and set-group-ID when group-executable.
-                if rec.mode & libc::S_IFMT != libc::S_IFDIR {
-                    rec.mode &= !libc::S_ISUID;
-                    if rec.mode & libc::S_IXGRP != 0 {
-                        rec.mode &= !libc::S_ISGID;
-                    }
+            // chown clears set-user-ID, and set-group-ID when group-executable (as Linux).
+            if rec.mode & libc::S_IFMT != libc::S_IFDIR {
+                rec.mode &= !libc::S_ISUID;
+                if rec.mode & libc::S_IXGRP != 0 {
+                    rec.mode &= !libc::S_ISGID;
                 }
             }
             rec.uid = new_uid;
