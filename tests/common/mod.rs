@@ -1,0 +1,208 @@
+//! Shared harness for tests that mount daxlink for real.
+//!
+//! Every mount is owned by a [`Mounted`] guard that unmounts (with a timeout,
+//! lazily if needed) and reaps the daemon when dropped, even on test failure.
+#![allow(dead_code)]
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const DAXLINK: &str = env!("CARGO_BIN_EXE_daxlink");
+pub const FSCK: &str = env!("CARGO_BIN_EXE_fsck-daxlink");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A scratch image on /dev/shm, removed on drop.
+pub struct Image {
+    pub path: PathBuf,
+}
+
+impl Image {
+    pub fn new(tag: &str, size: u64) -> Image {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = PathBuf::from(format!(
+            "/dev/shm/daxlink-test-{}-{}-{}.img",
+            tag,
+            std::process::id(),
+            n
+        ));
+        let _ = std::fs::remove_file(&path);
+        daxlink::mkfs::mkfs_path(&path, Some(size), false, &Default::default()).expect("mkfs");
+        Image { path }
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let m = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    let needle = dir.as_os_str().as_bytes();
+    m.split(|&b| b == b'\n').any(|line| {
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|mp| mp == needle)
+    })
+}
+
+pub struct Mounted {
+    pub dir: tempfile::TempDir,
+    pub image: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mounted {
+    /// Mount in the foreground (a child process we can reap) and wait until live.
+    pub fn new(image: &Path, opts: &str) -> Mounted {
+        Self::try_new(image, opts).expect("mount")
+    }
+
+    pub fn try_new(image: &Path, opts: &str) -> Result<Mounted, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("daxlink-mnt")
+            .tempdir()
+            .unwrap();
+        let mut cmd = Command::new(DAXLINK);
+        cmd.arg("mount").arg(image).arg(dir.path()).arg("-f");
+        if !opts.is_empty() {
+            cmd.arg("-o").arg(opts);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        while !is_mounted(dir.path()) {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!("daemon exited ({st}) before mounting: {err}"));
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                return Err("mount timed out".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Mounted {
+            dir,
+            image: image.to_path_buf(),
+            child: Some(child),
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Unmount, wait for the daemon to finish (clean flag written).
+    pub fn unmount(mut self) {
+        self.do_unmount();
+    }
+
+    fn do_unmount(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if is_mounted(self.dir.path()) {
+            let ok = Command::new("timeout")
+                .args(["20", "umount"])
+                .arg(self.dir.path())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(self.dir.path())
+                    .status();
+            }
+        }
+        let t0 = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if t0.elapsed() < Duration::from_secs(20) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Unmount, require fsck clean, mount again.
+    pub fn cycle(self, opts: &str) -> Mounted {
+        let image = self.image.clone();
+        self.unmount();
+        fsck_clean(&image);
+        Mounted::new(&image, opts)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.do_unmount();
+    }
+}
+
+/// Run `fsck-daxlink -n` and require exit 0.
+pub fn fsck_clean(image: &Path) {
+    let out = Command::new(FSCK).arg("-n").arg(image).output().unwrap();
+    assert!(
+        out.status.code() == Some(0),
+        "fsck -n not clean ({:?}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+/// Run a shell command as another user (util-linux setpriv), returning its status code.
+pub fn run_as(uid: u32, gid: u32, script: &str) -> (i32, String) {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .args(["sh", "-c", script])
+        .output()
+        .expect("setpriv");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A deterministic byte pattern.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
