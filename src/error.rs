@@ -73,7 +73,8 @@ impl FsError {
             FsError::Busy => libc::EBUSY,
             FsError::NoSuchAddr => libc::ENXIO,
             FsError::BadFd => libc::EBADF,
-            FsError::Corrupt(_) => libc::EUCLEAN,
+            // A checksum or structure error reaches the caller as EIO (DESIGN.md section 3).
+            FsError::Corrupt(_) => libc::EIO,
             FsError::Io(_) => libc::EIO,
         }
     }

@@ -21,6 +21,8 @@ pub const MAX_NAME: usize = 255;
 /// Largest file size: 2^46 bytes (64 TiB); larger offsets give EFBIG.
 pub const MAX_FILE_SIZE: u64 = 1 << 46;
 pub const MAX_LINKS: u32 = 65000;
+/// Largest xattr value (as Linux XATTR_SIZE_MAX).
+pub const XATTR_VALUE_MAX: usize = 65536;
 /// Bytes of a bitmap block that hold bits; the crc follows.
 pub const BITMAP_BYTES: usize = 4088;
 pub const BITS_PER_BITMAP_BLOCK: u64 = (BITMAP_BYTES * 8) as u64;
@@ -247,6 +249,11 @@ impl Superblock {
         Ok(sb)
     }
 
+    /// Unknown read-only-compatible features: the filesystem may only be mounted read-only.
+    pub fn needs_read_only(&self) -> bool {
+        self.ro_compat & !RO_COMPAT_SUPPORTED != 0
+    }
+
     pub fn validate_geometry(&self, media_len: u64) -> Result<(), FormatError> {
         const W: &str = "superblock geometry";
         let media_blocks = media_len / BLOCK_SIZE;
@@ -354,6 +361,12 @@ impl Roots {
             return Err(FormatError::BadMagic { what: W });
         }
         check_crc(W, &b[..ROOTS_SIZE - 4], Le::u32(b, ROOTS_SIZE - 4))?;
+        if Le::u32(b, 4) != FORMAT_VERSION {
+            return Err(FormatError::BadVersion {
+                what: W,
+                version: Le::u32(b, 4),
+            });
+        }
         let mut heads = [0u64; 3];
         for (i, h) in heads.iter_mut().enumerate() {
             *h = Le::u64(b, 8 + 8 * i);
@@ -675,7 +688,16 @@ pub const ORPHAN_SIZE: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrphanRec {
     Inode(u64),
-    Blocks { phys: u64, len: u64 },
+    Blocks {
+        phys: u64,
+        len: u64,
+    },
+    /// A truncate split into several transactions: blocks of `ino` from
+    /// logical block `from` on are still to be freed (resumed at mount).
+    Truncate {
+        ino: u64,
+        from: u64,
+    },
 }
 
 impl OrphanRec {
@@ -690,6 +712,11 @@ impl OrphanRec {
                 Le::put32(&mut b, 0, 2);
                 Le::put64(&mut b, 8, phys);
                 Le::put64(&mut b, 16, len);
+            }
+            OrphanRec::Truncate { ino, from } => {
+                Le::put32(&mut b, 0, 3);
+                Le::put64(&mut b, 8, ino);
+                Le::put64(&mut b, 16, from);
             }
         }
         let c = crc(&b[..28]);
@@ -708,6 +735,10 @@ impl OrphanRec {
             2 => Ok(Some(OrphanRec::Blocks {
                 phys: Le::u64(b, 8),
                 len: Le::u64(b, 16),
+            })),
+            3 => Ok(Some(OrphanRec::Truncate {
+                ino: Le::u64(b, 8),
+                from: Le::u64(b, 16),
             })),
             k => Err(invalid(W, format!("unknown orphan kind {k}"))),
         }
@@ -760,6 +791,12 @@ impl JournalHdr {
             return Err(FormatError::BadMagic { what: W });
         }
         check_crc(W, &b[..JHDR_SIZE - 4], Le::u32(b, JHDR_SIZE - 4))?;
+        if Le::u32(b, 4) != FORMAT_VERSION {
+            return Err(FormatError::BadVersion {
+                what: W,
+                version: Le::u32(b, 4),
+            });
+        }
         Ok(JournalHdr {
             applied_seq: Le::u64(b, 8),
         })
@@ -905,8 +942,18 @@ pub fn decode_xattrs(b: &[u8]) -> Result<XattrMap, FormatError> {
         if kl == 0 || kl > MAX_NAME {
             return Err(invalid(W, "bad name length"));
         }
-        m.insert(b[p..p + kl].to_vec(), b[p + kl..p + kl + vl].to_vec());
+        if vl > XATTR_VALUE_MAX {
+            return Err(invalid(W, "value longer than 64 KiB"));
+        }
+        if m.insert(b[p..p + kl].to_vec(), b[p + kl..p + kl + vl].to_vec())
+            .is_some()
+        {
+            return Err(invalid(W, "duplicate name"));
+        }
         p += kl + vl;
+    }
+    if p != b.len() {
+        return Err(invalid(W, "trailing bytes"));
     }
     Ok(m)
 }

@@ -60,7 +60,7 @@ pub fn geometry(total_blocks: u64, o: &MkfsOptions) -> FsResult<Superblock> {
     while label.len() > LABEL_MAX {
         label.pop();
     }
-    Ok(Superblock {
+    let sb = Superblock {
         version: FORMAT_VERSION,
         incompat: 0,
         compat: 0,
@@ -80,7 +80,10 @@ pub fn geometry(total_blocks: u64, o: &MkfsOptions) -> FsResult<Superblock> {
         clean: true,
         mkfs_time: Timespec::now().sec,
         mount_count: 0,
-    })
+    };
+    sb.validate_geometry(total_blocks * BLOCK_SIZE)
+        .map_err(|_| FsError::Invalid)?;
+    Ok(sb)
 }
 
 /// Does the media already hold a daxlink filesystem (either superblock copy)?
@@ -196,7 +199,7 @@ pub fn mkfs_path(
         FsError::Invalid | FsError::NoSpace => format!(
             "{} is too small: daxlink needs at least {} KiB",
             path.display(),
-            MIN_BLOCKS * 4 + 512
+            MIN_BLOCKS * 4
         ),
         other => other.to_string(),
     })

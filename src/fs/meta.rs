@@ -3,8 +3,6 @@
 //! journaled transaction and undoes its DRAM reservations if it is dropped
 //! before commit.
 
-use std::collections::BTreeSet;
-
 use parking_lot::MutexGuard;
 
 use crate::error::{FsError, FsResult};
@@ -20,11 +18,69 @@ pub struct Records {
     pub blocks: [u64; 3],
 }
 
+/// Free inode numbers: a bit per inode (set = free) and a search cursor.
+pub struct InoMap {
+    bits: Vec<u64>,
+    count: u64,
+    free: u64,
+    cursor: u64,
+}
+
+impl InoMap {
+    pub fn new(count: u64) -> InoMap {
+        InoMap {
+            bits: vec![0; count.div_ceil(64) as usize],
+            count,
+            free: 0,
+            cursor: 0,
+        }
+    }
+    fn idx(ino: u64) -> (usize, u64) {
+        (((ino - 1) / 64) as usize, 1u64 << ((ino - 1) % 64))
+    }
+    pub fn insert(&mut self, ino: u64) {
+        let (w, m) = Self::idx(ino);
+        if self.bits[w] & m == 0 {
+            self.bits[w] |= m;
+            self.free += 1;
+        }
+    }
+    pub fn len(&self) -> u64 {
+        self.free
+    }
+    pub fn is_empty(&self) -> bool {
+        self.free == 0
+    }
+    /// Take the first free inode at or after the cursor (wrapping).
+    pub fn take(&mut self) -> Option<u64> {
+        if self.free == 0 {
+            return None;
+        }
+        let words = self.bits.len();
+        let start = (self.cursor / 64) as usize;
+        for k in 0..=words {
+            let w = (start + k) % words;
+            if self.bits[w] != 0 {
+                let b = self.bits[w].trailing_zeros() as u64;
+                let ino = w as u64 * 64 + b + 1;
+                if ino > self.count {
+                    continue;
+                }
+                self.bits[w] &= !(1 << b);
+                self.free -= 1;
+                self.cursor = ino - 1;
+                return Some(ino);
+            }
+        }
+        None
+    }
+}
+
 pub struct Meta {
     pub space: Space,
     pub rec: Records,
     pub journal: Journal,
-    pub free_inos: BTreeSet<u64>,
+    pub free_inos: InoMap,
     /// Set when a commit failed half-way: every later change is refused.
     pub broken: bool,
 }
@@ -80,8 +136,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn alloc_ino(&mut self) -> FsResult<u64> {
-        let ino = *self.m.free_inos.iter().next().ok_or(FsError::NoSpace)?;
-        self.m.free_inos.remove(&ino);
+        let ino = self.m.free_inos.take().ok_or(FsError::NoSpace)?;
         self.undo.push(Undo::Ino(ino));
         Ok(ino)
     }
@@ -163,8 +218,18 @@ impl<'a> Ctx<'a> {
         Ok(runs)
     }
 
+    fn check_range(&self, phys: u64, len: u64) -> FsResult<()> {
+        match phys.checked_add(len) {
+            Some(end) if phys >= self.sb.data_start && end <= self.sb.total_blocks => Ok(()),
+            _ => Err(FsError::Corrupt(format!(
+                "block range {phys}+{len} lies outside the data area"
+            ))),
+        }
+    }
+
     /// Record blocks as used on media (they must be reserved in DRAM already).
     pub fn blocks_used(&mut self, phys: u64, len: u64) -> FsResult<()> {
+        self.check_range(phys, len)?;
         let meta = &mut *self.m;
         meta.space
             .tx_set(self.media, &mut self.tx, phys, len, true)?;
@@ -173,6 +238,7 @@ impl<'a> Ctx<'a> {
 
     /// Free blocks on media; they become allocatable once the transaction commits.
     pub fn blocks_free(&mut self, phys: u64, len: u64) -> FsResult<()> {
+        self.check_range(phys, len)?;
         let meta = &mut *self.m;
         meta.space
             .tx_set(self.media, &mut self.tx, phys, len, false)?;

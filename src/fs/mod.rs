@@ -30,8 +30,8 @@ const BS: u64 = BLOCK_SIZE;
 /// Extent records changed per transaction at most when freeing (keeps each
 /// transaction far below the smallest journal).
 const FREE_BATCH: usize = 1024;
-/// Largest xattr value (as Linux XATTR_SIZE_MAX) and total per inode.
-pub const XATTR_VALUE_MAX: usize = 65536;
+/// Largest xattr value and total per inode.
+pub use format::XATTR_VALUE_MAX;
 pub const XATTR_TOTAL_MAX: usize = 1 << 20;
 
 /// Who is asking.
@@ -338,6 +338,15 @@ impl Fs {
         for p in &problems {
             log::warn!("{p}; using the other copy");
         }
+        if sb.needs_read_only() && !(opts.read_only || media.read_only()) {
+            return Err(FsError::Corrupt(format!(
+                "unknown read-only-compatible features {:#x}: mount with -o ro",
+                sb.ro_compat
+            )));
+        }
+        if !sb.clean {
+            log::info!("the filesystem was not cleanly unmounted; recovering");
+        }
         let ro = opts.read_only || media.read_only();
         let geo = journal_geometry(&sb, media.len());
         if ro {
@@ -363,17 +372,24 @@ impl Fs {
 
         // Inodes.
         let mut inodes: HashMap<u64, Inode> = HashMap::new();
-        let mut free_inos = BTreeSet::new();
-        let itab = media.read_vec(sb.inode_start * BS, (sb.inode_blocks() * BS) as usize)?;
-        for ino in 1..=sb.inode_count {
-            let o = ((ino - 1) as usize) * format::INODE_SIZE;
-            let rec = InodeRec::decode(&itab[o..o + format::INODE_SIZE])
-                .map_err(|e| FsError::Corrupt(format!("inode {ino}: {e}")))?;
-            if rec.is_free() {
-                free_inos.insert(ino);
-            } else {
-                inodes.insert(ino, Inode::new(ino, rec));
+        let mut free_inos = meta::InoMap::new(sb.inode_count);
+        // Read the inode table a chunk at a time.
+        let per_chunk = 4096u64;
+        let mut ino = 1u64;
+        while ino <= sb.inode_count {
+            let n = per_chunk.min(sb.inode_count - ino + 1);
+            let buf = media.read_vec(sb.inode_offset(ino), (n as usize) * format::INODE_SIZE)?;
+            for (i, slot) in buf.chunks_exact(format::INODE_SIZE).enumerate() {
+                let this = ino + i as u64;
+                let rec = InodeRec::decode(slot)
+                    .map_err(|e| FsError::Corrupt(format!("inode {this}: {e}")))?;
+                if rec.is_free() {
+                    free_inos.insert(this);
+                } else {
+                    inodes.insert(this, Inode::new(this, rec));
+                }
             }
+            ino += n;
         }
         match inodes.get(&ROOT_INO) {
             Some(r) if r.is_dir() => {}
@@ -419,7 +435,13 @@ impl Fs {
                                 x.ino, x.phys, x.len
                             )));
                         }
-                        if let Some((s, _)) = ino.find(x.logical) {
+                        let overlap = ino.find(x.logical).map(|(s, _)| s).or_else(|| {
+                            ino.extents
+                                .range(x.logical..x.logical + x.len as u64)
+                                .next()
+                                .map(|(s, _)| *s)
+                        });
+                        if let Some(s) = overlap {
                             return Err(FsError::Corrupt(format!(
                                 "inode {}: extents overlap at logical block {s}",
                                 x.ino
@@ -559,9 +581,30 @@ impl Fs {
                             continue;
                         };
                         let mut g = r.write_arc();
+                        if g.rec.nlink > 0 {
+                            log::warn!("orphan record for linked inode {ino}: dropping it");
+                            let mut ctx = fs.ctx()?;
+                            ctx.slot_free(RecKind::Orphan, off);
+                            ctx.commit()?;
+                            continue;
+                        }
                         g.orphan_slot = Some(off);
                         log::info!("reclaiming orphan inode {ino}");
                         fs.destroy(&mut g)?;
+                    }
+                    OrphanRec::Truncate { ino, from } => {
+                        log::info!("finishing the truncate of inode {ino} from block {from}");
+                        match fs.get(ino) {
+                            Ok(r) => {
+                                let mut g = r.write_arc();
+                                fs.unmap_tail(&mut g, from, Some(off))?;
+                            }
+                            Err(_) => {
+                                let mut ctx = fs.ctx()?;
+                                ctx.slot_free(RecKind::Orphan, off);
+                                ctx.commit()?;
+                            }
+                        }
                     }
                     OrphanRec::Blocks { phys, len } => {
                         log::info!("reclaiming deferred free of blocks {phys}+{len}");
@@ -1773,51 +1816,80 @@ impl Fs {
         Ok((ops, done))
     }
 
-    /// Set the size under the inode lock, freeing blocks past the new end in
-    /// batches. `rec` carries the other attribute changes to commit.
+    /// Set the size under the inode lock, freeing blocks past the new end.
+    /// `rec` carries the other attribute changes to commit. The first
+    /// transaction sets the size, zeroes the tail of the new last block (as a
+    /// journaled store, so it is atomic with the size) and frees up to a batch
+    /// of extents; if more remain, it also records an orphan `Truncate` so a
+    /// crash before the last batch is finished at the next mount.
     fn truncate_locked(&self, g: &mut Inode, size: u64, mut rec: InodeRec) -> FsResult<()> {
         if self.opts.read_only {
             return Err(FsError::ReadOnly);
         }
         let old = g.rec.size;
         rec.size = size;
-        if size < old {
-            // Zero the tail of the new last block so a later extension reads zeros.
+        let first = size.div_ceil(BS);
+        let mut ctx = self.ctx()?;
+        ctx.ensure_slots(RecKind::Extent, 1)?;
+        ctx.ensure_slots(RecKind::Orphan, 1)?;
+        let (ops, done) = if size < old {
             if size % BS != 0 {
                 if let Some((s, e)) = g.find(size / BS) {
                     let p = e.phys + (size / BS - s);
                     let inner = size % BS;
-                    self.media.fill(p * BS + inner, BS - inner, 0)?;
-                    self.media.persist(p * BS + inner, BS - inner)?;
+                    ctx.tx
+                        .write(p * BS + inner, &vec![0u8; (BS - inner) as usize]);
                 }
             }
+            self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?
+        } else {
+            (Vec::new(), true)
+        };
+        let mut orphan = None;
+        if !done {
+            let s = ctx.slot_alloc(RecKind::Orphan)?;
+            ctx.slot_write(
+                s,
+                &OrphanRec::Truncate {
+                    ino: g.ino,
+                    from: first,
+                }
+                .encode(),
+            );
+            orphan = Some(s);
         }
-        let first = size.div_ceil(BS);
-        let mut first_tx = true;
+        ctx.put_inode(g.ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        for op in ops {
+            apply_ext_op(g, op);
+        }
+        if let Some(s) = orphan {
+            self.unmap_tail(g, first, Some(s))?;
+        }
+        Ok(())
+    }
+
+    /// Free every block of `g` from logical block `first` on, in batches; the
+    /// last batch also drops the orphan record `orphan`.
+    fn unmap_tail(&self, g: &mut Inode, first: u64, orphan: Option<u64>) -> FsResult<()> {
         loop {
             let mut ctx = self.ctx()?;
             ctx.ensure_slots(RecKind::Extent, 1)?;
-            let (ops, done) = if size < old {
-                self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?
-            } else {
-                (Vec::new(), true)
-            };
-            if first_tx {
-                ctx.put_inode(g.ino, &rec);
+            let (ops, done) = self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?;
+            if done {
+                if let Some(s) = orphan {
+                    ctx.slot_free(RecKind::Orphan, s);
+                }
             }
             ctx.commit()?;
-            if first_tx {
-                g.rec = rec.clone();
-                first_tx = false;
-            }
             for op in ops {
                 apply_ext_op(g, op);
             }
             if done {
-                break;
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     pub fn truncate(&self, ino: u64, size: u64) -> FsResult<Attr> {
