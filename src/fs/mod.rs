@@ -165,9 +165,14 @@ impl Inode {
     }
 
     pub fn attr(&self) -> Attr {
+        // A directory reports the space its entries take, rounded to blocks (as ext4).
+        let size = match &self.dir {
+            Some(d) => ((d.by_name.len() as u64 + 2) * format::DIRENT_SIZE as u64).div_ceil(BS) * BS,
+            None => self.rec.size,
+        };
         Attr {
             ino: self.ino,
-            size: self.rec.size,
+            size,
             blocks: (self.mapped + self.rec.xattr_blocks as u64) * (BS / 512),
             atime: self.rec.atime,
             mtime: self.rec.mtime,

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Build daxlink in release mode and install daxlink, mkfs.daxlink and fsck.daxlink
+# into /usr/local/sbin, so that `mkfs -t daxlink`, `fsck -t daxlink` and
+# `mount -t fuse.daxlink IMAGE DIR` (and /etc/fstab) work. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v setpriv >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --workspace --quiet
+install -m 0755 target/release/daxlink /usr/local/sbin/daxlink
+install -m 0755 target/release/mkfs-daxlink /usr/local/sbin/mkfs.daxlink
+install -m 0755 target/release/fsck-daxlink /usr/local/sbin/fsck.daxlink
+# mount(8) runs mount.fuse3 for type fuse.daxlink; it looks for `daxlink` on a standard PATH.
+echo "installed: $(ls /usr/local/sbin/{daxlink,mkfs.daxlink,fsck.daxlink} | tr '\n' ' ')"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job: build and install, make an image on /dev/shm, mount it,
+# show a few files, unmount, check. Run as root on Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+IMG=${DAXLINK_IMAGE:-/dev/shm/daxlink-demo.img}
+MNT=${DAXLINK_MNT:-/mnt/daxlink-demo}
+mkdir -p "$MNT"
+mountpoint -q "$MNT" && umount "$MNT"
+rm -f "$IMG"
+echo "== mkfs -t daxlink (1 GiB image on /dev/shm)"
+truncate -s 1G "$IMG"
+mkfs -t daxlink -L demo "$IMG"
+echo "== mount -t fuse.daxlink $IMG $MNT"
+mount -t fuse.daxlink "$IMG" "$MNT"
+trap 'mountpoint -q "$MNT" && umount "$MNT"' EXIT
+grep " $MNT " /proc/mounts
+echo "== a few files"
+echo "hello from persistent memory" > "$MNT/hello.txt"
+mkdir -p "$MNT/docs"
+cp README.md "$MNT/docs/"
+ln -s ../hello.txt "$MNT/docs/link"
+dd if=/dev/urandom of="$MNT/random.bin" bs=1M count=64 status=none
+setfattr -n user.origin -v demo "$MNT/hello.txt" 2>/dev/null || true
+ls -la "$MNT" "$MNT/docs"
+cat "$MNT/docs/link"
+sum1=$(sha256sum < "$MNT/random.bin")
+df -h "$MNT"
+echo "== unmount, fsck, mount again"
+umount "$MNT"
+sleep 0.2
+fsck -t daxlink -n "$IMG"
+mount -t fuse.daxlink "$IMG" "$MNT"
+sum2=$(sha256sum < "$MNT/random.bin")
+[ "$sum1" = "$sum2" ] && echo "random.bin survived the remount (sha256 matches)"
+umount "$MNT"
+trap - EXIT
+echo "== done: image left at $IMG"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (fuse3, fio, xfsprogs, attr),
+# builds and installs the tools, checks formatting and lints, runs every test
+# (unit, property, mounted integration tests). Run as root on Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs=()
+for p in fuse3 fio xfsprogs attr util-linux; do
+  dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+bash scripts/install.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Mounted tests use /dev/fuse and mount(2): run as root. Tests run in parallel
+# (each mounts its own image); cap threads on small machines.
+DAXLINK_REQUIRE_INSTALL=1 cargo test --workspace --release -- --test-threads="${TEST_THREADS:-4}"
+echo "all tests passed"
