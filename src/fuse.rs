@@ -33,6 +33,9 @@ pub struct DaxFuse {
     pub fs: Arc<Fs>,
     handles: Mutex<HashMap<u64, Handle>>,
     unmounted: std::sync::atomic::AtomicBool,
+    /// Test hook (DAXLINK_FAULT_INJECT=panic-on-xattr): reading the xattr
+    /// `user.daxlink.inject-panic` panics inside the handler.
+    panic_hook: bool,
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -123,6 +126,7 @@ impl DaxFuse {
             fs,
             handles: Mutex::new(HashMap::new()),
             unmounted: std::sync::atomic::AtomicBool::new(false),
+            panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
         }
     }
 
@@ -555,6 +559,9 @@ impl Filesystem for DaxFuse {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         guarded("getxattr", || {
+            if self.panic_hook && name.as_bytes() == b"user.daxlink.inject-panic" {
+                panic!("injected panic (DAXLINK_FAULT_INJECT)");
+            }
             match self.fs.getxattr(ino.0, name.as_bytes()) {
                 Ok(v) => xattr_reply(v, size, reply),
                 Err(e) => reply.error(errno(&e)),
