@@ -167,7 +167,9 @@ impl Inode {
     pub fn attr(&self) -> Attr {
         // A directory reports the space its entries take, rounded to blocks (as ext4).
         let size = match &self.dir {
-            Some(d) => ((d.by_name.len() as u64 + 2) * format::DIRENT_SIZE as u64).div_ceil(BS) * BS,
+            Some(d) => {
+                ((d.by_name.len() as u64 + 2) * format::DIRENT_SIZE as u64).div_ceil(BS) * BS
+            }
             None => self.rec.size,
         };
         Attr {
