@@ -270,23 +270,11 @@ impl Superblock {
         let ok = self.roots_block == 2
             && self.journal_start == 3
             && self.journal_blocks >= 16
-            && self.inode_start
-                == self
-                    .journal_start
-                    .checked_add(self.journal_blocks)
-                    .unwrap_or(u64::MAX)
+            && self.inode_start == self.journal_start.saturating_add(self.journal_blocks)
             && self.inode_count >= 16
             && self.inode_count < (1 << 40)
-            && self.bitmap_start
-                == self
-                    .inode_start
-                    .checked_add(self.inode_blocks())
-                    .unwrap_or(u64::MAX)
-            && self.data_start
-                == self
-                    .bitmap_start
-                    .checked_add(self.bitmap_blocks)
-                    .unwrap_or(u64::MAX)
+            && self.bitmap_start == self.inode_start.saturating_add(self.inode_blocks())
+            && self.data_start == self.bitmap_start.saturating_add(self.bitmap_blocks)
             && self.data_start < self.total_blocks
             && self.bitmap_blocks * BITS_PER_BITMAP_BLOCK >= self.total_blocks - self.data_start;
         if !ok {

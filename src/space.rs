@@ -130,7 +130,7 @@ impl Space {
                 i = 0;
             }
             let w = self.bits[(i / 64) as usize];
-            if w == u64::MAX && i % 64 == 0 {
+            if w == u64::MAX && i.is_multiple_of(64) {
                 scanned += 64;
                 i += 64;
                 continue;

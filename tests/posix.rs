@@ -71,6 +71,7 @@ fn sparse_and_large_files_seek_data_hole() {
     let p = m.path("sparse");
     let f = OpenOptions::new()
         .create(true)
+        .truncate(false)
         .read(true)
         .write(true)
         .open(&p)
@@ -112,6 +113,7 @@ fn fallocate_modes() {
     let p = m.path("f");
     let f = OpenOptions::new()
         .create(true)
+        .truncate(false)
         .read(true)
         .write(true)
         .open(&p)
@@ -576,6 +578,7 @@ fn concurrent_writers_and_readers() {
                 // Many writers into one shared file, disjoint ranges.
                 let f = OpenOptions::new()
                     .create(true)
+                    .truncate(false)
                     .write(true)
                     .open(root.join("shared"))
                     .unwrap();
@@ -620,6 +623,7 @@ fn fsync_and_odd_flags() {
     let m = Mounted::new(&img.path, "");
     let mut f = OpenOptions::new()
         .create(true)
+        .truncate(false)
         .write(true)
         .custom_flags(libc::O_SYNC)
         .open(m.path("s"))

@@ -1497,7 +1497,7 @@ impl Fs {
             blocks: m.space.data_blocks(),
             bfree: m.space.free_blocks(),
             files: self.sb.inode_count,
-            ffree: m.free_inos.len() as u64,
+            ffree: m.free_inos.len(),
             bsize: BS as u32,
             namelen: MAX_NAME as u32,
         }
@@ -1840,7 +1840,7 @@ impl Fs {
         ctx.ensure_slots(RecKind::Extent, 1)?;
         ctx.ensure_slots(RecKind::Orphan, 1)?;
         let (ops, done) = if size < old {
-            if size % BS != 0 {
+            if !size.is_multiple_of(BS) {
                 if let Some((s, e)) = g.find(size / BS) {
                     let p = e.phys + (size / BS - s);
                     let inner = size % BS;
@@ -2083,11 +2083,8 @@ impl Fs {
             }
             libc::SEEK_HOLE => {
                 let mut cur = l;
-                loop {
-                    match g.find(cur) {
-                        Some((s, e)) => cur = s + e.len,
-                        None => break,
-                    }
+                while let Some((s, e)) = g.find(cur) {
+                    cur = s + e.len;
                 }
                 Ok((cur * BS).max(off).min(size))
             }
