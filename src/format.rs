@@ -294,9 +294,17 @@ pub enum RecKind {
     Extent = 1,
     Dirent = 2,
     Orphan = 3,
+    Refcount = 4,
 }
 
-pub const REC_KINDS: [RecKind; 3] = [RecKind::Extent, RecKind::Dirent, RecKind::Orphan];
+/// Number of record kinds (chains in the roots block).
+pub const NKINDS: usize = 4;
+pub const REC_KINDS: [RecKind; NKINDS] = [
+    RecKind::Extent,
+    RecKind::Dirent,
+    RecKind::Orphan,
+    RecKind::Refcount,
+];
 
 impl RecKind {
     pub fn from_u16(v: u16) -> Option<RecKind> {
@@ -304,6 +312,7 @@ impl RecKind {
             1 => Some(RecKind::Extent),
             2 => Some(RecKind::Dirent),
             3 => Some(RecKind::Orphan),
+            4 => Some(RecKind::Refcount),
             _ => None,
         }
     }
@@ -312,6 +321,7 @@ impl RecKind {
             RecKind::Extent => EXTENT_SIZE,
             RecKind::Dirent => DIRENT_SIZE,
             RecKind::Orphan => ORPHAN_SIZE,
+            RecKind::Refcount => REFCOUNT_SIZE,
         }
     }
     pub fn slots_per_block(self) -> usize {
@@ -325,7 +335,7 @@ impl RecKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Roots {
     /// Head block of each record chain (0 = empty), indexed by RecKind::index().
-    pub heads: [u64; 3],
+    pub heads: [u64; NKINDS],
 }
 
 pub const ROOTS_SIZE: usize = 64;
@@ -355,7 +365,7 @@ impl Roots {
                 version: Le::u32(b, 4),
             });
         }
-        let mut heads = [0u64; 3];
+        let mut heads = [0u64; NKINDS];
         for (i, h) in heads.iter_mut().enumerate() {
             *h = Le::u64(b, 8 + 8 * i);
         }
@@ -733,6 +743,46 @@ impl OrphanRec {
     }
 }
 
+pub const REFCOUNT_SIZE: usize = 32;
+
+/// Reference count of a shared range of physical blocks (XFS-style: only
+/// ranges referenced two or more times have a record; ranges never overlap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefcountRec {
+    pub phys: u64,
+    pub len: u64,
+    pub count: u32,
+}
+
+impl RefcountRec {
+    pub fn encode(&self) -> [u8; REFCOUNT_SIZE] {
+        let mut b = [0u8; REFCOUNT_SIZE];
+        Le::put64(&mut b, 0, self.phys);
+        Le::put64(&mut b, 8, self.len);
+        Le::put32(&mut b, 16, self.count);
+        let c = crc(&b[..28]);
+        Le::put32(&mut b, 28, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Option<RefcountRec>, FormatError> {
+        const W: &str = "refcount record";
+        need(W, b, REFCOUNT_SIZE)?;
+        if b[..REFCOUNT_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        check_crc(W, &b[..28], Le::u32(b, 28))?;
+        let r = RefcountRec {
+            phys: Le::u64(b, 0),
+            len: Le::u64(b, 8),
+            count: Le::u32(b, 16),
+        };
+        if r.len == 0 || r.count < 2 || r.phys.checked_add(r.len).is_none() {
+            return Err(invalid(W, "zero length, count below 2, or overflow"));
+        }
+        Ok(Some(r))
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Bitmap blocks
 // ---------------------------------------------------------------------------
@@ -1006,6 +1056,7 @@ mod tests {
             let _ = ExtentRec::decode(&bytes);
             let _ = DirentRec::decode(&bytes);
             let _ = OrphanRec::decode(&bytes);
+            let _ = RefcountRec::decode(&bytes);
             let _ = RecBlockHdr::decode(&bytes);
             let _ = JournalHdr::decode(&bytes);
             let _ = Roots::decode(&bytes);

@@ -3,19 +3,23 @@
 //! journaled transaction and undoes its DRAM reservations if it is dropped
 //! before commit.
 
+use std::collections::BTreeMap;
+
 use parking_lot::MutexGuard;
 
 use crate::error::{FsError, FsResult};
-use crate::format::{self, InodeRec, RecBlockHdr, RecKind, Roots, Superblock, BLOCK_SIZE};
+use crate::format::{
+    self, InodeRec, RecBlockHdr, RecKind, RefcountRec, Roots, Superblock, BLOCK_SIZE, NKINDS,
+};
 use crate::journal::{Journal, Tx};
 use crate::media::Media;
 use crate::space::Space;
 
 /// Free slots and chain heads of the record blocks.
 pub struct Records {
-    pub heads: [u64; 3],
-    pub free: [Vec<u64>; 3],
-    pub blocks: [u64; 3],
+    pub heads: [u64; NKINDS],
+    pub free: [Vec<u64>; NKINDS],
+    pub blocks: [u64; NKINDS],
 }
 
 /// Free inode numbers: a bit per inode (set = free) and a search cursor.
@@ -76,7 +80,18 @@ impl InoMap {
     }
 }
 
+/// A shared range of physical blocks in DRAM (mirrors one refcount record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ref {
+    pub len: u64,
+    pub count: u32,
+    /// Media offset of its record.
+    pub slot: u64,
+}
+
 pub struct Meta {
+    /// Shared ranges keyed by first physical block; non-overlapping, count >= 2.
+    pub refs: BTreeMap<u64, Ref>,
     pub space: Space,
     pub rec: Records,
     pub journal: Journal,
@@ -86,6 +101,8 @@ pub struct Meta {
 }
 
 enum Undo {
+    RefRemoved(u64, Ref),
+    RefInserted(u64),
     Reserve(u64, u64),
     Ino(u64),
     Slot(RecKind, u64),
@@ -246,6 +263,99 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Pieces of `[phys, phys+len)` with their reference counts (1 where no record).
+    pub fn ref_pieces(&self, phys: u64, len: u64) -> Vec<(u64, u64, u32)> {
+        ref_pieces(&self.m.refs, phys, len)
+    }
+
+    /// Reference count of one block (1 when it has no record).
+    pub fn refcount(&self, phys: u64) -> u32 {
+        ref_pieces(&self.m.refs, phys, 1)[0].2
+    }
+
+    /// One more reference to every block of the range.
+    pub fn share(&mut self, phys: u64, len: u64) -> FsResult<()> {
+        self.check_range(phys, len)?;
+        self.adjust(phys, len, 1)
+    }
+
+    /// One reference fewer to every block of the range; blocks whose count
+    /// reaches zero are freed (reusable after commit).
+    pub fn release(&mut self, phys: u64, len: u64) -> FsResult<()> {
+        self.check_range(phys, len)?;
+        self.adjust(phys, len, -1)
+    }
+
+    fn adjust(&mut self, phys: u64, len: u64, delta: i32) -> FsResult<()> {
+        let end = phys + len;
+        let pieces = self.ref_pieces(phys, len);
+        // Existing records overlapping the range, including parts outside it.
+        let mut old: Vec<(u64, Ref)> = Vec::new();
+        if let Some((k, r)) = self.m.refs.range(..phys).next_back() {
+            if k + r.len > phys {
+                old.push((*k, *r));
+            }
+        }
+        old.extend(self.m.refs.range(phys..end).map(|(k, r)| (*k, *r)));
+        // Fast path: nothing shared, releasing: just free.
+        if old.is_empty() && delta < 0 {
+            return self.blocks_free(phys, len);
+        }
+        self.ensure_slots(RecKind::Refcount, pieces.len() + 2)?;
+        let mut new_recs: Vec<RefcountRec> = Vec::new();
+        for (k, r) in &old {
+            if *k < phys {
+                new_recs.push(RefcountRec {
+                    phys: *k,
+                    len: phys - k,
+                    count: r.count,
+                });
+            }
+            if k + r.len > end {
+                new_recs.push(RefcountRec {
+                    phys: end,
+                    len: k + r.len - end,
+                    count: r.count,
+                });
+            }
+        }
+        let mut to_free = Vec::new();
+        for (p, l, c) in pieces {
+            let n = c as i64 + delta as i64;
+            if n >= 2 {
+                new_recs.push(RefcountRec {
+                    phys: p,
+                    len: l,
+                    count: n as u32,
+                });
+            } else if n <= 0 {
+                to_free.push((p, l));
+            }
+        }
+        for (k, r) in old {
+            self.m.refs.remove(&k);
+            self.undo.push(Undo::RefRemoved(k, r));
+            self.slot_free(RecKind::Refcount, r.slot);
+        }
+        for rec in new_recs {
+            let slot = self.slot_alloc(RecKind::Refcount)?;
+            self.slot_write(slot, &rec.encode());
+            self.m.refs.insert(
+                rec.phys,
+                Ref {
+                    len: rec.len,
+                    count: rec.count,
+                    slot,
+                },
+            );
+            self.undo.push(Undo::RefInserted(rec.phys));
+        }
+        for (p, l) in to_free {
+            self.blocks_free(p, l)?;
+        }
+        Ok(())
+    }
+
     pub fn tx_size(&self) -> usize {
         self.tx.encoded_size()
     }
@@ -288,6 +398,12 @@ impl Drop for Ctx<'_> {
         let meta = &mut *self.m;
         for u in self.undo.drain(..).rev() {
             match u {
+                Undo::RefRemoved(k, r) => {
+                    meta.refs.insert(k, r);
+                }
+                Undo::RefInserted(k) => {
+                    meta.refs.remove(&k);
+                }
                 Undo::Reserve(p, l) => meta.space.unreserve(p, l),
                 Undo::Ino(i) => {
                     meta.free_inos.insert(i);
@@ -310,4 +426,31 @@ impl Drop for Ctx<'_> {
             }
         }
     }
+}
+
+/// Pieces of `[phys, phys+len)` with their counts (1 where no record covers them).
+pub fn ref_pieces(refs: &BTreeMap<u64, Ref>, phys: u64, len: u64) -> Vec<(u64, u64, u32)> {
+    let end = phys + len;
+    let mut out = Vec::new();
+    let mut p = phys;
+    let push = |out: &mut Vec<(u64, u64, u32)>, s: u64, e: u64, c: u32| {
+        if e > s {
+            out.push((s, e - s, c));
+        }
+    };
+    if let Some((k, r)) = refs.range(..phys).next_back() {
+        if k + r.len > phys {
+            let e = (k + r.len).min(end);
+            push(&mut out, p, e, r.count);
+            p = e;
+        }
+    }
+    for (k, r) in refs.range(p..end) {
+        push(&mut out, p, *k, 1);
+        let e = (k + r.len).min(end);
+        push(&mut out, *k, e, r.count);
+        p = e;
+    }
+    push(&mut out, p, end, 1);
+    out
 }

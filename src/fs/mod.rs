@@ -9,6 +9,9 @@
 //! only that file's inode lock.
 
 pub mod meta;
+mod reflink;
+
+pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +21,8 @@ use parking_lot::{ArcRwLockWriteGuard, Mutex, RawRwLock, RwLock};
 
 use crate::error::{FsError, FsResult};
 use crate::format::{
-    self, DirentRec, ExtentRec, InodeRec, OrphanRec, RecBlockHdr, RecKind, Roots, Superblock,
-    Timespec, XattrMap, BLOCK_SIZE, MAX_FILE_SIZE, MAX_LINKS, MAX_NAME, ROOT_INO,
+    self, DirentRec, ExtentRec, InodeRec, OrphanRec, RecBlockHdr, RecKind, RefcountRec, Roots,
+    Superblock, Timespec, XattrMap, BLOCK_SIZE, MAX_FILE_SIZE, MAX_LINKS, MAX_NAME, ROOT_INO,
 };
 use crate::journal::{Journal, JournalGeometry, Recovery};
 use crate::media::Media;
@@ -412,8 +415,8 @@ impl Fs {
 
         let mut rec = Records {
             heads: roots.heads,
-            free: [Vec::new(), Vec::new(), Vec::new()],
-            blocks: [0; 3],
+            free: Default::default(),
+            blocks: [0; format::NKINDS],
         };
         let data_end = sb.total_blocks;
         let data_start = sb.data_start;
@@ -553,8 +556,53 @@ impl Fs {
         )?;
         free.reverse();
         rec.free[RecKind::Orphan.index()] = free;
+        // Reference counts of shared ranges.
+        let mut free = Vec::new();
+        let mut refs: BTreeMap<u64, meta::Ref> = BTreeMap::new();
+        rec.blocks[RecKind::Refcount.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Refcount,
+            roots.heads[RecKind::Refcount.index()],
+            |off, b| {
+                match RefcountRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("refcount record at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(r) => {
+                        if r.phys < data_start || r.phys + r.len > data_end {
+                            return Err(FsError::Corrupt(format!(
+                                "refcount record at {off:#x} covers blocks outside the data area"
+                            )));
+                        }
+                        let overlaps = refs
+                            .range(..r.phys + r.len)
+                            .next_back()
+                            .is_some_and(|(k, x)| k + x.len > r.phys);
+                        if overlaps {
+                            return Err(FsError::Corrupt(format!(
+                                "refcount records overlap at block {}",
+                                r.phys
+                            )));
+                        }
+                        refs.insert(
+                            r.phys,
+                            meta::Ref {
+                                len: r.len,
+                                count: r.count,
+                                slot: off,
+                            },
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Refcount.index()] = free;
 
         let meta = Meta {
+            refs,
             space,
             rec,
             journal,
@@ -1180,7 +1228,7 @@ impl Fs {
             let mut ctx = self.ctx()?;
             for (l, e) in &batch {
                 ctx.slot_free(RecKind::Extent, e.slot);
-                ctx.blocks_free(e.phys, e.len)?;
+                ctx.release(e.phys, e.len)?;
                 let _ = l;
             }
             if last {
@@ -1530,6 +1578,10 @@ impl Fs {
     pub fn read(&self, ino: u64, off: u64, size: usize) -> FsResult<Vec<u8>> {
         let r = self.get(ino)?;
         let g = r.read();
+        self.read_locked(&g, off, size)
+    }
+
+    fn read_locked(&self, g: &Inode, off: u64, size: usize) -> FsResult<Vec<u8>> {
         if g.is_dir() {
             return Err(FsError::IsDir);
         }
@@ -1573,100 +1625,176 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
+        self.write_locked(&mut g, off, end, Fill::Data(data))?;
+        Ok(data.len())
+    }
+
+    /// The write engine. `Fill::Data` writes bytes: holes get fresh zeroed
+    /// blocks, unshared mapped blocks are written in place, shared blocks are
+    /// copied on write (only the written blocks move; partial blocks keep the
+    /// rest of their old bytes). `Fill::Unshare` copies every shared block of
+    /// the range to a private one and changes no byte.
+    fn write_locked(&self, g: &mut Inode, off: u64, end: u64, fill: Fill<'_>) -> FsResult<()> {
         let first = off / BS;
         let lend = end.div_ceil(BS);
         let segs = g.segments(first, lend);
-        let holes: u64 = segs.iter().filter(|s| s.2.is_none()).map(|s| s.1).sum();
         // Goal: right after the block before the write, to keep files contiguous.
         let goal = first
             .checked_sub(1)
             .and_then(|l| g.find(l))
             .map(|(s, e)| e.phys + (first - 1 - s) + 1);
-        let mut new_maps: Vec<(u64, u64, u64)> = Vec::new(); // (logical, phys, len)
-        let mut runs = Vec::new();
-        if holes > 0 {
+        struct Piece {
+            l: u64,
+            n: u64,
+            old: Option<u64>,
+            cow: bool,
+            new: Option<u64>,
+        }
+        let mut pieces: Vec<Piece> = Vec::new();
+        let runs = {
             let mut m = self.meta.lock();
             if m.broken {
                 return Err(FsError::ReadOnly);
             }
-            runs = m.space.reserve_many(holes, goal).ok_or(FsError::NoSpace)?;
-        }
-        // Assign reserved runs to holes, in order.
-        let mut ri = 0usize;
-        let mut rused = 0u64;
-        let mut pieces: Vec<(u64, u64, u64, bool)> = Vec::new(); // (logical, n, phys, fresh)
-        for (l, n, phys) in &segs {
-            match phys {
-                Some(p) => pieces.push((*l, *n, *p, false)),
-                None => {
-                    let mut l = *l;
-                    let mut left = *n;
-                    while left > 0 {
-                        let (rp, rl) = runs[ri];
-                        let take = (rl - rused).min(left);
-                        let p = rp + rused;
-                        pieces.push((l, take, p, true));
-                        new_maps.push((l, p, take));
-                        rused += take;
-                        left -= take;
-                        l += take;
-                        if rused == rl {
-                            ri += 1;
-                            rused = 0;
+            for (l, n, phys) in segs {
+                match phys {
+                    None => {
+                        if matches!(fill, Fill::Data(_)) {
+                            pieces.push(Piece {
+                                l,
+                                n,
+                                old: None,
+                                cow: false,
+                                new: None,
+                            });
+                        }
+                    }
+                    Some(p) => {
+                        for (pp, pl, c) in meta::ref_pieces(&m.refs, p, n) {
+                            pieces.push(Piece {
+                                l: l + (pp - p),
+                                n: pl,
+                                old: Some(pp),
+                                cow: c >= 2,
+                                new: None,
+                            });
                         }
                     }
                 }
             }
-        }
-        // Copy the data (only this inode's lock is held).
-        for (l, n, p, fresh) in &pieces {
-            let seg_start = l * BS;
-            let seg_end = (l + n) * BS;
-            let ws = seg_start.max(off);
-            let we = seg_end.min(end);
-            if *fresh {
-                // Zero the parts of fresh blocks the write does not cover.
-                if ws > seg_start {
-                    self.media.fill(p * BS, ws - seg_start, 0)?;
+            let need: u64 = pieces
+                .iter()
+                .filter(|p| p.old.is_none() || p.cow)
+                .map(|p| p.n)
+                .sum();
+            if need == 0 {
+                Vec::new()
+            } else {
+                m.space.reserve_many(need, goal).ok_or(FsError::NoSpace)?
+            }
+        };
+        // Assign reserved runs to the pieces that need new blocks, splitting pieces at run ends.
+        let mut assigned: Vec<Piece> = Vec::with_capacity(pieces.len());
+        let (mut ri, mut rused) = (0usize, 0u64);
+        for p in pieces {
+            if p.old.is_some() && !p.cow {
+                if matches!(fill, Fill::Data(_)) {
+                    assigned.push(p);
                 }
-                if we < seg_end {
-                    self.media
-                        .fill(p * BS + (we - seg_start), seg_end - we, 0)?;
+                continue;
+            }
+            let (mut l, mut left, mut old) = (p.l, p.n, p.old);
+            while left > 0 {
+                let (rp, rl) = runs[ri];
+                let take = (rl - rused).min(left);
+                assigned.push(Piece {
+                    l,
+                    n: take,
+                    old,
+                    cow: p.cow,
+                    new: Some(rp + rused),
+                });
+                rused += take;
+                left -= take;
+                l += take;
+                old = old.map(|o| o + take);
+                if rused == rl {
+                    ri += 1;
+                    rused = 0;
                 }
             }
-            self.media.write_at(
-                p * BS + (ws - seg_start),
-                &data[(ws - off) as usize..(we - off) as usize],
-            )?;
-            let (fs, fe) = if *fresh {
+        }
+        // Copy the data (only this inode's lock is held).
+        for p in &assigned {
+            let seg_start = p.l * BS;
+            let seg_end = (p.l + p.n) * BS;
+            let (ws, we) = match fill {
+                Fill::Data(_) => (seg_start.max(off), seg_end.min(end)),
+                Fill::Unshare => (seg_start, seg_start),
+            };
+            let target = p.new.or(p.old).expect("mapped or new");
+            if let Some(np) = p.new {
+                // Keep the bytes the write does not cover: old ones (CoW) or zeros (hole).
+                for (a, b) in [(seg_start, ws), (we.max(ws), seg_end)] {
+                    if b <= a {
+                        continue;
+                    }
+                    let dst = np * BS + (a - seg_start);
+                    match p.old {
+                        Some(op) => {
+                            let old = self
+                                .media
+                                .read_vec(op * BS + (a - seg_start), (b - a) as usize)?;
+                            self.media.write_at(dst, &old)?;
+                        }
+                        None => self.media.fill(dst, b - a, 0)?,
+                    }
+                }
+            }
+            if let Fill::Data(data) = fill {
+                self.media.write_at(
+                    target * BS + (ws - seg_start),
+                    &data[(ws - off) as usize..(we - off) as usize],
+                )?;
+            }
+            let (fs, fe) = if p.new.is_some() {
                 (seg_start, seg_end)
             } else {
                 (ws, we)
             };
-            self.media.flush(p * BS + (fs - seg_start), fe - fs)?;
+            self.media.flush(target * BS + (fs - seg_start), fe - fs)?;
         }
         self.media.fence();
         // Metadata.
         let t = now();
         let mut rec = g.rec.clone();
-        rec.size = rec.size.max(end);
-        rec.mtime = t;
+        if let Fill::Data(_) = fill {
+            rec.size = rec.size.max(end);
+            rec.mtime = t;
+        }
         rec.ctime = t;
         let res = (|| -> FsResult<()> {
             let mut ctx = self.ctx()?;
-            ctx.ensure_slots(RecKind::Extent, new_maps.len())?;
+            let moved = assigned.iter().filter(|p| p.new.is_some()).count();
+            let cows = assigned.iter().filter(|p| p.cow).count();
+            ctx.ensure_slots(RecKind::Extent, 3 * moved)?;
+            ctx.ensure_slots(RecKind::Refcount, 3 * cows)?;
             for (p, l) in &runs {
                 ctx.blocks_used(*p, *l)?;
             }
-            let mut dram = Vec::new();
-            for (l, p, n) in &new_maps {
-                dram.extend(self.map_blocks(&mut ctx, &g, *l, *p, *n)?);
+            for p in assigned.iter().filter(|p| p.new.is_some()) {
+                if p.old.is_some() {
+                    let (ops, _) = self.unmap_blocks(&mut ctx, g, p.l, p.l + p.n, usize::MAX)?;
+                    for op in ops {
+                        apply_ext_op(g, op);
+                    }
+                }
                 // Apply to DRAM as we go so the next mapping can merge with it.
-                for op in dram.drain(..) {
-                    apply_ext_op(&mut g, op);
+                for op in self.map_blocks(&mut ctx, g, p.l, p.new.unwrap(), p.n)? {
+                    apply_ext_op(g, op);
                 }
             }
-            ctx.put_inode(ino, &rec);
+            ctx.put_inode(g.ino, &rec);
             ctx.commit()
         })();
         if let Err(e) = res {
@@ -1677,7 +1805,7 @@ impl Fs {
             return Err(e);
         }
         g.rec = rec;
-        Ok(data.len())
+        Ok(())
     }
 
     /// Map logical [l, l+n) to phys [p, p+n) (a hole before), merging with the
@@ -1770,7 +1898,7 @@ impl Fs {
             let cut_s = s.max(first);
             let cut_e = es.min(end);
             // Free the cut physical range.
-            ctx.blocks_free(e.phys + (cut_s - s), cut_e - cut_s)?;
+            ctx.release(e.phys + (cut_s - s), cut_e - cut_s)?;
             let head = cut_s - s;
             let tail = es - cut_e;
             ops.push(ExtOp::Remove(s, e.len));
@@ -1836,6 +1964,17 @@ impl Fs {
         let old = g.rec.size;
         rec.size = size;
         let first = size.div_ceil(BS);
+        // A shared last block is copied first: its tail is zeroed below in place.
+        if size < old && !size.is_multiple_of(BS) {
+            if let Some((s, e)) = g.find(size / BS) {
+                let p = e.phys + (size / BS - s);
+                let shared = meta::ref_pieces(&self.meta.lock().refs, p, 1)[0].2 >= 2;
+                if shared {
+                    let b = size / BS * BS;
+                    self.write_locked(g, b, b + 1, Fill::Unshare)?;
+                }
+            }
+        }
         let mut ctx = self.ctx()?;
         ctx.ensure_slots(RecKind::Extent, 1)?;
         ctx.ensure_slots(RecKind::Orphan, 1)?;
@@ -1950,53 +2089,42 @@ impl Fs {
         }
         let t = now();
         if punch || zero {
-            // Partial blocks at the edges: zero in place.
+            // Partial blocks at the edges get zeros written through the write
+            // engine (copy-on-write if shared); bytes past EOF are zero already.
             let fb = off.div_ceil(BS);
             let lb = end / BS;
-            let zero_bytes = |s: u64, e: u64, g: &Inode| -> FsResult<()> {
-                if s >= e {
-                    return Ok(());
-                }
-                if let Some((es, ex)) = g.find(s / BS) {
-                    let p = ex.phys + (s / BS - es);
-                    self.media.fill(p * BS + s % BS, e - s, 0)?;
-                    self.media.persist(p * BS + s % BS, e - s)?;
-                }
-                Ok(())
-            };
+            let size = g.rec.size;
+            let mut edges = Vec::new();
             if fb > lb {
-                // Within one block.
-                zero_bytes(off, end, &g)?;
+                edges.push((off, end));
             } else {
-                zero_bytes(off, fb * BS, &g)?;
-                zero_bytes(lb * BS, end, &g)?;
-                if punch && fb < lb {
-                    loop {
-                        let mut ctx = self.ctx()?;
-                        ctx.ensure_slots(RecKind::Extent, 1)?;
-                        let (ops, done) = self.unmap_blocks(&mut ctx, &g, fb, lb, FREE_BATCH)?;
-                        let mut rec = g.rec.clone();
-                        rec.mtime = t;
-                        rec.ctime = t;
-                        ctx.put_inode(ino, &rec);
-                        ctx.commit()?;
-                        g.rec = rec;
-                        for op in ops {
-                            apply_ext_op(&mut g, op);
-                        }
-                        if done {
-                            break;
-                        }
-                    }
+                edges.push((off, fb * BS));
+                edges.push((lb * BS, end));
+            }
+            for (a, b) in edges {
+                let b = b.min(size);
+                if a < b && (a / BS..b.div_ceil(BS)).any(|l| g.find(l).is_some()) {
+                    let zeros = vec![0u8; (b - a) as usize];
+                    self.write_locked(&mut g, a, b, Fill::Data(&zeros))?;
                 }
-                if zero {
-                    // Zero mapped whole blocks in place; holes get allocated below.
-                    for (l, n, phys) in g.segments(fb, lb) {
-                        if let Some(p) = phys {
-                            self.media.fill(p * BS, n * BS, 0)?;
-                            self.media.persist(p * BS, n * BS)?;
-                        }
-                        let _ = l;
+            }
+            // Whole blocks: unmapped (references dropped), in batches.
+            if fb < lb {
+                loop {
+                    let mut ctx = self.ctx()?;
+                    ctx.ensure_slots(RecKind::Extent, 1)?;
+                    let (ops, done) = self.unmap_blocks(&mut ctx, &g, fb, lb, FREE_BATCH)?;
+                    let mut rec = g.rec.clone();
+                    rec.mtime = t;
+                    rec.ctime = t;
+                    ctx.put_inode(ino, &rec);
+                    ctx.commit()?;
+                    g.rec = rec;
+                    for op in ops {
+                        apply_ext_op(&mut g, op);
+                    }
+                    if done {
+                        break;
                     }
                 }
             }
@@ -2247,6 +2375,13 @@ impl Fs {
     pub fn free_blocks(&self) -> u64 {
         self.meta.lock().space.free_blocks()
     }
+}
+
+/// What the write engine puts into the range.
+#[derive(Clone, Copy)]
+enum Fill<'a> {
+    Data(&'a [u8]),
+    Unshare,
 }
 
 /// A DRAM extent-map change, applied after its records are in the transaction.

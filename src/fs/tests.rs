@@ -3,6 +3,7 @@
 use super::*;
 use crate::mkfs::{mkfs, MkfsOptions};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 const C: Cred = Cred {
     uid: 1000,
@@ -209,4 +210,203 @@ proptest! {
         // All data blocks return; at most the record blocks stay.
         prop_assert!(fs.free_blocks() + 3 >= free0);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Reflink against a model
+// ---------------------------------------------------------------------------
+
+/// Every physical block's reference count equals the number of (file, block)
+/// mappings of it; used data blocks = distinct mapped blocks + the rest.
+fn check_refcounts(fs: &Fs, inos: &[u64]) {
+    let mut refs: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut reported: BTreeMap<u64, u32> = BTreeMap::new();
+    for ino in inos {
+        let Ok(ext) = fs.extents_detail(*ino) else {
+            continue;
+        };
+        for e in ext {
+            for b in e.physical..e.physical + e.length {
+                *refs.entry(b).or_default() += 1;
+                reported.insert(b, e.refcount);
+            }
+        }
+    }
+    assert_eq!(refs, reported, "refcounts differ from the extent maps");
+}
+
+#[derive(Debug, Clone)]
+enum ROp {
+    Write(usize, u64, u16, u8),
+    Clone(usize, usize, u64, u64, u64),
+    CloneAll(usize, usize),
+    Copy(usize, usize, u64, u64, u64),
+    Dedupe(usize, usize, u64, u64, u64),
+    Punch(usize, u64, u64),
+    Zero(usize, u64, u64),
+    Truncate(usize, u64),
+    Unshare(usize),
+    Recreate(usize),
+    Remount,
+}
+
+fn rop() -> impl Strategy<Value = ROp> {
+    let f = 0usize..3;
+    prop_oneof![
+        4 => (f.clone(), 0u64..40_000, 1u16..9000, any::<u8>()).prop_map(|(i, o, l, b)| ROp::Write(i, o, l, b)),
+        3 => (f.clone(), f.clone(), 0u64..8, 0u64..8, 0u64..6).prop_map(|(a, b, s, d, n)| ROp::Clone(a, b, s, d, n)),
+        2 => (f.clone(), f.clone()).prop_map(|(a, b)| ROp::CloneAll(a, b)),
+        2 => (f.clone(), f.clone(), 0u64..30_000, 0u64..30_000, 1u64..20_000).prop_map(|(a, b, s, d, n)| ROp::Copy(a, b, s, d, n)),
+        1 => (f.clone(), f.clone(), 0u64..8, 0u64..8, 1u64..4).prop_map(|(a, b, s, d, n)| ROp::Dedupe(a, b, s, d, n)),
+        1 => (f.clone(), 0u64..40_000, 1u64..20_000).prop_map(|(i, o, l)| ROp::Punch(i, o, l)),
+        1 => (f.clone(), 0u64..40_000, 1u64..20_000).prop_map(|(i, o, l)| ROp::Zero(i, o, l)),
+        1 => (f.clone(), 0u64..40_000).prop_map(|(i, s)| ROp::Truncate(i, s)),
+        1 => f.clone().prop_map(ROp::Unshare),
+        1 => f.clone().prop_map(ROp::Recreate),
+        1 => Just(ROp::Remount),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #[test]
+    fn reflink_matches_model(ops in prop::collection::vec(rop(), 1..40)) {
+        let mut fs = fresh(4096);
+        let free0 = fs.free_blocks();
+        let names = [b"f0".as_slice(), b"f1", b"f2"];
+        let mut inos: Vec<u64> = names
+            .iter()
+            .map(|n| fs.mknod(ROOT_INO, n, libc::S_IFREG | 0o644, 0, C).unwrap().ino)
+            .collect();
+        let mut model: Vec<Vec<u8>> = vec![Vec::new(); 3];
+        for op in ops {
+            match op {
+                ROp::Write(i, off, len, b) => {
+                    fs.write(inos[i], off, &vec![b; len as usize], false).unwrap();
+                    let end = off as usize + len as usize;
+                    if model[i].len() < end { model[i].resize(end, 0); }
+                    model[i][off as usize..end].fill(b);
+                }
+                ROp::Clone(a, b, s, d, n) => {
+                    let (so, dof, len) = (s * BS, d * BS, n * BS);
+                    let r = fs.clone_range(inos[a], so, inos[b], dof, len, None);
+                    let slen = model[a].len() as u64;
+                    let expect_ok = so <= slen && (len == 0 || so + len <= slen)
+                        && !(a == b && {
+                            let l = if len == 0 { slen - so } else { len };
+                            let nb = l.div_ceil(BS);
+                            d < s + nb && s < d + nb
+                        })
+                        && (len != 0 || (slen - so) % BS == 0 || dof + (slen - so) >= model[b].len() as u64);
+                    prop_assert_eq!(r.is_ok(), expect_ok, "clone {:?} -> {:?}", (a, b, s, d, n), r);
+                    if let Ok(l @ 1..) = r {
+                        let src = model[a][so as usize..(so + l) as usize].to_vec();
+                        let end = (dof + l) as usize;
+                        if model[b].len() < end { model[b].resize(end, 0); }
+                        model[b][dof as usize..end].copy_from_slice(&src);
+                    }
+                }
+                ROp::CloneAll(a, b) => {
+                    if a == b { continue; }
+                    fs.truncate(inos[b], 0).unwrap();
+                    model[b].clear();
+                    let l = fs.clone_range(inos[a], 0, inos[b], 0, 0, None).unwrap();
+                    prop_assert_eq!(l, model[a].len() as u64);
+                    model[b] = model[a].clone();
+                }
+                ROp::Copy(a, b, s, d, n) => {
+                    let r = fs.copy_range(inos[a], s, inos[b], d, n);
+                    let slen = model[a].len() as u64;
+                    let len = if s >= slen { 0 } else { n.min(slen - s) };
+                    if a == b && len > 0 && d < s + len && s < d + len {
+                        prop_assert_eq!(r, Err(FsError::Invalid));
+                        continue;
+                    }
+                    prop_assert_eq!(r.clone(), Ok(len));
+                    if len > 0 {
+                        let src = model[a][s as usize..(s + len) as usize].to_vec();
+                        let end = (d + len) as usize;
+                        if model[b].len() < end { model[b].resize(end, 0); }
+                        model[b][d as usize..end].copy_from_slice(&src);
+                    }
+                }
+                ROp::Dedupe(a, b, s, d, n) => {
+                    let (so, dof, len) = (s * BS, d * BS, n * BS);
+                    let r = fs.dedupe_range(inos[a], so, inos[b], dof, len, None);
+                    if let Ok((st, _)) = r {
+                        let same = model[a][so as usize..(so + len) as usize] == model[b][dof as usize..(dof + len) as usize];
+                        prop_assert_eq!(st == DedupeStatus::Same, same);
+                    }
+                }
+                ROp::Punch(i, off, len) => {
+                    fs.fallocate(inos[i], off, len, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE).unwrap();
+                    let e = ((off + len) as usize).min(model[i].len());
+                    if (off as usize) < e { model[i][off as usize..e].fill(0); }
+                }
+                ROp::Zero(i, off, len) => {
+                    fs.fallocate(inos[i], off, len, libc::FALLOC_FL_ZERO_RANGE).unwrap();
+                    let e = (off + len) as usize;
+                    if model[i].len() < e { model[i].resize(e, 0); }
+                    model[i][off as usize..e].fill(0);
+                }
+                ROp::Truncate(i, sz) => {
+                    fs.truncate(inos[i], sz).unwrap();
+                    model[i].resize(sz as usize, 0);
+                }
+                ROp::Unshare(i) => {
+                    fs.unshare(inos[i], 0, 0).unwrap();
+                    for e in fs.extents_detail(inos[i]).unwrap() {
+                        prop_assert_eq!(e.refcount, 1);
+                    }
+                }
+                ROp::Recreate(i) => {
+                    fs.unlink(ROOT_INO, names[i]).unwrap();
+                    inos[i] = fs.mknod(ROOT_INO, names[i], libc::S_IFREG | 0o644, 0, C).unwrap().ino;
+                    model[i].clear();
+                }
+                ROp::Remount => fs = remount(fs),
+            }
+            for i in 0..3 {
+                let got = fs.read(inos[i], 0, 1 << 20).unwrap();
+                prop_assert!(got == model[i], "file {} differs from the model", i);
+            }
+            check_refcounts(&fs, &inos);
+        }
+        for n in names { fs.unlink(ROOT_INO, n).unwrap(); }
+        let fs = remount(fs);
+        prop_assert_eq!(fs.share_stats(), ShareStats::default());
+        // All data blocks return; at most the record blocks stay.
+        prop_assert!(fs.free_blocks() + 8 >= free0, "{} of {}", fs.free_blocks(), free0);
+    }
+}
+
+#[test]
+fn clone_of_large_file_is_constant_work() {
+    let fs = fresh(1 << 16);
+    let a = fs
+        .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.fallocate(a.ino, 0, 128 << 20, 0).unwrap();
+    fs.write(a.ino, 12345, b"marker", false).unwrap();
+    assert_eq!(fs.extents(a.ino).unwrap().len(), 1);
+    let free = fs.free_blocks();
+    let b = fs
+        .mknod(ROOT_INO, b"b", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    assert_eq!(
+        fs.clone_range(a.ino, 0, b.ino, 0, 0, None).unwrap(),
+        128 << 20
+    );
+    // Nothing copied: at most a record block or two.
+    assert!(free - fs.free_blocks() <= 2);
+    let d = fs.extents_detail(b.ino).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].refcount, 2);
+    assert_eq!(fs.share_stats().saved_blocks, 32768);
+    // CoW: a write into b moves one block only, a stays.
+    fs.write(b.ino, 12345, b"MARKER", false).unwrap();
+    assert_eq!(fs.read(a.ino, 12345, 6).unwrap(), b"marker");
+    assert_eq!(fs.read(b.ino, 12345, 6).unwrap(), b"MARKER");
+    assert_eq!(fs.share_stats().saved_blocks, 32767);
+    assert_eq!(fs.extents_detail(b.ino).unwrap().len(), 3);
 }

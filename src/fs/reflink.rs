@@ -1,0 +1,391 @@
+//! Reflink: sharing extents between files (clone, dedupe, copy_file_range),
+//! unsharing, and the introspection of shared ranges.
+//!
+//! Sharing is recorded XFS-style: the extent maps point several (inode,
+//! offset) pairs at the same physical blocks, and a refcount record exists
+//! only for ranges referenced two or more times. Cloning a file of N extents
+//! costs O(N) records whatever its size. Large remaps run in batches of
+//! `REMAP_BATCH` source extents, each its own transaction (as XFS remaps one
+//! extent per transaction); the destination size changes in the last one.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+const REMAP_BATCH: usize = 256;
+
+/// One row of `daxlink extents`: logical and physical block, length in
+/// blocks, reference count (1 = not shared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentInfo {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    pub refcount: u32,
+}
+
+/// Filesystem-wide sharing statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShareStats {
+    /// Physical blocks referenced more than once.
+    pub shared_blocks: u64,
+    /// Blocks that would be needed without sharing, minus blocks used.
+    pub saved_blocks: u64,
+    pub refcount_records: u64,
+}
+
+/// FIDEDUPERANGE per-destination status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DedupeStatus {
+    Same,
+    Differs,
+}
+
+impl Fs {
+    /// The extents of a file, split where the reference count changes.
+    pub fn extents_detail(&self, ino: u64) -> FsResult<Vec<ExtentInfo>> {
+        let r = self.get(ino)?;
+        let g = r.read();
+        let m = self.meta.lock();
+        let mut out = Vec::new();
+        for (l, e) in &g.extents {
+            for (p, n, c) in meta::ref_pieces(&m.refs, e.phys, e.len) {
+                out.push(ExtentInfo {
+                    logical: l + (p - e.phys),
+                    physical: p,
+                    length: n,
+                    refcount: c,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn share_stats(&self) -> ShareStats {
+        let m = self.meta.lock();
+        let mut s = ShareStats::default();
+        for r in m.refs.values() {
+            s.shared_blocks += r.len;
+            s.saved_blocks += r.len * (r.count as u64 - 1);
+            s.refcount_records += 1;
+        }
+        s
+    }
+
+    /// Check and normalise a remap request (FICLONERANGE / FIDEDUPERANGE rules).
+    /// Returns the byte length and the number of blocks to remap.
+    #[allow(clippy::too_many_arguments)]
+    fn remap_checks(
+        &self,
+        src: &Inode,
+        soff: u64,
+        dst: &Inode,
+        doff: u64,
+        len: u64,
+        dedupe: bool,
+    ) -> FsResult<(u64, u64)> {
+        for g in [src, dst] {
+            if g.is_dir() {
+                return Err(FsError::IsDir);
+            }
+            if g.ftype() != libc::S_IFREG {
+                return Err(FsError::Invalid);
+            }
+        }
+        if soff % BS != 0 || doff % BS != 0 {
+            return Err(FsError::Invalid);
+        }
+        let ssize = src.rec.size;
+        if soff > ssize {
+            return Err(FsError::Invalid);
+        }
+        let len = if len == 0 { ssize - soff } else { len };
+        let send = soff.checked_add(len).ok_or(FsError::Invalid)?;
+        if send > ssize {
+            return Err(FsError::Invalid);
+        }
+        let dend = doff.checked_add(len).ok_or(FsError::FileTooBig)?;
+        if dend > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        if dedupe && dend > dst.rec.size {
+            return Err(FsError::Invalid);
+        }
+        let blocks = if len % BS == 0 {
+            len / BS
+        } else {
+            // An unaligned length is allowed only for a tail that ends at the
+            // source's EOF and does not end inside the destination.
+            let ends_at_eof =
+                send == ssize && (dend >= dst.rec.size || (dedupe && dend == dst.rec.size));
+            if !ends_at_eof {
+                return Err(FsError::Invalid);
+            }
+            len.div_ceil(BS)
+        };
+        if src.ino == dst.ino {
+            let (s, d, n) = (soff / BS, doff / BS, blocks);
+            if d < s + n && s < d + n {
+                return Err(FsError::Invalid);
+            }
+        }
+        Ok((len, blocks))
+    }
+
+    /// Share `blocks` blocks of `src` from logical block `sb` into `dst` at
+    /// logical block `db`, replacing what `dst` had there. Both inodes are
+    /// locked by the caller (`gs` holds their guards). `new_size` is applied
+    /// to `dst` in the last transaction.
+    fn remap_locked(
+        &self,
+        gs: &mut BTreeMap<u64, WGuard>,
+        src: u64,
+        sb: u64,
+        dst: u64,
+        db: u64,
+        blocks: u64,
+        dst_rec: InodeRec,
+    ) -> FsResult<()> {
+        let segs: Vec<(u64, u64, u64)> = gs[&src]
+            .segments(sb, sb + blocks)
+            .into_iter()
+            .filter_map(|(l, n, p)| p.map(|p| (l, n, p)))
+            .collect();
+        let mut i = 0usize;
+        let mut done_to = sb; // source logical block up to which dst is remapped
+        loop {
+            let batch = &segs[i..(i + REMAP_BATCH).min(segs.len())];
+            let last = i + batch.len() >= segs.len();
+            let upto = if last {
+                sb + blocks
+            } else {
+                batch[batch.len() - 1].0 + batch[batch.len() - 1].1
+            };
+            let mut ctx = self.ctx()?;
+            ctx.ensure_slots(RecKind::Extent, batch.len() + 2)?;
+            let (unmap_ops, _) = {
+                let g = &gs[&dst];
+                self.unmap_blocks(
+                    &mut ctx,
+                    g,
+                    db + (done_to - sb),
+                    db + (upto - sb),
+                    usize::MAX,
+                )?
+            };
+            let mut map_ops = Vec::new();
+            for (l, n, p) in batch {
+                ctx.share(*p, *n)?;
+                let slot = ctx.slot_alloc(RecKind::Extent)?;
+                let dl = db + (l - sb);
+                ctx.slot_write(
+                    slot,
+                    &ExtentRec {
+                        ino: dst,
+                        logical: dl,
+                        phys: *p,
+                        len: *n as u32,
+                    }
+                    .encode(),
+                );
+                map_ops.push(ExtOp::Put(
+                    dl,
+                    Ext {
+                        phys: *p,
+                        len: *n,
+                        slot,
+                    },
+                    *n,
+                ));
+            }
+            if last {
+                ctx.put_inode(dst, &dst_rec);
+            }
+            ctx.commit()?;
+            let g = gs.get_mut(&dst).expect("locked");
+            for op in unmap_ops.into_iter().chain(map_ops) {
+                apply_ext_op(g, op);
+            }
+            if last {
+                g.rec = dst_rec;
+                return Ok(());
+            }
+            i += batch.len();
+            done_to = upto;
+        }
+    }
+
+    /// FICLONERANGE: share `len` bytes (0 = to EOF) of `src` at `soff` into
+    /// `dst` at `doff`. `cred`, when given, must be allowed to read `src`
+    /// (the kernel never opened it). Returns the bytes cloned.
+    pub fn clone_range(
+        &self,
+        src: u64,
+        soff: u64,
+        dst: u64,
+        doff: u64,
+        len: u64,
+        cred: Option<Cred>,
+    ) -> FsResult<u64> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if let Some(c) = cred {
+            self.access(src, libc::R_OK, c)?;
+        }
+        let mut gs = self.lock_many(&[src, dst])?;
+        let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, false)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        let t = now();
+        let mut rec = gs[&dst].rec.clone();
+        rec.size = rec.size.max(doff + len);
+        rec.mtime = t;
+        rec.ctime = t;
+        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec)?;
+        Ok(len)
+    }
+
+    /// FIDEDUPERANGE for one destination: share the range only if both hold
+    /// the same bytes.
+    pub fn dedupe_range(
+        &self,
+        src: u64,
+        soff: u64,
+        dst: u64,
+        doff: u64,
+        len: u64,
+        cred: Option<Cred>,
+    ) -> FsResult<(DedupeStatus, u64)> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if let Some(c) = cred {
+            self.access(src, libc::R_OK, c)?;
+        }
+        let mut gs = self.lock_many(&[src, dst])?;
+        let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, true)?;
+        if len == 0 {
+            return Ok((DedupeStatus::Same, 0));
+        }
+        // Compare under both locks, a chunk at a time.
+        let chunk = 1u64 << 20;
+        let mut o = 0u64;
+        while o < len {
+            let n = chunk.min(len - o) as usize;
+            let a = self.read_locked(&gs[&src], soff + o, n)?;
+            let b = self.read_locked(&gs[&dst], doff + o, n)?;
+            if a != b {
+                return Ok((DedupeStatus::Differs, 0));
+            }
+            o += n as u64;
+        }
+        let rec = gs[&dst].rec.clone();
+        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec)?;
+        Ok((DedupeStatus::Same, len))
+    }
+
+    /// copy_file_range(2): blocks that line up are shared, the rest copied.
+    /// Returns the bytes copied (short at the source's EOF).
+    pub fn copy_range(&self, src: u64, soff: u64, dst: u64, doff: u64, len: u64) -> FsResult<u64> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let (ssize, sdir) = {
+            let a = self.getattr(src)?;
+            (a.size, a.is_dir())
+        };
+        let dattr = self.getattr(dst)?;
+        if sdir || dattr.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        if soff >= ssize || len == 0 {
+            return Ok(0);
+        }
+        let len = len.min(ssize - soff);
+        if doff.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE) {
+            return Err(FsError::FileTooBig);
+        }
+        if src == dst && doff < soff + len && soff < doff + len {
+            return Err(FsError::Invalid);
+        }
+        let mut done = 0u64;
+        if soff % BS == doff % BS {
+            // Head bytes up to the first block boundary.
+            let head = ((BS - soff % BS) % BS).min(len);
+            if head > 0 {
+                done += self.copy_bytes(src, soff, dst, doff, head)?;
+                if done < head {
+                    return Ok(done);
+                }
+            }
+            // Whole blocks; a last partial block too when it ends at both EOFs.
+            let mid = (len - head) / BS * BS;
+            let tail = len - head - mid;
+            let tail_at_eof =
+                tail > 0 && soff + len == ssize && doff + len >= self.getattr(dst)?.size;
+            let share = mid + if tail_at_eof { tail } else { 0 };
+            if share > 0 {
+                match self.clone_range(src, soff + head, dst, doff + head, share, None) {
+                    Ok(n) => done += n,
+                    // Nothing shareable after all (e.g. the source changed): copy instead.
+                    Err(FsError::Invalid) => {
+                        done += self.copy_bytes(src, soff + head, dst, doff + head, share)?
+                    }
+                    Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
+                }
+            }
+            if done < len {
+                done += self.copy_bytes(src, soff + done, dst, doff + done, len - done)?;
+            }
+            Ok(done)
+        } else {
+            self.copy_bytes(src, soff, dst, doff, len)
+        }
+    }
+
+    /// Copy bytes through read + write, a chunk at a time.
+    fn copy_bytes(&self, src: u64, soff: u64, dst: u64, doff: u64, len: u64) -> FsResult<u64> {
+        let chunk = 1u64 << 20;
+        let mut done = 0u64;
+        while done < len {
+            let n = chunk.min(len - done) as usize;
+            let d = self.read(src, soff + done, n)?;
+            if d.is_empty() {
+                break;
+            }
+            match self.write(dst, doff + done, &d, false) {
+                Ok(w) => done += w as u64,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+            if d.len() < n {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Give `len` bytes at `off` (0 = to EOF) private copies of every shared block.
+    pub fn unshare(&self, ino: u64, off: u64, len: u64) -> FsResult<()> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let r = self.get(ino)?;
+        let mut g = r.write_arc();
+        if g.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        let end = if len == 0 {
+            g.rec.size.max(off)
+        } else {
+            off.saturating_add(len)
+        };
+        let end = end.min(MAX_FILE_SIZE);
+        if end <= off {
+            return Ok(());
+        }
+        self.write_locked(&mut g, off, end, Fill::Unshare)
+    }
+}
