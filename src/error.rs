@@ -44,6 +44,8 @@ pub enum FsError {
     NoSuchAddr,
     #[error("bad file descriptor")]
     BadFd,
+    #[error("inappropriate ioctl for device")]
+    NotTty,
     #[error("filesystem corrupted: {0}")]
     Corrupt(String),
     #[error("I/O error: {0}")]
@@ -73,6 +75,7 @@ impl FsError {
             FsError::Busy => libc::EBUSY,
             FsError::NoSuchAddr => libc::ENXIO,
             FsError::BadFd => libc::EBADF,
+            FsError::NotTty => libc::ENOTTY,
             // A checksum or structure error reaches the caller as EIO (DESIGN.md section 3).
             FsError::Corrupt(_) => libc::EIO,
             FsError::Io(_) => libc::EIO,

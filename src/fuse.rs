@@ -25,6 +25,27 @@ use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
 
 const TTL: Duration = Duration::from_secs(1);
 
+/// Read-only virtual xattr: the file's extents as JSON (what `daxlink extents --json` prints).
+pub const EXTENTS_XATTR: &[u8] = b"user.daxlink.extents";
+
+/// `[{"logical","physical","length","shared","refcount"}...]`: logical offset and
+/// length in bytes, physical block number.
+pub fn extents_json(e: &[crate::fs::ExtentInfo]) -> String {
+    let v: Vec<serde_json::Value> = e
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "logical": x.logical * 4096,
+                "physical": x.physical,
+                "length": x.length * 4096,
+                "shared": x.refcount > 1,
+                "refcount": x.refcount,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(v).to_string()
+}
+
 struct Handle {
     flags: i32,
 }
@@ -33,6 +54,9 @@ pub struct DaxFuse {
     pub fs: Arc<Fs>,
     handles: Mutex<HashMap<u64, Handle>>,
     unmounted: std::sync::atomic::AtomicBool,
+    /// Set once the session exists: used to drop the kernel's cached pages of
+    /// a file whose blocks changed under it (clone / dedupe destination).
+    pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Test hook (DAXLINK_FAULT_INJECT=panic-on-xattr): reading the xattr
     /// `user.daxlink.inject-panic` panics inside the handler.
     panic_hook: bool,
@@ -126,6 +150,7 @@ impl DaxFuse {
             fs,
             handles: Mutex::new(HashMap::new()),
             unmounted: std::sync::atomic::AtomicBool::new(false),
+            notifier: Arc::new(std::sync::OnceLock::new()),
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
         }
     }
@@ -146,6 +171,110 @@ impl DaxFuse {
         match r {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(a.generation as u64)),
             Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// Drop the kernel's cached pages and attributes of `ino`.
+    fn invalidate(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(INodeNo(ino), 0, 0) {
+                log::debug!("inval_inode({ino}): {e}");
+            }
+        }
+    }
+
+    fn writable(&self, fh: u64) -> bool {
+        self.handles
+            .lock()
+            .get(&fh)
+            .is_some_and(|h| h.flags & libc::O_ACCMODE != libc::O_RDONLY)
+    }
+
+    /// Serve one of daxlink's private ioctls (see `crate::ioctl`).
+    fn do_ioctl(
+        &self,
+        req: &Request,
+        ino: u64,
+        fh: u64,
+        cmd: u32,
+        input: &[u8],
+    ) -> Result<Vec<u8>, FsError> {
+        use crate::ioctl as io;
+        match cmd {
+            io::CLONE | io::DEDUPE => {
+                let a = io::RemapArgs::decode(input).ok_or(FsError::Invalid)?;
+                if !self.writable(fh) {
+                    return Err(FsError::BadFd);
+                }
+                let c = Some(cred(req));
+                let mut out = input.to_vec();
+                if cmd == io::CLONE {
+                    let n = self
+                        .fs
+                        .clone_range(a.src_ino, a.src_off, ino, a.dst_off, a.len, c)?;
+                    io::put_u64(&mut out, 32, n);
+                } else {
+                    let (st, n) = self
+                        .fs
+                        .dedupe_range(a.src_ino, a.src_off, ino, a.dst_off, a.len, c)?;
+                    io::put_u32(
+                        &mut out,
+                        32,
+                        (st == crate::fs::DedupeStatus::Differs) as u32,
+                    );
+                    io::put_u64(&mut out, 40, n);
+                }
+                self.invalidate(ino);
+                Ok(out)
+            }
+            io::UNSHARE => {
+                if !self.writable(fh) {
+                    return Err(FsError::BadFd);
+                }
+                let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
+                let len = io::get_u64(input, 8).ok_or(FsError::Invalid)?;
+                self.fs.unshare(ino, off, len)?;
+                Ok(Vec::new())
+            }
+            io::EXTENTS => {
+                let start = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
+                let all = self.fs.extents_detail(ino)?;
+                let from = all.partition_point(|e| e.logical + e.length <= start);
+                let rest = &all[from..];
+                let take = rest.len().min(io::EXTENTS_MAX);
+                let mut out = vec![0u8; io::EXTENTS_HDR + take * io::EXTENT_ENTRY];
+                io::put_u32(&mut out, 0, take as u32);
+                io::put_u32(&mut out, 4, (rest.len() > take) as u32);
+                let next = rest.get(take).map(|e| e.logical).unwrap_or(0);
+                io::put_u64(&mut out, 8, next);
+                for (i, e) in rest[..take].iter().enumerate() {
+                    let o = io::EXTENTS_HDR + i * io::EXTENT_ENTRY;
+                    io::put_u64(&mut out, o, e.logical);
+                    io::put_u64(&mut out, o + 8, e.physical);
+                    io::put_u64(&mut out, o + 16, e.length);
+                    io::put_u32(&mut out, o + 24, e.refcount);
+                }
+                Ok(out)
+            }
+            io::STAT => {
+                let s = self.fs.share_stats();
+                let st = self.fs.statfs();
+                let mut out = vec![0u8; io::STAT_SIZE];
+                for (i, v) in [
+                    s.shared_blocks,
+                    s.saved_blocks,
+                    s.refcount_records,
+                    st.blocks,
+                    st.bfree,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    io::put_u64(&mut out, i * 8, v);
+                }
+                Ok(out)
+            }
+            _ => Err(FsError::NotTty),
         }
     }
 
@@ -562,6 +691,12 @@ impl Filesystem for DaxFuse {
             if self.panic_hook && name.as_bytes() == b"user.daxlink.inject-panic" {
                 panic!("injected panic (DAXLINK_FAULT_INJECT)");
             }
+            if name.as_bytes() == EXTENTS_XATTR {
+                return match self.fs.extents_detail(ino.0) {
+                    Ok(e) => xattr_reply(extents_json(&e).into_bytes(), size, reply),
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
             match self.fs.getxattr(ino.0, name.as_bytes()) {
                 Ok(v) => xattr_reply(v, size, reply),
                 Err(e) => reply.error(errno(&e)),
@@ -630,17 +765,26 @@ impl Filesystem for DaxFuse {
 
     fn ioctl(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
         _flags: IoctlFlags,
         cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
+        in_data: &[u8],
+        out_size: u32,
         reply: ReplyIoctl,
     ) {
-        log::debug!("unknown ioctl {cmd:#x}");
-        reply.error(Errno::ENOTTY);
+        guarded("ioctl", || {
+            match self.do_ioctl(req, ino.0, fh.0, cmd, in_data) {
+                Ok(out) if out.len() <= out_size as usize => reply.ioctl(0, &out),
+                Ok(_) => reply.error(Errno::EIO),
+                Err(FsError::NotTty) => {
+                    log::debug!("unknown ioctl {cmd:#x}");
+                    reply.error(Errno::ENOTTY)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn fallocate(
@@ -691,30 +835,16 @@ impl Filesystem for DaxFuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        // A plain data copy for now (reflink comes with shared extents).
+        // Block-aligned parts become shared extents; the rest is copied.
         guarded("copy_file_range", || {
-            let chunk = 1u64 << 20;
-            let mut done = 0u64;
             let len = len.min(u32::MAX as u64 & !4095);
-            while done < len {
-                let n = chunk.min(len - done) as usize;
-                let d = match self.fs.read(ino_in.0, offset_in + done, n) {
-                    Ok(d) => d,
-                    Err(e) => return reply.error(errno(&e)),
-                };
-                if d.is_empty() {
-                    break;
-                }
-                match self.fs.write(ino_out.0, offset_out + done, &d, false) {
-                    Ok(w) => done += w as u64,
-                    Err(e) if done == 0 => return reply.error(errno(&e)),
-                    Err(_) => break,
-                }
-                if d.len() < n {
-                    break;
-                }
+            match self
+                .fs
+                .copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
+            {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(&e)),
             }
-            reply.written(done as u32);
         });
     }
 }

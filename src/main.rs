@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use daxlink::cli;
 use daxlink::mount::{mount_main, parse_opts, MountOpts};
 
 #[derive(Parser)]
@@ -31,9 +32,72 @@ enum Cmd {
         #[arg(short = 'f', long)]
         foreground: bool,
     },
+    /// Share SRC's blocks with DST (FICLONERANGE semantics; creates DST if missing).
+    /// `cp --reflink=always` cannot work on FUSE: the kernel never forwards FICLONE.
+    Reflink {
+        src: PathBuf,
+        dst: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        src_offset: u64,
+        #[arg(long, default_value_t = 0)]
+        dst_offset: u64,
+        /// Bytes to clone; 0 = to the end of SRC.
+        #[arg(long, default_value_t = 0)]
+        length: u64,
+    },
+    /// Share a range of DST with SRC where both hold identical bytes (FIDEDUPERANGE semantics).
+    Dedupe {
+        src: PathBuf,
+        dst: PathBuf,
+        #[arg(long)]
+        src_offset: u64,
+        #[arg(long)]
+        dst_offset: u64,
+        #[arg(long)]
+        length: u64,
+    },
+    /// Give FILE private copies of its shared blocks.
+    Unshare {
+        file: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// 0 = to the end of the file.
+        #[arg(long, default_value_t = 0)]
+        length: u64,
+    },
+    /// Show FILE's extents: logical offset, physical block, length, shared flag, refcount.
+    Extents {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show sharing statistics of the filesystem holding PATH.
+    Stat {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-const SUBCOMMANDS: &[&str] = &["mount", "help", "-h", "--help", "-V", "--version"];
+fn fail(what: &str, e: std::io::Error) -> i32 {
+    eprintln!("daxlink {what}: {e}");
+    1
+}
+
+const SUBCOMMANDS: &[&str] = &[
+    "mount",
+    "reflink",
+    "dedupe",
+    "unshare",
+    "extents",
+    "stat",
+    "crashtest",
+    "help",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -58,6 +122,81 @@ fn main() {
             }
             mount_main(image, dir, &raw, o, foreground)
         }
+        Cmd::Reflink {
+            src,
+            dst,
+            src_offset,
+            dst_offset,
+            length,
+        } => match cli::reflink(&src, &dst, src_offset, dst_offset, length) {
+            Ok(n) => {
+                println!("cloned {n} bytes");
+                0
+            }
+            Err(e) => fail("reflink", e),
+        },
+        Cmd::Dedupe {
+            src,
+            dst,
+            src_offset,
+            dst_offset,
+            length,
+        } => match cli::dedupe(&src, &dst, src_offset, dst_offset, length) {
+            Ok((true, n)) => {
+                println!("deduped {n} bytes");
+                0
+            }
+            Ok((false, _)) => {
+                println!("contents differ: nothing deduped");
+                0
+            }
+            Err(e) => fail("dedupe", e),
+        },
+        Cmd::Unshare {
+            file,
+            offset,
+            length,
+        } => match cli::unshare(&file, offset, length) {
+            Ok(()) => 0,
+            Err(e) => fail("unshare", e),
+        },
+        Cmd::Extents { file, json } => match cli::extents(&file) {
+            Ok(e) => {
+                print!("{}", cli::extents_report(&e, json));
+                if json {
+                    println!();
+                }
+                0
+            }
+            Err(e) => fail("extents", e),
+        },
+        Cmd::Stat { path, json } => match cli::stat(&path) {
+            Ok(s) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "shared_bytes": s.shared_bytes, "saved_bytes": s.saved_bytes,
+                            "refcount_records": s.refcount_records, "total_bytes": s.total_bytes,
+                            "free_bytes": s.free_bytes,
+                        })
+                    );
+                } else {
+                    println!(
+                        "shared: {} bytes in {} ranges",
+                        s.shared_bytes, s.refcount_records
+                    );
+                    println!("saved by sharing: {} bytes", s.saved_bytes);
+                    println!(
+                        "used: {} of {} bytes",
+                        s.total_bytes - s.free_bytes,
+                        s.total_bytes
+                    );
+                }
+                0
+            }
+            Err(e) => fail("stat", e),
+        },
     };
     std::process::exit(code);
 }

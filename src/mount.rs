@@ -249,6 +249,7 @@ pub fn serve(
     let set = block_signals();
     let cfg = fuser_config(image, o);
     let dax = DaxFuse::new(fs.clone());
+    let notifier_slot = dax.notifier.clone();
     let mut session = match fuser::Session::new(dax, dir, &cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -257,6 +258,7 @@ pub fn serve(
             return 32;
         }
     };
+    let _ = notifier_slot.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     std::thread::Builder::new()
         .name("daxlink-signals".into())

@@ -1,0 +1,160 @@
+//! The `daxlink` subcommands that talk to a mounted filesystem through its
+//! private ioctls: reflink, dedupe, unshare, extents, stat.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::format::BLOCK_SIZE;
+use crate::ioctl::{self, RemapArgs};
+
+fn open_ro(p: &Path) -> io::Result<File> {
+    File::open(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+fn exdev(src: &File, dst: &File) -> io::Result<()> {
+    if src.metadata()?.dev() != dst.metadata()?.dev() {
+        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    Ok(())
+}
+
+/// Clone `len` bytes (0 = to the end of SRC) of SRC at `soff` into DST at
+/// `doff`, creating DST if needed. Returns the bytes cloned.
+pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Result<u64> {
+    let s = open_ro(src)?;
+    let d = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dst)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dst.display())))?;
+    exdev(&s, &d)?;
+    let a = RemapArgs {
+        src_ino: s.metadata()?.ino(),
+        src_off: soff,
+        dst_off: doff,
+        len,
+    };
+    let mut buf = a.encode(ioctl::CLONE_SIZE);
+    ioctl::call(&d, ioctl::CLONE, &mut buf)?;
+    Ok(ioctl::get_u64(&buf, 32).unwrap_or(0))
+}
+
+/// Share a range of DST with SRC where both hold the same bytes.
+/// Returns (identical, bytes deduped).
+pub fn dedupe(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Result<(bool, u64)> {
+    let s = open_ro(src)?;
+    let d = OpenOptions::new().write(true).open(dst)?;
+    exdev(&s, &d)?;
+    let a = RemapArgs {
+        src_ino: s.metadata()?.ino(),
+        src_off: soff,
+        dst_off: doff,
+        len,
+    };
+    let mut buf = a.encode(ioctl::DEDUPE_SIZE);
+    ioctl::call(&d, ioctl::DEDUPE, &mut buf)?;
+    Ok((
+        ioctl::get_u32(&buf, 32) == Some(0),
+        ioctl::get_u64(&buf, 40).unwrap_or(0),
+    ))
+}
+
+pub fn unshare(file: &Path, off: u64, len: u64) -> io::Result<()> {
+    let f = OpenOptions::new().write(true).open(file)?;
+    let mut buf = vec![0u8; ioctl::UNSHARE_SIZE];
+    ioctl::put_u64(&mut buf, 0, off);
+    ioctl::put_u64(&mut buf, 8, len);
+    ioctl::call(&f, ioctl::UNSHARE, &mut buf)?;
+    Ok(())
+}
+
+/// One extent as `daxlink extents` shows it: logical offset and length in
+/// bytes, physical block number, reference count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    pub refcount: u32,
+}
+
+pub fn extents(file: &Path) -> io::Result<Vec<Extent>> {
+    let f = open_ro(file)?;
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let mut buf = vec![0u8; ioctl::EXTENTS_SIZE];
+        ioctl::put_u64(&mut buf, 0, start);
+        ioctl::call(&f, ioctl::EXTENTS, &mut buf)?;
+        let n = ioctl::get_u32(&buf, 0).unwrap_or(0) as usize;
+        for i in 0..n.min(ioctl::EXTENTS_MAX) {
+            let o = ioctl::EXTENTS_HDR + i * ioctl::EXTENT_ENTRY;
+            out.push(Extent {
+                logical: ioctl::get_u64(&buf, o).unwrap_or(0) * BLOCK_SIZE,
+                physical: ioctl::get_u64(&buf, o + 8).unwrap_or(0),
+                length: ioctl::get_u64(&buf, o + 16).unwrap_or(0) * BLOCK_SIZE,
+                refcount: ioctl::get_u32(&buf, o + 24).unwrap_or(0),
+            });
+        }
+        if ioctl::get_u32(&buf, 4) != Some(1) {
+            return Ok(out);
+        }
+        start = ioctl::get_u64(&buf, 8).unwrap_or(0);
+    }
+}
+
+pub fn extents_report(e: &[Extent], json: bool) -> String {
+    if json {
+        let v: Vec<serde_json::Value> = e
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "logical": x.logical, "physical": x.physical, "length": x.length,
+                    "shared": x.refcount > 1, "refcount": x.refcount,
+                })
+            })
+            .collect();
+        return serde_json::Value::Array(v).to_string();
+    }
+    let mut s = format!(
+        "{:>14} {:>12} {:>14} {:>6} {:>8}\n",
+        "logical", "physical", "length", "shared", "refcount"
+    );
+    for x in e {
+        s += &format!(
+            "{:>14} {:>12} {:>14} {:>6} {:>8}\n",
+            x.logical,
+            x.physical,
+            x.length,
+            if x.refcount > 1 { "yes" } else { "no" },
+            x.refcount
+        );
+    }
+    s
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub shared_bytes: u64,
+    pub saved_bytes: u64,
+    pub refcount_records: u64,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+pub fn stat(path: &Path) -> io::Result<Stat> {
+    let f = open_ro(path)?;
+    let mut buf = vec![0u8; ioctl::STAT_SIZE];
+    ioctl::call(&f, ioctl::STAT, &mut buf)?;
+    let g = |i: usize| ioctl::get_u64(&buf, i * 8).unwrap_or(0);
+    Ok(Stat {
+        shared_bytes: g(0) * BLOCK_SIZE,
+        saved_bytes: g(1) * BLOCK_SIZE,
+        refcount_records: g(2),
+        total_bytes: g(3) * BLOCK_SIZE,
+        free_bytes: g(4) * BLOCK_SIZE,
+    })
+}

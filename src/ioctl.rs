@@ -1,0 +1,113 @@
+//! daxlink's private ioctls: command numbers and fixed-size, little-endian
+//! payloads shared by the daemon (which decodes them) and the `daxlink`
+//! command (which issues them).
+//!
+//! The kernel forwards unknown ioctls on a FUSE file in "restricted" mode: the
+//! payload size comes from the command number (`_IOC_SIZE`, at most 16383
+//! bytes) and is copied in (`_IOC_WRITE`) and out (`_IOC_READ`). Linux does
+//! not forward FICLONERANGE / FIDEDUPERANGE / FIEMAP to FUSE, so these carry
+//! the same semantics instead; the clone and dedupe source is named by inode
+//! number, and the daemon checks that the caller may read it.
+
+use std::os::fd::AsRawFd;
+
+use crate::format::Le;
+
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+/// ioctl type byte ('D', as in daxlink; not claimed by the VFS).
+const TYPE: u32 = b'D' as u32;
+
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (TYPE << 8) | nr
+}
+
+pub const CLONE_SIZE: usize = 40;
+pub const DEDUPE_SIZE: usize = 48;
+pub const UNSHARE_SIZE: usize = 16;
+pub const EXTENT_ENTRY: usize = 32;
+pub const EXTENTS_MAX: usize = 500;
+pub const EXTENTS_HDR: usize = 16;
+pub const EXTENTS_SIZE: usize = EXTENTS_HDR + EXTENTS_MAX * EXTENT_ENTRY;
+pub const STAT_SIZE: usize = 48;
+
+/// FICLONERANGE semantics: {src_ino, src_off, dst_off, len (0 = to EOF)} in,
+/// {bytes cloned} out at offset 32.
+pub const CLONE: u32 = ioc(IOC_READ | IOC_WRITE, 0x40, CLONE_SIZE);
+/// FIDEDUPERANGE semantics for one destination: {src_ino, src_off, dst_off, len} in,
+/// {status (0 same, 1 differs) at 32, bytes deduped at 40} out.
+pub const DEDUPE: u32 = ioc(IOC_READ | IOC_WRITE, 0x41, DEDUPE_SIZE);
+/// Give private copies of the shared blocks of {off, len (0 = to EOF)}.
+pub const UNSHARE: u32 = ioc(IOC_WRITE, 0x42, UNSHARE_SIZE);
+/// In: {start logical block}. Out: {count u32, more u32, next logical block u64,
+/// then `count` entries of {logical block, physical block, blocks, refcount u32, 0u32}}.
+pub const EXTENTS: u32 = ioc(IOC_READ | IOC_WRITE, 0x43, EXTENTS_SIZE);
+/// Out: {shared blocks, saved blocks, refcount records, data blocks, free blocks, 0}.
+pub const STAT: u32 = ioc(IOC_READ, 0x44, STAT_SIZE);
+
+/// Arguments of CLONE and DEDUPE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemapArgs {
+    pub src_ino: u64,
+    pub src_off: u64,
+    pub dst_off: u64,
+    pub len: u64,
+}
+
+impl RemapArgs {
+    pub fn encode(&self, size: usize) -> Vec<u8> {
+        let mut b = vec![0u8; size];
+        Le::put64(&mut b, 0, self.src_ino);
+        Le::put64(&mut b, 8, self.src_off);
+        Le::put64(&mut b, 16, self.dst_off);
+        Le::put64(&mut b, 24, self.len);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Option<RemapArgs> {
+        if b.len() < 32 {
+            return None;
+        }
+        Some(RemapArgs {
+            src_ino: Le::u64(b, 0),
+            src_off: Le::u64(b, 8),
+            dst_off: Le::u64(b, 16),
+            len: Le::u64(b, 24),
+        })
+    }
+}
+
+pub fn get_u64(b: &[u8], off: usize) -> Option<u64> {
+    (b.len() >= off + 8).then(|| Le::u64(b, off))
+}
+
+pub fn get_u32(b: &[u8], off: usize) -> Option<u32> {
+    (b.len() >= off + 4).then(|| Le::u32(b, off))
+}
+
+pub fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    Le::put64(b, off, v)
+}
+
+pub fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    Le::put32(b, off, v)
+}
+
+/// Issue ioctl `cmd` on `fd` with `buf` (exactly `_IOC_SIZE(cmd)` bytes) as
+/// the in/out payload. Returns the ioctl's result.
+pub fn call(fd: &impl AsRawFd, cmd: u32, buf: &mut [u8]) -> std::io::Result<i32> {
+    let size = ((cmd >> 16) & 0x3fff) as usize;
+    if buf.len() != size {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "ioctl buffer does not match the command's size",
+        ));
+    }
+    // SAFETY: `buf` is a live, exclusively borrowed buffer of exactly the size
+    // encoded in `cmd`, which is all the kernel reads from or writes to.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, buf.as_mut_ptr()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
