@@ -5,6 +5,7 @@
 //! (free space), [`fs`] (the core filesystem), `fuse` (the FUSE adapter),
 //! and the tools ([`mkfs`], [`fsck`]).
 
+pub mod cli;
 pub mod error;
 pub mod format;
 pub mod fs;
@@ -15,4 +16,5 @@ pub mod space;
 
 pub use error::{FsError, FsResult};
 pub mod fuse;
+pub mod ioctl;
 pub mod mount;
