@@ -143,6 +143,7 @@ pub struct Stat {
     pub refcount_records: u64,
     pub total_bytes: u64,
     pub free_bytes: u64,
+    pub metadata_bytes: u64,
 }
 
 pub fn stat(path: &Path) -> io::Result<Stat> {
@@ -156,5 +157,6 @@ pub fn stat(path: &Path) -> io::Result<Stat> {
         refcount_records: g(2),
         total_bytes: g(3) * BLOCK_SIZE,
         free_bytes: g(4) * BLOCK_SIZE,
+        metadata_bytes: g(5) * BLOCK_SIZE,
     })
 }

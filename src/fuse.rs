@@ -266,6 +266,7 @@ impl DaxFuse {
                     s.refcount_records,
                     st.blocks,
                     st.bfree,
+                    s.record_blocks,
                 ]
                 .into_iter()
                 .enumerate()

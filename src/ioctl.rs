@@ -42,7 +42,7 @@ pub const UNSHARE: u32 = ioc(IOC_WRITE, 0x42, UNSHARE_SIZE);
 /// In: {start logical block}. Out: {count u32, more u32, next logical block u64,
 /// then `count` entries of {logical block, physical block, blocks, refcount u32, 0u32}}.
 pub const EXTENTS: u32 = ioc(IOC_READ | IOC_WRITE, 0x43, EXTENTS_SIZE);
-/// Out: {shared blocks, saved blocks, refcount records, data blocks, free blocks, 0}.
+/// Out: {shared blocks, saved blocks, refcount records, data blocks, free blocks, record blocks}.
 pub const STAT: u32 = ioc(IOC_READ, 0x44, STAT_SIZE);
 
 /// Arguments of CLONE and DEDUPE.

@@ -32,6 +32,8 @@ pub struct ShareStats {
     /// Blocks that would be needed without sharing, minus blocks used.
     pub saved_blocks: u64,
     pub refcount_records: u64,
+    /// Blocks holding metadata records (extents, dirents, orphans, refcounts).
+    pub record_blocks: u64,
 }
 
 /// FIDEDUPERANGE per-destination status.
@@ -63,7 +65,10 @@ impl Fs {
 
     pub fn share_stats(&self) -> ShareStats {
         let m = self.meta.lock();
-        let mut s = ShareStats::default();
+        let mut s = ShareStats {
+            record_blocks: m.rec.blocks.iter().sum(),
+            ..ShareStats::default()
+        };
         for r in m.refs.values() {
             s.shared_blocks += r.len;
             s.saved_blocks += r.len * (r.count as u64 - 1);
