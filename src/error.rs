@@ -14,6 +14,8 @@ pub enum FsError {
     NameTooLong,
     #[error("no space left on device")]
     NoSpace,
+    #[error("cannot allocate memory")]
+    NoMemory,
     #[error("file too large")]
     FileTooBig,
     #[error("is a directory")]
@@ -60,6 +62,7 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::NoSpace => libc::ENOSPC,
+            FsError::NoMemory => libc::ENOMEM,
             FsError::FileTooBig => libc::EFBIG,
             FsError::IsDir => libc::EISDIR,
             FsError::NotDir => libc::ENOTDIR,

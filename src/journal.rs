@@ -161,8 +161,15 @@ pub struct Journal {
 /// Deliberate bugs for proving the crash harness finds them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inject {
+    /// Skip the fence between the commit record and the in-place stores.
     pub skip_commit_fence: bool,
+    /// Store the entries in place (unflushed) before the body is written.
     pub apply_before_commit: bool,
+    /// Skip the flush of the first in-place store of each commit.
+    pub skip_apply_flush: bool,
+    /// Core hook (fs/meta.rs `Ctx::slot_free`): zero a freed directory entry
+    /// in place, persisted at once, instead of through the transaction.
+    pub dirent_in_place: bool,
 }
 
 impl Journal {
@@ -284,9 +291,11 @@ impl Journal {
             media.fence();
         }
         // 3. apply in place
-        for (off, d) in tx.entries() {
+        for (i, (off, d)) in tx.entries().enumerate() {
             media.write_at(off, d)?;
-            media.flush(off, d.len() as u64)?;
+            if !(self.inject.skip_apply_flush && i == 0) {
+                media.flush(off, d.len() as u64)?;
+            }
         }
         media.fence();
         // 4. mark applied

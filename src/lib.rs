@@ -18,3 +18,4 @@ pub use error::{FsError, FsResult};
 pub mod fuse;
 pub mod ioctl;
 pub mod mount;
+pub mod pages;

@@ -11,18 +11,13 @@ use crate::fs::{Fs, FsOptions};
 use crate::fuse::DaxFuse;
 use crate::media::{Media, PersistMode};
 
-/// The page model (DESIGN.md section 5); chosen at mount.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum PageModel {
-    Legacy,
-    Upstream,
-    #[default]
-    Proxy,
-}
+pub use crate::pages::PageModel;
 
 #[derive(Clone, Debug)]
 pub struct MountOpts {
     pub page_model: PageModel,
+    /// upstream model: how long layout changes wait for pins before EBUSY.
+    pub layout_timeout_ms: u64,
     pub threads: usize,
     pub persist: PersistMode,
     pub read_only: bool,
@@ -43,6 +38,7 @@ impl Default for MountOpts {
     fn default() -> Self {
         MountOpts {
             page_model: PageModel::Proxy,
+            layout_timeout_ms: 2000,
             threads: 2,
             persist: PersistMode::Cpu,
             read_only: false,
@@ -72,16 +68,14 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
             |v: Option<&'a str>| v.ok_or_else(|| format!("mount option '{k}' needs a value"));
         match k {
             "page_model" => {
-                opts.page_model = match need(v)? {
-                    "legacy" => PageModel::Legacy,
-                    "upstream" => PageModel::Upstream,
-                    "proxy" => PageModel::Proxy,
-                    x => {
-                        return Err(format!(
-                            "page_model={x}: expected legacy, upstream or proxy"
-                        ))
-                    }
-                }
+                let v = need(v)?;
+                opts.page_model = PageModel::parse(v)
+                    .ok_or_else(|| format!("page_model={v}: expected legacy, upstream or proxy"))?;
+            }
+            "layout_timeout_ms" => {
+                opts.layout_timeout_ms = need(v)?
+                    .parse()
+                    .map_err(|_| format!("layout_timeout_ms={}: not a number", v.unwrap_or("")))?;
             }
             "threads" => {
                 let n: usize = need(v)?
@@ -194,6 +188,8 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
         media,
         FsOptions {
             read_only: o.read_only,
+            page_model: o.page_model,
+            layout_timeout: std::time::Duration::from_millis(o.layout_timeout_ms),
         },
     )
     .map_err(|e| {

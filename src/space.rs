@@ -188,6 +188,9 @@ impl Space {
         for p in phys..phys + len {
             if p >= self.data_start && p < self.data_start + self.nblocks {
                 self.set_dram(p - self.data_start, false);
+                // Reuse freed space first (it is also what makes a freed-while-
+                // pinned block come straight back in the legacy page model).
+                self.cursor = self.cursor.min(p - self.data_start);
             }
         }
     }

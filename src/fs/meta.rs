@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use parking_lot::MutexGuard;
 
 use crate::error::{FsError, FsResult};
+use crate::format::OrphanRec;
 use crate::format::{
     self, InodeRec, RecBlockHdr, RecKind, RefcountRec, Roots, Superblock, BLOCK_SIZE, NKINDS,
 };
 use crate::journal::{Journal, Tx};
 use crate::media::Media;
+use crate::pages::{PageModel, Pages};
 use crate::space::Space;
 
 /// Free slots and chain heads of the record blocks.
@@ -117,6 +119,9 @@ enum Undo {
 pub struct Ctx<'a> {
     media: &'a Media,
     sb: &'a Superblock,
+    pages: Option<&'a Pages>,
+    /// Blocks whose free was deferred because they are pinned (proxy model).
+    deferred: Vec<(u64, u64)>,
     pub m: MutexGuard<'a, Meta>,
     pub tx: Tx,
     undo: Vec<Undo>,
@@ -127,13 +132,20 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(media: &'a Media, sb: &'a Superblock, m: MutexGuard<'a, Meta>) -> FsResult<Ctx<'a>> {
+    pub fn new(
+        media: &'a Media,
+        sb: &'a Superblock,
+        m: MutexGuard<'a, Meta>,
+        pages: Option<&'a Pages>,
+    ) -> FsResult<Ctx<'a>> {
         if m.broken {
             return Err(FsError::ReadOnly);
         }
         Ok(Ctx {
             media,
             sb,
+            pages,
+            deferred: Vec::new(),
             m,
             tx: Tx::new(),
             undo: Vec::new(),
@@ -222,6 +234,11 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn slot_free(&mut self, kind: RecKind, off: u64) {
+        // Bug injection for the crash harness (off by default): a directory
+        // entry removed in place, outside the journal, before the commit.
+        if kind == RecKind::Dirent && self.m.journal.inject.dirent_in_place {
+            let _ = self.media.write_persist(off, &vec![0u8; kind.slot_size()]);
+        }
         self.tx.write(off, &vec![0u8; kind.slot_size()]);
         self.free_slots.push((kind, off));
     }
@@ -253,9 +270,37 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// Free blocks on media; they become allocatable once the transaction commits.
+    /// Free blocks on media; they become allocatable once the transaction
+    /// commits. In the proxy page model a pinned block is not freed: an
+    /// orphan record defers its free to the last unpin (or the next mount).
     pub fn blocks_free(&mut self, phys: u64, len: u64) -> FsResult<()> {
         self.check_range(phys, len)?;
+        let pinned = match self.pages {
+            Some(p) if p.model == PageModel::Proxy => p.pinned_in(phys, len),
+            _ => Vec::new(),
+        };
+        if pinned.is_empty() {
+            return self.free_run(phys, len);
+        }
+        let mut b = phys;
+        while b < phys + len {
+            if pinned.contains(&b) {
+                let slot = self.slot_alloc(RecKind::Orphan)?;
+                self.slot_write(slot, &OrphanRec::Blocks { phys: b, len: 1 }.encode());
+                self.deferred.push((b, slot));
+                b += 1;
+            } else {
+                let s = b;
+                while b < phys + len && !pinned.contains(&b) {
+                    b += 1;
+                }
+                self.free_run(s, b - s)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn free_run(&mut self, phys: u64, len: u64) -> FsResult<()> {
         let meta = &mut *self.m;
         meta.space
             .tx_set(self.media, &mut self.tx, phys, len, false)?;
@@ -374,7 +419,17 @@ impl<'a> Ctx<'a> {
                     meta.rec.free[k.index()].push(off);
                 }
                 for (p, l) in self.free_blocks.drain(..) {
-                    meta.space.unreserve(p, l);
+                    for b in p..p + l {
+                        // A poisoned frame is retired: never handed out again (until remount).
+                        if !self.pages.is_some_and(|pg| pg.is_poisoned(b)) {
+                            meta.space.unreserve(b, 1);
+                        }
+                    }
+                }
+                if let Some(pg) = self.pages {
+                    for (b, slot) in self.deferred.drain(..) {
+                        pg.deferred(b, slot);
+                    }
                 }
                 for ino in self.free_inos.drain(..) {
                     meta.free_inos.insert(ino);

@@ -9,8 +9,10 @@
 //! only that file's inode lock.
 
 pub mod meta;
+mod pin;
 mod reflink;
 
+pub use pin::{Owner, OwnersReport, PinInfo};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,6 +28,7 @@ use crate::format::{
 };
 use crate::journal::{Journal, JournalGeometry, Recovery};
 use crate::media::Media;
+use crate::pages::{PageModel, Pages};
 use crate::space::Space;
 use meta::{Ctx, Meta, Records};
 
@@ -230,9 +233,22 @@ type InodeRef = Arc<RwLock<Inode>>;
 type WGuard = ArcRwLockWriteGuard<RawRwLock, Inode>;
 
 /// Mount-time options the core cares about.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FsOptions {
     pub read_only: bool,
+    pub page_model: PageModel,
+    /// upstream model: how long a layout change waits for pins before EBUSY.
+    pub layout_timeout: std::time::Duration,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            read_only: false,
+            page_model: PageModel::default(),
+            layout_timeout: std::time::Duration::from_secs(2),
+        }
+    }
 }
 
 pub struct Fs {
@@ -244,6 +260,11 @@ pub struct Fs {
     meta: Mutex<Meta>,
     next_fh: AtomicU64,
     pub recovery: Recovery,
+    /// The page model: struct pages, pins, proxies, poison.
+    pub pages: Pages,
+    /// DRAM reverse map (physical block start, inode, logical start) -> length,
+    /// the ground truth of who maps a block (XFS's rmapbt, in memory).
+    rmap: Mutex<BTreeMap<(u64, u64, u64), u64>>,
 }
 
 fn now() -> Timespec {
@@ -612,7 +633,12 @@ impl Fs {
         let fs = Fs {
             media: Arc::new(media),
             sb: sb.clone(),
-            opts: FsOptions { read_only: ro },
+            pages: Pages::new(opts.page_model, opts.layout_timeout),
+            rmap: Mutex::new(BTreeMap::new()),
+            opts: FsOptions {
+                read_only: ro,
+                ..opts.clone()
+            },
             ns: RwLock::new(()),
             inodes: RwLock::new(
                 inodes
@@ -624,6 +650,15 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             recovery,
         };
+        {
+            let mut rm = fs.rmap.lock();
+            for r in fs.inodes.read().values() {
+                let g = r.read();
+                for (l, e) in &g.extents {
+                    rm.insert((e.phys, g.ino, *l), e.len);
+                }
+            }
+        }
         if !ro {
             for (off, o) in orphans {
                 match o {
@@ -683,6 +718,11 @@ impl Fs {
         if self.opts.read_only {
             return Ok(());
         }
+        // Write back device writes still in the CPU cache, as sync at unmount does.
+        for b in self.pages.all_dirty() {
+            self.media.flush(b * BS, BS)?;
+        }
+        self.media.fence();
         let broken = self.meta.lock().broken;
         let (mut sb, _) = read_superblock(&self.media)?;
         sb.clean = !broken;
@@ -698,7 +738,7 @@ impl Fs {
         if self.opts.read_only {
             return Err(FsError::ReadOnly);
         }
-        Ctx::new(&self.media, &self.sb, self.meta.lock())
+        Ctx::new(&self.media, &self.sb, self.meta.lock(), Some(&self.pages))
     }
 
     fn get(&self, ino: u64) -> FsResult<InodeRef> {
@@ -1058,6 +1098,7 @@ impl Fs {
                 },
             );
             inode.mapped = 1;
+            self.rmap.lock().insert((p, ino, 0), 1);
         }
         let attr = inode.attr();
         self.inodes
@@ -1242,8 +1283,7 @@ impl Fs {
             }
             ctx.commit()?;
             for (l, e) in &batch {
-                g.extents.remove(l);
-                g.mapped -= e.len;
+                self.apply_op(g, ExtOp::Remove(*l, e.len));
             }
             if last {
                 break;
@@ -1594,6 +1634,14 @@ impl Fs {
         let end = (off + n as u64).div_ceil(BS);
         for (l, cnt, phys) in g.segments(first, end) {
             let Some(p) = phys else { continue };
+            if self.pages.any_poisoned() {
+                for b in p..p + cnt {
+                    if self.pages.poison_check(b, g.ino).0 {
+                        log::warn!("inode {}: read of poisoned block {b}: EIO", g.ino);
+                        return Err(FsError::Io(format!("block {b} is poisoned")));
+                    }
+                }
+            }
             let seg_start = (l * BS).max(off);
             let seg_end = ((l + cnt) * BS).min(off + n as u64);
             let media_off = p * BS + (seg_start - l * BS);
@@ -1786,12 +1834,12 @@ impl Fs {
                 if p.old.is_some() {
                     let (ops, _) = self.unmap_blocks(&mut ctx, g, p.l, p.l + p.n, usize::MAX)?;
                     for op in ops {
-                        apply_ext_op(g, op);
+                        self.apply_op(g, op);
                     }
                 }
                 // Apply to DRAM as we go so the next mapping can merge with it.
                 for op in self.map_blocks(&mut ctx, g, p.l, p.new.unwrap(), p.n)? {
-                    apply_ext_op(g, op);
+                    self.apply_op(g, op);
                 }
             }
             ctx.put_inode(g.ino, &rec);
@@ -1964,6 +2012,9 @@ impl Fs {
         let old = g.rec.size;
         rec.size = size;
         let first = size.div_ceil(BS);
+        if size < old {
+            self.break_layouts(g, size / BS, u64::MAX)?;
+        }
         // A shared last block is copied first: its tail is zeroed below in place.
         if size < old && !size.is_multiple_of(BS) {
             if let Some((s, e)) = g.find(size / BS) {
@@ -2008,7 +2059,7 @@ impl Fs {
         ctx.commit()?;
         g.rec = rec;
         for op in ops {
-            apply_ext_op(g, op);
+            self.apply_op(g, op);
         }
         if let Some(s) = orphan {
             self.unmap_tail(g, first, Some(s))?;
@@ -2030,7 +2081,7 @@ impl Fs {
             }
             ctx.commit()?;
             for op in ops {
-                apply_ext_op(g, op);
+                self.apply_op(g, op);
             }
             if done {
                 return Ok(());
@@ -2050,8 +2101,10 @@ impl Fs {
     }
 
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
-        // Data is flushed at write time and metadata at commit; only order them.
+        // Data is flushed at write time and metadata at commit; device writes
+        // through pins attributed to this file are flushed here.
         self.get(ino)?;
+        self.flush_dirty_pages(ino)?;
         self.media.fence();
         Ok(())
     }
@@ -2089,6 +2142,7 @@ impl Fs {
         }
         let t = now();
         if punch || zero {
+            self.break_layouts(&g, off / BS, end.div_ceil(BS))?;
             // Partial blocks at the edges get zeros written through the write
             // engine (copy-on-write if shared); bytes past EOF are zero already.
             let fb = off.div_ceil(BS);
@@ -2121,7 +2175,7 @@ impl Fs {
                     ctx.commit()?;
                     g.rec = rec;
                     for op in ops {
-                        apply_ext_op(&mut g, op);
+                        self.apply_op(&mut g, op);
                     }
                     if done {
                         break;
@@ -2173,7 +2227,7 @@ impl Fs {
         for (l, p, n) in &maps {
             let ops = self.map_blocks(&mut ctx, &g, *l, *p, *n)?;
             for op in ops {
-                apply_ext_op(&mut g, op);
+                self.apply_op(&mut g, op);
             }
         }
         let mut rec = g.rec.clone();
@@ -2371,9 +2425,47 @@ impl Fs {
         Ok(())
     }
 
+    /// Apply one extent-map change to DRAM (the inode's map and the reverse map).
+    fn apply_op(&self, g: &mut Inode, op: ExtOp) {
+        let mut rm = self.rmap.lock();
+        match op {
+            ExtOp::Put(l, e, added) => {
+                if let Some(old) = g.extents.insert(l, e) {
+                    rm.remove(&(old.phys, g.ino, l));
+                }
+                rm.insert((e.phys, g.ino, l), e.len);
+                g.mapped += added;
+            }
+            ExtOp::Remove(l, len) => {
+                if let Some(old) = g.extents.remove(&l) {
+                    rm.remove(&(old.phys, g.ino, l));
+                }
+                g.mapped -= len;
+            }
+        }
+    }
+
+    /// Every (inode, file page) that maps physical block `phys` (ground truth).
+    pub fn owners_of(&self, phys: u64) -> Vec<(u64, u64)> {
+        let rm = self.rmap.lock();
+        let mut v: Vec<(u64, u64)> = rm
+            .range(..=(phys, u64::MAX, u64::MAX))
+            .filter(|((p, _, _), len)| phys < p + **len)
+            .map(|((p, ino, l), _)| (*ino, l + (phys - p)))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Number of free data blocks (for tests and statfs).
     pub fn free_blocks(&self) -> u64 {
         self.meta.lock().space.free_blocks()
+    }
+
+    /// Bug injection for the crash harness (src/crash): journal and core
+    /// switches that are all off unless a test sets them.
+    pub fn set_inject(&self, inject: crate::journal::Inject) {
+        self.meta.lock().journal.inject = inject;
     }
 }
 
@@ -2390,19 +2482,6 @@ enum ExtOp {
     Put(u64, Ext, u64),
     /// Remove the extent at a logical start; the u64 is its length.
     Remove(u64, u64),
-}
-
-fn apply_ext_op(g: &mut Inode, op: ExtOp) {
-    match op {
-        ExtOp::Put(l, e, added) => {
-            g.extents.insert(l, e);
-            g.mapped += added;
-        }
-        ExtOp::Remove(l, len) => {
-            g.extents.remove(&l);
-            g.mapped -= len;
-        }
-    }
 }
 
 #[cfg(test)]

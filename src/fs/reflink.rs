@@ -151,11 +151,33 @@ impl Fs {
         blocks: u64,
         dst_rec: InodeRec,
     ) -> FsResult<()> {
-        let segs: Vec<(u64, u64, u64)> = gs[&src]
-            .segments(sb, sb + blocks)
-            .into_iter()
-            .filter_map(|(l, n, p)| p.map(|p| (l, n, p)))
-            .collect();
+        // Source pieces: (logical, blocks, physical, copy instead of share).
+        // In the proxy model, blocks a device may still write through a write
+        // pin are given to the destination as copies, so the device's later
+        // writes stay in the pinned (file, offset) only (invariant 2).
+        let proxy = self.pages.model == crate::pages::PageModel::Proxy;
+        let mut segs: Vec<(u64, u64, u64, bool)> = Vec::new();
+        for (l, n, p) in gs[&src].segments(sb, sb + blocks) {
+            let Some(p) = p else { continue };
+            let pinned = if proxy {
+                self.pages.write_pinned_in(p, n)
+            } else {
+                Vec::new()
+            };
+            if pinned.is_empty() {
+                segs.push((l, n, p, false));
+                continue;
+            }
+            let mut k = 0;
+            while k < n {
+                let is = pinned.contains(&(p + k));
+                let s = k;
+                while k < n && pinned.contains(&(p + k)) == is {
+                    k += 1;
+                }
+                segs.push((l + s, k - s, p + s, is));
+            }
+        }
         let mut i = 0usize;
         let mut done_to = sb; // source logical block up to which dst is remapped
         loop {
@@ -167,7 +189,7 @@ impl Fs {
                 batch[batch.len() - 1].0 + batch[batch.len() - 1].1
             };
             let mut ctx = self.ctx()?;
-            ctx.ensure_slots(RecKind::Extent, batch.len() + 2)?;
+            ctx.ensure_slots(RecKind::Extent, 2 * batch.len() + 2)?;
             let (unmap_ops, _) = {
                 let g = &gs[&dst];
                 self.unmap_blocks(
@@ -179,29 +201,48 @@ impl Fs {
                 )?
             };
             let mut map_ops = Vec::new();
-            for (l, n, p) in batch {
-                ctx.share(*p, *n)?;
-                let slot = ctx.slot_alloc(RecKind::Extent)?;
+            for &(l, n, p, copy) in batch {
                 let dl = db + (l - sb);
-                ctx.slot_write(
-                    slot,
-                    &ExtentRec {
-                        ino: dst,
-                        logical: dl,
-                        phys: *p,
-                        len: *n as u32,
+                // (destination logical block, physical block, length)
+                let mut maps: Vec<(u64, u64, u64)> = Vec::new();
+                if copy {
+                    // Private copies of the write-pinned blocks.
+                    let mut k = 0u64;
+                    for (rp, rl) in ctx.reserve(n, None)? {
+                        let bytes = self.media.read_vec((p + k) * BS, (rl * BS) as usize)?;
+                        self.media.write_at(rp * BS, &bytes)?;
+                        self.media.flush(rp * BS, rl * BS)?;
+                        ctx.blocks_used(rp, rl)?;
+                        maps.push((dl + k, rp, rl));
+                        k += rl;
                     }
-                    .encode(),
-                );
-                map_ops.push(ExtOp::Put(
-                    dl,
-                    Ext {
-                        phys: *p,
-                        len: *n,
+                    self.media.fence();
+                } else {
+                    ctx.share(p, n)?;
+                    maps.push((dl, p, n));
+                }
+                for (ml, mp, mn) in maps {
+                    let slot = ctx.slot_alloc(RecKind::Extent)?;
+                    ctx.slot_write(
                         slot,
-                    },
-                    *n,
-                ));
+                        &ExtentRec {
+                            ino: dst,
+                            logical: ml,
+                            phys: mp,
+                            len: mn as u32,
+                        }
+                        .encode(),
+                    );
+                    map_ops.push(ExtOp::Put(
+                        ml,
+                        Ext {
+                            phys: mp,
+                            len: mn,
+                            slot,
+                        },
+                        mn,
+                    ));
+                }
             }
             if last {
                 ctx.put_inode(dst, &dst_rec);
@@ -209,7 +250,7 @@ impl Fs {
             ctx.commit()?;
             let g = gs.get_mut(&dst).expect("locked");
             for op in unmap_ops.into_iter().chain(map_ops) {
-                apply_ext_op(g, op);
+                self.apply_op(g, op);
             }
             if last {
                 g.rec = dst_rec;
@@ -240,6 +281,9 @@ impl Fs {
         }
         let mut gs = self.lock_many(&[src, dst])?;
         let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, false)?;
+        // upstream: xfs_mmaplock_two_inodes_and_break_dax_layout().
+        self.break_layouts(&gs[&src], 0, u64::MAX)?;
+        self.break_layouts(&gs[&dst], 0, u64::MAX)?;
         if len == 0 {
             return Ok(0);
         }
@@ -271,6 +315,8 @@ impl Fs {
         }
         let mut gs = self.lock_many(&[src, dst])?;
         let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, true)?;
+        self.break_layouts(&gs[&src], 0, u64::MAX)?;
+        self.break_layouts(&gs[&dst], 0, u64::MAX)?;
         if len == 0 {
             return Ok((DedupeStatus::Same, 0));
         }

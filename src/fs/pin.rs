@@ -1,0 +1,334 @@
+//! The filesystem side of the page model: pinning file ranges (GUP), device
+//! DMA through pins, unpinning (with deferred frees), memory failure
+//! (poison), the reverse map, and the invariant checker.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::pages::{PageModel, PinRequest};
+
+/// Largest pin: 16384 pages (64 MiB). More gives ENOMEM, as GUP would.
+pub const MAX_PIN_PAGES: u64 = 16384;
+/// Largest number of live pins.
+pub const MAX_PINS: usize = 1_000_000;
+
+/// One owner of a block, for `daxlink owners`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub ino: u64,
+    pub path: String,
+    /// Byte offset in the file.
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinInfo {
+    pub id: u64,
+    pub ino: u64,
+    pub offset: u64,
+    pub write: bool,
+    pub longterm: bool,
+    pub holder: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnersReport {
+    pub block: u64,
+    /// As the page model's reverse map answers.
+    pub owners: Vec<Owner>,
+    pub pins: Vec<PinInfo>,
+    pub poisoned: bool,
+}
+
+impl Fs {
+    /// Pin `len` bytes at `off` of `ino` through the open file `holder`
+    /// (pin_user_pages). Write pins are made private first in the upstream and
+    /// proxy models; long-term pins are refused by upstream. Holes are filled.
+    pub fn pin(
+        &self,
+        ino: u64,
+        holder: u64,
+        off: u64,
+        len: u64,
+        write: bool,
+        longterm: bool,
+    ) -> FsResult<u64> {
+        if len == 0 {
+            return Err(FsError::Invalid);
+        }
+        let first = off / BS;
+        let end = off.checked_add(len).ok_or(FsError::Invalid)?.div_ceil(BS);
+        if end - first > MAX_PIN_PAGES || self.pages.pins().len() >= MAX_PINS {
+            return Err(FsError::NoMemory);
+        }
+        if longterm && self.pages.model == PageModel::Upstream {
+            // check_vma_flags(): FOLL_LONGTERM on fsdax is refused.
+            return Err(FsError::NotSupported);
+        }
+        {
+            let a = self.getattr(ino)?;
+            if a.is_dir() {
+                return Err(FsError::IsDir);
+            }
+            if a.mode & libc::S_IFMT != libc::S_IFREG || off + len > a.size {
+                return Err(FsError::Invalid);
+            }
+        }
+        // GUP faults the pages in: holes get (zeroed) blocks.
+        self.fallocate(
+            ino,
+            first * BS,
+            (end - first) * BS,
+            libc::FALLOC_FL_KEEP_SIZE,
+        )?;
+        let r = self.get(ino)?;
+        let mut g = r.write_arc();
+        if write && self.pages.model != PageModel::Legacy {
+            // A write fault on a shared DAX extent copies first (dax_iomap_copy_around).
+            self.write_locked(&mut g, first * BS, end * BS, Fill::Unshare)?;
+        }
+        let mut blocks = Vec::with_capacity((end - first) as usize);
+        for l in first..end {
+            let (s, e) = g.find(l).ok_or(FsError::Busy)?;
+            blocks.push(e.phys + (l - s));
+        }
+        let owners: Vec<Vec<(u64, u64)>> = blocks.iter().map(|b| self.owners_of(*b)).collect();
+        let id = self.pages.pin(PinRequest {
+            holder,
+            ino,
+            index: first,
+            blocks,
+            write,
+            longterm,
+            owners,
+        });
+        log::debug!("pin {id}: inode {ino} pages {first}..{end} write={write} longterm={longterm}");
+        Ok(id)
+    }
+
+    /// Drop a pin; blocks whose free was deferred on it are freed now.
+    pub fn unpin(&self, id: u64) -> FsResult<()> {
+        let (_pin, release) = self.pages.unpin(id).ok_or(FsError::NotFound)?;
+        if release.is_empty() {
+            return Ok(());
+        }
+        let mut ctx = self.ctx()?;
+        for (b, slot) in &release {
+            ctx.blocks_free(*b, 1)?;
+            ctx.slot_free(RecKind::Orphan, *slot);
+        }
+        ctx.commit()?;
+        log::debug!("unpin {id}: freed {} deferred block(s)", release.len());
+        Ok(())
+    }
+
+    /// Drop every pin made through `holder` (its open file was released).
+    pub fn unpin_holder(&self, holder: u64) -> FsResult<()> {
+        for id in self.pages.pins_of_holder(holder) {
+            self.unpin(id)?;
+        }
+        Ok(())
+    }
+
+    /// A device writes `data` at byte `off` of the pinned range: straight into
+    /// the blocks the pin holds, bypassing the write path and copy-on-write.
+    /// The stores are not flushed (they sit in the CPU cache until an fsync of
+    /// the file they are attributed to). Returns the inodes that map the
+    /// written blocks now (whose cached pages must be dropped).
+    pub fn dma_write(&self, id: u64, off: u64, data: &[u8]) -> FsResult<Vec<u64>> {
+        let targets = self
+            .pages
+            .dma_target(id, off, data.len() as u64, BS)
+            .map_err(errno_err)?;
+        let owners: Vec<(u64, Vec<(u64, u64)>)> = targets
+            .iter()
+            .map(|(b, _, _)| (*b, self.owners_of(*b)))
+            .collect();
+        self.pages.note_dma_write(id, &owners).map_err(errno_err)?;
+        let mut done = 0usize;
+        for (b, inner, n) in &targets {
+            self.media
+                .write_at(b * BS + inner, &data[done..done + *n as usize])?;
+            done += *n as usize;
+        }
+        let mut inos: Vec<u64> = owners
+            .iter()
+            .flat_map(|(_, o)| o.iter().map(|x| x.0))
+            .collect();
+        inos.sort();
+        inos.dedup();
+        Ok(inos)
+    }
+
+    /// A device reads `len` bytes at `off` of the pinned range.
+    pub fn dma_read(&self, id: u64, off: u64, len: u64) -> FsResult<Vec<u8>> {
+        let targets = self.pages.dma_target(id, off, len, BS).map_err(errno_err)?;
+        let mut out = Vec::with_capacity(len as usize);
+        for (b, inner, n) in targets {
+            out.extend(self.media.read_vec(b * BS + inner, n as usize)?);
+        }
+        Ok(out)
+    }
+
+    /// Memory failure of the block under `off` of `ino`. Its contents are
+    /// lost (overwritten with a poison pattern); the owners the model reaches
+    /// get EIO on reads of it. Returns (block, notified inodes, all owners).
+    pub fn poison(&self, ino: u64, off: u64) -> FsResult<(u64, Vec<u64>, Vec<(u64, u64)>)> {
+        let block = {
+            let r = self.get(ino)?;
+            let g = r.read();
+            let l = off / BS;
+            let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
+            e.phys + (l - s)
+        };
+        let owners = self.owners_of(block);
+        let notified = self.pages.poison(block, &owners);
+        let pattern: Vec<u8> = (0..BS)
+            .map(|i| if i % 2 == 0 { 0xDE } else { 0xAD })
+            .collect();
+        self.media.write_persist(block * BS, &pattern)?;
+        log::warn!(
+            "memory failure on block {block} ({} model): owners {:?}, notified {:?}",
+            self.pages.model.name(),
+            owners,
+            notified
+        );
+        Ok((block, notified, owners))
+    }
+
+    /// `daxlink owners`: who maps the block under `off` of `ino`, as the page
+    /// model's reverse map answers, plus the pins on it.
+    pub fn owners(&self, ino: u64, off: u64) -> FsResult<OwnersReport> {
+        let block = {
+            let r = self.get(ino)?;
+            let g = r.read();
+            let l = off / BS;
+            let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
+            e.phys + (l - s)
+        };
+        let truth = self.owners_of(block);
+        let answer = self.pages.rmap(block, &truth);
+        let owners = answer
+            .into_iter()
+            .map(|(i, idx)| Owner {
+                ino: i,
+                path: self.path_of(i).unwrap_or_default(),
+                offset: idx * BS,
+            })
+            .collect();
+        let pins = self
+            .pages
+            .pins()
+            .into_iter()
+            .filter_map(|p| {
+                p.blocks.iter().position(|b| *b == block).map(|i| PinInfo {
+                    id: p.id,
+                    ino: p.ino,
+                    offset: (p.index + i as u64) * BS,
+                    write: p.write,
+                    longterm: p.longterm,
+                    holder: p.holder,
+                })
+            })
+            .collect();
+        Ok(OwnersReport {
+            block,
+            owners,
+            pins,
+            poisoned: self.pages.is_poisoned(block),
+        })
+    }
+
+    /// One path of an inode (relative to the mount root), found by walking the
+    /// directory entries. Slow (a scan); for tools.
+    pub fn path_of(&self, ino: u64) -> Option<String> {
+        if ino == ROOT_INO {
+            return Some("/".into());
+        }
+        let dirs: Vec<InodeRef> = self.inodes.read().values().cloned().collect();
+        let mut parent_name = None;
+        for d in dirs {
+            let g = d.read();
+            if let Some(dir) = &g.dir {
+                if let Some((n, _)) = dir.by_name.iter().find(|(_, e)| e.child == ino) {
+                    parent_name = Some((g.ino, String::from_utf8_lossy(n).into_owned()));
+                    break;
+                }
+            }
+        }
+        let (p, n) = parent_name?;
+        let mut path = format!("/{n}");
+        let mut cur = p;
+        let mut guard = 0;
+        while cur != ROOT_INO && guard < 4096 {
+            let r = self.get(cur).ok()?;
+            let g = r.read();
+            let up = g.dir.as_ref()?.parent;
+            drop(g);
+            let pr = self.get(up).ok()?;
+            let pg = pr.read();
+            let name = pg
+                .dir
+                .as_ref()?
+                .by_name
+                .iter()
+                .find(|(_, e)| e.child == cur)?
+                .0
+                .clone();
+            path = format!("/{}{path}", String::from_utf8_lossy(&name));
+            cur = up;
+            guard += 1;
+        }
+        Some(path)
+    }
+
+    /// Invariants 1-7 of DESIGN.md section 5 that do not hold right now
+    /// (with sticky ones observed earlier).
+    pub fn check_invariants(&self) -> BTreeSet<u8> {
+        let owners = |b: u64| self.owners_of(b);
+        let allocated = |b: u64| self.meta.lock().space.is_used(b);
+        self.pages.check(&owners, &allocated)
+    }
+
+    /// upstream's break_layouts for blocks `[first, end)` of `g`: wait (bounded)
+    /// until none of them is pinned, else EBUSY. Other models proceed at once.
+    pub(super) fn break_layouts(&self, g: &Inode, first: u64, end: u64) -> FsResult<()> {
+        if self.pages.model != PageModel::Upstream || !self.pages.any_pins() {
+            return Ok(());
+        }
+        let blocks: Vec<u64> = g
+            .segments(first, end.max(first))
+            .into_iter()
+            .filter_map(|(_, n, p)| p.map(|p| (p, n)))
+            .flat_map(|(p, n)| p..p + n)
+            .collect();
+        if self.pages.wait_unpinned(&blocks) {
+            Ok(())
+        } else {
+            log::info!(
+                "inode {}: layout change blocked by pinned pages (EBUSY)",
+                g.ino
+            );
+            Err(FsError::Busy)
+        }
+    }
+
+    /// Flush the device writes attributed to `ino` (part of fsync).
+    pub(super) fn flush_dirty_pages(&self, ino: u64) -> FsResult<()> {
+        if !self.pages.any_pins() && self.pages.all_dirty().is_empty() {
+            return Ok(());
+        }
+        for b in self.pages.take_dirty_of(ino) {
+            self.media.flush(b * BS, BS)?;
+        }
+        Ok(())
+    }
+}
+
+fn errno_err(e: i32) -> FsError {
+    match e {
+        libc::ENOENT => FsError::NotFound,
+        libc::EPERM => FsError::Perm,
+        _ => FsError::Invalid,
+    }
+}

@@ -1,0 +1,736 @@
+//! The page model: the kernel's `struct page` for every data block (allocated
+//! lazily), pins (`pin_user_pages`), per-mapping proxy records (the 2018
+//! thread's `struct dynamic_page`), poison, and the three page models.
+//!
+//! This module holds the DRAM state and the policy decisions; the core
+//! filesystem (src/fs) consults it on every layout change. PAGES.md maps each
+//! structure to its kernel counterpart.
+//!
+//! Lock order: inode locks → meta → this module's mutex. Nothing here takes an
+//! inode or the meta lock while holding the page mutex.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+/// `GUP_PIN_COUNTING_BIAS`: a pin adds this to the page refcount.
+pub const PIN_BIAS: u32 = 1024;
+
+/// Which kernel behaviour to reproduce (mount option `page_model=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PageModel {
+    /// The 2018 kernel: first owner wins page->mapping/index; pins are ignored
+    /// by truncate, punch, CoW and clone; poison reaches page->mapping only.
+    Legacy,
+    /// What Linux shipped: share count, write pins unshare first, layout
+    /// changes wait for pins (EBUSY after a bound), long-term pins refused,
+    /// poison through the filesystem's reverse map.
+    Upstream,
+    /// The fix from the thread: per-owner proxies; layout changes proceed and
+    /// pinned blocks are freed only at the last unpin (deferred, on media).
+    #[default]
+    Proxy,
+}
+
+impl PageModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            PageModel::Legacy => "legacy",
+            PageModel::Upstream => "upstream",
+            PageModel::Proxy => "proxy",
+        }
+    }
+    pub fn parse(s: &str) -> Option<PageModel> {
+        match s {
+            "legacy" => Some(PageModel::Legacy),
+            "upstream" => Some(PageModel::Upstream),
+            "proxy" => Some(PageModel::Proxy),
+            _ => None,
+        }
+    }
+}
+
+pub const PG_DIRTY: u32 = 1;
+pub const PG_SHARED: u32 = 2;
+pub const PG_POISONED: u32 = 4;
+pub const PG_DYNAMIC: u32 = 8;
+
+/// `struct page` of one data block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageDesc {
+    /// `_refcount`: 1 (the block is allocated) + PIN_BIAS per pin.
+    pub refcount: u32,
+    /// Pins on this page (the bias divided out).
+    pub pincount: u32,
+    /// `_mapcount`: owners associated with the page (share count upstream).
+    pub mapcount: u32,
+    /// page->mapping (inode number) and page->index, single-owner fields.
+    pub mapping: Option<u64>,
+    pub index: u64,
+    pub flags: u32,
+    /// Proxy records on this page (N:1).
+    pub proxies: Vec<u64>,
+}
+
+/// `struct dynamic_page`: one owner's view of a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxy {
+    pub id: u64,
+    pub page: u64,
+    /// Overrides page->mapping for this owner.
+    pub owner: u64,
+    /// Overrides page->index (file page offset).
+    pub index: u64,
+    /// The open file (FUSE file handle) that made it.
+    pub holder: u64,
+    pub vaddr: u64,
+    pub pins: u32,
+    pub dirty: bool,
+}
+
+/// One pin: a range of pages of one file, taken through one open file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub id: u64,
+    pub holder: u64,
+    pub ino: u64,
+    /// File page offset of the first page.
+    pub index: u64,
+    /// The physical block of each pinned page, fixed at pin time (GUP result).
+    pub blocks: Vec<u64>,
+    pub write: bool,
+    pub longterm: bool,
+    pub proxies: Vec<u64>,
+    /// Owners (inode, page) of each block when pinned: invariant 1 allows these.
+    pub owners_at_pin: Vec<(u64, u64)>,
+    /// The device wrote through this pin since the last flush.
+    pub dirty: bool,
+    /// Sticky invariant violations observed on this pin.
+    pub violated: BTreeSet<u8>,
+}
+
+/// Where a device write is attributed (for fsync): (block, attributed inode, pin owner inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirtyRange {
+    pub block: u64,
+    pub attributed: u64,
+    pub owner: u64,
+}
+
+#[derive(Default)]
+struct State {
+    pages: HashMap<u64, PageDesc>,
+    proxies: HashMap<u64, Proxy>,
+    pins: BTreeMap<u64, Pin>,
+    /// Pinned block → number of pins on it (fast "is pinned" query).
+    pinned: HashMap<u64, u32>,
+    /// Blocks whose free was deferred (proxy): block → orphan record slot.
+    deferred: HashMap<u64, u64>,
+    poisoned: BTreeSet<u64>,
+    /// Owners told about each poisoned block (sticky for invariant 5).
+    poison_notified: HashMap<u64, Vec<u64>>,
+    dirty: Vec<DirtyRange>,
+    /// Sticky violations not tied to a live pin.
+    violated: BTreeSet<u8>,
+    next_id: u64,
+}
+
+pub struct Pages {
+    pub model: PageModel,
+    /// Upstream's bound on waiting for pins (break_layouts), then EBUSY.
+    pub layout_timeout: Duration,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Fast path for the I/O paths: any pins / poisoned blocks at all?
+    npins: AtomicUsize,
+    npoisoned: AtomicUsize,
+}
+
+/// A new pin's description, as the filesystem resolved it.
+pub struct PinRequest {
+    pub holder: u64,
+    pub ino: u64,
+    pub index: u64,
+    pub blocks: Vec<u64>,
+    pub write: bool,
+    pub longterm: bool,
+    /// Ground-truth owners of each block now (from the extent maps).
+    pub owners: Vec<Vec<(u64, u64)>>,
+}
+
+impl Pages {
+    pub fn new(model: PageModel, layout_timeout: Duration) -> Pages {
+        Pages {
+            model,
+            layout_timeout,
+            state: Mutex::new(State {
+                next_id: 1,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            npins: AtomicUsize::new(0),
+            npoisoned: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn any_pins(&self) -> bool {
+        self.npins.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn any_poisoned(&self) -> bool {
+        self.npoisoned.load(Ordering::Relaxed) > 0
+    }
+
+    /// Is any block of `[phys, phys+len)` pinned?
+    pub fn pinned_in(&self, phys: u64, len: u64) -> Vec<u64> {
+        if !self.any_pins() {
+            return Vec::new();
+        }
+        let s = self.state.lock();
+        (phys..phys + len)
+            .filter(|b| s.pinned.contains_key(b))
+            .collect()
+    }
+
+    /// Blocks of the range held by a write pin.
+    pub fn write_pinned_in(&self, phys: u64, len: u64) -> Vec<u64> {
+        if !self.any_pins() {
+            return Vec::new();
+        }
+        let s = self.state.lock();
+        let mut out = BTreeSet::new();
+        for p in s.pins.values().filter(|p| p.write) {
+            for b in &p.blocks {
+                if *b >= phys && *b < phys + len {
+                    out.insert(*b);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// upstream's break_layouts: wait until none of `blocks` is pinned, at most
+    /// `layout_timeout`; false on timeout (the caller fails with EBUSY).
+    pub fn wait_unpinned(&self, blocks: &[u64]) -> bool {
+        if !self.any_pins() {
+            return true;
+        }
+        let deadline = std::time::Instant::now() + self.layout_timeout;
+        let mut s = self.state.lock();
+        loop {
+            if !blocks.iter().any(|b| s.pinned.contains_key(b)) {
+                return true;
+            }
+            if self.changed.wait_until(&mut s, deadline).timed_out() {
+                return !blocks.iter().any(|b| s.pinned.contains_key(b));
+            }
+        }
+    }
+
+    /// Record a pin. Returns its id.
+    pub fn pin(&self, r: PinRequest) -> u64 {
+        let mut s = self.state.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        let mut violated = BTreeSet::new();
+        let mut proxies = Vec::new();
+        let mut owners_at_pin = Vec::new();
+        for (i, b) in r.blocks.iter().enumerate() {
+            let owners = &r.owners[i];
+            owners_at_pin.extend(owners.iter().copied());
+            // Invariant 3: a write pin's block has one owner when created.
+            if r.write && owners.len() > 1 {
+                violated.insert(3);
+            }
+            let model = self.model;
+            let pd = s.pages.entry(*b).or_insert_with(|| PageDesc {
+                refcount: 1,
+                ..PageDesc::default()
+            });
+            pd.pincount += 1;
+            pd.refcount += PIN_BIAS;
+            pd.mapcount = owners.len() as u32;
+            if owners.len() > 1 {
+                pd.flags |= PG_SHARED;
+            } else {
+                pd.flags &= !PG_SHARED;
+            }
+            match model {
+                // First owner wins and is never updated (dax_associate_entry, 2018).
+                PageModel::Legacy => {
+                    if pd.mapping.is_none() {
+                        let (ino, idx) = owners
+                            .iter()
+                            .min()
+                            .copied()
+                            .unwrap_or((r.ino, r.index + i as u64));
+                        pd.mapping = Some(ino);
+                        pd.index = idx;
+                    }
+                }
+                // Shared pages have no owner, only a share count.
+                PageModel::Upstream | PageModel::Proxy => {
+                    if owners.len() == 1 {
+                        pd.mapping = Some(owners[0].0);
+                        pd.index = owners[0].1;
+                    } else {
+                        pd.mapping = None;
+                        pd.index = owners.len() as u64;
+                    }
+                }
+            }
+            if model == PageModel::Proxy {
+                pd.flags |= PG_DYNAMIC;
+            }
+            let _ = pd;
+            if self.model == PageModel::Proxy {
+                let pid = s.next_id;
+                s.next_id += 1;
+                let px = Proxy {
+                    id: pid,
+                    page: *b,
+                    owner: r.ino,
+                    index: r.index + i as u64,
+                    holder: r.holder,
+                    vaddr: (id << 32) | ((i as u64) << 12),
+                    pins: 1,
+                    dirty: false,
+                };
+                s.proxies.insert(pid, px);
+                s.pages.get_mut(b).expect("page").proxies.push(pid);
+                proxies.push(pid);
+            }
+            *s.pinned.entry(*b).or_default() += 1;
+        }
+        s.pins.insert(
+            id,
+            Pin {
+                id,
+                holder: r.holder,
+                ino: r.ino,
+                index: r.index,
+                blocks: r.blocks,
+                write: r.write,
+                longterm: r.longterm,
+                proxies,
+                owners_at_pin,
+                dirty: false,
+                violated,
+            },
+        );
+        self.npins.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    pub fn get_pin(&self, id: u64) -> Option<Pin> {
+        self.state.lock().pins.get(&id).cloned()
+    }
+
+    pub fn pins(&self) -> Vec<Pin> {
+        self.state.lock().pins.values().cloned().collect()
+    }
+
+    pub fn pins_of_holder(&self, holder: u64) -> Vec<u64> {
+        self.state
+            .lock()
+            .pins
+            .values()
+            .filter(|p| p.holder == holder)
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// Drop a pin. Returns the deferred blocks whose last pin this was
+    /// (block, orphan slot): the caller frees them on media.
+    pub fn unpin(&self, id: u64) -> Option<(Pin, Vec<(u64, u64)>)> {
+        let mut s = self.state.lock();
+        let pin = s.pins.remove(&id)?;
+        self.npins.fetch_sub(1, Ordering::Relaxed);
+        let mut release = Vec::new();
+        for (i, b) in pin.blocks.iter().enumerate() {
+            if let Some(c) = s.pinned.get_mut(b) {
+                *c -= 1;
+                if *c == 0 {
+                    s.pinned.remove(b);
+                    if let Some(slot) = s.deferred.remove(b) {
+                        release.push((*b, slot));
+                    }
+                }
+            }
+            let mut drop_page = false;
+            if let Some(pd) = s.pages.get_mut(b) {
+                pd.pincount = pd.pincount.saturating_sub(1);
+                pd.refcount = pd.refcount.saturating_sub(PIN_BIAS);
+                if let Some(px) = pin.proxies.get(i) {
+                    pd.proxies.retain(|p| p != px);
+                }
+                if pd.proxies.is_empty() {
+                    pd.flags &= !PG_DYNAMIC;
+                }
+                drop_page = pd.pincount == 0 && pd.flags & (PG_POISONED | PG_DIRTY) == 0;
+            }
+            if let Some(px) = pin.proxies.get(i) {
+                s.proxies.remove(px);
+            }
+            if drop_page {
+                s.pages.remove(b);
+            }
+        }
+        // Dirty data written through the pin: set_page_dirty at unpin.
+        if pin.dirty {
+            for (i, b) in pin.blocks.iter().enumerate() {
+                let attributed = match self.model {
+                    // page->mapping, whoever that is now (maybe another file).
+                    PageModel::Legacy => s.pages.get(b).and_then(|p| p.mapping).unwrap_or(pin.ino),
+                    // Upstream: a write pin's page was made private to the pinner.
+                    // Proxy: the proxy names its owner.
+                    PageModel::Upstream | PageModel::Proxy => pin.ino,
+                };
+                let _ = i;
+                let d = DirtyRange {
+                    block: *b,
+                    attributed,
+                    owner: pin.ino,
+                };
+                if !s.dirty.contains(&d) {
+                    s.dirty.push(d);
+                }
+            }
+        }
+        for v in &pin.violated {
+            s.violated.insert(*v);
+        }
+        drop(s);
+        self.changed.notify_all();
+        Some((pin, release))
+    }
+
+    /// Note that blocks were freed on media while pinned (legacy) — invariant
+    /// 1 and 7 break — or record their deferral (proxy): block → orphan slot.
+    pub fn deferred(&self, block: u64, slot: u64) {
+        self.state.lock().deferred.insert(block, slot);
+    }
+
+    pub fn is_deferred(&self, block: u64) -> bool {
+        self.state.lock().deferred.contains_key(&block)
+    }
+
+    /// A device write through pin `id` at byte `off` of the pinned range.
+    /// Returns the blocks written (the caller stores the bytes) or an error
+    /// string for a refused write.
+    pub fn dma_target(
+        &self,
+        id: u64,
+        off: u64,
+        len: u64,
+        bs: u64,
+    ) -> Result<Vec<(u64, u64, u64)>, i32> {
+        let s = self.state.lock();
+        let pin = s.pins.get(&id).ok_or(libc::ENOENT)?;
+        let total = pin.blocks.len() as u64 * bs;
+        if off.checked_add(len).is_none_or(|e| e > total) {
+            return Err(libc::EINVAL);
+        }
+        let mut out = Vec::new();
+        let mut o = off;
+        while o < off + len {
+            let i = o / bs;
+            let inner = o % bs;
+            let n = (bs - inner).min(off + len - o);
+            out.push((pin.blocks[i as usize], inner, n));
+            o += n;
+        }
+        Ok(out)
+    }
+
+    /// Record a device write through pin `id`; `owners_now` are the current
+    /// ground-truth owners of each written block. Refuses writes through a
+    /// read pin except in the legacy model.
+    pub fn note_dma_write(&self, id: u64, blocks: &[(u64, Vec<(u64, u64)>)]) -> Result<(), i32> {
+        let mut s = self.state.lock();
+        let model = self.model;
+        let pin = s.pins.get_mut(&id).ok_or(libc::ENOENT)?;
+        if !pin.write && model != PageModel::Legacy {
+            return Err(libc::EPERM);
+        }
+        pin.dirty = true;
+        let (ino, index, first) = (pin.ino, pin.index, pin.blocks.clone());
+        for (b, owners) in blocks {
+            // Invariant 2: the bytes may be visible only in (ino, index + i).
+            let i = first.iter().position(|x| x == b).unwrap_or(0) as u64;
+            if owners.iter().any(|o| *o != (ino, index + i)) {
+                pin.violated.insert(2);
+            }
+        }
+        let proxies = pin.proxies.clone();
+        for px in proxies {
+            if let Some(p) = s.proxies.get_mut(&px) {
+                p.dirty = true;
+            }
+        }
+        for (b, _) in blocks {
+            if let Some(pd) = s.pages.get_mut(b) {
+                pd.flags |= PG_DIRTY;
+            }
+        }
+        Ok(())
+    }
+
+    /// fsync of `ino`: the dirty ranges attributed to it, removed from the list.
+    pub fn take_dirty_of(&self, ino: u64) -> Vec<u64> {
+        let mut s = self.state.lock();
+        let mut out = Vec::new();
+        s.dirty.retain(|d| {
+            if d.attributed == ino {
+                out.push(d.block);
+                false
+            } else {
+                true
+            }
+        });
+        // Live pins of this file with device writes: proxies know their owner.
+        if self.model != PageModel::Legacy {
+            let blocks: Vec<u64> = s
+                .pins
+                .values()
+                .filter(|p| p.ino == ino && p.dirty)
+                .flat_map(|p| p.blocks.clone())
+                .collect();
+            out.extend(blocks);
+        }
+        for b in &out {
+            if let Some(pd) = s.pages.get_mut(b) {
+                pd.flags &= !PG_DIRTY;
+            }
+        }
+        out
+    }
+
+    /// Poison a block. `owners` are its ground-truth owners. Returns the
+    /// owners the model notifies (they get EIO on reads of it).
+    pub fn poison(&self, block: u64, owners: &[(u64, u64)]) -> Vec<u64> {
+        let mut s = self.state.lock();
+        let model = self.model;
+        let pd = s.pages.entry(block).or_insert_with(|| PageDesc {
+            refcount: 1,
+            ..PageDesc::default()
+        });
+        pd.flags |= PG_POISONED;
+        if pd.mapping.is_none() && model == PageModel::Legacy {
+            if let Some((ino, idx)) = owners.iter().min() {
+                pd.mapping = Some(*ino);
+                pd.index = *idx;
+            }
+        }
+        let mut notified: Vec<u64> = match model {
+            // memory_failure() used page->mapping only.
+            PageModel::Legacy => pd.mapping.into_iter().collect(),
+            // The filesystem's reverse map (upstream) or extents + proxies (proxy).
+            PageModel::Upstream | PageModel::Proxy => owners.iter().map(|o| o.0).collect(),
+        };
+        if model == PageModel::Proxy {
+            let px: Vec<u64> = pd.proxies.clone();
+            for p in px {
+                if let Some(p) = s.proxies.get(&p) {
+                    notified.push(p.owner);
+                }
+            }
+        }
+        notified.sort();
+        notified.dedup();
+        let all: BTreeSet<u64> = owners.iter().map(|o| o.0).collect();
+        if !all.iter().all(|o| notified.contains(o)) {
+            s.violated.insert(5);
+        }
+        if s.poisoned.insert(block) {
+            self.npoisoned.fetch_add(1, Ordering::Relaxed);
+        }
+        s.poison_notified.insert(block, notified.clone());
+        notified
+    }
+
+    /// Is a read of `block` by `ino` refused (poisoned and `ino` was told)?
+    /// The second value: poisoned but `ino` was not told (it reads bad data).
+    pub fn poison_check(&self, block: u64, ino: u64) -> (bool, bool) {
+        if !self.any_poisoned() {
+            return (false, false);
+        }
+        let s = self.state.lock();
+        if !s.poisoned.contains(&block) {
+            return (false, false);
+        }
+        let told = self.model != PageModel::Legacy
+            || s.poison_notified
+                .get(&block)
+                .is_some_and(|v| v.contains(&ino));
+        (told, !told)
+    }
+
+    /// A poisoned block is freed: forget it (its frame is retired).
+    pub fn poisoned_blocks(&self) -> Vec<u64> {
+        self.state.lock().poisoned.iter().copied().collect()
+    }
+
+    /// The model's answer to "who maps this block?" given the ground truth.
+    pub fn rmap(&self, block: u64, truth: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        let s = self.state.lock();
+        match self.model {
+            PageModel::Legacy => match s
+                .pages
+                .get(&block)
+                .and_then(|p| p.mapping.map(|m| (m, p.index)))
+            {
+                Some(o) => vec![o],
+                None => truth.iter().min().copied().into_iter().collect(),
+            },
+            PageModel::Upstream => truth.to_vec(),
+            PageModel::Proxy => {
+                let mut v = truth.to_vec();
+                if let Some(pd) = s.pages.get(&block) {
+                    for px in &pd.proxies {
+                        if let Some(p) = s.proxies.get(px) {
+                            if !v.contains(&(p.owner, p.index))
+                                && truth.contains(&(p.owner, p.index))
+                            {
+                                v.push((p.owner, p.index));
+                            }
+                        }
+                    }
+                }
+                v.sort();
+                v
+            }
+        }
+    }
+
+    pub fn page(&self, block: u64) -> Option<PageDesc> {
+        self.state.lock().pages.get(&block).cloned()
+    }
+
+    pub fn proxies_of(&self, block: u64) -> Vec<Proxy> {
+        let s = self.state.lock();
+        s.pages
+            .get(&block)
+            .map(|p| {
+                p.proxies
+                    .iter()
+                    .filter_map(|x| s.proxies.get(x).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Blocks the model tracks (pages with a descriptor).
+    pub fn tracked_blocks(&self) -> Vec<u64> {
+        let s = self.state.lock();
+        let mut v: Vec<u64> = s.pages.keys().copied().collect();
+        v.extend(s.pinned.keys().copied());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Check invariants 1-7 against the ground truth. `owners(b)` gives the
+    /// (inode, page) pairs mapping block b; `allocated(b)` whether the block is
+    /// in use on media. Both are evaluated before the page mutex is taken.
+    /// Returns the violated invariants (sticky ones included).
+    pub fn check(
+        &self,
+        owners: &dyn Fn(u64) -> Vec<(u64, u64)>,
+        allocated: &dyn Fn(u64) -> bool,
+    ) -> BTreeSet<u8> {
+        let tracked = self.tracked_blocks();
+        let truth: HashMap<u64, Vec<(u64, u64)>> =
+            tracked.iter().map(|b| (*b, owners(*b))).collect();
+        let alloc: HashMap<u64, bool> = tracked.iter().map(|b| (*b, allocated(*b))).collect();
+        let rmaps: HashMap<u64, Vec<(u64, u64)>> = tracked
+            .iter()
+            .map(|b| (*b, self.rmap(*b, &truth[b])))
+            .collect();
+        let s = self.state.lock();
+        let mut v = s.violated.clone();
+        let get = |b: &u64| truth.get(b).cloned().unwrap_or_default();
+        let is_alloc = |b: &u64| alloc.get(b).copied().unwrap_or(true);
+        for pin in s.pins.values() {
+            v.extend(pin.violated.iter().copied());
+            for b in &pin.blocks {
+                // 1: a pinned block is never free nor given to another file.
+                if !is_alloc(b) || get(b).iter().any(|o| !pin.owners_at_pin.contains(o)) {
+                    v.insert(1);
+                }
+            }
+        }
+        for (b, pd) in &s.pages {
+            // 4: the model's reverse map names every owner (and only owners).
+            let mut t = get(b);
+            t.sort();
+            let mut r = rmaps.get(b).cloned().unwrap_or_default();
+            r.sort();
+            if t.iter().any(|o| !r.contains(o)) || r.iter().any(|o| !t.contains(o)) {
+                v.insert(4);
+            }
+            // 7: refcount = base + pins x bias, and no pinned or proxied page is free.
+            if pd.refcount != 1 + pd.pincount * PIN_BIAS
+                || ((pd.pincount > 0 || !pd.proxies.is_empty()) && !is_alloc(b))
+            {
+                v.insert(7);
+            }
+        }
+        // 6: device writes are attributed to the file they were made through.
+        if s.dirty.iter().any(|d| d.attributed != d.owner) {
+            v.insert(6);
+        }
+        v
+    }
+
+    pub fn is_poisoned(&self, block: u64) -> bool {
+        self.any_poisoned() && self.state.lock().poisoned.contains(&block)
+    }
+
+    /// Every dirty block (flushed at unmount).
+    pub fn all_dirty(&self) -> Vec<u64> {
+        let s = self.state.lock();
+        let mut v: Vec<u64> = s.dirty.iter().map(|d| d.block).collect();
+        v.extend(
+            s.pins
+                .values()
+                .filter(|p| p.dirty)
+                .flat_map(|p| p.blocks.clone()),
+        );
+        v
+    }
+
+    /// Forget everything (unmount).
+    pub fn clear(&self) {
+        let mut s = self.state.lock();
+        *s = State {
+            next_id: s.next_id,
+            ..State::default()
+        };
+        self.npins.store(0, Ordering::Relaxed);
+        self.npoisoned.store(0, Ordering::Relaxed);
+    }
+
+    /// DRAM used by the page model (descriptors, proxies, pins), approximately.
+    pub fn memory_bytes(&self) -> usize {
+        let s = self.state.lock();
+        s.pages.len() * (std::mem::size_of::<PageDesc>() + 16 + 8)
+            + s.pages
+                .values()
+                .map(|p| p.proxies.capacity() * 8)
+                .sum::<usize>()
+            + s.proxies.len() * (std::mem::size_of::<Proxy>() + 16)
+            + s.pins
+                .values()
+                .map(|p| {
+                    std::mem::size_of::<Pin>()
+                        + p.blocks.capacity() * 8
+                        + p.proxies.capacity() * 8
+                        + p.owners_at_pin.capacity() * 16
+                })
+                .sum::<usize>()
+            + s.pinned.len() * 24
+    }
+}
