@@ -1,0 +1,731 @@
+//! The crash-consistency harness (`daxlink crashtest`).
+//!
+//! 1. **Record** ([`record`]): a workload runs in process on an in-memory copy
+//!    of a base image whose media has a [`record::Recorder`] observer: every
+//!    store (offset, bytes), flush (range) and fence is logged, with the
+//!    operation boundaries. Recording changes nothing the media does.
+//! 2. **Crash states** ([`states`]): replaying the log, each fence closes a
+//!    crash window; a crash in it leaves the durable image plus any subset of
+//!    the stores in flight (8-byte units, grouped by cache line),
+//!    exhaustively when few, else a prioritized, seeded sample. The end of
+//!    the last operation is one more crash point, so every prefix of the
+//!    operations is a crash state too.
+//! 3. **Oracle** ([`oracle`]): each crash image is mounted (journal recovery,
+//!    orphan reclaim), checked for structural consistency, compared with the
+//!    semantic states at the operation boundaries of its window, then used
+//!    (grow, create, write, delete everything), unmounted, mounted and
+//!    checked again.
+//!
+//! **Window.** daxlink's operations are synchronous (ARCHITECTURE.md: when
+//! one returns, its data and metadata are durable; fsync only fences). So a
+//! crash between fence k-1 (during operation `lo`) and fence k (during
+//! operation `hi`) must recover to the state after operation `lo - 1`, after
+//! `lo`, ..., or after `hi`: each operation entirely there or entirely
+//! absent, and every operation that completed (a fortiori every fsync)
+//! before the window still there.
+//!
+//! **Budget.** `--max-states N` caps the crash states of the whole run. Each
+//! crash point wants all its states when there are at most
+//! [`Config::point_cap`], else that many; a first pass records every workload
+//! to count the wants, and the budget is shared by water-filling, over
+//! workloads and then over each workload's crash points, so every crash point
+//! gets at least its first state (nothing in flight) when the budget allows.
+//! Identical crash images of one workload are checked once.
+
+pub mod oracle;
+pub mod record;
+mod rng;
+pub mod states;
+pub mod workload;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::fs::{Fs, FsOptions};
+use crate::journal::Inject;
+use crate::media::Media;
+use oracle::Snapshot;
+use record::Event;
+use rng::hash_str;
+use states::{Epoch, Walker};
+use workload::{Base, Recorded, Workload};
+
+/// Known bug kinds the harness must catch (switches in the journal and core).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The journal skips the flush of the first in-place store of each commit.
+    SkipFlush,
+    /// The journal skips the fence between the commit record and the in-place stores.
+    SkipFence,
+    /// Removing a directory entry zeroes it in place, before and outside the journal.
+    DirentInPlace,
+    /// The journal stores the entries in place before writing the commit record.
+    ApplyBeforeCommit,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 4] = [
+        Bug::SkipFlush,
+        Bug::SkipFence,
+        Bug::DirentInPlace,
+        Bug::ApplyBeforeCommit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::SkipFlush => "skip-flush",
+            Bug::SkipFence => "skip-fence",
+            Bug::DirentInPlace => "dirent-in-place",
+            Bug::ApplyBeforeCommit => "apply-before-commit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    pub fn inject(self) -> Inject {
+        let mut i = Inject::default();
+        match self {
+            Bug::SkipFlush => i.skip_apply_flush = true,
+            Bug::SkipFence => i.skip_commit_fence = true,
+            Bug::DirentInPlace => i.dirent_in_place = true,
+            Bug::ApplyBeforeCommit => i.apply_before_commit = true,
+        }
+        i
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `all`, `seq0`, `seq1`, `seq2`, an exact workload name, or a prefix ending in `*`.
+    pub workload: String,
+    /// Crash states of the whole run at most.
+    pub max_states: u64,
+    pub seed: u64,
+    /// Crash states wanted per crash point at most.
+    pub point_cap: u64,
+    pub jobs: usize,
+    pub inject: Option<Bug>,
+    /// Stop a workload's checks after this many failures (0 = never).
+    pub max_failures_per_workload: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            workload: "all".into(),
+            max_states: 20_000,
+            seed: 1,
+            point_cap: 64,
+            jobs: 2,
+            inject: None,
+            max_failures_per_workload: 3,
+        }
+    }
+}
+
+/// One crash state that broke a rule, with what it takes to re-run it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub workload: String,
+    /// Crash point ordinal within the workload.
+    pub point: usize,
+    /// Fences completed before the crash window.
+    pub fences: usize,
+    /// Operations running at the window's start and end.
+    pub ops: String,
+    /// The persisted in-flight subset ([`Epoch::encode`]).
+    pub subset: String,
+    /// The same as byte ranges.
+    pub persisted: Vec<(u64, u64)>,
+    pub error: String,
+}
+
+impl Failure {
+    /// `WORKLOAD@POINT:SUBSET`, the argument of `--replay`.
+    pub fn repro(&self) -> String {
+        format!("{}@{}:{}", self.workload, self.point, self.subset)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "workload": self.workload,
+            "crash_point": self.point,
+            "fences_before": self.fences,
+            "ops": self.ops,
+            "subset": self.subset,
+            "persisted": self.persisted.iter().map(|(o, l)| serde_json::json!([o, l])).collect::<Vec<_>>(),
+            "error": self.error,
+            "repro": self.repro(),
+        })
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub workloads: usize,
+    pub crash_points: usize,
+    pub crash_states: u64,
+    pub failures: u64,
+    /// Up to a few per workload.
+    pub failed: Vec<Failure>,
+    /// Workloads with at least one failure.
+    pub failed_workloads: Vec<String>,
+    pub seed: u64,
+    pub max_states: u64,
+    pub seconds: f64,
+}
+
+impl Summary {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "workloads": self.workloads,
+            "crash_points": self.crash_points,
+            "crash_states": self.crash_states,
+            "failures": self.failures,
+            "failed_workloads": self.failed_workloads.len(),
+            "seed": self.seed,
+            "max_states": self.max_states,
+            "seconds": (self.seconds * 10.0).round() / 10.0,
+            "failed": self.failed.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Panics inside a check become failures, quietly.
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(|q| q.get()) {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                let loc = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = format!("{msg}{loc}"));
+            } else {
+                prev(info);
+            }
+        }));
+    });
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    install_panic_hook();
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    match r {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "panic: {}",
+            LAST_PANIC.with(|p| p.borrow().clone())
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Walking a trace
+// ---------------------------------------------------------------------------
+
+/// Replay a recorded trace and call `f` for every crash point of the
+/// workload's crash operations, with the walker positioned at it.
+fn walk(base: &Base, w: &Workload, rec: &Recorded, mut f: impl FnMut(&Walker, &Epoch)) {
+    let (lo, hi) = w.crash_ops();
+    let mut walker = Walker::new(base.image.clone());
+    let mut op = 0usize;
+    let mut prev_fence_op = 0usize;
+    let mut point = 0usize;
+    for ev in &rec.events {
+        match ev {
+            Event::Store { off, data } => walker.store(*off, data),
+            Event::Flush { off, len } => walker.flush(*off, *len),
+            Event::Fence => {
+                if op >= lo && op <= hi {
+                    let mut ep = walker.epoch(prev_fence_op, op);
+                    ep.point = point;
+                    point += 1;
+                    f(&walker, &ep);
+                }
+                walker.fence();
+                prev_fence_op = op;
+            }
+            Event::Op(n) => {
+                if op == hi && *n == hi + 1 {
+                    // The end of the last crash operation: one more crash point.
+                    let mut ep = walker.epoch(prev_fence_op, op);
+                    ep.point = point;
+                    point += 1;
+                    f(&walker, &ep);
+                }
+                op = *n;
+            }
+        }
+    }
+}
+
+fn window<'a>(rec: &'a Recorded, ep: &Epoch) -> Vec<&'a Snapshot> {
+    let lo = ep.op_lo.max(1) - 1;
+    (lo..=ep.op_hi).map(|j| &rec.snaps[j]).collect()
+}
+
+fn op_label(w: &Workload, j: usize) -> String {
+    if j == 0 {
+        "mount".into()
+    } else if j <= w.ops.len() {
+        w.ops[j - 1].name()
+    } else {
+        "unmount".into()
+    }
+}
+
+fn ops_label(w: &Workload, ep: &Epoch) -> String {
+    if ep.op_lo == ep.op_hi {
+        op_label(w, ep.op_hi)
+    } else {
+        format!("{} .. {}", op_label(w, ep.op_lo), op_label(w, ep.op_hi))
+    }
+}
+
+/// Mount a crash image and apply every rule of the oracle.
+pub fn check_image(image: &[u8], window: &[&Snapshot]) -> Result<(), String> {
+    guarded(|| {
+        let media = Media::anonymous(image.len() as u64).map_err(|e| e.to_string())?;
+        media.write_at(0, image).map_err(|e| e.to_string())?;
+        let fs = Fs::mount(media, FsOptions::default())
+            .map_err(|e| format!("mount (recovery) failed: {e}"))?;
+        let probs = oracle::consistency(&fs);
+        if !probs.is_empty() {
+            return Err(format!("inconsistent after recovery: {}", probs.join("; ")));
+        }
+        let snap = oracle::capture(&fs).map_err(|e| format!("reading the tree: {e}"))?;
+        oracle::compare(&snap, window)?;
+        oracle::usability(fs).map_err(|e| format!("not usable after recovery: {e}"))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Budget
+// ---------------------------------------------------------------------------
+
+/// Share `total` among demands: everyone gets min(demand, level), the level
+/// as high as the total allows; what is left goes one each in order.
+pub fn water_fill(demands: &[u64], total: u64) -> Vec<u64> {
+    let sum: u64 = demands.iter().sum();
+    if sum <= total {
+        return demands.to_vec();
+    }
+    let (mut lo, mut hi) = (0u64, demands.iter().copied().max().unwrap_or(0));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        let s: u64 = demands.iter().map(|d| (*d).min(mid)).sum();
+        if s <= total {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let mut out: Vec<u64> = demands.iter().map(|d| (*d).min(lo)).collect();
+    let mut left = total - out.iter().sum::<u64>();
+    for (o, d) in out.iter_mut().zip(demands) {
+        if left == 0 {
+            break;
+        }
+        if *d > *o {
+            *o += 1;
+            left -= 1;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Running
+// ---------------------------------------------------------------------------
+
+/// Select workloads by name, group, or prefix glob.
+pub fn select(all: Vec<Workload>, sel: &str) -> Result<Vec<Workload>, String> {
+    let out: Vec<Workload> = match sel {
+        "all" => all,
+        "seq0" | "seq1" | "seq2" => all
+            .into_iter()
+            .filter(|w| w.name.starts_with(&format!("{sel}/")))
+            .collect(),
+        s if s.ends_with('*') => {
+            let p = &s[..s.len() - 1];
+            all.into_iter().filter(|w| w.name.starts_with(p)).collect()
+        }
+        s => all.into_iter().filter(|w| w.name == s).collect(),
+    };
+    if out.is_empty() {
+        return Err(format!("no workload matches {sel:?} (see --list)"));
+    }
+    Ok(out)
+}
+
+struct WorkResult {
+    points: usize,
+    states: u64,
+    failures: u64,
+    failed: Vec<Failure>,
+    error: Option<String>,
+}
+
+fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> WorkResult {
+    let mut res = WorkResult {
+        points: 0,
+        states: 0,
+        failures: 0,
+        failed: Vec::new(),
+        error: None,
+    };
+    let inject = cfg.inject.map(|b| b.inject()).unwrap_or_default();
+    let rec = match guarded(|| workload::record(base, w, inject)) {
+        Ok(r) => r,
+        Err(e) => {
+            res.error = Some(format!("recording failed: {e}"));
+            return res;
+        }
+    };
+    let mut seen = HashSet::new();
+    let wseed = cfg.seed ^ hash_str(&w.name);
+    walk(base, w, &rec, |walker, ep| {
+        res.points += 1;
+        if cfg.max_failures_per_workload > 0 && res.failed.len() >= cfg.max_failures_per_workload {
+            return;
+        }
+        let q = quotas.get(ep.point).copied().unwrap_or(1);
+        let win = window(&rec, ep);
+        let mut taken = 0u64;
+        let mut tries = 0u64;
+        let mut it = ep.choices(wseed ^ (ep.point as u64).wrapping_mul(0x9e37_79b9));
+        while taken < q && tries < 4 * q + 16 {
+            let Some(choice) = it.next() else { break };
+            tries += 1;
+            if !seen.insert(walker.state_hash(ep, &choice)) {
+                continue;
+            }
+            taken += 1;
+            res.states += 1;
+            let img = walker.image(ep, &choice);
+            if let Err(e) = check_image(&img, &win) {
+                res.failures += 1;
+                if cfg.max_failures_per_workload == 0
+                    || res.failed.len() < cfg.max_failures_per_workload
+                {
+                    res.failed.push(Failure {
+                        workload: w.name.clone(),
+                        point: ep.point,
+                        fences: ep.fences,
+                        ops: ops_label(w, ep),
+                        subset: ep.encode(&choice),
+                        persisted: ep.persisted_ranges(&choice),
+                        error: e,
+                    });
+                }
+                if cfg.max_failures_per_workload > 0
+                    && res.failed.len() >= cfg.max_failures_per_workload
+                {
+                    break;
+                }
+            }
+        }
+    });
+    res
+}
+
+/// Crash states each crash point of a workload wants.
+fn wants(base: &Base, w: &Workload, cfg: &Config) -> Result<Vec<u64>, String> {
+    let inject = cfg.inject.map(|b| b.inject()).unwrap_or_default();
+    let rec = guarded(|| workload::record(base, w, inject))?;
+    let mut out = Vec::new();
+    walk(base, w, &rec, |_, ep| out.push(ep.wanted(cfg.point_cap)));
+    Ok(out)
+}
+
+fn parallel<T: Send>(n: usize, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let r = f(i);
+                out.lock().unwrap()[i] = Some(r);
+            });
+        }
+    });
+    out.into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|x| x.expect("every index done"))
+        .collect()
+}
+
+/// Run the harness.
+pub fn run(cfg: &Config) -> Result<Summary, String> {
+    let t0 = Instant::now();
+    let base = workload::make_base()?;
+    let ws = select(workload::generate(&base)?, &cfg.workload)?;
+    // Pass 1: what every crash point wants; share the budget.
+    let wanted: Vec<Result<Vec<u64>, String>> =
+        parallel(ws.len(), cfg.jobs, |i| wants(&base, &ws[i], cfg));
+    let per_w: Vec<u64> = wanted
+        .iter()
+        .map(|r| r.as_ref().map_or(0, |v| v.iter().sum()))
+        .collect();
+    let budgets = water_fill(&per_w, cfg.max_states);
+    let quotas: Vec<Vec<u64>> = wanted
+        .iter()
+        .zip(&budgets)
+        .map(|(r, b)| match r {
+            Ok(v) => water_fill(v, *b),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    // Pass 2: check.
+    let results = parallel(ws.len(), cfg.jobs, |i| {
+        check_workload(&base, &ws[i], &quotas[i], cfg)
+    });
+    let mut s = Summary {
+        workloads: ws.len(),
+        seed: cfg.seed,
+        max_states: cfg.max_states,
+        ..Default::default()
+    };
+    for (w, r) in ws.iter().zip(results) {
+        s.crash_points += r.points;
+        s.crash_states += r.states;
+        s.failures += r.failures;
+        if let Some(e) = r.error {
+            s.failures += 1;
+            s.failed.push(Failure {
+                workload: w.name.clone(),
+                point: 0,
+                fences: 0,
+                ops: String::new(),
+                subset: "none".into(),
+                persisted: Vec::new(),
+                error: e,
+            });
+        }
+        if !r.failed.is_empty() || r.failures > 0 {
+            s.failed_workloads.push(w.name.clone());
+        }
+        s.failed.extend(r.failed);
+    }
+    if s.failed_workloads.is_empty() && !s.failed.is_empty() {
+        s.failed_workloads = s.failed.iter().map(|f| f.workload.clone()).collect();
+        s.failed_workloads.dedup();
+    }
+    s.seconds = t0.elapsed().as_secs_f64();
+    Ok(s)
+}
+
+/// Re-run one crash state from its reproducer; describes what happened.
+pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
+    let (name, rest) = repro
+        .split_once('@')
+        .ok_or("a reproducer reads WORKLOAD@POINT:SUBSET")?;
+    let (point, subset) = rest
+        .split_once(':')
+        .ok_or("a reproducer reads WORKLOAD@POINT:SUBSET")?;
+    let point: usize = point.parse().map_err(|_| "bad crash point number")?;
+    let base = workload::make_base()?;
+    let w = select(workload::generate(&base)?, name)?.remove(0);
+    let inject = inject.map(|b| b.inject()).unwrap_or_default();
+    let rec = guarded(|| workload::record(&base, &w, inject))?;
+    let mut out = None;
+    walk(&base, &w, &rec, |walker, ep| {
+        if ep.point != point {
+            return;
+        }
+        let r = ep.decode(subset).and_then(|choice| {
+            let img = walker.image(ep, &choice);
+            let win = window(&rec, ep);
+            let desc = format!(
+                "workload {}\ncrash point {} (after {} fences; during {}), {} units in flight, persisted {:?}\nacceptable states: after operations {}..={}\n",
+                w.name,
+                ep.point,
+                ep.fences,
+                ops_label(&w, ep),
+                ep.units.len(),
+                ep.persisted_ranges(&choice),
+                ep.op_lo.max(1) - 1,
+                ep.op_hi
+            );
+            Ok((desc, check_image(&img, &win)))
+        });
+        out = Some(r);
+    });
+    match out {
+        None => Err(format!("workload {} has no crash point {point}", w.name)),
+        Some(Err(e)) => Err(e),
+        Some(Ok((desc, Ok(())))) => Ok(format!("{desc}result: ok")),
+        Some(Ok((desc, Err(e)))) => Err(format!("{desc}result: FAILED: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+/// `daxlink crashtest` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CrashArgs {
+    /// Workload: all, seq0, seq1, seq2, an exact name (see --list) or a prefix ending in '*'.
+    #[arg(long, default_value = "all")]
+    pub workload: String,
+    /// Crash states to check in the whole run at most.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_states: u64,
+    /// Seed of the sampled crash states (default: from the clock; always printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Re-run one crash state: WORKLOAD@POINT:SUBSET as printed for a failure.
+    #[arg(long)]
+    pub replay: Option<String>,
+    /// Crash states per crash point at most.
+    #[arg(long, default_value_t = 64)]
+    pub per_point: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Inject a known bug (skip-flush, skip-fence, dirent-in-place,
+    /// apply-before-commit) to see the harness catch it.
+    #[arg(long)]
+    pub inject: Option<String>,
+    /// List the workloads and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Run `daxlink crashtest`; returns the exit status (0 no failure, 1 failures, 2 usage).
+pub fn cli(a: CrashArgs) -> i32 {
+    let inject = match a.inject.as_deref().map(|s| (s, Bug::parse(s))) {
+        None => None,
+        Some((_, Some(b))) => Some(b),
+        Some((s, None)) => {
+            eprintln!(
+                "daxlink crashtest: unknown bug {s:?} (one of: {})",
+                Bug::ALL.map(|b| b.name()).join(", ")
+            );
+            return 2;
+        }
+    };
+    if a.list {
+        let r = workload::make_base().and_then(|b| workload::generate(&b));
+        return match r.and_then(|all| select(all, &a.workload)) {
+            Ok(ws) => {
+                for w in ws {
+                    println!("{}", w.name);
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("daxlink crashtest: {e}");
+                2
+            }
+        };
+    }
+    if let Some(r) = a.replay {
+        return match replay(&r, inject) {
+            Ok(s) => {
+                println!("{s}");
+                0
+            }
+            Err(e) => {
+                println!("{e}");
+                1
+            }
+        };
+    }
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000)
+            .unwrap_or(1)
+    });
+    let cfg = Config {
+        workload: a.workload,
+        max_states: a.max_states,
+        seed,
+        point_cap: a.per_point,
+        jobs: a.jobs,
+        inject,
+        ..Config::default()
+    };
+    if !a.json {
+        eprintln!(
+            "crashtest: seed {seed}, at most {} crash states{}",
+            cfg.max_states,
+            inject
+                .map(|b| format!(", injected bug {}", b.name()))
+                .unwrap_or_default()
+        );
+    }
+    let s = match run(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daxlink crashtest: {e}");
+            return 2;
+        }
+    };
+    if a.json {
+        println!("{}", s.to_json());
+    } else {
+        for f in &s.failed {
+            println!(
+                "FAIL {} (crash point {}, during {}): {}",
+                f.workload, f.point, f.ops, f.error
+            );
+            println!("  persisted beyond the durable image: {:?}", f.persisted);
+            println!(
+                "  replay: daxlink crashtest --seed {} --replay '{}'",
+                s.seed,
+                f.repro()
+            );
+        }
+        println!(
+            "workloads: {}  crash points: {}  crash states: {}  failures: {} (in {} workloads)  seed: {}  {:.1}s",
+            s.workloads,
+            s.crash_points,
+            s.crash_states,
+            s.failures,
+            s.failed_workloads.len(),
+            s.seed,
+            s.seconds
+        );
+    }
+    if s.failures == 0 {
+        0
+    } else {
+        1
+    }
+}
