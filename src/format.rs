@@ -828,7 +828,27 @@ impl JournalHdr {
         if Le::u32(b, 0) != JHDR_MAGIC {
             return Err(FormatError::BadMagic { what: W });
         }
-        check_crc(W, &b[..JHDR_SIZE - 4], Le::u32(b, JHDR_SIZE - 4))?;
+        // A torn rewrite: applied_seq (bytes 8..16) and the crc (24..32) lie in
+        // different 8-byte units, so a crash while the header is rewritten can
+        // persist one without the other. The header is only ever rewritten
+        // with applied_seq + 1, so a crc that matches the neighbouring number
+        // identifies the torn state exactly; the older number is the truth
+        // (the newer transaction is committed and its replay is idempotent).
+        let stored = Le::u32(b, JHDR_SIZE - 4);
+        if crc(&b[..JHDR_SIZE - 4]) != stored && b[16..JHDR_SIZE - 4].iter().all(|x| *x == 0) {
+            let s = Le::u64(b, 8);
+            for other in [s.wrapping_sub(1), s.wrapping_add(1)] {
+                let mut e = JournalHdr { applied_seq: other }.encode();
+                e[4..8].copy_from_slice(&b[4..8]);
+                let c = crc(&e[..JHDR_SIZE - 4]);
+                if c == stored {
+                    return Ok(JournalHdr {
+                        applied_seq: s.min(other),
+                    });
+                }
+            }
+        }
+        check_crc(W, &b[..JHDR_SIZE - 4], stored)?;
         if Le::u32(b, 4) != FORMAT_VERSION {
             return Err(FormatError::BadVersion {
                 what: W,
