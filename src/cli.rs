@@ -160,3 +160,84 @@ pub fn stat(path: &Path) -> io::Result<Stat> {
         metadata_bytes: g(5) * BLOCK_SIZE,
     })
 }
+
+// ---------------------------------------------------------------------------
+// Page model: pins, device DMA, poison, reverse map, invariants
+// ---------------------------------------------------------------------------
+
+/// Pin `len` bytes at `off` of the open file `f` (pin_user_pages). The pin
+/// lives until [`unpin`] or until `f` is closed.
+pub fn pin(f: &File, off: u64, len: u64, write: bool, longterm: bool) -> io::Result<u64> {
+    let mut b = vec![0u8; ioctl::PIN_SIZE];
+    ioctl::put_u64(&mut b, 0, off);
+    ioctl::put_u64(&mut b, 8, len);
+    let flags =
+        if write { ioctl::PIN_WRITE } else { 0 } | if longterm { ioctl::PIN_LONGTERM } else { 0 };
+    ioctl::put_u32(&mut b, 16, flags);
+    ioctl::call(f, ioctl::PIN, &mut b)?;
+    Ok(ioctl::get_u64(&b, 24).unwrap_or(0))
+}
+
+pub fn unpin(f: &File, id: u64) -> io::Result<()> {
+    let mut b = id.to_le_bytes().to_vec();
+    ioctl::call(f, ioctl::UNPIN, &mut b)?;
+    Ok(())
+}
+
+/// A simulated device writes `data` (at most 4096 bytes) through pin `id`.
+pub fn dma_write(f: &File, id: u64, off: u64, data: &[u8]) -> io::Result<()> {
+    if data.len() > ioctl::DMA_MAX {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut b = vec![0u8; ioctl::DMA_SIZE];
+    ioctl::put_u64(&mut b, 0, id);
+    ioctl::put_u64(&mut b, 8, off);
+    ioctl::put_u32(&mut b, 16, data.len() as u32);
+    b[24..24 + data.len()].copy_from_slice(data);
+    ioctl::call(f, ioctl::DMA_WRITE, &mut b)?;
+    Ok(())
+}
+
+pub fn dma_read(f: &File, id: u64, off: u64, len: usize) -> io::Result<Vec<u8>> {
+    let len = len.min(ioctl::DMA_MAX);
+    let mut b = vec![0u8; ioctl::DMA_SIZE];
+    ioctl::put_u64(&mut b, 0, id);
+    ioctl::put_u64(&mut b, 8, off);
+    ioctl::put_u32(&mut b, 16, len as u32);
+    ioctl::call(f, ioctl::DMA_READ, &mut b)?;
+    Ok(b[24..24 + len].to_vec())
+}
+
+/// Memory failure of the block under `off` of `file`: (block, owners notified, all owners).
+pub fn poison(file: &Path, off: u64) -> io::Result<(u64, u32, u32)> {
+    let f = open_ro(file)?;
+    let mut b = vec![0u8; ioctl::POISON_SIZE];
+    ioctl::put_u64(&mut b, 0, off);
+    ioctl::call(&f, ioctl::POISON, &mut b)?;
+    Ok((
+        ioctl::get_u64(&b, 8).unwrap_or(0),
+        ioctl::get_u32(&b, 16).unwrap_or(0),
+        ioctl::get_u32(&b, 20).unwrap_or(0),
+    ))
+}
+
+/// The reverse map of the block under `off` of `file`, as JSON
+/// `{"block","owners":[{"inode","path","offset"}],"pins":[...],"poisoned"}`.
+pub fn owners(file: &Path, off: u64) -> io::Result<serde_json::Value> {
+    let f = open_ro(file)?;
+    let mut b = vec![0u8; ioctl::OWNERS_SIZE];
+    ioctl::put_u64(&mut b, 0, off);
+    ioctl::call(&f, ioctl::OWNERS, &mut b)?;
+    let n = ioctl::get_u32(&b, 8).unwrap_or(0) as usize;
+    serde_json::from_slice(&b[16..16 + n.min(b.len() - 16)])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Invariants 1-7 that do not hold now in the filesystem holding `path`.
+pub fn check(path: &Path) -> io::Result<Vec<u8>> {
+    let f = open_ro(path)?;
+    let mut b = vec![0u8; 8];
+    ioctl::call(&f, ioctl::CHECK, &mut b)?;
+    let m = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    Ok((1..=7).filter(|i| m & (1 << i) != 0).collect())
+}

@@ -28,6 +28,22 @@ const TTL: Duration = Duration::from_secs(1);
 /// Read-only virtual xattr: the file's extents as JSON (what `daxlink extents --json` prints).
 pub const EXTENTS_XATTR: &[u8] = b"user.daxlink.extents";
 
+/// `{"block", "owners":[{"inode","path","offset"}], "pins":[...], "poisoned"}`
+pub fn owners_json(r: &crate::fs::OwnersReport) -> String {
+    serde_json::json!({
+        "block": r.block,
+        "owners": r.owners.iter().map(|o| serde_json::json!({
+            "inode": o.ino, "path": o.path, "offset": o.offset,
+        })).collect::<Vec<_>>(),
+        "pins": r.pins.iter().map(|p| serde_json::json!({
+            "id": p.id, "inode": p.ino, "offset": p.offset, "write": p.write,
+            "longterm": p.longterm, "holder": p.holder,
+        })).collect::<Vec<_>>(),
+        "poisoned": r.poisoned,
+    })
+    .to_string()
+}
+
 /// `[{"logical","physical","length","shared","refcount"}...]`: logical offset and
 /// length in bytes, physical block number.
 pub fn extents_json(e: &[crate::fs::ExtentInfo]) -> String {
@@ -274,6 +290,103 @@ impl DaxFuse {
                     io::put_u64(&mut out, i * 8, v);
                 }
                 Ok(out)
+            }
+            io::PIN => {
+                let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
+                let len = io::get_u64(input, 8).ok_or(FsError::Invalid)?;
+                let flags = io::get_u32(input, 16).ok_or(FsError::Invalid)?;
+                if flags & !(io::PIN_WRITE | io::PIN_LONGTERM) != 0 {
+                    return Err(FsError::Invalid);
+                }
+                let write = flags & io::PIN_WRITE != 0;
+                if write && !self.writable(fh) {
+                    return Err(FsError::BadFd);
+                }
+                let id = self
+                    .fs
+                    .pin(ino, fh, off, len, write, flags & io::PIN_LONGTERM != 0)?;
+                // A write pin may have moved blocks (unshare): drop stale cached pages.
+                self.invalidate(ino);
+                let mut out = input.to_vec();
+                io::put_u64(&mut out, 24, id);
+                Ok(out)
+            }
+            io::UNPIN => {
+                let id = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
+                match self.fs.pages.get_pin(id) {
+                    Some(p) if p.holder == fh => {}
+                    Some(_) => return Err(FsError::Perm),
+                    None => return Err(FsError::Invalid),
+                }
+                self.fs.unpin(id)?;
+                Ok(Vec::new())
+            }
+            io::DMA_WRITE | io::DMA_READ => {
+                let id = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
+                let off = io::get_u64(input, 8).ok_or(FsError::Invalid)?;
+                let len = io::get_u32(input, 16).ok_or(FsError::Invalid)? as usize;
+                if len > io::DMA_MAX || input.len() < 24 + len {
+                    return Err(FsError::Invalid);
+                }
+                if self.fs.pages.get_pin(id).is_none_or(|p| p.ino != ino) {
+                    return Err(FsError::Invalid);
+                }
+                if cmd == io::DMA_WRITE {
+                    let owners = self.fs.dma_write(id, off, &input[24..24 + len])?;
+                    // The kernel's page cache must not hide what the device wrote.
+                    for o in owners.into_iter().chain([ino]) {
+                        self.invalidate(o);
+                    }
+                    Ok(Vec::new())
+                } else {
+                    let data = self.fs.dma_read(id, off, len as u64)?;
+                    let mut out = vec![0u8; 24 + data.len()];
+                    out[..24].copy_from_slice(&input[..24]);
+                    out[24..].copy_from_slice(&data);
+                    Ok(out)
+                }
+            }
+            io::POISON => {
+                let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
+                let (block, notified, owners) = self.fs.poison(ino, off)?;
+                for (o, _) in &owners {
+                    self.invalidate(*o);
+                }
+                let mut out = vec![0u8; io::POISON_SIZE];
+                io::put_u64(&mut out, 0, off);
+                io::put_u64(&mut out, 8, block);
+                io::put_u32(&mut out, 16, notified.len() as u32);
+                io::put_u32(&mut out, 20, owners.len() as u32);
+                Ok(out)
+            }
+            io::OWNERS => {
+                let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
+                let r = self.fs.owners(ino, off)?;
+                let j = owners_json(&r).into_bytes();
+                if j.len() > io::OWNERS_SIZE - 16 {
+                    return Err(FsError::Range);
+                }
+                let mut out = vec![0u8; 16 + j.len()];
+                io::put_u64(&mut out, 0, off);
+                io::put_u32(&mut out, 8, j.len() as u32);
+                out[16..].copy_from_slice(&j);
+                Ok(out)
+            }
+            io::CHECK => {
+                let mask = self
+                    .fs
+                    .check_invariants()
+                    .into_iter()
+                    .fold(0u64, |m, i| m | (1 << i));
+                Ok(mask.to_le_bytes().to_vec())
+            }
+            io::MODEL => {
+                let m = match self.fs.pages.model {
+                    crate::pages::PageModel::Legacy => 0u64,
+                    crate::pages::PageModel::Upstream => 1,
+                    crate::pages::PageModel::Proxy => 2,
+                };
+                Ok(m.to_le_bytes().to_vec())
             }
             _ => Err(FsError::NotTty),
         }
@@ -562,6 +675,10 @@ impl Filesystem for DaxFuse {
     ) {
         guarded("release", || {
             let known = self.handles.lock().remove(&fh.0).is_some();
+            // Pins end when the open file that made them is released.
+            if let Err(e) = self.fs.unpin_holder(fh.0) {
+                log::error!("unpin at release: {e}");
+            }
             let r = if known {
                 self.fs.release(ino.0)
             } else {

@@ -45,6 +45,33 @@ pub const EXTENTS: u32 = ioc(IOC_READ | IOC_WRITE, 0x43, EXTENTS_SIZE);
 /// Out: {shared blocks, saved blocks, refcount records, data blocks, free blocks, record blocks}.
 pub const STAT: u32 = ioc(IOC_READ, 0x44, STAT_SIZE);
 
+pub const PIN_SIZE: usize = 32;
+pub const DMA_MAX: usize = 4096;
+pub const DMA_SIZE: usize = 24 + DMA_MAX;
+pub const POISON_SIZE: usize = 24;
+pub const OWNERS_SIZE: usize = 16016;
+pub const PIN_WRITE: u32 = 1;
+pub const PIN_LONGTERM: u32 = 2;
+
+/// pin_user_pages on the open file: in {off, len, flags (PIN_WRITE | PIN_LONGTERM)},
+/// out {pin id at 24}. The pin ends on UNPIN or when this open file is released.
+pub const PIN: u32 = ioc(IOC_READ | IOC_WRITE, 0x50, PIN_SIZE);
+/// in {pin id}.
+pub const UNPIN: u32 = ioc(IOC_WRITE, 0x51, 8);
+/// A device write through a pin: in {pin id, offset in the pinned range, len u32, 0u32, data}.
+pub const DMA_WRITE: u32 = ioc(IOC_WRITE, 0x52, DMA_SIZE);
+/// A device read through a pin: in {pin id, offset, len u32, 0u32}, out data at 24.
+pub const DMA_READ: u32 = ioc(IOC_READ | IOC_WRITE, 0x53, DMA_SIZE);
+/// Memory failure of the block under {offset}: out {block at 8, notified owners u32 at 16,
+/// all owners u32 at 20}.
+pub const POISON: u32 = ioc(IOC_READ | IOC_WRITE, 0x54, POISON_SIZE);
+/// Reverse map of the block under {offset}: out {json length u32 at 8, JSON at 16}.
+pub const OWNERS: u32 = ioc(IOC_READ | IOC_WRITE, 0x55, OWNERS_SIZE);
+/// Invariants 1-7 that do not hold: out {bitmask u64 (bit n = invariant n)}.
+pub const CHECK: u32 = ioc(IOC_READ, 0x56, 8);
+/// The page model: out {0 legacy, 1 upstream, 2 proxy}.
+pub const MODEL: u32 = ioc(IOC_READ, 0x57, 8);
+
 /// Arguments of CLONE and DEDUPE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemapArgs {

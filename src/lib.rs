@@ -6,6 +6,7 @@
 //! and the tools ([`mkfs`], [`fsck`]).
 
 pub mod cli;
+pub mod demo;
 pub mod crash;
 pub mod error;
 pub mod format;

@@ -71,14 +71,54 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pin a range of FILE (pin_user_pages, as an RDMA registration would) and hold it.
+    Pin {
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long, default_value_t = 4096)]
+        length: u64,
+        /// A write pin (the device will write).
+        #[arg(long)]
+        write: bool,
+        /// A long-term pin (FOLL_LONGTERM; refused by the upstream model).
+        #[arg(long)]
+        longterm: bool,
+        /// Seconds to hold the pin (default: until interrupted).
+        #[arg(long)]
+        hold: Option<u64>,
+    },
+    /// Reverse map: every (inode, path, offset) mapping the block under FILE at OFFSET, and its pins.
+    Owners {
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Memory failure of the block under FILE at OFFSET (the owners the page model reaches get EIO).
+    Poison {
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// Run scenarios S1-S9 of the pinning problem under the page models and print what happened.
+    Demo {
+        /// legacy, upstream, proxy or all.
+        #[arg(long, default_value = "all")]
+        page_model: String,
+        #[arg(long)]
+        json: bool,
+        /// Print every step of every scenario.
+        #[arg(short, long)]
+        verbose: bool,
+    },
     /// Show sharing statistics of the filesystem holding PATH.
     Stat {
         path: PathBuf,
         #[arg(long)]
         json: bool,
     },
-    /// Crash-consistency test: record workloads, enumerate crash states, check each.
-    Crashtest(daxlink::crash::CrashArgs),
 }
 
 fn fail(what: &str, e: std::io::Error) -> i32 {
@@ -88,6 +128,10 @@ fn fail(what: &str, e: std::io::Error) -> i32 {
 
 const SUBCOMMANDS: &[&str] = &[
     "mount",
+    "pin",
+    "owners",
+    "poison",
+    "demo",
     "reflink",
     "dedupe",
     "unshare",
@@ -172,6 +216,84 @@ fn main() {
             }
             Err(e) => fail("extents", e),
         },
+        Cmd::Pin {
+            file,
+            offset,
+            length,
+            write,
+            longterm,
+            hold,
+        } => pin_cmd(&file, offset, length, write, longterm, hold),
+        Cmd::Owners { file, offset, json } => match cli::owners(&file, offset) {
+            Ok(v) => {
+                if json {
+                    println!("{v}");
+                } else {
+                    println!(
+                        "block {}{}",
+                        v["block"],
+                        if v["poisoned"] == true {
+                            " (poisoned)"
+                        } else {
+                            ""
+                        }
+                    );
+                    for o in v["owners"].as_array().into_iter().flatten() {
+                        println!(
+                            "  owner inode {} offset {} {}",
+                            o["inode"],
+                            o["offset"],
+                            o["path"].as_str().unwrap_or("")
+                        );
+                    }
+                    for p in v["pins"].as_array().into_iter().flatten() {
+                        println!(
+                            "  pin {} inode {} offset {} {}{}",
+                            p["id"],
+                            p["inode"],
+                            p["offset"],
+                            if p["write"] == true { "write" } else { "read" },
+                            if p["longterm"] == true {
+                                " long-term"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                0
+            }
+            Err(e) => fail("owners", e),
+        },
+        Cmd::Poison { file, offset } => {
+            match cli::poison(&file, offset) {
+                Ok((b, n, all)) => {
+                    println!("block {b} poisoned: {n} of {all} owners notified (their reads fail with EIO)");
+                    0
+                }
+                Err(e) => fail("poison", e),
+            }
+        }
+        Cmd::Demo {
+            page_model,
+            json,
+            verbose,
+        } => {
+            use daxlink::pages::PageModel;
+            let models = match page_model.as_str() {
+                "all" => vec![PageModel::Legacy, PageModel::Upstream, PageModel::Proxy],
+                m => match PageModel::parse(m) {
+                    Some(m) => vec![m],
+                    None => {
+                        eprintln!(
+                            "daxlink demo: --page-model must be legacy, upstream, proxy or all"
+                        );
+                        std::process::exit(2);
+                    }
+                },
+            };
+            daxlink::demo::main(&models, json, verbose)
+        }
         Cmd::Stat { path, json } => match cli::stat(&path) {
             Ok(s) => {
                 if json {
@@ -199,7 +321,46 @@ fn main() {
             }
             Err(e) => fail("stat", e),
         },
-        Cmd::Crashtest(a) => daxlink::crash::cli(a),
     };
     std::process::exit(code);
+}
+
+fn pin_cmd(
+    file: &std::path::Path,
+    offset: u64,
+    length: u64,
+    write: bool,
+    longterm: bool,
+    hold: Option<u64>,
+) -> i32 {
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(file)
+    {
+        Ok(f) => f,
+        Err(e) => return fail("pin", e),
+    };
+    match cli::pin(&f, offset, length, write, longterm) {
+        Ok(id) => {
+            println!(
+                "pin {id}: {} bytes at {offset} of {} ({})",
+                length,
+                file.display(),
+                if write { "write" } else { "read" }
+            );
+            match hold {
+                Some(s) => std::thread::sleep(std::time::Duration::from_secs(s)),
+                None => loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                },
+            }
+            // Closing the file releases the pin too; unpin explicitly first.
+            if let Err(e) = cli::unpin(&f, id) {
+                return fail("unpin", e);
+            }
+            0
+        }
+        Err(e) => fail("pin", e),
+    }
 }
