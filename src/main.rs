@@ -119,6 +119,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Crash-consistency test: record workloads, enumerate crash states, check each.
+    Crashtest(daxlink::crash::CrashArgs),
 }
 
 fn fail(what: &str, e: std::io::Error) -> i32 {
@@ -321,6 +323,7 @@ fn main() {
             }
             Err(e) => fail("stat", e),
         },
+        Cmd::Crashtest(a) => daxlink::crash::cli(a),
     };
     std::process::exit(code);
 }
