@@ -194,23 +194,6 @@ impl Pages {
             .collect()
     }
 
-    /// Blocks of the range held by a write pin.
-    pub fn write_pinned_in(&self, phys: u64, len: u64) -> Vec<u64> {
-        if !self.any_pins() {
-            return Vec::new();
-        }
-        let s = self.state.lock();
-        let mut out = BTreeSet::new();
-        for p in s.pins.values().filter(|p| p.write) {
-            for b in &p.blocks {
-                if *b >= phys && *b < phys + len {
-                    out.insert(*b);
-                }
-            }
-        }
-        out.into_iter().collect()
-    }
-
     /// upstream's break_layouts: wait until none of `blocks` is pinned, at most
     /// `layout_timeout`; false on timeout (the caller fails with EBUSY).
     pub fn wait_unpinned(&self, blocks: &[u64]) -> bool {

@@ -152,15 +152,15 @@ impl Fs {
         dst_rec: InodeRec,
     ) -> FsResult<()> {
         // Source pieces: (logical, blocks, physical, copy instead of share).
-        // In the proxy model, blocks a device may still write through a write
-        // pin are given to the destination as copies, so the device's later
-        // writes stay in the pinned (file, offset) only (invariant 2).
+        // In the proxy model, pinned blocks are given to the destination as
+        // copies: a pinned block never gains an owner (invariant 1), and a
+        // device's later writes stay in the pinned (file, offset) (invariant 2).
         let proxy = self.pages.model == crate::pages::PageModel::Proxy;
         let mut segs: Vec<(u64, u64, u64, bool)> = Vec::new();
         for (l, n, p) in gs[&src].segments(sb, sb + blocks) {
             let Some(p) = p else { continue };
             let pinned = if proxy {
-                self.pages.write_pinned_in(p, n)
+                self.pages.pinned_in(p, n)
             } else {
                 Vec::new()
             };
