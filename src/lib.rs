@@ -6,11 +6,12 @@
 //! and the tools ([`mkfs`], [`fsck`]).
 
 pub mod cli;
-pub mod demo;
 pub mod crash;
+pub mod demo;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod fsck;
 pub mod journal;
 pub mod media;
 pub mod mkfs;
