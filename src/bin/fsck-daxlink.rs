@@ -1,1 +1,90 @@
-fn main() {}
+//! fsck-daxlink: check and repair a daxlink image that is not mounted.
+//!
+//! Options as fsck(8) passes them: `-n` check only (image mapped read-only),
+//! `-y` repair everything, `-a`/`-p` (preen) = `-y`, `-f` accepted and ignored
+//! (every run is a full check). Without `-n` or `-y` it only checks, like `-n`.
+//! Exit status: 0 clean, 1 errors corrected, 4 errors left, 8 operational
+//! error, 16 usage error.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fsck-daxlink",
+    version,
+    about = "Check (and with -y repair) a daxlink filesystem image that is not mounted",
+    after_help = "Exit status: 0 clean, 1 errors corrected, 4 errors left uncorrected, 8 operational error, 16 usage error."
+)]
+struct Args {
+    /// Check only; open the image read-only and answer "no" to every repair.
+    #[arg(short = 'n', conflicts_with_all = ["yes", "preen", "auto"])]
+    no: bool,
+    /// Repair every problem found.
+    #[arg(short = 'y')]
+    yes: bool,
+    /// Preen (automatic repair), as fsck(8) -p: same as -y.
+    #[arg(short = 'p')]
+    preen: bool,
+    /// Automatic repair, as fsck(8) -a: same as -y.
+    #[arg(short = 'a')]
+    auto: bool,
+    /// Force a check (accepted for fsck(8); every run is a full check).
+    #[arg(short = 'f')]
+    force: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The image file or device.
+    image: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage { 16 } else { 0 });
+        }
+    };
+    let _ = args.force; // every run is a full check
+    let repair = (args.yes || args.preen || args.auto) && !args.no;
+    let name = args.image.display().to_string();
+    if !args.json && std::io::stderr().is_terminal() {
+        eprintln!(
+            "fsck-daxlink: checking {name}{}",
+            if repair { " (repairing)" } else { "" }
+        );
+    }
+    let report = daxlink::fsck::check_path(&args.image, repair);
+    if args.json {
+        println!("{}", report.to_json(&name));
+    } else {
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        for f in &report.findings {
+            let state = if f.fixed {
+                "fixed"
+            } else if repair {
+                "NOT FIXED"
+            } else {
+                "not fixed"
+            };
+            println!("[{}] {} ({state})", f.code, f.message);
+        }
+        if report.error.is_some() {
+            eprintln!("fsck-daxlink: {}", report.summary(&name));
+        } else {
+            println!("{}", report.summary(&name));
+            if !repair && !report.findings.is_empty() {
+                println!("{name}: run fsck-daxlink -y to repair");
+            }
+        }
+    }
+    ExitCode::from(report.exit_code() as u8)
+}
