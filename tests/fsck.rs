@@ -1,0 +1,1435 @@
+//! fsck tests: the reference and corrupted images in images/, the CLI, a fresh
+//! mkfs, crash states made through the core API, and random scribbling over
+//! metadata (neither fsck nor mount may panic).
+//!
+//! The images are regenerated with
+//! `cargo test --test fsck -- --ignored regenerate_images`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use daxlink::format::{
+    self, ExtentRec, InodeRec, JournalHdr, RecKind, Roots, Superblock, TxState, BLOCK_SIZE,
+    INODE_SIZE, ROOT_INO,
+};
+use daxlink::fs::{journal_geometry, read_superblock, walk_chain, Cred, Fs, FsOptions};
+use daxlink::fsck::{self, Report};
+use daxlink::journal::Journal;
+use daxlink::media::{Media, PersistMode};
+use daxlink::mkfs::{mkfs, MkfsOptions};
+use daxlink::FsError;
+
+const BS: u64 = BLOCK_SIZE;
+/// 2 MiB: the smallest filesystem mkfs makes.
+const IMG_BLOCKS: u64 = 512;
+const C: Cred = Cred { uid: 0, gid: 0 };
+
+// ---------------------------------------------------------------------------
+// The images and what fsck and mount must say about them
+// ---------------------------------------------------------------------------
+
+struct Case {
+    file: &'static str,
+    corruption: &'static str,
+    /// Finding codes of `fsck -n` (sorted, distinct).
+    codes: &'static [&'static str],
+    /// A note `fsck -n` prints (informational), if any.
+    note: Option<&'static str>,
+    exit_n: i32,
+    exit_y: i32,
+    /// None: mount succeeds; Some(s): mount fails with Corrupt containing s.
+    mount_err: Option<&'static str>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        file: "v1-reference.img.gz",
+        corruption: "none: files, a directory, a symlink, an xattr, a hard link, a sparse file, a fifo, a reflinked clone (made through the core Fs API)",
+        codes: &[],
+        note: None,
+        exit_n: 0,
+        exit_y: 0,
+        mount_err: None,
+    },
+    Case {
+        file: "sb-a-bad.img.gz",
+        corruption: "superblock copy A (block 0): one byte flipped (checksum mismatch)",
+        codes: &["superblock-bad"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "sb-both-bad.img.gz",
+        corruption: "both superblock copies: one byte flipped",
+        codes: &[],
+        note: None,
+        exit_n: 8,
+        exit_y: 8,
+        mount_err: Some("no valid superblock"),
+    },
+    Case {
+        file: "dirent-free-inode.img.gz",
+        corruption: "inode of /empty freed; its directory entry left in place",
+        codes: &["dirent-free-inode"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: Some("points at free inode"),
+    },
+    Case {
+        file: "extent-beyond-device.img.gz",
+        corruption: "the extent record of /dir/nested.txt points past the end of the device (its real block leaks)",
+        codes: &["block-leaked", "extent-range"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: Some("lies beyond the device"),
+    },
+    Case {
+        file: "wrong-nlink.img.gz",
+        corruption: "link count of /hello.txt set to 5 (it has 2 names)",
+        codes: &["nlink-wrong"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "torn-journal.img.gz",
+        corruption: "crash while committing `mkdir /torn-dir`: transaction written, commit record torn, nothing applied",
+        codes: &[],
+        note: Some("journal-torn"),
+        exit_n: 0,
+        exit_y: 0,
+        mount_err: None,
+    },
+    Case {
+        file: "journal-replay.img.gz",
+        corruption: "crash after committing `mkdir /replayed-dir`, before applying it in place",
+        codes: &["journal-replay"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "leaked-block.img.gz",
+        corruption: "the last data block marked used in the bitmap, referenced by nothing",
+        codes: &["block-leaked"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "orphan-pending.img.gz",
+        corruption: "crash with /doomed (3 blocks) unlinked but still open: orphan record pending",
+        codes: &["orphan-reclaim"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "dup-block.img.gz",
+        corruption: "the extent of /dir/nested.txt points at the xattr blob of /hello.txt (its own block leaks)",
+        codes: &["block-dup", "block-leaked"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "refcount-wrong.img.gz",
+        corruption: "the refcount record of the blocks /data.bin shares with /data-clone.bin says 3 (they are mapped twice)",
+        codes: &["refcount-wrong"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "unrecorded-share.img.gz",
+        corruption: "the extent of /dir/nested.txt points at the first block of /data.bin, with no refcount record (its own block leaks)",
+        codes: &["block-leaked", "refcount-wrong"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+    Case {
+        file: "inode-bad-crc.img.gz",
+        corruption: "one byte of the inode of /hello.txt flipped (its 2 names, extent and xattr blob dangle)",
+        codes: &["block-leaked", "dirent-free-inode", "extent-orphan", "inode-bad"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: Some("checksum mismatch"),
+    },
+    Case {
+        file: "dir-detached.img.gz",
+        corruption: "the directory entry of /dir zeroed: the directory and its contents are unreachable",
+        codes: &["dir-unreachable"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: None,
+    },
+];
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("images")
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(f)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn gzip(path: &Path, data: &[u8]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap();
+}
+
+fn mem(bytes: &[u8]) -> Media {
+    let m = Media::anonymous(bytes.len() as u64).unwrap();
+    m.write_at(0, bytes).unwrap();
+    m
+}
+
+fn bytes_of(m: &Media) -> Vec<u8> {
+    m.read_vec(0, m.len() as usize).unwrap()
+}
+
+fn mount_bytes(bytes: &[u8]) -> Result<Fs, FsError> {
+    Fs::mount(mem(bytes), FsOptions::default())
+}
+
+/// Unmount and hand back the media.
+fn into_media(fs: Fs) -> Media {
+    let Fs { media, .. } = fs;
+    Arc::try_unwrap(media)
+        .ok()
+        .expect("sole owner of the media")
+}
+
+fn sb_of(bytes: &[u8]) -> Superblock {
+    Superblock::decode(&bytes[BS as usize..], bytes.len() as u64)
+        .or_else(|_| Superblock::decode(bytes, bytes.len() as u64))
+        .unwrap()
+}
+
+fn put(bytes: &mut [u8], off: u64, data: &[u8]) {
+    bytes[off as usize..off as usize + data.len()].copy_from_slice(data);
+}
+
+fn inode_of(bytes: &[u8], ino: u64) -> InodeRec {
+    let sb = sb_of(bytes);
+    let o = sb.inode_offset(ino) as usize;
+    InodeRec::decode(&bytes[o..o + INODE_SIZE]).unwrap()
+}
+
+fn put_inode(bytes: &mut [u8], ino: u64, r: &InodeRec) {
+    let sb = sb_of(bytes);
+    put(bytes, sb.inode_offset(ino), &r.encode());
+}
+
+/// Every record of a kind: (slot offset, slot bytes).
+fn records(bytes: &[u8], kind: RecKind) -> Vec<(u64, Vec<u8>)> {
+    let m = mem(bytes);
+    let sb = sb_of(bytes);
+    let roots = Roots::decode(&bytes[(2 * BS) as usize..]).unwrap();
+    let mut out = Vec::new();
+    walk_chain(&m, &sb, kind, roots.heads[kind.index()], |off, b| {
+        if b.iter().any(|&x| x != 0) {
+            out.push((off, b.to_vec()));
+        }
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+fn extent_of(bytes: &[u8], ino: u64) -> (u64, ExtentRec) {
+    records(bytes, RecKind::Extent)
+        .into_iter()
+        .filter_map(|(o, b)| ExtentRec::decode(&b).unwrap().map(|r| (o, r)))
+        .find(|(_, r)| r.ino == ino)
+        .expect("extent record")
+}
+
+#[allow(clippy::needless_update)]
+fn lookup(bytes: &[u8], path: &[&str]) -> u64 {
+    let fs = Fs::mount(
+        mem(bytes),
+        FsOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut ino = ROOT_INO;
+    for p in path {
+        ino = fs.lookup(ino, p.as_bytes()).unwrap().ino;
+    }
+    ino
+}
+
+// ---------------------------------------------------------------------------
+// Image generation
+// ---------------------------------------------------------------------------
+
+fn reference() -> Vec<u8> {
+    let m = Media::anonymous(IMG_BLOCKS * BS).unwrap();
+    mkfs(
+        &m,
+        &MkfsOptions {
+            label: "v1-reference".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let fs = Fs::mount(m, FsOptions::default()).unwrap();
+    let hello = fs
+        .mknod(ROOT_INO, b"hello.txt", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.write(hello.ino, 0, b"hello, daxlink\n", false).unwrap();
+    fs.setxattr(hello.ino, b"user.comment", Some(b"reference image"), 0)
+        .unwrap();
+    let data = fs
+        .mknod(ROOT_INO, b"data.bin", libc::S_IFREG | 0o600, 0, C)
+        .unwrap();
+    let pattern: Vec<u8> = (0..14000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs.write(data.ino, 0, &pattern, false).unwrap();
+    let dir = fs.mkdir(ROOT_INO, b"dir", 0o755, C).unwrap();
+    let nested = fs
+        .mknod(dir.ino, b"nested.txt", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.write(nested.ino, 0, b"nested file\n", false).unwrap();
+    fs.symlink(dir.ino, b"link", b"../hello.txt", C).unwrap();
+    fs.link(hello.ino, dir.ino, b"hello-hardlink").unwrap();
+    fs.mknod(ROOT_INO, b"empty", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    let sparse = fs
+        .mknod(ROOT_INO, b"sparse", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.write(sparse.ino, 16 * BS, b"after a hole", false)
+        .unwrap();
+    fs.mknod(ROOT_INO, b"fifo", libc::S_IFIFO | 0o644, 0, C)
+        .unwrap();
+    let clone = fs
+        .mknod(ROOT_INO, b"data-clone.bin", libc::S_IFREG | 0o600, 0, C)
+        .unwrap();
+    fs.clone_range(data.ino, 0, clone.ino, 0, 0, None).unwrap();
+    fs.unmount().unwrap();
+    bytes_of(&into_media(fs))
+}
+
+/// The state after a crash right after `op`'s commit record was persisted and
+/// before its stores were applied in place (torn: the commit record is broken).
+fn crash_after_commit(base: &[u8], op: impl FnOnce(&Fs), torn: bool) -> Vec<u8> {
+    let fs = mount_bytes(base).unwrap();
+    let geo = journal_geometry(&fs.sb, fs.media.len());
+    let before = bytes_of(&fs.media);
+    let (a0, _) = Journal::inspect(&fs.media, geo).unwrap();
+    op(&fs);
+    let (a1, _) = Journal::inspect(&fs.media, geo).unwrap();
+    assert_eq!(a1, a0 + 1, "the operation must be exactly one transaction");
+    let mut img = bytes_of(&fs.media);
+    let area_off = (geo.start_block + 1) * BS;
+    let area_len = ((geo.blocks - 1) * BS) as usize;
+    let area = img[area_off as usize..area_off as usize + area_len].to_vec();
+    let TxState::Committed { entries, .. } = format::decode_tx(&area, a1) else {
+        panic!("no committed transaction in the journal");
+    };
+    for e in &entries {
+        let (s, n) = (e.off as usize, e.data.len());
+        img[s..s + n].copy_from_slice(&before[s..s + n]);
+    }
+    put(
+        &mut img,
+        geo.start_block * BS,
+        &JournalHdr { applied_seq: a0 }.encode(),
+    );
+    if torn {
+        let payload = u64::from_le_bytes(area[16..24].try_into().unwrap());
+        let commit = area_off + format::TX_HDR_SIZE as u64 + payload;
+        put(&mut img, commit, &[0u8; 4]);
+    }
+    img
+}
+
+fn make_image(file: &str, r: &[u8]) -> Vec<u8> {
+    let mut b = r.to_vec();
+    match file {
+        "v1-reference.img.gz" => {}
+        "sb-a-bad.img.gz" => b[130] ^= 0x40,
+        "sb-both-bad.img.gz" => {
+            b[130] ^= 0x40;
+            b[BS as usize + 130] ^= 0x40;
+        }
+        "dirent-free-inode.img.gz" => {
+            let ino = lookup(r, &["empty"]);
+            let g = inode_of(r, ino).generation;
+            put_inode(
+                &mut b,
+                ino,
+                &InodeRec {
+                    generation: g + 1,
+                    ..Default::default()
+                },
+            );
+        }
+        "extent-beyond-device.img.gz" => {
+            let ino = lookup(r, &["dir", "nested.txt"]);
+            let (off, mut x) = extent_of(r, ino);
+            x.phys = sb_of(r).total_blocks + 100;
+            put(&mut b, off, &x.encode());
+        }
+        "wrong-nlink.img.gz" => {
+            let ino = lookup(r, &["hello.txt"]);
+            let mut i = inode_of(r, ino);
+            assert_eq!(i.nlink, 2);
+            i.nlink = 5;
+            put_inode(&mut b, ino, &i);
+        }
+        "torn-journal.img.gz" => {
+            b = crash_after_commit(
+                r,
+                |fs| {
+                    fs.mkdir(ROOT_INO, b"torn-dir", 0o755, C).unwrap();
+                },
+                true,
+            )
+        }
+        "journal-replay.img.gz" => {
+            b = crash_after_commit(
+                r,
+                |fs| {
+                    fs.mkdir(ROOT_INO, b"replayed-dir", 0o755, C).unwrap();
+                },
+                false,
+            )
+        }
+        "leaked-block.img.gz" => {
+            let sb = sb_of(r);
+            let bit = sb.total_blocks - 1 - sb.data_start;
+            let off = (sb.bitmap_start * BS) as usize;
+            b[off + (bit / 8) as usize] |= 1 << (bit % 8);
+            let c = format::bitmap_crc(&b[off..off + BS as usize]);
+            put(&mut b, sb.bitmap_start * BS + 4088, &c.to_le_bytes());
+        }
+        "orphan-pending.img.gz" => {
+            let fs = mount_bytes(r).unwrap();
+            let a = fs
+                .mknod(ROOT_INO, b"doomed", libc::S_IFREG | 0o644, 0, C)
+                .unwrap();
+            fs.write(a.ino, 0, &vec![0x5a; 3 * BS as usize], false)
+                .unwrap();
+            fs.open(a.ino).unwrap();
+            fs.unlink(ROOT_INO, b"doomed").unwrap();
+            // Crash: no release, no unmount.
+            b = bytes_of(&fs.media);
+        }
+        "dup-block.img.gz" => {
+            let hello = lookup(r, &["hello.txt"]);
+            let nested = lookup(r, &["dir", "nested.txt"]);
+            let (off, mut x) = extent_of(r, nested);
+            x.phys = inode_of(r, hello).xattr_block;
+            put(&mut b, off, &x.encode());
+        }
+        "unrecorded-share.img.gz" => {
+            let data = lookup(r, &["data.bin"]);
+            let nested = lookup(r, &["dir", "nested.txt"]);
+            let (_, d) = extent_of(r, data);
+            let (off, mut x) = extent_of(r, nested);
+            x.phys = d.phys;
+            put(&mut b, off, &x.encode());
+        }
+        "refcount-wrong.img.gz" => {
+            let recs = records(r, RecKind::Refcount);
+            assert_eq!(recs.len(), 1, "the clone shares one range");
+            let (off, s) = &recs[0];
+            let mut x = format::RefcountRec::decode(s).unwrap().unwrap();
+            assert_eq!(x.count, 2);
+            x.count = 3;
+            put(&mut b, *off, &x.encode());
+        }
+        "inode-bad-crc.img.gz" => {
+            let ino = lookup(r, &["hello.txt"]);
+            let o = sb_of(r).inode_offset(ino) as usize;
+            b[o + 4] ^= 0x01;
+        }
+        "dir-detached.img.gz" => {
+            let dir = lookup(r, &["dir"]);
+            let (off, _) = records(r, RecKind::Dirent)
+                .into_iter()
+                .find(|(_, s)| {
+                    format::DirentRec::decode(s)
+                        .unwrap()
+                        .is_some_and(|d| d.child == dir)
+                })
+                .unwrap();
+            put(&mut b, off, &[0u8; format::DIRENT_SIZE]);
+        }
+        other => panic!("no recipe for {other}"),
+    }
+    b
+}
+
+fn mount_text(bytes: &[u8]) -> String {
+    match mount_bytes(bytes) {
+        Ok(_) => "Ok".to_string(),
+        Err(e) => format!("Err: {e}"),
+    }
+}
+
+#[test]
+#[ignore]
+fn regenerate_images() {
+    let dir = images_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let r = reference();
+    let mut table = String::new();
+    for c in CASES {
+        let img = make_image(c.file, &r);
+        gzip(&dir.join(c.file), &img);
+        let rep = fsck::check(&mem(&img), false);
+        let m = mem(&img);
+        let fixed = fsck::check(&m, true);
+        let codes = if rep.codes().is_empty() {
+            match c.note {
+                Some(n) => format!("none (note `{n}`)"),
+                None => "none".to_string(),
+            }
+        } else {
+            rep.codes()
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let after = if fixed.exit_code() == 8 {
+            "not mountable".to_string()
+        } else {
+            mount_text(&bytes_of(&m))
+        };
+        table.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} |\n",
+            c.file,
+            c.corruption,
+            codes,
+            rep.exit_code(),
+            fixed.exit_code(),
+            mount_text(&img).replace('|', "\\|"),
+            after,
+        ));
+    }
+    let readme = format!(
+        "# Reference and corrupted images\n\n\
+Small (2 MiB, 512-block) daxlink format v1 images, gzip-compressed, for `tests/fsck.rs`.\n\
+Each is made from `v1-reference.img.gz` by `tests/fsck.rs` (`make_image`); regenerate them all with\n\n\
+```\ncargo test --test fsck -- --ignored regenerate_images\n```\n\n\
+(uuids and timestamps change on every regeneration; the layout and the expectations do not).\n\
+The reference image is made through the core `Fs` API on in-memory media: `/hello.txt` (15 bytes,\n\
+xattr `user.comment`, hard link `/dir/hello-hardlink`), `/data.bin` (14000 bytes, 4 blocks),\n\
+`/dir/nested.txt`, `/dir/link` -> `../hello.txt`, `/empty`, `/sparse` (one block after a\n\
+16-block hole), `/fifo`, `/data-clone.bin` (a reflink clone of `/data.bin`: one refcount record).\n\n\
+Columns: finding codes of `fsck-daxlink -n` (see `daxlink::fsck::CODES`), exit status of\n\
+`fsck-daxlink -n` and of `fsck-daxlink -y` on a fresh copy, what `Fs::mount` says about the image\n\
+as it is, and after `-y`. After `-y`, `-n` exits 0 on every image except the one without a\n\
+superblock. A torn transaction is informational (a note, exit 0): it is the normal trace of a crash\n\
+during a commit; `-y` clears it.\n\n\
+| image | corruption | `-n` finds | `-n` exit | `-y` exit | mount before | mount after `-y` |\n\
+|---|---|---|---|---|---|---|\n{table}"
+    );
+    std::fs::write(dir.join("README.md"), readme).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The images
+// ---------------------------------------------------------------------------
+
+fn temp_copy(file: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join(file.trim_end_matches(".gz"));
+    std::fs::write(&p, gunzip(&images_dir().join(file))).unwrap();
+    (d, p)
+}
+
+fn mount_path(p: &Path) -> Result<Fs, FsError> {
+    Fs::mount(
+        Media::open(p, PersistMode::Msync, false).unwrap(),
+        FsOptions::default(),
+    )
+}
+
+fn assert_case(c: &Case, rep: &Report, what: &str) {
+    assert_eq!(
+        rep.codes(),
+        c.codes.to_vec(),
+        "{}: {what}: {rep:#?}",
+        c.file
+    );
+    assert_eq!(rep.exit_code(), c.exit_n, "{}: {what}: {rep:#?}", c.file);
+    if let Some(n) = c.note {
+        assert!(
+            rep.notes.iter().any(|x| x.contains(n)),
+            "{}: note {n} missing: {rep:#?}",
+            c.file
+        );
+    }
+    assert!(
+        rep.error.as_deref().is_none_or(|e| !e.contains("internal")),
+        "{rep:?}"
+    );
+}
+
+#[test]
+fn every_image_checks_repairs_and_mounts() {
+    let listed: Vec<&str> = CASES.iter().map(|c| c.file).collect();
+    for e in std::fs::read_dir(images_dir()).unwrap() {
+        let n = e.unwrap().file_name().into_string().unwrap();
+        if n.ends_with(".gz") {
+            assert!(listed.contains(&n.as_str()), "images/{n} has no test case");
+        }
+    }
+    for c in CASES {
+        let (_d, p) = temp_copy(c.file);
+        // Mount behaviour of the image as it is (on its own copy).
+        {
+            let (_d2, p2) = temp_copy(c.file);
+            match (mount_path(&p2), c.mount_err) {
+                (Ok(_), None) => {}
+                (Err(FsError::Corrupt(m)), Some(s)) => {
+                    assert!(m.contains(s), "{}: mount said {m:?}", c.file)
+                }
+                (Ok(_), Some(s)) => panic!("{}: mount succeeded, expected {s:?}", c.file),
+                (Err(e), _) => panic!("{}: mount failed: {e}", c.file),
+            }
+        }
+        let before = std::fs::read(&p).unwrap();
+        let rep = fsck::check_path(&p, false);
+        assert_case(c, &rep, "-n");
+        assert_eq!(std::fs::read(&p).unwrap(), before, "-n changed the image");
+        let rep = fsck::check_path(&p, true);
+        assert_eq!(rep.exit_code(), c.exit_y, "{}: -y: {rep:#?}", c.file);
+        if c.exit_y == 8 {
+            continue;
+        }
+        assert!(rep.findings.iter().all(|f| f.fixed), "{rep:#?}");
+        let rep = fsck::check_path(&p, false);
+        assert_eq!(rep.exit_code(), 0, "{}: -n after -y: {rep:#?}", c.file);
+        assert!(rep.notes.iter().all(|n| !n.contains("journal-torn")));
+        let fs = mount_path(&p).unwrap_or_else(|e| panic!("{}: mount after -y: {e}", c.file));
+        // What the repair must have preserved or restored.
+        match c.file {
+            "journal-replay.img.gz" => {
+                fs.lookup(ROOT_INO, b"replayed-dir").unwrap();
+            }
+            "torn-journal.img.gz" => {
+                assert_eq!(fs.lookup(ROOT_INO, b"torn-dir"), Err(FsError::NotFound));
+            }
+            "dir-detached.img.gz" => {
+                let lf = fs.lookup(ROOT_INO, b"lost+found").unwrap();
+                let d = fs.lookup(lf.ino, b"#4").or_else(|_| {
+                    let e = fs.readdir(lf.ino, 0, 100).unwrap();
+                    fs.lookup(lf.ino, &e[2].name)
+                });
+                let d = d.unwrap();
+                let n = fs.lookup(d.ino, b"nested.txt").unwrap();
+                assert_eq!(fs.read(n.ino, 0, 100).unwrap(), b"nested file\n");
+            }
+            "sb-a-bad.img.gz" | "wrong-nlink.img.gz" | "leaked-block.img.gz" => {
+                let h = fs.lookup(ROOT_INO, b"hello.txt").unwrap();
+                assert_eq!(fs.read(h.ino, 0, 100).unwrap(), b"hello, daxlink\n");
+                assert_eq!(h.nlink, 2);
+                assert_eq!(
+                    fs.getxattr(h.ino, b"user.comment").unwrap(),
+                    b"reference image"
+                );
+            }
+            _ => {}
+        }
+        fs.unmount().unwrap();
+        drop(fs);
+        let rep = fsck::check_path(&p, false);
+        assert!(rep.is_clean(), "{}: after mount+unmount: {rep:#?}", c.file);
+    }
+}
+
+fn run_cli(args: &[&str], p: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fsck-daxlink"))
+        .args(args)
+        .arg(p)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn cli_exit_codes_and_json() {
+    for c in CASES.iter().filter(|c| {
+        [
+            "v1-reference.img.gz",
+            "sb-both-bad.img.gz",
+            "wrong-nlink.img.gz",
+            "extent-beyond-device.img.gz",
+            "torn-journal.img.gz",
+        ]
+        .contains(&c.file)
+    }) {
+        let (_d, p) = temp_copy(c.file);
+        let (code, out) = run_cli(&["-n", "--json"], &p);
+        assert_eq!(code, c.exit_n, "{}: {out}", c.file);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+        assert_eq!(v["exit_code"], c.exit_n);
+        // Notes (a torn transaction) do not make an image unclean.
+        assert_eq!(v["clean"], c.exit_n == 0);
+        let mut codes: Vec<String> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_string())
+            .collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes, c.codes.to_vec(), "{}: {out}", c.file);
+        if c.exit_n != 8 {
+            assert_eq!(
+                v["blocks_total"],
+                512 - sb_of(&std::fs::read(&p).unwrap()).data_start
+            );
+        }
+        // Default mode checks only, like -n.
+        let (code, _) = run_cli(&[], &p);
+        assert_eq!(code, c.exit_n, "{}", c.file);
+        // fsck(8) preen mode repairs.
+        let (code, out) = run_cli(&["-p", "-f"], &p);
+        assert_eq!(code, c.exit_y, "{}: {out}", c.file);
+        if c.exit_y != 8 {
+            let (code, out) = run_cli(&["-n"], &p);
+            assert_eq!(code, 0, "{}: {out}", c.file);
+            assert!(out.contains(": clean, "), "{out}");
+        } else {
+            assert!(out.contains("no valid superblock"), "{out}");
+        }
+    }
+    // Usage errors and a missing image.
+    let (code, _) = run_cli(&["-n", "-y"], Path::new("x"));
+    assert_eq!(code, 16);
+    let (code, out) = run_cli(&["-n"], Path::new("/nonexistent/image"));
+    assert_eq!(code, 8, "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// Fresh filesystems, crashes through the API
+// ---------------------------------------------------------------------------
+
+#[test]
+fn fresh_mkfs_is_clean() {
+    for blocks in [512u64, 4096, 40000] {
+        let m = Media::anonymous(blocks * BS).unwrap();
+        mkfs(&m, &MkfsOptions::default()).unwrap();
+        let r = fsck::check(&m, false);
+        assert!(r.is_clean(), "{blocks}: {r:#?}");
+        assert_eq!(r.counts.inodes, 1);
+        assert_eq!(r.counts.blocks_used, 0);
+        let r = fsck::check(&m, true);
+        assert_eq!(r.exit_code(), 0);
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("fresh.img");
+    daxlink::mkfs::mkfs_path(&p, Some(4 << 20), false, &MkfsOptions::default()).unwrap();
+    let (code, out) = run_cli(&["-n"], &p);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn open_unlinked_file_then_crash() {
+    let m = Media::anonymous(2048 * BS).unwrap();
+    mkfs(&m, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(m, FsOptions::default()).unwrap();
+    let keep = fs
+        .mknod(ROOT_INO, b"keep", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.write(keep.ino, 0, &vec![1u8; 50_000], false).unwrap();
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, C).unwrap();
+    let gone = fs
+        .mknod(d.ino, b"gone", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.write(gone.ino, 0, &vec![2u8; 300_000], false).unwrap();
+    fs.setxattr(gone.ino, b"user.a", Some(&[3u8; 5000]), 0)
+        .unwrap();
+    fs.open(gone.ino).unwrap();
+    fs.unlink(d.ino, b"gone").unwrap();
+    // While it is open the blocks are still in use; crash now (no release, no unmount).
+    let bytes = bytes_of(&into_media(fs));
+
+    // fsck before the next mount: the orphan is reported, and -y reclaims it.
+    let m = mem(&bytes);
+    let r = fsck::check(&m, false);
+    assert_eq!(r.codes(), vec!["orphan-reclaim"], "{r:#?}");
+    assert_eq!(r.exit_code(), 4);
+    let used_before = r.counts.blocks_used;
+    let r = fsck::check(&m, true);
+    assert_eq!(r.exit_code(), 1, "{r:#?}");
+    assert!(r.counts.blocks_used < used_before - 70, "{r:#?}");
+    let r = fsck::check(&m, false);
+    assert!(r.is_clean(), "{r:#?}");
+    let free_after_fsck = {
+        let fs = Fs::mount(m, FsOptions::default()).unwrap();
+        fs.free_blocks()
+    };
+
+    // Or the next mount reclaims it, and fsck is clean afterwards.
+    let fs = mount_bytes(&bytes).unwrap();
+    assert_eq!(fs.free_blocks(), free_after_fsck);
+    assert_eq!(fs.read(keep.ino, 0, 10).unwrap(), vec![1u8; 10]);
+    let m = into_media(fs); // crash again, right after mount
+    let r = fsck::check(&m, false);
+    assert!(r.is_clean(), "{r:#?}");
+    assert!(r.notes.iter().any(|n| n.contains("not cleanly unmounted")));
+}
+
+#[test]
+fn repair_of_many_problems_at_once() {
+    let r = reference();
+    let mut b = make_image("inode-bad-crc.img.gz", &r);
+    // Add: a wrong nlink, a leaked block, a dirent ftype and a bad bitmap crc elsewhere.
+    let data = lookup(&r, &["data.bin"]);
+    let mut i = inode_of(&b, data);
+    i.nlink = 3;
+    put_inode(&mut b, data, &i);
+    let m = mem(&b);
+    let rep = fsck::check(&m, false);
+    assert!(rep.codes().contains(&"nlink-wrong"), "{rep:#?}");
+    let rep = fsck::check(&m, true);
+    assert_eq!(rep.exit_code(), 1, "{rep:#?}");
+    assert!(fsck::check(&m, false).is_clean());
+    let fs = Fs::mount(m, FsOptions::default()).unwrap();
+    // The file whose inode was lost is gone; everything else is intact.
+    assert_eq!(fs.lookup(ROOT_INO, b"hello.txt"), Err(FsError::NotFound));
+    let d = fs.lookup(ROOT_INO, b"data.bin").unwrap();
+    assert_eq!(d.nlink, 1);
+    assert_eq!(fs.read(d.ino, 0, 14000).unwrap().len(), 14000);
+}
+
+// ---------------------------------------------------------------------------
+// Random scribbling: nothing may panic
+// ---------------------------------------------------------------------------
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Metadata areas of an image: (start byte, length).
+fn metadata_areas(bytes: &[u8]) -> Vec<(&'static str, u64, u64)> {
+    let sb = sb_of(bytes);
+    let mut v = vec![
+        ("superblock A", 0, 512),
+        ("superblock B", BS, 512),
+        ("roots", 2 * BS, 64),
+        ("journal header", sb.journal_start * BS, 32),
+        ("journal area", (sb.journal_start + 1) * BS, 2 * BS),
+        ("inode table", sb.inode_start * BS, 2 * BS),
+        ("bitmap", sb.bitmap_start * BS, BS),
+    ];
+    for k in [
+        RecKind::Extent,
+        RecKind::Dirent,
+        RecKind::Orphan,
+        RecKind::Refcount,
+    ] {
+        let recs = records(bytes, k);
+        if let Some((off, _)) = recs.first() {
+            v.push(("record block", off / BS * BS, BS));
+        }
+    }
+    v
+}
+
+#[test]
+fn random_scribbles_never_panic() {
+    let seed: u64 = std::env::var("FSCK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let iters: u64 = std::env::var("FSCK_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    println!("random_scribbles_never_panic: seed = {seed} (rerun with FSCK_SEED={seed})");
+    // A base with an orphan pending and a journal transaction, as after a crash.
+    let r = reference();
+    let bases = [
+        r.clone(),
+        make_image("orphan-pending.img.gz", &r),
+        make_image("journal-replay.img.gz", &r),
+    ];
+    let mut rng = Rng(seed);
+    for it in 0..iters {
+        let base = &bases[rng.below(bases.len() as u64) as usize];
+        let areas = metadata_areas(base);
+        let mut b = base.clone();
+        let mut what = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let (name, start, len) = areas[rng.below(areas.len() as u64) as usize];
+            let n = 1 + rng.below(24);
+            let off = start + rng.below(len.saturating_sub(n).max(1));
+            what.push(format!("{name}@{off:#x}+{n}"));
+            for k in 0..n {
+                let i = (off + k) as usize;
+                if rng.below(3) == 0 {
+                    b[i] ^= 1 << rng.below(8);
+                } else {
+                    b[i] = rng.next() as u8;
+                }
+            }
+        }
+        let ctx = format!("seed {seed} iteration {it}: {}", what.join(", "));
+        let _ = mount_bytes(&b); // may fail, must not panic
+        let m = mem(&b);
+        let r1 = fsck::check(&m, false);
+        assert!(
+            r1.error.as_deref().is_none_or(|e| !e.contains("internal")),
+            "{ctx}: {r1:#?}"
+        );
+        let r2 = fsck::check(&m, true);
+        assert!(
+            r2.error.as_deref().is_none_or(|e| !e.contains("internal")),
+            "{ctx}: {r2:#?}"
+        );
+        if r2.exit_code() == 8 {
+            assert_eq!(r1.exit_code(), 8, "{ctx}: {r1:#?} {r2:#?}");
+            continue;
+        }
+        assert!(r2.exit_code() <= 1, "{ctx}: -y left problems: {r2:#?}");
+        let r3 = fsck::check(&m, false);
+        assert_eq!(r3.exit_code(), 0, "{ctx}: not clean after -y: {r3:#?}");
+        let fs = Fs::mount(m, FsOptions::default())
+            .unwrap_or_else(|e| panic!("{ctx}: mount after -y failed: {e}"));
+        fs.unmount().unwrap();
+        let r4 = fsck::check(&into_media(fs), false);
+        assert!(r4.is_clean(), "{ctx}: not clean after mount: {r4:#?}");
+    }
+}
+
+#[test]
+fn read_superblock_agrees_with_fsck_on_copies() {
+    // fsck rewrites a bad copy from the good one; read_superblock then sees no problem.
+    let r = reference();
+    let b = make_image("sb-a-bad.img.gz", &r);
+    let m = mem(&b);
+    assert_eq!(read_superblock(&m).unwrap().1.len(), 1);
+    assert_eq!(fsck::check(&m, true).exit_code(), 1);
+    assert!(read_superblock(&m).unwrap().1.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Semantic corruption: records with valid checksums but wrong contents
+// ---------------------------------------------------------------------------
+
+/// Every slot of a kind, free or not: (slot offset, slot bytes).
+fn all_slots(bytes: &[u8], kind: RecKind) -> Vec<(u64, Vec<u8>)> {
+    let m = mem(bytes);
+    let sb = sb_of(bytes);
+    let roots = Roots::decode(&bytes[(2 * BS) as usize..]).unwrap();
+    let mut out = Vec::new();
+    let _ = walk_chain(&m, &sb, kind, roots.heads[kind.index()], |off, b| {
+        out.push((off, b.to_vec()));
+        Ok(())
+    });
+    out
+}
+
+fn pick<'a, T>(rng: &mut Rng, v: &'a [T]) -> Option<&'a T> {
+    if v.is_empty() {
+        None
+    } else {
+        Some(&v[rng.below(v.len() as u64) as usize])
+    }
+}
+
+/// One corruption that keeps every checksum valid. Returns what it did.
+fn semantic_mutation(b: &mut [u8], rng: &mut Rng) -> String {
+    use daxlink::format::{DirentRec, OrphanRec, RecBlockHdr};
+    let sb = sb_of(b);
+    let ds = sb.data_start;
+    let tb = sb.total_blocks;
+    let block = |rng: &mut Rng| -> u64 {
+        match rng.below(6) {
+            0 => ds + rng.below(20),
+            1 => tb - 1 - rng.below(3),
+            2 => rng.below(ds),
+            3 => tb + rng.below(4),
+            4 => ds + rng.below(tb - ds),
+            _ => u64::MAX - rng.below(3),
+        }
+    };
+    let ino = |rng: &mut Rng| -> u64 {
+        match rng.below(8) {
+            0 => 0,
+            1 => sb.inode_count + rng.below(3),
+            _ => 1 + rng.below(16),
+        }
+    };
+    match rng.below(10) {
+        0 => {
+            // An inode field.
+            let i = 1 + rng.below(16);
+            let o = sb.inode_offset(i) as usize;
+            let mut r = InodeRec::decode(&b[o..o + INODE_SIZE]).unwrap_or_default();
+            let what = match rng.below(7) {
+                0 => {
+                    let types = [
+                        libc::S_IFREG,
+                        libc::S_IFDIR,
+                        libc::S_IFLNK,
+                        libc::S_IFIFO,
+                        libc::S_IFCHR,
+                        0,
+                    ];
+                    r.mode = types[rng.below(types.len() as u64) as usize] | 0o644;
+                    if r.mode & libc::S_IFMT == 0 {
+                        r.mode = 0;
+                    }
+                    "mode"
+                }
+                1 => {
+                    r.nlink = rng.below(5) as u32;
+                    "nlink"
+                }
+                2 => {
+                    r.size = [0, 1, 4095, 4096, 100_000][rng.below(5) as usize];
+                    "size"
+                }
+                3 => {
+                    r.xattr_block = block(rng);
+                    "xattr_block"
+                }
+                4 => {
+                    r.xattr_blocks = rng.below(3) as u32;
+                    r.xattr_len = [0u32, 10, 4096, 5000, u32::MAX][rng.below(5) as usize];
+                    "xattr_len"
+                }
+                5 => {
+                    r.xattr_crc ^= 1;
+                    "xattr_crc"
+                }
+                _ => {
+                    r = InodeRec {
+                        mode: libc::S_IFREG | 0o644,
+                        nlink: 1,
+                        ..Default::default()
+                    };
+                    "new file"
+                }
+            };
+            put(b, sb.inode_offset(i), &r.encode());
+            format!("inode {i} {what}")
+        }
+        1 | 2 => {
+            // An extent record: change one field, or add one.
+            let slots = all_slots(b, RecKind::Extent);
+            let Some((off, s)) = pick(rng, &slots).cloned() else {
+                return "nothing".into();
+            };
+            let mut x = ExtentRec::decode(&s).ok().flatten().unwrap_or(ExtentRec {
+                ino: 2,
+                logical: 0,
+                phys: ds,
+                len: 1,
+            });
+            match rng.below(4) {
+                0 => x.ino = ino(rng).max(1),
+                1 => x.logical = [0, 1, 2, 5, 1 << 34, u64::MAX / 2][rng.below(6) as usize],
+                2 => x.phys = block(rng).min(u64::MAX - 100),
+                _ => x.len = [1u32, 2, 3, 50, u32::MAX][rng.below(5) as usize],
+            }
+            put(b, off, &x.encode());
+            format!("extent at {off:#x} -> {x:?}")
+        }
+        3 | 4 => {
+            // A directory entry: change one field, or add one.
+            let slots = all_slots(b, RecKind::Dirent);
+            let names: Vec<Vec<u8>> = slots
+                .iter()
+                .filter_map(|(_, s)| DirentRec::decode(s).ok().flatten().map(|d| d.name))
+                .collect();
+            let Some((off, s)) = pick(rng, &slots).cloned() else {
+                return "nothing".into();
+            };
+            let mut d = DirentRec::decode(&s).ok().flatten().unwrap_or(DirentRec {
+                parent: 1,
+                child: 2,
+                ftype: 8,
+                name: b"new".to_vec(),
+            });
+            match rng.below(4) {
+                0 => d.parent = ino(rng).max(1),
+                1 => d.child = ino(rng).max(1),
+                2 => d.ftype = rng.below(16) as u8,
+                _ => {
+                    if let Some(n) = pick(rng, &names) {
+                        d.name = n.clone();
+                    }
+                }
+            }
+            put(b, off, &d.encode());
+            format!("dirent at {off:#x} -> {d:?}")
+        }
+        5 => {
+            // An orphan record in the orphan chain (or the first free extent slot
+            // when there is no orphan chain: then a bad record).
+            let slots = all_slots(b, RecKind::Orphan);
+            let Some((off, _)) = pick(rng, &slots).cloned() else {
+                return "nothing".into();
+            };
+            let o = match rng.below(3) {
+                0 => OrphanRec::Inode(ino(rng)),
+                1 => OrphanRec::Blocks {
+                    phys: block(rng),
+                    len: 1 + rng.below(4),
+                },
+                _ => OrphanRec::Truncate {
+                    ino: ino(rng),
+                    from: rng.below(4),
+                },
+            };
+            put(b, off, &o.encode());
+            format!("orphan at {off:#x} -> {o:?}")
+        }
+        6 => {
+            // A record block's next pointer or kind.
+            let k = [
+                RecKind::Extent,
+                RecKind::Dirent,
+                RecKind::Orphan,
+                RecKind::Refcount,
+            ][rng.below(4) as usize];
+            let slots = all_slots(b, k);
+            let blocks: Vec<u64> = {
+                let mut v: Vec<u64> = slots.iter().map(|(o, _)| o / BS).collect();
+                v.dedup();
+                v
+            };
+            let Some(&blk) = pick(rng, &blocks) else {
+                return "nothing".into();
+            };
+            let next = if rng.below(2) == 0 {
+                *pick(rng, &blocks).unwrap()
+            } else {
+                block(rng)
+            };
+            let kind = if rng.below(4) == 0 {
+                RecKind::Dirent
+            } else {
+                k
+            };
+            put(b, blk * BS, &RecBlockHdr { kind, next }.encode());
+            format!("record block {blk} -> kind {kind:?} next {next}")
+        }
+        7 => {
+            // Bitmap bits, with a valid crc.
+            let off = (sb.bitmap_start * BS) as usize;
+            let n = 1 + rng.below(8);
+            for _ in 0..n {
+                let bit = rng.below(tb - ds + 64);
+                b[off + (bit / 8) as usize] ^= 1 << (bit % 8);
+            }
+            let c = format::bitmap_crc(&b[off..off + BS as usize]);
+            put(b, sb.bitmap_start * BS + 4088, &c.to_le_bytes());
+            format!("{n} bitmap bits flipped")
+        }
+        8 => {
+            // A refcount record: change one field, or add one.
+            let slots = all_slots(b, RecKind::Refcount);
+            let Some((off, s)) = pick(rng, &slots).cloned() else {
+                return "nothing".into();
+            };
+            let mut x =
+                format::RefcountRec::decode(&s)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(format::RefcountRec {
+                        phys: ds + rng.below(tb - ds),
+                        len: 1,
+                        count: 2,
+                    });
+            match rng.below(3) {
+                0 => x.phys = block(rng).min(u64::MAX - 100),
+                1 => x.len = [1u64, 2, 3, 50, u64::MAX / 4][rng.below(5) as usize],
+                _ => x.count = 2 + rng.below(3) as u32,
+            }
+            put(b, off, &x.encode());
+            format!("refcount at {off:#x} -> {x:?}")
+        }
+        _ => {
+            // A committed journal transaction with random (maybe invalid) entries.
+            let geo = journal_geometry(&sb, b.len() as u64);
+            let m = mem(b);
+            let (applied, _) = Journal::inspect(&m, geo).unwrap_or((0, TxState::None));
+            let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                let off = match rng.below(4) {
+                    0 => sb.inode_offset(1 + rng.below(16)),
+                    1 => 2 * BS,
+                    2 => rng.below(sb.journal_start * BS + 2 * BS),
+                    _ => block(rng).min(tb - 1) * BS,
+                };
+                let data: Vec<u8> = (0..1 + rng.below(40)).map(|_| rng.next() as u8).collect();
+                entries.push((off, data));
+            }
+            entries.sort();
+            entries.dedup_by(|a, b| a.0 < b.0 + b.1.len() as u64);
+            let enc = format::encode_tx(
+                applied.wrapping_add(1),
+                entries.iter().map(|(o, d)| (*o, d.as_slice())),
+            );
+            put(b, (geo.start_block + 1) * BS, &enc);
+            format!(
+                "journal transaction {:?}",
+                entries.iter().map(|e| e.0).collect::<Vec<_>>()
+            )
+        }
+    }
+}
+
+#[test]
+fn semantic_corruptions_are_repaired() {
+    let seed: u64 = std::env::var("FSCK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let iters: u64 = std::env::var("FSCK_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    println!("semantic_corruptions_are_repaired: seed = {seed} (rerun with FSCK_SEED={seed})");
+    let r = reference();
+    let bases = [
+        r.clone(),
+        make_image("orphan-pending.img.gz", &r),
+        make_image("dir-detached.img.gz", &r),
+    ];
+    let mut rng = Rng(seed);
+    for it in 0..iters {
+        let mut b = bases[rng.below(bases.len() as u64) as usize].clone();
+        let what: Vec<String> = (0..1 + rng.below(3))
+            .map(|_| semantic_mutation(&mut b, &mut rng))
+            .collect();
+        let ctx = format!("seed {seed} iteration {it}: {}", what.join("; "));
+        let _ = mount_bytes(&b);
+        let m = mem(&b);
+        let r1 = fsck::check(&m, false);
+        assert!(
+            r1.error.as_deref().is_none_or(|e| !e.contains("internal")),
+            "{ctx}: {r1:#?}"
+        );
+        if std::env::var("FSCK_VERBOSE").is_ok() {
+            println!(
+                "{ctx}\n   -> {:?} exit {} {:?}",
+                r1.codes(),
+                r1.exit_code(),
+                r1.error
+            );
+        }
+        let r2 = fsck::check(&m, true);
+        assert!(
+            r2.error.as_deref().is_none_or(|e| !e.contains("internal")),
+            "{ctx}: {r2:#?}"
+        );
+        if r2.exit_code() == 8 {
+            continue;
+        }
+        assert!(r2.exit_code() <= 1, "{ctx}: -y left problems: {r2:#?}");
+        let r3 = fsck::check(&m, false);
+        assert_eq!(r3.exit_code(), 0, "{ctx}: not clean after -y: {r3:#?}");
+        let fs = Fs::mount(m, FsOptions::default())
+            .unwrap_or_else(|e| panic!("{ctx}: mount after -y failed: {e}"));
+        // Exercise the repaired filesystem a little.
+        let f = fs
+            .mknod(ROOT_INO, b"after-repair", libc::S_IFREG | 0o644, 0, C)
+            .unwrap_or_else(|e| panic!("{ctx}: create after repair: {e}"));
+        fs.write(f.ino, 0, &[9u8; 10000], false).unwrap();
+        fs.unmount().unwrap();
+        let r4 = fsck::check(&into_media(fs), false);
+        assert!(
+            r4.is_clean(),
+            "{ctx}: not clean after mount and a write: {r4:#?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The core and fsck agree: random workloads through the Fs API stay clean
+// ---------------------------------------------------------------------------
+
+#[test]
+fn core_workloads_stay_clean() {
+    let seed: u64 = std::env::var("FSCK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let ops: u64 = std::env::var("FSCK_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
+    println!("core_workloads_stay_clean: seed = {seed} (rerun with FSCK_SEED={seed})");
+    let mut rng = Rng(seed);
+    let m = Media::anonymous(4096 * BS).unwrap();
+    mkfs(&m, &MkfsOptions::default()).unwrap();
+    let mut fs = Fs::mount(m, FsOptions::default()).unwrap();
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, C).unwrap().ino;
+    let names: Vec<Vec<u8>> = (0..6).map(|i| format!("f{i}").into_bytes()).collect();
+    let mut open_held: Vec<u64> = Vec::new();
+    let mut last = String::new();
+    for op in 0..ops {
+        let n = &names[rng.below(names.len() as u64) as usize];
+        let parent = if rng.below(2) == 0 { ROOT_INO } else { d };
+        let ino = fs.lookup(parent, n).ok().map(|a| a.ino);
+        let other = fs
+            .lookup(ROOT_INO, &names[rng.below(names.len() as u64) as usize])
+            .ok()
+            .map(|a| a.ino);
+        let off = rng.below(40) * if rng.below(3) == 0 { 1000 } else { BS };
+        let len = 1 + rng.below(12) * BS + rng.below(2) * rng.below(BS);
+        let what = match (rng.below(12), ino) {
+            (_, None) => {
+                let _ = fs.mknod(parent, n, libc::S_IFREG | 0o644, 0, C);
+                "create"
+            }
+            (0..=2, Some(i)) => {
+                let data = vec![(op % 251) as u8; len as usize];
+                let _ = fs.write(i, off, &data, false);
+                "write"
+            }
+            (3, Some(i)) => {
+                let _ = fs.truncate(i, rng.below(30) * 1500);
+                "truncate"
+            }
+            (4, Some(i)) => {
+                let _ = fs.fallocate(
+                    i,
+                    off,
+                    len,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                );
+                "punch"
+            }
+            (5 | 6, Some(i)) => {
+                if let Some(o) = other {
+                    let _ = fs.clone_range(o, 0, i, rng.below(8) * BS, 0, None);
+                }
+                "clone"
+            }
+            (7, Some(i)) => {
+                if let Some(o) = other {
+                    let _ = fs.copy_range(o, rng.below(3) * 1000, i, off, len);
+                }
+                "copy_range"
+            }
+            (8, Some(i)) => {
+                let _ = fs.unshare(i, 0, 0);
+                "unshare"
+            }
+            (9, Some(i)) => {
+                if rng.below(3) == 0 {
+                    fs.open(i).unwrap();
+                    open_held.push(i);
+                }
+                let _ = fs.unlink(parent, n);
+                "unlink"
+            }
+            (10, Some(i)) => {
+                let _ = fs.link(i, if parent == d { ROOT_INO } else { d }, n);
+                let _ = fs.setxattr(i, b"user.x", Some(&vec![1u8; len as usize % 9000]), 0);
+                "link+xattr"
+            }
+            (_, Some(_)) => {
+                if let Some(i) = open_held.pop() {
+                    fs.release(i).unwrap();
+                }
+                "release"
+            }
+        };
+        last = format!("{last} {what}");
+        if op % 25 == 24 {
+            // A snapshot of the media as a crash would leave it: after mount it is clean.
+            let snap = bytes_of(&fs.media);
+            let ctx = format!("seed {seed} op {op}:{last}");
+            let r = fsck::check(&mem(&snap), false);
+            assert!(
+                r.codes().iter().all(|c| *c == "orphan-reclaim"),
+                "{ctx}: {r:#?}"
+            );
+            let after = into_media(mount_bytes(&snap).unwrap());
+            let r = fsck::check(&after, false);
+            assert!(r.is_clean(), "{ctx}: after mount: {r:#?}");
+            last.clear();
+        }
+        if op % 100 == 99 {
+            for i in open_held.drain(..) {
+                fs.release(i).unwrap();
+            }
+            fs.unmount().unwrap();
+            let m = into_media(fs);
+            let r = fsck::check(&m, false);
+            assert!(r.is_clean(), "seed {seed} op {op}: after unmount: {r:#?}");
+            fs = Fs::mount(m, FsOptions::default()).unwrap();
+        }
+    }
+    let st = fs.share_stats();
+    println!(
+        "core_workloads_stay_clean: {} free blocks, {} shared blocks, {} refcount records",
+        fs.free_blocks(),
+        st.shared_blocks,
+        st.refcount_records
+    );
+}
