@@ -145,6 +145,22 @@ impl Mounted {
         }
     }
 
+    /// Kill the daemon (a crash), detach the mount, reap the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+        let t0 = Instant::now();
+        while is_mounted(self.dir.path()) && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Unmount, require fsck clean, mount again.
     pub fn cycle(self, opts: &str) -> Mounted {
         let image = self.image.clone();
