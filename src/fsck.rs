@@ -40,10 +40,16 @@
 //!   root (or in a cycle), are moved into `/lost+found` (created when missing)
 //!   under the name `#INO`. An unreachable inode with `nlink == 0` and no orphan
 //!   record is freed (`inode-unlinked`), as its last unlink evidently happened.
-//! - A block referenced twice (format v1 has no shared extents): the first
-//!   owner in the order record blocks, xattr blobs, extents (chain order),
-//!   deferred-free ranges keeps it; the later extent record / xattr pointer /
-//!   orphan record is dropped.
+//! - Extents may share blocks (reflink): the truth is the extent records, and
+//!   the refcount records must say, for every block mapped twice or more, how
+//!   many times it is mapped (and nothing for the others). A mismatch is
+//!   `refcount-wrong`; repair rewrites the refcount records from the extents
+//!   (as xfs_repair rebuilds its refcount btree), so no mapping is lost.
+//! - Any other double use is `block-dup`: record blocks, xattr blobs and
+//!   deferred-free ranges own their blocks exclusively. The first owner in the
+//!   order record blocks, xattr blobs, extents (chain order), deferred-free
+//!   ranges keeps the block; the later extent record / xattr pointer / orphan
+//!   record is dropped.
 //! - Bad records are zeroed (their slot becomes free); bad inodes are freed;
 //!   bad xattr pointers are cleared; a broken record chain is cut before the
 //!   bad link; an unreadable roots block is rebuilt by scanning the data area

@@ -1433,3 +1433,63 @@ fn core_workloads_stay_clean() {
         st.refcount_records
     );
 }
+
+/// Makes a large populated image for timing the checker:
+/// `FSCK_LARGE_IMAGE=/tmp/big.img FSCK_LARGE_MB=4096 cargo test --test fsck -- --ignored large_image`,
+/// then `time target/release/fsck-daxlink -n /tmp/big.img`.
+#[test]
+#[ignore]
+fn large_image() {
+    let path = PathBuf::from(
+        std::env::var("FSCK_LARGE_IMAGE").unwrap_or_else(|_| "/tmp/fsck-large.img".into()),
+    );
+    let mb: u64 = std::env::var("FSCK_LARGE_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4096);
+    let files: u64 = std::env::var("FSCK_LARGE_FILES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20000);
+    let _ = std::fs::remove_file(&path);
+    daxlink::mkfs::mkfs_path(&path, Some(mb << 20), true, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(
+        Media::open(&path, PersistMode::None, false).unwrap(),
+        FsOptions::default(),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let mut dir = ROOT_INO;
+    let mut prev = None;
+    for i in 0..files {
+        if i % 1000 == 0 {
+            dir = fs
+                .mkdir(ROOT_INO, format!("d{i}").as_bytes(), 0o755, C)
+                .unwrap()
+                .ino;
+        }
+        let f = fs
+            .mknod(dir, format!("f{i}").as_bytes(), libc::S_IFREG | 0o644, 0, C)
+            .unwrap()
+            .ino;
+        fs.write(f, 0, &vec![i as u8; (1 + i % 7) as usize * 4096], false)
+            .unwrap();
+        if i % 10 == 0 {
+            if let Some(p) = prev {
+                fs.clone_range(p, 0, f, 64 * BS, 0, None).unwrap();
+            }
+        }
+        prev = Some(f);
+    }
+    fs.unmount().unwrap();
+    drop(fs);
+    println!("populated in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let r = fsck::check_path(&path, false);
+    println!(
+        "fsck -n (debug build) in {:?}: {}",
+        t.elapsed(),
+        r.summary("big")
+    );
+    assert!(r.is_clean(), "{r:#?}");
+}
