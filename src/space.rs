@@ -157,6 +157,34 @@ impl Space {
         None
     }
 
+    /// Reserve one run of exactly `want` contiguous blocks, or nothing.
+    pub fn reserve_contiguous(&mut self, want: u64) -> Option<u64> {
+        if want == 0 || want > self.free {
+            return None;
+        }
+        let n = self.nblocks;
+        let used = |bits: &[u64], j: u64| bits[(j / 64) as usize] & (1 << (j % 64)) != 0;
+        let mut i = 0u64;
+        while i + want <= n {
+            if used(&self.bits, i) {
+                i += 1;
+                continue;
+            }
+            let mut len = 0;
+            while len < want && !used(&self.bits, i + len) {
+                len += 1;
+            }
+            if len == want {
+                for j in i..i + want {
+                    self.set_dram(j, true);
+                }
+                return Some(self.data_start + i);
+            }
+            i += len + 1;
+        }
+        None
+    }
+
     /// Reserve `want` blocks in as few runs as possible, or nothing (ENOSPC).
     pub fn reserve_many(&mut self, want: u64, goal: Option<u64>) -> Option<Vec<(u64, u64)>> {
         if want > self.free {

@@ -261,6 +261,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Reserve one contiguous run of `n` blocks (undone if uncommitted).
+    pub fn reserve_contiguous(&mut self, n: u64) -> FsResult<u64> {
+        let p = self.m.space.reserve_contiguous(n).ok_or(FsError::NoSpace)?;
+        self.undo.push(Undo::Reserve(p, n));
+        Ok(p)
+    }
+
     /// Record blocks as used on media (they must be reserved in DRAM already).
     pub fn blocks_used(&mut self, phys: u64, len: u64) -> FsResult<()> {
         self.check_range(phys, len)?;

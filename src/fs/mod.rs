@@ -2393,11 +2393,7 @@ impl Fs {
         let mut rec = g.rec.clone();
         if nblocks > 0 {
             // Copy-on-write the blob: new blocks, then switch the pointer atomically.
-            let runs = ctx.reserve(nblocks, None)?;
-            if runs.len() != 1 {
-                return Err(FsError::NoSpace);
-            }
-            let (p, _) = runs[0];
+            let p = ctx.reserve_contiguous(nblocks)?;
             let mut padded = blob.clone();
             padded.resize((nblocks * BS) as usize, 0);
             self.media.write_at(p * BS, &padded)?;
