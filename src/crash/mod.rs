@@ -172,6 +172,9 @@ pub struct Summary {
     pub crash_points: usize,
     pub crash_states: u64,
     pub failures: u64,
+    /// Largest number of 8-byte units still in flight when an operation
+    /// returned, over all workloads (0: every operation is durable on return).
+    pub in_flight_at_return: usize,
     /// Up to a few per workload.
     pub failed: Vec<Failure>,
     /// Workloads with at least one failure.
@@ -188,6 +191,7 @@ impl Summary {
             "crash_points": self.crash_points,
             "crash_states": self.crash_states,
             "failures": self.failures,
+            "in_flight_at_return": self.in_flight_at_return,
             "failed_workloads": self.failed_workloads.len(),
             "seed": self.seed,
             "max_states": self.max_states,
@@ -250,7 +254,17 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 
 /// Replay a recorded trace and call `f` for every crash point of the
 /// workload's crash operations, with the walker positioned at it.
-fn walk(base: &Base, w: &Workload, rec: &Recorded, mut f: impl FnMut(&Walker, &Epoch)) {
+///
+/// Returns, for every workload operation, the 8-byte units still in flight
+/// when it returned (0 everywhere means every operation is durable on return,
+/// so fsync has nothing left to do).
+fn walk(
+    base: &Base,
+    w: &Workload,
+    rec: &Recorded,
+    mut f: impl FnMut(&Walker, &Epoch),
+) -> Vec<usize> {
+    let mut at_return = Vec::new();
     let (lo, hi) = w.crash_ops();
     let mut walker = Walker::new(base.image.clone());
     let mut op = 0usize;
@@ -271,6 +285,9 @@ fn walk(base: &Base, w: &Workload, rec: &Recorded, mut f: impl FnMut(&Walker, &E
                 prev_fence_op = op;
             }
             Event::Op(n) => {
+                if *n >= 2 && *n <= w.ops.len() + 1 {
+                    at_return.push(walker.in_flight());
+                }
                 if op == hi && *n == hi + 1 {
                     // The end of the last crash operation: one more crash point.
                     let mut ep = walker.epoch(prev_fence_op, op);
@@ -282,6 +299,7 @@ fn walk(base: &Base, w: &Workload, rec: &Recorded, mut f: impl FnMut(&Walker, &E
             }
         }
     }
+    at_return
 }
 
 fn window<'a>(rec: &'a Recorded, ep: &Epoch) -> Vec<&'a Snapshot> {
@@ -314,6 +332,7 @@ pub fn check_image(image: &[u8], window: &[&Snapshot]) -> Result<(), String> {
         media.write_at(0, image).map_err(|e| e.to_string())?;
         let fs = Fs::mount(media, FsOptions::default())
             .map_err(|e| format!("mount (recovery) failed: {e}"))?;
+        oracle::fsck_clean(&fs.media).map_err(|e| format!("after recovery: {e}"))?;
         let probs = oracle::consistency(&fs);
         if !probs.is_empty() {
             return Err(format!("inconsistent after recovery: {}", probs.join("; ")));
@@ -363,28 +382,35 @@ pub fn water_fill(demands: &[u64], total: u64) -> Vec<u64> {
 // Running
 // ---------------------------------------------------------------------------
 
-/// Select workloads by name, group, or prefix glob.
+/// Select workloads: a comma-separated list of `all`, `seq0`, `seq1`,
+/// `seq2`, exact names, or prefixes ending in `*` (in generation order).
 pub fn select(all: Vec<Workload>, sel: &str) -> Result<Vec<Workload>, String> {
-    let out: Vec<Workload> = match sel {
-        "all" => all,
-        "seq0" | "seq1" | "seq2" => all
-            .into_iter()
-            .filter(|w| w.name.starts_with(&format!("{sel}/")))
-            .collect(),
-        s if s.ends_with('*') => {
-            let p = &s[..s.len() - 1];
-            all.into_iter().filter(|w| w.name.starts_with(p)).collect()
-        }
-        s => all.into_iter().filter(|w| w.name == s).collect(),
+    let parts: Vec<&str> = sel.split(',').filter(|p| !p.is_empty()).collect();
+    let matches = |name: &str, p: &str| match p {
+        "all" => true,
+        "seq0" | "seq1" | "seq2" => name.starts_with(&format!("{p}/")),
+        p if p.ends_with('*') => name.starts_with(&p[..p.len() - 1]),
+        p => name == p,
     };
+    for p in &parts {
+        if !all.iter().any(|w| matches(&w.name, p)) {
+            return Err(format!("no workload matches {p:?} (see --list)"));
+        }
+    }
+    let out: Vec<Workload> = all
+        .into_iter()
+        .filter(|w| parts.iter().any(|p| matches(&w.name, p)))
+        .collect();
     if out.is_empty() {
-        return Err(format!("no workload matches {sel:?} (see --list)"));
+        return Err("no workload selected".into());
     }
     Ok(out)
 }
 
 struct WorkResult {
     points: usize,
+    /// Largest number of units in flight when an operation returned.
+    in_flight_at_return: usize,
     states: u64,
     failures: u64,
     failed: Vec<Failure>,
@@ -394,6 +420,7 @@ struct WorkResult {
 fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> WorkResult {
     let mut res = WorkResult {
         points: 0,
+        in_flight_at_return: 0,
         states: 0,
         failures: 0,
         failed: Vec::new(),
@@ -409,7 +436,7 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
     };
     let mut seen = HashSet::new();
     let wseed = cfg.seed ^ hash_str(&w.name);
-    walk(base, w, &rec, |walker, ep| {
+    let at_return = walk(base, w, &rec, |walker, ep| {
         res.points += 1;
         if cfg.max_failures_per_workload > 0 && res.failed.len() >= cfg.max_failures_per_workload {
             return;
@@ -451,6 +478,7 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
             }
         }
     });
+    res.in_flight_at_return = at_return.into_iter().max().unwrap_or(0);
     res
 }
 
@@ -519,6 +547,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     for (w, r) in ws.iter().zip(results) {
         s.crash_points += r.points;
         s.crash_states += r.states;
+        s.in_flight_at_return = s.in_flight_at_return.max(r.in_flight_at_return);
         s.failures += r.failures;
         if let Some(e) = r.error {
             s.failures += 1;
@@ -563,7 +592,7 @@ pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
         if ep.point != point {
             return;
         }
-        let r = ep.decode(subset).and_then(|choice| {
+        let r = ep.decode(subset).map(|choice| {
             let img = walker.image(ep, &choice);
             let win = window(&rec, ep);
             let desc = format!(
@@ -577,7 +606,7 @@ pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
                 ep.op_lo.max(1) - 1,
                 ep.op_hi
             );
-            Ok((desc, check_image(&img, &win)))
+            (desc, check_image(&img, &win))
         });
         out = Some(r);
     });
@@ -707,18 +736,21 @@ pub fn cli(a: CrashArgs) -> i32 {
             );
             println!("  persisted beyond the durable image: {:?}", f.persisted);
             println!(
-                "  replay: daxlink crashtest --seed {} --replay '{}'",
-                s.seed,
+                "  replay: daxlink crashtest{} --replay '{}'",
+                inject
+                    .map(|b| format!(" --inject {}", b.name()))
+                    .unwrap_or_default(),
                 f.repro()
             );
         }
         println!(
-            "workloads: {}  crash points: {}  crash states: {}  failures: {} (in {} workloads)  seed: {}  {:.1}s",
+            "workloads: {}  crash points: {}  crash states: {}  failures: {} (in {} workloads)  in flight at return: {}  seed: {}  {:.1}s",
             s.workloads,
             s.crash_points,
             s.crash_states,
             s.failures,
             s.failed_workloads.len(),
+            s.in_flight_at_return,
             s.seed,
             s.seconds
         );

@@ -2,25 +2,30 @@
 //!
 //! A [`Snapshot`] is the *semantic* state of a mounted filesystem, read
 //! through the core API: every path with its node (inode number, type, mode,
-//! owner, link count, size, symlink target, xattrs, extent map) and every
-//! file's bytes. Timestamps are left out (an operation that runs several
-//! transactions, such as punch, legitimately stamps intermediate times).
+//! owner, link count, size, symlink target, xattrs, which logical blocks are
+//! mapped), every file's bytes, and (not compared) where each extent lies
+//! physically. Timestamps are left out (an operation that runs several
+//! transactions, such as punch, legitimately stamps intermediate times), and
+//! so are physical block numbers (copy-on-write moves data without changing
+//! what a user can observe).
 //!
 //! For a crash state whose window (see `mod.rs`) holds the snapshots
 //! `W[0..k]` taken at operation boundaries, [`compare`] requires:
 //!
 //! 1. **Metadata all-or-nothing**: the recovered snapshot's nodes (names,
-//!    links, modes, sizes, xattrs, symlink targets, extent maps) equal those
-//!    of some `W[x]` exactly.
-//! 2. **File bytes**: every aligned 8-byte chunk of every file (below its
-//!    size) equals `W[x]`'s chunk, except where daxlink writes in place
-//!    (ordered mode: an overwrite of a block that stays mapped is not atomic):
-//!    a chunk may also hold the value of a *later* window state `W[y]`
-//!    (y > x) if that chunk lies in the same physical block in `W[x]` and
-//!    `W[y]` and is below `W[y]`'s size. So data written before the metadata
-//!    that publishes it must be complete once that metadata is, new blocks
-//!    never show anything but the written bytes or zeros (no stale data), and
-//!    bytes outside the written range never change.
+//!    hard links, modes, owners, link counts, sizes, xattrs, symlink targets,
+//!    mapped logical blocks) equal those of some `W[x]` exactly.
+//! 2. **File bytes** (ordered mode: file data is written, in place or into
+//!    new blocks, and flushed before the metadata transaction that
+//!    publishes it; an overwrite in place is not atomic): every aligned
+//!    8-byte chunk of every file below its size equals `W[x]`'s chunk, or the
+//!    chunk of a *later* window state `W[y]` (y > x, chunk below `W[y]`'s
+//!    size) whose block is the one `W[x]` maps there (written in place) or
+//!    the one the recovered state maps there (a copy-on-write target). So
+//!    data published by committed metadata is complete, a new block never
+//!    shows anything but what was written or zeros (no stale data from a
+//!    previous owner), bytes outside the written ranges never change, and a
+//!    later state's bytes appear only where that state wrote them.
 //!
 //! [`consistency`] is the structural check (every name resolves, `..` is the
 //! parent, link counts, no used inode unreachable, no orphan left after
@@ -42,6 +47,7 @@ use crate::format::{
 };
 use crate::fs::{journal_geometry, read_superblock, Cred, Fs, FsOptions};
 use crate::journal::Journal;
+use crate::media::Media;
 use crate::space::Space;
 
 const BS: u64 = BLOCK_SIZE;
@@ -67,8 +73,10 @@ pub struct Node {
     pub size: u64,
     pub target: Vec<u8>,
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// (logical block, physical block, blocks).
-    pub extents: Vec<(u64, u64, u64)>,
+    /// Mapped logical blocks as (first, count) runs. Where they lie
+    /// physically is not semantic (copy-on-write moves blocks): see
+    /// [`Snapshot::layout`].
+    pub mapped: Vec<(u64, u64)>,
 }
 
 /// The semantic state of a mounted filesystem.
@@ -80,6 +88,22 @@ pub struct Snapshot {
     pub data: BTreeMap<u64, Vec<u8>>,
     /// Each directory's ".." as readdir reports it, by directory inode.
     pub dotdot: BTreeMap<u64, u64>,
+    /// Extents (logical block, physical block, blocks) by inode.
+    pub layout: BTreeMap<u64, Vec<(u64, u64, u64)>>,
+}
+
+/// Logical runs of an extent list, merged.
+fn mapped_runs(ext: &[(u64, u64, u64)]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = ext.iter().map(|(l, _, n)| (*l, *n)).collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (l, n) in v {
+        match out.last_mut() {
+            Some((a, b)) if *a + *b == l => *b += n,
+            _ => out.push((l, n)),
+        }
+    }
+    out
 }
 
 fn join(parent: &str, name: &[u8]) -> String {
@@ -91,8 +115,11 @@ fn join(parent: &str, name: &[u8]) -> String {
     }
 }
 
+/// A directory's entries (name, inode), without "." and "..".
+pub type Entries = Vec<(Vec<u8>, u64)>;
+
 /// Every entry of a directory (without "." and "..") and its "..".
-pub fn list_dir(fs: &Fs, ino: u64) -> FsResult<(Vec<(Vec<u8>, u64)>, u64)> {
+pub fn list_dir(fs: &Fs, ino: u64) -> FsResult<(Entries, u64)> {
     let mut out = Vec::new();
     let mut off = 0;
     let mut dotdot = 0;
@@ -139,6 +166,7 @@ pub fn capture(fs: &Fs) -> FsResult<Snapshot> {
         } else {
             Vec::new()
         };
+        let extents = fs.extents(ino)?;
         let node = Node {
             ino,
             kind,
@@ -149,8 +177,9 @@ pub fn capture(fs: &Fs) -> FsResult<Snapshot> {
             size: if kind == Kind::Dir { 0 } else { a.size },
             target,
             xattrs,
-            extents: fs.extents(ino)?,
+            mapped: mapped_runs(&extents),
         };
+        s.layout.insert(ino, extents);
         if kind == Kind::File && !s.data.contains_key(&ino) {
             s.data.insert(ino, fs.read(ino, 0, a.size as usize)?);
         }
@@ -212,10 +241,10 @@ fn node_diff(a: &Snapshot, b: &Snapshot) -> Vec<String> {
                             .collect::<Vec<_>>()
                     ));
                 }
-                if x.extents != y.extents {
+                if x.mapped != y.mapped {
                     d.push(format!(
-                        "extents {:?} (expected {:?})",
-                        x.extents, y.extents
+                        "mapped blocks {:?} (expected {:?})",
+                        x.mapped, y.mapped
                     ));
                 }
                 if x.uid != y.uid || x.gid != y.gid {
@@ -236,35 +265,30 @@ fn phys_of(ext: &[(u64, u64, u64)], l: u64) -> Option<u64> {
         .map(|(s, p, _)| p + (l - s))
 }
 
-fn extents_by_ino(s: &Snapshot) -> HashMap<u64, (&Vec<(u64, u64, u64)>, u64)> {
-    s.nodes
-        .values()
-        .filter(|n| n.kind == Kind::File)
-        .map(|n| (n.ino, (&n.extents, n.size)))
-        .collect()
-}
-
 fn check_bytes(r: &Snapshot, window: &[&Snapshot], x: usize) -> Result<(), String> {
-    let xe = extents_by_ino(window[x]);
-    let later: Vec<_> = window[x + 1..]
-        .iter()
-        .map(|w| (extents_by_ino(w), *w))
-        .collect();
+    let size_of = |s: &Snapshot, ino: u64| {
+        s.nodes
+            .values()
+            .find(|n| n.ino == ino && n.kind == Kind::File)
+            .map(|n| n.size)
+    };
+    let phys = |s: &Snapshot, ino: u64, l: u64| s.layout.get(&ino).and_then(|e| phys_of(e, l));
     for (ino, bytes) in &r.data {
         let want = &window[x].data[ino];
-        let (xext, _) = xe[ino];
         let mut c = 0usize;
         while c < bytes.len() {
             let e = (c + 8).min(bytes.len());
             if bytes[c..e] != want[c..e] {
                 let l = c as u64 / BS;
-                let ok = later.iter().any(|(ye, w)| {
-                    let Some((yext, ysize)) = ye.get(ino) else {
-                        return false;
-                    };
-                    *ysize >= e as u64
-                        && phys_of(xext, l).is_some()
-                        && phys_of(xext, l) == phys_of(yext, l)
+                let (pr, px) = (phys(r, *ino, l), phys(window[x], *ino, l));
+                // A later state's bytes, in a block written in place (mapped at
+                // the same place in both states) or that the recovered state
+                // already maps (a copy-on-write target).
+                let ok = window[x + 1..].iter().any(|w| {
+                    let py = phys(w, *ino, l);
+                    size_of(w, *ino).is_some_and(|ys| ys >= e as u64)
+                        && py.is_some()
+                        && (py == px || py == pr)
                         && w.data[ino][c..e] == bytes[c..e]
                 });
                 if !ok {
@@ -278,10 +302,10 @@ fn check_bytes(r: &Snapshot, window: &[&Snapshot], x: usize) -> Result<(), Strin
                         "{path} (inode {ino}) bytes {c}..{e}: {:02x?}, expected {:02x?}{}",
                         &bytes[c..e],
                         &want[c..e],
-                        if later.is_empty() {
-                            String::new()
+                        if x + 1 < window.len() {
+                            " or a later state's bytes in the same block"
                         } else {
-                            " or a later state's bytes in the same block".into()
+                            ""
                         }
                     ));
                 }
@@ -325,6 +349,24 @@ pub fn compare(r: &Snapshot, window: &[&Snapshot]) -> Result<usize, String> {
         x,
         d.join("; ")
     ))
+}
+
+/// The filesystem checker (`fsck-daxlink -n`) must find nothing.
+pub fn fsck_clean(media: &Media) -> Result<(), String> {
+    let r = crate::fsck::check(media, false);
+    if r.is_clean() {
+        return Ok(());
+    }
+    let mut what: Vec<String> = r
+        .findings
+        .iter()
+        .take(5)
+        .map(|f| format!("{}: {}", f.code, f.message))
+        .collect();
+    if let Some(e) = r.error {
+        what.insert(0, e);
+    }
+    Err(format!("fsck is not clean: {}", what.join("; ")))
 }
 
 /// Structural consistency of a mounted filesystem (see the module comment).
@@ -460,7 +502,7 @@ pub fn consistency(fs: &Fs) -> Vec<String> {
     }
     let mut maps: BTreeMap<u64, u32> = BTreeMap::new();
     for n in inodes.values() {
-        for (_, p, len) in &n.extents {
+        for (_, p, len) in snap.layout.get(&n.ino).map_or(&[][..], |v| &v[..]) {
             for b in *p..p + len {
                 *maps.entry(b).or_default() += 1;
             }
@@ -622,6 +664,7 @@ pub fn usability(fs: Fs) -> Result<(), String> {
     fs.unmount().map_err(|x| e("unmount", x))?;
     let Fs { media, .. } = fs;
     let media = Arc::try_unwrap(media).map_err(|_| "media still shared".to_string())?;
+    fsck_clean(&media).map_err(|x| format!("after deleting everything and unmounting: {x}"))?;
     let fs = Fs::mount(media, FsOptions::default()).map_err(|x| e("mount after unmount", x))?;
     let probs = consistency(&fs);
     if !probs.is_empty() {

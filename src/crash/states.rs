@@ -357,7 +357,7 @@ impl Epoch {
         let mixed = std::iter::from_fn(move || {
             // Two line states, then one random, until the line states run out.
             tick += 1;
-            if tick % 3 != 0 {
+            if !tick.is_multiple_of(3) {
                 if let Some(s) = ls.next() {
                     return Some(s);
                 }

@@ -449,7 +449,7 @@ pub fn candidates(s: &Snapshot) -> Vec<Op> {
         if size > 0 {
             out.push(Op::Truncate {
                 path: p.clone(),
-                size: size / 2 | 1,
+                size: (size / 2) | 1,
             });
         }
         out.push(Op::Truncate {
