@@ -14,7 +14,9 @@
 //!    orphan reclaim), checked for structural consistency, compared with the
 //!    semantic states at the operation boundaries of its window, then used
 //!    (grow, create, write, delete everything), unmounted, mounted and
-//!    checked again.
+//!    checked again. When the recovery itself writes (a journal replay, an
+//!    orphan reclaim), it is interrupted too, at each of its fences, and a
+//!    second recovery must reach exactly the same state.
 //!
 //! **Window.** daxlink's operations are synchronous (ARCHITECTURE.md: when
 //! one returns, its data and metadata are durable; fsync only fences). So a
@@ -40,14 +42,14 @@ pub mod workload;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::fs::{Fs, FsOptions};
 use crate::journal::Inject;
 use crate::media::Media;
 use oracle::Snapshot;
-use record::Event;
+use record::{Event, Recorder};
 use rng::hash_str;
 use states::{Epoch, Walker};
 use workload::{Base, Recorded, Workload};
@@ -171,6 +173,8 @@ pub struct Summary {
     pub workloads: usize,
     pub crash_points: usize,
     pub crash_states: u64,
+    /// Interrupted recoveries checked (crash states of a recovery).
+    pub recovery_states: u64,
     pub failures: u64,
     /// Largest number of 8-byte units still in flight when an operation
     /// returned, over all workloads (0: every operation is durable on return).
@@ -190,6 +194,7 @@ impl Summary {
             "workloads": self.workloads,
             "crash_points": self.crash_points,
             "crash_states": self.crash_states,
+            "recovery_crash_states": self.recovery_states,
             "failures": self.failures,
             "in_flight_at_return": self.in_flight_at_return,
             "failed_workloads": self.failed_workloads.len(),
@@ -325,13 +330,24 @@ fn ops_label(w: &Workload, ep: &Epoch) -> String {
     }
 }
 
-/// Mount a crash image and apply every rule of the oracle.
-pub fn check_image(image: &[u8], window: &[&Snapshot]) -> Result<(), String> {
+/// Crash states per fence of an interrupted recovery.
+const RECOVERY_POINT_CAP: usize = 3;
+
+/// Mount a crash image and apply every rule of the oracle. When recovery
+/// itself writes more than the superblocks (a journal replay, an orphan
+/// reclaim), it is also interrupted at each of its fences (nothing in
+/// flight, everything, the first store alone): mounting that image again
+/// must give exactly the same state. Returns how many such interrupted
+/// recoveries were checked.
+pub fn check_image(image: &[u8], window: &[&Snapshot]) -> Result<u64, String> {
     guarded(|| {
-        let media = Media::anonymous(image.len() as u64).map_err(|e| e.to_string())?;
+        let mut media = Media::anonymous(image.len() as u64).map_err(|e| e.to_string())?;
         media.write_at(0, image).map_err(|e| e.to_string())?;
+        let rec = Arc::new(Recorder::new());
+        media.set_observer(Some(rec.clone()));
         let fs = Fs::mount(media, FsOptions::default())
             .map_err(|e| format!("mount (recovery) failed: {e}"))?;
+        let trace = rec.take();
         oracle::fsck_clean(&fs.media).map_err(|e| format!("after recovery: {e}"))?;
         let probs = oracle::consistency(&fs);
         if !probs.is_empty() {
@@ -339,8 +355,59 @@ pub fn check_image(image: &[u8], window: &[&Snapshot]) -> Result<(), String> {
         }
         let snap = oracle::capture(&fs).map_err(|e| format!("reading the tree: {e}"))?;
         oracle::compare(&snap, window)?;
-        oracle::usability(fs).map_err(|e| format!("not usable after recovery: {e}"))
+        let n = check_recovery_crashes(image, &trace, &snap)?;
+        oracle::usability(fs).map_err(|e| format!("not usable after recovery: {e}"))?;
+        Ok(n)
     })
+}
+
+fn check_recovery_crashes(image: &[u8], trace: &[Event], want: &Snapshot) -> Result<u64, String> {
+    let fences = trace.iter().filter(|e| matches!(e, Event::Fence)).count();
+    if fences <= 2 {
+        // Only the superblock rewrite of every mount (the seq0 workload covers it).
+        return Ok(0);
+    }
+    let mut w = Walker::new(image.to_vec());
+    let mut checked = 0;
+    let mut seen = HashSet::new();
+    for ev in trace {
+        match ev {
+            Event::Store { off, data } => w.store(*off, data),
+            Event::Flush { off, len } => w.flush(*off, *len),
+            Event::Op(_) => {}
+            Event::Fence => {
+                let ep = w.epoch(0, 0);
+                for choice in ep.choices(w.fences() as u64).take(RECOVERY_POINT_CAP) {
+                    if !seen.insert(w.state_hash(&ep, &choice)) {
+                        continue;
+                    }
+                    checked += 1;
+                    let img = w.image(&ep, &choice);
+                    let what = || {
+                        format!(
+                            "recovery interrupted after {} of its fences (persisted {:?})",
+                            w.fences(),
+                            ep.persisted_ranges(&choice)
+                        )
+                    };
+                    let media = Media::anonymous(img.len() as u64).map_err(|e| e.to_string())?;
+                    media.write_at(0, &img).map_err(|e| e.to_string())?;
+                    let fs = Fs::mount(media, FsOptions::default())
+                        .map_err(|e| format!("{}: mount failed: {e}", what()))?;
+                    oracle::fsck_clean(&fs.media).map_err(|e| format!("{}: {e}", what()))?;
+                    let got = oracle::capture(&fs).map_err(|e| format!("{}: {e}", what()))?;
+                    if got.nodes != want.nodes || got.data != want.data {
+                        return Err(format!(
+                            "{}: the second recovery gives another state than the first",
+                            what()
+                        ));
+                    }
+                }
+                w.fence();
+            }
+        }
+    }
+    Ok(checked)
 }
 
 // ---------------------------------------------------------------------------
@@ -409,6 +476,7 @@ pub fn select(all: Vec<Workload>, sel: &str) -> Result<Vec<Workload>, String> {
 
 struct WorkResult {
     points: usize,
+    recovery_states: u64,
     /// Largest number of units in flight when an operation returned.
     in_flight_at_return: usize,
     states: u64,
@@ -420,6 +488,7 @@ struct WorkResult {
 fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> WorkResult {
     let mut res = WorkResult {
         points: 0,
+        recovery_states: 0,
         in_flight_at_return: 0,
         states: 0,
         failures: 0,
@@ -455,7 +524,11 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
             taken += 1;
             res.states += 1;
             let img = walker.image(ep, &choice);
-            if let Err(e) = check_image(&img, &win) {
+            let r = check_image(&img, &win);
+            if let Ok(n) = r {
+                res.recovery_states += n;
+            }
+            if let Err(e) = r {
                 res.failures += 1;
                 if cfg.max_failures_per_workload == 0
                     || res.failed.len() < cfg.max_failures_per_workload
@@ -547,6 +620,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     for (w, r) in ws.iter().zip(results) {
         s.crash_points += r.points;
         s.crash_states += r.states;
+        s.recovery_states += r.recovery_states;
         s.in_flight_at_return = s.in_flight_at_return.max(r.in_flight_at_return);
         s.failures += r.failures;
         if let Some(e) = r.error {
@@ -606,7 +680,7 @@ pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
                 ep.op_lo.max(1) - 1,
                 ep.op_hi
             );
-            (desc, check_image(&img, &win))
+            (desc, check_image(&img, &win).map(|_| ()))
         });
         out = Some(r);
     });
@@ -744,10 +818,11 @@ pub fn cli(a: CrashArgs) -> i32 {
             );
         }
         println!(
-            "workloads: {}  crash points: {}  crash states: {}  failures: {} (in {} workloads)  in flight at return: {}  seed: {}  {:.1}s",
+            "workloads: {}  crash points: {}  crash states: {} (+{} in recovery)  failures: {} (in {} workloads)  in flight at return: {}  seed: {}  {:.1}s",
             s.workloads,
             s.crash_points,
             s.crash_states,
+            s.recovery_states,
             s.failures,
             s.failed_workloads.len(),
             s.in_flight_at_return,
