@@ -11,7 +11,8 @@
 # against the source's extent count, copy-on-write random-write throughput on a fresh clone
 # against unshared files, mount time of an empty image and of one holding those files, and
 # the daemon's resident memory. Timings are repeated (BENCH_REPEAT, default 5; 3 when
-# quick) and the median is reported. Prints tables and writes everything as JSON to
+# quick; each fio job 3 times, alternating which filesystem goes first) and the median
+# is reported. Prints tables and writes everything as JSON to
 # BENCH_OUT (default /tmp/daxlink-bench-DATE.json). BENCH_BIN=DIR runs DIR/daxlink and
 # DIR/mkfs-daxlink (e.g. target/release) instead of installing. Everything it mounted or
 # created is unmounted and removed on exit, also on failure or Ctrl-C.
@@ -28,9 +29,11 @@ QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
   FS_SIZE=1G JOB_SIZE=64M VERIFY_SIZE=16M RUNTIME=5 NRFILES=500
   BIG=64M SMALL=4M EXTENTS="1 100 1000" COW_SIZE=32M REPEAT=${BENCH_REPEAT:-3} COW_REPEAT=1
+  FIO_REPEAT=1
 else
   FS_SIZE=4G JOB_SIZE=512M VERIFY_SIZE=128M RUNTIME=15 NRFILES=4000
-  BIG=1G SMALL=4M EXTENTS="1 1000 10000 100000" COW_SIZE=256M REPEAT=${BENCH_REPEAT:-5} COW_REPEAT=3
+  BIG=1G SMALL=4M EXTENTS="1 1000 10000 100000" COW_SIZE=256M REPEAT=${BENCH_REPEAT:-5} COW_REPEAT=5
+  FIO_REPEAT=3
 fi
 OUT=${BENCH_OUT:-/tmp/daxlink-bench-$(date +%Y%m%d-%H%M%S).json}
 
@@ -105,6 +108,8 @@ info verify_size "$VERIFY_SIZE"
 info runtime_cap_s "$RUNTIME"
 info nrfiles "$NRFILES"
 info repeat "$REPEAT"
+info fio_repeat "$FIO_REPEAT"
+info cow_repeat "$COW_REPEAT"
 info nproc "$(nproc)"
 info kernel "$(uname -r)"
 info fio_version "$(fio --version)"
@@ -126,26 +131,30 @@ mount -t tmpfs -o "size=$FS_SIZE" tmpfs "$TMNT"
 fio_env() { # fio_env DIR FILE SIZE: the environment every job file expects
   export FIO_DIR=$1 FIO_FILE=$2 FIO_SIZE=$3 FIO_RUNTIME=$RUNTIME FIO_NRFILES=$NRFILES
 }
-run_fio() { # run_fio FS LABEL JOBFILE: JSON into $RAW/fio--FS--LABEL.json
-  local fs=$1 label=$2 job=$3 out="$RAW/fio--$1--$2.json"
-  if ! fio --output-format=json --output="$out" "$job" 2>"$RAW/fio--$fs--$label.err"; then
-    cat "$RAW/fio--$fs--$label.err" >&2
+run_fio() { # run_fio FS LABEL JOBFILE RUN: JSON into $RAW/fio--FS--LABEL--RUN.json
+  local fs=$1 label=$2 job=$3 out="$RAW/fio--$1--$2--$4.json"
+  if ! fio --output-format=json --output="$out" "$job" 2>"$RAW/fio.err"; then
+    cat "$RAW/fio.err" >&2
     die "fio $job failed on $fs"
   fi
 }
-echo "== fio suite (size $JOB_SIZE, verify $VERIFY_SIZE, cap ${RUNTIME}s a job, $NRFILES small files)"
+echo "== fio suite (size $JOB_SIZE, verify $VERIFY_SIZE, cap ${RUNTIME}s a job, $NRFILES small files, $FIO_REPEAT runs)"
 for job in tests/fio/*.fio; do
   name=$(basename "$job" .fio)
   case $name in verify-*) continue ;; esac
-  for fs in daxlink tmpfs; do
-    mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
-    mkdir -p "$mnt/fio"
-    fio_env "$mnt/fio" "$mnt/fio/unused" "$JOB_SIZE"
-    printf '   %-16s %-8s' "$name" "$fs"
-    t=$(now_ns)
-    run_fio $fs "$name" "$job"
-    echo " $(ms_since "$t") ms wall"
-    rm -rf "$mnt/fio"
+  for i in $(seq 1 "$FIO_REPEAT"); do
+    # Alternate which filesystem goes first.
+    order="daxlink tmpfs"; [ $((i % 2)) = 0 ] && order="tmpfs daxlink"
+    for fs in $order; do
+      mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+      mkdir -p "$mnt/fio"
+      fio_env "$mnt/fio" "$mnt/fio/unused" "$JOB_SIZE"
+      printf '   %-16s %-8s' "$name" "$fs"
+      t=$(now_ns)
+      run_fio $fs "$name" "$job" "$i"
+      echo " $(ms_since "$t") ms wall"
+      rm -rf "$mnt/fio"
+    done
   done
 done
 rss after_fio_suite
@@ -155,10 +164,10 @@ for fs in daxlink tmpfs; do
   mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
   fio_env "$mnt" "$mnt/verify.dat" "$VERIFY_SIZE"
   echo "   verify-*         $fs"
-  run_fio $fs verify-write tests/fio/verify-write.fio
-  run_fio $fs verify-only tests/fio/verify-only.fio
+  run_fio $fs verify-write tests/fio/verify-write.fio 1
+  run_fio $fs verify-only tests/fio/verify-only.fio 1
   t=$(now_ns); cp "$mnt/verify.dat" "$mnt/verify.copy"; sample "cp_verify_file_ms.$fs" "$(ms_since "$t")"
-  FIO_FILE=$mnt/verify.copy run_fio $fs verify-only-copy tests/fio/verify-only.fio
+  FIO_FILE=$mnt/verify.copy run_fio $fs verify-only-copy tests/fio/verify-only.fio 1
   rm -f "$mnt/verify.dat" "$mnt/verify.copy"
 done
 rm -rf "${DMNT:?}"/* "${TMNT:?}"/*
@@ -216,9 +225,12 @@ for i in $(seq 1 "$COW_REPEAT"); do
   t=$(now_ns); "$DAXLINK" unshare "$DMNT/cow/unshared"; sample "unshare_ms.cow" "$(ms_since "$t")"
   fio --output-format=json --output=/dev/null --name=plain --filename="$DMNT/cow/plain" \
     --size="$COW_SIZE" --rw=write --bs=1M --ioengine=psync >/dev/null
-  cow_fio fresh_clone "$i" "$DMNT/cow/clone"
-  cow_fio unshared_clone "$i" "$DMNT/cow/unshared"
-  cow_fio never_shared "$i" "$DMNT/cow/plain"
+  # The three files in a rotating order.
+  runs=("fresh_clone clone" "unshared_clone unshared" "never_shared plain")
+  for k in 0 1 2; do
+    set -- ${runs[$(( (k + i) % 3 ))]}
+    cow_fio "$1" "$i" "$DMNT/cow/$2"
+  done
 done
 rm -rf "$DMNT/cow"
 "$DAXLINK" stat "$DMNT" >"$RAW/stat.txt" || true
