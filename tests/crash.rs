@@ -57,10 +57,10 @@ fn unknown_failures(s: &Summary) -> Vec<&Failure> {
 
 #[test]
 fn bounded_enumeration_finds_no_failure() {
-    let s = run(&cfg("seq0,seq1", 2500, None)).unwrap();
+    let s = run(&cfg("seq0,seq1", 2000, None)).unwrap();
     show(&s);
     assert!(s.workloads >= 60, "{} workloads", s.workloads);
-    assert!(s.crash_states >= 1500, "{} crash states", s.crash_states);
+    assert!(s.crash_states >= 1000, "{} crash states", s.crash_states);
     // Every operation is durable when it returns: fsync has nothing left to do.
     assert_eq!(s.in_flight_at_return, 0);
     let bad = unknown_failures(&s);
@@ -91,7 +91,7 @@ fn bounded_seq2_sample_finds_no_failure() {
 }
 
 fn catches(bug: Bug) {
-    let s = run(&cfg(PROOF_SET, 1200, Some(bug))).unwrap();
+    let s = run(&cfg(PROOF_SET, 600, Some(bug))).unwrap();
     show(&s);
     let caught = unknown_failures(&s);
     assert!(
@@ -115,7 +115,7 @@ fn catches(bug: Bug) {
 
 #[test]
 fn proof_set_passes_without_injected_bugs() {
-    let s = run(&cfg(PROOF_SET, 1200, None)).unwrap();
+    let s = run(&cfg(PROOF_SET, 600, None)).unwrap();
     show(&s);
     assert!(s.failed.is_empty(), "{:#?}", s.failed);
 }
