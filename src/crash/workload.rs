@@ -8,8 +8,9 @@
 //! applies to a state: create, mkdir, symlink, write past EOF, append,
 //! overwrite, truncate down and up, punch, zero-range, fallocate, rename
 //! (plain, NOREPLACE, EXCHANGE), link, unlink, rmdir, setxattr (new, replace,
-//! on a directory), removexattr, fsync, fdatasync, and the reflink operations
-//! clone, copy_file_range and dedupe. seq-1 is every candidate of the base
+//! on a directory), removexattr, fsync, fdatasync, the reflink operations
+//! clone, copy_file_range and dedupe, unlink of an open file, and pin +
+//! truncate (the proxy page model's deferred free). seq-1 is every candidate of the base
 //! state; seq-2 is every candidate pair whose second operation touches a path
 //! the first one touched.
 //!
@@ -140,6 +141,17 @@ pub enum Op {
         doff: u64,
         len: u64,
     },
+    /// Open the file, unlink it, and keep it open (an orphan until unmount).
+    UnlinkOpen {
+        path: String,
+    },
+    /// Pin the first block through an open file (pin_user_pages), then
+    /// truncate to `size`: the proxy page model defers the pinned block's
+    /// free with an orphan record. The pin is kept (DRAM only).
+    PinTruncate {
+        path: String,
+        size: u64,
+    },
 }
 
 /// Deterministic, non-zero, position-dependent bytes.
@@ -236,6 +248,8 @@ impl Op {
                 doff,
                 len,
             } => format!("dedupe:{src}:{dst}:{soff}:{doff}:{len}"),
+            Op::UnlinkOpen { path } => format!("unlink-open:{path}"),
+            Op::PinTruncate { path, size } => format!("pin-truncate:{path}:{size}"),
         }
     }
 
@@ -258,7 +272,9 @@ impl Op {
             | Op::Rmdir { path }
             | Op::SetXattr { path, .. }
             | Op::RemoveXattr { path, .. }
-            | Op::Fsync { path, .. } => vec![path],
+            | Op::Fsync { path, .. }
+            | Op::UnlinkOpen { path }
+            | Op::PinTruncate { path, .. } => vec![path],
             Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
             Op::Clone { src, dst, .. }
             | Op::CopyRange { src, dst, .. }
@@ -365,6 +381,18 @@ impl Op {
                 len,
             } => {
                 fs.copy_range(resolve(fs, src)?, *soff, resolve(fs, dst)?, *doff, *len)?;
+            }
+            Op::UnlinkOpen { path } => {
+                let ino = resolve(fs, path)?;
+                fs.open(ino)?;
+                let (p, n) = parent(fs, path)?;
+                fs.unlink(p, &n)?;
+            }
+            Op::PinTruncate { path, size } => {
+                let ino = resolve(fs, path)?;
+                let fh = fs.open(ino)?;
+                fs.pin(ino, fh, 0, BS.min(fs.getattr(ino)?.size), false, true)?;
+                fs.truncate(ino, *size)?;
             }
             Op::Dedupe {
                 src,
@@ -507,6 +535,13 @@ pub fn candidates(s: &Snapshot) -> Vec<Op> {
             }
         }
         out.push(Op::Unlink { path: p.clone() });
+        out.push(Op::UnlinkOpen { path: p.clone() });
+        if size > 0 {
+            out.push(Op::PinTruncate {
+                path: p.clone(),
+                size: 0,
+            });
+        }
     }
     // Reflink: whole blocks from the first file into the second (both directions once).
     for (i, a) in files.iter().enumerate() {
