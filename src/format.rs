@@ -931,7 +931,12 @@ pub fn decode_tx(area: &[u8], want_seq: u64) -> TxState {
     let n = Le::u32(area, 4) as usize;
     let payload = Le::u64(area, 16);
     let end = match (TX_HDR_SIZE as u64).checked_add(payload) {
-        Some(e) if e + COMMIT_SIZE as u64 <= area.len() as u64 => e as usize,
+        Some(e)
+            if e.checked_add(COMMIT_SIZE as u64)
+                .is_some_and(|x| x <= area.len() as u64) =>
+        {
+            e as usize
+        }
         _ => return TxState::Torn { seq },
     };
     let cm = &area[end..end + COMMIT_SIZE];

@@ -185,10 +185,13 @@ impl Journal {
     pub fn inspect(media: &Media, geo: JournalGeometry) -> Result<(u64, TxState), JournalError> {
         let hdr = JournalHdr::decode(&media.read_vec(geo.hdr_off(), format::JHDR_SIZE)?)?;
         let area = media.read_vec(geo.area_off(), geo.area_len())?;
-        Ok((
-            hdr.applied_seq,
-            format::decode_tx(&area, hdr.applied_seq + 1),
-        ))
+        let next = hdr.applied_seq.checked_add(1).ok_or(JournalError::Format(
+            format::FormatError::Invalid {
+                what: "journal header",
+                detail: "sequence number at its maximum".into(),
+            },
+        ))?;
+        Ok((hdr.applied_seq, format::decode_tx(&area, next)))
     }
 
     /// Replay a committed transaction if one is pending; open the journal.

@@ -1677,12 +1677,59 @@ impl Fs {
         Ok(data.len())
     }
 
+    /// Before a file grows to cover `[size, upto)`: zero whatever is mapped
+    /// there. Bytes past EOF are never read, so on media they may hold
+    /// anything (an in-place write past EOF whose size change never
+    /// committed, blocks preallocated with KEEP_SIZE and written that way, a
+    /// truncate's leftovers); every size increase clears them first, persisted
+    /// before the growth commits. Shared blocks there are copied first. The
+    /// caller then overwrites its own part of the range.
+    fn prepare_extend(&self, g: &mut Inode, upto: u64) -> FsResult<()> {
+        let size = g.rec.size;
+        if upto <= size {
+            return Ok(());
+        }
+        let (first, end) = (size / BS, upto.div_ceil(BS));
+        let mapped: Vec<(u64, u64, u64)> = g
+            .segments(first, end)
+            .into_iter()
+            .filter_map(|(l, n, p)| p.map(|p| (l, n, p)))
+            .collect();
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        let shared = {
+            let m = self.meta.lock();
+            mapped
+                .iter()
+                .any(|(_, n, p)| meta::ref_pieces(&m.refs, *p, *n).iter().any(|x| x.2 >= 2))
+        };
+        if shared {
+            self.write_locked(g, size, upto, Fill::Unshare)?;
+        }
+        for (l, n, p) in g.segments(first, end) {
+            let Some(p) = p else { continue };
+            let a = (l * BS).max(size);
+            let b = ((l + n) * BS).min(upto.div_ceil(BS) * BS);
+            if a < b {
+                let at = p * BS + (a - l * BS);
+                self.media.fill(at, b - a, 0)?;
+                self.media.flush(at, b - a)?;
+            }
+        }
+        self.media.fence();
+        Ok(())
+    }
+
     /// The write engine. `Fill::Data` writes bytes: holes get fresh zeroed
     /// blocks, unshared mapped blocks are written in place, shared blocks are
     /// copied on write (only the written blocks move; partial blocks keep the
     /// rest of their old bytes). `Fill::Unshare` copies every shared block of
     /// the range to a private one and changes no byte.
     fn write_locked(&self, g: &mut Inode, off: u64, end: u64, fill: Fill<'_>) -> FsResult<()> {
+        if matches!(fill, Fill::Data(_)) && end > g.rec.size {
+            self.prepare_extend(g, off)?;
+        }
         let first = off / BS;
         let lend = end.div_ceil(BS);
         let segs = g.segments(first, lend);
@@ -2010,6 +2057,9 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         let old = g.rec.size;
+        if size > old {
+            self.prepare_extend(g, size)?;
+        }
         rec.size = size;
         let first = size.div_ceil(BS);
         if size < old {
@@ -2162,8 +2212,9 @@ impl Fs {
                     self.write_locked(&mut g, a, b, Fill::Data(&zeros))?;
                 }
             }
-            // Whole blocks: unmapped (references dropped), in batches.
-            if fb < lb {
+            // Whole blocks of a punch: unmapped (references dropped), in batches.
+            // (A zero-range replaces them with fresh blocks below, in one transaction.)
+            if punch && fb < lb {
                 loop {
                     let mut ctx = self.ctx()?;
                     ctx.ensure_slots(RecKind::Extent, 1)?;
@@ -2186,23 +2237,44 @@ impl Fs {
                 return Ok(());
             }
         }
-        // Allocate holes in [off, end) as zeroed blocks.
+        if !keep && end > g.rec.size {
+            self.prepare_extend(&mut g, end)?;
+        }
+        // Fresh zeroed blocks for the holes of [off, end) and, for a
+        // zero-range, in place of its whole mapped blocks: the old blocks are
+        // unmapped and the new ones mapped in the same transaction.
         let first = off / BS;
         let lend = end.div_ceil(BS);
-        let holes: Vec<(u64, u64)> = g
-            .segments(first, lend)
-            .into_iter()
-            .filter(|s| s.2.is_none())
-            .map(|s| (s.0, s.1))
-            .collect();
-        let need: u64 = holes.iter().map(|h| h.1).sum();
-        let mut ctx = self.ctx()?;
-        let runs = ctx.reserve(need, None)?;
-        ctx.ensure_slots(RecKind::Extent, runs.len() + holes.len())?;
+        let (zfb, zlb) = if zero {
+            (off.div_ceil(BS), end / BS)
+        } else {
+            (0, 0)
+        };
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (l, n, p) in g.segments(first, lend) {
+            if p.is_none() {
+                ranges.push((l, n));
+            } else {
+                let (a, b) = (l.max(zfb), (l + n).min(zlb));
+                if a < b {
+                    ranges.push((a, b - a));
+                }
+            }
+        }
+        let need: u64 = ranges.iter().map(|h| h.1).sum();
+        let runs = if need == 0 {
+            Vec::new()
+        } else {
+            let mut m = self.meta.lock();
+            if m.broken {
+                return Err(FsError::ReadOnly);
+            }
+            m.space.reserve_many(need, None).ok_or(FsError::NoSpace)?
+        };
         let mut maps = Vec::new();
         let (mut ri, mut rused) = (0usize, 0u64);
-        for (l, n) in holes {
-            let (mut l, mut left) = (l, n);
+        for (l, n) in &ranges {
+            let (mut l, mut left) = (*l, *n);
             while left > 0 {
                 let (rp, rl) = runs[ri];
                 let take = (rl - rused).min(left);
@@ -2216,31 +2288,53 @@ impl Fs {
                 }
             }
         }
+        // Zero the new blocks with no lock but this inode's.
         for (_, p, n) in &maps {
             self.media.fill(p * BS, n * BS, 0)?;
             self.media.flush(p * BS, n * BS)?;
         }
         self.media.fence();
-        for (p, l) in &runs {
-            ctx.blocks_used(*p, *l)?;
-        }
-        for (l, p, n) in &maps {
-            let ops = self.map_blocks(&mut ctx, &g, *l, *p, *n)?;
-            for op in ops {
-                self.apply_op(&mut g, op);
+        let res = (|| -> FsResult<()> {
+            let mut ctx = self.ctx()?;
+            ctx.ensure_slots(RecKind::Extent, maps.len() + 2 * ranges.len() + 2)?;
+            ctx.ensure_slots(RecKind::Refcount, 3 * ranges.len() + 3)?;
+            for (p, l) in &runs {
+                ctx.blocks_used(*p, *l)?;
             }
+            if zfb < zlb {
+                for (l, n) in ranges.iter().filter(|(l, _)| *l >= zfb && *l < zlb) {
+                    let (ops, _) = self.unmap_blocks(&mut ctx, &g, *l, l + n, usize::MAX)?;
+                    for op in ops {
+                        self.apply_op(&mut g, op);
+                    }
+                }
+            }
+            for (l, p, n) in &maps {
+                let ops = self.map_blocks(&mut ctx, &g, *l, *p, *n)?;
+                for op in ops {
+                    self.apply_op(&mut g, op);
+                }
+            }
+            let mut rec = g.rec.clone();
+            if !keep && end > rec.size {
+                rec.size = end;
+            }
+            rec.ctime = t;
+            if zero {
+                rec.mtime = t;
+            }
+            ctx.put_inode(ino, &rec);
+            ctx.commit()?;
+            g.rec = rec;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let mut m = self.meta.lock();
+            for (p, l) in runs {
+                m.space.unreserve(p, l);
+            }
+            return Err(e);
         }
-        let mut rec = g.rec.clone();
-        if !keep && end > rec.size {
-            rec.size = end;
-        }
-        rec.ctime = t;
-        if zero {
-            rec.mtime = t;
-        }
-        ctx.put_inode(ino, &rec);
-        ctx.commit()?;
-        g.rec = rec;
         Ok(())
     }
 

@@ -150,6 +150,7 @@ impl Fs {
         db: u64,
         blocks: u64,
         dst_rec: InodeRec,
+        fresh: &[(u64, Vec<u8>)],
     ) -> FsResult<()> {
         // Source pieces: (logical, blocks, physical, copy instead of share).
         // In the proxy model, pinned blocks are given to the destination as
@@ -245,6 +246,39 @@ impl Fs {
                 }
             }
             if last {
+                // Whole new blocks for the destination (copy_file_range's
+                // unaligned head and tail), in the same transaction.
+                let mut fresh_ops = Vec::new();
+                for (dl, content) in fresh {
+                    let p = ctx.reserve_contiguous(1)?;
+                    self.media.write_at(p * BS, content)?;
+                    self.media.persist(p * BS, BS)?;
+                    ctx.blocks_used(p, 1)?;
+                    let (ops, _) =
+                        self.unmap_blocks(&mut ctx, &gs[&dst], *dl, dl + 1, usize::MAX)?;
+                    fresh_ops.extend(ops);
+                    let slot = ctx.slot_alloc(RecKind::Extent)?;
+                    ctx.slot_write(
+                        slot,
+                        &ExtentRec {
+                            ino: dst,
+                            logical: *dl,
+                            phys: p,
+                            len: 1,
+                        }
+                        .encode(),
+                    );
+                    map_ops.push(ExtOp::Put(
+                        *dl,
+                        Ext {
+                            phys: p,
+                            len: 1,
+                            slot,
+                        },
+                        1,
+                    ));
+                }
+                map_ops.splice(0..0, fresh_ops);
                 ctx.put_inode(dst, &dst_rec);
             }
             ctx.commit()?;
@@ -287,12 +321,15 @@ impl Fs {
         if len == 0 {
             return Ok(0);
         }
+        if doff + len > gs[&dst].rec.size {
+            self.prepare_extend(gs.get_mut(&dst).expect("locked"), doff)?;
+        }
         let t = now();
         let mut rec = gs[&dst].rec.clone();
         rec.size = rec.size.max(doff + len);
         rec.mtime = t;
         rec.ctime = t;
-        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec)?;
+        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec, &[])?;
         Ok(len)
     }
 
@@ -333,7 +370,7 @@ impl Fs {
             o += n as u64;
         }
         let rec = gs[&dst].rec.clone();
-        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec)?;
+        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec, &[])?;
         Ok((DedupeStatus::Same, len))
     }
 
@@ -361,39 +398,78 @@ impl Fs {
         if src == dst && doff < soff + len && soff < doff + len {
             return Err(FsError::Invalid);
         }
-        let mut done = 0u64;
-        if soff % BS == doff % BS {
-            // Head bytes up to the first block boundary.
-            let head = ((BS - soff % BS) % BS).min(len);
-            if head > 0 {
-                done += self.copy_bytes(src, soff, dst, doff, head)?;
-                if done < head {
-                    return Ok(done);
-                }
-            }
-            // Whole blocks; a last partial block too when it ends at both EOFs.
-            let mid = (len - head) / BS * BS;
-            let tail = len - head - mid;
-            let tail_at_eof =
-                tail > 0 && soff + len == ssize && doff + len >= self.getattr(dst)?.size;
-            let share = mid + if tail_at_eof { tail } else { 0 };
-            if share > 0 {
-                match self.clone_range(src, soff + head, dst, doff + head, share, None) {
-                    Ok(n) => done += n,
-                    // Nothing shareable after all (e.g. the source changed): copy instead.
-                    Err(FsError::Invalid) => {
-                        done += self.copy_bytes(src, soff + head, dst, doff + head, share)?
-                    }
-                    Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
-                }
-            }
-            if done < len {
-                done += self.copy_bytes(src, soff + done, dst, doff + done, len - done)?;
-            }
-            Ok(done)
-        } else {
-            self.copy_bytes(src, soff, dst, doff, len)
+        if soff % BS != doff % BS {
+            // Nothing lines up: a plain copy.
+            return self.copy_bytes(src, soff, dst, doff, len);
         }
+        self.copy_range_remap(src, soff, dst, doff, len)?;
+        Ok(len)
+    }
+
+    /// copy_file_range with congruent offsets, as one transaction (for up to
+    /// REMAP_BATCH source extents): whole blocks are shared; a partial head or
+    /// tail block becomes a fresh block holding the destination's old bytes
+    /// overlaid with the source's; a tail that ends at both EOFs is shared.
+    fn copy_range_remap(&self, src: u64, soff: u64, dst: u64, doff: u64, len: u64) -> FsResult<()> {
+        let mut gs = self.lock_many(&[src, dst])?;
+        let ssize = gs[&src].rec.size;
+        if soff >= ssize {
+            return Ok(());
+        }
+        self.break_layouts(&gs[&src], 0, u64::MAX)?;
+        self.break_layouts(&gs[&dst], 0, u64::MAX)?;
+        let send = soff + len;
+        let dend = doff + len;
+        let shift = |x: u64| x - soff + doff; // source byte offset -> destination
+                                              // Source blocks touched, and the whole ones among them [mb, me_b).
+        let (first_blk, last_blk) = (soff / BS, (send - 1) / BS);
+        let mb = soff.div_ceil(BS);
+        let mut me_b = send / BS;
+        let tail_at_eof = send == ssize && dend >= gs[&dst].rec.size && !send.is_multiple_of(BS);
+        if tail_at_eof && last_blk >= mb {
+            me_b = last_blk + 1;
+        }
+        let me_b = me_b.max(mb);
+        // Partial blocks: (destination block, source byte range).
+        let edges: Vec<(u64, u64, u64)> = [first_blk, last_blk]
+            .into_iter()
+            .filter(|b| *b < mb || *b >= me_b)
+            .collect::<std::collections::BTreeSet<u64>>()
+            .into_iter()
+            .map(|b| (shift(b * BS) / BS, soff.max(b * BS), send.min((b + 1) * BS)))
+            .collect();
+        let (ms, me) = (mb * BS, me_b * BS);
+        if dend > gs[&dst].rec.size {
+            self.prepare_extend(
+                gs.get_mut(&dst).expect("locked"),
+                shift(first_blk * BS).max(doff / BS * BS),
+            )?;
+        }
+        let mut fresh = Vec::new();
+        for (dl, a, b) in edges {
+            let mut content = self.read_locked(&gs[&dst], dl * BS, BS as usize)?;
+            content.resize(BS as usize, 0);
+            let bytes = self.read_locked(&gs[&src], a, (b - a) as usize)?;
+            let at = (shift(a) - dl * BS) as usize;
+            content[at..at + bytes.len()].copy_from_slice(&bytes);
+            fresh.push((dl, content));
+        }
+        let t = now();
+        let mut rec = gs[&dst].rec.clone();
+        rec.size = rec.size.max(dend);
+        rec.mtime = t;
+        rec.ctime = t;
+        let blocks = (me - ms) / BS;
+        self.remap_locked(
+            &mut gs,
+            src,
+            ms / BS,
+            dst,
+            shift(ms) / BS,
+            blocks,
+            rec,
+            &fresh,
+        )
     }
 
     /// Copy bytes through read + write, a chunk at a time.
