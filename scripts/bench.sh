@@ -131,12 +131,24 @@ mount -t tmpfs -o "size=$FS_SIZE" tmpfs "$TMNT"
 fio_env() { # fio_env DIR FILE SIZE: the environment every job file expects
   export FIO_DIR=$1 FIO_FILE=$2 FIO_SIZE=$3 FIO_RUNTIME=$RUNTIME FIO_NRFILES=$NRFILES
 }
-run_fio() { # run_fio FS LABEL JOBFILE RUN: JSON into $RAW/fio--FS--LABEL--RUN.json
-  local fs=$1 label=$2 job=$3 out="$RAW/fio--$1--$2--$4.json"
-  if ! fio --output-format=json --output="$out" "$job" 2>"$RAW/fio.err"; then
+# CPU time (ms) the daemon has used so far (utime + stime of all its threads): a measure
+# of work per I/O that other load on the machine disturbs much less than wall time.
+TICK_MS=$(( 1000 / $(getconf CLK_TCK) ))
+daemon_cpu_ms() { awk -v t="$TICK_MS" '{print ($14 + $15) * t}' "/proc/$(daemon_pid)/stat"; }
+# run_fio FS LABEL JOBFILE RUN [fio options]: JSON into $RAW/fio--FS--LABEL--RUN.json and,
+# on daxlink, the daemon's CPU ms during the run into ...cpu. Files are laid out first
+# (--create_only), outside the measured run.
+run_fio() {
+  local fs=$1 label=$2 job=$3 base="$RAW/fio--$1--$2--$4" c0
+  shift 4
+  fio --create_only=1 --output=/dev/null "$@" "$job" 2>"$RAW/fio.err" || { cat "$RAW/fio.err" >&2; die "fio layout $job failed on $fs"; }
+  [ "$fs" = daxlink ] && c0=$(daemon_cpu_ms)
+  if ! fio --output-format=json --output="$base.json" "$@" "$job" 2>"$RAW/fio.err"; then
     cat "$RAW/fio.err" >&2
     die "fio $job failed on $fs"
   fi
+  [ "$fs" = daxlink ] && echo $(( $(daemon_cpu_ms) - c0 )) >"$base.cpu"
+  return 0
 }
 echo "== fio suite (size $JOB_SIZE, verify $VERIFY_SIZE, cap ${RUNTIME}s a job, $NRFILES small files, $FIO_REPEAT runs)"
 for job in tests/fio/*.fio; do
@@ -209,11 +221,13 @@ done
 for f in "$DMNT"/r/*.src; do "$DAXLINK" reflink "$f" "${f%.src}.clone" >/dev/null; done
 
 echo "== copy-on-write: fio randwrite 4k on a fresh clone against unshared files ($COW_SIZE)"
-cow_fio() { # cow_fio NAME FILE
-  local out="$RAW/cow--$1--$2.json"
-  fio --output-format=json --output="$out" --name=cow --filename="$3" --size="$COW_SIZE" \
+cow_fio() { # cow_fio NAME RUN FILE
+  local base="$RAW/cow--$1--$2" c0
+  c0=$(daemon_cpu_ms)
+  fio --output-format=json --output="$base.json" --name=cow --filename="$3" --size="$COW_SIZE" \
     --rw=randwrite --bs=4k --ioengine=psync --fallocate=none --end_fsync=1 \
     --runtime="$RUNTIME" >/dev/null 2>"$RAW/cow.err" || { cat "$RAW/cow.err" >&2; die "fio cow $1"; }
+  echo $(( $(daemon_cpu_ms) - c0 )) >"$base.cpu"
 }
 mkdir -p "$DMNT/cow"
 fio --output-format=json --output="$RAW/cow-layout.json" --name=layout \

@@ -32,15 +32,23 @@ def load_fio(path):
         s = f.read()
     d = json.loads(s[s.index("{"):])
     r = {"read_kib_s": 0.0, "write_kib_s": 0.0, "read_iops": 0.0, "write_iops": 0.0,
-         "read_bytes": 0, "write_bytes": 0, "errors": 0}
+         "read_bytes": 0, "write_bytes": 0, "ios": 0, "fio_cpu_ms": 0.0, "errors": 0}
     for j in d["jobs"]:
         for rw in ("read", "write"):
             r[rw + "_kib_s"] += j[rw]["bw"]
             r[rw + "_iops"] += j[rw]["iops"]
             r[rw + "_bytes"] += j[rw]["io_bytes"]
+            r["ios"] += j[rw]["total_ios"]
+        # fio's own CPU (user + system, so including the kernel's side of the I/O).
+        r["fio_cpu_ms"] += (j["usr_cpu"] + j["sys_cpu"]) / 100 * j.get("job_runtime", 0)
         r["errors"] += 1 if j.get("error", 0) else 0
     r["kib_s"] = r["read_kib_s"] + r["write_kib_s"]
     r["iops"] = r["read_iops"] + r["write_iops"]
+    # The daxlink daemon's CPU during the run, measured by bench.sh.
+    cpu = path[:-5] + ".cpu"
+    r["daemon_cpu_ms"] = float(open(cpu).read()) if os.path.exists(cpu) else 0.0
+    r["cpu_us_per_io"] = ((r["fio_cpu_ms"] + r["daemon_cpu_ms"]) * 1000 / r["ios"]
+                          if r["ios"] else None)
     return r
 
 
@@ -96,8 +104,11 @@ def report(raw, out):
     for label, by_fs in runs.items():
         for fs, rs in by_fs.items():
             rs.sort(key=lambda r: r["kib_s"])
-            fio.setdefault(label, {})[fs] = dict(rs[(len(rs) - 1) // 2], runs=len(rs),
-                                                 all_kib_s=[r["kib_s"] for r in rs])
+            m = dict(rs[(len(rs) - 1) // 2], runs=len(rs), all_kib_s=[r["kib_s"] for r in rs])
+            cpus = [r["cpu_us_per_io"] for r in rs if r["cpu_us_per_io"] is not None]
+            m["cpu_us_per_io"] = med(cpus)
+            m["all_cpu_us_per_io"] = cpus
+            fio.setdefault(label, {})[fs] = m
     order = sorted(l for l in fio if not l.startswith("verify"))
     order += [l for l in ("verify-write", "verify-only", "verify-only-copy") if l in fio]
     rows, fio_json = [], []
@@ -106,12 +117,14 @@ def report(raw, out):
         rr = ratio(d and d["kib_s"], t and t["kib_s"])
         rows.append([label,
                      d and d["kib_s"] / 1024, d and round(d["iops"]),
-                     t and t["kib_s"] / 1024, t and round(t["iops"]), fmt_ratio(rr)])
+                     t and t["kib_s"] / 1024, t and round(t["iops"]), fmt_ratio(rr),
+                     d and d["cpu_us_per_io"], t and t["cpu_us_per_io"]])
         fio_json.append({"job": label, "daxlink": d, "tmpfs": t, "ratio_daxlink_tmpfs": rr})
     table("fio (buffered, 1 job; MiB/s and IOPS are read + write, the run of median bandwidth; "
-          "ratio = daxlink/tmpfs bandwidth)",
-          ["job", "daxlink MiB/s", "daxlink IOPS", "tmpfs MiB/s", "tmpfs IOPS", "ratio"],
-          [[r[0], r[1], r[2], r[3], r[4], r[5]] for r in rows])
+          "ratio = daxlink/tmpfs bandwidth;\n CPU us/IO = CPU time of fio, kernel side included, "
+          "plus the daxlink daemon's, per I/O: median of the runs)",
+          ["job", "daxlink MiB/s", "daxlink IOPS", "tmpfs MiB/s", "tmpfs IOPS", "ratio",
+           "daxlink CPU us/IO", "tmpfs CPU us/IO"], rows)
     print("(verify-only-copy: verify-only.fio on a `cp` of the verified file; cp reflinks on "
           "daxlink and copies on tmpfs)")
 
@@ -162,11 +175,14 @@ def report(raw, out):
             continue
         bw = med([r["write_kib_s"] for r in cow[name]])
         iops = med([r["write_iops"] for r in cow[name]])
-        rows.append([name, bw / 1024, round(iops), fmt_ratio(ratio(bw, plain))])
+        cpu = med([r["cpu_us_per_io"] for r in cow[name]])
+        dcpu = med([r["daemon_cpu_ms"] * 1000 / r["ios"] for r in cow[name] if r["ios"]])
+        rows.append([name, bw / 1024, round(iops), fmt_ratio(ratio(bw, plain)), cpu, dcpu])
         cow_json.append({"file": name, "write_kib_s": bw, "write_iops": iops, "runs": cow[name],
-                         "ratio_to_never_shared": ratio(bw, plain)})
+                         "ratio_to_never_shared": ratio(bw, plain), "cpu_us_per_io": cpu,
+                         "daemon_cpu_us_per_io": dcpu})
     table("copy-on-write: fio randwrite 4k over the whole file (median of runs)",
-          ["file", "MiB/s", "IOPS", "vs never_shared"], rows)
+          ["file", "MiB/s", "IOPS", "vs never_shared", "CPU us/IO", "daemon CPU us/IO"], rows)
 
     # mount, rss, misc
     rows = []
