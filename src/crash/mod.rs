@@ -555,13 +555,41 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
     res
 }
 
-/// Crash states each crash point of a workload wants.
-fn wants(base: &Base, w: &Workload, cfg: &Config) -> Result<Vec<u64>, String> {
+/// Crash states each crash point of a workload wants, and whether the point
+/// lies at an operation boundary (its window spans the end of an operation,
+/// or it is the end of the last one).
+fn wants(base: &Base, w: &Workload, cfg: &Config) -> Result<Vec<(u64, bool)>, String> {
     let inject = cfg.inject.map(|b| b.inject()).unwrap_or_default();
     let rec = guarded(|| workload::record(base, w, inject))?;
     let mut out = Vec::new();
-    walk(base, w, &rec, |_, ep| out.push(ep.wanted(cfg.point_cap)));
+    walk(base, w, &rec, |_, ep| {
+        out.push((ep.wanted(cfg.point_cap), ep.op_lo != ep.op_hi))
+    });
+    if let Some(last) = out.last_mut() {
+        last.1 = true;
+    }
     Ok(out)
+}
+
+/// Share a workload's budget among its crash points. With fewer states than
+/// points, the points at operation boundaries (the prefixes of the
+/// operations) get theirs first, then the others in order.
+fn point_quotas(wants: &[(u64, bool)], budget: u64) -> Vec<u64> {
+    let demands: Vec<u64> = wants.iter().map(|w| w.0).collect();
+    if budget >= wants.len() as u64 {
+        return water_fill(&demands, budget);
+    }
+    let mut q = vec![0u64; wants.len()];
+    let mut left = budget;
+    for boundary in [true, false] {
+        for (i, (d, b)) in wants.iter().enumerate() {
+            if left > 0 && *b == boundary && *d > 0 && q[i] == 0 {
+                q[i] = 1;
+                left -= 1;
+            }
+        }
+    }
+    q
 }
 
 fn parallel<T: Send>(n: usize, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
@@ -592,18 +620,18 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     let base = workload::make_base()?;
     let ws = select(workload::generate(&base)?, &cfg.workload)?;
     // Pass 1: what every crash point wants; share the budget.
-    let wanted: Vec<Result<Vec<u64>, String>> =
+    let wanted: Vec<Result<Vec<(u64, bool)>, String>> =
         parallel(ws.len(), cfg.jobs, |i| wants(&base, &ws[i], cfg));
     let per_w: Vec<u64> = wanted
         .iter()
-        .map(|r| r.as_ref().map_or(0, |v| v.iter().sum()))
+        .map(|r| r.as_ref().map_or(0, |v| v.iter().map(|x| x.0).sum()))
         .collect();
     let budgets = water_fill(&per_w, cfg.max_states);
     let quotas: Vec<Vec<u64>> = wanted
         .iter()
         .zip(&budgets)
         .map(|(r, b)| match r {
-            Ok(v) => water_fill(v, *b),
+            Ok(v) => point_quotas(v, *b),
             Err(_) => Vec::new(),
         })
         .collect();
