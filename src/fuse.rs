@@ -328,8 +328,11 @@ impl DaxFuse {
                 if len > io::DMA_MAX || input.len() < 24 + len {
                     return Err(FsError::Invalid);
                 }
-                if self.fs.pages.get_pin(id).is_none_or(|p| p.ino != ino) {
-                    return Err(FsError::Invalid);
+                // The device acts through the open file that registered the pin.
+                match self.fs.pages.get_pin(id) {
+                    Some(p) if p.ino == ino && p.holder == fh => {}
+                    Some(p) if p.ino == ino => return Err(FsError::Perm),
+                    _ => return Err(FsError::Invalid),
                 }
                 if cmd == io::DMA_WRITE {
                     let owners = self.fs.dma_write(id, off, &input[24..24 + len])?;

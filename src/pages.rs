@@ -175,6 +175,10 @@ impl Pages {
         }
     }
 
+    pub fn pin_count(&self) -> usize {
+        self.npins.load(Ordering::Relaxed)
+    }
+
     pub fn any_pins(&self) -> bool {
         self.npins.load(Ordering::Relaxed) > 0
     }
@@ -390,8 +394,7 @@ impl Pages {
         Some((pin, release))
     }
 
-    /// Note that blocks were freed on media while pinned (legacy) — invariant
-    /// 1 and 7 break — or record their deferral (proxy): block → orphan slot.
+    /// Record a deferred free (proxy model): block → its orphan record slot.
     pub fn deferred(&self, block: u64, slot: u64) {
         self.state.lock().deferred.insert(block, slot);
     }

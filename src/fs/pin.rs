@@ -58,7 +58,7 @@ impl Fs {
         }
         let first = off / BS;
         let end = off.checked_add(len).ok_or(FsError::Invalid)?.div_ceil(BS);
-        if end - first > MAX_PIN_PAGES || self.pages.pins().len() >= MAX_PINS {
+        if end - first > MAX_PIN_PAGES || self.pages.pin_count() >= MAX_PINS {
             return Err(FsError::NoMemory);
         }
         if longterm && self.pages.model == PageModel::Upstream {
@@ -108,7 +108,13 @@ impl Fs {
 
     /// Drop a pin; blocks whose free was deferred on it are freed now.
     pub fn unpin(&self, id: u64) -> FsResult<()> {
-        let (_pin, release) = self.pages.unpin(id).ok_or(FsError::NotFound)?;
+        // Under the meta lock: a transaction that is deferring one of this
+        // pin's blocks (Ctx::blocks_free) registers the deferral before we
+        // look for it, so the last unpin always finds and frees it.
+        let (_pin, release) = {
+            let _m = self.meta.lock();
+            self.pages.unpin(id).ok_or(FsError::NotFound)?
+        };
         if release.is_empty() {
             return Ok(());
         }
