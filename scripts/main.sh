@@ -34,6 +34,20 @@ fsck -t daxlink -n "$IMG"
 mount -t fuse.daxlink "$IMG" "$MNT"
 sum2=$(sha256sum < "$MNT/random.bin")
 [ "$sum1" = "$sum2" ] && echo "random.bin survived the remount (sha256 matches)"
+D=/usr/local/sbin/daxlink
+echo "== reflink: cp shares blocks (copy_file_range), writes copy on write"
+df --output=used -B1 "$MNT" | tail -1 | sed 's/^/used before cp: /'
+cp "$MNT/random.bin" "$MNT/copy.bin"
+df --output=used -B1 "$MNT" | tail -1 | sed 's/^/used after cp:  /'
+"$D" extents "$MNT/copy.bin"
+dd if=/dev/zero of="$MNT/copy.bin" bs=4k count=1 seek=100 conv=notrunc status=none
+echo "after writing one block into copy.bin:"
+"$D" extents "$MNT/copy.bin"
+"$D" reflink "$MNT/random.bin" "$MNT/clone2.bin"
+"$D" stat "$MNT"
 umount "$MNT"
 trap - EXIT
+fsck -t daxlink -n "$IMG"
+echo "== the pinning problem: scenarios S1-S9 under the legacy, upstream and proxy page models"
+"$D" demo --page-model all
 echo "== done: image left at $IMG"
