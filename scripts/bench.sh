@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks: daxlink against tmpfs, plus reflink, mount and memory figures.
 #
-#   bash scripts/bench.sh                # full run (about 10-15 minutes on 2 cores)
+#   bash scripts/bench.sh                # full run (about 5-10 minutes on 2 cores)
 #   BENCH_QUICK=1 bash scripts/bench.sh  # small sizes, under a minute: checks the script works
 #
 # As root: builds and installs daxlink (scripts/install.sh; BENCH_NO_INSTALL=1 skips it),
