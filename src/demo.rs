@@ -75,7 +75,7 @@ impl DemoMount {
         ));
         let _ = fs::remove_file(&image);
         crate::mkfs::mkfs_path(&image, Some(64 << 20), true, &Default::default())
-            .map_err(|e| io::Error::other(e))?;
+            .map_err(io::Error::other)?;
         let mut m = DemoMount {
             image,
             dir: base,
@@ -627,15 +627,11 @@ pub fn model_ok(model: PageModel, results: &[&ScenarioResult]) -> bool {
 pub fn main(models: &[PageModel], json: bool, verbose: bool) -> i32 {
     let mut results: Vec<ScenarioResult> = Vec::new();
     for model in models {
-        for i in 0..SCENARIOS.len() {
+        for (i, sc) in SCENARIOS.iter().enumerate() {
             match run_scenario(i, *model) {
                 Ok(r) => results.push(r),
                 Err(e) => {
-                    eprintln!(
-                        "daxlink demo: {} under {}: {e}",
-                        SCENARIOS[i].0,
-                        model.name()
-                    );
+                    eprintln!("daxlink demo: {} under {}: {e}", sc.0, model.name());
                     return 2;
                 }
             }

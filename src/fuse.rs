@@ -351,7 +351,11 @@ impl DaxFuse {
             }
             io::POISON => {
                 let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
-                let (block, notified, owners) = self.fs.poison(ino, off)?;
+                let crate::fs::Poisoned {
+                    block,
+                    notified,
+                    owners,
+                } = self.fs.poison(ino, off)?;
                 for (o, _) in &owners {
                     self.invalidate(*o);
                 }

@@ -113,7 +113,7 @@ impl Worker {
                     return;
                 }
                 let sb = self.model[b].len() as u64;
-                if sa % BS != 0 && sa < sb {
+                if !sa.is_multiple_of(BS) && sa < sb {
                     assert_eq!(
                         cli::reflink(&self.path(a), &self.path(b), 0, 0, 0)
                             .unwrap_err()

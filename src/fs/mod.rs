@@ -12,7 +12,7 @@ pub mod meta;
 mod pin;
 mod reflink;
 
-pub use pin::{Owner, OwnersReport, PinInfo};
+pub use pin::{Owner, OwnersReport, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -31,6 +31,15 @@ pub struct PinInfo {
     pub holder: u64,
 }
 
+/// The result of a memory failure: the block, the inodes the model told,
+/// and every (inode, page) that maps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Poisoned {
+    pub block: u64,
+    pub notified: Vec<u64>,
+    pub owners: Vec<(u64, u64)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnersReport {
     pub block: u64,
@@ -179,7 +188,7 @@ impl Fs {
     /// Memory failure of the block under `off` of `ino`. Its contents are
     /// lost (overwritten with a poison pattern); the owners the model reaches
     /// get EIO on reads of it. Returns (block, notified inodes, all owners).
-    pub fn poison(&self, ino: u64, off: u64) -> FsResult<(u64, Vec<u64>, Vec<(u64, u64)>)> {
+    pub fn poison(&self, ino: u64, off: u64) -> FsResult<Poisoned> {
         let block = {
             let r = self.get(ino)?;
             let g = r.read();
@@ -199,7 +208,11 @@ impl Fs {
             owners,
             notified
         );
-        Ok((block, notified, owners))
+        Ok(Poisoned {
+            block,
+            notified,
+            owners,
+        })
     }
 
     /// `daxlink owners`: who maps the block under `off` of `ino`, as the page

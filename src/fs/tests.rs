@@ -297,7 +297,7 @@ proptest! {
                             let nb = l.div_ceil(BS);
                             d < s + nb && s < d + nb
                         })
-                        && (len != 0 || (slen - so) % BS == 0 || dof + (slen - so) >= model[b].len() as u64);
+                        && (len != 0 || (slen - so).is_multiple_of(BS) || dof + (slen - so) >= model[b].len() as u64);
                     prop_assert_eq!(r.is_ok(), expect_ok, "clone {:?} -> {:?}", (a, b, s, d, n), r);
                     if let Ok(l @ 1..) = r {
                         let src = model[a][so as usize..(so + l) as usize].to_vec();
