@@ -295,6 +295,34 @@ impl Fs {
         }
     }
 
+    /// The common start of clone and dedupe: permission to read the source,
+    /// both inodes locked, the FICLONERANGE / FIDEDUPERANGE checks, and
+    /// upstream's wait for pins on both files
+    /// (xfs_mmaplock_two_inodes_and_break_dax_layout).
+    #[allow(clippy::too_many_arguments)]
+    fn remap_begin(
+        &self,
+        src: u64,
+        soff: u64,
+        dst: u64,
+        doff: u64,
+        len: u64,
+        cred: Option<Cred>,
+        dedupe: bool,
+    ) -> FsResult<(BTreeMap<u64, WGuard>, u64, u64)> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if let Some(c) = cred {
+            self.access(src, libc::R_OK, c)?;
+        }
+        let gs = self.lock_many(&[src, dst])?;
+        let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, dedupe)?;
+        self.break_layouts(&gs[&src], 0, u64::MAX)?;
+        self.break_layouts(&gs[&dst], 0, u64::MAX)?;
+        Ok((gs, len, blocks))
+    }
+
     /// FICLONERANGE: share `len` bytes (0 = to EOF) of `src` at `soff` into
     /// `dst` at `doff`. `cred`, when given, must be allowed to read `src`
     /// (the kernel never opened it). Returns the bytes cloned.
@@ -307,17 +335,7 @@ impl Fs {
         len: u64,
         cred: Option<Cred>,
     ) -> FsResult<u64> {
-        if self.opts.read_only {
-            return Err(FsError::ReadOnly);
-        }
-        if let Some(c) = cred {
-            self.access(src, libc::R_OK, c)?;
-        }
-        let mut gs = self.lock_many(&[src, dst])?;
-        let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, false)?;
-        // upstream: xfs_mmaplock_two_inodes_and_break_dax_layout().
-        self.break_layouts(&gs[&src], 0, u64::MAX)?;
-        self.break_layouts(&gs[&dst], 0, u64::MAX)?;
+        let (mut gs, len, blocks) = self.remap_begin(src, soff, dst, doff, len, cred, false)?;
         if len == 0 {
             return Ok(0);
         }
@@ -344,16 +362,7 @@ impl Fs {
         len: u64,
         cred: Option<Cred>,
     ) -> FsResult<(DedupeStatus, u64)> {
-        if self.opts.read_only {
-            return Err(FsError::ReadOnly);
-        }
-        if let Some(c) = cred {
-            self.access(src, libc::R_OK, c)?;
-        }
-        let mut gs = self.lock_many(&[src, dst])?;
-        let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, true)?;
-        self.break_layouts(&gs[&src], 0, u64::MAX)?;
-        self.break_layouts(&gs[&dst], 0, u64::MAX)?;
+        let (mut gs, len, blocks) = self.remap_begin(src, soff, dst, doff, len, cred, true)?;
         if len == 0 {
             return Ok((DedupeStatus::Same, 0));
         }
