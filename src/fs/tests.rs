@@ -573,3 +573,49 @@ fn legacy_model_breaks_what_proxy_keeps() {
         }
     }
 }
+
+#[test]
+fn hundred_thousand_entry_directory() {
+    let m = Media::anonymous(1 << 30).unwrap();
+    mkfs(
+        &m,
+        &MkfsOptions {
+            inodes: Some(110_000),
+            ..MkfsOptions::default()
+        },
+    )
+    .unwrap();
+    let fs = Fs::mount(m, FsOptions::default()).unwrap();
+    let d = fs.mkdir(ROOT_INO, b"big", 0o755, C).unwrap().ino;
+    let n = 100_000u32;
+    for i in 0..n {
+        fs.mknod(
+            d,
+            format!("entry-{i:06}").as_bytes(),
+            libc::S_IFREG | 0o644,
+            0,
+            C,
+        )
+        .unwrap();
+    }
+    // Lookups go through the directory's hash index (no scan of the entries).
+    for i in (0..n).step_by(997) {
+        fs.lookup(d, format!("entry-{i:06}").as_bytes()).unwrap();
+    }
+    assert_eq!(fs.lookup(d, b"entry-x"), Err(FsError::NotFound));
+    let fs = remount(fs);
+    let mut seen = 0usize;
+    let mut off = 0;
+    loop {
+        let batch = fs.readdir(d, off, 4096).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        off = batch.last().unwrap().offset;
+        seen += batch.len();
+    }
+    assert_eq!(seen, n as usize + 2);
+    fs.lookup(d, b"entry-099999").unwrap();
+    fs.unlink(d, b"entry-050000").unwrap();
+    assert_eq!(fs.lookup(d, b"entry-050000"), Err(FsError::NotFound));
+}
