@@ -208,6 +208,9 @@ impl Inode {
     /// Each item: (logical start, block count, Some(phys) or None for a hole).
     pub fn segments(&self, first: u64, end: u64) -> Vec<(u64, u64, Option<u64>)> {
         let mut out = Vec::new();
+        if first >= end {
+            return out;
+        }
         let mut l = first;
         if let Some((s, e)) = self.find(first) {
             let n = (s + e.len).min(end) - l;
@@ -1979,6 +1982,9 @@ impl Fs {
     ) -> FsResult<(Vec<ExtOp>, bool)> {
         let mut ops = Vec::new();
         let mut touched = 0usize;
+        if first >= end {
+            return Ok((ops, true));
+        }
         let mut items: Vec<(u64, Ext)> = Vec::new();
         if let Some((s, e)) = g.find(first) {
             if s < first {

@@ -190,8 +190,17 @@ impl Fs {
                 batch[batch.len() - 1].0 + batch[batch.len() - 1].1
             };
             let mut ctx = self.ctx()?;
-            ctx.ensure_slots(RecKind::Extent, 2 * batch.len() + 2)?;
-            let (unmap_ops, _) = {
+            ctx.ensure_slots(RecKind::Extent, 2 * batch.len() + 3 * fresh.len() + 2)?;
+            // Everything that can fail (space for the fresh blocks) before any change.
+            let fresh_phys: Vec<u64> = if last {
+                fresh
+                    .iter()
+                    .map(|_| ctx.reserve_contiguous(1))
+                    .collect::<FsResult<_>>()?
+            } else {
+                Vec::new()
+            };
+            let (mut unmap_ops, _) = {
                 let g = &gs[&dst];
                 self.unmap_blocks(
                     &mut ctx,
@@ -247,38 +256,56 @@ impl Fs {
             }
             if last {
                 // Whole new blocks for the destination (copy_file_range's
-                // unaligned head and tail), in the same transaction.
-                let mut fresh_ops = Vec::new();
-                for (dl, content) in fresh {
-                    let p = ctx.reserve_contiguous(1)?;
-                    self.media.write_at(p * BS, content)?;
-                    self.media.persist(p * BS, BS)?;
-                    ctx.blocks_used(p, 1)?;
-                    let (ops, _) =
-                        self.unmap_blocks(&mut ctx, &gs[&dst], *dl, dl + 1, usize::MAX)?;
-                    fresh_ops.extend(ops);
-                    let slot = ctx.slot_alloc(RecKind::Extent)?;
-                    ctx.slot_write(
-                        slot,
-                        &ExtentRec {
-                            ino: dst,
-                            logical: *dl,
-                            phys: p,
-                            len: 1,
+                // unaligned head and tail), in the same transaction. Their
+                // unmap must see the middle's unmap, so DRAM takes it now; a
+                // failure from here on leaves DRAM ahead of the media and
+                // marks the filesystem broken.
+                if !fresh.is_empty() {
+                    let r = (|| -> FsResult<()> {
+                        let g = gs.get_mut(&dst).expect("locked");
+                        for op in unmap_ops.drain(..) {
+                            self.apply_op(g, op);
                         }
-                        .encode(),
-                    );
-                    map_ops.push(ExtOp::Put(
-                        *dl,
-                        Ext {
-                            phys: p,
-                            len: 1,
-                            slot,
-                        },
-                        1,
-                    ));
+                        for ((dl, content), p) in fresh.iter().zip(&fresh_phys) {
+                            self.media.write_at(p * BS, content)?;
+                            self.media.persist(p * BS, BS)?;
+                            ctx.blocks_used(*p, 1)?;
+                            let (ops, _) =
+                                self.unmap_blocks(&mut ctx, g, *dl, dl + 1, usize::MAX)?;
+                            for op in ops {
+                                self.apply_op(g, op);
+                            }
+                            let slot = ctx.slot_alloc(RecKind::Extent)?;
+                            ctx.slot_write(
+                                slot,
+                                &ExtentRec {
+                                    ino: dst,
+                                    logical: *dl,
+                                    phys: *p,
+                                    len: 1,
+                                }
+                                .encode(),
+                            );
+                            map_ops.push(ExtOp::Put(
+                                *dl,
+                                Ext {
+                                    phys: *p,
+                                    len: 1,
+                                    slot,
+                                },
+                                1,
+                            ));
+                        }
+                        Ok(())
+                    })();
+                    if let Err(e) = r {
+                        log::error!(
+                            "copy_file_range failed half-way, refusing further changes: {e}"
+                        );
+                        ctx.m.broken = true;
+                        return Err(e);
+                    }
                 }
-                map_ops.splice(0..0, fresh_ops);
                 ctx.put_inode(dst, &dst_rec);
             }
             ctx.commit()?;
