@@ -258,4 +258,12 @@ for _ in $(seq 1 "$REPEAT"); do
   dax_umount
 done
 
+echo "== page model cost: DRAM per GiB and with 100,000 pins, pin + unpin latency, proxy vs legacy I/O"
+# In process (an anonymous 1.25 GiB image) and through two FUSE mounts of its own.
+if cargo test --release --quiet --test page_cost -- --ignored --nocapture >"$RAW/page_cost.txt" 2>&1; then
+  grep -v '^PAGE_COST_JSON\|^running\|^test \|^$' "$RAW/page_cost.txt" | sed 's/^/  /'
+else
+  echo "  page_cost failed: see $RAW/page_cost.txt"
+fi
+
 python3 scripts/bench_report.py report "$RAW" "$OUT"
