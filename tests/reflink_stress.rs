@@ -4,7 +4,7 @@
 //! expected at the end.
 //!
 //! Environment: DAXLINK_STRESS_SEED (default: from the clock, printed),
-//! DAXLINK_STRESS_OPS (operations per thread, default 5000),
+//! DAXLINK_STRESS_OPS (operations per thread, default 20000),
 //! DAXLINK_STRESS_THREADS (default 3), DAXLINK_STRESS_ROUNDS (remounts, default 4).
 //! An hour: `DAXLINK_STRESS_OPS=400000 cargo test --release --test reflink_stress -- --nocapture`.
 
@@ -313,10 +313,7 @@ fn reflink_stress() {
             .unwrap()
             .as_nanos() as u64,
     );
-    // CI runs 3 x 5,000; long runs (README) showed a rare intermittent ENOENT
-    // on open of a live file (about one per 900,000 operations, not yet
-    // understood; the image stays fsck-clean), so CI keeps this short.
-    let ops = env("DAXLINK_STRESS_OPS", 5000);
+    let ops = env("DAXLINK_STRESS_OPS", 20000);
     let threads = env("DAXLINK_STRESS_THREADS", 3) as usize;
     let rounds = env("DAXLINK_STRESS_ROUNDS", 4).max(1);
     eprintln!("reflink_stress: DAXLINK_STRESS_SEED={seed} ops/thread={ops} threads={threads} rounds={rounds}");

@@ -1269,6 +1269,13 @@ impl Fs {
                 .map(|(k, v)| (*k, *v))
                 .collect();
             let last = batch.len() < FREE_BATCH;
+            if last {
+                // Leave the inode table before the number can be reused: the
+                // commit below returns it to the free inode map, and a create
+                // on another thread may take it at once; removing the map
+                // entry afterwards would remove that new inode.
+                self.inodes.write().remove(&ino);
+            }
             let mut ctx = self.ctx()?;
             for (l, e) in &batch {
                 ctx.slot_free(RecKind::Extent, e.slot);
@@ -1297,7 +1304,6 @@ impl Fs {
             ..Default::default()
         };
         g.orphan_slot = None;
-        self.inodes.write().remove(&ino);
         Ok(())
     }
 
