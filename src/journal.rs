@@ -100,13 +100,6 @@ impl Tx {
     pub fn encoded_size(&self) -> usize {
         format::tx_size(self.entries())
     }
-
-    /// Move all of `other`'s stores into `self` (other's stores win).
-    pub fn absorb(&mut self, other: Tx) {
-        for (k, v) in other.segs {
-            self.write(k, &v);
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

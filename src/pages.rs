@@ -271,7 +271,6 @@ impl Pages {
             if model == PageModel::Proxy {
                 pd.flags |= PG_DYNAMIC;
             }
-            let _ = pd;
             if self.model == PageModel::Proxy {
                 let pid = s.next_id;
                 s.next_id += 1;
@@ -367,7 +366,7 @@ impl Pages {
         }
         // Dirty data written through the pin: set_page_dirty at unpin.
         if pin.dirty {
-            for (i, b) in pin.blocks.iter().enumerate() {
+            for b in &pin.blocks {
                 let attributed = match self.model {
                     // page->mapping, whoever that is now (maybe another file).
                     PageModel::Legacy => s.pages.get(b).and_then(|p| p.mapping).unwrap_or(pin.ino),
@@ -375,7 +374,6 @@ impl Pages {
                     // Proxy: the proxy names its owner.
                     PageModel::Upstream | PageModel::Proxy => pin.ino,
                 };
-                let _ = i;
                 let d = DirtyRange {
                     block: *b,
                     attributed,
@@ -397,10 +395,6 @@ impl Pages {
     /// Record a deferred free (proxy model): block → its orphan record slot.
     pub fn deferred(&self, block: u64, slot: u64) {
         self.state.lock().deferred.insert(block, slot);
-    }
-
-    pub fn is_deferred(&self, block: u64) -> bool {
-        self.state.lock().deferred.contains_key(&block)
     }
 
     /// A device write through pin `id` at byte `off` of the pinned range.
@@ -554,11 +548,6 @@ impl Pages {
         (told, !told)
     }
 
-    /// A poisoned block is freed: forget it (its frame is retired).
-    pub fn poisoned_blocks(&self) -> Vec<u64> {
-        self.state.lock().poisoned.iter().copied().collect()
-    }
-
     /// The model's answer to "who maps this block?" given the ground truth.
     pub fn rmap(&self, block: u64, truth: &[(u64, u64)]) -> Vec<(u64, u64)> {
         let s = self.state.lock();
@@ -589,23 +578,6 @@ impl Pages {
                 v
             }
         }
-    }
-
-    pub fn page(&self, block: u64) -> Option<PageDesc> {
-        self.state.lock().pages.get(&block).cloned()
-    }
-
-    pub fn proxies_of(&self, block: u64) -> Vec<Proxy> {
-        let s = self.state.lock();
-        s.pages
-            .get(&block)
-            .map(|p| {
-                p.proxies
-                    .iter()
-                    .filter_map(|x| s.proxies.get(x).cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Blocks the model tracks (pages with a descriptor).

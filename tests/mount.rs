@@ -18,6 +18,17 @@ fn superblock_clean(img: &Path) -> bool {
     sb.clean
 }
 
+/// The /proc/mounts line of the mount at `dir`.
+fn mounts_line(dir: &Path) -> String {
+    let d = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(&d))
+        .unwrap_or_else(|| panic!("{d} is not in /proc/mounts"))
+        .to_string()
+}
+
 fn wait_unmounted(dir: &Path) {
     let t0 = Instant::now();
     while is_mounted(dir) && t0.elapsed() < Duration::from_secs(10) {
@@ -51,12 +62,7 @@ fn daemon_form_returns_once_mounted_and_unmounts_cleanly() {
     assert!(st.success());
     // Mounted by the time the command returns.
     assert!(is_mounted(dir.path()));
-    let mi = fs::read_to_string("/proc/mounts").unwrap();
-    let line = mi
-        .lines()
-        .find(|l| l.contains(&*dir.path().to_string_lossy()))
-        .unwrap()
-        .to_string();
+    let line = mounts_line(dir.path());
     assert!(line.contains(" fuse.daxlink "), "{line}");
     assert!(
         !superblock_clean(&img.path),
@@ -89,12 +95,7 @@ fn mount_fuse3_form_and_options() {
         .unwrap();
     assert!(st.success());
     assert!(is_mounted(dir.path()));
-    let line = fs::read_to_string("/proc/mounts")
-        .unwrap()
-        .lines()
-        .find(|l| l.contains(&*dir.path().to_string_lossy()))
-        .unwrap()
-        .to_string();
+    let line = mounts_line(dir.path());
     assert!(line.contains("noatime"), "{line}");
     Command::new("umount").arg(dir.path()).status().unwrap();
     wait_unmounted(dir.path());

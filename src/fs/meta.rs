@@ -112,7 +112,6 @@ enum Undo {
         kind: RecKind,
         blk: u64,
         old_head: u64,
-        nslots: usize,
     },
 }
 
@@ -215,7 +214,6 @@ impl<'a> Ctx<'a> {
                 kind,
                 blk,
                 old_head,
-                nslots,
             });
         }
         Ok(())
@@ -475,13 +473,11 @@ impl Drop for Ctx<'_> {
                     kind,
                     blk,
                     old_head,
-                    nslots,
                 } => {
                     let fl = &mut meta.rec.free[kind.index()];
                     let lo = blk * BLOCK_SIZE;
                     let hi = lo + BLOCK_SIZE;
                     fl.retain(|o| !(lo..hi).contains(o));
-                    let _ = nslots;
                     meta.rec.heads[kind.index()] = old_head;
                     meta.rec.blocks[kind.index()] -= 1;
                 }

@@ -1277,10 +1277,9 @@ impl Fs {
                 self.inodes.write().remove(&ino);
             }
             let mut ctx = self.ctx()?;
-            for (l, e) in &batch {
+            for (_, e) in &batch {
                 ctx.slot_free(RecKind::Extent, e.slot);
                 ctx.release(e.phys, e.len)?;
-                let _ = l;
             }
             if last {
                 if g.rec.xattr_blocks > 0 {
@@ -1987,7 +1986,6 @@ impl Fs {
         limit: usize,
     ) -> FsResult<(Vec<ExtOp>, bool)> {
         let mut ops = Vec::new();
-        let mut touched = 0usize;
         if first >= end {
             return Ok((ops, true));
         }
@@ -2000,7 +1998,6 @@ impl Fs {
         items.extend(g.extents.range(first..end).map(|(k, v)| (*k, *v)));
         let done = items.len() <= limit;
         for (s, e) in items.into_iter().take(limit) {
-            touched += 1;
             let es = s + e.len;
             let cut_s = s.max(first);
             let cut_e = es.min(end);
@@ -2054,7 +2051,6 @@ impl Fs {
                 ctx.slot_free(RecKind::Extent, e.slot);
             }
         }
-        let _ = touched;
         Ok((ops, done))
     }
 
