@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -32,7 +33,7 @@ pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Re
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dst.display())))?;
     exdev(&s, &d)?;
     let a = RemapArgs {
-        src_ino: s.metadata()?.ino(),
+        src_fd: s.as_raw_fd() as u64,
         src_off: soff,
         dst_off: doff,
         len,
@@ -49,7 +50,7 @@ pub fn dedupe(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Res
     let d = OpenOptions::new().write(true).open(dst)?;
     exdev(&s, &d)?;
     let a = RemapArgs {
-        src_ino: s.metadata()?.ino(),
+        src_fd: s.as_raw_fd() as u64,
         src_off: soff,
         dst_off: doff,
         len,

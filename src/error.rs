@@ -48,6 +48,8 @@ pub enum FsError {
     BadFd,
     #[error("inappropriate ioctl for device")]
     NotTty,
+    #[error("resource deadlock avoided: a lock was requested again by its holder")]
+    Reentrant,
     #[error("filesystem corrupted: {0}")]
     Corrupt(String),
     #[error("I/O error: {0}")]
@@ -79,6 +81,7 @@ impl FsError {
             FsError::NoSuchAddr => libc::ENXIO,
             FsError::BadFd => libc::EBADF,
             FsError::NotTty => libc::ENOTTY,
+            FsError::Reentrant => libc::EDEADLK,
             // A checksum or structure error reaches the caller as EIO (DESIGN.md section 3).
             FsError::Corrupt(_) => libc::EIO,
             FsError::Io(_) => libc::EIO,

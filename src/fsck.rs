@@ -119,6 +119,10 @@ pub const CODES: &[(&str, &str)] = &[
         "xattr-bad",
         "an inode's xattr blob pointer, checksum or contents are invalid",
     ),
+    (
+        "acl-bad",
+        "a POSIX ACL xattr is malformed, or a default ACL is on a non-directory",
+    ),
     ("extent-orphan", "an extent record belongs to a free inode"),
     (
         "extent-bad-owner",
@@ -1555,21 +1559,31 @@ impl Ck<'_> {
                     }
                     Some(b) => match format::decode_xattrs(&b) {
                         Err(e) => Some(e.to_string()),
-                        Ok(_) => match self.claim(r.xattr_block, blocks, Owner::Xattr(ino)) {
-                            Ok(()) => None,
-                            Err((blk, o)) => {
-                                self.out.add(
+                        Ok(m) => {
+                            let blocks = match self.check_acls(ino, &r, m) {
+                                Some(n) => n,
+                                None => {
+                                    self.release(r.xattr_block, blocks);
+                                    self.clear_xattr(ino);
+                                    continue;
+                                }
+                            };
+                            match self.claim(r.xattr_block, blocks, Owner::Xattr(ino)) {
+                                Ok(()) => None,
+                                Err((blk, o)) => {
+                                    self.out.add(
                                     "block-dup",
                                     true,
                                     format!(
                                         "block {blk} referenced twice: by {o} and by the xattr blob of inode {ino}; xattrs of inode {ino} cleared"
                                     ),
                                 );
-                                self.release(r.xattr_block, blocks);
-                                self.clear_xattr(ino);
-                                continue;
+                                    self.release(r.xattr_block, blocks);
+                                    self.clear_xattr(ino);
+                                    continue;
+                                }
                             }
-                        },
+                        }
                     },
                 }
             };
@@ -1593,6 +1607,60 @@ impl Ck<'_> {
                 }
             }
         }
+    }
+
+    /// The ACL xattrs of inode `ino` (whose blob decoded to `m`) must be
+    /// valid ACLs, and a default ACL only on a directory, as mount and the
+    /// kernel require (`crate::acl` is the one definition). Bad ones are
+    /// dropped: the blob is rewritten in place, smaller. Returns the blocks
+    /// the blob keeps, or `None` when nothing is left of it.
+    fn check_acls(&mut self, ino: u64, r: &InodeRec, mut m: format::XattrMap) -> Option<u64> {
+        let is_dir = r.mode & libc::S_IFMT == libc::S_IFDIR;
+        let mut bad = Vec::new();
+        for name in [crate::acl::ACCESS, crate::acl::DEFAULT] {
+            let Some(v) = m.get(name) else { continue };
+            let why = match crate::acl::Acl::decode(v) {
+                Err(e) => Some(e.to_string()),
+                Ok(_) if name == crate::acl::DEFAULT && !is_dir => {
+                    Some("a default ACL on a non-directory".to_string())
+                }
+                Ok(_) => None,
+            };
+            if let Some(w) = why {
+                bad.push((name, w));
+            }
+        }
+        let blocks = r.xattr_blocks as u64;
+        if bad.is_empty() {
+            return Some(blocks);
+        }
+        for (name, w) in &bad {
+            m.remove(*name);
+            self.out.add(
+                "acl-bad",
+                true,
+                format!(
+                    "inode {ino}: {}: {w}; removed",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+        }
+        if m.is_empty() {
+            return None;
+        }
+        let blob = format::encode_xattrs(&m);
+        let keep = (blob.len() as u64).div_ceil(BS);
+        let mut padded = blob.clone();
+        padded.resize((keep * BS) as usize, 0);
+        self.fix.write(r.xattr_block * BS, &padded);
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.rec.xattr_blocks = keep as u32;
+            i.rec.xattr_len = blob.len() as u32;
+            i.rec.xattr_crc = format::crc(&blob);
+        }
+        // The blocks the smaller blob no longer needs return to free space.
+        self.release(r.xattr_block + keep, blocks - keep);
+        Some(keep)
     }
 
     fn clear_xattr(&mut self, ino: u64) {
@@ -2676,6 +2744,51 @@ mod tests {
         let rep = check(&m, true);
         assert_eq!(rep.exit_code(), 1, "{rep:?}");
         assert!(check(&m, false).is_clean());
+    }
+
+    #[test]
+    fn malformed_acl_is_found_and_removed() {
+        use crate::acl::{Acl, Entry, ACCESS, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
+        let fs = Fs::mount(fresh(), FsOptions::default()).unwrap();
+        let a = fs
+            .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, Cred::ROOT)
+            .unwrap();
+        let e = |tag, perm, id| Entry { tag, perm, id };
+        let acl = Acl {
+            entries: vec![
+                e(USER_OBJ, 6, u32::MAX),
+                e(USER, 6, 1000),
+                e(GROUP_OBJ, 4, u32::MAX),
+                e(MASK, 6, u32::MAX),
+                e(OTHER, 4, u32::MAX),
+            ],
+        };
+        fs.setxattr(a.ino, ACCESS, Some(&acl.encode()), 0).unwrap();
+        fs.setxattr(a.ino, b"user.keep", Some(b"kept"), 0).unwrap();
+        fs.unmount().unwrap();
+        let Fs { media, .. } = fs;
+        let m = Arc::try_unwrap(media).ok().unwrap();
+        // A hostile image: the named user's entry gets bits beyond rwx,
+        // with every checksum right.
+        let sb = crate::fs::read_superblock(&m).unwrap().0;
+        let off = sb.inode_offset(a.ino);
+        let mut r = InodeRec::decode(&m.read_vec(off, INODE_SIZE).unwrap()).unwrap();
+        let mut blob = m
+            .read_vec(r.xattr_block * BS, r.xattr_len as usize)
+            .unwrap();
+        let v = acl.encode();
+        let at = blob.windows(v.len()).position(|w| w == v).unwrap();
+        blob[at + 4 + 8 + 2] = 0o10;
+        m.write_at(r.xattr_block * BS, &blob).unwrap();
+        r.xattr_crc = format::crc(&blob);
+        m.write_at(off, &r.encode()).unwrap();
+        let rep = check(&m, false);
+        assert_eq!(rep.codes(), vec!["acl-bad"], "{rep:?}");
+        assert_eq!(check(&m, true).exit_code(), 1);
+        assert!(check(&m, false).is_clean());
+        let fs = Fs::mount(m, FsOptions::default()).unwrap();
+        assert_eq!(fs.getxattr(a.ino, b"user.keep").unwrap(), b"kept");
+        assert_eq!(fs.getxattr(a.ino, ACCESS), Err(crate::FsError::NoData));
     }
 
     #[test]

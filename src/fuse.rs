@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
+use crate::caller::{self as who, Caller};
 use crate::error::FsError;
 use crate::format::Timespec;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
@@ -73,6 +73,9 @@ pub struct DaxFuse {
     /// Set once the session exists: used to drop the kernel's cached pages of
     /// a file whose blocks changed under it (clone / dedupe destination).
     pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Set once mounted: the device (major, minor) of this mount, to check
+    /// that a descriptor a caller names is on this filesystem.
+    pub dev: Arc<std::sync::OnceLock<(u32, u32)>>,
     /// Test hook (DAXLINK_FAULT_INJECT=panic-on-xattr): reading the xattr
     /// `user.daxlink.inject-panic` panics inside the handler.
     panic_hook: bool,
@@ -141,11 +144,18 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn cred(req: &Request) -> Cred {
+/// The creator of a new inode: fs uid and gid, and the umask the kernel
+/// passed (FUSE_DONT_MASK: the filesystem applies it, or the default ACL).
+fn cred(req: &Request, umask: u32) -> Cred {
     Cred {
         uid: req.uid(),
         gid: req.gid(),
+        umask,
     }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller::new(req.pid(), req.uid(), req.gid())
 }
 
 /// Run a handler body, turning a panic into a logged failure of this request.
@@ -167,6 +177,7 @@ impl DaxFuse {
             handles: Mutex::new(HashMap::new()),
             unmounted: std::sync::atomic::AtomicBool::new(false),
             notifier: Arc::new(std::sync::OnceLock::new()),
+            dev: Arc::new(std::sync::OnceLock::new()),
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
         }
     }
@@ -206,6 +217,30 @@ impl DaxFuse {
             .is_some_and(|h| h.flags & libc::O_ACCMODE != libc::O_RDONLY)
     }
 
+    fn readable(&self, fh: u64) -> bool {
+        self.handles
+            .lock()
+            .get(&fh)
+            .is_some_and(|h| h.flags & libc::O_ACCMODE != libc::O_WRONLY)
+    }
+
+    /// The inode behind descriptor `fd` of the requesting thread, which must
+    /// be open for reading on this filesystem: how FICLONERANGE and
+    /// FIDEDUPERANGE name their source (EBADF, or EXDEV for another
+    /// filesystem, as the kernel answers).
+    fn source_fd(&self, req: &Request, fd: u64) -> Result<u64, FsError> {
+        let fd = i32::try_from(fd).map_err(|_| FsError::BadFd)?;
+        let f = who::open_file(req.pid(), fd).ok_or(FsError::BadFd)?;
+        if !f.readable() {
+            return Err(FsError::BadFd);
+        }
+        match self.dev.get() {
+            Some(d) if *d == f.dev => Ok(f.ino),
+            Some(_) => Err(FsError::CrossDev),
+            None => Err(FsError::BadFd),
+        }
+    }
+
     /// Serve one of daxlink's private ioctls (see `crate::ioctl`).
     fn do_ioctl(
         &self,
@@ -222,17 +257,15 @@ impl DaxFuse {
                 if !self.writable(fh) {
                     return Err(FsError::BadFd);
                 }
-                let c = Some(cred(req));
+                let src = self.source_fd(req, a.src_fd)?;
                 let mut out = input.to_vec();
                 if cmd == io::CLONE {
-                    let n = self
-                        .fs
-                        .clone_range(a.src_ino, a.src_off, ino, a.dst_off, a.len, c)?;
+                    let n = self.fs.clone_range(src, a.src_off, ino, a.dst_off, a.len)?;
                     io::put_u64(&mut out, 32, n);
                 } else {
                     let (st, n) = self
                         .fs
-                        .dedupe_range(a.src_ino, a.src_off, ino, a.dst_off, a.len, c)?;
+                        .dedupe_range(src, a.src_off, ino, a.dst_off, a.len)?;
                     io::put_u32(
                         &mut out,
                         32,
@@ -298,8 +331,10 @@ impl DaxFuse {
                 if flags & !(io::PIN_WRITE | io::PIN_LONGTERM) != 0 {
                     return Err(FsError::Invalid);
                 }
+                // As pin_user_pages of a shared mapping of this open file:
+                // mapping needs it open for reading, a write pin for writing too.
                 let write = flags & io::PIN_WRITE != 0;
-                if write && !self.writable(fh) {
+                if !self.readable(fh) || (write && !self.writable(fh)) {
                     return Err(FsError::BadFd);
                 }
                 let id = self
@@ -328,7 +363,8 @@ impl DaxFuse {
                 if len > io::DMA_MAX || input.len() < 24 + len {
                     return Err(FsError::Invalid);
                 }
-                // The device acts through the open file that registered the pin.
+                // The device acts through the open file that registered the
+                // pin (a write needs a write pin: the core refuses with EPERM).
                 match self.fs.pages.get_pin(id) {
                     Some(p) if p.ino == ino && p.holder == fh => {}
                     Some(p) if p.ino == ino => return Err(FsError::Perm),
@@ -350,6 +386,11 @@ impl DaxFuse {
                 }
             }
             io::POISON => {
+                // Simulated hardware failure, destroying data of every owner:
+                // root's, as memory-failure injection is (CAP_SYS_ADMIN).
+                if !caller(req).has_cap(who::CAP_SYS_ADMIN) {
+                    return Err(FsError::Perm);
+                }
                 let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
                 let crate::fs::Poisoned {
                     block,
@@ -368,7 +409,7 @@ impl DaxFuse {
             }
             io::OWNERS => {
                 let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
-                let r = self.fs.owners(ino, off)?;
+                let r = self.fs.owners(ino, off, Some(&caller(req).who()))?;
                 let j = owners_json(&r).into_bytes();
                 if j.len() > io::OWNERS_SIZE - 16 {
                     return Err(FsError::Range);
@@ -427,7 +468,12 @@ impl Filesystem for DaxFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
-        let want = InitFlags::FUSE_PARALLEL_DIROPS
+        // POSIX_ACL: the kernel evaluates ACLs (fetched with getxattr) and
+        // leaves mode/ACL consistency and inheritance to us; DONT_MASK: it
+        // passes the umask instead of applying it (a default ACL replaces it).
+        let want = InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS;
@@ -456,7 +502,7 @@ impl Filesystem for DaxFuse {
 
     fn setattr(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -487,7 +533,7 @@ impl Filesystem for DaxFuse {
                 atime: t(atime),
                 mtime: t(mtime),
             };
-            match self.fs.setattr(ino.0, &s, cred(req)) {
+            match self.fs.setattr(ino.0, &s) {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -507,14 +553,14 @@ impl Filesystem for DaxFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         guarded("mknod", || {
             self.entry(
                 self.fs
-                    .mknod(parent.0, name.as_bytes(), mode, rdev, cred(req)),
+                    .mknod(parent.0, name.as_bytes(), mode, rdev, cred(req, umask)),
                 reply,
             )
         });
@@ -526,12 +572,13 @@ impl Filesystem for DaxFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         guarded("mkdir", || {
             self.entry(
-                self.fs.mkdir(parent.0, name.as_bytes(), mode, cred(req)),
+                self.fs
+                    .mkdir(parent.0, name.as_bytes(), mode, cred(req, umask)),
                 reply,
             )
         });
@@ -563,7 +610,7 @@ impl Filesystem for DaxFuse {
                     parent.0,
                     link_name.as_bytes(),
                     target.as_os_str().as_bytes(),
-                    cred(req),
+                    cred(req, 0),
                 ),
                 reply,
             )
@@ -795,7 +842,7 @@ impl Filesystem for DaxFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -805,7 +852,13 @@ impl Filesystem for DaxFuse {
     ) {
         guarded("setxattr", || {
             empty(
-                self.fs.setxattr(ino.0, name.as_bytes(), Some(value), flags),
+                self.fs.setxattr_by(
+                    ino.0,
+                    name.as_bytes(),
+                    Some(value),
+                    flags,
+                    Some(&caller(req).who()),
+                ),
                 reply,
             )
         });
@@ -849,19 +902,13 @@ impl Filesystem for DaxFuse {
         });
     }
 
-    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        guarded("access", || {
-            empty(self.fs.access(ino.0, mask.bits(), cred(req)), reply)
-        });
-    }
-
     fn create(
         &self,
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -873,7 +920,7 @@ impl Filesystem for DaxFuse {
             };
             let r = self
                 .fs
-                .mknod(parent.0, name.as_bytes(), mode, 0, cred(req))
+                .mknod(parent.0, name.as_bytes(), mode, 0, cred(req, umask))
                 .and_then(|a| Ok((self.open_handle(a.ino, flags)?, a)));
             match r {
                 Ok((fh, a)) => reply.created(

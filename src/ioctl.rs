@@ -6,8 +6,9 @@
 //! payload size comes from the command number (`_IOC_SIZE`, at most 16383
 //! bytes) and is copied in (`_IOC_WRITE`) and out (`_IOC_READ`). Linux does
 //! not forward FICLONERANGE / FIDEDUPERANGE / FIEMAP to FUSE, so these carry
-//! the same semantics instead; the clone and dedupe source is named by inode
-//! number, and the daemon checks that the caller may read it.
+//! the same semantics instead; the clone and dedupe source is named, as
+//! there, by a descriptor the caller holds open for reading (the daemon finds
+//! it through /proc, see `crate::caller`).
 
 use std::os::fd::AsRawFd;
 
@@ -31,10 +32,10 @@ pub const EXTENTS_HDR: usize = 16;
 pub const EXTENTS_SIZE: usize = EXTENTS_HDR + EXTENTS_MAX * EXTENT_ENTRY;
 pub const STAT_SIZE: usize = 48;
 
-/// FICLONERANGE semantics: {src_ino, src_off, dst_off, len (0 = to EOF)} in,
+/// FICLONERANGE semantics: {src_fd, src_off, dst_off, len (0 = to EOF)} in,
 /// {bytes cloned} out at offset 32.
 pub const CLONE: u32 = ioc(IOC_READ | IOC_WRITE, 0x40, CLONE_SIZE);
-/// FIDEDUPERANGE semantics for one destination: {src_ino, src_off, dst_off, len} in,
+/// FIDEDUPERANGE semantics for one destination: {src_fd, src_off, dst_off, len} in,
 /// {status (0 same, 1 differs) at 32, bytes deduped at 40} out.
 pub const DEDUPE: u32 = ioc(IOC_READ | IOC_WRITE, 0x41, DEDUPE_SIZE);
 /// Give private copies of the shared blocks of {off, len (0 = to EOF)}.
@@ -75,7 +76,8 @@ pub const MODEL: u32 = ioc(IOC_READ, 0x57, 8);
 /// Arguments of CLONE and DEDUPE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemapArgs {
-    pub src_ino: u64,
+    /// The source: a descriptor of the calling process, open for reading.
+    pub src_fd: u64,
     pub src_off: u64,
     pub dst_off: u64,
     pub len: u64,
@@ -84,7 +86,7 @@ pub struct RemapArgs {
 impl RemapArgs {
     pub fn encode(&self, size: usize) -> Vec<u8> {
         let mut b = vec![0u8; size];
-        Le::put64(&mut b, 0, self.src_ino);
+        Le::put64(&mut b, 0, self.src_fd);
         Le::put64(&mut b, 8, self.src_off);
         Le::put64(&mut b, 16, self.dst_off);
         Le::put64(&mut b, 24, self.len);
@@ -95,7 +97,7 @@ impl RemapArgs {
             return None;
         }
         Some(RemapArgs {
-            src_ino: Le::u64(b, 0),
+            src_fd: Le::u64(b, 0),
             src_off: Le::u64(b, 8),
             dst_off: Le::u64(b, 16),
             len: Le::u64(b, 24),

@@ -5,6 +5,8 @@
 //! (free space), [`fs`] (the core filesystem), `fuse` (the FUSE adapter),
 //! and the tools ([`mkfs`], [`fsck`]).
 
+pub mod acl;
+pub mod caller;
 pub mod cli;
 pub mod crash;
 pub mod demo;

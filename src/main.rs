@@ -245,7 +245,7 @@ fn main() {
                             "  owner inode {} offset {} {}",
                             o["inode"],
                             o["offset"],
-                            o["path"].as_str().unwrap_or("")
+                            o["path"].as_str().unwrap_or("(no path you can look up)")
                         );
                     }
                     for p in v["pins"].as_array().into_iter().flatten() {

@@ -246,6 +246,7 @@ pub fn serve(
     let cfg = fuser_config(image, o);
     let dax = DaxFuse::new(fs.clone());
     let notifier_slot = dax.notifier.clone();
+    let dev_slot = dax.dev.clone();
     let mut session = match fuser::Session::new(dax, dir, &cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -255,6 +256,14 @@ pub fn serve(
         }
     };
     let _ = notifier_slot.set(session.notifier());
+    match crate::caller::mount_dev(dir) {
+        Some(d) => {
+            let _ = dev_slot.set(d);
+        }
+        None => {
+            log::warn!("cannot find this mount in /proc/self/mountinfo: clone and dedupe will fail")
+        }
+    }
     let mut unmounter = session.unmount_callable();
     std::thread::Builder::new()
         .name("daxlink-signals".into())

@@ -24,7 +24,7 @@ use daxlink::FsError;
 const BS: u64 = BLOCK_SIZE;
 /// 2 MiB: the smallest filesystem mkfs makes.
 const IMG_BLOCKS: u64 = 512;
-const C: Cred = Cred { uid: 0, gid: 0 };
+const C: Cred = Cred::ROOT;
 
 // ---------------------------------------------------------------------------
 // The images and what fsck and mount must say about them
@@ -334,7 +334,7 @@ fn reference() -> Vec<u8> {
     let clone = fs
         .mknod(ROOT_INO, b"data-clone.bin", libc::S_IFREG | 0o600, 0, C)
         .unwrap();
-    fs.clone_range(data.ino, 0, clone.ino, 0, 0, None).unwrap();
+    fs.clone_range(data.ino, 0, clone.ino, 0, 0).unwrap();
     fs.unmount().unwrap();
     bytes_of(&into_media(fs))
 }
@@ -1365,7 +1365,7 @@ fn core_workloads_stay_clean() {
             }
             (5 | 6, Some(i)) => {
                 if let Some(o) = other {
-                    let _ = fs.clone_range(o, 0, i, rng.below(8) * BS, 0, None);
+                    let _ = fs.clone_range(o, 0, i, rng.below(8) * BS, 0);
                 }
                 "clone"
             }
@@ -1476,7 +1476,7 @@ fn large_image() {
             .unwrap();
         if i % 10 == 0 {
             if let Some(p) = prev {
-                fs.clone_range(p, 0, f, 64 * BS, 0, None).unwrap();
+                fs.clone_range(p, 0, f, 64 * BS, 0).unwrap();
             }
         }
         prev = Some(f);

@@ -16,7 +16,7 @@ use daxlink::mkfs::{mkfs, MkfsOptions};
 use daxlink::pages::PageModel;
 
 const BS: u64 = 4096;
-const C: Cred = Cred { uid: 0, gid: 0 };
+const C: Cred = Cred::ROOT;
 
 fn fs_with(model: PageModel, bytes: u64) -> Fs {
     let m = Media::anonymous(bytes).unwrap();

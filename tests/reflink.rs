@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::process::Command;
@@ -55,10 +55,11 @@ fn same_content(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Raw clone ioctl on an already open destination (to test EBADF etc.).
-fn clone_ioctl(dst: &File, src_ino: u64, soff: u64, doff: u64, len: u64) -> std::io::Result<u64> {
+/// Raw clone ioctl on an already open destination (to test EBADF etc.);
+/// the source is a descriptor number of this process.
+fn clone_ioctl(dst: &File, src_fd: i32, soff: u64, doff: u64, len: u64) -> std::io::Result<u64> {
     let mut b = RemapArgs {
-        src_ino,
+        src_fd: src_fd as u64,
         src_off: soff,
         dst_off: doff,
         len,
@@ -236,15 +237,33 @@ fn reflink_command_and_clone_errors() {
     assert_eq!(phys_at(9 * BS), phys_at(BS));
     // A destination open read-only: EBADF.
     let ro = File::open(m.path("dst")).unwrap();
-    let ino = fs::metadata(&src).unwrap().ino();
-    assert_eq!(errno(clone_ioctl(&ro, ino, 0, 0, BS)), libc::EBADF);
+    let s = File::open(&src).unwrap();
+    assert_eq!(
+        errno(clone_ioctl(&ro, s.as_raw_fd(), 0, 0, BS)),
+        libc::EBADF
+    );
     // Directories: EISDIR.
     fs::create_dir(m.path("dir")).unwrap();
-    let dino = fs::metadata(m.path("dir")).unwrap().ino();
+    let d = File::open(m.path("dir")).unwrap();
     let w = OpenOptions::new().write(true).open(m.path("dst")).unwrap();
-    assert_eq!(errno(clone_ioctl(&w, dino, 0, 0, BS)), libc::EISDIR);
-    // A source inode that does not exist.
-    assert_eq!(errno(clone_ioctl(&w, 999_999, 0, 0, BS)), libc::ENOENT);
+    assert_eq!(
+        errno(clone_ioctl(&w, d.as_raw_fd(), 0, 0, BS)),
+        libc::EISDIR
+    );
+    // A source descriptor that is not open, or not open for reading: EBADF.
+    assert_eq!(errno(clone_ioctl(&w, 999_999, 0, 0, BS)), libc::EBADF);
+    assert_eq!(errno(clone_ioctl(&w, -1, 0, 0, BS)), libc::EBADF);
+    let wo = OpenOptions::new().write(true).open(&src).unwrap();
+    assert_eq!(
+        errno(clone_ioctl(&w, wo.as_raw_fd(), 0, 0, BS)),
+        libc::EBADF
+    );
+    // A source descriptor on another filesystem: EXDEV.
+    let elsewhere = File::open("/proc/self/status").unwrap();
+    assert_eq!(
+        errno(clone_ioctl(&w, elsewhere.as_raw_fd(), 0, 0, BS)),
+        libc::EXDEV
+    );
     // Across filesystems: EXDEV.
     let other = tempfile::NamedTempFile::new().unwrap();
     fs::write(other.path(), b"x").unwrap();

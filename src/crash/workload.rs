@@ -364,14 +364,7 @@ impl Op {
                 doff,
                 len,
             } => {
-                fs.clone_range(
-                    resolve(fs, src)?,
-                    *soff,
-                    resolve(fs, dst)?,
-                    *doff,
-                    *len,
-                    None,
-                )?;
+                fs.clone_range(resolve(fs, src)?, *soff, resolve(fs, dst)?, *doff, *len)?;
             }
             Op::CopyRange {
                 src,
@@ -401,14 +394,7 @@ impl Op {
                 doff,
                 len,
             } => {
-                fs.dedupe_range(
-                    resolve(fs, src)?,
-                    *soff,
-                    resolve(fs, dst)?,
-                    *doff,
-                    *len,
-                    None,
-                )?;
+                fs.dedupe_range(resolve(fs, src)?, *soff, resolve(fs, dst)?, *doff, *len)?;
             }
         }
         Ok(())

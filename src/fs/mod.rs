@@ -9,8 +9,10 @@
 //! only that file's inode lock.
 
 pub mod meta;
+mod node;
 mod pin;
 mod reflink;
+mod xattr;
 
 pub use pin::{Owner, OwnersReport, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
@@ -19,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{ArcRwLockWriteGuard, Mutex, RawRwLock, RwLock};
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{FsError, FsResult};
 use crate::format::{
@@ -45,10 +47,17 @@ pub const XATTR_TOTAL_MAX: usize = 1 << 20;
 pub struct Cred {
     pub uid: u32,
     pub gid: u32,
+    /// The creator's umask: applied to a new inode's mode when its parent
+    /// has no default ACL (the kernel leaves it to the filesystem).
+    pub umask: u32,
 }
 
 impl Cred {
-    pub const ROOT: Cred = Cred { uid: 0, gid: 0 };
+    pub const ROOT: Cred = Cred {
+        uid: 0,
+        gid: 0,
+        umask: 0,
+    };
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,8 +241,8 @@ impl Inode {
     }
 }
 
-type InodeRef = Arc<RwLock<Inode>>;
-type WGuard = ArcRwLockWriteGuard<RawRwLock, Inode>;
+type InodeRef = node::Node;
+use node::WGuard;
 
 /// Mount-time options the core cares about.
 #[derive(Clone, Debug)]
@@ -646,7 +655,7 @@ impl Fs {
             inodes: RwLock::new(
                 inodes
                     .into_iter()
-                    .map(|(k, v)| (k, Arc::new(RwLock::new(v))))
+                    .map(|(k, v)| (k, node::Node::new(v)))
                     .collect(),
             ),
             meta: Mutex::new(meta),
@@ -656,7 +665,7 @@ impl Fs {
         {
             let mut rm = fs.rmap.lock();
             for r in fs.inodes.read().values() {
-                let g = r.read();
+                let g = r.read()?;
                 for (l, e) in &g.extents {
                     rm.insert((e.phys, g.ino, *l), e.len);
                 }
@@ -673,7 +682,7 @@ impl Fs {
                             ctx.commit()?;
                             continue;
                         };
-                        let mut g = r.write_arc();
+                        let mut g = r.write()?;
                         if g.rec.nlink > 0 {
                             log::warn!("orphan record for linked inode {ino}: dropping it");
                             let mut ctx = fs.ctx()?;
@@ -689,7 +698,7 @@ impl Fs {
                         log::info!("finishing the truncate of inode {ino} from block {from}");
                         match fs.get(ino) {
                             Ok(r) => {
-                                let mut g = r.write_arc();
+                                let mut g = r.write()?;
                                 fs.unmap_tail(&mut g, from, Some(off))?;
                             }
                             Err(_) => {
@@ -757,7 +766,7 @@ impl Fs {
         let set: BTreeSet<u64> = inos.iter().copied().collect();
         let mut out = BTreeMap::new();
         for ino in set {
-            out.insert(ino, self.get(ino)?.write_arc());
+            out.insert(ino, self.get(ino)?.write()?);
         }
         Ok(out)
     }
@@ -771,7 +780,7 @@ impl Fs {
     // ------------------------------------------------------------------
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        Ok(self.get(ino)?.read().attr())
+        Ok(self.get(ino)?.read()?.attr())
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
@@ -781,7 +790,7 @@ impl Fs {
         let _ns = self.ns.read();
         let p = self.get(parent)?;
         let child = {
-            let g = p.read();
+            let g = p.read()?;
             let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
             if name == b"." {
                 parent
@@ -794,99 +803,43 @@ impl Fs {
         self.getattr(child)
     }
 
-    pub fn access(&self, ino: u64, mask: i32, cred: Cred) -> FsResult<()> {
-        let a = self.getattr(ino)?;
-        if mask == libc::F_OK {
-            return Ok(());
-        }
-        if mask & libc::W_OK != 0 && self.opts.read_only {
-            return Err(FsError::ReadOnly);
-        }
-        if cred.uid == 0 {
-            // Root may do anything except execute a file with no x bit at all.
-            if mask & libc::X_OK != 0 && !a.is_dir() && a.mode & 0o111 == 0 {
-                return Err(FsError::Access);
-            }
-            return Ok(());
-        }
-        let bits = if cred.uid == a.uid {
-            (a.mode >> 6) & 7
-        } else if cred.gid == a.gid {
-            (a.mode >> 3) & 7
-        } else {
-            a.mode & 7
-        };
-        if (mask as u32) & 7 & !bits != 0 {
-            return Err(FsError::Access);
-        }
-        Ok(())
-    }
-
-    pub fn setattr(&self, ino: u64, s: &SetAttr, cred: Cred) -> FsResult<Attr> {
+    /// chmod, chown, utimes and truncate. With `default_permissions` the
+    /// kernel has already decided that the caller may make this change and
+    /// computed the new mode (set-user-ID and set-group-ID clearing on chmod,
+    /// chown, write and truncate included), with the caller's supplementary
+    /// groups and capabilities: the daemon applies what it is asked, and
+    /// checks only what the kernel cannot know (file type, size limits).
+    pub fn setattr(&self, ino: u64, s: &SetAttr) -> FsResult<Attr> {
         let r = self.get(ino)?;
-        let mut g = r.write_arc();
+        let mut g = r.write()?;
         let mut rec = g.rec.clone();
         let t = now();
-        let owner = cred.uid == 0 || cred.uid == rec.uid;
         if let Some(mode) = s.mode {
-            // A non-owner may only drop set-user/group-ID bits: the kernel's
-            // "kill privileges" request sent on write by another user.
-            let (old_bits, new_bits) = (rec.mode & 0o7777, mode & 0o7777);
-            let keep = !(libc::S_ISUID | libc::S_ISGID);
-            let kill_priv_only = old_bits & keep == new_bits & keep && new_bits & !old_bits == 0;
-            if !owner && !kill_priv_only {
-                return Err(FsError::Perm);
-            }
-            let mut m = mode & 0o7777;
-            if cred.uid != 0 && cred.gid != rec.gid && s.gid.is_none() {
-                m &= !libc::S_ISGID;
-            }
-            rec.mode = (rec.mode & libc::S_IFMT) | m;
+            rec.mode = (rec.mode & libc::S_IFMT) | (mode & 0o7777);
         }
-        if s.uid.is_some() || s.gid.is_some() {
-            let new_uid = s.uid.unwrap_or(rec.uid);
-            let new_gid = s.gid.unwrap_or(rec.gid);
-            if cred.uid != 0 {
-                if new_uid != rec.uid || cred.uid != rec.uid {
-                    return Err(FsError::Perm);
-                }
-                if new_gid != rec.gid && new_gid != cred.gid {
-                    return Err(FsError::Perm);
-                }
-            }
-            // chown clears set-user-ID, and set-group-ID when group-executable (as Linux).
-            if rec.mode & libc::S_IFMT != libc::S_IFDIR {
-                rec.mode &= !libc::S_ISUID;
-                if rec.mode & libc::S_IXGRP != 0 {
-                    rec.mode &= !libc::S_ISGID;
-                }
-            }
-            rec.uid = new_uid;
-            rec.gid = new_gid;
+        if let Some(uid) = s.uid {
+            rec.uid = uid;
         }
-        for (which, val) in [(0, s.atime), (1, s.mtime)] {
-            if let Some(v) = val {
-                let ts = match v {
-                    SetTime::Now => {
-                        if !owner && self.access(ino, libc::W_OK, cred).is_err() {
-                            return Err(FsError::Access);
-                        }
-                        t
-                    }
-                    SetTime::At(ts) => {
-                        if !owner {
-                            return Err(FsError::Perm);
-                        }
-                        ts
-                    }
-                };
-                if which == 0 {
-                    rec.atime = ts;
-                } else {
-                    rec.mtime = ts;
-                }
-            }
+        if let Some(gid) = s.gid {
+            rec.gid = gid;
         }
+        let at = |v: SetTime| match v {
+            SetTime::Now => t,
+            SetTime::At(ts) => ts,
+        };
+        if let Some(v) = s.atime {
+            rec.atime = at(v);
+        }
+        if let Some(v) = s.mtime {
+            rec.mtime = at(v);
+        }
+        rec.ctime = t;
+        // A mode change rewrites the access ACL's owner, mask (or group) and
+        // other entries (POSIX 1003.1e chmod), in the same transaction.
+        let acl_blob = match s.mode {
+            Some(_) => self.acl_after_chmod(&mut g, rec.mode)?,
+            None => None,
+        };
         if let Some(size) = s.size {
             if g.is_dir() {
                 return Err(FsError::IsDir);
@@ -897,25 +850,21 @@ impl Fs {
             if size > MAX_FILE_SIZE {
                 return Err(FsError::FileTooBig);
             }
-            if size != rec.size || s.mtime.is_none() {
-                rec.mtime = if s.mtime.is_some() { rec.mtime } else { t };
+            if s.mtime.is_none() {
+                rec.mtime = t;
             }
-            // Clear suid/sgid on truncate by a non-owner write, as Linux does on write.
-            if cred.uid != 0 {
-                rec.mode &= !libc::S_ISUID;
-                if rec.mode & libc::S_IXGRP != 0 {
-                    rec.mode &= !libc::S_ISGID;
-                }
-            }
-            rec.ctime = t;
-            self.truncate_locked(&mut g, size, rec)?;
+            self.truncate_locked(&mut g, size, rec, acl_blob)?;
             return Ok(g.attr());
         }
-        rec.ctime = t;
-        let mut ctx = self.ctx()?;
-        ctx.put_inode(ino, &rec);
-        ctx.commit()?;
-        g.rec = rec;
+        match acl_blob {
+            Some(m) => self.store_xattrs(&mut g, m, rec)?,
+            None => {
+                let mut ctx = self.ctx()?;
+                ctx.put_inode(ino, &rec);
+                ctx.commit()?;
+                g.rec = rec;
+            }
+        }
         Ok(g.attr())
     }
 
@@ -999,7 +948,7 @@ impl Fs {
         };
         let _ns = self.ns.write();
         let pr = self.get(parent)?;
-        let mut pg = pr.write_arc();
+        let mut pg = pr.write()?;
         {
             let d = pg.dir.as_ref().ok_or(FsError::NotDir)?;
             if pg.rec.nlink == 0 {
@@ -1013,6 +962,7 @@ impl Fs {
         if is_dir && pg.rec.nlink >= MAX_LINKS {
             return Err(FsError::TooManyLinks);
         }
+        let (mode, xattrs) = self.inherit_acls(&mut pg, mode, cred.umask)?;
         let mut rec = self.new_inode_rec(&pg, mode, cred, rdev);
         // Symlink target: its data block is written before the metadata commits.
         let mut target_run = None;
@@ -1066,6 +1016,9 @@ impl Fs {
             );
             ext_slot = Some((p, es));
         }
+        if !xattrs.is_empty() {
+            self.stage_xattrs(&mut ctx, &InodeRec::default(), &xattrs, &mut rec)?;
+        }
         ctx.put_inode(ino, &rec);
         let mut prec = pg.rec.clone();
         prec.mtime = rec.ctime;
@@ -1088,6 +1041,7 @@ impl Fs {
             },
         );
         let mut inode = Inode::new(ino, rec);
+        inode.xattrs = Some(xattrs);
         if let Some(dd) = inode.dir.as_mut() {
             dd.parent = parent;
         }
@@ -1104,9 +1058,7 @@ impl Fs {
             self.rmap.lock().insert((p, ino, 0), 1);
         }
         let attr = inode.attr();
-        self.inodes
-            .write()
-            .insert(ino, Arc::new(RwLock::new(inode)));
+        self.inodes.write().insert(ino, node::Node::new(inode));
         Ok(attr)
     }
 
@@ -1197,7 +1149,7 @@ impl Fs {
         let _ns = self.ns.write();
         let child = {
             let p = self.get(parent)?;
-            let g = p.read();
+            let g = p.read()?;
             let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
             d.by_name.get(name).ok_or(FsError::NotFound)?.child
         };
@@ -1337,7 +1289,7 @@ impl Fs {
         let _ns = self.ns.write();
         let lookup = |p: u64, n: &[u8]| -> FsResult<Option<DEnt>> {
             let r = self.get(p)?;
-            let g = r.read();
+            let g = r.read()?;
             let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
             Ok(d.by_name.get(n).cloned())
         };
@@ -1364,7 +1316,7 @@ impl Fs {
                     return Ok(false);
                 }
                 let r = self.get(node)?;
-                let p = r.read().dir.as_ref().map(|d| d.parent).unwrap_or(ROOT_INO);
+                let p = r.read()?.dir.as_ref().map(|d| d.parent).unwrap_or(ROOT_INO);
                 node = p;
             }
         };
@@ -1540,7 +1492,7 @@ impl Fs {
     pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirEntry>> {
         let _ns = self.ns.read();
         let r = self.get(ino)?;
-        let g = r.read();
+        let g = r.read()?;
         let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
         let mut out = Vec::new();
         if offset < 1 {
@@ -1576,7 +1528,7 @@ impl Fs {
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let r = self.get(ino)?;
-        let g = r.read();
+        let g = r.read()?;
         if g.ftype() != libc::S_IFLNK {
             return Err(FsError::Invalid);
         }
@@ -1605,13 +1557,13 @@ impl Fs {
 
     pub fn open(&self, ino: u64) -> FsResult<u64> {
         let r = self.get(ino)?;
-        r.write().open += 1;
+        r.write()?.open += 1;
         Ok(self.new_fh())
     }
 
     pub fn release(&self, ino: u64) -> FsResult<()> {
         let r = self.get(ino)?;
-        let mut g = r.write_arc();
+        let mut g = r.write()?;
         g.open = g.open.saturating_sub(1);
         if g.open == 0 && g.rec.nlink == 0 && g.orphan_slot.is_some() && !self.opts.read_only {
             self.destroy(&mut g)?;
@@ -1625,7 +1577,7 @@ impl Fs {
 
     pub fn read(&self, ino: u64, off: u64, size: usize) -> FsResult<Vec<u8>> {
         let r = self.get(ino)?;
-        let g = r.read();
+        let g = r.read()?;
         self.read_locked(&g, off, size)
     }
 
@@ -1667,7 +1619,7 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         let r = self.get(ino)?;
-        let mut g = r.write_arc();
+        let mut g = r.write()?;
         if g.is_dir() {
             return Err(FsError::IsDir);
         }
@@ -2060,7 +2012,15 @@ impl Fs {
     /// journaled store, so it is atomic with the size) and frees up to a batch
     /// of extents; if more remain, it also records an orphan `Truncate` so a
     /// crash before the last batch is finished at the next mount.
-    fn truncate_locked(&self, g: &mut Inode, size: u64, mut rec: InodeRec) -> FsResult<()> {
+    /// Truncate `g` to `size` with `rec` as its new inode (and, when given,
+    /// `xattrs` as its new xattrs: chmod and truncate in one request).
+    fn truncate_locked(
+        &self,
+        g: &mut Inode,
+        size: u64,
+        mut rec: InodeRec,
+        xattrs: Option<XattrMap>,
+    ) -> FsResult<()> {
         if self.opts.read_only {
             return Err(FsError::ReadOnly);
         }
@@ -2113,9 +2073,15 @@ impl Fs {
             );
             orphan = Some(s);
         }
+        if let Some(m) = &xattrs {
+            self.stage_xattrs(&mut ctx, &g.rec, m, &mut rec)?;
+        }
         ctx.put_inode(g.ino, &rec);
         ctx.commit()?;
         g.rec = rec;
+        if xattrs.is_some() {
+            g.xattrs = xattrs;
+        }
         for op in ops {
             self.apply_op(g, op);
         }
@@ -2154,7 +2120,6 @@ impl Fs {
                 size: Some(size),
                 ..Default::default()
             },
-            Cred::ROOT,
         )
     }
 
@@ -2191,7 +2156,7 @@ impl Fs {
             return Err(FsError::FileTooBig);
         }
         let r = self.get(ino)?;
-        let mut g = r.write_arc();
+        let mut g = r.write()?;
         if g.is_dir() {
             return Err(FsError::IsDir);
         }
@@ -2349,7 +2314,7 @@ impl Fs {
     /// SEEK_DATA / SEEK_HOLE.
     pub fn lseek(&self, ino: u64, off: u64, whence: i32) -> FsResult<u64> {
         let r = self.get(ino)?;
-        let g = r.read();
+        let g = r.read()?;
         let size = g.rec.size;
         if off >= size {
             return Err(FsError::NoSuchAddr);
@@ -2379,148 +2344,8 @@ impl Fs {
     /// Every extent of a file: (logical block, phys block, length).
     pub fn extents(&self, ino: u64) -> FsResult<Vec<(u64, u64, u64)>> {
         let r = self.get(ino)?;
-        let g = r.read();
+        let g = r.read()?;
         Ok(g.extents.iter().map(|(l, e)| (*l, e.phys, e.len)).collect())
-    }
-
-    // ------------------------------------------------------------------
-    // Extended attributes
-    // ------------------------------------------------------------------
-
-    fn load_xattrs(&self, g: &mut Inode) -> FsResult<()> {
-        if g.xattrs.is_some() {
-            return Ok(());
-        }
-        let m = if g.rec.xattr_blocks == 0 {
-            XattrMap::new()
-        } else {
-            let end = g.rec.xattr_block + g.rec.xattr_blocks as u64;
-            if g.rec.xattr_block < self.sb.data_start
-                || end > self.sb.total_blocks
-                || g.rec.xattr_len as u64 > g.rec.xattr_blocks as u64 * BS
-            {
-                return Err(FsError::Corrupt(format!(
-                    "inode {}: xattr block out of range",
-                    g.ino
-                )));
-            }
-            let b = self
-                .media
-                .read_vec(g.rec.xattr_block * BS, g.rec.xattr_len as usize)?;
-            if format::crc(&b) != g.rec.xattr_crc {
-                log::error!("inode {}: xattr checksum mismatch", g.ino);
-                return Err(FsError::Corrupt(format!(
-                    "inode {}: xattr checksum mismatch",
-                    g.ino
-                )));
-            }
-            format::decode_xattrs(&b)?
-        };
-        g.xattrs = Some(m);
-        Ok(())
-    }
-
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
-        let r = self.get(ino)?;
-        let mut g = r.write();
-        self.load_xattrs(&mut g)?;
-        g.xattrs
-            .as_ref()
-            .unwrap()
-            .get(name)
-            .cloned()
-            .ok_or(FsError::NoData)
-    }
-
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<Vec<u8>>> {
-        let r = self.get(ino)?;
-        let mut g = r.write();
-        self.load_xattrs(&mut g)?;
-        Ok(g.xattrs.as_ref().unwrap().keys().cloned().collect())
-    }
-
-    /// flags: XATTR_CREATE (1) / XATTR_REPLACE (2). `value: None` removes.
-    pub fn setxattr(
-        &self,
-        ino: u64,
-        name: &[u8],
-        value: Option<&[u8]>,
-        flags: i32,
-    ) -> FsResult<()> {
-        if self.opts.read_only {
-            return Err(FsError::ReadOnly);
-        }
-        if name.is_empty() || name.len() > MAX_NAME {
-            return Err(if name.is_empty() {
-                FsError::Invalid
-            } else {
-                FsError::Range
-            });
-        }
-        if value.is_some_and(|v| v.len() > XATTR_VALUE_MAX) {
-            return Err(FsError::Range);
-        }
-        let r = self.get(ino)?;
-        let mut g = r.write_arc();
-        self.load_xattrs(&mut g)?;
-        let mut m = g.xattrs.clone().unwrap();
-        let exists = m.contains_key(name);
-        match value {
-            None => {
-                if !exists {
-                    return Err(FsError::NoData);
-                }
-                m.remove(name);
-            }
-            Some(v) => {
-                if flags & libc::XATTR_CREATE != 0 && exists {
-                    return Err(FsError::Exists);
-                }
-                if flags & libc::XATTR_REPLACE != 0 && !exists {
-                    return Err(FsError::NoData);
-                }
-                m.insert(name.to_vec(), v.to_vec());
-            }
-        }
-        let blob = if m.is_empty() {
-            Vec::new()
-        } else {
-            format::encode_xattrs(&m)
-        };
-        if blob.len() > XATTR_TOTAL_MAX {
-            return Err(FsError::NoSpace);
-        }
-        let nblocks = (blob.len() as u64).div_ceil(BS);
-        let mut ctx = self.ctx()?;
-        let mut rec = g.rec.clone();
-        if nblocks > 0 {
-            // Copy-on-write the blob: new blocks, then switch the pointer atomically.
-            let p = ctx.reserve_contiguous(nblocks)?;
-            let mut padded = blob.clone();
-            padded.resize((nblocks * BS) as usize, 0);
-            self.media.write_at(p * BS, &padded)?;
-            self.media.persist(p * BS, nblocks * BS)?;
-            ctx.blocks_used(p, nblocks)?;
-            rec.xattr_block = p;
-        } else {
-            rec.xattr_block = 0;
-        }
-        if g.rec.xattr_blocks > 0 {
-            ctx.blocks_free(g.rec.xattr_block, g.rec.xattr_blocks as u64)?;
-        }
-        rec.xattr_blocks = nblocks as u32;
-        rec.xattr_len = blob.len() as u32;
-        rec.xattr_crc = if blob.is_empty() {
-            0
-        } else {
-            format::crc(&blob)
-        };
-        rec.ctime = now();
-        ctx.put_inode(ino, &rec);
-        ctx.commit()?;
-        g.rec = rec;
-        g.xattrs = Some(m);
-        Ok(())
     }
 
     /// Apply one extent-map change to DRAM (the inode's map and the reverse map).

@@ -16,7 +16,8 @@ pub const MAX_PINS: usize = 1_000_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub ino: u64,
-    pub path: String,
+    /// `None` where the asker could not look the file up (or it has no name).
+    pub path: Option<String>,
     /// Byte offset in the file.
     pub offset: u64,
 }
@@ -91,7 +92,7 @@ impl Fs {
             libc::FALLOC_FL_KEEP_SIZE,
         )?;
         let r = self.get(ino)?;
-        let mut g = r.write_arc();
+        let mut g = r.write()?;
         if write && self.pages.model != PageModel::Legacy {
             // A write fault on a shared DAX extent copies first (dax_iomap_copy_around).
             self.write_locked(&mut g, first * BS, end * BS, Fill::Unshare)?;
@@ -191,7 +192,7 @@ impl Fs {
     pub fn poison(&self, ino: u64, off: u64) -> FsResult<Poisoned> {
         let block = {
             let r = self.get(ino)?;
-            let g = r.read();
+            let g = r.read()?;
             let l = off / BS;
             let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
             e.phys + (l - s)
@@ -217,10 +218,17 @@ impl Fs {
 
     /// `daxlink owners`: who maps the block under `off` of `ino`, as the page
     /// model's reverse map answers, plus the pins on it.
-    pub fn owners(&self, ino: u64, off: u64) -> FsResult<OwnersReport> {
+    /// The owners, pins and poison state of the block under `off` of `ino`.
+    /// With `who`, a path is given only where `who` could look it up.
+    pub fn owners(
+        &self,
+        ino: u64,
+        off: u64,
+        who: Option<&crate::acl::Who>,
+    ) -> FsResult<OwnersReport> {
         let block = {
             let r = self.get(ino)?;
-            let g = r.read();
+            let g = r.read()?;
             let l = off / BS;
             let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
             e.phys + (l - s)
@@ -231,7 +239,10 @@ impl Fs {
             .into_iter()
             .map(|(i, idx)| Owner {
                 ino: i,
-                path: self.path_of(i).unwrap_or_default(),
+                path: match who {
+                    Some(w) => self.visible_path(i, w),
+                    None => self.path_of(i).map(|(p, _)| p),
+                },
                 offset: idx * BS,
             })
             .collect();
@@ -259,15 +270,16 @@ impl Fs {
     }
 
     /// One path of an inode (relative to the mount root), found by walking the
-    /// directory entries. Slow (a scan); for tools.
-    pub fn path_of(&self, ino: u64) -> Option<String> {
+    /// directory entries, and the directories on it from the root down.
+    /// Slow (a scan); for tools.
+    pub fn path_of(&self, ino: u64) -> Option<(String, Vec<u64>)> {
         if ino == ROOT_INO {
-            return Some("/".into());
+            return Some(("/".into(), Vec::new()));
         }
         let dirs: Vec<InodeRef> = self.inodes.read().values().cloned().collect();
         let mut parent_name = None;
         for d in dirs {
-            let g = d.read();
+            let g = d.read().ok()?;
             if let Some(dir) = &g.dir {
                 if let Some((n, _)) = dir.by_name.iter().find(|(_, e)| e.child == ino) {
                     parent_name = Some((g.ino, String::from_utf8_lossy(n).into_owned()));
@@ -277,15 +289,15 @@ impl Fs {
         }
         let (p, n) = parent_name?;
         let mut path = format!("/{n}");
+        let mut chain = vec![p];
         let mut cur = p;
-        let mut guard = 0;
-        while cur != ROOT_INO && guard < 4096 {
+        while cur != ROOT_INO && chain.len() < 4096 {
             let r = self.get(cur).ok()?;
-            let g = r.read();
+            let g = r.read().ok()?;
             let up = g.dir.as_ref()?.parent;
             drop(g);
             let pr = self.get(up).ok()?;
-            let pg = pr.read();
+            let pg = pr.read().ok()?;
             let name = pg
                 .dir
                 .as_ref()?
@@ -295,8 +307,27 @@ impl Fs {
                 .0
                 .clone();
             path = format!("/{}{path}", String::from_utf8_lossy(&name));
+            chain.push(up);
             cur = up;
-            guard += 1;
+        }
+        chain.reverse();
+        Some((path, chain))
+    }
+
+    /// The path of `ino` if `who` could look it up: search permission on
+    /// every directory from the root down (mode, owner and access ACL), as
+    /// path resolution would check. `None` when it could not (or there is
+    /// no path).
+    pub fn visible_path(&self, ino: u64, who: &crate::acl::Who) -> Option<String> {
+        let (path, chain) = self.path_of(ino)?;
+        for d in chain {
+            let r = self.get(d).ok()?;
+            let mut g = r.write().ok()?;
+            let acl = self.access_acl(&mut g);
+            let rec = &g.rec;
+            if !crate::acl::may_search(who, rec.mode, rec.uid, rec.gid, acl.as_ref()) {
+                return None;
+            }
         }
         Some(path)
     }

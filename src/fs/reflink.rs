@@ -47,7 +47,7 @@ impl Fs {
     /// The extents of a file, split where the reference count changes.
     pub fn extents_detail(&self, ino: u64) -> FsResult<Vec<ExtentInfo>> {
         let r = self.get(ino)?;
-        let g = r.read();
+        let g = r.read()?;
         let m = self.meta.lock();
         let mut out = Vec::new();
         for (l, e) in &g.extents {
@@ -322,8 +322,8 @@ impl Fs {
         }
     }
 
-    /// The common start of clone and dedupe: permission to read the source,
-    /// both inodes locked, the FICLONERANGE / FIDEDUPERANGE checks, and
+    /// The common start of clone and dedupe (the caller has shown that it
+    /// may read the source, by an open file at the FUSE edge): both inodes locked, the FICLONERANGE / FIDEDUPERANGE checks, and
     /// upstream's wait for pins on both files
     /// (xfs_mmaplock_two_inodes_and_break_dax_layout).
     #[allow(clippy::too_many_arguments)]
@@ -334,14 +334,10 @@ impl Fs {
         dst: u64,
         doff: u64,
         len: u64,
-        cred: Option<Cred>,
         dedupe: bool,
     ) -> FsResult<(BTreeMap<u64, WGuard>, u64, u64)> {
         if self.opts.read_only {
             return Err(FsError::ReadOnly);
-        }
-        if let Some(c) = cred {
-            self.access(src, libc::R_OK, c)?;
         }
         let gs = self.lock_many(&[src, dst])?;
         let (len, blocks) = self.remap_checks(&gs[&src], soff, &gs[&dst], doff, len, dedupe)?;
@@ -351,18 +347,10 @@ impl Fs {
     }
 
     /// FICLONERANGE: share `len` bytes (0 = to EOF) of `src` at `soff` into
-    /// `dst` at `doff`. `cred`, when given, must be allowed to read `src`
+    /// `dst` at `doff`. The caller must have checked that it may read `src`
     /// (the kernel never opened it). Returns the bytes cloned.
-    pub fn clone_range(
-        &self,
-        src: u64,
-        soff: u64,
-        dst: u64,
-        doff: u64,
-        len: u64,
-        cred: Option<Cred>,
-    ) -> FsResult<u64> {
-        let (mut gs, len, blocks) = self.remap_begin(src, soff, dst, doff, len, cred, false)?;
+    pub fn clone_range(&self, src: u64, soff: u64, dst: u64, doff: u64, len: u64) -> FsResult<u64> {
+        let (mut gs, len, blocks) = self.remap_begin(src, soff, dst, doff, len, false)?;
         if len == 0 {
             return Ok(0);
         }
@@ -387,9 +375,8 @@ impl Fs {
         dst: u64,
         doff: u64,
         len: u64,
-        cred: Option<Cred>,
     ) -> FsResult<(DedupeStatus, u64)> {
-        let (mut gs, len, blocks) = self.remap_begin(src, soff, dst, doff, len, cred, true)?;
+        let (mut gs, len, blocks) = self.remap_begin(src, soff, dst, doff, len, true)?;
         if len == 0 {
             return Ok((DedupeStatus::Same, 0));
         }
@@ -536,7 +523,7 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         let r = self.get(ino)?;
-        let mut g = r.write_arc();
+        let mut g = r.write()?;
         if g.is_dir() {
             return Err(FsError::IsDir);
         }

@@ -1,0 +1,287 @@
+//! Extended attributes and POSIX ACLs.
+//!
+//! An inode's xattrs are one blob (`format::encode_xattrs`) in contiguous
+//! data blocks, rewritten copy-on-write: new blocks are written and persisted,
+//! then one transaction switches the inode's pointer and frees the old blob.
+//! The two ACL xattrs (`crate::acl`) are stored the same way, validated on
+//! the way in, and kept consistent with the mode: setting an access ACL sets
+//! the mode's permission bits (and an ACL the mode says in full is not
+//! stored), chmod rewrites the access ACL, and a directory's default ACL is
+//! inherited at create (`inherit_acls`). Each of these is one transaction
+//! with the inode change it belongs to.
+
+use super::*;
+use crate::acl::{self, Acl, Who};
+
+impl Fs {
+    pub(super) fn load_xattrs(&self, g: &mut Inode) -> FsResult<()> {
+        if g.xattrs.is_some() {
+            return Ok(());
+        }
+        let m = if g.rec.xattr_blocks == 0 {
+            XattrMap::new()
+        } else {
+            let end = g.rec.xattr_block + g.rec.xattr_blocks as u64;
+            if g.rec.xattr_block < self.sb.data_start
+                || end > self.sb.total_blocks
+                || g.rec.xattr_len as u64 > g.rec.xattr_blocks as u64 * BS
+            {
+                return Err(FsError::Corrupt(format!(
+                    "inode {}: xattr block out of range",
+                    g.ino
+                )));
+            }
+            let b = self
+                .media
+                .read_vec(g.rec.xattr_block * BS, g.rec.xattr_len as usize)?;
+            if format::crc(&b) != g.rec.xattr_crc {
+                log::error!("inode {}: xattr checksum mismatch", g.ino);
+                return Err(FsError::Corrupt(format!(
+                    "inode {}: xattr checksum mismatch",
+                    g.ino
+                )));
+            }
+            format::decode_xattrs(&b)?
+        };
+        g.xattrs = Some(m);
+        Ok(())
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        let r = self.get(ino)?;
+        let mut g = r.write()?;
+        self.load_xattrs(&mut g)?;
+        g.xattrs
+            .as_ref()
+            .and_then(|m| m.get(name))
+            .cloned()
+            .ok_or(FsError::NoData)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<Vec<u8>>> {
+        let r = self.get(ino)?;
+        let mut g = r.write()?;
+        self.load_xattrs(&mut g)?;
+        Ok(g.xattrs
+            .as_ref()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// Set (`value: Some`) or remove (`None`) an xattr, as a trusted caller.
+    /// flags: XATTR_CREATE (1) / XATTR_REPLACE (2).
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: i32,
+    ) -> FsResult<()> {
+        self.setxattr_by(ino, name, value, flags, None)
+    }
+
+    /// `setxattr` on behalf of `who`: setting an access ACL clears the
+    /// set-group-ID bit unless `who` is in the file's group or has
+    /// CAP_FSETID (`None`: keep it), as Linux does.
+    pub fn setxattr_by(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: i32,
+        who: Option<&Who>,
+    ) -> FsResult<()> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(if name.is_empty() {
+                FsError::Invalid
+            } else {
+                FsError::Range
+            });
+        }
+        if value.is_some_and(|v| v.len() > XATTR_VALUE_MAX) {
+            return Err(FsError::Range);
+        }
+        let is_acl = name == acl::ACCESS || name == acl::DEFAULT;
+        let parsed = match (is_acl, value) {
+            (true, Some(v)) => Some(Acl::decode(v).map_err(|e| {
+                log::debug!("inode {ino}: {e}");
+                FsError::Invalid
+            })?),
+            _ => None,
+        };
+        let r = self.get(ino)?;
+        let mut g = r.write()?;
+        if name == acl::DEFAULT && !g.is_dir() && value.is_some() {
+            return Err(FsError::Access);
+        }
+        self.load_xattrs(&mut g)?;
+        let mut m = g.xattrs.clone().unwrap_or_default();
+        let exists = m.contains_key(name);
+        let mut rec = g.rec.clone();
+        match value {
+            None => {
+                if !exists {
+                    return Err(FsError::NoData);
+                }
+                m.remove(name);
+            }
+            Some(v) => {
+                if flags & libc::XATTR_CREATE != 0 && exists {
+                    return Err(FsError::Exists);
+                }
+                if flags & libc::XATTR_REPLACE != 0 && !exists {
+                    return Err(FsError::NoData);
+                }
+                match parsed.filter(|_| name == acl::ACCESS) {
+                    Some(a) => {
+                        // The mode follows the ACL; an ACL the mode says in
+                        // full is not kept (posix_acl_update_mode).
+                        let (bits, extended) = a.mode_bits();
+                        rec.mode = (rec.mode & !0o777) | bits;
+                        if who.is_some_and(|w| !w.cap_fsetid && !w.in_group(rec.gid)) {
+                            rec.mode &= !libc::S_ISGID;
+                        }
+                        if extended {
+                            m.insert(name.to_vec(), v.to_vec());
+                        } else {
+                            m.remove(name);
+                        }
+                    }
+                    None => {
+                        m.insert(name.to_vec(), v.to_vec());
+                    }
+                }
+            }
+        }
+        rec.ctime = now();
+        self.store_xattrs(&mut g, m, rec)
+    }
+
+    /// Write `m` as `g`'s xattrs and `rec` (whose xattr fields are set here)
+    /// as its inode, in one transaction.
+    pub(super) fn store_xattrs(
+        &self,
+        g: &mut Inode,
+        m: XattrMap,
+        mut rec: InodeRec,
+    ) -> FsResult<()> {
+        let mut ctx = self.ctx()?;
+        self.stage_xattrs(&mut ctx, &g.rec, &m, &mut rec)?;
+        ctx.put_inode(g.ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        g.xattrs = Some(m);
+        Ok(())
+    }
+
+    /// Inside `ctx`: write `m` to new blocks, point `rec` at them and free
+    /// the blob `old` points at. The caller commits and then installs `m`.
+    pub(super) fn stage_xattrs(
+        &self,
+        ctx: &mut Ctx<'_>,
+        old: &InodeRec,
+        m: &XattrMap,
+        rec: &mut InodeRec,
+    ) -> FsResult<()> {
+        let blob = if m.is_empty() {
+            Vec::new()
+        } else {
+            format::encode_xattrs(m)
+        };
+        if blob.len() > XATTR_TOTAL_MAX {
+            return Err(FsError::NoSpace);
+        }
+        let nblocks = (blob.len() as u64).div_ceil(BS);
+        if nblocks > 0 {
+            // Copy-on-write the blob: new blocks, then switch the pointer atomically.
+            let p = ctx.reserve_contiguous(nblocks)?;
+            let mut padded = blob.clone();
+            padded.resize((nblocks * BS) as usize, 0);
+            self.media.write_at(p * BS, &padded)?;
+            self.media.persist(p * BS, nblocks * BS)?;
+            ctx.blocks_used(p, nblocks)?;
+            rec.xattr_block = p;
+        } else {
+            rec.xattr_block = 0;
+        }
+        if old.xattr_blocks > 0 {
+            ctx.blocks_free(old.xattr_block, old.xattr_blocks as u64)?;
+        }
+        rec.xattr_blocks = nblocks as u32;
+        rec.xattr_len = blob.len() as u32;
+        rec.xattr_crc = if blob.is_empty() {
+            0
+        } else {
+            format::crc(&blob)
+        };
+        Ok(())
+    }
+
+    /// chmod of `g` to `mode`: its xattrs with the access ACL rewritten to
+    /// match, or `None` when it has no access ACL.
+    pub(super) fn acl_after_chmod(&self, g: &mut Inode, mode: u32) -> FsResult<Option<XattrMap>> {
+        self.load_xattrs(g)?;
+        let Some(m) = g.xattrs.as_ref() else {
+            return Ok(None);
+        };
+        let Some(v) = m.get(acl::ACCESS) else {
+            return Ok(None);
+        };
+        let mut a = Acl::decode(v)
+            .map_err(|e| FsError::Corrupt(format!("inode {}: access ACL: {e}", g.ino)))?;
+        a.chmod(mode);
+        let mut m = m.clone();
+        m.insert(acl::ACCESS.to_vec(), a.encode());
+        Ok(Some(m))
+    }
+
+    /// Inheritance at create (POSIX 1003.1e, as ext4): with a default ACL
+    /// on `parent`, the new inode's permission bits are `mode` restricted by
+    /// it, it gets an access ACL when the result needs one, and a new
+    /// directory inherits the default ACL; without one, the umask applies.
+    /// Returns the new mode and the new inode's xattrs. Symlinks take neither.
+    pub(super) fn inherit_acls(
+        &self,
+        parent: &mut Inode,
+        mode: u32,
+        umask: u32,
+    ) -> FsResult<(u32, XattrMap)> {
+        let mut m = XattrMap::new();
+        if mode & libc::S_IFMT == libc::S_IFLNK {
+            return Ok((mode, m));
+        }
+        self.load_xattrs(parent)?;
+        let default = parent
+            .xattrs
+            .as_ref()
+            .and_then(|x| x.get(acl::DEFAULT))
+            .map(|v| {
+                Acl::decode(v).map_err(|e| {
+                    FsError::Corrupt(format!("inode {}: default ACL: {e}", parent.ino))
+                })
+            })
+            .transpose()?;
+        let Some(d) = default else {
+            return Ok((mode & !(umask & 0o777), m));
+        };
+        let mut access = d.clone();
+        let (bits, extended) = access.create_masq(mode);
+        if extended {
+            m.insert(acl::ACCESS.to_vec(), access.encode());
+        }
+        if mode & libc::S_IFMT == libc::S_IFDIR {
+            m.insert(acl::DEFAULT.to_vec(), d.encode());
+        }
+        Ok(((mode & !0o777) | bits, m))
+    }
+
+    /// The access ACL of `g`, if it has a valid one (for permission checks
+    /// the daemon itself must make).
+    pub(super) fn access_acl(&self, g: &mut Inode) -> Option<Acl> {
+        self.load_xattrs(g).ok()?;
+        Acl::decode(g.xattrs.as_ref()?.get(acl::ACCESS)?).ok()
+    }
+}
