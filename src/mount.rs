@@ -509,7 +509,7 @@ pub fn mount_main(
         Ok(e) => e,
         Err(e) => {
             eprintln!("daxlink: cannot find my own executable: {e}");
-            return 1;
+            return 32;
         }
     };
     let mut cmd = std::process::Command::new(exe);
@@ -525,7 +525,7 @@ pub fn mount_main(
         Ok(c) => c,
         Err(e) => {
             eprintln!("daxlink: cannot start the daemon: {e}");
-            return 1;
+            return 32;
         }
     };
     let mut msg = Vec::new();
