@@ -29,7 +29,7 @@ sum1=$(sha256sum < "$MNT/random.bin")
 df -h "$MNT"
 echo "== unmount, fsck, mount again"
 umount "$MNT"
-sleep 0.2
+flock -w 10 "$IMG" true  # the daemon holds the image until it has exited
 fsck -t daxlink -n "$IMG"
 mount -t fuse.daxlink "$IMG" "$MNT"
 sum2=$(sha256sum < "$MNT/random.bin")
@@ -47,6 +47,7 @@ echo "after writing one block into copy.bin:"
 "$D" stat "$MNT"
 umount "$MNT"
 trap - EXIT
+flock -w 10 "$IMG" true
 fsck -t daxlink -n "$IMG"
 echo "== the pinning problem: scenarios S1-S9 under the legacy, upstream and proxy page models"
 "$D" demo --page-model all

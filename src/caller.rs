@@ -121,22 +121,34 @@ pub fn parse_fdinfo(s: &str) -> Option<(i32, u64, u64)> {
     Some((flags, mnt_id, ino))
 }
 
-struct MountLine {
-    id: u64,
-    dev: (u32, u32),
-    point: String,
+/// One line of a mountinfo file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountLine {
+    pub id: u64,
+    pub dev: (u32, u32),
+    pub point: String,
+    pub fstype: String,
 }
 
-fn mountinfo_lines(s: &str) -> impl Iterator<Item = MountLine> + '_ {
+/// The lines of a mountinfo file that parse.
+pub fn mountinfo_lines(s: &str) -> impl Iterator<Item = MountLine> + '_ {
     s.lines().filter_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
+        let (a, b) = l.split_once(" - ")?;
+        let f: Vec<&str> = a.split(' ').collect();
         let (maj, min) = f.get(2)?.split_once(':')?;
         Some(MountLine {
             id: f.first()?.parse().ok()?,
             dev: (maj.parse().ok()?, min.parse().ok()?),
             point: unescape(f.get(4)?),
+            fstype: b.split(' ').next()?.to_string(),
         })
     })
+}
+
+/// This process's mounts.
+pub fn self_mounts() -> Vec<MountLine> {
+    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo_lines(&s).collect()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -159,15 +171,14 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The device of the mount on `dir` as this process sees it now (the last
-/// mount there: call right after mounting).
+/// The device of the daxlink mount on `dir` as this process sees it now
+/// (the last one there: call right after mounting).
 pub fn mount_dev(dir: &Path) -> Option<(u32, u32)> {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = dir.canonicalize().ok()?;
     let want = want.to_str()?;
-    mountinfo_lines(&mi)
-        .filter(|m| m.point == want)
-        .last()
+    self_mounts()
+        .into_iter()
+        .rfind(|m| m.point == want && m.fstype == "fuse.daxlink")
         .map(|m| m.dev)
 }
 
@@ -213,5 +224,6 @@ mod tests {
             (l[0].id, l[0].dev, l[0].point.as_str()),
             (27, (0, 50), "/tmp/a b")
         );
+        assert_eq!(l[0].fstype, "fuse.daxlink");
     }
 }

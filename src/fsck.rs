@@ -59,7 +59,8 @@
 //!
 //! 0 no findings, 1 every finding fixed, 4 findings left (always so with
 //! findings in check-only mode), 8 operational error (cannot open or map the
-//! image, no valid superblock, repair of a read-only mapping, write failure).
+//! image, the image is in use (mounted, or another fsck or mkfs), no valid
+//! superblock, repair of a read-only mapping, write failure).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -318,7 +319,9 @@ impl Report {
     }
 }
 
-/// Open an image or device and check it (`repair` maps it writable).
+/// Open an image or device and check it. `repair` maps it writable and locks it
+/// exclusively; a check-only run takes a shared lock (see [`Media::lock_path`]),
+/// so neither runs on a mounted read-write image.
 pub fn check_path(path: &Path, repair: bool) -> Report {
     let md = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -332,6 +335,9 @@ pub fn check_path(path: &Path, repair: bool) -> Report {
     };
     match Media::open(path, mode, !repair) {
         Ok(m) => check(&m, repair),
+        Err(e @ crate::media::MediaError::Busy(_)) => {
+            Report::failed(format!("cannot open {}: {e}", path.display()), repair)
+        }
         Err(e) => Report::failed(format!("cannot map {}: {e}", path.display()), repair),
     }
 }

@@ -79,6 +79,9 @@ pub struct DaxFuse {
     /// Test hook (DAXLINK_FAULT_INJECT=panic-on-xattr): reading the xattr
     /// `user.daxlink.inject-panic` panics inside the handler.
     panic_hook: bool,
+    /// Test hook (DAXLINK_FAULT_INJECT=hang-on-xattr): reading the xattr
+    /// `user.daxlink.inject-hang` never returns (a wedged request).
+    hang_hook: bool,
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -159,7 +162,8 @@ fn caller(req: &Request) -> Caller {
 }
 
 /// Run a handler body, turning a panic into a logged failure of this request.
-fn guarded(what: &str, f: impl FnOnce()) {
+fn guarded(what: &'static str, f: impl FnOnce()) {
+    let _in_flight = crate::inflight::enter(what);
     if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
         let msg = p
             .downcast_ref::<&str>()
@@ -179,6 +183,7 @@ impl DaxFuse {
             notifier: Arc::new(std::sync::OnceLock::new()),
             dev: Arc::new(std::sync::OnceLock::new()),
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
+            hang_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("hang-on-xattr"),
         }
     }
 
@@ -868,6 +873,11 @@ impl Filesystem for DaxFuse {
         guarded("getxattr", || {
             if self.panic_hook && name.as_bytes() == b"user.daxlink.inject-panic" {
                 panic!("injected panic (DAXLINK_FAULT_INJECT)");
+            }
+            if self.hang_hook && name.as_bytes() == b"user.daxlink.inject-hang" {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
             }
             if name.as_bytes() == EXTENTS_XATTR {
                 return match self.fs.extents_detail(ino.0) {

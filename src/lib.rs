@@ -14,6 +14,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod fsck;
+pub mod inflight;
 pub mod journal;
 pub mod media;
 pub mod mkfs;

@@ -154,7 +154,16 @@ fn main() {
     if args.len() >= 3 && !SUBCOMMANDS.contains(&args[1].as_str()) {
         args.insert(1, "mount".into());
     }
-    let cli = Cli::parse_from(args);
+    let is_mount = args.get(1).map(String::as_str) == Some("mount");
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) if is_mount && e.use_stderr() => {
+            // Every failure of `daxlink mount` is exit 32 and one line, as mount(8) expects.
+            eprintln!("daxlink mount: {}", one_line(&e.render().to_string()));
+            std::process::exit(32);
+        }
+        Err(e) => e.exit(),
+    };
     let code = match cli.cmd {
         Cmd::Mount {
             image,
@@ -166,7 +175,7 @@ fn main() {
             let mut o = MountOpts::default();
             if let Err(e) = parse_opts(&mut o, &raw) {
                 eprintln!("daxlink: {e}");
-                std::process::exit(1);
+                std::process::exit(32);
             }
             mount_main(image, dir, &raw, o, foreground)
         }
@@ -326,6 +335,25 @@ fn main() {
         Cmd::Crashtest(a) => daxlink::crash::cli(a),
     };
     std::process::exit(code);
+}
+
+/// A clap error message on one line: "error: X\n  <A>\n\nUsage: U\n\nFor more..." ->
+/// "X <A> (usage: U)".
+fn one_line(msg: &str) -> String {
+    let mut parts = Vec::new();
+    let mut usage = None;
+    for l in msg.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = l.strip_prefix("Usage:") {
+            usage = Some(u.trim().to_string());
+        } else if !l.starts_with("For more information") && !l.starts_with("tip:") {
+            parts.push(l.strip_prefix("error:").unwrap_or(l).trim().to_string());
+        }
+    }
+    let mut s = parts.join(" ");
+    if let Some(u) = usage {
+        s.push_str(&format!(" (usage: {u})"));
+    }
+    s
 }
 
 fn pin_cmd(

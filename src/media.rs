@@ -6,6 +6,11 @@
 //! made explicit with [`Media::flush`], [`Media::fence`] and [`Media::persist`].
 //! An optional [`MediaObserver`] sees every store, flush and fence (crash testing).
 //!
+//! Opening a path takes a lock on it for as long as the [`Media`] lives: one
+//! writer (exclusive `flock`, plus `O_EXCL` for a block device) or any number of
+//! readers (shared `flock`). A second writer is refused with [`MediaError::Busy`],
+//! which names the holder.
+//!
 //! All `unsafe` code of the project lives in this file.
 
 use std::fs::{File, OpenOptions};
@@ -25,6 +30,9 @@ pub enum MediaError {
     OutOfBounds { off: u64, len: u64, size: u64 },
     #[error("media is mapped read-only")]
     ReadOnly,
+    /// Another open holds the lock: "in use by pid N (comm)".
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -124,10 +132,101 @@ fn size_of_dax_char(file: &File) -> std::io::Result<u64> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// The processes holding a `flock` on the file `md` describes, from /proc/locks:
+/// "pid 123 (daxlink)", comma-separated; None if none is found.
+fn holders(md: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let key = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(md.dev()),
+        libc::minor(md.dev()),
+        md.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let mut pids: Vec<u32> = Vec::new();
+    for line in locks.lines() {
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"; waiters have "->" after the id.
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 6 && f[1] == "FLOCK" && f[5] == key {
+            if let Ok(pid) = f[4].parse::<u32>() {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    if pids.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = pids
+        .iter()
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            match comm.trim() {
+                "" => format!("pid {pid}"),
+                c => format!("pid {pid} ({c})"),
+            }
+        })
+        .collect();
+    Some(named.join(", "))
+}
+
 impl Media {
-    /// Map an image file or a pmem/dax device.
+    /// Open, lock and map an image file or a pmem/dax device: writable with an
+    /// exclusive lock, or `read_only` with a shared lock (see [`Media::lock_path`]).
     pub fn open(path: &Path, mode: PersistMode, read_only: bool) -> Result<Media, MediaError> {
-        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+        let file = Media::lock_path(path, !read_only)?;
+        Media::map_locked(file, mode, read_only)
+    }
+
+    /// Open `path` (read-write if `write`) and lock it: `write` takes an exclusive
+    /// `flock` (and opens a block device with `O_EXCL`), otherwise a shared one;
+    /// never waits. The lock lasts as long as the returned file, its clones and
+    /// any mapping made from them; the descriptor is close-on-exec. Fails with
+    /// [`MediaError::Busy`] naming the holder.
+    pub fn lock_path(path: &Path, write: bool) -> Result<File, MediaError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let is_block = std::fs::metadata(path)?.file_type().is_block_device();
+        let mut oo = OpenOptions::new();
+        oo.read(true).write(write);
+        if write && is_block {
+            // The block layer's exclusive open: also fails while the device is
+            // mounted or claimed by any other O_EXCL opener.
+            oo.custom_flags(libc::O_EXCL);
+        }
+        let file = match oo.open(path) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let who = std::fs::metadata(path)
+                    .ok()
+                    .and_then(|md| holders(&md))
+                    .unwrap_or_else(|| "another program (opened exclusively; mounted?)".into());
+                return Err(MediaError::Busy(format!("in use by {who}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let r = if write {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match r {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let who = file
+                    .metadata()
+                    .ok()
+                    .and_then(|md| holders(&md))
+                    .unwrap_or_else(|| "another process".into());
+                Err(MediaError::Busy(format!("in use by {who}")))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
+    /// Map a file opened and locked by [`Media::lock_path`] (opened writable
+    /// unless `read_only`). The mapping keeps the lock.
+    pub fn map_locked(file: File, mode: PersistMode, read_only: bool) -> Result<Media, MediaError> {
         let ft = file.metadata()?.file_type();
         let (len, kind) = if ft.is_block_device() {
             use std::io::{Seek, SeekFrom};
@@ -405,5 +504,32 @@ mod tests {
         let m = Media::open(&p, PersistMode::Cpu, false).unwrap();
         m.write_persist(4000, &[7u8; 300]).unwrap();
         assert_eq!(m.read_vec(4000, 300).unwrap(), vec![7u8; 300]);
+    }
+
+    #[test]
+    fn one_writer_or_many_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let w = Media::open(&p, PersistMode::Msync, false).unwrap();
+        // flock is per open file: a second open in this process conflicts too.
+        for ro in [false, true] {
+            match Media::open(&p, PersistMode::Msync, ro) {
+                Err(MediaError::Busy(m)) => {
+                    assert!(m.contains(&format!("pid {}", std::process::id())), "{m}")
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("second open (ro={ro}) of a writer-locked image succeeded"),
+            }
+        }
+        drop(w);
+        let r1 = Media::open(&p, PersistMode::Msync, true).unwrap();
+        let r2 = Media::open(&p, PersistMode::Msync, true).unwrap();
+        assert!(matches!(
+            Media::open(&p, PersistMode::Msync, false),
+            Err(MediaError::Busy(_))
+        ));
+        drop((r1, r2));
+        Media::open(&p, PersistMode::Msync, false).unwrap();
     }
 }

@@ -149,6 +149,8 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Create (if missing) or size an image file, then mkfs it. Used by the CLI and tests.
+/// The image is locked exclusively (see [`Media::lock_path`]) before anything is
+/// checked or changed, so a mounted image is refused.
 pub fn mkfs_path(
     path: &Path,
     size: Option<u64>,
@@ -157,37 +159,37 @@ pub fn mkfs_path(
 ) -> Result<Superblock, String> {
     let exists = path.exists();
     if !exists {
-        let size = size.ok_or("the image does not exist: give --size")?;
-        let f = std::fs::File::create(path)
+        size.ok_or("the image does not exist: give --size")?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        f.set_len(size)
-            .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
-    } else {
-        let md = std::fs::metadata(path).map_err(|e| e.to_string())?;
-        if md.is_file() {
-            if let Some(sz) = size {
-                if md.len() != sz {
-                    if md.len() > 0 && !force {
-                        // Resizing an existing non-empty file is allowed only with --force.
-                        let m = Media::open(path, crate::media::PersistMode::Msync, true)
-                            .map_err(|e| e.to_string())?;
-                        if has_filesystem(&m) {
-                            return Err(format!(
-                                "{} already holds a daxlink filesystem; use --force to overwrite it",
-                                path.display()
-                            ));
-                        }
+    }
+    let file =
+        Media::lock_path(path, true).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let md = file.metadata().map_err(|e| e.to_string())?;
+    if md.is_file() {
+        if let Some(sz) = size {
+            if md.len() != sz {
+                if exists && md.len() > 0 && !force {
+                    // Resizing an existing non-empty file is allowed only with --force.
+                    let dup = file.try_clone().map_err(|e| e.to_string())?;
+                    let m = Media::map_locked(dup, crate::media::PersistMode::Msync, true)
+                        .map_err(|e| e.to_string())?;
+                    if has_filesystem(&m) {
+                        return Err(format!(
+                            "{} already holds a daxlink filesystem; use --force to overwrite it",
+                            path.display()
+                        ));
                     }
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .and_then(|f| f.set_len(sz))
-                        .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
                 }
+                file.set_len(sz)
+                    .map_err(|e| format!("cannot size {}: {e}", path.display()))?;
             }
         }
     }
-    let media = Media::open(path, crate::media::PersistMode::Cpu, false)
+    let media = Media::map_locked(file, crate::media::PersistMode::Cpu, false)
         .map_err(|e| format!("cannot map {}: {e}", path.display()))?;
     if exists && !force && has_filesystem(&media) {
         return Err(format!(

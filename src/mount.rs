@@ -2,9 +2,11 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use fuser::{Config, MountOption, SessionACL};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::fs::{Fs, FsOptions};
@@ -213,6 +215,138 @@ fn block_signals() -> SigSet {
     set
 }
 
+/// Environment variable: how long (ms) shutdown waits for the FUSE session to end
+/// once SIGTERM arrived or the mount went away, before the daemon gives up.
+pub const SHUTDOWN_TIMEOUT_ENV: &str = "DAXLINK_SHUTDOWN_TIMEOUT_MS";
+
+fn shutdown_timeout() -> Duration {
+    std::env::var(SHUTDOWN_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+/// Shutdown state shared by the signal thread, the mount watcher, the watchdog
+/// and `serve`: when and why shutdown began, and whether the session has ended.
+#[derive(Default)]
+struct Shutdown {
+    state: Mutex<(Option<(Instant, String)>, bool)>,
+    cv: Condvar,
+}
+
+impl Shutdown {
+    fn begin(&self, why: String) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0.is_none() {
+            st.0 = Some((Instant::now(), why));
+            self.cv.notify_all();
+        }
+    }
+
+    fn begun(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .is_some()
+    }
+
+    fn finish(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// One line of /proc/self/mountinfo: (mount id, mount point, fs type).
+fn mountinfo() -> Vec<(u64, String, String)> {
+    crate::caller::self_mounts()
+        .into_iter()
+        .map(|m| (m.id, m.point, m.fstype))
+        .collect()
+}
+
+fn our_mount_id(mountpoint: &Path) -> Option<u64> {
+    let mp = mountpoint.to_string_lossy();
+    mountinfo()
+        .into_iter()
+        .rfind(|(_, p, t)| *p == mp && t == "fuse.daxlink")
+        .map(|(id, _, _)| id)
+}
+
+/// Wait until mount `id` leaves this mount namespace (umount, umount -l), then
+/// begin the shutdown. poll(2) on mountinfo wakes on every mount table change.
+fn watch_mount(id: u64, sd: Arc<Shutdown>) {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open("/proc/self/mountinfo").ok();
+    loop {
+        if let Some(f) = &f {
+            let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLPRI)];
+            let _ = poll(&mut fds, PollTimeout::from(1000u16));
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if sd.begun() {
+            return;
+        }
+        if !mountinfo().iter().any(|(i, _, _)| *i == id) {
+            sd.begin("the mount went away".into());
+            return;
+        }
+    }
+}
+
+/// Once shutdown has begun, give the session `limit` to end. If it has not,
+/// log the requests still in flight, detach the mount if it is still there,
+/// and exit without marking the image clean (as a crash: the journal makes the
+/// next mount consistent). Joining a wedged worker, or `fs.unmount()` waiting
+/// for locks it holds, would never return.
+fn watchdog(sd: Arc<Shutdown>, limit: Duration, mount_id: Option<u64>, image: PathBuf) {
+    let mut st = sd.state.lock().unwrap_or_else(|e| e.into_inner());
+    while st.0.is_none() && !st.1 {
+        st = sd.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+    }
+    let Some((t0, why)) = st.0.clone() else {
+        return;
+    };
+    while !st.1 && t0.elapsed() < limit {
+        let left = limit - t0.elapsed();
+        st = sd
+            .cv
+            .wait_timeout(st, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    if st.1 {
+        return;
+    }
+    let stuck = crate::inflight::snapshot();
+    log::error!(
+        "shutdown ({why}) did not finish within {:.1} s: {} request(s) in flight",
+        limit.as_secs_f64(),
+        stuck.len()
+    );
+    for (what, age) in &stuck {
+        log::error!(
+            "stuck request: {what}, running for {:.1} s",
+            age.as_secs_f64()
+        );
+    }
+    if let Some(id) = mount_id {
+        if let Some((_, mp, _)) = mountinfo().into_iter().find(|(i, _, _)| *i == id) {
+            log::error!("detaching {mp}");
+            if let Err(e) = nix::mount::umount2(mp.as_str(), nix::mount::MntFlags::MNT_DETACH) {
+                log::error!("cannot detach {mp}: {e}");
+            }
+        }
+    }
+    log::error!(
+        "exiting without marking {} clean; the next mount recovers it",
+        image.display()
+    );
+    std::process::exit(1);
+}
+
 /// Mount and serve until unmounted. `ready` is told once the mount is live
 /// (or why it failed).
 pub fn serve(
@@ -235,6 +369,8 @@ pub fn serve(
         )));
         return 32;
     }
+    // Before mounting: afterwards resolving `dir` would ask this daemon itself.
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let fs = match open_fs(image, o) {
         Ok(f) => Arc::new(f),
         Err(e) => {
@@ -264,21 +400,43 @@ pub fn serve(
             log::warn!("cannot find this mount in /proc/self/mountinfo: clone and dedupe will fail")
         }
     }
+    let sd = Arc::new(Shutdown::default());
+    let mount_id = our_mount_id(&canon);
+    if mount_id.is_none() {
+        log::warn!("{} is not in /proc/self/mountinfo", canon.display());
+    }
     let mut unmounter = session.unmount_callable();
+    let sd2 = sd.clone();
     std::thread::Builder::new()
         .name("daxlink-signals".into())
         .spawn(move || {
             if let Ok(sig) = set.wait() {
                 log::info!("{sig}: unmounting");
+                sd2.begin(format!("{sig}"));
                 if let Err(e) = unmounter.unmount() {
                     log::error!("unmount on signal failed: {e}");
                 }
             }
         })
         .ok();
+    if let Some(id) = mount_id {
+        let sd2 = sd.clone();
+        std::thread::Builder::new()
+            .name("daxlink-mountwatch".into())
+            .spawn(move || watch_mount(id, sd2))
+            .ok();
+    }
+    let sd2 = sd.clone();
+    let img = image.to_path_buf();
+    let limit = shutdown_timeout();
+    std::thread::Builder::new()
+        .name("daxlink-watchdog".into())
+        .spawn(move || watchdog(sd2, limit, mount_id, img))
+        .ok();
     log::info!("mounted {} on {}", image.display(), dir.display());
     ready(Ok(()));
     let r = session.run();
+    sd.finish();
     // destroy() marks the filesystem clean; make sure even if it was not called.
     let _ = fs.unmount();
     match r {
@@ -332,7 +490,7 @@ pub fn mount_main(
         Ok(e) => e,
         Err(e) => {
             eprintln!("daxlink: cannot find my own executable: {e}");
-            return 1;
+            return 32;
         }
     };
     let mut cmd = std::process::Command::new(exe);
@@ -348,7 +506,7 @@ pub fn mount_main(
         Ok(c) => c,
         Err(e) => {
             eprintln!("daxlink: cannot start the daemon: {e}");
-            return 1;
+            return 32;
         }
     };
     let mut msg = Vec::new();

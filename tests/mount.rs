@@ -113,8 +113,9 @@ fn unknown_option_and_bad_images_fail_with_one_line() {
         .args(["-o", "frobnicate"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(32));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("unknown mount option 'frobnicate'"), "{err}");
     assert!(!is_mounted(dir.path()));
     // A file that is not a daxlink image.
@@ -151,6 +152,103 @@ fn unknown_option_and_bad_images_fail_with_one_line() {
     let m = Mounted::new(&img.path, "");
     fs::write(m.path("ok"), b"ok").unwrap();
     m.unmount();
+}
+
+/// Run daxlink with `args`; require exit 32 and exactly one line on stderr; return it.
+fn fails_32(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(32), "{cmd:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{cmd:?}: {err}");
+    err
+}
+
+#[test]
+fn every_mount_failure_exits_32_with_one_line() {
+    let img = Image::new("exit32", 16 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    // Usage errors of the mount subcommand (clap would say 2).
+    let e = fails_32(Command::new(DAXLINK).arg("mount"));
+    assert!(e.contains("<IMAGE>") && e.contains("usage"), "{e}");
+    let e = fails_32(Command::new(DAXLINK).arg("mount").arg(&img.path));
+    assert!(e.contains("<DIR>"), "{e}");
+    let e = fails_32(
+        Command::new(DAXLINK)
+            .args(["mount", "--bogus"])
+            .arg(&img.path)
+            .arg(dir.path()),
+    );
+    assert!(e.contains("--bogus"), "{e}");
+    // The mount.fuse3 form with an unknown option.
+    let e = fails_32(
+        Command::new(DAXLINK)
+            .arg(&img.path)
+            .arg(dir.path())
+            .args(["-o", "rw,frob"]),
+    );
+    assert!(e.contains("unknown mount option 'frob'"), "{e}");
+    // Other subcommands keep clap's usage status.
+    let out = Command::new(DAXLINK).arg("reflink").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(DAXLINK)
+        .args(["mount", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    // "cannot start the daemon": run a copy of daxlink whose file is deleted, so
+    // /proc/self/exe names a path that no longer exists.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("daxlink-copy");
+    fs::copy(DAXLINK, &copy).unwrap();
+    let exe = fs::File::open(&copy).unwrap();
+    fs::remove_file(&copy).unwrap();
+    let via_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&exe));
+    let mut tries = 0;
+    let e = loop {
+        let out = Command::new(&via_fd)
+            .arg("mount")
+            .arg(&img.path)
+            .arg(dir.path())
+            .output();
+        match out {
+            // Another test thread's fork may briefly hold the copy open for writing.
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+            Ok(out) => {
+                let err = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert_eq!(out.status.code(), Some(32), "{err}");
+                assert_eq!(err.trim().lines().count(), 1, "{err}");
+                break err;
+            }
+        }
+    };
+    assert!(e.contains("cannot start the daemon"), "{e}");
+    assert!(!is_mounted(dir.path()));
+
+    // "cannot find my own executable": no /proc, in a private mount namespace.
+    let script = format!(
+        "umount -l /proc || exit 99; exec {DAXLINK} mount {} {}",
+        img.path.display(),
+        dir.path().display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(99) || err.starts_with("unshare:") {
+        // No private mount namespace here (or /proc cannot go): nothing to test.
+        eprintln!("skipped the no-/proc case: {err}");
+    } else {
+        assert_eq!(out.status.code(), Some(32), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("cannot find my own executable"), "{err}");
+    }
+    assert!(!is_mounted(dir.path()));
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! Options as fsck(8) passes them: `-n` check only (image mapped read-only),
 //! `-y` repair everything, `-a`/`-p` (preen) = `-y`, `-f` accepted and ignored
 //! (every run is a full check). Without `-n` or `-y` it only checks, like `-n`.
+//! The image is locked as a mount locks it: a repair run needs it unused, a
+//! check-only run shares it with read-only mounts; otherwise exit 8 and one line
+//! naming the process holding it.
 //! Exit status: 0 clean, 1 errors corrected, 4 errors left, 8 operational
 //! error, 16 usage error.
 

@@ -98,6 +98,11 @@ impl Mounted {
         })
     }
 
+    /// The daemon's process id (None once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
