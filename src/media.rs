@@ -181,7 +181,7 @@ impl Media {
 
     /// Open `path` (read-write if `write`) and lock it: `write` takes an exclusive
     /// `flock` (and opens a block device with `O_EXCL`), otherwise a shared one;
-    /// never waits. The lock lasts as long as the returned file, its clones and
+    /// waits at most half a second. The lock lasts as long as the returned file, its clones and
     /// any mapping made from them; the descriptor is close-on-exec. Fails with
     /// [`MediaError::Busy`] naming the holder.
     pub fn lock_path(path: &Path, write: bool) -> Result<File, MediaError> {
@@ -205,11 +205,24 @@ impl Media {
             }
             Err(e) => return Err(e.into()),
         };
-        let r = if write {
-            file.try_lock()
-        } else {
-            file.try_lock_shared()
+        let try_once = || {
+            if write {
+                file.try_lock()
+            } else {
+                file.try_lock_shared()
+            }
         };
+        // A conflict can be transient: a process that forks while it holds
+        // the image open keeps the lock in the child until the child's exec
+        // closes the descriptor. Retry for a moment before naming a holder.
+        let mut r = try_once();
+        for _ in 0..20 {
+            if !matches!(r, Err(std::fs::TryLockError::WouldBlock)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            r = try_once();
+        }
         match r {
             Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => {
