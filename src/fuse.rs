@@ -476,7 +476,10 @@ impl Filesystem for DaxFuse {
         // POSIX_ACL: the kernel evaluates ACLs (fetched with getxattr) and
         // leaves mode/ACL consistency and inheritance to us; DONT_MASK: it
         // passes the umask instead of applying it (a default ACL replaces it).
-        let want = InitFlags::FUSE_POSIX_ACL
+        // EXPORT_SUPPORT: file handles (inode number + generation) survive
+        // the kernel's cache and remounts; it looks them up as "." / "..".
+        let want = InitFlags::FUSE_EXPORT_SUPPORT
+            | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
@@ -759,11 +762,27 @@ impl Filesystem for DaxFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // An open directory, like an open file, outlives its last name
+        // (rmdir, or rename of another directory over it) until released.
         guarded("opendir", || match self.fs.getattr(ino.0) {
-            Ok(a) if a.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(a) if a.is_dir() => match self.fs.open(ino.0) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            },
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        guarded("releasedir", || empty(self.fs.release(ino.0), reply));
     }
 
     fn readdir(

@@ -783,6 +783,11 @@ impl Fs {
         Ok(self.get(ino)?.read()?.attr())
     }
 
+    /// `name` in directory `parent`. "." and ".." are how the kernel turns a
+    /// file handle (inode number + generation) back into an inode it no
+    /// longer caches: "." of any inode still linked is that inode (its
+    /// generation tells a reused number apart), ".." of a directory its
+    /// parent.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
         if name.len() > MAX_NAME {
             return Err(FsError::NameTooLong);
@@ -791,10 +796,14 @@ impl Fs {
         let p = self.get(parent)?;
         let child = {
             let g = p.read()?;
-            let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
             if name == b"." {
-                parent
-            } else if name == b".." {
+                if g.rec.nlink == 0 {
+                    return Err(FsError::NotFound);
+                }
+                return Ok(g.attr());
+            }
+            let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
+            if name == b".." {
                 d.parent
             } else {
                 d.by_name.get(name).ok_or(FsError::NotFound)?.child

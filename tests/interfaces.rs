@@ -1,0 +1,263 @@
+//! Linux interfaces that tools rely on, compared with tmpfs: file handles
+//! (name_to_handle_at / open_by_handle_at, also across a remount), and open
+//! directories that lose their name.
+
+mod common;
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// A file handle as name_to_handle_at fills it (struct file_handle).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Handle {
+    bytes: u32,
+    kind: i32,
+    data: [u8; 128],
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn handle_of(p: &Path) -> std::io::Result<Handle> {
+    let mut h = Handle {
+        bytes: 128,
+        kind: 0,
+        data: [0; 128],
+    };
+    let mut mount_id = 0;
+    let c = cstr(p);
+    // SAFETY: `h` is a file_handle header followed by 128 bytes of room, as
+    // handle_bytes says; `c` is a valid C string; `mount_id` is writable.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &mut h as *mut Handle as *mut libc::file_handle,
+            &mut mount_id,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(h)
+}
+
+fn open_handle(mount: &Path, h: &Handle) -> std::io::Result<File> {
+    let m = File::open(mount)?;
+    let mut h = *h;
+    // SAFETY: `m` is an open descriptor; `h` is a handle filled by
+    // name_to_handle_at, with its size in the header.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            m.as_raw_fd(),
+            &mut h as *mut Handle as *mut libc::file_handle,
+            libc::O_RDONLY,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn drop_caches() {
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+}
+
+/// A tmpfs for comparison, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn new() -> Tmpfs {
+        let d = tempfile::Builder::new()
+            .prefix("tmpfs-if")
+            .tempdir()
+            .unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(d.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        Tmpfs(d)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// What a handle does on one filesystem: read back, after the caches are
+/// dropped, after unlink, after the number may be reused.
+fn handle_story(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fs::write(root.join("f"), b"handle data").unwrap();
+    fs::create_dir(root.join("d")).unwrap();
+    let hf = handle_of(&root.join("f")).unwrap();
+    let hd = handle_of(&root.join("d")).unwrap();
+    let read = |h: &Handle| match open_handle(root, h) {
+        Ok(mut f) => {
+            let mut s = String::new();
+            match f.read_to_string(&mut s) {
+                Ok(_) => format!("ok {s}"),
+                Err(e) => format!("open ok, read errno {}", e.raw_os_error().unwrap_or(-1)),
+            }
+        }
+        Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
+    };
+    out.push(format!("file: {}", read(&hf)));
+    out.push(format!("dir: {}", read(&hd)));
+    drop_caches();
+    out.push(format!("file after drop_caches: {}", read(&hf)));
+    out.push(format!("dir after drop_caches: {}", read(&hd)));
+    fs::remove_file(root.join("f")).unwrap();
+    fs::remove_dir(root.join("d")).unwrap();
+    drop_caches();
+    out.push(format!("file after unlink: {}", read(&hf)));
+    out.push(format!("dir after rmdir: {}", read(&hd)));
+    for i in 0..4 {
+        fs::write(root.join(format!("new{i}")), b"other").unwrap();
+    }
+    drop_caches();
+    out.push(format!("file after reuse: {}", read(&hf)));
+    out
+}
+
+#[test]
+fn file_handles_behave_as_on_tmpfs_and_survive_remount() {
+    let img = Image::new("handles", 32 << 20);
+    let m = Mounted::new(&img.path, "");
+    let t = Tmpfs::new();
+    let a = handle_story(m.root());
+    let b = handle_story(t.0.path());
+    assert_eq!(a, b);
+    assert_eq!(a[0], "file: ok handle data", "{a:?}");
+    assert_eq!(a[4], format!("file after unlink: errno {}", libc::ESTALE));
+    // Across an unmount and a mount elsewhere: the same file, the same bytes.
+    fs::write(m.path("kept"), b"kept across remount").unwrap();
+    fs::create_dir(m.path("kd")).unwrap();
+    let hk = handle_of(&m.path("kept")).unwrap();
+    let hkd = handle_of(&m.path("kd")).unwrap();
+    let m = m.cycle("");
+    let mut s = String::new();
+    open_handle(m.root(), &hk)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "kept across remount");
+    assert!(open_handle(m.root(), &hkd)
+        .unwrap()
+        .metadata()
+        .unwrap()
+        .is_dir());
+    // Gone for good: stale, also after another remount.
+    fs::remove_file(m.path("kept")).unwrap();
+    let m = m.cycle("");
+    assert_eq!(errno_of(open_handle(m.root(), &hk)), libc::ESTALE);
+    m.cycle("");
+}
+
+/// Keep `a` open, then replace it by renaming `b` over it (or rmdir it).
+fn open_dir_story(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, how) in ["rename", "rmdir"].iter().enumerate() {
+        let a = root.join(format!("a{i}"));
+        let b = root.join(format!("b{i}"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        let fd = File::open(&a).unwrap();
+        if *how == "rename" {
+            fs::rename(&b, &a).unwrap();
+        } else {
+            fs::remove_dir(&a).unwrap();
+        }
+        drop_caches();
+        let md = fd.metadata();
+        out.push(format!(
+            "{how}: fstat {}",
+            match &md {
+                Ok(m) => {
+                    use std::os::unix::fs::MetadataExt;
+                    format!("ok nlink {} dir {}", m.nlink(), m.is_dir())
+                }
+                Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
+            }
+        ));
+        // Reading the removed directory: nothing in it.
+        let mut buf = [0u8; 4096];
+        // SAFETY: `buf` is writable for its length; `fd` is open.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        out.push(format!(
+            "{how}: getdents {}",
+            if n < 0 { -1 } else { (n > 0) as i64 }
+        ));
+        // Creating in it fails.
+        let c = cstr(Path::new("x"));
+        // SAFETY: valid descriptor and C string.
+        let r = unsafe {
+            libc::openat(
+                fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            )
+        };
+        out.push(format!(
+            "{how}: create inside {}",
+            if r < 0 {
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+            } else {
+                0
+            }
+        ));
+        drop(fd);
+    }
+    out
+}
+
+#[test]
+fn an_open_directory_outlives_its_name_as_on_tmpfs() {
+    let img = Image::new("opendir", 32 << 20);
+    let m = Mounted::new(&img.path, "");
+    let t = Tmpfs::new();
+    let free0 = free_inodes(m.root());
+    let a = open_dir_story(m.root());
+    let b = open_dir_story(t.0.path());
+    assert_eq!(a, b);
+    assert!(a[0].starts_with("rename: fstat ok"), "{a:?}");
+    // The removed directories' inodes are free again after the last close
+    // (two "b" directories remain: one renamed over "a0", and "b1").
+    assert_eq!(free_inodes(m.root()), free0 - 2);
+    let m = m.cycle("");
+    assert_eq!(free_inodes(m.root()), free0 - 2);
+    m.cycle("");
+}
+
+fn free_inodes(p: &Path) -> u64 {
+    let c = cstr(p);
+    // SAFETY: zeroed statvfs is a valid out-parameter; `c` is a C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st.f_ffree
+}
