@@ -441,11 +441,41 @@ impl DaxFuse {
                 };
                 Ok(m.to_le_bytes().to_vec())
             }
+            io::FS_IOC_GETFLAGS => Ok(self.fs.get_flags(ino)?.to_le_bytes().to_vec()),
+            io::FS_IOC_SETFLAGS => {
+                let f = io::get_u32(input, 0).ok_or(FsError::Invalid)?;
+                self.fs.set_flags(ino, f)?;
+                self.invalidate(ino);
+                Ok(Vec::new())
+            }
+            io::FS_IOC_FSGETXATTR => {
+                let mut out = vec![0u8; io::FSXATTR_SIZE];
+                let fl = self.fs.get_flags(ino)?;
+                io::put_u32(&mut out, 0, crate::fs::flags::to_xflags(fl));
+                let n = self.fs.extents(ino)?.len();
+                io::put_u32(&mut out, 8, n.min(u32::MAX as usize) as u32);
+                Ok(out)
+            }
+            io::FS_IOC_FSSETXATTR => {
+                let x = io::get_u32(input, 0).ok_or(FsError::Invalid)?;
+                // No extent size hints or project ids here (nextents, at 8,
+                // is whatever FSGETXATTR said).
+                let rest_zero = [4, 12, 16]
+                    .iter()
+                    .all(|&o| io::get_u32(input, o) == Some(0));
+                let fl = crate::fs::flags::from_xflags(x)
+                    .filter(|_| rest_zero)
+                    .ok_or(FsError::NotSupported)?;
+                self.fs.set_flags(ino, fl)?;
+                self.invalidate(ino);
+                Ok(Vec::new())
+            }
             _ => Err(FsError::NotTty),
         }
     }
 
     fn open_handle(&self, ino: u64, flags: i32) -> Result<u64, FsError> {
+        self.fs.check_open(ino, flags)?;
         let fh = self.fs.open(ino)?;
         self.handles.lock().insert(fh, Handle { flags });
         Ok(fh)

@@ -73,6 +73,16 @@ pub const CHECK: u32 = ioc(IOC_READ, 0x56, 8);
 /// The page model: out {0 legacy, 1 upstream, 2 proxy}.
 pub const MODEL: u32 = ioc(IOC_READ, 0x57, 8);
 
+/// The VFS's own inode-flag ioctls, which the kernel re-sends to a FUSE
+/// filesystem (chattr, lsattr, xfs_io chattr/lsattr). GETFLAGS arrives with
+/// room for 4 bytes (an int), whatever its number encodes.
+pub const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+pub const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+/// struct fsxattr: {xflags, extsize, nextents, projid, cowextsize u32, pad[8]}.
+pub const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+pub const FSXATTR_SIZE: usize = 28;
+
 /// Arguments of CLONE and DEDUPE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemapArgs {

@@ -261,3 +261,86 @@ fn free_inodes(p: &Path) -> u64 {
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
     st.f_ffree
 }
+
+/// chattr / lsattr / xfs_io chattr, and what each flag forbids, as one
+/// shell script; every line prints the command, its status and its output.
+const FLAG_SCRIPT: &str = r#"
+r() { out=$("$@" 2>&1); echo "[$*] rc=$? $(echo "$out" | sed "s|$PWD|B|g" | tr '\n' ' ')"; }
+echo data > i; echo data > a; echo data > n; mkdir di da
+r chattr +i i; r chattr +a a; r chattr +dA n; r chattr +i di; r chattr +a da
+r lsattr -d i a n di da
+r sh -c 'echo x >> i'; r sh -c 'echo x > i'; r sh -c 'echo x >> a'; r sh -c 'echo x > a'; r cat a
+r truncate -s 0 i; r truncate -s 0 a; r chmod 600 i; r chmod 600 a; r touch i; r touch a; r touch -d @5 a; r chown 1000 a
+r rm -f i; r rm -f a; r mv i i2; r mv a a2; r ln i il; r ln a al; r setfattr -n user.x -v 1 i; r setfattr -n user.x -v 1 a
+r touch di/new; r touch da/new; r rm da/new; r mv da/new da/new2; r mkdir di/sub
+r fallocate -l 8192 a; r fallocate -p -o 0 -l 4096 a; r fallocate -l 8192 i
+r setpriv --reuid=1000 --regid=1000 --clear-groups chattr +i n; r setpriv --reuid=1000 --regid=1000 --clear-groups chattr -d n
+r chattr -i i; r chattr -a a; r chattr -i di; r chattr -a da; r lsattr -d i a n
+r chattr +c n; r chattr +e n
+r xfs_io -c "lsattr" n; r xfs_io -c "chattr +i" n; r xfs_io -c "lsattr" n; r xfs_io -c "chattr -i" n
+r rm -rf i a n di da a2 i2
+"#;
+
+fn flag_story(root: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} || exit 9\n{FLAG_SCRIPT}", root.display()))
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn inode_flags_are_kept_and_enforced_as_on_tmpfs() {
+    for tool in ["chattr", "lsattr", "xfs_io", "setfattr", "fallocate"] {
+        let ok = Command::new("sh")
+            .args(["-c", &format!("command -v {tool} >/dev/null")])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{tool} must be installed (scripts/test.sh installs it)");
+    }
+    let img = Image::new("flags", 32 << 20);
+    let m = Mounted::new(&img.path, "allow_other");
+    let t = Tmpfs::new();
+    let a = flag_story(m.root());
+    let b = flag_story(t.0.path());
+    let (al, bl): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let diff: Vec<String> = al
+        .iter()
+        .zip(&bl)
+        .filter(|(x, y)| x != y)
+        .map(|(x, y)| format!("daxlink: {x}\ntmpfs:   {y}"))
+        .collect();
+    assert_eq!(al.len(), bl.len());
+    assert!(diff.is_empty(), "{}", diff.join("\n"));
+    assert!(a.contains("----i----------------- i"), "{a}");
+    // Flags persist across a remount and still bind.
+    fs::write(m.path("keep"), b"k").unwrap();
+    let st = Command::new("chattr")
+        .args(["+i"])
+        .arg(m.path("keep"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let m = m.cycle("allow_other");
+    let out = Command::new("lsattr").arg(m.path("keep")).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("----i"),
+        "{out:?}"
+    );
+    assert_eq!(errno_of(fs::remove_file(m.path("keep"))), libc::EPERM);
+    assert_eq!(
+        errno_of(fs::OpenOptions::new().append(true).open(m.path("keep"))),
+        libc::EPERM
+    );
+    let st = Command::new("chattr")
+        .args(["-i"])
+        .arg(m.path("keep"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::remove_file(m.path("keep")).unwrap();
+    m.cycle("");
+}

@@ -8,6 +8,7 @@
 //! `meta` (allocator, record slots, journal). File data is copied while holding
 //! only that file's inode lock.
 
+pub mod flags;
 pub mod meta;
 mod node;
 mod pin;
@@ -821,6 +822,18 @@ impl Fs {
     pub fn setattr(&self, ino: u64, s: &SetAttr) -> FsResult<Attr> {
         let r = self.get(ino)?;
         let mut g = r.write()?;
+        // Inode flags: nothing changes on an immutable inode; an append-only
+        // one may only have its times set to now (touch).
+        let only_touch = s.mode.is_none()
+            && s.uid.is_none()
+            && s.gid.is_none()
+            && s.size.is_none()
+            && !matches!(s.atime, Some(SetTime::At(_)))
+            && !matches!(s.mtime, Some(SetTime::At(_)));
+        g.not_immutable()?;
+        if !only_touch {
+            g.fully_mutable()?;
+        }
         let mut rec = g.rec.clone();
         let t = now();
         if let Some(mode) = s.mode {
@@ -963,6 +976,7 @@ impl Fs {
             if pg.rec.nlink == 0 {
                 return Err(FsError::NotFound);
             }
+            pg.not_immutable()?;
             if d.by_name.contains_key(name) {
                 return Err(FsError::Exists);
             }
@@ -1083,6 +1097,8 @@ impl Fs {
             if c.is_dir() {
                 return Err(FsError::Perm);
             }
+            c.fully_mutable()?;
+            gs[&newparent].not_immutable()?;
             if c.rec.nlink >= MAX_LINKS {
                 return Err(FsError::TooManyLinks);
             }
@@ -1163,7 +1179,9 @@ impl Fs {
             d.by_name.get(name).ok_or(FsError::NotFound)?.child
         };
         let mut gs = self.lock_many(&[parent, child])?;
+        gs[&parent].fully_mutable()?;
         let c = &gs[&child];
+        c.fully_mutable()?;
         if dir {
             let d = c.dir.as_ref().ok_or(FsError::NotDir)?;
             if !d.by_name.is_empty() {
@@ -1351,6 +1369,16 @@ impl Fs {
             inos.push(d.child);
         }
         let mut gs = self.lock_many(&inos)?;
+        // Inode flags: the moved inode (and a replaced one) must be fully
+        // mutable, the directory losing an entry too, the one gaining one
+        // not immutable.
+        gs[&src.child].fully_mutable()?;
+        gs[&parent].fully_mutable()?;
+        gs[&newparent].not_immutable()?;
+        if let Some(d) = &dst {
+            gs[&d.child].fully_mutable()?;
+            gs[&newparent].fully_mutable()?;
+        }
         if let (Some(d), Some(true)) = (&dst, dst_dir) {
             if !exchange && !gs[&d.child].dir.as_ref().unwrap().by_name.is_empty() {
                 return Err(FsError::NotEmpty);
@@ -1632,7 +1660,12 @@ impl Fs {
         if g.is_dir() {
             return Err(FsError::IsDir);
         }
-        let off = if append { g.rec.size } else { off };
+        g.not_immutable()?;
+        let off = if append || g.append_only() {
+            g.rec.size
+        } else {
+            off
+        };
         if data.is_empty() {
             return Ok(0);
         }
@@ -2166,6 +2199,10 @@ impl Fs {
         }
         let r = self.get(ino)?;
         let mut g = r.write()?;
+        g.not_immutable()?;
+        if g.append_only() && mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(FsError::Perm);
+        }
         if g.is_dir() {
             return Err(FsError::IsDir);
         }

@@ -93,6 +93,9 @@ impl Fs {
         )?;
         let r = self.get(ino)?;
         let mut g = r.write()?;
+        if write {
+            g.not_immutable()?;
+        }
         if write && self.pages.model != PageModel::Legacy {
             // A write fault on a shared DAX extent copies first (dax_iomap_copy_around).
             self.write_locked(&mut g, first * BS, end * BS, Fill::Unshare)?;

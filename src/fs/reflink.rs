@@ -88,6 +88,7 @@ impl Fs {
         len: u64,
         dedupe: bool,
     ) -> FsResult<(u64, u64)> {
+        dst.fully_mutable()?;
         for g in [src, dst] {
             if g.is_dir() {
                 return Err(FsError::IsDir);
@@ -435,6 +436,7 @@ impl Fs {
     /// overlaid with the source's; a tail that ends at both EOFs is shared.
     fn copy_range_remap(&self, src: u64, soff: u64, dst: u64, doff: u64, len: u64) -> FsResult<()> {
         let mut gs = self.lock_many(&[src, dst])?;
+        gs[&dst].not_immutable()?;
         let ssize = gs[&src].rec.size;
         if soff >= ssize {
             return Ok(());
@@ -527,6 +529,7 @@ impl Fs {
         if g.is_dir() {
             return Err(FsError::IsDir);
         }
+        g.not_immutable()?;
         let end = if len == 0 {
             g.rec.size.max(off)
         } else {

@@ -114,6 +114,7 @@ impl Fs {
         };
         let r = self.get(ino)?;
         let mut g = r.write()?;
+        g.fully_mutable()?;
         if name == acl::DEFAULT && !g.is_dir() && value.is_some() {
             return Err(FsError::Access);
         }
