@@ -29,7 +29,9 @@ pub struct MountOpts {
     pub dev: bool,
     pub suid: bool,
     pub exec: bool,
-    pub atime: bool,
+    /// relatime (default), strictatime or noatime.
+    pub atime_mode: crate::fs::AtimeMode,
+    pub nodiratime: bool,
     pub sync: bool,
     pub dirsync: bool,
     pub fsname: Option<String>,
@@ -50,7 +52,8 @@ impl Default for MountOpts {
             dev: false,
             suid: false,
             exec: true,
-            atime: true,
+            atime_mode: crate::fs::AtimeMode::Relative,
+            nodiratime: false,
             sync: false,
             dirsync: false,
             fsname: None,
@@ -107,8 +110,13 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
             "nosuid" => opts.suid = false,
             "exec" => opts.exec = true,
             "noexec" => opts.exec = false,
-            "atime" | "relatime" | "strictatime" => opts.atime = true,
-            "noatime" | "nodiratime" => opts.atime = false,
+            "atime" | "relatime" => opts.atime_mode = crate::fs::AtimeMode::Relative,
+            "strictatime" => opts.atime_mode = crate::fs::AtimeMode::Strict,
+            "noatime" => opts.atime_mode = crate::fs::AtimeMode::Never,
+            "nodiratime" => opts.nodiratime = true,
+            "diratime" => opts.nodiratime = false,
+            // Access times are always written lazily (fs/atime.rs).
+            "lazytime" | "nolazytime" => {}
             "sync" => opts.sync = true,
             "async" => opts.sync = false,
             "dirsync" => opts.dirsync = true,
@@ -154,7 +162,7 @@ fn fuser_config(image: &Path, o: &MountOpts) -> Config {
         } else {
             MountOption::NoExec
         },
-        if o.atime {
+        if o.atime_mode != crate::fs::AtimeMode::Never {
             MountOption::Atime
         } else {
             MountOption::NoAtime
@@ -192,6 +200,8 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
             read_only: o.read_only,
             page_model: o.page_model,
             layout_timeout: std::time::Duration::from_millis(o.layout_timeout_ms),
+            atime: o.atime_mode,
+            nodiratime: o.nodiratime,
         },
     )
     .map_err(|e| {

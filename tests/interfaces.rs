@@ -344,3 +344,129 @@ fn inode_flags_are_kept_and_enforced_as_on_tmpfs() {
     fs::remove_file(m.path("keep")).unwrap();
     m.cycle("");
 }
+
+/// The access time, asked of the filesystem itself (not the kernel's
+/// attribute cache), in nanoseconds.
+fn atime_of(p: &Path) -> i128 {
+    let c = cstr(p);
+    // SAFETY: zeroed statx is a valid out-parameter; `c` is a C string.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_ATIME,
+            &mut st,
+        )
+    };
+    assert_eq!(r, 0);
+    st.stx_atime.tv_sec as i128 * 1_000_000_000 + st.stx_atime.tv_nsec as i128
+}
+
+fn set_atime(p: &Path, t: i64) {
+    let ok = Command::new("touch")
+        .args(["-a", "-d", &format!("@{t}")])
+        .arg(p)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn read_all(p: &Path) {
+    let mut s = Vec::new();
+    File::open(p).unwrap().read_to_end(&mut s).unwrap();
+}
+
+/// What reads do to access times on one mount: "updated" or "kept" per step.
+fn atime_story(root: &Path, strict: bool) -> Vec<String> {
+    let f = root.join("f");
+    let d = root.join("d");
+    fs::write(&f, b"atime").unwrap();
+    fs::create_dir(&d).unwrap();
+    let mut out = Vec::new();
+    let mut step = |what: &str, p: &Path, act: &dyn Fn()| {
+        let before = atime_of(p);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        act();
+        let after = atime_of(p);
+        out.push(format!(
+            "{what}: {}",
+            if after > before { "updated" } else { "kept" }
+        ));
+    };
+    set_atime(&f, 1000);
+    step("read of an old atime", &f, &|| read_all(&f));
+    step("read again", &f, &|| read_all(&f));
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    step("read after a write", &f, &|| read_all(&f));
+    set_atime(&d, 1000);
+    step("listing of an old atime", &d, &|| {
+        fs::read_dir(&d).unwrap().for_each(drop);
+    });
+    if !strict {
+        let ok = Command::new("chattr")
+            .arg("+A")
+            .arg(&f)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        set_atime(&f, 1000);
+        step("read with chattr +A", &f, &|| read_all(&f));
+        let ok = Command::new("chattr")
+            .arg("-A")
+            .arg(&f)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    out
+}
+
+use std::io::Write;
+
+#[test]
+fn access_times_follow_relatime_strictatime_noatime_as_on_tmpfs() {
+    for (opt, strict) in [
+        ("relatime", false),
+        ("noatime", false),
+        ("strictatime", true),
+    ] {
+        let img = Image::new("atime", 32 << 20);
+        let m = Mounted::new(&img.path, opt);
+        let t = tempfile::Builder::new()
+            .prefix("tmpfs-at")
+            .tempdir()
+            .unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opt, "tmpfs"])
+            .arg(t.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let a = atime_story(m.root(), strict);
+        let b = atime_story(t.path(), strict);
+        let _ = Command::new("umount").arg(t.path()).status();
+        assert_eq!(a, b, "-o {opt}: daxlink, tmpfs");
+        if opt == "relatime" {
+            assert_eq!(a[0], "read of an old atime: updated");
+            // The DRAM atime reaches the media at unmount.
+            set_atime(&m.path("f"), 1000);
+            read_all(&m.path("f"));
+            let seen = atime_of(&m.path("f"));
+            assert!(seen > 1000 * 1_000_000_000);
+            let m = m.cycle(opt);
+            assert_eq!(atime_of(&m.path("f")), seen);
+            m.cycle("");
+        }
+    }
+}

@@ -579,8 +579,8 @@ fn snapshot(dir: &Path) -> (String, String, String) {
     ));
     assert_eq!(find.rc, 0, "{find:?}");
     // Directory and symlink access times move when this very walk reads them
-    // (relatime on tmpfs; daxlink does not update atime on reads yet), so
-    // only regular files' are compared.
+    // (relatime), at a moment that differs between the two trees, so only
+    // regular files' are compared.
     let atimes = root_sh(&format!(
         "cd {d} && find . -type f -printf '%P %A@\\n' | sort"
     ));

@@ -8,6 +8,7 @@
 //! `meta` (allocator, record slots, journal). File data is copied while holding
 //! only that file's inode lock.
 
+mod atime;
 pub mod flags;
 pub mod meta;
 mod node;
@@ -15,6 +16,7 @@ mod pin;
 mod reflink;
 mod xattr;
 
+pub use atime::AtimeMode;
 pub use pin::{Owner, OwnersReport, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 
@@ -252,6 +254,10 @@ pub struct FsOptions {
     pub page_model: PageModel,
     /// upstream model: how long a layout change waits for pins before EBUSY.
     pub layout_timeout: std::time::Duration,
+    /// When reads update access times (`fs/atime.rs`).
+    pub atime: AtimeMode,
+    /// Directory listings never update access times.
+    pub nodiratime: bool,
 }
 
 impl Default for FsOptions {
@@ -260,6 +266,8 @@ impl Default for FsOptions {
             read_only: false,
             page_model: PageModel::default(),
             layout_timeout: std::time::Duration::from_secs(2),
+            atime: AtimeMode::Never,
+            nodiratime: false,
         }
     }
 }
@@ -268,6 +276,8 @@ pub struct Fs {
     pub media: Arc<Media>,
     pub sb: Superblock,
     opts: FsOptions,
+    /// Inodes whose access time is newer in DRAM than on media.
+    atime_pending: atime::Pending,
     ns: RwLock<()>,
     inodes: RwLock<HashMap<u64, InodeRef>>,
     meta: Mutex<Meta>,
@@ -662,6 +672,7 @@ impl Fs {
             meta: Mutex::new(meta),
             next_fh: AtomicU64::new(1),
             recovery,
+            atime_pending: Default::default(),
         };
         {
             let mut rm = fs.rmap.lock();
@@ -731,6 +742,7 @@ impl Fs {
         if self.opts.read_only {
             return Ok(());
         }
+        self.flush_atimes(None)?;
         // Write back device writes still in the CPU cache, as sync at unmount does.
         for b in self.pages.all_dirty() {
             self.media.flush(b * BS, BS)?;
@@ -1560,6 +1572,10 @@ impl Fs {
                 name: name.clone(),
             });
         }
+        drop(g);
+        if offset == 0 {
+            self.touch_atime(ino);
+        }
         Ok(out)
     }
 
@@ -1615,7 +1631,10 @@ impl Fs {
     pub fn read(&self, ino: u64, off: u64, size: usize) -> FsResult<Vec<u8>> {
         let r = self.get(ino)?;
         let g = r.read()?;
-        self.read_locked(&g, off, size)
+        let data = self.read_locked(&g, off, size)?;
+        drop(g);
+        self.touch_atime(ino);
+        Ok(data)
     }
 
     fn read_locked(&self, g: &Inode, off: u64, size: usize) -> FsResult<Vec<u8>> {
@@ -2171,7 +2190,7 @@ impl Fs {
         self.get(ino)?;
         self.flush_dirty_pages(ino)?;
         self.media.fence();
-        Ok(())
+        self.flush_atimes(Some(ino))
     }
 
     /// fallocate(2): mode 0 / KEEP_SIZE allocate, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE.
