@@ -657,7 +657,7 @@ impl Filesystem for DaxFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -667,12 +667,13 @@ impl Filesystem for DaxFuse {
     ) {
         guarded("rename", || {
             empty(
-                self.fs.rename(
+                self.fs.rename_by(
                     parent.0,
                     name.as_bytes(),
                     newparent.0,
                     newname.as_bytes(),
                     flags.bits(),
+                    cred(req, 0),
                 ),
                 reply,
             )

@@ -470,3 +470,124 @@ fn access_times_follow_relatime_strictatime_noatime_as_on_tmpfs() {
         }
     }
 }
+
+/// renameat2(RENAME_WHITEOUT), then what the old and new names are.
+fn whiteout_story(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fs::write(root.join("w"), b"moved").unwrap();
+    let (a, b) = (cstr(&root.join("w")), cstr(&root.join("w2")));
+    // SAFETY: valid C strings, AT_FDCWD.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_WHITEOUT,
+        )
+    };
+    let mut out = vec![format!(
+        "renameat2: {}",
+        if r == 0 {
+            0
+        } else {
+            errno_of::<()>(Err(std::io::Error::last_os_error()))
+        }
+    )];
+    let md = fs::symlink_metadata(root.join("w")).unwrap();
+    out.push(format!(
+        "old name: chardev {} mode {:o} rdev {} uid {} nlink {}",
+        md.file_type().is_char_device(),
+        md.mode() & 0o7777,
+        md.rdev(),
+        md.uid(),
+        md.nlink()
+    ));
+    out.push(format!(
+        "new name: {}",
+        String::from_utf8_lossy(&fs::read(root.join("w2")).unwrap())
+    ));
+    // Not with RENAME_EXCHANGE.
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::RENAME_WHITEOUT | libc::RENAME_EXCHANGE,
+        )
+    };
+    out.push(format!(
+        "whiteout|exchange: {}",
+        if r == 0 {
+            0
+        } else {
+            errno_of::<()>(Err(std::io::Error::last_os_error()))
+        }
+    ));
+    out
+}
+
+/// An overlay with `upper` as its upper layer: delete, modify, rename.
+fn overlay_story(lower: &Path, upper: &Path) -> Vec<String> {
+    let ov = tempfile::Builder::new().prefix("ovl").tempdir().unwrap();
+    fs::create_dir(upper.join("up")).unwrap();
+    fs::create_dir(upper.join("work")).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.join("up").display(),
+        upper.join("work").display()
+    );
+    let ok = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(ov.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "overlay mount with upper {}", upper.display());
+    let o = ov.path();
+    fs::remove_file(o.join("a")).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(o.join("b"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
+    fs::rename(o.join("b"), o.join("c")).unwrap();
+    fs::remove_dir_all(o.join("dir")).unwrap();
+    let mut names: Vec<String> = fs::read_dir(o)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let out = vec![
+        format!("visible: {names:?}"),
+        format!(
+            "c: {}",
+            String::from_utf8_lossy(&fs::read(o.join("c")).unwrap())
+        ),
+    ];
+    let ok = Command::new("umount").arg(o).status().unwrap().success();
+    assert!(ok);
+    out
+}
+
+#[test]
+fn whiteouts_and_overlayfs_upper_layer_as_on_tmpfs() {
+    let img = Image::new("whiteout", 32 << 20);
+    let m = Mounted::new(&img.path, "");
+    let t = Tmpfs::new();
+    assert_eq!(whiteout_story(m.root()), whiteout_story(t.0.path()));
+    let lower = Tmpfs::new();
+    fs::write(lower.0.path().join("a"), b"a").unwrap();
+    fs::write(lower.0.path().join("b"), b"b").unwrap();
+    fs::create_dir(lower.0.path().join("dir")).unwrap();
+    fs::write(lower.0.path().join("dir/x"), b"x").unwrap();
+    let a = overlay_story(lower.0.path(), m.root());
+    let b = overlay_story(lower.0.path(), t.0.path());
+    assert_eq!(a, b);
+    assert_eq!(a[0], "visible: [\"c\"]");
+    m.cycle("");
+}

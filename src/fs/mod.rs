@@ -1297,7 +1297,8 @@ impl Fs {
         Ok(())
     }
 
-    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
+    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT
+    /// (a whiteout made by this call belongs to root).
     pub fn rename(
         &self,
         parent: u64,
@@ -1306,9 +1307,28 @@ impl Fs {
         newname: &[u8],
         flags: u32,
     ) -> FsResult<()> {
+        self.rename_by(parent, name, newparent, newname, flags, Cred::ROOT)
+    }
+
+    /// rename(2) on behalf of `cred`, who owns the whiteout that
+    /// RENAME_WHITEOUT leaves at the old name (a character device 0:0 with
+    /// no permission bits, as overlayfs expects), made in the same
+    /// transaction.
+    pub fn rename_by(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+        cred: Cred,
+    ) -> FsResult<()> {
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        let whiteout = flags & libc::RENAME_WHITEOUT != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT) != 0
+            || (noreplace && exchange)
+            || (whiteout && exchange)
         {
             return Err(FsError::Invalid);
         }
@@ -1403,6 +1423,7 @@ impl Fs {
         let mut recs: BTreeMap<u64, InodeRec> =
             gs.iter().map(|(k, v)| (*k, v.rec.clone())).collect();
         let mut orphan = None;
+        let mut whiteout_ino = None;
         let new_slot;
         if exchange {
             let d = dst.clone().unwrap();
@@ -1440,7 +1461,32 @@ impl Fs {
             recs.get_mut(&d.child).unwrap().ctime = t;
             new_slot = d.slot;
         } else {
-            ctx.slot_free(RecKind::Dirent, src.slot);
+            if whiteout {
+                // The old name now names a new whiteout inode (same slot).
+                let wino = ctx.alloc_ino()?;
+                let old = InodeRec::decode(
+                    &self
+                        .media
+                        .read_vec(self.sb.inode_offset(wino), format::INODE_SIZE)?,
+                )
+                .unwrap_or_default();
+                let mut wrec = self.new_inode_rec(&gs[&parent], libc::S_IFCHR, cred, 0);
+                wrec.generation = old.generation;
+                ctx.slot_write(
+                    src.slot,
+                    &DirentRec {
+                        parent,
+                        child: wino,
+                        ftype: ftype_byte(libc::S_IFCHR),
+                        name: name.to_vec(),
+                    }
+                    .encode(),
+                );
+                ctx.put_inode(wino, &wrec);
+                whiteout_ino = Some((wino, wrec));
+            } else {
+                ctx.slot_free(RecKind::Dirent, src.slot);
+            }
             let dent = DirentRec {
                 parent: newparent,
                 child: src.child,
@@ -1527,6 +1573,21 @@ impl Fs {
         }
         if let Some(sd) = gs.get_mut(&src.child).unwrap().dir.as_mut() {
             sd.parent = newparent;
+        }
+        if let Some((wino, wrec)) = whiteout_ino {
+            let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
+            p.by_name.insert(
+                name.to_vec(),
+                DEnt {
+                    child: wino,
+                    ftype: ftype_byte(libc::S_IFCHR),
+                    slot: src.slot,
+                },
+            );
+            p.by_slot.insert(src.slot, name.to_vec());
+            self.inodes
+                .write()
+                .insert(wino, node::Node::new(Inode::new(wino, wrec)));
         }
         if let Some((victim, s)) = orphan {
             let v = gs.get_mut(&victim).unwrap();
