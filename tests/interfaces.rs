@@ -591,3 +591,43 @@ fn whiteouts_and_overlayfs_upper_layer_as_on_tmpfs() {
     assert_eq!(a[0], "visible: [\"c\"]");
     m.cycle("");
 }
+
+#[test]
+fn interfaces_the_kernel_does_not_forward_fail_with_eopnotsupp() {
+    let img = Image::new("unsup", 32 << 20);
+    let m = Mounted::new(&img.path, "");
+    fs::write(m.path("f"), vec![0u8; 65536]).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    for mode in [libc::FALLOC_FL_COLLAPSE_RANGE, libc::FALLOC_FL_INSERT_RANGE] {
+        // SAFETY: an open descriptor and plain integers.
+        let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, 0, 4096) };
+        assert_eq!(r, -1);
+        assert_eq!(
+            errno_of::<()>(Err(std::io::Error::last_os_error())),
+            libc::EOPNOTSUPP
+        );
+    }
+    let c = cstr(m.root());
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o600) };
+    assert_eq!(fd, -1);
+    assert_eq!(
+        errno_of::<()>(Err(std::io::Error::last_os_error())),
+        libc::EOPNOTSUPP
+    );
+    let o = Command::new("xfs_io")
+        .args(["-c", "fiemap"])
+        .arg(m.path("f"))
+        .output()
+        .expect("xfs_io (xfsprogs) must be installed");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Operation not supported"),
+        "{o:?}"
+    );
+    drop(f);
+    m.cycle("");
+}
