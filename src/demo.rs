@@ -1,5 +1,5 @@
 //! `daxlink demo`: the dax-reflink pinning problem, scenarios S1-S9 of
-//! research/kernel.md section 3, run through a mounted daxlink with real
+//! docs/KERNEL.md section 3, run through a mounted daxlink with real
 //! syscalls under each page model, with invariants 1-7 checked after every
 //! step.
 
@@ -680,7 +680,7 @@ pub fn main(models: &[PageModel], json: bool, verbose: bool) -> i32 {
 
 fn print_table(models: &[PageModel], results: &[ScenarioResult], verbose: bool) {
     println!(
-        "The dax-reflink pinning problem, reproduced on daxlink (invariants: DESIGN.md section 5)"
+        "The dax-reflink pinning problem, reproduced on daxlink (invariants: docs/KERNEL.md section 3)"
     );
     println!("  1 no reuse while pinned  2 pin isolation  3 write pins exclusive  4 complete rmap");
     println!("  5 poison reaches everyone  6 dirty attribution  7 refcount conservation");

@@ -335,7 +335,7 @@ impl Fs {
         Some(path)
     }
 
-    /// Invariants 1-7 of DESIGN.md section 5 that do not hold right now
+    /// Invariants 1-7 of docs/KERNEL.md section 3 that do not hold right now
     /// (with sticky ones observed earlier).
     pub fn check_invariants(&self) -> BTreeSet<u8> {
         let owners = |b: u64| self.owners_of(b);
