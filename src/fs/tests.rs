@@ -115,20 +115,61 @@ fn rename_semantics() {
 
 #[test]
 fn enospc_leaves_file_unchanged() {
+    // A write that must copy shared blocks (copy-on-write) into more blocks
+    // than are free: it fails as a whole, both files and the free count as
+    // before; a write that fits then moves only its own blocks.
     let fs = fresh(1024);
     let a = fs
         .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
         .unwrap();
+    let b = fs
+        .mknod(ROOT_INO, b"b", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    let data: Vec<u8> = (0..16 * BS as usize).map(|i| (i / 7) as u8).collect();
+    fs.write(a.ino, 0, &data, false).unwrap();
+    fs.clone_range(a.ino, 0, b.ino, 0, 0).unwrap();
+    // Fill the rest, leaving 4 blocks free.
+    let filler = fs
+        .mknod(ROOT_INO, b"filler", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    let left = fs.free_blocks() - 4;
+    fs.write(filler.ino, 0, &vec![1u8; (left * BS) as usize], false)
+        .unwrap();
     let free = fs.free_blocks();
-    let big = vec![7u8; ((free + 10) * BS) as usize];
-    assert_eq!(fs.write(a.ino, 0, &big, false), Err(FsError::NoSpace));
-    assert_eq!(fs.getattr(a.ino).unwrap().size, 0);
+    assert_eq!(free, 4);
+    let shared = |ino| {
+        fs.extents_detail(ino)
+            .unwrap()
+            .iter()
+            .all(|e| e.refcount == 2)
+    };
+    assert!(shared(b.ino));
+    // Overwrite 8 shared blocks of b: 8 new blocks needed, 4 free.
+    let new = vec![9u8; 8 * BS as usize];
+    assert_eq!(fs.write(b.ino, 2 * BS, &new, false), Err(FsError::NoSpace));
+    assert_eq!(fs.read(b.ino, 0, data.len()).unwrap(), data);
+    assert_eq!(fs.read(a.ino, 0, data.len()).unwrap(), data);
+    assert_eq!(fs.getattr(b.ino).unwrap().size, data.len() as u64);
+    assert!(shared(b.ino), "a failed write unshared blocks");
     assert_eq!(fs.free_blocks(), free);
-    fs.write(a.ino, 0, &big[..4096 * 10], false).unwrap();
+    // Two blocks fit: exactly those two move.
+    fs.write(b.ino, 2 * BS, &new[..2 * BS as usize], false)
+        .unwrap();
+    assert_eq!(fs.free_blocks(), free - 2);
+    let mut want = data.clone();
+    want[2 * BS as usize..4 * BS as usize].fill(9);
+    assert_eq!(fs.read(b.ino, 0, data.len()).unwrap(), want);
+    assert_eq!(fs.read(a.ino, 0, data.len()).unwrap(), data);
+}
+
+/// Transactions committed so far (the journal's applied sequence number).
+fn commits(fs: &Fs) -> u64 {
+    let geo = journal_geometry(&fs.sb, fs.media.len());
+    crate::journal::Journal::inspect(&fs.media, geo).unwrap().0
 }
 
 #[test]
-fn hundred_thousand_extents_lookup_is_fast_enough() {
+fn hundred_thousand_extents_reads_commit_nothing_and_truncate_batches() {
     // Every other block written: one extent per block.
     let fs = fresh(1 << 19);
     let a = fs
@@ -139,10 +180,16 @@ fn hundred_thousand_extents_lookup_is_fast_enough() {
         fs.write(a.ino, i * 2 * BS, &[1u8; 8], false).unwrap();
     }
     assert_eq!(fs.extents(a.ino).unwrap().len() as u64, n);
+    // Reads and seeks are served from the DRAM extent map: no transaction.
+    let c0 = commits(&fs);
     assert_eq!(fs.read(a.ino, (n - 1) * 2 * BS, 8).unwrap(), vec![1u8; 8]);
     assert_eq!(fs.lseek(a.ino, BS, libc::SEEK_DATA).unwrap(), 2 * BS);
+    assert_eq!(commits(&fs), c0);
+    // Truncate frees the extents in batches of FREE_BATCH, one transaction each.
     fs.truncate(a.ino, 0).unwrap();
     assert_eq!(fs.extents(a.ino).unwrap().len(), 0);
+    let batches = n.div_ceil(FREE_BATCH as u64);
+    assert_eq!(commits(&fs) - c0, batches, "truncate of {n} extents");
 }
 
 #[derive(Debug, Clone)]
@@ -586,6 +633,7 @@ fn hundred_thousand_entry_directory() {
     let fs = Fs::mount(m, FsOptions::default()).unwrap();
     let d = fs.mkdir(ROOT_INO, b"big", 0o755, C).unwrap().ino;
     let n = 100_000u32;
+    let c0 = commits(&fs);
     for i in 0..n {
         fs.mknod(
             d,
@@ -596,6 +644,8 @@ fn hundred_thousand_entry_directory() {
         )
         .unwrap();
     }
+    // One transaction per create, whatever the directory's size.
+    assert_eq!(commits(&fs) - c0, n as u64);
     // Lookups go through the directory's hash index (no scan of the entries).
     for i in (0..n).step_by(997) {
         fs.lookup(d, format!("entry-{i:06}").as_bytes()).unwrap();
