@@ -14,6 +14,21 @@ fn open_ro(p: &Path) -> io::Result<File> {
     File::open(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
 }
 
+/// A daxlink ioctl on `f`, opened from `p`. Anywhere else the kernel answers
+/// ENOTTY; say that plainly, naming the path.
+fn on(f: &File, p: &Path, cmd: u32, buf: &mut [u8]) -> io::Result<i32> {
+    ioctl::call(f, cmd, buf).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTTY) {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{}: not on a daxlink filesystem", p.display()),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 fn exdev(src: &File, dst: &File) -> io::Result<()> {
     if src.metadata()?.dev() != dst.metadata()?.dev() {
         return Err(io::Error::from_raw_os_error(libc::EXDEV));
@@ -39,7 +54,7 @@ pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Re
         len,
     };
     let mut buf = a.encode(ioctl::CLONE_SIZE);
-    ioctl::call(&d, ioctl::CLONE, &mut buf)?;
+    on(&d, dst, ioctl::CLONE, &mut buf)?;
     Ok(ioctl::get_u64(&buf, 32).unwrap_or(0))
 }
 
@@ -56,7 +71,7 @@ pub fn dedupe(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Res
         len,
     };
     let mut buf = a.encode(ioctl::DEDUPE_SIZE);
-    ioctl::call(&d, ioctl::DEDUPE, &mut buf)?;
+    on(&d, dst, ioctl::DEDUPE, &mut buf)?;
     Ok((
         ioctl::get_u32(&buf, 32) == Some(0),
         ioctl::get_u64(&buf, 40).unwrap_or(0),
@@ -68,7 +83,7 @@ pub fn unshare(file: &Path, off: u64, len: u64) -> io::Result<()> {
     let mut buf = vec![0u8; ioctl::UNSHARE_SIZE];
     ioctl::put_u64(&mut buf, 0, off);
     ioctl::put_u64(&mut buf, 8, len);
-    ioctl::call(&f, ioctl::UNSHARE, &mut buf)?;
+    on(&f, file, ioctl::UNSHARE, &mut buf)?;
     Ok(())
 }
 
@@ -89,7 +104,7 @@ pub fn extents(file: &Path) -> io::Result<Vec<Extent>> {
     loop {
         let mut buf = vec![0u8; ioctl::EXTENTS_SIZE];
         ioctl::put_u64(&mut buf, 0, start);
-        ioctl::call(&f, ioctl::EXTENTS, &mut buf)?;
+        on(&f, file, ioctl::EXTENTS, &mut buf)?;
         let n = ioctl::get_u32(&buf, 0).unwrap_or(0) as usize;
         for i in 0..n.min(ioctl::EXTENTS_MAX) {
             let o = ioctl::EXTENTS_HDR + i * ioctl::EXTENT_ENTRY;
@@ -150,7 +165,7 @@ pub struct Stat {
 pub fn stat(path: &Path) -> io::Result<Stat> {
     let f = open_ro(path)?;
     let mut buf = vec![0u8; ioctl::STAT_SIZE];
-    ioctl::call(&f, ioctl::STAT, &mut buf)?;
+    on(&f, path, ioctl::STAT, &mut buf)?;
     let g = |i: usize| ioctl::get_u64(&buf, i * 8).unwrap_or(0);
     Ok(Stat {
         shared_bytes: g(0) * BLOCK_SIZE,
@@ -214,7 +229,7 @@ pub fn poison(file: &Path, off: u64) -> io::Result<(u64, u32, u32)> {
     let f = open_ro(file)?;
     let mut b = vec![0u8; ioctl::POISON_SIZE];
     ioctl::put_u64(&mut b, 0, off);
-    ioctl::call(&f, ioctl::POISON, &mut b)?;
+    on(&f, file, ioctl::POISON, &mut b)?;
     Ok((
         ioctl::get_u64(&b, 8).unwrap_or(0),
         ioctl::get_u32(&b, 16).unwrap_or(0),
@@ -228,7 +243,7 @@ pub fn owners(file: &Path, off: u64) -> io::Result<serde_json::Value> {
     let f = open_ro(file)?;
     let mut b = vec![0u8; ioctl::OWNERS_SIZE];
     ioctl::put_u64(&mut b, 0, off);
-    ioctl::call(&f, ioctl::OWNERS, &mut b)?;
+    on(&f, file, ioctl::OWNERS, &mut b)?;
     let n = ioctl::get_u32(&b, 8).unwrap_or(0) as usize;
     serde_json::from_slice(&b[16..16 + n.min(b.len() - 16)])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -238,7 +253,7 @@ pub fn owners(file: &Path, off: u64) -> io::Result<serde_json::Value> {
 pub fn check(path: &Path) -> io::Result<Vec<u8>> {
     let f = open_ro(path)?;
     let mut b = vec![0u8; 8];
-    ioctl::call(&f, ioctl::CHECK, &mut b)?;
+    on(&f, path, ioctl::CHECK, &mut b)?;
     let m = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
     Ok((1..=7).filter(|i| m & (1 << i) != 0).collect())
 }

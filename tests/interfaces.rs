@@ -631,3 +631,24 @@ fn interfaces_the_kernel_does_not_forward_fail_with_eopnotsupp() {
     drop(f);
     m.cycle("");
 }
+
+#[test]
+fn daxlink_commands_name_a_path_that_is_not_on_daxlink() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    for cmd in ["extents", "stat"] {
+        let o = Command::new(DAXLINK)
+            .arg(cmd)
+            .arg(f.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "{}: not on a daxlink filesystem",
+                f.path().display()
+            )),
+            "{err}"
+        );
+    }
+}
