@@ -121,6 +121,25 @@ pub fn parse_fdinfo(s: &str) -> Option<(i32, u64, u64)> {
     Some((flags, mnt_id, ino))
 }
 
+/// The `u32` that the third argument of the ioctl the thread `tid` is
+/// blocked in points to: the pointer from /proc/TID/syscall ("nr arg0 arg1
+/// arg2 ..."), the value from /proc/TID/mem. For an `_IOR` command, whose
+/// payload the kernel does not send to FUSE (FS_IOC_SHUTDOWN). Needs the
+/// daemon to be allowed to ptrace the caller (root); None otherwise.
+pub fn ioctl_arg_u32(tid: u32) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let sc = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    let f: Vec<&str> = sc.split_whitespace().collect();
+    if f.first()?.parse::<i64>().ok()? != libc::SYS_ioctl {
+        return None;
+    }
+    let ptr = u64::from_str_radix(f.get(3)?.trim_start_matches("0x"), 16).ok()?;
+    let mem = std::fs::File::open(format!("/proc/{tid}/mem")).ok()?;
+    let mut b = [0u8; 4];
+    mem.read_exact_at(&mut b, ptr).ok()?;
+    Some(u32::from_ne_bytes(b))
+}
+
 /// One line of a mountinfo file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountLine {
@@ -128,6 +147,11 @@ pub struct MountLine {
     pub dev: (u32, u32),
     pub point: String,
     pub fstype: String,
+    /// Per-mount options ("rw,nosuid,relatime").
+    pub opts: String,
+    pub source: String,
+    /// Superblock options ("rw,user_id=0,group_id=0,default_permissions").
+    pub super_opts: String,
 }
 
 /// The lines of a mountinfo file that parse.
@@ -136,11 +160,15 @@ pub fn mountinfo_lines(s: &str) -> impl Iterator<Item = MountLine> + '_ {
         let (a, b) = l.split_once(" - ")?;
         let f: Vec<&str> = a.split(' ').collect();
         let (maj, min) = f.get(2)?.split_once(':')?;
+        let t: Vec<&str> = b.split(' ').collect();
         Some(MountLine {
             id: f.first()?.parse().ok()?,
             dev: (maj.parse().ok()?, min.parse().ok()?),
             point: unescape(f.get(4)?),
-            fstype: b.split(' ').next()?.to_string(),
+            fstype: t.first()?.to_string(),
+            opts: f.get(5).unwrap_or(&"").to_string(),
+            source: unescape(t.get(1).unwrap_or(&"")),
+            super_opts: t.get(2).unwrap_or(&"").to_string(),
         })
     })
 }
@@ -225,5 +253,7 @@ mod tests {
             (27, (0, 50), "/tmp/a b")
         );
         assert_eq!(l[0].fstype, "fuse.daxlink");
+        assert_eq!((l[0].opts.as_str(), l[0].source.as_str()), ("rw", "img"));
+        assert_eq!(l[0].super_opts, "rw");
     }
 }

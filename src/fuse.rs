@@ -82,6 +82,9 @@ pub struct DaxFuse {
     /// Test hook (DAXLINK_FAULT_INJECT=hang-on-xattr): reading the xattr
     /// `user.daxlink.inject-hang` never returns (a wedged request).
     hang_hook: bool,
+    /// The daemon's mount options (what the OPTIONS ioctl answers; remount
+    /// compares against them).
+    pub options: String,
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -163,6 +166,10 @@ fn caller(req: &Request) -> Caller {
 
 /// Run a handler body, turning a panic into a logged failure of this request.
 fn guarded(what: &'static str, f: impl FnOnce()) {
+    if crate::inflight::refusing() {
+        // Shut down: dropping `f` drops its reply, which fuser answers with EIO.
+        return;
+    }
     let _in_flight = crate::inflight::enter(what);
     if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
         let msg = p
@@ -184,6 +191,7 @@ impl DaxFuse {
             dev: Arc::new(std::sync::OnceLock::new()),
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
             hang_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("hang-on-xattr"),
+            options: String::new(),
         }
     }
 
@@ -433,6 +441,14 @@ impl DaxFuse {
                     .fold(0u64, |m, i| m | (1 << i));
                 Ok(mask.to_le_bytes().to_vec())
             }
+            io::REMOUNT | io::GOINGDOWN => self.state_ioctl(req, cmd, input),
+            io::OPTIONS => {
+                let mut out = vec![0u8; io::OPTIONS_SIZE];
+                let o = self.options.as_bytes();
+                let n = o.len().min(io::OPTIONS_SIZE);
+                out[..n].copy_from_slice(&o[..n]);
+                Ok(out)
+            }
             io::MODEL => {
                 let m = match self.fs.pages.model {
                     crate::pages::PageModel::Legacy => 0u64,
@@ -472,6 +488,32 @@ impl DaxFuse {
             }
             _ => Err(FsError::NotTty),
         }
+    }
+
+    /// REMOUNT and FS_IOC_SHUTDOWN: CAP_SYS_ADMIN only (EPERM), as in XFS and ext4.
+    fn state_ioctl(&self, req: &Request, cmd: u32, input: &[u8]) -> Result<Vec<u8>, FsError> {
+        use crate::ioctl as io;
+        if !caller(req).has_cap(who::CAP_SYS_ADMIN) {
+            return Err(FsError::Perm);
+        }
+        if cmd == io::REMOUNT {
+            let ro = io::get_u32(input, 0).ok_or(FsError::Invalid)? != 0;
+            self.fs.set_read_only(ro)?;
+            return Ok(Vec::new());
+        }
+        // _IOR: the kernel sends no payload; read the flags where the caller points.
+        let flags = who::ioctl_arg_u32(req.pid()).unwrap_or_else(|| {
+            log::warn!("shutdown: cannot read the caller's flags; using DEFAULT");
+            0
+        });
+        let mode = crate::fs::ShutdownMode::from_flags(flags).ok_or(FsError::Invalid)?;
+        self.fs.shutdown(mode);
+        crate::inflight::refuse_all();
+        // Cached attributes and pages would still answer stat and read.
+        for ino in self.fs.inode_numbers() {
+            self.invalidate(ino);
+        }
+        Ok(Vec::new())
     }
 
     fn open_handle(&self, ino: u64, flags: i32) -> Result<u64, FsError> {

@@ -3,11 +3,13 @@
 //! `fuse::guarded` registers every request for the time its handler runs.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
+/// Set by FS_IOC_SHUTDOWN: every later request is refused (EIO).
+static REFUSING: AtomicBool = AtomicBool::new(false);
 static IN_FLIGHT: Mutex<BTreeMap<u64, (&'static str, Instant)>> = Mutex::new(BTreeMap::new());
 
 fn table() -> std::sync::MutexGuard<'static, BTreeMap<u64, (&'static str, Instant)>> {
@@ -28,6 +30,16 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         table().remove(&self.0);
     }
+}
+
+/// From now on every request fails with EIO (the filesystem was shut down).
+pub fn refuse_all() {
+    REFUSING.store(true, Ordering::SeqCst);
+}
+
+/// Whether requests are refused (see [`refuse_all`]).
+pub fn refusing() -> bool {
+    REFUSING.load(Ordering::SeqCst)
 }
 
 /// Every request in flight: its name and how long it has been running, oldest first.

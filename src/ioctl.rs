@@ -82,6 +82,15 @@ pub const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
 pub const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
 pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 pub const FSXATTR_SIZE: usize = 28;
+/// Remount: in {1 = read-only, 0 = read-write}. CAP_SYS_ADMIN. On the mount's root.
+pub const REMOUNT: u32 = ioc(IOC_WRITE, 0x60, 8);
+pub const OPTIONS_SIZE: usize = 1024;
+/// The daemon's mount options, as text (NUL-padded): out {options}.
+pub const OPTIONS: u32 = ioc(IOC_READ, 0x61, OPTIONS_SIZE);
+/// FS_IOC_SHUTDOWN = XFS_IOC_GOINGDOWN = EXT4_IOC_SHUTDOWN = `_IOR('X', 125, __u32)`.
+/// The kernel forwards it to FUSE as an ordinary ioctl; as `_IOR` it copies no
+/// payload in, so the daemon reads the flags from the caller's memory.
+pub const GOINGDOWN: u32 = (IOC_READ << 30) | (4 << 16) | ((b'X' as u32) << 8) | 125;
 
 /// Arguments of CLONE and DEDUPE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

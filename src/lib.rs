@@ -25,3 +25,4 @@ pub mod fuse;
 pub mod ioctl;
 pub mod mount;
 pub mod pages;
+pub mod remount;

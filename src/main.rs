@@ -32,6 +32,13 @@ enum Cmd {
         #[arg(short = 'f', long)]
         foreground: bool,
     },
+    /// Remount the daxlink filesystem on DIR: `-o ro` or `-o rw` (what
+    /// `mount -o remount,ro DIR` does through mount.fuse3).
+    Remount {
+        dir: PathBuf,
+        #[arg(short = 'o', action = clap::ArgAction::Append)]
+        options: Vec<String>,
+    },
     /// Share SRC's blocks with DST (FICLONERANGE semantics; creates DST if missing).
     /// `cp --reflink=always` cannot work on FUSE: the kernel never forwards FICLONE.
     Reflink {
@@ -138,6 +145,7 @@ const SUBCOMMANDS: &[&str] = &[
     "dedupe",
     "unshare",
     "extents",
+    "remount",
     "stat",
     "crashtest",
     "help",
@@ -179,6 +187,7 @@ fn main() {
             }
             mount_main(image, dir, &raw, o, foreground)
         }
+        Cmd::Remount { dir, options } => daxlink::remount::remount_main(&dir, &options.join(",")),
         Cmd::Reflink {
             src,
             dst,

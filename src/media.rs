@@ -16,6 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -30,6 +31,9 @@ pub enum MediaError {
     OutOfBounds { off: u64, len: u64, size: u64 },
     #[error("media is mapped read-only")]
     ReadOnly,
+    /// [`Media::shut_down`] was called: nothing reaches the media any more.
+    #[error("the filesystem was shut down (FS_IOC_SHUTDOWN); unmount it")]
+    ShutDown,
     /// Another open holds the lock: "in use by pid N (comm)".
     #[error("{0}")]
     Busy(String),
@@ -113,6 +117,19 @@ pub struct Media {
     insn: FlushInsn,
     kind: MediaKind,
     observer: Option<Arc<dyn MediaObserver>>,
+    /// One way: set by [`Media::shut_down`], then every store and flush fails.
+    down: AtomicBool,
+    /// Stores and flushes running now (so that `shut_down` can wait for them).
+    active: AtomicUsize,
+}
+
+/// A store or flush in progress (see [`Media::shut_down`]).
+struct Active<'a>(&'a AtomicUsize);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 // SAFETY: the mapping is plain shared memory. Concurrent access is coordinated by
@@ -273,6 +290,8 @@ impl Media {
             insn: FlushInsn::detect(),
             kind,
             observer: None,
+            down: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
         })
     }
 
@@ -289,6 +308,8 @@ impl Media {
             insn: FlushInsn::detect(),
             kind: MediaKind::Memory,
             observer: None,
+            down: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
         })
     }
 
@@ -318,6 +339,33 @@ impl Media {
 
     pub fn flush_insn(&self) -> FlushInsn {
         self.insn
+    }
+
+    /// Shut the media down, as if the power had gone: every later store and
+    /// flush fails with [`MediaError::ShutDown`] and a fence does nothing.
+    /// Returns once no store or flush that began before is still running, so
+    /// that afterwards no byte reaches the media. One way; idempotent.
+    pub fn shut_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        // Each store announces itself (active += 1) before it checks `down`,
+        // both SeqCst: one that missed the flag is counted here.
+        while self.active.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Admit one store or flush, unless the media is shut down.
+    fn admit(&self) -> Result<Active<'_>, MediaError> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let a = Active(&self.active);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(MediaError::ShutDown);
+        }
+        Ok(a)
     }
 
     fn base(&self) -> *mut u8 {
@@ -371,6 +419,7 @@ impl Media {
             return Err(MediaError::ReadOnly);
         }
         self.check(off, data.len() as u64)?;
+        let _a = self.admit()?;
         if let Some(o) = &self.observer {
             o.store(off, data);
         }
@@ -388,6 +437,7 @@ impl Media {
             return Err(MediaError::ReadOnly);
         }
         self.check(off, len)?;
+        let _a = self.admit()?;
         if let Some(o) = &self.observer {
             o.store(off, &vec![byte; len as usize]);
         }
@@ -404,6 +454,7 @@ impl Media {
             return Ok(());
         }
         self.check(off, len)?;
+        let _a = self.admit()?;
         if let Some(o) = &self.observer {
             o.flush(off, len);
         }
@@ -442,6 +493,9 @@ impl Media {
 
     /// Order all earlier flushes before any later store (sfence).
     pub fn fence(&self) {
+        if self.is_shut_down() {
+            return;
+        }
         if let Some(o) = &self.observer {
             o.fence();
         }
@@ -507,6 +561,22 @@ mod tests {
         assert!(m.read_vec(u64::MAX - 1, 4).is_err());
         m.write_persist(100, b"hello").unwrap();
         assert_eq!(m.read_vec(100, 5).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn nothing_reaches_shut_down_media() {
+        let m = Media::anonymous(8192).unwrap();
+        m.write_persist(0, b"before").unwrap();
+        m.shut_down();
+        assert!(matches!(
+            m.write_at(0, b"after!"),
+            Err(MediaError::ShutDown)
+        ));
+        assert!(matches!(m.fill(0, 6, 0), Err(MediaError::ShutDown)));
+        assert!(matches!(m.flush(0, 6), Err(MediaError::ShutDown)));
+        m.fence();
+        assert_eq!(m.read_vec(0, 6).unwrap(), b"before");
+        assert!(m.is_shut_down());
     }
 
     #[test]

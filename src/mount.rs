@@ -36,6 +36,11 @@ pub struct MountOpts {
     pub dirsync: bool,
     pub fsname: Option<String>,
     pub debug: bool,
+    /// `remount`: change a live mount (see `crate::remount`).
+    pub remount: bool,
+    /// Options the kernel reports for a FUSE mount (user_id=, group_id=,
+    /// max_read=, blksize=, rootmode=): mount(8) passes them back in a remount.
+    pub kernel_opts: Vec<String>,
 }
 
 impl Default for MountOpts {
@@ -58,6 +63,8 @@ impl Default for MountOpts {
             dirsync: false,
             fsname: None,
             debug: false,
+            remount: false,
+            kernel_opts: Vec::new(),
         }
     }
 }
@@ -122,6 +129,10 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
             "dirsync" => opts.dirsync = true,
             "fsname" => opts.fsname = Some(need(v)?.to_string()),
             "debug" => opts.debug = true,
+            "remount" => opts.remount = true,
+            "user_id" | "group_id" | "max_read" | "blksize" | "rootmode" => {
+                opts.kernel_opts.push(o.to_string())
+            }
             // Passed by mount(8) / fstab; meaningless for the daemon.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "nofail" | "_netdev"
             | "subtype" => {}
@@ -188,6 +199,38 @@ fn fuser_config(image: &Path, o: &MountOpts) -> Config {
     c.n_threads = Some(o.threads);
     c.clone_fd = true;
     c
+}
+
+/// The options only the daemon knows (what the OPTIONS ioctl reports), in
+/// `parse_opts` syntax.
+pub fn daemon_options(o: &MountOpts) -> String {
+    let mut v = vec![
+        format!("page_model={}", o.page_model.name()),
+        format!("layout_timeout_ms={}", o.layout_timeout_ms),
+        format!("threads={}", o.threads),
+        format!(
+            "persist={}",
+            if o.persist == PersistMode::Msync {
+                "msync"
+            } else {
+                "cpu"
+            }
+        ),
+        (if o.read_only { "ro" } else { "rw" }).to_string(),
+    ];
+    for (on, name) in [
+        (o.allow_other, "allow_other"),
+        (o.allow_root, "allow_root"),
+        (o.auto_unmount, "auto_unmount"),
+    ] {
+        if on {
+            v.push(name.to_string());
+        }
+    }
+    if let Some(f) = &o.fsname {
+        v.push(format!("fsname={f}"));
+    }
+    v.join(",")
 }
 
 /// Open the image and mount the core filesystem (no FUSE yet).
@@ -390,7 +433,8 @@ pub fn serve(
     };
     let set = block_signals();
     let cfg = fuser_config(image, o);
-    let dax = DaxFuse::new(fs.clone());
+    let mut dax = DaxFuse::new(fs.clone());
+    dax.options = daemon_options(o);
     let notifier_slot = dax.notifier.clone();
     let dev_slot = dax.dev.clone();
     let mut session = match fuser::Session::new(dax, dir, &cfg) {
@@ -471,6 +515,14 @@ pub fn mount_main(
     o: MountOpts,
     foreground: bool,
 ) -> i32 {
+    if o.remount {
+        // IMAGE is whatever mount(8) found as the source; DIR names the mount.
+        return crate::remount::remount_main(&dir, raw_opts);
+    }
+    if let Some(k) = o.kernel_opts.first() {
+        eprintln!("daxlink: mount option '{k}' is set by the kernel, not by the user");
+        return 32;
+    }
     if foreground {
         let notify = std::env::var_os(READY_ENV).is_some();
         let debug = o.debug;

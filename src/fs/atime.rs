@@ -39,7 +39,7 @@ pub(super) struct Pending {
 impl Fs {
     /// Does a read of `g` now (at `t`) update its access time?
     fn wants_atime(&self, g: &Inode, t: Timespec) -> bool {
-        if self.opts.read_only || g.rec.flags & flags::FL_NOATIME != 0 || g.rec.nlink == 0 {
+        if self.read_only() || g.rec.flags & flags::FL_NOATIME != 0 || g.rec.nlink == 0 {
             return false;
         }
         if g.is_dir() && self.opts.nodiratime {
@@ -75,7 +75,7 @@ impl Fs {
     /// Write the DRAM access times of `inos` (or of every pending inode) to
     /// the media, a batch of inodes per transaction.
     pub(super) fn flush_atimes(&self, only: Option<u64>) -> FsResult<()> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Ok(());
         }
         let todo: Vec<u64> = {

@@ -86,7 +86,7 @@ impl Fs {
     /// has checked ownership and CAP_LINUX_IMMUTABLE). Flags daxlink does not
     /// keep are refused (EOPNOTSUPP), as ext4 refuses those it lacks.
     pub fn set_flags(&self, ino: u64, flags: u32) -> FsResult<()> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         if flags & !FL_USER != 0 {

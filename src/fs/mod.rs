@@ -14,11 +14,13 @@ pub mod meta;
 mod node;
 mod pin;
 mod reflink;
+mod state;
 mod xattr;
 
 pub use atime::AtimeMode;
 pub use pin::{Owner, OwnersReport, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
+pub use state::ShutdownMode;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -278,6 +280,8 @@ pub struct Fs {
     opts: FsOptions,
     /// Inodes whose access time is newer in DRAM than on media.
     atime_pending: atime::Pending,
+    /// Read-only now: set at mount, switched by remount (`state.rs`).
+    ro: std::sync::atomic::AtomicBool,
     ns: RwLock<()>,
     inodes: RwLock<HashMap<u64, InodeRef>>,
     meta: Mutex<Meta>,
@@ -662,6 +666,7 @@ impl Fs {
                 read_only: ro,
                 ..opts.clone()
             },
+            ro: std::sync::atomic::AtomicBool::new(ro),
             ns: RwLock::new(()),
             inodes: RwLock::new(
                 inodes
@@ -739,7 +744,9 @@ impl Fs {
 
     /// Mark the filesystem cleanly unmounted.
     pub fn unmount(&self) -> FsResult<()> {
-        if self.opts.read_only {
+        // Read-only (also after a remount, which marked it clean), or shut
+        // down (FS_IOC_SHUTDOWN: the next mount recovers, as after a crash).
+        if self.read_only() || self.media.is_shut_down() {
             return Ok(());
         }
         self.flush_atimes(None)?;
@@ -756,14 +763,20 @@ impl Fs {
     }
 
     pub fn read_only(&self) -> bool {
-        self.opts.read_only
+        self.ro.load(Ordering::SeqCst)
     }
 
     fn ctx(&self) -> FsResult<Ctx<'_>> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
-        Ctx::new(&self.media, &self.sb, self.meta.lock(), Some(&self.pages))
+        let meta = self.meta.lock();
+        // Again under `meta`: a remount to read-only may have marked the
+        // superblock clean while this thread waited for the lock.
+        if self.read_only() {
+            return Err(FsError::ReadOnly);
+        }
+        Ctx::new(&self.media, &self.sb, meta, Some(&self.pages))
     }
 
     fn get(&self, ino: u64) -> FsResult<InodeRef> {
@@ -971,7 +984,7 @@ impl Fs {
         link_target: Option<&[u8]>,
     ) -> FsResult<Attr> {
         check_name(name)?;
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let ftype = mode & libc::S_IFMT;
@@ -1099,7 +1112,7 @@ impl Fs {
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
         check_name(newname)?;
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let _ns = self.ns.write();
@@ -1180,7 +1193,7 @@ impl Fs {
         if name.len() > MAX_NAME {
             return Err(FsError::NameTooLong);
         }
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let _ns = self.ns.write();
@@ -1342,7 +1355,7 @@ impl Fs {
         if name.len() > MAX_NAME {
             return Err(FsError::NameTooLong);
         }
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let _ns = self.ns.write();
@@ -1679,7 +1692,7 @@ impl Fs {
         let r = self.get(ino)?;
         let mut g = r.write()?;
         g.open = g.open.saturating_sub(1);
-        if g.open == 0 && g.rec.nlink == 0 && g.orphan_slot.is_some() && !self.opts.read_only {
+        if g.open == 0 && g.rec.nlink == 0 && g.orphan_slot.is_some() && !self.read_only() {
             self.destroy(&mut g)?;
         }
         Ok(())
@@ -1732,7 +1745,7 @@ impl Fs {
 
     /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
     pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let r = self.get(ino)?;
@@ -2143,7 +2156,7 @@ impl Fs {
         mut rec: InodeRec,
         xattrs: Option<XattrMap>,
     ) -> FsResult<()> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let old = g.rec.size;
@@ -2256,7 +2269,7 @@ impl Fs {
 
     /// fallocate(2): mode 0 / KEEP_SIZE allocate, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE.
     pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> FsResult<()> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;

@@ -337,7 +337,7 @@ impl Fs {
         len: u64,
         dedupe: bool,
     ) -> FsResult<(BTreeMap<u64, WGuard>, u64, u64)> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let gs = self.lock_many(&[src, dst])?;
@@ -401,7 +401,7 @@ impl Fs {
     /// copy_file_range(2): blocks that line up are shared, the rest copied.
     /// Returns the bytes copied (short at the source's EOF).
     pub fn copy_range(&self, src: u64, soff: u64, dst: u64, doff: u64, len: u64) -> FsResult<u64> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let (ssize, sdir) = {
@@ -521,7 +521,7 @@ impl Fs {
 
     /// Give `len` bytes at `off` (0 = to EOF) private copies of every shared block.
     pub fn unshare(&self, ino: u64, off: u64, len: u64) -> FsResult<()> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         let r = self.get(ino)?;

@@ -91,7 +91,7 @@ impl Fs {
         flags: i32,
         who: Option<&Who>,
     ) -> FsResult<()> {
-        if self.opts.read_only {
+        if self.read_only() {
             return Err(FsError::ReadOnly);
         }
         if name.is_empty() || name.len() > MAX_NAME {
