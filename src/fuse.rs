@@ -196,7 +196,7 @@ impl DaxFuse {
     }
 
     /// Mark the filesystem clean (idempotent).
-    pub fn shutdown(&self) {
+    pub fn finish(&self) {
         if !self
             .unmounted
             .swap(true, std::sync::atomic::Ordering::SeqCst)
@@ -564,7 +564,7 @@ impl Filesystem for DaxFuse {
     }
 
     fn destroy(&mut self) {
-        self.shutdown();
+        self.finish();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -814,11 +814,7 @@ impl Filesystem for DaxFuse {
             if let Err(e) = self.fs.unpin_holder(fh.0) {
                 log::error!("unpin at release: {e}");
             }
-            let r = if known {
-                self.fs.release(ino.0)
-            } else {
-                Ok(())
-            };
+            let r = if known { self.fs.close(ino.0) } else { Ok(()) };
             empty(r, reply)
         });
     }
@@ -855,7 +851,7 @@ impl Filesystem for DaxFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("releasedir", || empty(self.fs.release(ino.0), reply));
+        guarded("releasedir", || empty(self.fs.close(ino.0), reply));
     }
 
     fn readdir(

@@ -491,7 +491,7 @@ pub fn serve(
     ready(Ok(()));
     let r = session.run();
     sd.finish();
-    // destroy() marks the filesystem clean; make sure even if it was not called.
+    // DaxFuse::finish (FUSE destroy) marks the filesystem clean; make sure even if it was not called.
     let _ = fs.unmount();
     match r {
         Ok(()) => 0,

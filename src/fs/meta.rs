@@ -331,7 +331,7 @@ impl<'a> Ctx<'a> {
 
     /// One reference fewer to every block of the range; blocks whose count
     /// reaches zero are freed (reusable after commit).
-    pub fn release(&mut self, phys: u64, len: u64) -> FsResult<()> {
+    pub fn drop_ref(&mut self, phys: u64, len: u64) -> FsResult<()> {
         self.check_range(phys, len)?;
         self.adjust(phys, len, -1)
     }

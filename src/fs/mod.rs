@@ -709,7 +709,7 @@ impl Fs {
                         }
                         g.orphan_slot = Some(off);
                         log::info!("reclaiming orphan inode {ino}");
-                        fs.destroy(&mut g)?;
+                        fs.free_inode(&mut g)?;
                     }
                     OrphanRec::Truncate { ino, from } => {
                         log::info!("finishing the truncate of inode {ino} from block {from}");
@@ -1254,7 +1254,7 @@ impl Fs {
         if let Some(s) = orphan {
             c.orphan_slot = Some(s);
             if c.open == 0 {
-                self.destroy(c)?;
+                self.free_inode(c)?;
             }
         }
         Ok(())
@@ -1262,7 +1262,7 @@ impl Fs {
 
     /// Free an inode whose link count is 0 and that nobody has open: extents in
     /// batches (each a consistent state), then the inode and its orphan record.
-    fn destroy(&self, g: &mut Inode) -> FsResult<()> {
+    fn free_inode(&self, g: &mut Inode) -> FsResult<()> {
         let ino = g.ino;
         loop {
             let batch: Vec<(u64, Ext)> = g
@@ -1283,7 +1283,7 @@ impl Fs {
             let mut ctx = self.ctx()?;
             for (_, e) in &batch {
                 ctx.slot_free(RecKind::Extent, e.slot);
-                ctx.release(e.phys, e.len)?;
+                ctx.drop_ref(e.phys, e.len)?;
             }
             if last {
                 if g.rec.xattr_blocks > 0 {
@@ -1606,7 +1606,7 @@ impl Fs {
             let v = gs.get_mut(&victim).unwrap();
             v.orphan_slot = Some(s);
             if v.open == 0 {
-                self.destroy(v)?;
+                self.free_inode(v)?;
             }
         }
         Ok(())
@@ -1688,12 +1688,14 @@ impl Fs {
         Ok(self.new_fh())
     }
 
-    pub fn release(&self, ino: u64) -> FsResult<()> {
+    /// An open file or directory was closed; the last close of an unlinked
+    /// inode frees it.
+    pub fn close(&self, ino: u64) -> FsResult<()> {
         let r = self.get(ino)?;
         let mut g = r.write()?;
         g.open = g.open.saturating_sub(1);
         if g.open == 0 && g.rec.nlink == 0 && g.orphan_slot.is_some() && !self.read_only() {
-            self.destroy(&mut g)?;
+            self.free_inode(&mut g)?;
         }
         Ok(())
     }
@@ -2089,7 +2091,7 @@ impl Fs {
             let cut_s = s.max(first);
             let cut_e = es.min(end);
             // Free the cut physical range.
-            ctx.release(e.phys + (cut_s - s), cut_e - cut_s)?;
+            ctx.drop_ref(e.phys + (cut_s - s), cut_e - cut_s)?;
             let head = cut_s - s;
             let tail = es - cut_e;
             ops.push(ExtOp::Remove(s, e.len));
