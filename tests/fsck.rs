@@ -1394,7 +1394,7 @@ fn core_workloads_stay_clean() {
             }
             (_, Some(_)) => {
                 if let Some(i) = open_held.pop() {
-                    fs.release(i).unwrap();
+                    fs.close(i).unwrap();
                 }
                 "release"
             }
@@ -1416,7 +1416,7 @@ fn core_workloads_stay_clean() {
         }
         if op % 100 == 99 {
             for i in open_held.drain(..) {
-                fs.release(i).unwrap();
+                fs.close(i).unwrap();
             }
             fs.unmount().unwrap();
             let m = into_media(fs);
