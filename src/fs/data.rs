@@ -1,0 +1,477 @@
+//! File data: open and close, read, and the write engine (copy-on-write of
+//! shared blocks, allocation of holes, the extent-map updates of a write).
+
+use super::*;
+
+impl Fs {
+    // ------------------------------------------------------------------
+    // Open files
+    // ------------------------------------------------------------------
+
+    pub fn open(&self, ino: u64) -> FsResult<u64> {
+        let r = self.get(ino)?;
+        r.write()?.open += 1;
+        Ok(self.new_fh())
+    }
+
+    /// An open file or directory was closed; the last close of an unlinked
+    /// inode frees it.
+    pub fn close(&self, ino: u64) -> FsResult<()> {
+        let r = self.get(ino)?;
+        let mut g = r.write()?;
+        g.open = g.open.saturating_sub(1);
+        if g.open == 0 && g.rec.nlink == 0 && g.orphan_slot.is_some() && !self.read_only() {
+            self.free_inode(&mut g)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // File data
+    // ------------------------------------------------------------------
+
+    pub fn read(&self, ino: u64, off: u64, size: usize) -> FsResult<Vec<u8>> {
+        let r = self.get(ino)?;
+        let g = r.read()?;
+        let data = self.read_locked(&g, off, size)?;
+        drop(g);
+        self.touch_atime(ino);
+        Ok(data)
+    }
+
+    pub(super) fn read_locked(&self, g: &Inode, off: u64, size: usize) -> FsResult<Vec<u8>> {
+        if g.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        if off >= g.rec.size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let n = (g.rec.size - off).min(size as u64) as usize;
+        let mut buf = vec![0u8; n];
+        let first = off / BS;
+        let end = (off + n as u64).div_ceil(BS);
+        for (l, cnt, phys) in g.segments(first, end) {
+            let Some(p) = phys else { continue };
+            if self.pages.any_poisoned() {
+                for b in p..p + cnt {
+                    if self.pages.poison_check(b, g.ino).0 {
+                        log::warn!("inode {}: read of poisoned block {b}: EIO", g.ino);
+                        return Err(FsError::Io(format!("block {b} is poisoned")));
+                    }
+                }
+            }
+            let seg_start = (l * BS).max(off);
+            let seg_end = ((l + cnt) * BS).min(off + n as u64);
+            let media_off = p * BS + (seg_start - l * BS);
+            self.media.read(
+                media_off,
+                &mut buf[(seg_start - off) as usize..(seg_end - off) as usize],
+            )?;
+        }
+        Ok(buf)
+    }
+
+    /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
+    pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
+        if self.read_only() {
+            return Err(FsError::ReadOnly);
+        }
+        let r = self.get(ino)?;
+        let mut g = r.write()?;
+        if g.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        g.not_immutable()?;
+        let off = if append || g.append_only() {
+            g.rec.size
+        } else {
+            off
+        };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        self.write_locked(&mut g, off, end, Fill::Data(data))?;
+        Ok(data.len())
+    }
+
+    /// Before a file grows to cover `[size, upto)`: zero whatever is mapped
+    /// there. Bytes past EOF are never read, so on media they may hold
+    /// anything (an in-place write past EOF whose size change never
+    /// committed, blocks preallocated with KEEP_SIZE and written that way, a
+    /// truncate's leftovers); every size increase clears them first, persisted
+    /// before the growth commits. Shared blocks there are copied first. The
+    /// caller then overwrites its own part of the range.
+    pub(super) fn prepare_extend(&self, g: &mut Inode, upto: u64) -> FsResult<()> {
+        let size = g.rec.size;
+        if upto <= size {
+            return Ok(());
+        }
+        let (first, end) = (size / BS, upto.div_ceil(BS));
+        let mapped: Vec<(u64, u64, u64)> = g
+            .segments(first, end)
+            .into_iter()
+            .filter_map(|(l, n, p)| p.map(|p| (l, n, p)))
+            .collect();
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        let shared = {
+            let m = self.meta.lock();
+            mapped
+                .iter()
+                .any(|(_, n, p)| meta::ref_pieces(&m.refs, *p, *n).iter().any(|x| x.2 >= 2))
+        };
+        if shared {
+            self.write_locked(g, size, upto, Fill::Unshare)?;
+        }
+        for (l, n, p) in g.segments(first, end) {
+            let Some(p) = p else { continue };
+            let a = (l * BS).max(size);
+            let b = ((l + n) * BS).min(upto.div_ceil(BS) * BS);
+            if a < b {
+                let at = p * BS + (a - l * BS);
+                self.media.fill(at, b - a, 0)?;
+                self.media.flush(at, b - a)?;
+            }
+        }
+        self.media.fence();
+        Ok(())
+    }
+
+    /// The write engine. `Fill::Data` writes bytes: holes get fresh zeroed
+    /// blocks, unshared mapped blocks are written in place, shared blocks are
+    /// copied on write (only the written blocks move; partial blocks keep the
+    /// rest of their old bytes). `Fill::Unshare` copies every shared block of
+    /// the range to a private one and changes no byte.
+    pub(super) fn write_locked(
+        &self,
+        g: &mut Inode,
+        off: u64,
+        end: u64,
+        fill: Fill<'_>,
+    ) -> FsResult<()> {
+        if matches!(fill, Fill::Data(_)) && end > g.rec.size {
+            self.prepare_extend(g, off)?;
+        }
+        let first = off / BS;
+        let lend = end.div_ceil(BS);
+        let segs = g.segments(first, lend);
+        // Goal: right after the block before the write, to keep files contiguous.
+        let goal = first
+            .checked_sub(1)
+            .and_then(|l| g.find(l))
+            .map(|(s, e)| e.phys + (first - 1 - s) + 1);
+        struct Piece {
+            l: u64,
+            n: u64,
+            old: Option<u64>,
+            cow: bool,
+            new: Option<u64>,
+        }
+        let mut pieces: Vec<Piece> = Vec::new();
+        let runs = {
+            let mut m = self.meta.lock();
+            if m.broken {
+                return Err(FsError::ReadOnly);
+            }
+            for (l, n, phys) in segs {
+                match phys {
+                    None => {
+                        if matches!(fill, Fill::Data(_)) {
+                            pieces.push(Piece {
+                                l,
+                                n,
+                                old: None,
+                                cow: false,
+                                new: None,
+                            });
+                        }
+                    }
+                    Some(p) => {
+                        for (pp, pl, c) in meta::ref_pieces(&m.refs, p, n) {
+                            pieces.push(Piece {
+                                l: l + (pp - p),
+                                n: pl,
+                                old: Some(pp),
+                                cow: c >= 2,
+                                new: None,
+                            });
+                        }
+                    }
+                }
+            }
+            let need: u64 = pieces
+                .iter()
+                .filter(|p| p.old.is_none() || p.cow)
+                .map(|p| p.n)
+                .sum();
+            if need == 0 {
+                Vec::new()
+            } else {
+                m.space.reserve_many(need, goal).ok_or(FsError::NoSpace)?
+            }
+        };
+        // Assign reserved runs to the pieces that need new blocks, splitting pieces at run ends.
+        let mut assigned: Vec<Piece> = Vec::with_capacity(pieces.len());
+        let (mut ri, mut rused) = (0usize, 0u64);
+        for p in pieces {
+            if p.old.is_some() && !p.cow {
+                if matches!(fill, Fill::Data(_)) {
+                    assigned.push(p);
+                }
+                continue;
+            }
+            let (mut l, mut left, mut old) = (p.l, p.n, p.old);
+            while left > 0 {
+                let (rp, rl) = runs[ri];
+                let take = (rl - rused).min(left);
+                assigned.push(Piece {
+                    l,
+                    n: take,
+                    old,
+                    cow: p.cow,
+                    new: Some(rp + rused),
+                });
+                rused += take;
+                left -= take;
+                l += take;
+                old = old.map(|o| o + take);
+                if rused == rl {
+                    ri += 1;
+                    rused = 0;
+                }
+            }
+        }
+        // Copy the data (only this inode's lock is held).
+        for p in &assigned {
+            let seg_start = p.l * BS;
+            let seg_end = (p.l + p.n) * BS;
+            let (ws, we) = match fill {
+                Fill::Data(_) => (seg_start.max(off), seg_end.min(end)),
+                Fill::Unshare => (seg_start, seg_start),
+            };
+            let target = p.new.or(p.old).expect("mapped or new");
+            if let Some(np) = p.new {
+                // Keep the bytes the write does not cover: old ones (CoW) or zeros (hole).
+                for (a, b) in [(seg_start, ws), (we.max(ws), seg_end)] {
+                    if b <= a {
+                        continue;
+                    }
+                    let dst = np * BS + (a - seg_start);
+                    match p.old {
+                        Some(op) => {
+                            let old = self
+                                .media
+                                .read_vec(op * BS + (a - seg_start), (b - a) as usize)?;
+                            self.media.write_at(dst, &old)?;
+                        }
+                        None => self.media.fill(dst, b - a, 0)?,
+                    }
+                }
+            }
+            if let Fill::Data(data) = fill {
+                self.media.write_at(
+                    target * BS + (ws - seg_start),
+                    &data[(ws - off) as usize..(we - off) as usize],
+                )?;
+            }
+            let (fs, fe) = if p.new.is_some() {
+                (seg_start, seg_end)
+            } else {
+                (ws, we)
+            };
+            self.media.flush(target * BS + (fs - seg_start), fe - fs)?;
+        }
+        self.media.fence();
+        // Metadata.
+        let t = now();
+        let mut rec = g.rec.clone();
+        if let Fill::Data(_) = fill {
+            rec.size = rec.size.max(end);
+            rec.mtime = t;
+        }
+        rec.ctime = t;
+        let res = (|| -> FsResult<()> {
+            let mut ctx = self.ctx()?;
+            let moved = assigned.iter().filter(|p| p.new.is_some()).count();
+            let cows = assigned.iter().filter(|p| p.cow).count();
+            ctx.ensure_slots(RecKind::Extent, 3 * moved)?;
+            ctx.ensure_slots(RecKind::Refcount, 3 * cows)?;
+            for (p, l) in &runs {
+                ctx.blocks_used(*p, *l)?;
+            }
+            for p in assigned.iter().filter(|p| p.new.is_some()) {
+                if p.old.is_some() {
+                    let (ops, _) = self.unmap_blocks(&mut ctx, g, p.l, p.l + p.n, usize::MAX)?;
+                    for op in ops {
+                        self.apply_op(g, op);
+                    }
+                }
+                // Apply to DRAM as we go so the next mapping can merge with it.
+                for op in self.map_blocks(&mut ctx, g, p.l, p.new.unwrap(), p.n)? {
+                    self.apply_op(g, op);
+                }
+            }
+            ctx.put_inode(g.ino, &rec);
+            ctx.commit()
+        })();
+        if let Err(e) = res {
+            let mut m = self.meta.lock();
+            for (p, l) in runs {
+                m.space.unreserve(p, l);
+            }
+            return Err(e);
+        }
+        g.rec = rec;
+        Ok(())
+    }
+
+    /// Map logical [l, l+n) to phys [p, p+n) (a hole before), merging with the
+    /// previous extent when contiguous. Returns DRAM changes to apply.
+    pub(super) fn map_blocks(
+        &self,
+        ctx: &mut Ctx<'_>,
+        g: &Inode,
+        l: u64,
+        p: u64,
+        n: u64,
+    ) -> FsResult<Vec<ExtOp>> {
+        let mut ops = Vec::new();
+        let mut l = l;
+        let mut p = p;
+        let mut n = n;
+        if let Some((s, e)) = l.checked_sub(1).and_then(|x| g.find(x)) {
+            if s + e.len == l && e.phys + e.len == p && e.len + n <= u32::MAX as u64 {
+                let ne = Ext {
+                    phys: e.phys,
+                    len: e.len + n,
+                    slot: e.slot,
+                };
+                ctx.slot_write(
+                    e.slot,
+                    &ExtentRec {
+                        ino: g.ino,
+                        logical: s,
+                        phys: e.phys,
+                        len: ne.len as u32,
+                    }
+                    .encode(),
+                );
+                ops.push(ExtOp::Put(s, ne, n));
+                return Ok(ops);
+            }
+        }
+        while n > 0 {
+            let take = n.min(u32::MAX as u64);
+            let slot = ctx.slot_alloc(RecKind::Extent)?;
+            ctx.slot_write(
+                slot,
+                &ExtentRec {
+                    ino: g.ino,
+                    logical: l,
+                    phys: p,
+                    len: take as u32,
+                }
+                .encode(),
+            );
+            ops.push(ExtOp::Put(
+                l,
+                Ext {
+                    phys: p,
+                    len: take,
+                    slot,
+                },
+                take,
+            ));
+            l += take;
+            p += take;
+            n -= take;
+        }
+        Ok(ops)
+    }
+
+    /// Remove the mappings of logical blocks [first, end), at most `limit`
+    /// extent records touched. Frees the blocks. Returns (DRAM ops, done).
+    pub(super) fn unmap_blocks(
+        &self,
+        ctx: &mut Ctx<'_>,
+        g: &Inode,
+        first: u64,
+        end: u64,
+        limit: usize,
+    ) -> FsResult<(Vec<ExtOp>, bool)> {
+        let mut ops = Vec::new();
+        if first >= end {
+            return Ok((ops, true));
+        }
+        let mut items: Vec<(u64, Ext)> = Vec::new();
+        if let Some((s, e)) = g.find(first) {
+            if s < first {
+                items.push((s, e));
+            }
+        }
+        items.extend(g.extents.range(first..end).map(|(k, v)| (*k, *v)));
+        let done = items.len() <= limit;
+        for (s, e) in items.into_iter().take(limit) {
+            let es = s + e.len;
+            let cut_s = s.max(first);
+            let cut_e = es.min(end);
+            // Free the cut physical range.
+            ctx.drop_ref(e.phys + (cut_s - s), cut_e - cut_s)?;
+            let head = cut_s - s;
+            let tail = es - cut_e;
+            ops.push(ExtOp::Remove(s, e.len));
+            if head > 0 {
+                let he = Ext {
+                    phys: e.phys,
+                    len: head,
+                    slot: e.slot,
+                };
+                ctx.slot_write(
+                    e.slot,
+                    &ExtentRec {
+                        ino: g.ino,
+                        logical: s,
+                        phys: e.phys,
+                        len: head as u32,
+                    }
+                    .encode(),
+                );
+                ops.push(ExtOp::Put(s, he, head));
+            }
+            if tail > 0 {
+                let slot = if head > 0 {
+                    ctx.slot_alloc(RecKind::Extent)?
+                } else {
+                    e.slot
+                };
+                let te = Ext {
+                    phys: e.phys + (cut_e - s),
+                    len: tail,
+                    slot,
+                };
+                ctx.slot_write(
+                    slot,
+                    &ExtentRec {
+                        ino: g.ino,
+                        logical: cut_e,
+                        phys: te.phys,
+                        len: tail as u32,
+                    }
+                    .encode(),
+                );
+                ops.push(ExtOp::Put(cut_e, te, tail));
+            }
+            if head == 0 && tail == 0 {
+                ctx.slot_free(RecKind::Extent, e.slot);
+            }
+        }
+        Ok((ops, done))
+    }
+}

@@ -1,0 +1,379 @@
+//! Mounting: rebuild every DRAM index from the media (superblock, journal
+//! recovery, bitmap, inode table, record chains, reverse map), reclaim
+//! orphans, and mark the filesystem clean again at unmount.
+
+use super::*;
+
+impl Fs {
+    /// Mount: recover the journal, load every index, reclaim orphans.
+    pub fn mount(media: Media, opts: FsOptions) -> FsResult<Fs> {
+        let (mut sb, problems) = read_superblock(&media)?;
+        for p in &problems {
+            log::warn!("{p}; using the other copy");
+        }
+        if sb.needs_read_only() && !(opts.read_only || media.read_only()) {
+            return Err(FsError::Corrupt(format!(
+                "unknown read-only-compatible features {:#x}: mount with -o ro",
+                sb.ro_compat
+            )));
+        }
+        if !sb.clean {
+            log::info!("the filesystem was not cleanly unmounted; recovering");
+        }
+        let ro = opts.read_only || media.read_only();
+        let geo = journal_geometry(&sb, media.len());
+        if ro {
+            let (_, st) = Journal::inspect(&media, geo)?;
+            if matches!(st, format::TxState::Committed { .. }) {
+                return Err(FsError::Corrupt(
+                    "the journal holds a committed transaction that needs replay; mount read-write or run fsck-daxlink -y".into(),
+                ));
+            }
+        }
+        let (journal, recovery) = Journal::recover(&media, geo)?;
+        match &recovery {
+            Recovery::Clean => {}
+            Recovery::Replayed { seq, entries } => {
+                log::info!("journal: replayed transaction {seq} ({entries} entries)")
+            }
+            Recovery::DiscardedTorn { seq } => {
+                log::info!("journal: discarded torn transaction {seq}")
+            }
+        }
+        let space = Space::load(&media, &sb)?;
+        let roots = Roots::decode(&media.read_vec(sb.roots_block * BS, format::ROOTS_SIZE)?)?;
+
+        // Inodes.
+        let mut inodes: HashMap<u64, Inode> = HashMap::new();
+        let mut free_inos = meta::InoMap::new(sb.inode_count);
+        // Read the inode table a chunk at a time.
+        let per_chunk = 4096u64;
+        let mut ino = 1u64;
+        while ino <= sb.inode_count {
+            let n = per_chunk.min(sb.inode_count - ino + 1);
+            let buf = media.read_vec(sb.inode_offset(ino), (n as usize) * format::INODE_SIZE)?;
+            for (i, slot) in buf.chunks_exact(format::INODE_SIZE).enumerate() {
+                let this = ino + i as u64;
+                let rec = InodeRec::decode(slot)
+                    .map_err(|e| FsError::Corrupt(format!("inode {this}: {e}")))?;
+                if rec.is_free() {
+                    free_inos.insert(this);
+                } else {
+                    inodes.insert(this, Inode::new(this, rec));
+                }
+            }
+            ino += n;
+        }
+        match inodes.get(&ROOT_INO) {
+            Some(r) if r.is_dir() => {}
+            _ => return Err(FsError::Corrupt("root inode is not a directory".into())),
+        }
+        inodes
+            .get_mut(&ROOT_INO)
+            .unwrap()
+            .dir
+            .as_mut()
+            .unwrap()
+            .parent = ROOT_INO;
+
+        let mut rec = Records {
+            heads: roots.heads,
+            free: Default::default(),
+            blocks: [0; format::NKINDS],
+        };
+        let data_end = sb.total_blocks;
+        let data_start = sb.data_start;
+        // Extents.
+        let mut free = Vec::new();
+        rec.blocks[RecKind::Extent.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Extent,
+            roots.heads[RecKind::Extent.index()],
+            |off, b| {
+                match ExtentRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("record at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(x) => {
+                        let ino = inodes.get_mut(&x.ino).ok_or_else(|| {
+                            FsError::Corrupt(format!(
+                                "extent record at {off:#x} belongs to free inode {}",
+                                x.ino
+                            ))
+                        })?;
+                        if x.phys < data_start || x.phys + x.len as u64 > data_end {
+                            return Err(FsError::Corrupt(format!(
+                                "extent of inode {} at block {} (+{}) lies beyond the device",
+                                x.ino, x.phys, x.len
+                            )));
+                        }
+                        let overlap = ino.find(x.logical).map(|(s, _)| s).or_else(|| {
+                            ino.extents
+                                .range(x.logical..x.logical + x.len as u64)
+                                .next()
+                                .map(|(s, _)| *s)
+                        });
+                        if let Some(s) = overlap {
+                            return Err(FsError::Corrupt(format!(
+                                "inode {}: extents overlap at logical block {s}",
+                                x.ino
+                            )));
+                        }
+                        ino.mapped += x.len as u64;
+                        ino.extents.insert(
+                            x.logical,
+                            Ext {
+                                phys: x.phys,
+                                len: x.len as u64,
+                                slot: off,
+                            },
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Extent.index()] = free;
+        // Directory entries.
+        let mut free = Vec::new();
+        let mut dirents = Vec::new();
+        rec.blocks[RecKind::Dirent.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Dirent,
+            roots.heads[RecKind::Dirent.index()],
+            |off, b| {
+                match DirentRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("directory entry at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(d) => dirents.push((off, d)),
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Dirent.index()] = free;
+        for (off, d) in dirents {
+            let child_mode = match inodes.get(&d.child) {
+                Some(c) => c.rec.mode,
+                None => {
+                    return Err(FsError::Corrupt(format!(
+                        "directory entry {:?} in inode {} points at free inode {}",
+                        String::from_utf8_lossy(&d.name),
+                        d.parent,
+                        d.child
+                    )))
+                }
+            };
+            if child_mode & libc::S_IFMT == libc::S_IFDIR {
+                if let Some(c) = inodes.get_mut(&d.child) {
+                    c.dir.as_mut().unwrap().parent = d.parent;
+                }
+            }
+            let p = inodes
+                .get_mut(&d.parent)
+                .and_then(|p| p.dir.as_mut())
+                .ok_or_else(|| {
+                    FsError::Corrupt(format!(
+                        "directory entry at {off:#x} has a parent {} that is not a directory",
+                        d.parent
+                    ))
+                })?;
+            if p.by_name.contains_key(&d.name) {
+                return Err(FsError::Corrupt(format!(
+                    "directory {} holds the name {:?} twice",
+                    d.parent,
+                    String::from_utf8_lossy(&d.name)
+                )));
+            }
+            p.by_slot.insert(off, d.name.clone());
+            p.by_name.insert(
+                d.name,
+                DEnt {
+                    child: d.child,
+                    ftype: d.ftype,
+                    slot: off,
+                },
+            );
+        }
+        // Orphans.
+        let mut free = Vec::new();
+        let mut orphans = Vec::new();
+        rec.blocks[RecKind::Orphan.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Orphan,
+            roots.heads[RecKind::Orphan.index()],
+            |off, b| {
+                match OrphanRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("orphan record at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(o) => orphans.push((off, o)),
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Orphan.index()] = free;
+        // Reference counts of shared ranges.
+        let mut free = Vec::new();
+        let mut refs: BTreeMap<u64, meta::Ref> = BTreeMap::new();
+        rec.blocks[RecKind::Refcount.index()] = walk_chain(
+            &media,
+            &sb,
+            RecKind::Refcount,
+            roots.heads[RecKind::Refcount.index()],
+            |off, b| {
+                match RefcountRec::decode(b)
+                    .map_err(|e| FsError::Corrupt(format!("refcount record at {off:#x}: {e}")))?
+                {
+                    None => free.push(off),
+                    Some(r) => {
+                        if r.phys < data_start || r.phys + r.len > data_end {
+                            return Err(FsError::Corrupt(format!(
+                                "refcount record at {off:#x} covers blocks outside the data area"
+                            )));
+                        }
+                        let overlaps = refs
+                            .range(..r.phys + r.len)
+                            .next_back()
+                            .is_some_and(|(k, x)| k + x.len > r.phys);
+                        if overlaps {
+                            return Err(FsError::Corrupt(format!(
+                                "refcount records overlap at block {}",
+                                r.phys
+                            )));
+                        }
+                        refs.insert(
+                            r.phys,
+                            meta::Ref {
+                                len: r.len,
+                                count: r.count,
+                                slot: off,
+                            },
+                        );
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        free.reverse();
+        rec.free[RecKind::Refcount.index()] = free;
+
+        let meta = Meta {
+            refs,
+            space,
+            rec,
+            journal,
+            free_inos,
+            broken: false,
+        };
+        let fs = Fs {
+            media: Arc::new(media),
+            sb: sb.clone(),
+            pages: Pages::new(opts.page_model, opts.layout_timeout),
+            rmap: Mutex::new(BTreeMap::new()),
+            opts: FsOptions {
+                read_only: ro,
+                ..opts.clone()
+            },
+            ro: std::sync::atomic::AtomicBool::new(ro),
+            ns: RwLock::new(()),
+            inodes: RwLock::new(
+                inodes
+                    .into_iter()
+                    .map(|(k, v)| (k, node::Node::new(v)))
+                    .collect(),
+            ),
+            meta: Mutex::new(meta),
+            next_fh: AtomicU64::new(1),
+            recovery,
+            atime_pending: Default::default(),
+        };
+        {
+            let mut rm = fs.rmap.lock();
+            for r in fs.inodes.read().values() {
+                let g = r.read()?;
+                for (l, e) in &g.extents {
+                    rm.insert((e.phys, g.ino, *l), e.len);
+                }
+            }
+        }
+        if !ro {
+            for (off, o) in orphans {
+                match o {
+                    OrphanRec::Inode(ino) => {
+                        let Ok(r) = fs.get(ino) else {
+                            log::warn!("orphan record for free inode {ino}: dropping it");
+                            let mut ctx = fs.ctx()?;
+                            ctx.slot_free(RecKind::Orphan, off);
+                            ctx.commit()?;
+                            continue;
+                        };
+                        let mut g = r.write()?;
+                        if g.rec.nlink > 0 {
+                            log::warn!("orphan record for linked inode {ino}: dropping it");
+                            let mut ctx = fs.ctx()?;
+                            ctx.slot_free(RecKind::Orphan, off);
+                            ctx.commit()?;
+                            continue;
+                        }
+                        g.orphan_slot = Some(off);
+                        log::info!("reclaiming orphan inode {ino}");
+                        fs.free_inode(&mut g)?;
+                    }
+                    OrphanRec::Truncate { ino, from } => {
+                        log::info!("finishing the truncate of inode {ino} from block {from}");
+                        match fs.get(ino) {
+                            Ok(r) => {
+                                let mut g = r.write()?;
+                                fs.unmap_tail(&mut g, from, Some(off))?;
+                            }
+                            Err(_) => {
+                                let mut ctx = fs.ctx()?;
+                                ctx.slot_free(RecKind::Orphan, off);
+                                ctx.commit()?;
+                            }
+                        }
+                    }
+                    OrphanRec::Blocks { phys, len } => {
+                        log::info!("reclaiming deferred free of blocks {phys}+{len}");
+                        let mut ctx = fs.ctx()?;
+                        ctx.blocks_free(phys, len)?;
+                        ctx.slot_free(RecKind::Orphan, off);
+                        ctx.commit()?;
+                    }
+                }
+            }
+            sb.clean = false;
+            sb.generation += 1;
+            sb.mount_count += 1;
+            write_superblocks(&fs.media, &sb)?;
+        }
+        Ok(fs)
+    }
+
+    /// Mark the filesystem cleanly unmounted.
+    pub fn unmount(&self) -> FsResult<()> {
+        // Read-only (also after a remount, which marked it clean), or shut
+        // down (FS_IOC_SHUTDOWN: the next mount recovers, as after a crash).
+        if self.read_only() || self.media.is_shut_down() {
+            return Ok(());
+        }
+        self.flush_atimes(None)?;
+        // Write back device writes still in the CPU cache, as sync at unmount does.
+        for b in self.pages.all_dirty() {
+            self.media.flush(b * BS, BS)?;
+        }
+        self.media.fence();
+        let broken = self.meta.lock().broken;
+        let (mut sb, _) = read_superblock(&self.media)?;
+        sb.clean = !broken;
+        sb.generation += 1;
+        write_superblocks(&self.media, &sb)
+    }
+}

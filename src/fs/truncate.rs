@@ -1,0 +1,358 @@
+//! Truncate, fallocate (allocate, punch, zero), fsync, lseek (SEEK_DATA /
+//! SEEK_HOLE) and the extent list: everything that changes or walks a
+//! file's map without writing its data.
+
+use super::*;
+
+impl Fs {
+    /// Set the size under the inode lock, freeing blocks past the new end.
+    /// `rec` carries the other attribute changes to commit. The first
+    /// transaction sets the size, zeroes the tail of the new last block (as a
+    /// journaled store, so it is atomic with the size) and frees up to a batch
+    /// of extents; if more remain, it also records an orphan `Truncate` so a
+    /// crash before the last batch is finished at the next mount.
+    /// Truncate `g` to `size` with `rec` as its new inode (and, when given,
+    /// `xattrs` as its new xattrs: chmod and truncate in one request).
+    pub(super) fn truncate_locked(
+        &self,
+        g: &mut Inode,
+        size: u64,
+        mut rec: InodeRec,
+        xattrs: Option<XattrMap>,
+    ) -> FsResult<()> {
+        if self.read_only() {
+            return Err(FsError::ReadOnly);
+        }
+        let old = g.rec.size;
+        if size > old {
+            self.prepare_extend(g, size)?;
+        }
+        rec.size = size;
+        let first = size.div_ceil(BS);
+        if size < old {
+            self.break_layouts(g, size / BS, u64::MAX)?;
+        }
+        // A shared last block is copied first: its tail is zeroed below in place.
+        if size < old && !size.is_multiple_of(BS) {
+            if let Some((s, e)) = g.find(size / BS) {
+                let p = e.phys + (size / BS - s);
+                let shared = meta::ref_pieces(&self.meta.lock().refs, p, 1)[0].2 >= 2;
+                if shared {
+                    let b = size / BS * BS;
+                    self.write_locked(g, b, b + 1, Fill::Unshare)?;
+                }
+            }
+        }
+        let mut ctx = self.ctx()?;
+        ctx.ensure_slots(RecKind::Extent, 1)?;
+        ctx.ensure_slots(RecKind::Orphan, 1)?;
+        let (ops, done) = if size < old {
+            if !size.is_multiple_of(BS) {
+                if let Some((s, e)) = g.find(size / BS) {
+                    let p = e.phys + (size / BS - s);
+                    let inner = size % BS;
+                    ctx.tx
+                        .write(p * BS + inner, &vec![0u8; (BS - inner) as usize]);
+                }
+            }
+            self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?
+        } else {
+            (Vec::new(), true)
+        };
+        let mut orphan = None;
+        if !done {
+            let s = ctx.slot_alloc(RecKind::Orphan)?;
+            ctx.slot_write(
+                s,
+                &OrphanRec::Truncate {
+                    ino: g.ino,
+                    from: first,
+                }
+                .encode(),
+            );
+            orphan = Some(s);
+        }
+        if let Some(m) = &xattrs {
+            self.stage_xattrs(&mut ctx, &g.rec, m, &mut rec)?;
+        }
+        ctx.put_inode(g.ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        if xattrs.is_some() {
+            g.xattrs = xattrs;
+        }
+        for op in ops {
+            self.apply_op(g, op);
+        }
+        if let Some(s) = orphan {
+            self.unmap_tail(g, first, Some(s))?;
+        }
+        Ok(())
+    }
+
+    /// Free every block of `g` from logical block `first` on, in batches; the
+    /// last batch also drops the orphan record `orphan`.
+    pub(super) fn unmap_tail(
+        &self,
+        g: &mut Inode,
+        first: u64,
+        orphan: Option<u64>,
+    ) -> FsResult<()> {
+        loop {
+            let mut ctx = self.ctx()?;
+            ctx.ensure_slots(RecKind::Extent, 1)?;
+            let (ops, done) = self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?;
+            if done {
+                if let Some(s) = orphan {
+                    ctx.slot_free(RecKind::Orphan, s);
+                }
+            }
+            ctx.commit()?;
+            for op in ops {
+                self.apply_op(g, op);
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn truncate(&self, ino: u64, size: u64) -> FsResult<Attr> {
+        self.setattr(
+            ino,
+            &SetAttr {
+                size: Some(size),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        // Data is flushed at write time and metadata at commit; device writes
+        // through pins attributed to this file are flushed here.
+        self.get(ino)?;
+        self.flush_dirty_pages(ino)?;
+        self.media.fence();
+        self.flush_atimes(Some(ino))
+    }
+
+    /// fallocate(2): mode 0 / KEEP_SIZE allocate, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE.
+    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> FsResult<()> {
+        if self.read_only() {
+            return Err(FsError::ReadOnly);
+        }
+        let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
+        let zero = mode & libc::FALLOC_FL_ZERO_RANGE != 0;
+        if mode
+            & !(libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE)
+            != 0
+            || (punch && zero)
+            || (punch && !keep)
+        {
+            return Err(FsError::NotSupported);
+        }
+        if len == 0 {
+            return Err(FsError::Invalid);
+        }
+        let end = off.checked_add(len).ok_or(FsError::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let r = self.get(ino)?;
+        let mut g = r.write()?;
+        g.not_immutable()?;
+        if g.append_only() && mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(FsError::Perm);
+        }
+        if g.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        if g.ftype() != libc::S_IFREG {
+            return Err(FsError::NoSuchAddr);
+        }
+        let t = now();
+        if punch || zero {
+            self.break_layouts(&g, off / BS, end.div_ceil(BS))?;
+            // Partial blocks at the edges get zeros written through the write
+            // engine (copy-on-write if shared); bytes past EOF are zero already.
+            let fb = off.div_ceil(BS);
+            let lb = end / BS;
+            let size = g.rec.size;
+            let mut edges = Vec::new();
+            if fb > lb {
+                edges.push((off, end));
+            } else {
+                edges.push((off, fb * BS));
+                edges.push((lb * BS, end));
+            }
+            for (a, b) in edges {
+                let b = b.min(size);
+                if a < b && (a / BS..b.div_ceil(BS)).any(|l| g.find(l).is_some()) {
+                    let zeros = vec![0u8; (b - a) as usize];
+                    self.write_locked(&mut g, a, b, Fill::Data(&zeros))?;
+                }
+            }
+            // Whole blocks of a punch: unmapped (references dropped), in batches.
+            // (A zero-range replaces them with fresh blocks below, in one transaction.)
+            if punch && fb < lb {
+                loop {
+                    let mut ctx = self.ctx()?;
+                    ctx.ensure_slots(RecKind::Extent, 1)?;
+                    let (ops, done) = self.unmap_blocks(&mut ctx, &g, fb, lb, FREE_BATCH)?;
+                    let mut rec = g.rec.clone();
+                    rec.mtime = t;
+                    rec.ctime = t;
+                    ctx.put_inode(ino, &rec);
+                    ctx.commit()?;
+                    g.rec = rec;
+                    for op in ops {
+                        self.apply_op(&mut g, op);
+                    }
+                    if done {
+                        break;
+                    }
+                }
+            }
+            if punch {
+                return Ok(());
+            }
+        }
+        if !keep && end > g.rec.size {
+            self.prepare_extend(&mut g, end)?;
+        }
+        // Fresh zeroed blocks for the holes of [off, end) and, for a
+        // zero-range, in place of its whole mapped blocks: the old blocks are
+        // unmapped and the new ones mapped in the same transaction.
+        let first = off / BS;
+        let lend = end.div_ceil(BS);
+        let (zfb, zlb) = if zero {
+            (off.div_ceil(BS), end / BS)
+        } else {
+            (0, 0)
+        };
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (l, n, p) in g.segments(first, lend) {
+            if p.is_none() {
+                ranges.push((l, n));
+            } else {
+                let (a, b) = (l.max(zfb), (l + n).min(zlb));
+                if a < b {
+                    ranges.push((a, b - a));
+                }
+            }
+        }
+        let need: u64 = ranges.iter().map(|h| h.1).sum();
+        let runs = if need == 0 {
+            Vec::new()
+        } else {
+            let mut m = self.meta.lock();
+            if m.broken {
+                return Err(FsError::ReadOnly);
+            }
+            m.space.reserve_many(need, None).ok_or(FsError::NoSpace)?
+        };
+        let mut maps = Vec::new();
+        let (mut ri, mut rused) = (0usize, 0u64);
+        for (l, n) in &ranges {
+            let (mut l, mut left) = (*l, *n);
+            while left > 0 {
+                let (rp, rl) = runs[ri];
+                let take = (rl - rused).min(left);
+                maps.push((l, rp + rused, take));
+                rused += take;
+                left -= take;
+                l += take;
+                if rused == rl {
+                    ri += 1;
+                    rused = 0;
+                }
+            }
+        }
+        // Zero the new blocks with no lock but this inode's.
+        for (_, p, n) in &maps {
+            self.media.fill(p * BS, n * BS, 0)?;
+            self.media.flush(p * BS, n * BS)?;
+        }
+        self.media.fence();
+        let res = (|| -> FsResult<()> {
+            let mut ctx = self.ctx()?;
+            ctx.ensure_slots(RecKind::Extent, maps.len() + 2 * ranges.len() + 2)?;
+            ctx.ensure_slots(RecKind::Refcount, 3 * ranges.len() + 3)?;
+            for (p, l) in &runs {
+                ctx.blocks_used(*p, *l)?;
+            }
+            if zfb < zlb {
+                for (l, n) in ranges.iter().filter(|(l, _)| *l >= zfb && *l < zlb) {
+                    let (ops, _) = self.unmap_blocks(&mut ctx, &g, *l, l + n, usize::MAX)?;
+                    for op in ops {
+                        self.apply_op(&mut g, op);
+                    }
+                }
+            }
+            for (l, p, n) in &maps {
+                let ops = self.map_blocks(&mut ctx, &g, *l, *p, *n)?;
+                for op in ops {
+                    self.apply_op(&mut g, op);
+                }
+            }
+            let mut rec = g.rec.clone();
+            if !keep && end > rec.size {
+                rec.size = end;
+            }
+            rec.ctime = t;
+            if zero {
+                rec.mtime = t;
+            }
+            ctx.put_inode(ino, &rec);
+            ctx.commit()?;
+            g.rec = rec;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let mut m = self.meta.lock();
+            for (p, l) in runs {
+                m.space.unreserve(p, l);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE.
+    pub fn lseek(&self, ino: u64, off: u64, whence: i32) -> FsResult<u64> {
+        let r = self.get(ino)?;
+        let g = r.read()?;
+        let size = g.rec.size;
+        if off >= size {
+            return Err(FsError::NoSuchAddr);
+        }
+        let l = off / BS;
+        match whence {
+            libc::SEEK_DATA => {
+                if g.find(l).is_some() {
+                    return Ok(off);
+                }
+                match g.extents.range(l..).next() {
+                    Some((s, _)) if s * BS < size => Ok(s * BS),
+                    _ => Err(FsError::NoSuchAddr),
+                }
+            }
+            libc::SEEK_HOLE => {
+                let mut cur = l;
+                while let Some((s, e)) = g.find(cur) {
+                    cur = s + e.len;
+                }
+                Ok((cur * BS).max(off).min(size))
+            }
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    /// Every extent of a file: (logical block, phys block, length).
+    pub fn extents(&self, ino: u64) -> FsResult<Vec<(u64, u64, u64)>> {
+        let r = self.get(ino)?;
+        let g = r.read()?;
+        Ok(g.extents.iter().map(|(l, e)| (*l, e.phys, e.len)).collect())
+    }
+}
