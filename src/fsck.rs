@@ -73,7 +73,7 @@ use crate::format::{
 };
 use crate::fs::{journal_geometry, XATTR_TOTAL_MAX};
 use crate::journal::{Journal, JournalGeometry, Tx};
-use crate::media::{Media, PersistMode};
+use crate::media::Media;
 
 const BS: u64 = BLOCK_SIZE;
 /// Findings of one code reported in detail; more are summarized in one line.
@@ -323,17 +323,11 @@ impl Report {
 /// exclusively; a check-only run takes a shared lock (see [`Media::lock_path`]),
 /// so neither runs on a mounted read-write image.
 pub fn check_path(path: &Path, repair: bool) -> Report {
-    let md = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => return Report::failed(format!("cannot open {}: {e}", path.display()), repair),
-    };
-    use std::os::unix::fs::FileTypeExt;
-    let mode = if md.file_type().is_char_device() {
-        PersistMode::Cpu
-    } else {
-        PersistMode::Msync
-    };
-    match Media::open(path, mode, !repair) {
+    if let Err(e) = std::fs::metadata(path) {
+        return Report::failed(format!("cannot open {}: {e}", path.display()), repair);
+    }
+    // Repairs persist as the media needs (see `Media::map_locked`).
+    match Media::open(path, None, !repair) {
         Ok(m) => check(&m, repair),
         Err(e @ crate::media::MediaError::Busy(_)) => {
             Report::failed(format!("cannot open {}: {e}", path.display()), repair)

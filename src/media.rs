@@ -39,6 +39,8 @@ pub enum MediaError {
     Busy(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    CannotPersist(String),
 }
 
 /// How stores are made durable.
@@ -96,8 +98,70 @@ pub trait MediaObserver: Send + Sync {
 }
 
 enum Backing {
-    Mapped { map: MmapRaw, _file: File },
-    Anon { map: MmapRaw },
+    Mapped {
+        map: MmapRaw,
+        _file: File,
+    },
+    /// Mapped with MAP_SYNC (see [`SyncMap`]).
+    Sync {
+        map: SyncMap,
+        _file: File,
+    },
+    Anon {
+        map: MmapRaw,
+    },
+}
+
+/// A shared writable mapping made with MAP_SYNC | MAP_SHARED_VALIDATE. A
+/// write fault on it returns only once the file's block allocation and
+/// metadata for that page are durable, so CPU cache flushes alone make
+/// stores durable: the guarantee DAX files and devices give. The kernel
+/// refuses the flag (EOPNOTSUPP) wherever it cannot keep that promise.
+struct SyncMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl SyncMap {
+    fn new(file: &File, len: usize) -> Option<SyncMap> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: asks for a new shared mapping of `len` bytes of an open
+        // file at offset 0; nothing else refers to the address it returns.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(SyncMap {
+            ptr: p as *mut u8,
+            len,
+        })
+    }
+}
+
+impl Drop for SyncMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made; `Media` owns it and
+        // no pointer into it outlives the `Media`.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Is this file on memory (tmpfs, ramfs, hugetlbfs)? Its pages are the
+/// storage: durable as long as the machine runs, which is what emulated pmem
+/// on /dev/shm offers, and there is no disk to write back to.
+pub fn on_ram(file: &File) -> bool {
+    use nix::sys::statfs::{fstatfs, FsType, HUGETLBFS_MAGIC, TMPFS_MAGIC};
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    fstatfs(file).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        t == TMPFS_MAGIC || t == RAMFS_MAGIC || t == HUGETLBFS_MAGIC
+    })
 }
 
 /// What kind of object backs the media.
@@ -191,7 +255,13 @@ fn holders(md: &std::fs::Metadata) -> Option<String> {
 impl Media {
     /// Open, lock and map an image file or a pmem/dax device: writable with an
     /// exclusive lock, or `read_only` with a shared lock (see [`Media::lock_path`]).
-    pub fn open(path: &Path, mode: PersistMode, read_only: bool) -> Result<Media, MediaError> {
+    /// `mode` None chooses what makes stores durable on this media (see
+    /// [`Media::map_locked`]).
+    pub fn open(
+        path: &Path,
+        mode: Option<PersistMode>,
+        read_only: bool,
+    ) -> Result<Media, MediaError> {
         let file = Media::lock_path(path, !read_only)?;
         Media::map_locked(file, mode, read_only)
     }
@@ -256,7 +326,19 @@ impl Media {
 
     /// Map a file opened and locked by [`Media::lock_path`] (opened writable
     /// unless `read_only`). The mapping keeps the lock.
-    pub fn map_locked(file: File, mode: PersistMode, read_only: bool) -> Result<Media, MediaError> {
+    ///
+    /// How stores become durable depends on the media. A device-DAX
+    /// character device, a MAP_SYNC mapping (a file on a DAX filesystem, or a
+    /// DAX-capable block device) and a file in memory (/dev/shm) need only
+    /// CPU cache flushes (`Cpu`); anything else (a block device or a file on
+    /// an ordinary filesystem) keeps stores in the page cache until msync
+    /// (`Msync`). `mode` None chooses that; an explicit `Cpu` where it
+    /// cannot make stores durable is refused.
+    pub fn map_locked(
+        file: File,
+        mode: Option<PersistMode>,
+        read_only: bool,
+    ) -> Result<Media, MediaError> {
         let ft = file.metadata()?.file_type();
         let (len, kind) = if ft.is_block_device() {
             use std::io::{Seek, SeekFrom};
@@ -275,15 +357,45 @@ impl Media {
                 "media has size 0",
             )));
         }
-        let mut opts = MmapOptions::new();
-        opts.len(len as usize);
-        let map = if read_only {
-            opts.map_raw_read_only(&file)?
+        let ram = kind == MediaKind::ImageFile && on_ram(&file);
+        let sync = if read_only || ram || kind == MediaKind::DaxDevice {
+            None
         } else {
-            opts.map_raw(&file)?
+            SyncMap::new(&file, len as usize)
         };
+        let cpu_is_durable = kind == MediaKind::DaxDevice || ram || sync.is_some();
+        let mode = match mode {
+            None if cpu_is_durable => PersistMode::Cpu,
+            None => PersistMode::Msync,
+            Some(PersistMode::Cpu) if !cpu_is_durable && !read_only => {
+                return Err(MediaError::CannotPersist(format!(
+                    "persist=cpu cannot make stores durable on this {}: it is neither DAX \
+                     (MAP_SYNC refused) nor in memory; use persist=msync (the default here)",
+                    if kind == MediaKind::BlockDevice {
+                        "block device"
+                    } else {
+                        "file"
+                    }
+                )))
+            }
+            Some(m) => m,
+        };
+        let backing = match sync {
+            Some(map) => Backing::Sync { map, _file: file },
+            None => {
+                let mut opts = MmapOptions::new();
+                opts.len(len as usize);
+                let map = if read_only {
+                    opts.map_raw_read_only(&file)?
+                } else {
+                    opts.map_raw(&file)?
+                };
+                Backing::Mapped { map, _file: file }
+            }
+        };
+        log::info!("media: {kind:?}, persist {mode:?}");
         Ok(Media {
-            backing: Backing::Mapped { map, _file: file },
+            backing,
             len,
             read_only,
             mode,
@@ -371,6 +483,7 @@ impl Media {
     fn base(&self) -> *mut u8 {
         match &self.backing {
             Backing::Mapped { map, .. } => map.as_mut_ptr(),
+            Backing::Sync { map, .. } => map.ptr,
             Backing::Anon { map } => map.as_mut_ptr(),
         }
     }
@@ -469,6 +582,18 @@ impl Media {
                     Backing::Mapped { map, .. } => {
                         map.flush_range(start as usize, (end - start) as usize)
                     }
+                    // SAFETY: the page-aligned range lies inside the mapping
+                    // (bounds checked above, `end` clamped to its length).
+                    Backing::Sync { map, .. } => match unsafe {
+                        libc::msync(
+                            map.ptr.add(start as usize) as *mut libc::c_void,
+                            (end - start) as usize,
+                            libc::MS_SYNC,
+                        )
+                    } {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    },
                     Backing::Anon { .. } => Ok(()),
                 };
                 if let Err(e) = r {
@@ -581,12 +706,41 @@ mod tests {
 
     #[test]
     fn cpu_flush_runs_on_this_cpu() {
-        let dir = tempfile::tempdir().unwrap();
+        // An image in memory: CPU flushes are its persist mode.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
         let p = dir.path().join("img");
         std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
-        let m = Media::open(&p, PersistMode::Cpu, false).unwrap();
+        let m = Media::open(&p, None, false).unwrap();
+        assert_eq!(m.persist_mode(), PersistMode::Cpu);
         m.write_persist(4000, &[7u8; 300]).unwrap();
         assert_eq!(m.read_vec(4000, 300).unwrap(), vec![7u8; 300]);
+    }
+
+    #[test]
+    fn persist_mode_follows_the_media() {
+        // A file on the disk filesystem of the build tree: without MAP_SYNC
+        // only msync makes stores durable, and persist=cpu is refused.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let p = dir.path().join("img");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        assert!(
+            !on_ram(&f),
+            "the build tree is expected on a disk filesystem"
+        );
+        drop(f);
+        let m = Media::open(&p, None, false).unwrap();
+        assert_eq!(m.persist_mode(), PersistMode::Msync);
+        drop(m);
+        match Media::open(&p, Some(PersistMode::Cpu), false) {
+            Err(MediaError::CannotPersist(e)) => assert!(e.contains("persist=msync"), "{e}"),
+            other => panic!(
+                "persist=cpu on a disk file: {:?}",
+                other.map(|m| m.persist_mode())
+            ),
+        }
+        // Read-only, any mode is fine (nothing is stored).
+        Media::open(&p, Some(PersistMode::Cpu), true).unwrap();
     }
 
     #[test]
@@ -594,10 +748,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("img");
         std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
-        let w = Media::open(&p, PersistMode::Msync, false).unwrap();
+        let w = Media::open(&p, Some(PersistMode::Msync), false).unwrap();
         // flock is per open file: a second open in this process conflicts too.
         for ro in [false, true] {
-            match Media::open(&p, PersistMode::Msync, ro) {
+            match Media::open(&p, Some(PersistMode::Msync), ro) {
                 Err(MediaError::Busy(m)) => {
                     assert!(m.contains(&format!("pid {}", std::process::id())), "{m}")
                 }
@@ -606,13 +760,13 @@ mod tests {
             }
         }
         drop(w);
-        let r1 = Media::open(&p, PersistMode::Msync, true).unwrap();
-        let r2 = Media::open(&p, PersistMode::Msync, true).unwrap();
+        let r1 = Media::open(&p, Some(PersistMode::Msync), true).unwrap();
+        let r2 = Media::open(&p, Some(PersistMode::Msync), true).unwrap();
         assert!(matches!(
-            Media::open(&p, PersistMode::Msync, false),
+            Media::open(&p, Some(PersistMode::Msync), false),
             Err(MediaError::Busy(_))
         ));
         drop((r1, r2));
-        Media::open(&p, PersistMode::Msync, false).unwrap();
+        Media::open(&p, Some(PersistMode::Msync), false).unwrap();
     }
 }

@@ -175,8 +175,7 @@ pub fn mkfs_path(
                 if exists && md.len() > 0 && !force {
                     // Resizing an existing non-empty file is allowed only with --force.
                     let dup = file.try_clone().map_err(|e| e.to_string())?;
-                    let m = Media::map_locked(dup, crate::media::PersistMode::Msync, true)
-                        .map_err(|e| e.to_string())?;
+                    let m = Media::map_locked(dup, None, true).map_err(|e| e.to_string())?;
                     if has_filesystem(&m) {
                         return Err(format!(
                             "{} already holds a daxlink filesystem; use --force to overwrite it",
@@ -189,7 +188,15 @@ pub fn mkfs_path(
             }
         }
     }
-    let media = Media::map_locked(file, crate::media::PersistMode::Cpu, false)
+    if md.is_file() && !crate::media::on_ram(&file) {
+        // Allocate every block of the image now: a store into a hole of a
+        // mapped file needs a block allocation that msync alone may not make
+        // durable, and could fail for want of space long after mkfs.
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, len as i64)
+            .map_err(|e| format!("cannot allocate {}: {e}", path.display()))?;
+    }
+    let media = Media::map_locked(file, None, false)
         .map_err(|e| format!("cannot map {}: {e}", path.display()))?;
     if exists && !force && has_filesystem(&media) {
         return Err(format!(

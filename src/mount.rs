@@ -21,7 +21,9 @@ pub struct MountOpts {
     /// upstream model: how long layout changes wait for pins before EBUSY.
     pub layout_timeout_ms: u64,
     pub threads: usize,
-    pub persist: PersistMode,
+    /// persist=cpu|msync; None (the default, shown as "auto") lets the
+    /// media layer choose what makes stores durable on this media.
+    pub persist: Option<PersistMode>,
     pub read_only: bool,
     pub allow_other: bool,
     pub allow_root: bool,
@@ -49,7 +51,7 @@ impl Default for MountOpts {
             page_model: PageModel::Proxy,
             layout_timeout_ms: 2000,
             threads: 2,
-            persist: PersistMode::Cpu,
+            persist: None,
             read_only: false,
             allow_other: false,
             allow_root: false,
@@ -100,9 +102,10 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
             }
             "persist" => {
                 opts.persist = match need(v)? {
-                    "cpu" => PersistMode::Cpu,
-                    "msync" => PersistMode::Msync,
-                    x => return Err(format!("persist={x}: expected cpu or msync")),
+                    "cpu" => Some(PersistMode::Cpu),
+                    "msync" => Some(PersistMode::Msync),
+                    "auto" => None,
+                    x => return Err(format!("persist={x}: expected cpu, msync or auto")),
                 }
             }
             "ro" => opts.read_only = true,
@@ -210,10 +213,10 @@ pub fn daemon_options(o: &MountOpts) -> String {
         format!("threads={}", o.threads),
         format!(
             "persist={}",
-            if o.persist == PersistMode::Msync {
-                "msync"
-            } else {
-                "cpu"
+            match o.persist {
+                Some(PersistMode::Msync) => "msync",
+                Some(_) => "cpu",
+                None => "auto",
             }
         ),
         (if o.read_only { "ro" } else { "rw" }).to_string(),

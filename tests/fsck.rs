@@ -573,7 +573,7 @@ fn temp_copy(file: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn mount_path(p: &Path) -> Result<Fs, FsError> {
     Fs::mount(
-        Media::open(p, PersistMode::Msync, false).unwrap(),
+        Media::open(p, Some(PersistMode::Msync), false).unwrap(),
         FsOptions::default(),
     )
 }
