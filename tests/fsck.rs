@@ -1454,7 +1454,7 @@ fn large_image() {
     let _ = std::fs::remove_file(&path);
     daxlink::mkfs::mkfs_path(&path, Some(mb << 20), true, &MkfsOptions::default()).unwrap();
     let fs = Fs::mount(
-        Media::open(&path, PersistMode::None, false).unwrap(),
+        Media::open(&path, Some(PersistMode::None), false).unwrap(),
         FsOptions::default(),
     )
     .unwrap();
