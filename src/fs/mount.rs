@@ -156,6 +156,9 @@ impl Fs {
         )?;
         free.reverse();
         rec.free[RecKind::Dirent.index()] = free;
+        // Each directory is named once (and the root never): a directory
+        // named twice, or a cycle, would make rename's ancestor walk wrong.
+        let mut dir_named: HashMap<u64, u64> = HashMap::new();
         for (off, d) in dirents {
             let child_mode = match inodes.get(&d.child) {
                 Some(c) => c.rec.mode,
@@ -168,7 +171,29 @@ impl Fs {
                     )))
                 }
             };
+            if d.ftype != ftype_byte(child_mode) {
+                return Err(FsError::Corrupt(format!(
+                    "directory entry {:?} in inode {} says file type {} but inode {} has mode {:o}",
+                    String::from_utf8_lossy(&d.name),
+                    d.parent,
+                    d.ftype,
+                    d.child,
+                    child_mode
+                )));
+            }
             if child_mode & libc::S_IFMT == libc::S_IFDIR {
+                if d.child == ROOT_INO {
+                    return Err(FsError::Corrupt(format!(
+                        "directory {} holds an entry for the root directory",
+                        d.parent
+                    )));
+                }
+                if let Some(first) = dir_named.insert(d.child, d.parent) {
+                    return Err(FsError::Corrupt(format!(
+                        "directory {} is named twice (in directories {first} and {})",
+                        d.child, d.parent
+                    )));
+                }
                 if let Some(c) = inodes.get_mut(&d.child) {
                     c.dir.as_mut().unwrap().parent = d.parent;
                 }
@@ -198,6 +223,24 @@ impl Fs {
                     slot: off,
                 },
             );
+        }
+        // Every named directory leads up to the root (no cycle).
+        for &start in dir_named.keys() {
+            let mut node = start;
+            let mut steps = 0usize;
+            while node != ROOT_INO {
+                node = match dir_named.get(&node) {
+                    Some(&p) => p,
+                    // Its parent is not named anywhere: fsck reconnects it.
+                    None => break,
+                };
+                steps += 1;
+                if steps > dir_named.len() {
+                    return Err(FsError::Corrupt(format!(
+                        "directory {start} is inside a directory cycle"
+                    )));
+                }
+            }
         }
         // Orphans.
         let mut free = Vec::new();

@@ -168,7 +168,7 @@ impl Fs {
         prec.mtime = rec.ctime;
         prec.ctime = rec.ctime;
         if is_dir {
-            prec.nlink += 1;
+            link_count_up(&mut prec.nlink)?;
         }
         ctx.put_inode(parent, &prec);
         ctx.commit()?;
@@ -247,7 +247,7 @@ impl Fs {
             .encode(),
         );
         let mut crec = gs[&ino].rec.clone();
-        crec.nlink += 1;
+        link_count_up(&mut crec.nlink)?;
         crec.ctime = t;
         let mut prec = gs[&newparent].rec.clone();
         prec.mtime = t;
@@ -331,7 +331,7 @@ impl Fs {
         prec.mtime = t;
         prec.ctime = t;
         if dir {
-            prec.nlink -= 1;
+            link_count_down(&mut prec.nlink)?;
         }
         ctx.put_inode(child, &crec);
         if parent != child {
@@ -475,8 +475,11 @@ impl Fs {
             }
         }
         // A directory may not move below itself.
+        // (Bounded: mount refuses a directory cycle, but a walk that cannot
+        // end must not hang the namespace lock.)
+        let limit = self.inodes.read().len() + 1;
         let is_ancestor = |anc: u64, mut node: u64| -> FsResult<bool> {
-            loop {
+            for _ in 0..limit {
                 if node == anc {
                     return Ok(true);
                 }
@@ -487,6 +490,9 @@ impl Fs {
                 let p = r.read()?.dir.as_ref().map(|d| d.parent).unwrap_or(ROOT_INO);
                 node = p;
             }
+            Err(FsError::Corrupt(format!(
+                "directory {node} does not lead back to the root"
+            )))
         };
         let src_dir = src.ftype as u32 == libc::S_IFDIR >> 12;
         let dst_dir = dst.as_ref().map(|d| d.ftype as u32 == libc::S_IFDIR >> 12);
@@ -559,12 +565,12 @@ impl Fs {
             );
             if parent != newparent {
                 if src_dir {
-                    recs.get_mut(&parent).unwrap().nlink -= 1;
-                    recs.get_mut(&newparent).unwrap().nlink += 1;
+                    link_count_down(&mut recs.get_mut(&parent).unwrap().nlink)?;
+                    link_count_up(&mut recs.get_mut(&newparent).unwrap().nlink)?;
                 }
                 if dst_dir == Some(true) {
-                    recs.get_mut(&newparent).unwrap().nlink -= 1;
-                    recs.get_mut(&parent).unwrap().nlink += 1;
+                    link_count_down(&mut recs.get_mut(&newparent).unwrap().nlink)?;
+                    link_count_up(&mut recs.get_mut(&parent).unwrap().nlink)?;
                 }
             }
             recs.get_mut(&d.child).unwrap().ctime = t;
@@ -609,9 +615,9 @@ impl Fs {
                 vr.ctime = t;
                 if dst_dir == Some(true) {
                     vr.nlink = 0;
-                    recs.get_mut(&newparent).unwrap().nlink -= 1;
+                    link_count_down(&mut recs.get_mut(&newparent).unwrap().nlink)?;
                 } else {
-                    vr.nlink -= 1;
+                    link_count_down(&mut vr.nlink)?;
                 }
                 if recs[&d.child].nlink == 0 {
                     let s = ctx.slot_alloc(RecKind::Orphan)?;
@@ -624,8 +630,8 @@ impl Fs {
                 new_slot = s;
             }
             if src_dir && parent != newparent {
-                recs.get_mut(&parent).unwrap().nlink -= 1;
-                recs.get_mut(&newparent).unwrap().nlink += 1;
+                link_count_down(&mut recs.get_mut(&parent).unwrap().nlink)?;
+                link_count_up(&mut recs.get_mut(&newparent).unwrap().nlink)?;
             }
         }
         recs.get_mut(&src.child).unwrap().ctime = t;
@@ -773,4 +779,20 @@ impl Fs {
             namelen: MAX_NAME as u32,
         }
     }
+}
+
+/// One link more (EMLINK guards the limit; a hostile count must not wrap).
+fn link_count_up(n: &mut u32) -> FsResult<()> {
+    *n = n
+        .checked_add(1)
+        .ok_or_else(|| FsError::Corrupt("link count overflow".into()))?;
+    Ok(())
+}
+
+/// One link fewer (a count already at 0 is corruption, not a wrap to 2^32-1).
+fn link_count_down(n: &mut u32) -> FsResult<()> {
+    *n = n
+        .checked_sub(1)
+        .ok_or_else(|| FsError::Corrupt("link count below zero".into()))?;
+    Ok(())
 }

@@ -667,3 +667,86 @@ fn hundred_thousand_entry_directory() {
     fs.unlink(d, b"entry-050000").unwrap();
     assert_eq!(fs.lookup(d, b"entry-050000"), Err(FsError::NotFound));
 }
+
+/// Rewrite the on-media directory entry `name` of directory `dir` (a
+/// hostile image: every checksum right), then try to mount.
+fn mount_with_dirent(fs: Fs, dir: u64, name: &[u8], new: DirentRec) -> FsResult<Fs> {
+    let slot = fs
+        .get(dir)
+        .unwrap()
+        .read()
+        .unwrap()
+        .dir
+        .as_ref()
+        .unwrap()
+        .by_name[name]
+        .slot;
+    fs.unmount().unwrap();
+    let Fs { media, .. } = fs;
+    let media = Arc::try_unwrap(media).ok().expect("sole owner");
+    media.write_at(slot, &new.encode()).unwrap();
+    Fs::mount(media, FsOptions::default())
+}
+
+#[test]
+fn mount_refuses_cycles_doubly_named_directories_and_wrong_types() {
+    let setup = || {
+        let fs = fresh(4096);
+        let a = fs.mkdir(ROOT_INO, b"a", 0o755, C).unwrap().ino;
+        let b = fs.mkdir(a, b"b", 0o755, C).unwrap().ino;
+        let f = fs
+            .mknod(ROOT_INO, b"f", libc::S_IFREG | 0o644, 0, C)
+            .unwrap()
+            .ino;
+        (fs, a, b, f)
+    };
+    let dir_type = ftype_byte(libc::S_IFDIR);
+    // "a" named inside b (its own child): a cycle, cut off from the root.
+    let (fs, a, b, _) = setup();
+    let e = mount_with_dirent(
+        fs,
+        ROOT_INO,
+        b"a",
+        DirentRec {
+            parent: b,
+            child: a,
+            ftype: dir_type,
+            name: b"a".to_vec(),
+        },
+    )
+    .err()
+    .expect("mounted a directory cycle");
+    assert!(e.to_string().contains("cycle"), "{e}");
+    // "f" in the root now names directory b, which a also names.
+    let (fs, _, b, _) = setup();
+    let e = mount_with_dirent(
+        fs,
+        ROOT_INO,
+        b"f",
+        DirentRec {
+            parent: ROOT_INO,
+            child: b,
+            ftype: dir_type,
+            name: b"f".to_vec(),
+        },
+    )
+    .err()
+    .expect("mounted a directory named twice");
+    assert!(e.to_string().contains("named twice"), "{e}");
+    // "f" says directory, but the inode is a regular file.
+    let (fs, _, _, f) = setup();
+    let e = mount_with_dirent(
+        fs,
+        ROOT_INO,
+        b"f",
+        DirentRec {
+            parent: ROOT_INO,
+            child: f,
+            ftype: dir_type,
+            name: b"f".to_vec(),
+        },
+    )
+    .err()
+    .expect("mounted a wrong file type");
+    assert!(e.to_string().contains("file type"), "{e}");
+}
