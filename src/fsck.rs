@@ -66,13 +66,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::format::{
-    self, DirentRec, ExtentRec, InodeRec, JournalHdr, OrphanRec, RecBlockHdr, RecKind, RefcountRec,
-    Roots, Superblock, Timespec, TxState, BITMAP_BYTES, BITS_PER_BITMAP_BLOCK, BLOCK_SIZE,
-    COMMIT_SIZE, INODES_PER_BLOCK, INODE_SIZE, MAX_FILE_SIZE, REC_HDR, REC_KINDS, ROOT_INO,
-    SB_SIZE, TX_HDR_SIZE, TX_MAGIC,
+    self, DirentRec, ExtentRec, InodeRec, Le, OrphanRec, RecBlockHdr, RecKind, RefcountRec, Roots,
+    Superblock, Timespec, TxState, BITMAP_BYTES, BITS_PER_BITMAP_BLOCK, BLOCK_SIZE,
+    INODES_PER_BLOCK, INODE_SIZE, MAX_FILE_SIZE, REC_HDR, REC_KINDS, ROOT_INO, SB_SIZE,
 };
 use crate::fs::{journal_geometry, XATTR_TOTAL_MAX};
-use crate::journal::{Journal, JournalGeometry, Tx};
+use crate::journal::{Journal, JournalError, JournalGeometry, Tx};
 use crate::media::{Media, PersistMode};
 
 const BS: u64 = BLOCK_SIZE;
@@ -665,18 +664,6 @@ fn name_text(n: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(n))
 }
 
-fn le32(b: &[u8], o: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[o..o + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
-}
-
 fn free_inode(generation: u32) -> InodeRec {
     InodeRec {
         generation,
@@ -767,37 +754,11 @@ fn ref_mismatches(
     out
 }
 
-/// May a journal entry store here (the rule `Journal::recover` enforces)?
-fn entry_ok(geo: &JournalGeometry, off: u64, len: usize) -> bool {
-    let lo = (geo.start_block + geo.blocks) * BS;
-    match off.checked_add(len as u64) {
-        Some(end) if end <= geo.media_len => off >= lo || (off >= 2 * BS && end <= 3 * BS),
-        _ => false,
-    }
-}
-
-/// The transaction at the start of the journal area, if it carries `want`.
-/// Unlike `format::decode_tx` on the whole area, a payload length that does not
-/// fit the area is classified as torn before any arithmetic on it.
-fn tx_state(media: &Media, geo: &JournalGeometry, want: u64) -> TxState {
-    let area_off = (geo.start_block + 1) * BS;
-    let area_len = geo.blocks.saturating_sub(1) * BS;
-    let Ok(h) = media.read_vec(area_off, TX_HDR_SIZE) else {
-        return TxState::None;
-    };
-    if le32(&h, 0) != TX_MAGIC || le64(&h, 8) != want {
-        return TxState::None;
-    }
-    let total = (TX_HDR_SIZE as u64)
-        .checked_add(le64(&h, 16))
-        .and_then(|e| e.checked_add(COMMIT_SIZE as u64));
-    match total {
-        Some(t) if t <= area_len => match media.read_vec(area_off, t as usize) {
-            Ok(buf) => format::decode_tx(&buf, want),
-            Err(_) => TxState::Torn { seq: want },
-        },
-        _ => TxState::Torn { seq: want },
-    }
+/// The transaction at the start of the journal area, if it carries `want`
+/// (`Journal::pending`; the area lies inside the image by the geometry check,
+/// so reading it does not fail).
+fn pending(media: &Media, geo: JournalGeometry, want: u64) -> TxState {
+    Journal::pending(media, geo, want).unwrap_or(TxState::None)
 }
 
 struct Ck<'a> {
@@ -1043,34 +1004,24 @@ impl Ck<'_> {
 
     fn journal(&mut self) -> Result<(), String> {
         let geo = self.geo;
-        let hdr_off = geo.start_block * BS;
-        let area_off = hdr_off + BS;
-        let hdr = self
-            .media
-            .read_vec(hdr_off, format::JHDR_SIZE)
-            .map_err(|e| e.to_string())
-            .and_then(|b| JournalHdr::decode(&b).map_err(|e| e.to_string()))
-            .and_then(|h| {
-                if h.applied_seq == u64::MAX {
-                    Err("journal header: sequence number exhausted".to_string())
-                } else {
-                    Ok(h)
-                }
-            });
+        // The reason alone (a journal error's text would repeat "journal header").
+        let hdr = Journal::header(self.media, geo).map_err(|e| match e {
+            JournalError::Format(e) => e.to_string(),
+            JournalError::Media(e) => e.to_string(),
+            e => e.to_string(),
+        });
         let hdr = match hdr {
             Ok(h) => h,
             Err(e) => {
                 // Whatever transaction the area holds is the latest one: replay it
                 // if it is committed (idempotent), then start a fresh journal.
-                let head = self.media.read_vec(area_off, TX_HDR_SIZE).ok();
-                let seq = head
-                    .as_ref()
-                    .filter(|h| le32(h, 0) == TX_MAGIC)
-                    .map(|h| le64(h, 8))
+                let seq = Journal::area_seq(self.media, geo)
+                    .ok()
+                    .flatten()
                     .filter(|s| *s != u64::MAX);
-                let entries = match seq.map(|s| tx_state(self.media, &geo, s)) {
+                let entries = match seq.map(|s| pending(self.media, geo, s)) {
                     Some(TxState::Committed { entries, .. })
-                        if entries.iter().all(|x| entry_ok(&geo, x.off, x.data.len())) =>
+                        if entries.iter().all(|x| geo.entry_ok(x.off, x.data.len())) =>
                     {
                         entries
                     }
@@ -1093,29 +1044,15 @@ impl Ck<'_> {
                 );
                 if self.repair {
                     let m = self.media;
-                    let w = || -> Result<(), crate::media::MediaError> {
-                        for x in &entries {
-                            m.write_at(x.off, &x.data)?;
-                            m.flush(x.off, x.data.len() as u64)?;
-                        }
-                        m.fence();
-                        Ok(())
-                    };
-                    w().map_err(|e| format!("journal replay failed: {e}"))?;
-                    Journal::format(m, geo).map_err(|e| format!("journal reset failed: {e}"))?;
+                    Journal::store_direct(m, entries.iter().map(|x| (x.off, &x.data[..])))
+                        .map_err(|e| format!("journal replay failed: {e}"))?;
                     let applied = if entries.is_empty() {
                         0
                     } else {
                         seq.unwrap_or(0)
                     };
-                    m.write_persist(
-                        hdr_off,
-                        &JournalHdr {
-                            applied_seq: applied,
-                        }
-                        .encode(),
-                    )
-                    .map_err(|e| format!("journal reset failed: {e}"))?;
+                    Journal::reset(m, geo, applied)
+                        .map_err(|e| format!("journal reset failed: {e}"))?;
                 } else {
                     for x in entries {
                         self.view.write(x.off, &x.data);
@@ -1125,12 +1062,11 @@ impl Ck<'_> {
             }
         };
         let want = hdr.applied_seq + 1;
-        match tx_state(self.media, &geo, want) {
+        match pending(self.media, geo, want) {
             TxState::None => {}
             TxState::Torn { seq } => {
                 let cleared = if self.repair {
-                    self.media
-                        .write_persist(area_off, &[0u8; TX_HDR_SIZE])
+                    Journal::discard(self.media, geo)
                         .map_err(|e| format!("cannot clear the torn transaction: {e}"))?;
                     " (cleared)"
                 } else {
@@ -1141,10 +1077,7 @@ impl Ck<'_> {
                 ));
             }
             TxState::Committed { seq, entries } => {
-                if let Some(x) = entries
-                    .iter()
-                    .find(|x| !entry_ok(&geo, x.off, x.data.len()))
-                {
+                if let Some(x) = entries.iter().find(|x| !geo.entry_ok(x.off, x.data.len())) {
                     self.out.add(
                         "journal-bad-entry",
                         true,
@@ -1155,8 +1088,7 @@ impl Ck<'_> {
                         ),
                     );
                     if self.repair {
-                        self.media
-                            .write_persist(area_off, &[0u8; TX_HDR_SIZE])
+                        Journal::discard(self.media, geo)
                             .map_err(|e| format!("cannot discard the transaction: {e}"))?;
                     }
                     return Ok(());
@@ -1463,7 +1395,8 @@ impl Ck<'_> {
                     Err(e) => {
                         self.out
                             .add("inode-bad", true, format!("inode {this}: {e}; cleared"));
-                        self.bad_inodes.insert(this, le32(slot, 76).wrapping_add(1));
+                        self.bad_inodes
+                            .insert(this, Le::u32(slot, 76).wrapping_add(1));
                     }
                     Ok(rec) if rec.is_free() => {
                         let clean = free_inode(rec.generation);
@@ -2652,26 +2585,17 @@ impl Ck<'_> {
         if self.fix.is_empty() {
             return Ok(());
         }
-        let geo = self.geo;
-        let fits = self.fix.encoded_size() <= (geo.blocks.saturating_sub(1) * BS) as usize
-            && self.fix.entries().all(|(o, d)| entry_ok(&geo, o, d.len()));
-        if fits {
-            if let Ok((mut j, _)) = Journal::recover(self.media, geo) {
-                return j
-                    .commit(self.media, &self.fix)
-                    .map_err(|e| format!("writing the repairs failed: {e}"));
+        // Through the journal when the repairs fit it (commit refuses a
+        // transaction too large or storing outside the metadata area before
+        // it writes anything); else by direct stores.
+        if let Ok((mut j, _)) = Journal::recover(self.media, self.geo) {
+            match j.commit(self.media, &self.fix) {
+                Err(JournalError::TooLarge { .. } | JournalError::BadEntry { .. }) => {}
+                r => return r.map_err(|e| format!("writing the repairs failed: {e}")),
             }
         }
-        let m = self.media;
-        let w = || -> Result<(), crate::media::MediaError> {
-            for (off, d) in self.fix.entries() {
-                m.write_at(off, d)?;
-                m.flush(off, d.len() as u64)?;
-            }
-            m.fence();
-            Ok(())
-        };
-        w().map_err(|e| format!("writing the repairs failed: {e}"))
+        Journal::store_direct(self.media, self.fix.entries())
+            .map_err(|e| format!("writing the repairs failed: {e}"))
     }
 
     fn counts(&self) -> Counts {
@@ -2698,6 +2622,7 @@ impl Ck<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::{TX_HDR_SIZE, TX_MAGIC};
     use crate::fs::{Cred, Fs, FsOptions};
     use crate::mkfs::{mkfs, MkfsOptions};
     use std::sync::Arc;
