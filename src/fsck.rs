@@ -65,6 +65,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
+use crate::chain;
 use crate::format::{
     self, DirentRec, ExtentRec, InodeRec, Le, OrphanRec, RecBlockHdr, RecKind, RefcountRec, Roots,
     Superblock, Timespec, TxState, BITMAP_BYTES, BITS_PER_BITMAP_BLOCK, BLOCK_SIZE,
@@ -1239,62 +1240,54 @@ impl Ck<'_> {
 
     fn chain(&mut self, kind: RecKind) {
         let ki = kind.index();
-        let mut blk = self.roots.heads[ki];
-        let mut prev: Option<u64> = None;
-        let mut seen = HashSet::new();
-        while blk != 0 {
-            let problem = if blk < self.sb.data_start || blk >= self.sb.total_blocks {
-                Some("lies outside the data area".to_string())
-            } else if !seen.insert(blk) {
-                Some("loops back into the chain".to_string())
-            } else {
-                match self.rd(blk * BS, BS as usize) {
-                    None => Some("is unreadable".to_string()),
-                    Some(b) => match RecBlockHdr::decode(&b) {
-                        Err(e) => Some(e.to_string()),
-                        Ok(h) if h.kind != kind => Some(format!("is a {:?} block", h.kind)),
-                        Ok(h) => {
-                            self.chain_block(kind, blk, &b);
-                            prev = Some(blk);
-                            blk = h.next;
-                            None
-                        }
-                    },
-                }
-            };
-            let Some(p) = problem else { continue };
-            let from = match prev {
-                None => "the roots block".to_string(),
-                Some(p) => format!("block {p}"),
-            };
-            self.out.add(
-                "chain-bad",
-                true,
-                format!(
-                    "{kind:?} record chain: block {blk} (linked from {from}) {p}; chain cut there"
-                ),
-            );
-            match prev {
-                None => {
-                    self.roots.heads[ki] = 0;
-                    self.roots_dirty = true;
-                }
-                Some(p) => {
-                    let h = RecBlockHdr { kind, next: 0 }.encode();
-                    self.fix.write(p * BS, &h);
-                }
+        // Blocks are read through the replay overlay, which the visits leave alone.
+        let view = std::mem::take(&mut self.view);
+        let (media, sb) = (self.media, self.sb.clone());
+        let read = |blk: u64| Ok(view.read_vec(media, blk * BS, BS as usize).ok());
+        let w = chain::walk(&sb, kind, self.roots.heads[ki], read, |blk, b| {
+            self.chain_block(kind, blk, b);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        self.view = view;
+        let Ok(chain::Walked {
+            broken: Some(bad), ..
+        }) = w
+        else {
+            return;
+        };
+        let blk = bad.blk;
+        let p = match bad.problem {
+            chain::Problem::Outside => "lies outside the data area".to_string(),
+            chain::Problem::Loop => "loops back into the chain".to_string(),
+            chain::Problem::Unreadable => "is unreadable".to_string(),
+            chain::Problem::Header(e) => e.to_string(),
+            chain::Problem::Kind(k) => format!("is a {k:?} block"),
+        };
+        let from = match bad.prev {
+            None => "the roots block".to_string(),
+            Some(p) => format!("block {p}"),
+        };
+        self.out.add(
+            "chain-bad",
+            true,
+            format!("{kind:?} record chain: block {blk} (linked from {from}) {p}; chain cut there"),
+        );
+        match bad.prev {
+            None => {
+                self.roots.heads[ki] = 0;
+                self.roots_dirty = true;
             }
-            break;
+            Some(p) => {
+                let h = RecBlockHdr { kind, next: 0 }.encode();
+                self.fix.write(p * BS, &h);
+            }
         }
     }
 
     fn chain_block(&mut self, kind: RecKind, blk: u64, b: &[u8]) {
         self.claim(blk, 1, Owner::Record(kind)).ok();
         let size = kind.slot_size();
-        for i in 0..kind.slots_per_block() {
-            let o = REC_HDR + i * size;
-            let slot = blk * BS + o as u64;
-            let s = &b[o..o + size];
+        for (i, (slot, s)) in chain::slots(kind, blk, b).enumerate() {
             fn put<T>(v: &mut Vec<(u64, T)>, slot: u64, r: Option<T>) -> bool {
                 match r {
                     Some(r) => {
