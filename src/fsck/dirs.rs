@@ -2,10 +2,10 @@
 //! (reclaim or drop), reachability from the root (cycles, detached trees and
 //! unnamed inodes moved to /lost+found, made when missing) and link counts.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use super::{ftype_byte, name_text, Ck, Dent, Ino};
-use crate::format::{self, DirentRec, InodeRec, RecKind, Timespec, INODE_SIZE, ROOT_INO};
+use crate::format::{self, DirentRec, InodeRec, RecKind, INODE_SIZE, ROOT_INO};
 
 impl Ck<'_> {
     // -- directory entries ------------------------------------------------
@@ -132,14 +132,7 @@ impl Ck<'_> {
                 continue;
             }
             if nlink == 0 && n == 0 && !self.has_kids(ino) {
-                self.out.add(
-                    "orphan-reclaim",
-                    true,
-                    format!("inode {ino} was unlinked while open (orphan record at {slot:#x}): reclaimed"),
-                );
-                if let Some(i) = self.inodes.get_mut(&ino) {
-                    i.reclaim = true;
-                }
+                self.reclaim(ino, "orphan-reclaim", format!("inode {ino} was unlinked while open (orphan record at {slot:#x}): reclaimed"));
             } else {
                 self.out.add(
                     "orphan-bad",
@@ -217,29 +210,19 @@ impl Ck<'_> {
             }
             let nlink = self.inodes[&top].rec.nlink;
             if nlink == 0 && !self.has_kids(top) {
-                self.out.add(
+                self.reclaim(
+                    top,
                     "inode-unlinked",
-                    true,
                     format!("directory {top} has no links, no entries and no orphan record; freed"),
                 );
-                if let Some(i) = self.inodes.get_mut(&top) {
-                    i.reclaim = true;
-                }
                 reach.insert(top);
                 continue;
             }
-            let placed = self.attach(top, &mut reach);
-            self.out.add(
+            self.rehome(
+                top,
                 "dir-unreachable",
-                placed.is_some(),
-                match &placed {
-                    Some(p) => {
-                        format!("directory {top} is not reachable from the root; moved to {p}")
-                    }
-                    None => format!(
-                        "directory {top} is not reachable from the root; cannot create /lost+found"
-                    ),
-                },
+                format!("directory {top} is not reachable from the root"),
+                &mut reach,
             );
             reach.insert(top);
             self.mark_reachable(top, &mut reach);
@@ -253,30 +236,31 @@ impl Ck<'_> {
         for ino in others {
             let nlink = self.inodes[&ino].rec.nlink;
             if nlink == 0 {
-                self.out.add(
+                self.reclaim(
+                    ino,
                     "inode-unlinked",
-                    true,
                     format!("inode {ino} has no links and no orphan record; freed"),
                 );
-                if let Some(i) = self.inodes.get_mut(&ino) {
-                    i.reclaim = true;
-                }
                 continue;
             }
-            let placed = self.attach(ino, &mut reach);
-            self.out.add(
+            self.rehome(
+                ino,
                 "inode-unreachable",
-                placed.is_some(),
-                match &placed {
-                    Some(p) => {
-                        format!("inode {ino} (nlink {nlink}) is in no directory; moved to {p}")
-                    }
-                    None => format!(
-                        "inode {ino} (nlink {nlink}) is in no directory; cannot create /lost+found"
-                    ),
-                },
+                format!("inode {ino} (nlink {nlink}) is in no directory"),
+                &mut reach,
             );
         }
+    }
+
+    /// Move `ino` into /lost+found and report `code`: "`what`; moved to PATH",
+    /// or, not fixed, "`what`; cannot create /lost+found".
+    fn rehome(&mut self, ino: u64, code: &'static str, what: String, reach: &mut HashSet<u64>) {
+        let placed = self.attach(ino, reach);
+        let message = match &placed {
+            Some(p) => format!("{what}; moved to {p}"),
+            None => format!("{what}; cannot create /lost+found"),
+        };
+        self.out.add(code, placed.is_some(), message);
     }
 
     /// Put `ino` into /lost+found as `#INO`; returns the path.
@@ -351,29 +335,8 @@ impl Ck<'_> {
             .and_then(|b| InodeRec::decode(&b).ok())
             .map(|r| r.generation)
             .unwrap_or(0);
-        let t = Timespec::now();
-        let rec = InodeRec {
-            mode: libc::S_IFDIR | 0o700,
-            nlink: 2,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            generation,
-            ..Default::default()
-        };
-        self.inodes.insert(
-            ino,
-            Ino {
-                orig: None,
-                rec,
-                extents: BTreeMap::new(),
-                xattr_claimed: false,
-                orphan_slot: None,
-                reclaim: false,
-                fresh: true,
-            },
-        );
+        self.inodes
+            .insert(ino, Ino::new_dir(libc::S_IFDIR | 0o700, generation, None));
         let d = DirentRec {
             parent: ROOT_INO,
             child: ino,

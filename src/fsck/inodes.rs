@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::space::Owner;
 use super::{free_inode, Ck, Ext, Ino, BS};
-use crate::format::{self, InodeRec, Le, Timespec, INODES_PER_BLOCK, INODE_SIZE, ROOT_INO};
+use crate::format::{self, InodeRec, Le, INODES_PER_BLOCK, INODE_SIZE, ROOT_INO};
 use crate::fs::XATTR_TOTAL_MAX;
 
 impl Ck<'_> {
@@ -78,27 +78,9 @@ impl Ck<'_> {
         };
         self.bad_inodes.remove(&ROOT_INO);
         let orig = self.inodes.get(&ROOT_INO).and_then(|r| r.orig.clone());
-        let t = Timespec::now();
         self.inodes.insert(
             ROOT_INO,
-            Ino {
-                orig,
-                rec: InodeRec {
-                    mode: libc::S_IFDIR | 0o755,
-                    nlink: 2,
-                    atime: t,
-                    mtime: t,
-                    ctime: t,
-                    crtime: t,
-                    generation,
-                    ..Default::default()
-                },
-                extents: BTreeMap::new(),
-                xattr_claimed: false,
-                orphan_slot: None,
-                reclaim: false,
-                fresh: true,
-            },
+            Ino::new_dir(libc::S_IFDIR | 0o755, generation, orig),
         );
     }
 
@@ -262,14 +244,11 @@ impl Ck<'_> {
             };
             let mut problems = Vec::new();
             let Some(&(_, first)) = exts.iter().find(|(l, _)| *l == 0) else {
-                self.out.add(
+                self.reclaim(
+                    ino,
                     "symlink-bad",
-                    true,
                     format!("symlink {ino} has no target block at logical block 0; removed"),
                 );
-                if let Some(i) = self.inodes.get_mut(&ino) {
-                    i.reclaim = true;
-                }
                 continue;
             };
             for (l, e) in exts.iter().filter(|(l, _)| *l != 0) {
@@ -293,14 +272,11 @@ impl Ck<'_> {
                     .map(|b| b.iter().position(|&c| c == 0).unwrap_or(4095))
                     .unwrap_or(0);
                 if n == 0 {
-                    self.out.add(
+                    self.reclaim(
+                        ino,
                         "symlink-bad",
-                        true,
                         format!("symlink {ino} has size {size} and an empty target; removed"),
                     );
-                    if let Some(i) = self.inodes.get_mut(&ino) {
-                        i.reclaim = true;
-                    }
                     continue;
                 }
                 problems.push(format!("size {size} set to the target length {n}"));

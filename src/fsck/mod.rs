@@ -80,7 +80,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::format::{
-    DirentRec, ExtentRec, InodeRec, OrphanRec, RefcountRec, Roots, Superblock,
+    DirentRec, ExtentRec, InodeRec, OrphanRec, RefcountRec, Roots, Superblock, Timespec,
     BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, MAX_FILE_SIZE, REC_KINDS,
 };
 use crate::fs::journal_geometry;
@@ -407,13 +407,7 @@ fn check_inner(media: &Media, repair: bool) -> Report {
             }
         }
         if let Some(e) = p.error {
-            return Report {
-                findings,
-                notes,
-                error: Some(e),
-                counts: p.counts,
-                repair: true,
-            };
+            return repaired(findings, notes, Some(e), p.counts);
         }
         counts = p.counts;
         if p.findings.is_empty() {
@@ -437,13 +431,7 @@ fn check_inner(media: &Media, repair: bool) -> Report {
         // Whatever the repair passes could not fix is reported as left.
         let p = pass(media, false);
         if let Some(e) = p.error {
-            return Report {
-                findings,
-                notes,
-                error: Some(e),
-                counts: p.counts,
-                repair: true,
-            };
+            return repaired(findings, notes, Some(e), p.counts);
         }
         counts = p.counts;
         for f in p.findings {
@@ -458,10 +446,20 @@ fn check_inner(media: &Media, repair: bool) -> Report {
             }
         }
     }
+    repaired(findings, notes, None, counts)
+}
+
+/// The report of a repair run.
+fn repaired(
+    findings: Vec<Finding>,
+    notes: Vec<String>,
+    error: Option<String>,
+    counts: Counts,
+) -> Report {
     Report {
         findings,
         notes,
-        error: None,
+        error,
         counts,
         repair: true,
     }
@@ -562,6 +560,28 @@ impl Ino {
     }
     fn is_dir(&self) -> bool {
         self.ftype() == libc::S_IFDIR
+    }
+    /// An empty directory fsck makes (the root, lost+found), as read `orig`.
+    fn new_dir(mode: u32, generation: u32, orig: Option<InodeRec>) -> Ino {
+        let t = Timespec::now();
+        Ino {
+            orig,
+            rec: InodeRec {
+                mode,
+                nlink: 2,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                crtime: t,
+                generation,
+                ..Default::default()
+            },
+            extents: BTreeMap::new(),
+            xattr_claimed: false,
+            orphan_slot: None,
+            reclaim: false,
+            fresh: true,
+        }
     }
 }
 
@@ -715,6 +735,14 @@ impl Ck<'_> {
 
     fn is_live_dir(&self, ino: u64) -> bool {
         self.live(ino).is_some_and(|i| i.is_dir())
+    }
+
+    /// Report `code` (fixable) and free `ino` with everything it owns.
+    fn reclaim(&mut self, ino: u64, code: &'static str, message: String) {
+        self.out.add(code, true, message);
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.reclaim = true;
+        }
     }
 
     /// The passes, in order (each names its file).
