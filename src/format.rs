@@ -618,6 +618,11 @@ impl ExtentRec {
 
 pub const DIRENT_SIZE: usize = 280;
 
+/// A directory entry's `ftype` for an inode of `mode`: `(mode & S_IFMT) >> 12`.
+pub fn ftype_byte(mode: u32) -> u8 {
+    ((mode & libc::S_IFMT) >> 12) as u8
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirentRec {
     pub parent: u64,

@@ -29,8 +29,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::chain;
 use crate::error::{FsError, FsResult};
 use crate::format::{
-    self, DirentRec, ExtentRec, InodeRec, OrphanRec, RecKind, RefcountRec, Roots, Superblock,
-    Timespec, XattrMap, BLOCK_SIZE, MAX_FILE_SIZE, MAX_LINKS, MAX_NAME, ROOT_INO,
+    self, ftype_byte, DirentRec, ExtentRec, InodeRec, OrphanRec, RecKind, RefcountRec, Roots,
+    Superblock, Timespec, XattrMap, BLOCK_SIZE, MAX_FILE_SIZE, MAX_LINKS, MAX_NAME, ROOT_INO,
 };
 use crate::journal::{Journal, JournalGeometry, Recovery};
 use crate::media::Media;
@@ -306,10 +306,6 @@ fn check_name(name: &[u8]) -> FsResult<()> {
         return Err(FsError::Exists);
     }
     Ok(())
-}
-
-fn ftype_byte(mode: u32) -> u8 {
-    ((mode & libc::S_IFMT) >> 12) as u8
 }
 
 /// Read both superblocks and pick the valid one with the highest generation.

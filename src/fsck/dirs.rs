@@ -4,8 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ftype_byte, name_text, Ck, Dent, Ino};
-use crate::format::{self, DirentRec, InodeRec, RecKind, INODE_SIZE, ROOT_INO};
+use super::{name_text, Ck, Dent, Ino};
+use crate::format::{self, ftype_byte, DirentRec, InodeRec, RecKind, INODE_SIZE, ROOT_INO};
 
 impl Ck<'_> {
     // -- directory entries ------------------------------------------------

@@ -593,10 +593,6 @@ struct Dent {
     alive: bool,
 }
 
-fn ftype_byte(mode: u32) -> u8 {
-    ((mode & libc::S_IFMT) >> 12) as u8
-}
-
 fn name_text(n: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(n))
 }
