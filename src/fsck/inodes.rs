@@ -5,8 +5,33 @@ use std::collections::BTreeMap;
 
 use super::space::Owner;
 use super::{free_inode, Ck, Ext, Ino, BS};
-use crate::format::{self, InodeRec, Le, INODES_PER_BLOCK, INODE_SIZE, ROOT_INO};
+use crate::format::{self, InodeRec, Le, Timespec, INODES_PER_BLOCK, INODE_SIZE, ROOT_INO};
 use crate::fs::XATTR_TOTAL_MAX;
+
+impl Ino {
+    /// An empty directory fsck makes (the root, lost+found), as read `orig`.
+    pub(super) fn new_dir(mode: u32, generation: u32, orig: Option<InodeRec>) -> Ino {
+        let t = Timespec::now();
+        Ino {
+            orig,
+            rec: InodeRec {
+                mode,
+                nlink: 2,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                crtime: t,
+                generation,
+                ..Default::default()
+            },
+            extents: BTreeMap::new(),
+            xattr_claimed: false,
+            orphan_slot: None,
+            reclaim: false,
+            fresh: true,
+        }
+    }
+}
 
 impl Ck<'_> {
     // -- inodes -----------------------------------------------------------

@@ -80,7 +80,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::format::{
-    DirentRec, ExtentRec, InodeRec, OrphanRec, RefcountRec, Roots, Superblock, Timespec,
+    DirentRec, ExtentRec, InodeRec, OrphanRec, RefcountRec, Roots, Superblock,
     BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, MAX_FILE_SIZE, REC_KINDS,
 };
 use crate::fs::journal_geometry;
@@ -560,28 +560,6 @@ impl Ino {
     }
     fn is_dir(&self) -> bool {
         self.ftype() == libc::S_IFDIR
-    }
-    /// An empty directory fsck makes (the root, lost+found), as read `orig`.
-    fn new_dir(mode: u32, generation: u32, orig: Option<InodeRec>) -> Ino {
-        let t = Timespec::now();
-        Ino {
-            orig,
-            rec: InodeRec {
-                mode,
-                nlink: 2,
-                atime: t,
-                mtime: t,
-                ctime: t,
-                crtime: t,
-                generation,
-                ..Default::default()
-            },
-            extents: BTreeMap::new(),
-            xattr_claimed: false,
-            orphan_slot: None,
-            reclaim: false,
-            fresh: true,
-        }
     }
 }
 
