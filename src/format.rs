@@ -618,6 +618,11 @@ impl ExtentRec {
 
 pub const DIRENT_SIZE: usize = 280;
 
+/// A directory entry's `ftype` for an inode of `mode`: `(mode & S_IFMT) >> 12`.
+pub fn ftype_byte(mode: u32) -> u8 {
+    ((mode & libc::S_IFMT) >> 12) as u8
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirentRec {
     pub parent: u64,
@@ -923,14 +928,23 @@ pub enum TxState {
     Committed { seq: u64, entries: Vec<TxEntry> },
 }
 
+/// The sequence number and payload length of the transaction header at the
+/// start of `b`, if `b` holds one (magic checked; nothing else).
+pub fn tx_peek(b: &[u8]) -> Option<(u64, u64)> {
+    if b.len() < TX_HDR_SIZE || Le::u32(b, 0) != TX_MAGIC {
+        return None;
+    }
+    Some((Le::u64(b, 8), Le::u64(b, 16)))
+}
+
 /// Decode the transaction at the start of `area` if it carries sequence `want_seq`.
 pub fn decode_tx(area: &[u8], want_seq: u64) -> TxState {
-    if area.len() < TX_HDR_SIZE || Le::u32(area, 0) != TX_MAGIC || Le::u64(area, 8) != want_seq {
-        return TxState::None;
-    }
+    let payload = match tx_peek(area) {
+        Some((seq, payload)) if seq == want_seq => payload,
+        _ => return TxState::None,
+    };
     let seq = want_seq;
     let n = Le::u32(area, 4) as usize;
-    let payload = Le::u64(area, 16);
     let end = match (TX_HDR_SIZE as u64).checked_add(payload) {
         Some(e)
             if e.checked_add(COMMIT_SIZE as u64)

@@ -134,6 +134,20 @@ impl JournalGeometry {
     fn area_len(&self) -> usize {
         ((self.blocks - 1) * BLOCK_SIZE) as usize
     }
+
+    /// May a journal entry store `len` bytes at `off`? Only the roots block
+    /// (within block 2) or bytes past the journal, inside the filesystem:
+    /// never the superblocks or the journal itself. Commit and recovery
+    /// refuse any other entry, and fsck judges committed entries by it.
+    pub fn entry_ok(&self, off: u64, len: usize) -> bool {
+        let lo = (self.start_block + self.blocks) * BLOCK_SIZE;
+        match off.checked_add(len as u64) {
+            Some(end) if end <= self.media_len => {
+                off >= lo || (off >= 2 * BLOCK_SIZE && end <= 3 * BLOCK_SIZE)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Outcome of recovery, for logging and fsck.
@@ -168,23 +182,92 @@ pub struct Inject {
 impl Journal {
     /// Write an empty journal (mkfs).
     pub fn format(media: &Media, geo: JournalGeometry) -> Result<(), JournalError> {
+        Journal::reset(media, geo, 0)
+    }
+
+    /// Write an empty journal whose last applied transaction is `applied_seq`
+    /// (mkfs with 0; fsck after a bad header).
+    pub fn reset(
+        media: &Media,
+        geo: JournalGeometry,
+        applied_seq: u64,
+    ) -> Result<(), JournalError> {
         media.fill(geo.hdr_off(), geo.blocks * BLOCK_SIZE, 0)?;
-        media.write_at(geo.hdr_off(), &JournalHdr { applied_seq: 0 }.encode())?;
+        media.write_at(geo.hdr_off(), &JournalHdr { applied_seq }.encode())?;
         media.persist(geo.hdr_off(), geo.blocks * BLOCK_SIZE)?;
         Ok(())
     }
 
+    /// Read and decode the journal header. A header whose `applied_seq` is
+    /// at its maximum is refused: no next transaction could follow it.
+    pub fn header(media: &Media, geo: JournalGeometry) -> Result<JournalHdr, JournalError> {
+        let hdr = JournalHdr::decode(&media.read_vec(geo.hdr_off(), format::JHDR_SIZE)?)?;
+        if hdr.applied_seq == u64::MAX {
+            return Err(JournalError::Format(format::FormatError::Invalid {
+                what: "journal header",
+                detail: "sequence number exhausted".into(),
+            }));
+        }
+        Ok(hdr)
+    }
+
+    /// The sequence number of the transaction header at the start of the
+    /// area, if there is one (whatever the journal header says).
+    pub fn area_seq(media: &Media, geo: JournalGeometry) -> Result<Option<u64>, JournalError> {
+        let h = media.read_vec(geo.area_off(), format::TX_HDR_SIZE)?;
+        Ok(format::tx_peek(&h).map(|(seq, _)| seq))
+    }
+
+    /// The transaction at the start of the area, if it carries `want`. Only
+    /// the header is read first: a payload length that does not fit the area
+    /// makes the transaction torn before anything else is read.
+    pub fn pending(
+        media: &Media,
+        geo: JournalGeometry,
+        want: u64,
+    ) -> Result<TxState, JournalError> {
+        let h = media.read_vec(geo.area_off(), format::TX_HDR_SIZE)?;
+        let payload = match format::tx_peek(&h) {
+            Some((seq, payload)) if seq == want => payload,
+            _ => return Ok(TxState::None),
+        };
+        let total = (format::TX_HDR_SIZE as u64)
+            .checked_add(payload)
+            .and_then(|e| e.checked_add(format::COMMIT_SIZE as u64));
+        match total {
+            Some(t) if t <= geo.area_len() as u64 => {
+                let buf = media.read_vec(geo.area_off(), t as usize)?;
+                Ok(format::decode_tx(&buf, want))
+            }
+            _ => Ok(TxState::Torn { seq: want }),
+        }
+    }
+
+    /// Discard the transaction at the start of the area: zero its header,
+    /// persisted (fsck, for a torn one or one it refuses to replay).
+    pub fn discard(media: &Media, geo: JournalGeometry) -> Result<(), MediaError> {
+        media.write_persist(geo.area_off(), &[0u8; format::TX_HDR_SIZE])
+    }
+
     /// Inspect the journal without changing anything.
     pub fn inspect(media: &Media, geo: JournalGeometry) -> Result<(u64, TxState), JournalError> {
-        let hdr = JournalHdr::decode(&media.read_vec(geo.hdr_off(), format::JHDR_SIZE)?)?;
-        let area = media.read_vec(geo.area_off(), geo.area_len())?;
-        let next = hdr.applied_seq.checked_add(1).ok_or(JournalError::Format(
-            format::FormatError::Invalid {
-                what: "journal header",
-                detail: "sequence number at its maximum".into(),
-            },
-        ))?;
-        Ok((hdr.applied_seq, format::decode_tx(&area, next)))
+        let hdr = Journal::header(media, geo)?;
+        let state = Journal::pending(media, geo, hdr.applied_seq + 1)?;
+        Ok((hdr.applied_seq, state))
+    }
+
+    /// Store `entries` in place, flush each, then one fence (the replay of a
+    /// committed transaction; fsck's repairs when they cannot be journaled).
+    pub fn store_direct<'a>(
+        media: &Media,
+        entries: impl Iterator<Item = (u64, &'a [u8])>,
+    ) -> Result<(), MediaError> {
+        for (off, d) in entries {
+            media.write_at(off, d)?;
+            media.flush(off, d.len() as u64)?;
+        }
+        media.fence();
+        Ok(())
     }
 
     /// Replay a committed transaction if one is pending; open the journal.
@@ -206,11 +289,7 @@ impl Journal {
                     j.check_entry(e.off, e.data.len())?;
                 }
                 if !media.read_only() {
-                    for e in &entries {
-                        media.write_at(e.off, &e.data)?;
-                        media.flush(e.off, e.data.len() as u64)?;
-                    }
-                    media.fence();
+                    Journal::store_direct(media, entries.iter().map(|e| (e.off, &e.data[..])))?;
                     j.seq = seq;
                     j.write_hdr(media)?;
                 }
@@ -224,13 +303,7 @@ impl Journal {
     }
 
     fn check_entry(&self, off: u64, len: usize) -> Result<(), JournalError> {
-        // Never let a journal entry overwrite the superblocks or the journal itself.
-        let lo = (self.geo.start_block + self.geo.blocks) * BLOCK_SIZE;
-        let ok_range = off
-            .checked_add(len as u64)
-            .is_some_and(|e| e <= self.geo.media_len)
-            && (off >= lo || (off >= 2 * BLOCK_SIZE && off + len as u64 <= 3 * BLOCK_SIZE));
-        if !ok_range {
+        if !self.geo.entry_ok(off, len) {
             return Err(JournalError::BadEntry { off, len });
         }
         Ok(())

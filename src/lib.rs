@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod caller;
+pub mod chain;
 pub mod cli;
 pub mod crash;
 pub mod demo;

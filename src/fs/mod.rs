@@ -36,9 +36,10 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::chain;
 use crate::error::{FsError, FsResult};
 use crate::format::{
-    self, DirentRec, ExtentRec, InodeRec, OrphanRec, RecBlockHdr, RecKind, RefcountRec, Roots,
+    self, ftype_byte, DirentRec, ExtentRec, InodeRec, OrphanRec, RecKind, RefcountRec, Roots,
     Superblock, Timespec, XattrMap, BLOCK_SIZE, MAX_FILE_SIZE, MAX_LINKS, MAX_NAME, ROOT_INO,
 };
 use crate::journal::{Journal, JournalGeometry, Recovery};
@@ -319,10 +320,6 @@ fn check_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
-fn ftype_byte(mode: u32) -> u8 {
-    ((mode & libc::S_IFMT) >> 12) as u8
-}
-
 /// Read both superblocks and pick the valid one with the highest generation.
 pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
     let mut best: Option<Superblock> = None;
@@ -363,7 +360,8 @@ pub fn write_superblocks(media: &Media, sb: &Superblock) -> FsResult<()> {
     Ok(())
 }
 
-/// Walk one record chain, calling `f(slot_offset, slot_bytes)` for every slot.
+/// Walk one record chain, calling `f(slot_offset, slot_bytes)` for every slot;
+/// a bad link fails (the walker is `chain::walk`).
 pub fn walk_chain(
     media: &Media,
     sb: &Superblock,
@@ -371,30 +369,21 @@ pub fn walk_chain(
     head: u64,
     mut f: impl FnMut(u64, &[u8]) -> FsResult<()>,
 ) -> FsResult<u64> {
-    let mut blk = head;
-    let mut seen = BTreeSet::new();
-    while blk != 0 {
-        if blk < sb.data_start || blk >= sb.total_blocks || !seen.insert(blk) {
-            return Err(FsError::Corrupt(format!(
-                "{kind:?} record chain points at block {blk} (outside the data area or a loop)"
-            )));
+    let read = |blk: u64| -> FsResult<_> { Ok(Some(media.read_vec(blk * BS, BS as usize)?)) };
+    let w = chain::walk(sb, kind, head, read, |blk, b| {
+        chain::slots(kind, blk, b).try_for_each(|(off, s)| f(off, s))
+    })?;
+    let Some(bad) = w.broken else {
+        return Ok(w.blocks);
+    };
+    let blk = bad.blk;
+    Err(FsError::Corrupt(match bad.problem {
+        chain::Problem::Header(e) => format!("record block {blk}: {e}"),
+        chain::Problem::Kind(k) => format!("record block {blk} is {k:?} in the {kind:?} chain"),
+        _ => {
+            format!("{kind:?} record chain points at block {blk} (outside the data area or a loop)")
         }
-        let b = media.read_vec(blk * BS, BS as usize)?;
-        let hdr = RecBlockHdr::decode(&b)
-            .map_err(|e| FsError::Corrupt(format!("record block {blk}: {e}")))?;
-        if hdr.kind != kind {
-            return Err(FsError::Corrupt(format!(
-                "record block {blk} is {:?} in the {kind:?} chain",
-                hdr.kind
-            )));
-        }
-        for i in 0..kind.slots_per_block() {
-            let o = format::REC_HDR + i * kind.slot_size();
-            f(blk * BS + o as u64, &b[o..o + kind.slot_size()])?;
-        }
-        blk = hdr.next;
-    }
-    Ok(seen.len() as u64)
+    }))
 }
 
 impl Fs {
