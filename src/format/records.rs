@@ -1,0 +1,269 @@
+//! Record blocks and the four kinds of records they hold (extent, directory
+//! entry, orphan, refcount): one definition each.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Record blocks and records
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecBlockHdr {
+    pub kind: RecKind,
+    pub next: u64,
+}
+
+impl RecBlockHdr {
+    pub fn encode(&self) -> [u8; REC_HDR] {
+        let mut b = [0u8; REC_HDR];
+        Le::put32(&mut b, 0, RECBLK_MAGIC);
+        Le::put16(&mut b, 4, self.kind as u16);
+        Le::put16(&mut b, 6, self.kind.slot_size() as u16);
+        Le::put64(&mut b, 8, self.next);
+        Le::put32(&mut b, 16, self.kind.slots_per_block() as u32);
+        let c = crc(&b[..REC_HDR - 4]);
+        Le::put32(&mut b, REC_HDR - 4, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<RecBlockHdr, FormatError> {
+        const W: &str = "record block header";
+        need(W, b, REC_HDR)?;
+        if Le::u32(b, 0) != RECBLK_MAGIC {
+            return Err(FormatError::BadMagic { what: W });
+        }
+        check_crc(W, &b[..REC_HDR - 4], Le::u32(b, REC_HDR - 4))?;
+        let kind = RecKind::from_u16(Le::u16(b, 4))
+            .ok_or_else(|| invalid(W, format!("unknown record kind {}", Le::u16(b, 4))))?;
+        if Le::u16(b, 6) as usize != kind.slot_size()
+            || Le::u32(b, 16) as usize != kind.slots_per_block()
+        {
+            return Err(invalid(W, "slot geometry does not match its kind"));
+        }
+        Ok(RecBlockHdr {
+            kind,
+            next: Le::u64(b, 8),
+        })
+    }
+}
+
+pub const EXTENT_SIZE: usize = 32;
+
+/// One extent: `len` blocks of file `ino` from logical block `logical` map to
+/// physical blocks starting at `phys`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentRec {
+    pub ino: u64,
+    pub logical: u64,
+    pub phys: u64,
+    pub len: u32,
+}
+
+impl ExtentRec {
+    pub fn encode(&self) -> [u8; EXTENT_SIZE] {
+        let mut b = [0u8; EXTENT_SIZE];
+        Le::put64(&mut b, 0, self.ino);
+        Le::put64(&mut b, 8, self.logical);
+        Le::put64(&mut b, 16, self.phys);
+        Le::put32(&mut b, 24, self.len);
+        let c = crc(&b[..28]);
+        Le::put32(&mut b, 28, c);
+        b
+    }
+    /// `Ok(None)` for a free (all-zero) slot.
+    pub fn decode(b: &[u8]) -> Result<Option<ExtentRec>, FormatError> {
+        const W: &str = "extent record";
+        need(W, b, EXTENT_SIZE)?;
+        if b[..EXTENT_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        check_crc(W, &b[..28], Le::u32(b, 28))?;
+        let r = ExtentRec {
+            ino: Le::u64(b, 0),
+            logical: Le::u64(b, 8),
+            phys: Le::u64(b, 16),
+            len: Le::u32(b, 24),
+        };
+        if r.ino == 0 || r.len == 0 {
+            return Err(invalid(W, "zero inode or length"));
+        }
+        if r.logical.checked_add(r.len as u64).is_none()
+            || r.phys.checked_add(r.len as u64).is_none()
+        {
+            return Err(invalid(W, "range overflows"));
+        }
+        Ok(Some(r))
+    }
+}
+
+pub const DIRENT_SIZE: usize = 280;
+
+/// A directory entry's `ftype` for an inode of `mode`: `(mode & S_IFMT) >> 12`.
+pub fn ftype_byte(mode: u32) -> u8 {
+    ((mode & libc::S_IFMT) >> 12) as u8
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirentRec {
+    pub parent: u64,
+    pub child: u64,
+    /// File type (S_IFMT >> 12).
+    pub ftype: u8,
+    pub name: Vec<u8>,
+}
+
+impl DirentRec {
+    pub fn encode(&self) -> [u8; DIRENT_SIZE] {
+        let mut b = [0u8; DIRENT_SIZE];
+        Le::put64(&mut b, 0, self.parent);
+        Le::put64(&mut b, 8, self.child);
+        b[16] = self.ftype;
+        let n = self.name.len().min(MAX_NAME);
+        b[17] = n as u8;
+        b[24..24 + n].copy_from_slice(&self.name[..n]);
+        let c = dirent_crc(&b);
+        Le::put32(&mut b, 20, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Option<DirentRec>, FormatError> {
+        const W: &str = "directory entry";
+        need(W, b, DIRENT_SIZE)?;
+        if b[..DIRENT_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        let stored = Le::u32(b, 20);
+        let computed = dirent_crc(b);
+        if stored != computed {
+            return Err(FormatError::BadChecksum {
+                what: W,
+                stored,
+                computed,
+            });
+        }
+        let n = b[17] as usize;
+        let name = b[24..24 + n].to_vec();
+        if n == 0 || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
+            return Err(invalid(W, "invalid name"));
+        }
+        let r = DirentRec {
+            parent: Le::u64(b, 0),
+            child: Le::u64(b, 8),
+            ftype: b[16],
+            name,
+        };
+        if r.parent == 0 || r.child == 0 {
+            return Err(invalid(W, "zero inode number"));
+        }
+        Ok(Some(r))
+    }
+}
+
+fn dirent_crc(b: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[0..20]);
+    h.update(&b[24..DIRENT_SIZE]);
+    h.finalize()
+}
+
+pub const ORPHAN_SIZE: usize = 32;
+
+/// An orphan: an unlinked inode still open (freed at last close or at the next
+/// mount), or a block range whose freeing was deferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrphanRec {
+    Inode(u64),
+    Blocks {
+        phys: u64,
+        len: u64,
+    },
+    /// A truncate split into several transactions: blocks of `ino` from
+    /// logical block `from` on are still to be freed (resumed at mount).
+    Truncate {
+        ino: u64,
+        from: u64,
+    },
+}
+
+impl OrphanRec {
+    pub fn encode(&self) -> [u8; ORPHAN_SIZE] {
+        let mut b = [0u8; ORPHAN_SIZE];
+        match *self {
+            OrphanRec::Inode(ino) => {
+                Le::put32(&mut b, 0, 1);
+                Le::put64(&mut b, 8, ino);
+            }
+            OrphanRec::Blocks { phys, len } => {
+                Le::put32(&mut b, 0, 2);
+                Le::put64(&mut b, 8, phys);
+                Le::put64(&mut b, 16, len);
+            }
+            OrphanRec::Truncate { ino, from } => {
+                Le::put32(&mut b, 0, 3);
+                Le::put64(&mut b, 8, ino);
+                Le::put64(&mut b, 16, from);
+            }
+        }
+        let c = crc(&b[..28]);
+        Le::put32(&mut b, 28, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Option<OrphanRec>, FormatError> {
+        const W: &str = "orphan record";
+        need(W, b, ORPHAN_SIZE)?;
+        if b[..ORPHAN_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        check_crc(W, &b[..28], Le::u32(b, 28))?;
+        match Le::u32(b, 0) {
+            1 => Ok(Some(OrphanRec::Inode(Le::u64(b, 8)))),
+            2 => Ok(Some(OrphanRec::Blocks {
+                phys: Le::u64(b, 8),
+                len: Le::u64(b, 16),
+            })),
+            3 => Ok(Some(OrphanRec::Truncate {
+                ino: Le::u64(b, 8),
+                from: Le::u64(b, 16),
+            })),
+            k => Err(invalid(W, format!("unknown orphan kind {k}"))),
+        }
+    }
+}
+
+pub const REFCOUNT_SIZE: usize = 32;
+
+/// Reference count of a shared range of physical blocks (XFS-style: only
+/// ranges referenced two or more times have a record; ranges never overlap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefcountRec {
+    pub phys: u64,
+    pub len: u64,
+    pub count: u32,
+}
+
+impl RefcountRec {
+    pub fn encode(&self) -> [u8; REFCOUNT_SIZE] {
+        let mut b = [0u8; REFCOUNT_SIZE];
+        Le::put64(&mut b, 0, self.phys);
+        Le::put64(&mut b, 8, self.len);
+        Le::put32(&mut b, 16, self.count);
+        let c = crc(&b[..28]);
+        Le::put32(&mut b, 28, c);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Option<RefcountRec>, FormatError> {
+        const W: &str = "refcount record";
+        need(W, b, REFCOUNT_SIZE)?;
+        if b[..REFCOUNT_SIZE].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        check_crc(W, &b[..28], Le::u32(b, 28))?;
+        let r = RefcountRec {
+            phys: Le::u64(b, 0),
+            len: Le::u64(b, 8),
+            count: Le::u32(b, 16),
+        };
+        if r.len == 0 || r.count < 2 || r.phys.checked_add(r.len).is_none() {
+            return Err(invalid(W, "zero length, count below 2, or overflow"));
+        }
+        Ok(Some(r))
+    }
+}
