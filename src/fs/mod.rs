@@ -321,22 +321,44 @@ fn check_name(name: &[u8]) -> FsResult<()> {
 }
 
 /// Read both superblocks and pick the valid one with the highest generation.
-pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
-    let mut best: Option<Superblock> = None;
-    let mut problems = Vec::new();
-    for (i, off) in [0u64, BS].iter().enumerate() {
-        let b = media.read_vec(*off, format::SB_SIZE)?;
-        match Superblock::decode(&b, media.len()) {
-            Ok(sb) => {
-                if best.as_ref().is_none_or(|x| sb.generation > x.generation) {
-                    best = Some(sb);
-                }
+/// Both superblock copies (blocks 0 and 1) as decoded, errors as text.
+pub fn superblock_copies(media: &Media) -> [Result<Superblock, String>; 2] {
+    [0u64, BS].map(|off| {
+        media
+            .read_vec(off, format::SB_SIZE)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Superblock::decode(&b, media.len()).map_err(|e| e.to_string()))
+    })
+}
+
+/// The copy to trust, the rule mount and fsck share: the valid copy with
+/// the highest generation (the first on a tie).
+pub fn newest_superblock(copies: &[Result<Superblock, String>; 2]) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (i, c) in copies.iter().enumerate() {
+        if let Ok(sb) = c {
+            if best.is_none_or(|(_, g)| sb.generation > g) {
+                best = Some((i, sb.generation));
             }
-            Err(e) => problems.push(format!("superblock copy {i}: {e}")),
         }
     }
-    match best {
-        Some(sb) => Ok((sb, problems)),
+    best.map(|(i, _)| i)
+}
+
+/// Read both superblocks and pick the one to trust (`newest_superblock`).
+pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
+    let copies = superblock_copies(media);
+    let problems: Vec<String> = copies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            c.as_ref()
+                .err()
+                .map(|e| format!("superblock copy {i}: {e}"))
+        })
+        .collect();
+    match newest_superblock(&copies) {
+        Some(i) => Ok((copies[i].clone().expect("valid copy"), problems)),
         None => Err(FsError::Corrupt(format!(
             "no valid superblock ({})",
             problems.join("; ")

@@ -5,7 +5,7 @@
 //! bad header). These repairs are direct stores made before anything else.
 
 use super::{Ck, Out, BS};
-use crate::format::{Superblock, TxState, SB_SIZE};
+use crate::format::{Superblock, TxState};
 use crate::journal::{Journal, JournalError, JournalGeometry};
 use crate::media::Media;
 
@@ -22,26 +22,9 @@ pub(super) fn superblocks(
     repair: bool,
     out: &mut Out,
 ) -> Result<Superblock, String> {
-    let mut copies: Vec<Result<Superblock, String>> = Vec::new();
-    for i in 0..2u64 {
-        copies.push(
-            media
-                .read_vec(i * BS, SB_SIZE)
-                .map_err(|e| e.to_string())
-                .and_then(|b| Superblock::decode(&b, media.len()).map_err(|e| e.to_string())),
-        );
-    }
-    let mut best: Option<(usize, Superblock)> = None;
-    for (i, c) in copies.iter().enumerate() {
-        if let Ok(sb) = c {
-            if best
-                .as_ref()
-                .is_none_or(|(_, b)| sb.generation > b.generation)
-            {
-                best = Some((i, sb.clone()));
-            }
-        }
-    }
+    let copies = crate::fs::superblock_copies(media);
+    let best =
+        crate::fs::newest_superblock(&copies).map(|i| (i, copies[i].clone().expect("valid copy")));
     let Some((bi, best)) = best else {
         let e = |c: &Result<Superblock, String>| c.as_ref().err().cloned().unwrap_or_default();
         return Err(format!(
