@@ -71,17 +71,23 @@ impl Fs {
         Ok(buf)
     }
 
-    /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
-    pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
+    /// The write lock of `ino` for a change of its data: not on a read-only
+    /// filesystem (EROFS), a directory (EISDIR) or an immutable file (EPERM).
+    pub(super) fn lock_data_change(&self, ino: u64) -> FsResult<WGuard> {
         if self.read_only() {
             return Err(FsError::ReadOnly);
         }
-        let r = self.get(ino)?;
-        let mut g = r.write()?;
+        let g = self.get(ino)?.write()?;
         if g.is_dir() {
             return Err(FsError::IsDir);
         }
         g.not_immutable()?;
+        Ok(g)
+    }
+
+    /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
+    pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
+        let mut g = self.lock_data_change(ino)?;
         let off = if append || g.append_only() {
             g.rec.size
         } else {

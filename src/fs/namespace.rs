@@ -44,6 +44,21 @@ impl Fs {
         }
     }
 
+    /// Take a free inode number for `rec` inside `ctx`, with the generation
+    /// its slot carries (bumped when the number was last freed), so that a
+    /// file handle of the old inode goes stale.
+    pub(super) fn alloc_ino_for(&self, ctx: &mut Ctx<'_>, rec: &mut InodeRec) -> FsResult<u64> {
+        let ino = ctx.alloc_ino()?;
+        let old = InodeRec::decode(
+            &self
+                .media
+                .read_vec(self.sb.inode_offset(ino), format::INODE_SIZE)?,
+        )
+        .unwrap_or_default();
+        rec.generation = old.generation;
+        Ok(ino)
+    }
+
     /// Create a node of any type (regular, dir, device, fifo, socket, symlink).
     pub fn mknod(
         &self,
@@ -115,14 +130,7 @@ impl Fs {
         if link_target.is_some() {
             ctx.ensure_slots(RecKind::Extent, 1)?;
         }
-        let ino = ctx.alloc_ino()?;
-        let old = InodeRec::decode(
-            &self
-                .media
-                .read_vec(self.sb.inode_offset(ino), format::INODE_SIZE)?,
-        )
-        .unwrap_or_default();
-        rec.generation = old.generation;
+        let ino = self.alloc_ino_for(&mut ctx, &mut rec)?;
         if let Some(t) = link_target {
             let runs = ctx.reserve(1, None)?;
             let (p, _) = runs[0];
@@ -578,15 +586,8 @@ impl Fs {
         } else {
             if whiteout {
                 // The old name now names a new whiteout inode (same slot).
-                let wino = ctx.alloc_ino()?;
-                let old = InodeRec::decode(
-                    &self
-                        .media
-                        .read_vec(self.sb.inode_offset(wino), format::INODE_SIZE)?,
-                )
-                .unwrap_or_default();
                 let mut wrec = self.new_inode_rec(&gs[&parent], libc::S_IFCHR, cred, 0);
-                wrec.generation = old.generation;
+                let wino = self.alloc_ino_for(&mut ctx, &mut wrec)?;
                 ctx.slot_write(
                     src.slot,
                     &DirentRec {

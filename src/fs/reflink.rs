@@ -521,15 +521,7 @@ impl Fs {
 
     /// Give `len` bytes at `off` (0 = to EOF) private copies of every shared block.
     pub fn unshare(&self, ino: u64, off: u64, len: u64) -> FsResult<()> {
-        if self.read_only() {
-            return Err(FsError::ReadOnly);
-        }
-        let r = self.get(ino)?;
-        let mut g = r.write()?;
-        if g.is_dir() {
-            return Err(FsError::IsDir);
-        }
-        g.not_immutable()?;
+        let mut g = self.lock_data_change(ino)?;
         let end = if len == 0 {
             g.rec.size.max(off)
         } else {
