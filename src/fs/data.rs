@@ -220,7 +220,7 @@ impl Fs {
             if need == 0 {
                 Vec::new()
             } else {
-                m.space.reserve_many(need, goal).ok_or(FsError::NoSpace)?
+                m.reserve_data(need, goal)?
             }
         };
         // Assign reserved runs to the pieces that need new blocks, splitting pieces at run ends.

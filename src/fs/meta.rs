@@ -100,6 +100,26 @@ pub struct Meta {
     pub free_inos: InoMap,
     /// Set when a commit failed half-way: every later change is refused.
     pub broken: bool,
+    /// Blocks only operations that free space may take (`Ctx::freeing`): a
+    /// full filesystem can always unlink, rmdir, truncate and punch, whose
+    /// orphan and refcount records need room (ext4's reserved blocks).
+    pub reserved: u64,
+}
+
+impl Meta {
+    /// Data blocks for an ordinary operation (reserved in DRAM; the caller
+    /// frees them if it fails): ENOSPC where they would eat into the reserve.
+    pub fn reserve_data(&mut self, n: u64, goal: Option<u64>) -> FsResult<Vec<(u64, u64)>> {
+        if self.space.free_blocks() < n.saturating_add(self.reserved) {
+            return Err(FsError::NoSpace);
+        }
+        self.space.reserve_many(n, goal).ok_or(FsError::NoSpace)
+    }
+}
+
+/// The reserve for a data area of `blocks` blocks: 1%, at least 8, at most 2048.
+pub fn reserve_for(blocks: u64) -> u64 {
+    (blocks / 100).clamp(8, 2048)
 }
 
 enum Undo {
@@ -128,6 +148,8 @@ pub struct Ctx<'a> {
     free_blocks: Vec<(u64, u64)>,
     free_inos: Vec<u64>,
     done: bool,
+    /// May take the reserved blocks (an operation that frees space).
+    freeing: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -152,7 +174,24 @@ impl<'a> Ctx<'a> {
             free_blocks: Vec::new(),
             free_inos: Vec::new(),
             done: false,
+            freeing: false,
         })
+    }
+
+    /// This transaction belongs to an operation that frees space: it may use
+    /// the reserved blocks.
+    pub fn freeing(mut self) -> Self {
+        self.freeing = true;
+        self
+    }
+
+    /// ENOSPC unless `n` more blocks leave the reserve intact (or this is a
+    /// freeing transaction).
+    fn room(&self, n: u64) -> FsResult<()> {
+        if !self.freeing && self.m.space.free_blocks() < n.saturating_add(self.m.reserved) {
+            return Err(FsError::NoSpace);
+        }
+        Ok(())
     }
 
     pub fn media(&self) -> &Media {
@@ -183,6 +222,7 @@ impl<'a> Ctx<'a> {
     /// that later `slot_alloc` calls cannot fail.
     pub fn ensure_slots(&mut self, kind: RecKind, n: usize) -> FsResult<()> {
         while self.m.rec.free[kind.index()].len() < n {
+            self.room(1)?;
             let (blk, _) = self.m.space.reserve(1, None).ok_or(FsError::NoSpace)?;
             self.undo.push(Undo::Reserve(blk, 1));
             // The block is free space: zero it directly, then link it by journal.
@@ -243,6 +283,7 @@ impl<'a> Ctx<'a> {
 
     /// Reserve data blocks in DRAM (undone if this context is dropped uncommitted).
     pub fn reserve(&mut self, n: u64, goal: Option<u64>) -> FsResult<Vec<(u64, u64)>> {
+        self.room(n)?;
         let runs = self.m.space.reserve_many(n, goal).ok_or(FsError::NoSpace)?;
         for (p, l) in &runs {
             self.undo.push(Undo::Reserve(*p, *l));
@@ -261,6 +302,7 @@ impl<'a> Ctx<'a> {
 
     /// Reserve one contiguous run of `n` blocks (undone if uncommitted).
     pub fn reserve_contiguous(&mut self, n: u64) -> FsResult<u64> {
+        self.room(n)?;
         let p = self.m.space.reserve_contiguous(n).ok_or(FsError::NoSpace)?;
         self.undo.push(Undo::Reserve(p, n));
         Ok(p)

@@ -127,6 +127,8 @@ pub struct DirEntry {
 pub struct StatFs {
     pub blocks: u64,
     pub bfree: u64,
+    /// Free for ordinary use: `bfree` less the reserve (see `Meta::reserved`).
+    pub bavail: u64,
     pub files: u64,
     pub ffree: u64,
     pub bsize: u32,
@@ -424,6 +426,13 @@ impl Fs {
             return Err(FsError::ReadOnly);
         }
         Ctx::new(&self.media, &self.sb, meta, Some(&self.pages))
+    }
+
+    /// A transaction of an operation that frees space (unlink, rmdir,
+    /// rename over a name, truncate down, punch, freeing an inode): it may
+    /// use the reserved blocks, so these work on a full filesystem.
+    fn ctx_freeing(&self) -> FsResult<Ctx<'_>> {
+        Ok(self.ctx()?.freeing())
     }
 
     fn get(&self, ino: u64) -> FsResult<InodeRef> {

@@ -314,6 +314,7 @@ impl Fs {
             journal,
             free_inos,
             broken: false,
+            reserved: meta::reserve_for(sb.data_blocks()),
         };
         let fs = Fs {
             media: Arc::new(media),

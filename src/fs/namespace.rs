@@ -324,7 +324,7 @@ impl Fs {
         }
         let t = now();
         let dent_slot = gs[&parent].dir.as_ref().unwrap().by_name[name].slot;
-        let mut ctx = self.ctx()?;
+        let mut ctx = self.ctx_freeing()?;
         let mut crec = gs[&child].rec.clone();
         crec.nlink = if dir { 0 } else { crec.nlink.saturating_sub(1) };
         crec.ctime = t;
@@ -384,7 +384,7 @@ impl Fs {
                 // entry afterwards would remove that new inode.
                 self.inodes.write().remove(&ino);
             }
-            let mut ctx = self.ctx()?;
+            let mut ctx = self.ctx_freeing()?;
             for (_, e) in &batch {
                 ctx.slot_free(RecKind::Extent, e.slot);
                 ctx.drop_ref(e.phys, e.len)?;
@@ -540,7 +540,7 @@ impl Fs {
             }
         }
         let t = now();
-        let mut ctx = self.ctx()?;
+        let mut ctx = self.ctx_freeing()?;
         ctx.ensure_slots(RecKind::Dirent, 1)?;
         ctx.ensure_slots(RecKind::Orphan, 1)?;
         let mut recs: BTreeMap<u64, InodeRec> =
@@ -774,6 +774,7 @@ impl Fs {
         StatFs {
             blocks: m.space.data_blocks(),
             bfree: m.space.free_blocks(),
+            bavail: m.space.free_blocks().saturating_sub(m.reserved),
             files: self.sb.inode_count,
             ffree: m.free_inos.len(),
             bsize: BS as u32,

@@ -128,15 +128,15 @@ fn enospc_leaves_file_unchanged() {
     let data: Vec<u8> = (0..16 * BS as usize).map(|i| (i / 7) as u8).collect();
     fs.write(a.ino, 0, &data, false).unwrap();
     fs.clone_range(a.ino, 0, b.ino, 0, 0).unwrap();
-    // Fill the rest, leaving 4 blocks free.
+    // Fill the rest, leaving 4 blocks available (beyond the reserve).
     let filler = fs
         .mknod(ROOT_INO, b"filler", libc::S_IFREG | 0o644, 0, C)
         .unwrap();
-    let left = fs.free_blocks() - 4;
+    let left = fs.statfs().bavail - 4;
     fs.write(filler.ino, 0, &vec![1u8; (left * BS) as usize], false)
         .unwrap();
+    assert_eq!(fs.statfs().bavail, 4);
     let free = fs.free_blocks();
-    assert_eq!(free, 4);
     let shared = |ino| {
         fs.extents_detail(ino)
             .unwrap()
@@ -749,4 +749,58 @@ fn mount_refuses_cycles_doubly_named_directories_and_wrong_types() {
     .err()
     .expect("mounted a wrong file type");
     assert!(e.to_string().contains("file type"), "{e}");
+}
+
+#[test]
+fn a_full_filesystem_can_always_be_emptied() {
+    // Small files in several directories until nothing more fits, then
+    // delete everything: every unlink and rmdir must succeed, and all the
+    // space must come back.
+    let fs = fresh(2048);
+    let free0 = fs.free_blocks();
+    let dirs: Vec<u64> = (0..8)
+        .map(|i| {
+            fs.mkdir(ROOT_INO, format!("d{i}").as_bytes(), 0o755, C)
+                .unwrap()
+                .ino
+        })
+        .collect();
+    let mut files = Vec::new();
+    'fill: for n in 0.. {
+        for (i, &d) in dirs.iter().enumerate() {
+            let name = format!("f{n}");
+            match fs.mknod(d, name.as_bytes(), libc::S_IFREG | 0o644, 0, C) {
+                Ok(a) => match fs.write(a.ino, 0, &[n as u8; 12000], false) {
+                    Ok(_) => files.push((d, name)),
+                    Err(FsError::NoSpace) => {
+                        files.push((d, name));
+                        break 'fill;
+                    }
+                    Err(e) => panic!("write: {e}"),
+                },
+                Err(FsError::NoSpace) => break 'fill,
+                Err(e) => panic!("create in d{i}: {e}"),
+            }
+        }
+    }
+    assert!(files.len() > 100, "only {} files fit", files.len());
+    for (d, name) in &files {
+        fs.unlink(*d, name.as_bytes())
+            .unwrap_or_else(|e| panic!("unlink {name} on a full filesystem: {e}"));
+    }
+    for i in 0..8 {
+        fs.rmdir(ROOT_INO, format!("d{i}").as_bytes())
+            .unwrap_or_else(|e| panic!("rmdir d{i}: {e}"));
+    }
+    let fs = remount(fs);
+    // Record blocks stay allocated (they are reused, not returned).
+    assert!(
+        fs.free_blocks() + 64 >= free0,
+        "{} of {free0} free",
+        fs.free_blocks()
+    );
+    fs.unmount().unwrap();
+    let Fs { media, .. } = fs;
+    let r = crate::fsck::check(&media, false);
+    assert!(r.is_clean(), "{r:?}");
 }

@@ -43,7 +43,12 @@ impl Fs {
                 }
             }
         }
-        let mut ctx = self.ctx()?;
+        // Shrinking frees space: it may use the reserve (see `ctx_freeing`).
+        let mut ctx = if size < old {
+            self.ctx_freeing()?
+        } else {
+            self.ctx()?
+        };
         ctx.ensure_slots(RecKind::Extent, 1)?;
         ctx.ensure_slots(RecKind::Orphan, 1)?;
         let (ops, done) = if size < old {
@@ -99,7 +104,7 @@ impl Fs {
         orphan: Option<u64>,
     ) -> FsResult<()> {
         loop {
-            let mut ctx = self.ctx()?;
+            let mut ctx = self.ctx_freeing()?;
             ctx.ensure_slots(RecKind::Extent, 1)?;
             let (ops, done) = self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?;
             if done {
@@ -197,7 +202,7 @@ impl Fs {
             // (A zero-range replaces them with fresh blocks below, in one transaction.)
             if punch && fb < lb {
                 loop {
-                    let mut ctx = self.ctx()?;
+                    let mut ctx = self.ctx_freeing()?;
                     ctx.ensure_slots(RecKind::Extent, 1)?;
                     let (ops, done) = self.unmap_blocks(&mut ctx, &g, fb, lb, FREE_BATCH)?;
                     let mut rec = g.rec.clone();
@@ -250,7 +255,7 @@ impl Fs {
             if m.broken {
                 return Err(FsError::ReadOnly);
             }
-            m.space.reserve_many(need, None).ok_or(FsError::NoSpace)?
+            m.reserve_data(need, None)?
         };
         let mut maps = Vec::new();
         let (mut ri, mut rused) = (0usize, 0u64);

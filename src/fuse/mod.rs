@@ -618,7 +618,7 @@ impl Filesystem for DaxFuse {
         guarded("statfs", || {
             let s = self.fs.statfs();
             reply.statfs(
-                s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
             );
         });
     }

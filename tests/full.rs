@@ -1,0 +1,65 @@
+//! A full filesystem: eight writers fill it with small files until nothing
+//! more fits, then everything is deleted. Every unlink and rmdir must work
+//! (a reserve of blocks is kept for operations that free space), and the
+//! space must come back.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+
+use common::*;
+
+fn avail(p: &std::path::Path) -> u64 {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: zeroed statvfs is a valid out-parameter; `c` is a C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st.f_bavail
+}
+
+#[test]
+fn eight_writers_fill_it_then_everything_can_be_deleted() {
+    let img = Image::new("full", 24 << 20);
+    let m = Mounted::new(&img.path, "");
+    let before = avail(m.root());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let dir = m.path(&format!("w{t}"));
+            std::thread::spawn(move || {
+                fs::create_dir(&dir).unwrap();
+                let mut n = 0u32;
+                loop {
+                    let r = fs::File::create(dir.join(format!("f{n}")))
+                        .and_then(|mut f| f.write_all(&[t as u8; 20000]));
+                    match r {
+                        Ok(()) => n += 1,
+                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return n,
+                        Err(e) => panic!("writer {t}: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let written: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(written > 400, "only {written} files fit");
+    assert_eq!(
+        avail(m.root()),
+        0,
+        "the writers stopped before the filesystem was full"
+    );
+    for t in 0..8 {
+        fs::remove_dir_all(m.path(&format!("w{t}")))
+            .unwrap_or_else(|e| panic!("rm -rf w{t} on a full filesystem: {e}"));
+    }
+    let m = m.cycle("");
+    // The record blocks that held the files' entries and extents stay
+    // allocated for reuse (daxlink does not return empty record blocks yet:
+    // under 2% here); everything else is back.
+    let after = avail(m.root());
+    assert!(
+        after + before / 50 >= before,
+        "{after} of {before} blocks available again"
+    );
+    m.cycle("");
+}
