@@ -82,7 +82,7 @@ impl FsError {
             FsError::BadFd => libc::EBADF,
             FsError::NotTty => libc::ENOTTY,
             FsError::Reentrant => libc::EDEADLK,
-            // A checksum or structure error reaches the caller as EIO (docs/DESIGN.md §3).
+            // A checksum or structure error reaches the caller as EIO (docs/REQUIREMENTS.md §3).
             FsError::Corrupt(_) => libc::EIO,
             FsError::Io(_) => libc::EIO,
         }
