@@ -369,7 +369,7 @@ fn errors_match_linux() {
     };
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
     assert!(written > 8 << 20);
-    drop(g);
+    drop((f, g));
     assert_eq!(
         errno_of(fs::write(m.path("more"), vec![1u8; 1 << 20])),
         libc::ENOSPC

@@ -278,7 +278,7 @@ fn reflink_command_and_clone_errors() {
         std::io::Error::last_os_error().raw_os_error(),
         Some(libc::EOPNOTSUPP)
     );
-    drop((ro, w));
+    drop((ro, w, s, d, wo, elsewhere));
     m.cycle("");
 }
 
