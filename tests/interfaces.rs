@@ -75,32 +75,6 @@ fn drop_caches() {
     fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
 }
 
-/// A tmpfs for comparison, unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn new() -> Tmpfs {
-        let d = tempfile::Builder::new()
-            .prefix("tmpfs-if")
-            .tempdir()
-            .unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs"])
-            .arg(d.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        Tmpfs(d)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
 /// What a handle does on one filesystem: read back, after the caches are
 /// dropped, after unlink, after the number may be reused.
 fn handle_story(root: &Path) -> Vec<String> {
@@ -143,7 +117,7 @@ fn file_handles_behave_as_on_tmpfs_and_survive_remount() {
     let m = Mounted::new(&img.path, "");
     let t = Tmpfs::new();
     let a = handle_story(m.root());
-    let b = handle_story(t.0.path());
+    let b = handle_story(t.root());
     assert_eq!(a, b);
     assert_eq!(a[0], "file: ok handle data", "{a:?}");
     assert_eq!(a[4], format!("file after unlink: errno {}", libc::ESTALE));
@@ -243,7 +217,7 @@ fn an_open_directory_outlives_its_name_as_on_tmpfs() {
     let t = Tmpfs::new();
     let free0 = free_inodes(m.root());
     let a = open_dir_story(m.root());
-    let b = open_dir_story(t.0.path());
+    let b = open_dir_story(t.root());
     assert_eq!(a, b);
     assert!(a[0].starts_with("rename: fstat ok"), "{a:?}");
     // The removed directories' inodes are free again after the last close
@@ -310,7 +284,7 @@ fn inode_flags_are_kept_and_enforced_as_on_tmpfs() {
     let m = Mounted::new(&img.path, "allow_other");
     let t = Tmpfs::new();
     let a = flag_story(m.root());
-    let b = flag_story(t.0.path());
+    let b = flag_story(t.root());
     let (al, bl): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     let diff: Vec<String> = al
         .iter()
@@ -447,20 +421,9 @@ fn access_times_follow_relatime_strictatime_noatime_as_on_tmpfs() {
     ] {
         let img = Image::new("atime", 32 << 20);
         let m = Mounted::new(&img.path, opt);
-        let t = tempfile::Builder::new()
-            .prefix("tmpfs-at")
-            .tempdir()
-            .unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opt, "tmpfs"])
-            .arg(t.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        let t = Tmpfs::with(opt);
         let a = atime_story(m.root(), strict);
-        let b = atime_story(t.path(), strict);
-        let _ = Command::new("umount").arg(t.path()).status();
+        let b = atime_story(t.root(), strict);
         assert_eq!(a, b, "-o {opt}: daxlink, tmpfs");
         if opt == "relatime" {
             assert_eq!(a[0], "read of an old atime: updated");
@@ -584,14 +547,14 @@ fn whiteouts_and_overlayfs_upper_layer_as_on_tmpfs() {
     let img = Image::new("whiteout", 32 << 20);
     let m = Mounted::new(&img.path, "");
     let t = Tmpfs::new();
-    assert_eq!(whiteout_story(m.root()), whiteout_story(t.0.path()));
+    assert_eq!(whiteout_story(m.root()), whiteout_story(t.root()));
     let lower = Tmpfs::new();
-    fs::write(lower.0.path().join("a"), b"a").unwrap();
-    fs::write(lower.0.path().join("b"), b"b").unwrap();
-    fs::create_dir(lower.0.path().join("dir")).unwrap();
-    fs::write(lower.0.path().join("dir/x"), b"x").unwrap();
-    let a = overlay_story(lower.0.path(), m.root());
-    let b = overlay_story(lower.0.path(), t.0.path());
+    fs::write(lower.root().join("a"), b"a").unwrap();
+    fs::write(lower.root().join("b"), b"b").unwrap();
+    fs::create_dir(lower.root().join("dir")).unwrap();
+    fs::write(lower.root().join("dir/x"), b"x").unwrap();
+    let a = overlay_story(lower.root(), m.root());
+    let b = overlay_story(lower.root(), t.root());
     assert_eq!(a, b);
     assert_eq!(a[0], "visible: [\"c\"]");
     m.cycle("");

@@ -93,42 +93,6 @@ fn responsive(p: &Path) {
     assert_eq!(out.rc, 0, "{out:?}");
 }
 
-/// A tmpfs mounted for comparison; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn new() -> Tmpfs {
-        Tmpfs::with("size=1g")
-    }
-    fn with(opts: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("tmpfs-ref")
-            .tempdir()
-            .unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs");
-        Tmpfs { dir }
-    }
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 fn root_sh(script: &str) -> Out {
     let mut c = Command::new("sh");
     c.args(["-c", script]);

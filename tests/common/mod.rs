@@ -215,6 +215,46 @@ pub fn run_as(uid: u32, gid: u32, script: &str) -> (i32, String) {
     )
 }
 
+/// A tmpfs mounted for comparison (what daxlink should do is what tmpfs
+/// does); unmounted on drop.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn new() -> Tmpfs {
+        Tmpfs::with("size=1g")
+    }
+
+    /// With mount options (`noatime`, `strictatime`, ...).
+    pub fn with(opts: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("tmpfs-ref")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs -o {opts}");
+        Tmpfs { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
 /// A deterministic byte pattern.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
