@@ -181,8 +181,14 @@ impl Superblock {
         Le::put32(&mut b, 16, self.compat);
         Le::put32(&mut b, 20, self.ro_compat);
         b[24..40].copy_from_slice(&self.uuid);
+        // Cut at a character boundary, so that decoding gives back exactly
+        // the label encoded (a label decoded lossily from invalid bytes can
+        // be longer than the field).
         let lb = self.label.as_bytes();
-        let n = lb.len().min(LABEL_MAX);
+        let mut n = lb.len().min(LABEL_MAX);
+        while !self.label.is_char_boundary(n) {
+            n -= 1;
+        }
         b[40..40 + n].copy_from_slice(&lb[..n]);
         Le::put32(&mut b, 104, BLOCK_SIZE as u32);
         Le::put64(&mut b, 112, self.total_blocks);

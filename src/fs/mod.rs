@@ -334,11 +334,22 @@ pub fn superblock_copies(media: &Media) -> [Result<Superblock, String>; 2] {
 }
 
 /// The copy to trust, the rule mount and fsck share: the valid copy with
-/// the highest generation (the first on a tie).
-pub fn newest_superblock(copies: &[Result<Superblock, String>; 2]) -> Option<usize> {
+/// the highest generation (the first on a tie), among the copies whose size
+/// is the media's when there is one (mkfs gives the filesystem the whole
+/// media, so a copy claiming another size is damaged, however new it says
+/// it is).
+pub fn newest_superblock(
+    copies: &[Result<Superblock, String>; 2],
+    media_len: u64,
+) -> Option<usize> {
+    let fits = |sb: &Superblock| sb.total_blocks == media_len / BS;
+    let any_fits = copies.iter().any(|c| c.as_ref().is_ok_and(fits));
     let mut best: Option<(usize, u64)> = None;
     for (i, c) in copies.iter().enumerate() {
         if let Ok(sb) = c {
+            if any_fits && !fits(sb) {
+                continue;
+            }
             if best.is_none_or(|(_, g)| sb.generation > g) {
                 best = Some((i, sb.generation));
             }
@@ -359,7 +370,7 @@ pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
                 .map(|e| format!("superblock copy {i}: {e}"))
         })
         .collect();
-    match newest_superblock(&copies) {
+    match newest_superblock(&copies, media.len()) {
         Some(i) => Ok((copies[i].clone().expect("valid copy"), problems)),
         None => Err(FsError::Corrupt(format!(
             "no valid superblock ({})",

@@ -5,7 +5,7 @@
 //! bad header). These repairs are direct stores made before anything else.
 
 use super::{Ck, Out, BS};
-use crate::format::{Superblock, TxState};
+use crate::format::{Superblock, TxState, SB_SIZE};
 use crate::journal::{Journal, JournalError, JournalGeometry};
 use crate::media::Media;
 
@@ -23,8 +23,8 @@ pub(super) fn superblocks(
     out: &mut Out,
 ) -> Result<Superblock, String> {
     let copies = crate::fs::superblock_copies(media);
-    let best =
-        crate::fs::newest_superblock(&copies).map(|i| (i, copies[i].clone().expect("valid copy")));
+    let best = crate::fs::newest_superblock(&copies, media.len())
+        .map(|i| (i, copies[i].clone().expect("valid copy")));
     let Some((bi, best)) = best else {
         let e = |c: &Result<Superblock, String>| c.as_ref().err().cloned().unwrap_or_default();
         return Err(format!(
@@ -61,6 +61,18 @@ pub(super) fn superblocks(
             media
                 .write_persist(i as u64 * BS, &best.encode())
                 .map_err(|e| format!("cannot rewrite superblock copy {name}: {e}"))?;
+            // The copy kept is rewritten too when its bytes are not what it
+            // encodes to (e.g. a label that is not UTF-8): both copies then
+            // hold the same bytes, and a second run finds them equal.
+            let canonical = best.encode();
+            let kept = media
+                .read_vec(bi as u64 * BS, SB_SIZE)
+                .map_err(|e| e.to_string())?;
+            if kept[..] != canonical[..] {
+                media
+                    .write_persist(bi as u64 * BS, &canonical)
+                    .map_err(|e| format!("cannot rewrite the superblock copy kept: {e}"))?;
+            }
         }
     }
     if best.needs_read_only() {

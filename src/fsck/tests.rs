@@ -1,7 +1,7 @@
 //! Unit tests of fsck on small in-memory images.
 
 use super::*;
-use crate::format::{self, INODE_SIZE, ROOT_INO, TX_HDR_SIZE, TX_MAGIC};
+use crate::format::{self, INODE_SIZE, ROOT_INO, SB_SIZE, TX_HDR_SIZE, TX_MAGIC};
 use crate::fs::{Cred, Fs, FsOptions};
 use crate::mkfs::{mkfs, MkfsOptions};
 use std::sync::Arc;
@@ -126,4 +126,49 @@ fn huge_journal_payload_is_torn_not_a_panic() {
     assert_eq!(r.exit_code(), 0, "{r:?}");
     let r = check(&m, false);
     assert!(r.notes.is_empty(), "{r:?}");
+}
+
+/// Superblock copy `i` as decoded, changed by `f`, written back with a valid
+/// checksum.
+fn edit_sb(m: &Media, i: u64, f: impl FnOnce(&mut crate::format::Superblock)) {
+    let mut sb =
+        crate::format::Superblock::decode(&m.read_vec(i * BS, SB_SIZE).unwrap(), m.len()).unwrap();
+    f(&mut sb);
+    m.write_persist(i * BS, &sb.encode()).unwrap();
+}
+
+#[test]
+fn a_label_that_is_not_utf8_is_repaired_once() {
+    let m = populated();
+    // Copy A's label: 64 bytes that are not UTF-8, with a valid checksum.
+    let mut b = m.read_vec(0, SB_SIZE).unwrap();
+    b[40..104].fill(0xff);
+    let c = format::crc(&b[..SB_SIZE - 4]);
+    b[SB_SIZE - 4..].copy_from_slice(&c.to_le_bytes());
+    m.write_persist(0, &b).unwrap();
+    let r = check(&m, false);
+    assert_eq!(r.codes(), vec!["superblock-mismatch"], "{r:?}");
+    assert_eq!(check(&m, true).exit_code(), 1);
+    let r = check(&m, false);
+    assert!(r.is_clean(), "-n after -y: {r:?}");
+}
+
+#[test]
+fn a_newer_copy_with_an_absurd_size_is_not_trusted() {
+    let m = populated();
+    // Copy B claims the filesystem ends just past its data start, and is newer.
+    edit_sb(&m, 1, |sb| {
+        sb.total_blocks = sb.data_start + 1;
+        sb.generation += 5;
+    });
+    let r = check(&m, false);
+    assert_eq!(r.codes(), vec!["superblock-mismatch"], "{r:?}");
+    assert_eq!(r.counts.inodes, 4, "{r:?}");
+    assert_eq!(check(&m, true).exit_code(), 1);
+    let r = check(&m, false);
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.counts.inodes, 4);
+    // Mount agrees: the copy that fits the media.
+    let fs = Fs::mount(m, FsOptions::default()).unwrap();
+    assert!(fs.lookup(ROOT_INO, b"a").is_ok());
 }
