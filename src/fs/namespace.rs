@@ -300,7 +300,7 @@ impl Fs {
         if self.read_only() {
             return Err(FsError::ReadOnly);
         }
-        let _ns = self.ns.write();
+        let ns = self.ns.write();
         let child = {
             let p = self.get(parent)?;
             let g = p.read()?;
@@ -353,13 +353,24 @@ impl Fs {
             d.by_name.remove(name);
             d.by_slot.remove(&dent_slot);
         }
-        let c = gs.get_mut(&child).unwrap();
-        c.rec = crec;
-        if let Some(s) = orphan {
-            c.orphan_slot = Some(s);
-            if c.open == 0 {
-                self.free_inode(c)?;
+        let free_now = {
+            let c = gs.get_mut(&child).unwrap();
+            c.rec = crec;
+            match orphan {
+                Some(s) => {
+                    c.orphan_slot = Some(s);
+                    c.open == 0
+                }
+                None => false,
             }
+        };
+        if free_now {
+            // Freeing a large file takes many transactions: not under the
+            // namespace lock (its orphan record makes the work crash-safe).
+            let mut c = gs.remove(&child).expect("locked");
+            drop(gs);
+            drop(ns);
+            self.free_inode(&mut c)?;
         }
         Ok(())
     }
@@ -462,7 +473,7 @@ impl Fs {
         if self.read_only() {
             return Err(FsError::ReadOnly);
         }
-        let _ns = self.ns.write();
+        let ns = self.ns.write();
         let lookup = |p: u64, n: &[u8]| -> FsResult<Option<DEnt>> {
             let r = self.get(p)?;
             let g = r.read()?;
@@ -709,7 +720,11 @@ impl Fs {
             let v = gs.get_mut(&victim).unwrap();
             v.orphan_slot = Some(s);
             if v.open == 0 {
-                self.free_inode(v)?;
+                // As in `remove`: outside the namespace lock.
+                let mut v = gs.remove(&victim).expect("locked");
+                drop(gs);
+                drop(ns);
+                self.free_inode(&mut v)?;
             }
         }
         Ok(())
