@@ -22,10 +22,14 @@ struct Cli {
 enum Cmd {
     /// Mount IMAGE (an image file, /dev/pmemN or /dev/daxN.M) on DIR.
     Mount {
+        /// The image file or pmem device holding the filesystem.
         image: PathBuf,
+        /// The directory to mount on.
         dir: PathBuf,
         /// Mount options: page_model=proxy|upstream|legacy, threads=N,
-        /// persist=cpu|msync, ro, allow_other, and the standard ones.
+        /// persist=cpu|msync|auto, layout_timeout_ms=N, ro, allow_other,
+        /// allow_root, relatime|strictatime|noatime|nodiratime, and the
+        /// standard ones (dev, suid, exec, sync, dirsync and their no- forms).
         #[arg(short = 'o', action = clap::ArgAction::Append)]
         options: Vec<String>,
         /// Stay in the foreground.
@@ -35,17 +39,23 @@ enum Cmd {
     /// Remount the daxlink filesystem on DIR: `-o ro` or `-o rw` (what
     /// `mount -o remount,ro DIR` does through mount.fuse3).
     Remount {
+        /// The mount point of a daxlink filesystem.
         dir: PathBuf,
+        /// ro or rw (and the kernel's flags: nosuid, nodev, noexec, sync, dirsync).
         #[arg(short = 'o', action = clap::ArgAction::Append)]
         options: Vec<String>,
     },
     /// Share SRC's blocks with DST (FICLONERANGE semantics; creates DST if missing).
     /// `cp --reflink=always` cannot work on FUSE: the kernel never forwards FICLONE.
     Reflink {
+        /// The file whose blocks are shared (opened for reading).
         src: PathBuf,
+        /// The file that receives them (opened for writing).
         dst: PathBuf,
+        /// Byte offset in SRC (a multiple of 4096).
         #[arg(long, default_value_t = 0)]
         src_offset: u64,
+        /// Byte offset in DST (a multiple of 4096).
         #[arg(long, default_value_t = 0)]
         dst_offset: u64,
         /// Bytes to clone; 0 = to the end of SRC.
@@ -54,18 +64,25 @@ enum Cmd {
     },
     /// Share a range of DST with SRC where both hold identical bytes (FIDEDUPERANGE semantics).
     Dedupe {
+        /// The file whose blocks are shared (opened for reading).
         src: PathBuf,
+        /// The file that receives them (opened for writing).
         dst: PathBuf,
+        /// Byte offset in SRC (a multiple of 4096).
         #[arg(long)]
         src_offset: u64,
+        /// Byte offset in DST (a multiple of 4096).
         #[arg(long)]
         dst_offset: u64,
+        /// Bytes to compare and share.
         #[arg(long)]
         length: u64,
     },
     /// Give FILE private copies of its shared blocks.
     Unshare {
+        /// A file on a daxlink filesystem.
         file: PathBuf,
+        /// Byte offset in FILE.
         #[arg(long, default_value_t = 0)]
         offset: u64,
         /// 0 = to the end of the file.
@@ -74,15 +91,20 @@ enum Cmd {
     },
     /// Show FILE's extents: logical offset, physical block, length, shared flag, refcount.
     Extents {
+        /// A file on a daxlink filesystem.
         file: PathBuf,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Pin a range of FILE (pin_user_pages, as an RDMA registration would) and hold it.
     Pin {
+        /// A file on a daxlink filesystem.
         file: std::path::PathBuf,
+        /// Byte offset in FILE.
         #[arg(long, default_value_t = 0)]
         offset: u64,
+        /// Bytes to pin.
         #[arg(long, default_value_t = 4096)]
         length: u64,
         /// A write pin (the device will write).
@@ -97,15 +119,20 @@ enum Cmd {
     },
     /// Reverse map: every (inode, path, offset) mapping the block under FILE at OFFSET, and its pins.
     Owners {
+        /// A file on a daxlink filesystem.
         file: std::path::PathBuf,
+        /// Byte offset in FILE.
         #[arg(long, default_value_t = 0)]
         offset: u64,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Memory failure of the block under FILE at OFFSET (the owners the page model reaches get EIO).
     Poison {
+        /// A file on a daxlink filesystem.
         file: std::path::PathBuf,
+        /// Byte offset in FILE.
         #[arg(long, default_value_t = 0)]
         offset: u64,
     },
@@ -114,6 +141,7 @@ enum Cmd {
         /// legacy, upstream, proxy or all.
         #[arg(long, default_value = "all")]
         page_model: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// Print every step of every scenario.
@@ -122,7 +150,9 @@ enum Cmd {
     },
     /// Show sharing statistics of the filesystem holding PATH.
     Stat {
+        /// Any path on a daxlink filesystem.
         path: PathBuf,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },

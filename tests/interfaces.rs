@@ -620,3 +620,56 @@ fn daxlink_commands_name_a_path_that_is_not_on_daxlink() {
         );
     }
 }
+
+#[test]
+fn every_argument_and_option_in_help_has_a_description() {
+    let subs = [
+        "mount",
+        "remount",
+        "reflink",
+        "dedupe",
+        "unshare",
+        "extents",
+        "pin",
+        "owners",
+        "poison",
+        "demo",
+        "stat",
+        "crashtest",
+    ];
+    let mut bare = Vec::new();
+    for sub in subs {
+        let o = Command::new(DAXLINK)
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{sub} --help");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut in_list = false;
+        for line in text.lines() {
+            if line == "Arguments:" || line == "Options:" {
+                in_list = true;
+                continue;
+            }
+            if !line.starts_with("  ") {
+                in_list = false;
+                continue;
+            }
+            let item = line.trim_start();
+            if in_list && (item.starts_with('<') || item.starts_with('-')) {
+                // "NAME  description": a name, two spaces, words.
+                let described = item
+                    .split_once("  ")
+                    .is_some_and(|(_, d)| !d.trim().is_empty());
+                if !described {
+                    bare.push(format!("daxlink {sub}: {item}"));
+                }
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "without a description:\n{}",
+        bare.join("\n")
+    );
+}
