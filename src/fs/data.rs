@@ -303,6 +303,8 @@ impl Fs {
             rec.mtime = t;
         }
         rec.ctime = t;
+        let mapped0 = g.mapped;
+        let mut undo = Vec::new();
         let res = (|| -> FsResult<()> {
             let mut ctx = self.ctx()?;
             let moved = assigned.iter().filter(|p| p.new.is_some()).count();
@@ -316,18 +318,20 @@ impl Fs {
                 if p.old.is_some() {
                     let (ops, _) = self.unmap_blocks(&mut ctx, g, p.l, p.l + p.n, usize::MAX)?;
                     for op in ops {
-                        self.apply_op(g, op);
+                        self.apply_op_undoable(g, op, &mut undo);
                     }
                 }
-                // Apply to DRAM as we go so the next mapping can merge with it.
+                // Apply to DRAM as we go so the next mapping can merge with
+                // it; undone below if the transaction fails.
                 for op in self.map_blocks(&mut ctx, g, p.l, p.new.unwrap(), p.n)? {
-                    self.apply_op(g, op);
+                    self.apply_op_undoable(g, op, &mut undo);
                 }
             }
             ctx.put_inode(g.ino, &rec);
             ctx.commit()
         })();
         if let Err(e) = res {
+            self.undo_ops(g, undo, mapped0);
             let mut m = self.meta.lock();
             for (p, l) in runs {
                 m.space.unreserve(p, l);

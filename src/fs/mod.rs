@@ -488,6 +488,34 @@ impl Fs {
         }
     }
 
+    /// `apply_op` while a transaction is being built (a mapping merges with
+    /// the one applied just before it), remembering what each changed extent
+    /// was, so that `undo_ops` can put DRAM back if the transaction fails.
+    fn apply_op_undoable(&self, g: &mut Inode, op: ExtOp, undo: &mut Vec<(u64, Option<Ext>)>) {
+        let l = match op {
+            ExtOp::Put(l, ..) | ExtOp::Remove(l, _) => l,
+        };
+        undo.push((l, g.extents.get(&l).copied()));
+        self.apply_op(g, op);
+    }
+
+    /// Put back the extents `apply_op_undoable` changed (newest first) and
+    /// the mapped-block count: the transaction they belonged to failed, so
+    /// DRAM must again say what the media says.
+    fn undo_ops(&self, g: &mut Inode, undo: Vec<(u64, Option<Ext>)>, mapped: u64) {
+        let mut rm = self.rmap.lock();
+        for (l, before) in undo.into_iter().rev() {
+            if let Some(cur) = g.extents.remove(&l) {
+                rm.remove(&(cur.phys, g.ino, l));
+            }
+            if let Some(e) = before {
+                g.extents.insert(l, e);
+                rm.insert((e.phys, g.ino, l), e.len);
+            }
+        }
+        g.mapped = mapped;
+    }
+
     /// Every (inode, file page) that maps physical block `phys` (ground truth).
     pub fn owners_of(&self, phys: u64) -> Vec<(u64, u64)> {
         let rm = self.rmap.lock();

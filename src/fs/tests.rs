@@ -804,3 +804,65 @@ fn a_full_filesystem_can_always_be_emptied() {
     let r = crate::fsck::check(&media, false);
     assert!(r.is_clean(), "{r:?}");
 }
+
+#[test]
+fn extent_changes_of_a_failed_transaction_are_undone_in_dram() {
+    // What write_locked and zero-range do while building a transaction:
+    // DRAM changes applied as they go, put back when the transaction fails.
+    let fs = fresh(4096);
+    let a = fs
+        .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    for i in 0..6u64 {
+        fs.write(a.ino, i * 3 * BS, &[i as u8; 4096], false)
+            .unwrap();
+    }
+    let r = fs.get(a.ino).unwrap();
+    let mut g = r.write().unwrap();
+    let before = (
+        g.extents.clone(),
+        g.mapped,
+        fs.owners_of(g.find(0).unwrap().1.phys),
+    );
+    let rmap_before = fs.rmap.lock().clone();
+    let first = *g.extents.iter().next().unwrap().1;
+    let mut undo = Vec::new();
+    // Replace the first extent, remove the second, map a new one.
+    fs.apply_op_undoable(
+        &mut g,
+        ExtOp::Put(
+            0,
+            Ext {
+                phys: first.phys + 100,
+                len: 2,
+                slot: first.slot,
+            },
+            1,
+        ),
+        &mut undo,
+    );
+    let second = *g.extents.keys().nth(1).unwrap();
+    let len = g.extents[&second].len;
+    fs.apply_op_undoable(&mut g, ExtOp::Remove(second, len), &mut undo);
+    fs.apply_op_undoable(
+        &mut g,
+        ExtOp::Put(
+            100,
+            Ext {
+                phys: first.phys + 200,
+                len: 1,
+                slot: 0,
+            },
+            1,
+        ),
+        &mut undo,
+    );
+    assert_ne!(g.extents, before.0);
+    fs.undo_ops(&mut g, undo, before.1);
+    assert_eq!(g.extents, before.0);
+    assert_eq!(g.mapped, before.1);
+    assert_eq!(*fs.rmap.lock(), rmap_before);
+    drop(g);
+    let fs = remount(fs);
+    assert_eq!(fs.read(a.ino, 0, 4096).unwrap(), vec![0u8; 4096]);
+}

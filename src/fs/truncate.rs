@@ -280,6 +280,8 @@ impl Fs {
             self.media.flush(p * BS, n * BS)?;
         }
         self.media.fence();
+        let mapped0 = g.mapped;
+        let mut undo = Vec::new();
         let res = (|| -> FsResult<()> {
             let mut ctx = self.ctx()?;
             ctx.ensure_slots(RecKind::Extent, maps.len() + 2 * ranges.len() + 2)?;
@@ -291,14 +293,14 @@ impl Fs {
                 for (l, n) in ranges.iter().filter(|(l, _)| *l >= zfb && *l < zlb) {
                     let (ops, _) = self.unmap_blocks(&mut ctx, &g, *l, l + n, usize::MAX)?;
                     for op in ops {
-                        self.apply_op(&mut g, op);
+                        self.apply_op_undoable(&mut g, op, &mut undo);
                     }
                 }
             }
             for (l, p, n) in &maps {
                 let ops = self.map_blocks(&mut ctx, &g, *l, *p, *n)?;
                 for op in ops {
-                    self.apply_op(&mut g, op);
+                    self.apply_op_undoable(&mut g, op, &mut undo);
                 }
             }
             let mut rec = g.rec.clone();
@@ -315,6 +317,7 @@ impl Fs {
             Ok(())
         })();
         if let Err(e) = res {
+            self.undo_ops(&mut g, undo, mapped0);
             let mut m = self.meta.lock();
             for (p, l) in runs {
                 m.space.unreserve(p, l);
