@@ -45,6 +45,11 @@ fn sh_as(uid: u32, gid: u32, groups: &[u32], script: &str, secs: u64) -> Out {
     run_deadline(cmd, secs)
 }
 
+/// `script` as user and group nobody, no supplementary groups, 20 s at most.
+fn nobody(script: &str) -> Out {
+    sh_as(65534, 65534, &[], script, 20)
+}
+
 fn run_deadline(mut cmd: Command, secs: u64) -> Out {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -174,13 +179,7 @@ fn poison_is_root_only_and_owners_hides_unreachable_paths() {
     fs::set_permissions(m.path("secret"), fs::Permissions::from_mode(0o700)).unwrap();
     daxlink::cli::reflink(&m.path("f"), &m.path("secret/hidden-name"), 0, 0, 0).unwrap();
     let root = m.root().display().to_string();
-    let o = sh_as(
-        65534,
-        65534,
-        &[],
-        &format!("{DAXLINK} poison {root}/f --offset 0"),
-        20,
-    );
+    let o = nobody(&format!("{DAXLINK} poison {root}/f --offset 0"));
     assert_ne!(o.rc, 0);
     assert!(o.stderr.contains("Operation not permitted"), "{o:?}");
     assert_eq!(
@@ -189,13 +188,7 @@ fn poison_is_root_only_and_owners_hides_unreachable_paths() {
         "poison as nobody changed data"
     );
     // owners: the caller sees /f, not the name inside /secret.
-    let o = sh_as(
-        65534,
-        65534,
-        &[],
-        &format!("{DAXLINK} owners {root}/f --offset 0 --json"),
-        20,
-    );
+    let o = nobody(&format!("{DAXLINK} owners {root}/f --offset 0 --json"));
     assert_eq!(o.rc, 0, "{o:?}");
     assert!(o.stdout.contains("\"/f\""), "{o:?}");
     assert!(!o.stdout.contains("hidden-name"), "{o:?}");
@@ -309,13 +302,9 @@ fn clone_source_is_a_descriptor_not_an_inode_number() {
     }
     // Through the command (which opens the source): permission denied.
     let root = m.root().display().to_string();
-    let o = sh_as(
-        65534,
-        65534,
-        &[],
-        &format!("{DAXLINK} reflink {root}/secret/f {root}/pub/stolen"),
-        20,
-    );
+    let o = nobody(&format!(
+        "{DAXLINK} reflink {root}/secret/f {root}/pub/stolen"
+    ));
     assert_ne!(o.rc, 0);
     assert!(o.stderr.contains("Permission denied"), "{o:?}");
     // Root, holding the source open, clones through the same ioctl.
@@ -348,7 +337,7 @@ fn every_private_ioctl_as_an_unprivileged_user() {
     fs::set_permissions(m.path("ro"), fs::Permissions::from_mode(0o644)).unwrap();
     daxlink::cli::reflink(&m.path("ro"), &m.path("ro2"), 0, 0, 0).unwrap();
     let root = m.root().display().to_string();
-    let as_nobody = |args: &str| sh_as(65534, 65534, &[], &format!("{DAXLINK} {args}"), 20);
+    let as_nobody = |args: &str| nobody(&format!("{DAXLINK} {args}"));
     // Reading what one may read: allowed.
     for ok in [
         format!("extents {root}/ro"),

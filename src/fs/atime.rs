@@ -58,6 +58,10 @@ impl Fs {
     /// After a read of `ino` (data, or a directory listing from its start).
     /// Takes the inode's write lock only when the time changes.
     pub(super) fn touch_atime(&self, ino: u64) {
+        // noatime (and the core's default): no lookup, no lock, on every read.
+        if self.opts.atime == AtimeMode::Never {
+            return;
+        }
         let t = now();
         let Ok(r) = self.get(ino) else { return };
         match r.read() {

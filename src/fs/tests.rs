@@ -701,54 +701,29 @@ fn mount_refuses_cycles_doubly_named_directories_and_wrong_types() {
         (fs, a, b, f)
     };
     let dir_type = ftype_byte(libc::S_IFDIR);
-    // "a" named inside b (its own child): a cycle, cut off from the root.
-    let (fs, a, b, _) = setup();
-    let e = mount_with_dirent(
-        fs,
-        ROOT_INO,
-        b"a",
-        DirentRec {
-            parent: b,
-            child: a,
-            ftype: dir_type,
-            name: b"a".to_vec(),
-        },
-    )
-    .err()
-    .expect("mounted a directory cycle");
-    assert!(e.to_string().contains("cycle"), "{e}");
-    // "f" in the root now names directory b, which a also names.
-    let (fs, _, b, _) = setup();
-    let e = mount_with_dirent(
-        fs,
-        ROOT_INO,
-        b"f",
-        DirentRec {
-            parent: ROOT_INO,
-            child: b,
-            ftype: dir_type,
-            name: b"f".to_vec(),
-        },
-    )
-    .err()
-    .expect("mounted a directory named twice");
-    assert!(e.to_string().contains("named twice"), "{e}");
-    // "f" says directory, but the inode is a regular file.
-    let (fs, _, _, f) = setup();
-    let e = mount_with_dirent(
-        fs,
-        ROOT_INO,
-        b"f",
-        DirentRec {
-            parent: ROOT_INO,
-            child: f,
-            ftype: dir_type,
-            name: b"f".to_vec(),
-        },
-    )
-    .err()
-    .expect("mounted a wrong file type");
-    assert!(e.to_string().contains("file type"), "{e}");
+    let dirent = |parent, child, name: &[u8]| DirentRec {
+        parent,
+        child,
+        ftype: dir_type,
+        name: name.to_vec(),
+    };
+    type Case = fn(u64, u64, u64) -> (u64, &'static [u8], u64, u64, &'static [u8]);
+    let cases: [(Case, &str); 3] = [
+        // "a" named inside b (its own child): a cycle, cut off from the root.
+        (|a, b, _| (ROOT_INO, b"a", b, a, b"a"), "cycle"),
+        // "f" in the root now names directory b, which a also names.
+        (|_, b, _| (ROOT_INO, b"f", ROOT_INO, b, b"f"), "named twice"),
+        // "f" says directory, but the inode is a regular file.
+        (|_, _, f| (ROOT_INO, b"f", ROOT_INO, f, b"f"), "file type"),
+    ];
+    for (case, want) in cases {
+        let (fs, a, b, f) = setup();
+        let (dir, entry, parent, child, name) = case(a, b, f);
+        let e = mount_with_dirent(fs, dir, entry, dirent(parent, child, name))
+            .err()
+            .unwrap_or_else(|| panic!("mounted despite: {want}"));
+        assert!(e.to_string().contains(want), "{e}");
+    }
 }
 
 #[test]
