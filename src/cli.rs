@@ -257,3 +257,22 @@ pub fn check(path: &Path) -> io::Result<Vec<u8>> {
     let m = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
     Ok((1..=7).filter(|i| m & (1 << i) != 0).collect())
 }
+
+/// The page model's snapshot (`Fs::snapshot`) of the filesystem holding
+/// `path`, also describing the blocks in `extra` (at most
+/// `ioctl::SNAPSHOT_EXTRA_MAX`). Root only.
+pub fn snapshot(path: &Path, extra: &[u64]) -> io::Result<serde_json::Value> {
+    if extra.len() > ioctl::SNAPSHOT_EXTRA_MAX {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let f = open_ro(path)?;
+    let mut b = vec![0u8; ioctl::SNAPSHOT_SIZE];
+    ioctl::put_u64(&mut b, 0, extra.len() as u64);
+    for (i, x) in extra.iter().enumerate() {
+        ioctl::put_u64(&mut b, 8 + 8 * i, *x);
+    }
+    on(&f, path, ioctl::SNAPSHOT, &mut b)?;
+    let n = ioctl::get_u64(&b, 0).unwrap_or(0) as usize;
+    serde_json::from_slice(&b[16..16 + n.min(b.len() - 16)])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -72,6 +72,13 @@ pub const OWNERS: u32 = ioc(IOC_READ | IOC_WRITE, 0x55, OWNERS_SIZE);
 pub const CHECK: u32 = ioc(IOC_READ, 0x56, 8);
 /// The page model: out {0 legacy, 1 upstream, 2 proxy}.
 pub const MODEL: u32 = ioc(IOC_READ, 0x57, 8);
+pub const SNAPSHOT_SIZE: usize = 16016;
+/// Blocks a SNAPSHOT request may name.
+pub const SNAPSHOT_EXTRA_MAX: usize = 64;
+/// The whole page model and the files' mappings, for pictures (CAP_SYS_ADMIN):
+/// in {count u64, then `count` block numbers u64 to describe as well},
+/// out {JSON length u64 at 0, JSON at 16} (`Fs::snapshot`).
+pub const SNAPSHOT: u32 = ioc(IOC_READ | IOC_WRITE, 0x58, SNAPSHOT_SIZE);
 
 /// The VFS's own inode-flag ioctls, which the kernel re-sends to a FUSE
 /// filesystem (chattr, lsattr, xfs_io chattr/lsattr). GETFLAGS arrives with

@@ -147,6 +147,11 @@ enum Cmd {
         /// Print every step of every scenario.
         #[arg(short, long)]
         verbose: bool,
+        /// Also write a self-contained HTML report (index.html, with a picture of
+        /// every step) and the JSON it is drawn from (demo.json) into DIR, and
+        /// print the page's path.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Show sharing statistics of the filesystem holding PATH.
     Stat {
@@ -328,6 +333,7 @@ fn main() {
             page_model,
             json,
             verbose,
+            report,
         } => {
             use daxlink::pages::PageModel;
             let models = match page_model.as_str() {
@@ -342,7 +348,7 @@ fn main() {
                     }
                 },
             };
-            daxlink::demo::main(&models, json, verbose)
+            daxlink::demo::main(&models, json, verbose, report.as_deref())
         }
         Cmd::Stat { path, json } => match cli::stat(&path) {
             Ok(s) => {

@@ -119,6 +119,20 @@ pub struct DirtyRange {
     pub owner: u64,
 }
 
+/// A copy of the page model's state at one moment (see `Pages::view`).
+#[derive(Clone, Debug, Default)]
+pub struct PagesView {
+    pub pages: BTreeMap<u64, PageDesc>,
+    pub proxies: BTreeMap<u64, Proxy>,
+    pub pins: Vec<Pin>,
+    /// Blocks whose free waits for their last unpin (proxy).
+    pub deferred: BTreeSet<u64>,
+    pub poisoned: BTreeSet<u64>,
+    /// Poisoned block -> the inodes the model told.
+    pub notified: BTreeMap<u64, Vec<u64>>,
+    pub dirty: Vec<DirtyRange>,
+}
+
 #[derive(Default)]
 struct State {
     pages: HashMap<u64, PageDesc>,
@@ -577,6 +591,24 @@ impl Pages {
                 v.sort();
                 v
             }
+        }
+    }
+
+    /// A copy of the whole model, for pictures (`Fs::snapshot`).
+    pub fn view(&self) -> PagesView {
+        let s = self.state.lock();
+        PagesView {
+            pages: s.pages.iter().map(|(b, p)| (*b, p.clone())).collect(),
+            proxies: s.proxies.iter().map(|(i, p)| (*i, p.clone())).collect(),
+            pins: s.pins.values().cloned().collect(),
+            deferred: s.deferred.keys().copied().collect(),
+            poisoned: s.poisoned.clone(),
+            notified: s
+                .poison_notified
+                .iter()
+                .map(|(b, v)| (*b, v.clone()))
+                .collect(),
+            dirty: s.dirty.clone(),
         }
     }
 

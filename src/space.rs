@@ -157,6 +157,26 @@ impl Space {
         None
     }
 
+    /// The first `k` free blocks in the order `reserve` without a goal scans
+    /// them (from the cursor, wrapping once): the head of the free list.
+    pub fn next_free(&self, k: usize) -> Vec<u64> {
+        let n = self.nblocks;
+        let mut out = Vec::new();
+        let mut i = self.cursor.min(n);
+        let mut scanned = 0u64;
+        while scanned < n && out.len() < k {
+            if i >= n {
+                i = 0;
+            }
+            if self.bits[(i / 64) as usize] & (1 << (i % 64)) == 0 {
+                out.push(self.data_start + i);
+            }
+            i += 1;
+            scanned += 1;
+        }
+        out
+    }
+
     /// Reserve one run of exactly `want` contiguous blocks, or nothing.
     pub fn reserve_contiguous(&mut self, want: u64) -> Option<u64> {
         if want == 0 || want > self.free {
@@ -366,5 +386,19 @@ mod tests {
         assert_eq!(sp.free_blocks(), total);
         assert!(sp.reserve_many(total, None).is_some());
         assert_eq!(sp.free_blocks(), 0);
+        assert!(sp.next_free(4).is_empty());
+    }
+
+    #[test]
+    fn next_free_is_what_reserve_hands_out_next() {
+        let (m, sb) = setup(100);
+        let mut sp = Space::load(&m, &sb).unwrap();
+        let (a, _) = sp.reserve(3, None).unwrap();
+        sp.unreserve(a + 1, 1);
+        let head = sp.next_free(3);
+        assert_eq!(head, vec![a + 1, a + 3, a + 4]);
+        for want in head {
+            assert_eq!(sp.reserve(1, None), Some((want, 1)));
+        }
     }
 }

@@ -21,6 +21,7 @@ mod namespace;
 mod node;
 mod pin;
 mod reflink;
+mod snapshot;
 mod state;
 mod truncate;
 mod xattr;

@@ -236,6 +236,27 @@ impl DaxFuse {
                 out[16..].copy_from_slice(&j);
                 Ok(out)
             }
+            io::SNAPSHOT => {
+                // Every file's mapping: only for the administrator.
+                if !caller(req).has_cap(who::CAP_SYS_ADMIN) {
+                    return Err(FsError::Perm);
+                }
+                let n = io::get_u64(input, 0).ok_or(FsError::Invalid)? as usize;
+                if n > io::SNAPSHOT_EXTRA_MAX {
+                    return Err(FsError::Invalid);
+                }
+                let extra: Vec<u64> = (0..n)
+                    .map(|i| io::get_u64(input, 8 + 8 * i).ok_or(FsError::Invalid))
+                    .collect::<Result<_, _>>()?;
+                let j = self.fs.snapshot(&extra)?.to_string().into_bytes();
+                if j.len() > io::SNAPSHOT_SIZE - 16 {
+                    return Err(FsError::Range);
+                }
+                let mut out = vec![0u8; 16 + j.len()];
+                io::put_u64(&mut out, 0, j.len() as u64);
+                out[16..].copy_from_slice(&j);
+                Ok(out)
+            }
             io::CHECK => {
                 let mask = self
                     .fs

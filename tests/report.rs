@@ -1,0 +1,256 @@
+//! `daxlink demo --report DIR`: the page is well-formed XHTML (a strict XML
+//! parser reads it), every scenario has a picture per step under every
+//! model, the breaking steps are marked where the results say the scenario
+//! broke, the JSON next to it is valid and is what `--json` prints plus the
+//! recorded frames, and headless Chromium renders it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Reads the page with python3's xml.etree (strict: an unclosed tag, an
+/// unquoted attribute or an undefined entity fails) and prints, as JSON,
+/// every step cell and the summary table's outcomes.
+const PARSE: &str = r#"
+import json, sys, xml.etree.ElementTree as ET
+X = '{http://www.w3.org/1999/xhtml}'
+S = '{http://www.w3.org/2000/svg}'
+root = ET.parse(sys.argv[1]).getroot()
+cells = []
+for td in root.iter(X + 'td'):
+    if td.get('data-scenario') is None:
+        continue
+    cls = td.get('class', '').split()
+    cells.append({
+        'scenario': td.get('data-scenario'), 'model': td.get('data-model'),
+        'step': int(td.get('data-step')), 'breaks': td.get('data-breaks'),
+        'marked': 'breaks' in cls, 'stopped': 'stopped' in cls,
+        'pictures': len([s for s in td.iter(S + 'svg')]),
+        'why': len([p for p in td.iter(X + 'p') if p.get('class') == 'why']),
+    })
+outcomes = [td.get('data-outcome') for td in root.iter(X + 'td') if td.get('data-outcome')]
+print(json.dumps({'cells': cells, 'outcomes': outcomes, 'title': root.find(X + 'head/' + X + 'title').text}))
+"#;
+
+fn need(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is missing (scripts/test.sh installs it with apt-get)"
+    );
+}
+
+/// Run `cmd` with a deadline; its exit status and stdout, stderr.
+fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (bool, Vec<u8>, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let o = t_out.join().unwrap();
+    let e = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+    (status.success(), o, e)
+}
+
+fn chromium(dir: &Path, args: &[&str], page: &Path) -> (bool, Vec<u8>, String) {
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+    .args(args)
+    .arg(format!("file://{}", page.display()));
+    run_with_timeout(&mut c, Duration::from_secs(30))
+}
+
+#[test]
+fn report_is_wellformed_complete_and_renders_in_chromium() {
+    need("python3");
+    need("chromium");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
+    let out = Command::new(DAXLINK)
+        .args(["demo", "--page-model", "all", "--json", "--report"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let page = dir.join("index.html");
+    assert!(
+        stderr.contains(&format!("report: {}", page.display())),
+        "{stderr}"
+    );
+
+    // --json keeps its format: demo.json is the same document plus "frames".
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("demo.json")).unwrap()).unwrap();
+    assert_eq!(printed["ok"], data["ok"]);
+    let (pr, dr) = (
+        printed["results"].as_array().unwrap(),
+        data["results"].as_array().unwrap(),
+    );
+    assert_eq!(pr.len(), 27);
+    assert_eq!(dr.len(), 27);
+    for (p, d) in pr.iter().zip(dr) {
+        let mut d = d.clone();
+        let frames = d.as_object_mut().unwrap().remove("frames").unwrap();
+        assert_eq!(p, &d);
+        assert!(p.get("frames").is_none());
+        let frames = frames.as_array().unwrap();
+        let steps = p["steps"].as_array().unwrap();
+        assert_eq!(frames.len(), steps.len(), "{}", p["scenario"]);
+        for f in frames {
+            assert!(f["state"]["blocks"].is_array(), "a step without state: {f}");
+        }
+    }
+
+    // The page parses as XML, and each scenario x model has its pictures.
+    let parsed = Command::new("python3")
+        .args(["-c", PARSE])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "the page is not well-formed: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let v: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert!(v["title"].as_str().unwrap().contains("pinning problem"));
+    let cells = v["cells"].as_array().unwrap();
+    for r in dr {
+        let (sc, model) = (
+            r["scenario"].as_str().unwrap(),
+            r["model"].as_str().unwrap(),
+        );
+        let mine: Vec<&Value> = cells
+            .iter()
+            .filter(|c| c["scenario"] == sc && c["model"] == model)
+            .collect();
+        let frames = r["frames"].as_array().unwrap();
+        assert_eq!(mine.len(), frames.len(), "{sc} {model}: one cell per step");
+        let mut marked: BTreeSet<u64> = BTreeSet::new();
+        for (c, f) in mine.iter().zip(frames) {
+            assert_eq!(c["pictures"], 1, "{sc} {model} step {}", c["step"]);
+            let breaks: Vec<String> = f["breaks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.to_string())
+                .collect();
+            assert_eq!(c["breaks"].as_str().unwrap(), breaks.join(","));
+            assert_eq!(c["marked"], !breaks.is_empty(), "{sc} {model}");
+            assert_eq!(c["why"], u64::from(!breaks.is_empty()), "{sc} {model}");
+            assert_eq!(c["stopped"], f["stopped"]);
+            if c["marked"] == true {
+                marked.extend(
+                    f["breaks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|b| b.as_u64().unwrap()),
+                );
+            }
+        }
+        // Marked where the table says it breaks: the marked steps' invariants
+        // are exactly the scenario's broken ones.
+        let violated: BTreeSet<u64> = r["violated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .collect();
+        assert_eq!(marked, violated, "{sc} {model}");
+        assert_eq!(
+            r["outcome"] == "corrupted",
+            !marked.is_empty(),
+            "{sc} {model}"
+        );
+        if r["outcome"] == "blocked" || r["outcome"] == "refused" {
+            assert!(mine.iter().any(|c| c["stopped"] == true), "{sc} {model}");
+        }
+    }
+    let outcomes: Vec<&str> = v["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9"]
+        .iter()
+        .flat_map(|s| {
+            ["legacy", "upstream", "proxy"].map(|m| {
+                dr.iter()
+                    .find(|r| r["scenario"] == *s && r["model"] == m)
+                    .unwrap()["outcome"]
+                    .as_str()
+                    .unwrap()
+            })
+        })
+        .collect();
+    assert_eq!(outcomes, expected, "the summary table is the results");
+
+    // Headless Chromium renders it: exit 0, a PNG, and the whole DOM.
+    let t0 = Instant::now();
+    let shot = tmp.path().join("shot.png");
+    let (ok, _, err) = chromium(
+        tmp.path(),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1600,2000",
+        ],
+        &page,
+    );
+    assert!(ok, "chromium --screenshot failed: {err}");
+    let png = std::fs::read(&shot).expect("no screenshot");
+    assert!(png.len() > 10_000, "screenshot of {} bytes", png.len());
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let (ok, dom, err) = chromium(tmp.path(), &["--dump-dom"], &page);
+    assert!(ok, "chromium --dump-dom failed: {err}");
+    let dom = String::from_utf8_lossy(&dom);
+    assert!(dom.contains("End of the report."), "the DOM was cut short");
+    assert_eq!(dom.matches("class=\"pic\"").count(), cells.len());
+    assert!(
+        !err.contains(":CONSOLE("),
+        "the page logged to the console: {err}"
+    );
+    println!("chromium: {:?} for both renders", t0.elapsed());
+}
