@@ -1,20 +1,42 @@
 #!/usr/bin/env bash
 # The main job: build and install, make an image on /dev/shm, mount it,
-# show a few files, unmount, check. Run as root on Debian.
+# show a few files, unmount, check, then run the pinning demonstration and
+# write its HTML report (path printed at the end). Run as root on Debian.
+# Afterwards the image is unmounted and removed, and the mount point removed
+# if this script made it; KEEP=1 leaves the image mounted instead.
+# DAXLINK_IMAGE, DAXLINK_MNT and DAXLINK_REPORT (default /tmp/daxlink-report)
+# choose the paths.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 IMG=${DAXLINK_IMAGE:-/dev/shm/daxlink-demo.img}
 MNT=${DAXLINK_MNT:-/mnt/daxlink-demo}
+REPORT=${DAXLINK_REPORT:-/tmp/daxlink-report}
+KEEP=${KEEP:-0}
+made_mnt=0
+[ -d "$MNT" ] || made_mnt=1
 mkdir -p "$MNT"
 mountpoint -q "$MNT" && umount "$MNT"
 rm -f "$IMG"
+cleanup() {
+  if [ "$KEEP" = 1 ]; then
+    return
+  fi
+  if mountpoint -q "$MNT"; then
+    umount "$MNT" || umount -l "$MNT"
+  fi
+  flock -w 10 "$IMG" true 2>/dev/null || true  # the daemon holds the image until it exits
+  rm -f "$IMG"
+  if [ "$made_mnt" = 1 ]; then
+    rmdir "$MNT" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
 echo "== mkfs -t daxlink (1 GiB image on /dev/shm)"
 truncate -s 1G "$IMG"
 mkfs -t daxlink -L demo "$IMG"
 echo "== mount -t fuse.daxlink $IMG $MNT"
 mount -t fuse.daxlink "$IMG" "$MNT"
-trap 'mountpoint -q "$MNT" && umount "$MNT"' EXIT
 grep " $MNT " /proc/mounts
 echo "== a few files"
 echo "hello from persistent memory" > "$MNT/hello.txt"
@@ -46,9 +68,14 @@ echo "after writing one block into copy.bin:"
 "$D" reflink "$MNT/random.bin" "$MNT/clone2.bin"
 "$D" stat "$MNT"
 umount "$MNT"
-trap - EXIT
 flock -w 10 "$IMG" true
 fsck -t daxlink -n "$IMG"
 echo "== the pinning problem: scenarios S1-S9 under the legacy, upstream and proxy page models"
-"$D" demo --page-model all
-echo "== done: image left at $IMG"
+# Prints the table, then "report: PATH" (a picture of every step; open it in a browser).
+"$D" demo --page-model all --report "$REPORT"
+if [ "$KEEP" = 1 ]; then
+  mount -t fuse.daxlink "$IMG" "$MNT"
+  echo "== done: KEEP=1, $IMG is mounted at $MNT (umount $MNT; rm $IMG when finished)"
+else
+  echo "== done: unmounting and removing $IMG (KEEP=1 keeps it)"
+fi

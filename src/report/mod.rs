@@ -98,8 +98,8 @@ td.frame.breaks { border: 3px solid #c00; background: #fff4f4; }
 td.frame.stopped { border: 3px solid #e90; background: #fffaf0; }
 td.frame.ended { color: #999; }
 p.step { font-family: monospace; margin: 2px 0 4px 0; min-height: 2.4em; }
-p.why { color: #900; font-weight: bold; margin: 4px 0; }
-p.stop { color: #a50; font-weight: bold; margin: 4px 0; }
+p.why { color: #900; margin: 4px 0; font-size: 0.9em; }
+p.stop { color: #840; margin: 4px 0; font-size: 0.9em; }
 svg.defs { position: absolute; }
 svg.pic { display: block; font-family: sans-serif; font-size: 10.5px; }
 svg.legend { font-family: sans-serif; font-size: 11px; }
@@ -110,6 +110,7 @@ svg.legend { font-family: sans-serif; font-size: 11px; }
 rect.pg { fill: #e8f0ff; stroke: #36c; }
 rect.blk { fill: #fff; stroke: #333; } rect.blk.pinned { stroke: #c00; stroke-width: 2; }
 rect.blk.free { fill: #eee; stroke: #999; stroke-dasharray: 4 3; }
+rect.blk.free.pinned { stroke: #c00; stroke-width: 2; }
 rect.blk.deferred { fill: #fff1dd; stroke: #e90; stroke-width: 2; }
 rect.blk.poison { fill: #f1e0ff; stroke: #70a; stroke-width: 2; }
 rect.pin { fill: #c00; } rect.proxy { fill: #e9f7e9; stroke: #393; }

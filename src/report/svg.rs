@@ -146,7 +146,11 @@ fn block_lines(
         ));
         let m = match p["mapping"].as_u64() {
             Some(ino) => format!("->mapping = {}", owner_label(names, ino, u(&p["index"]))),
-            None => format!("->mapping = none (shared {})", u(&p["index"])),
+            // Upstream and proxy keep a share count in ->index instead.
+            None if u(&p["index"]) > 1 => {
+                format!("->mapping = none (shared {})", u(&p["index"]))
+            }
+            None => "->mapping = none".to_string(),
         };
         l.push((m, "t"));
         let flags: Vec<&str> = p["flags"]
@@ -194,13 +198,16 @@ pub fn picture(state: &Value, device: &Value, label: &str) -> String {
         let n = u(&b["block"]);
         let lines = block_lines(b, state, &names);
         let h = lines.len() as i64 * LINE + 8;
+        let pinned = b["pins"].as_array().is_some_and(|p| !p.is_empty());
         let cls = if b["poisoned"].as_bool() == Some(true) {
             "blk poison"
         } else if b["deferred"].as_bool() == Some(true) {
             "blk deferred"
+        } else if b["allocated"].as_bool() == Some(false) && pinned {
+            "blk free pinned"
         } else if b["allocated"].as_bool() == Some(false) {
             "blk free"
-        } else if b["pins"].as_array().is_some_and(|p| !p.is_empty()) {
+        } else if pinned {
             "blk pinned"
         } else {
             "blk"
@@ -307,7 +314,7 @@ pub fn picture(state: &Value, device: &Value, label: &str) -> String {
             ) {
                 (true, Some(true), Some(true)) => ("dma", "arrow-red", "writes X"),
                 (true, Some(true), _) => ("dma", "arrow-red", "reads"),
-                (true, Some(false), _) => ("dmano", "arrow-grey", "refused"),
+                (true, Some(false), _) => ("dmano", "arrow-grey", "write refused"),
                 _ => ("devl", "arrow-grey", ""),
             };
             let _ = write!(
@@ -318,13 +325,8 @@ pub fn picture(state: &Value, device: &Value, label: &str) -> String {
                 ty - 1
             );
             if !what.is_empty() {
-                text(
-                    &mut body,
-                    TAG_X + 124,
-                    (26 + ty) / 2 + 4,
-                    if cls == "dma" { "bad" } else { "dim" },
-                    what,
-                );
+                let c = if cls == "dma" { "bad" } else { "dim" };
+                text(&mut body, TAG_X + 2, ty - 3, c, &format!("device {what}"));
             }
         }
     }
@@ -386,7 +388,10 @@ pub fn picture(state: &Value, device: &Value, label: &str) -> String {
         70 + next.len() as i64 * 44 + 4,
         bottom + 14,
         "dim",
-        &format!("({} free; next first)", u(&state["free"]["count"])),
+        &format!(
+            "({} free; allocated left first)",
+            u(&state["free"]["count"])
+        ),
     );
     let h = bottom + 28;
     let mut out = String::new();
