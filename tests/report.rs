@@ -254,3 +254,57 @@ fn report_is_wellformed_complete_and_renders_in_chromium() {
     );
     println!("chromium: {:?} for both renders", t0.elapsed());
 }
+
+/// The SNAPSHOT ioctl behind the pictures: what it reports on a mount, that
+/// it is refused to an unprivileged caller (it shows every file's mapping),
+/// and that a request naming too many blocks is refused.
+#[test]
+fn snapshot_ioctl_reports_state_and_is_root_only() {
+    let img = Image::new("report-snapshot", 32 << 20);
+    let m = Mounted::new(&img.path, "allow_other");
+    std::fs::write(m.path("a"), vec![b'a'; 8192]).unwrap();
+    daxlink::cli::reflink(&m.path("a"), &m.path("b"), 0, 0, 0).unwrap();
+    std::fs::set_permissions(
+        m.path("a"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let s = daxlink::cli::snapshot(m.root(), &[]).unwrap();
+    assert_eq!(s["model"], "proxy");
+    let files = s["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    let blocks = s["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 2, "{s}");
+    for b in blocks {
+        assert_eq!(b["owners"].as_array().unwrap().len(), 2);
+        assert_eq!(b["refcount"], 2);
+        assert_eq!(b["head"], "aaaa");
+    }
+    assert!(s["violated"].as_array().unwrap().is_empty());
+
+    // More than SNAPSHOT_EXTRA_MAX blocks: EINVAL from the daemon.
+    let f = std::fs::File::open(m.root()).unwrap();
+    let mut buf = vec![0u8; daxlink::ioctl::SNAPSHOT_SIZE];
+    daxlink::ioctl::put_u64(&mut buf, 0, daxlink::ioctl::SNAPSHOT_EXTRA_MAX as u64 + 1);
+    let e = daxlink::ioctl::call(&f, daxlink::ioctl::SNAPSHOT, &mut buf).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+
+    // Not root: EPERM.
+    let py = "/usr/bin/python3";
+    assert!(
+        Path::new(py).exists(),
+        "python3 is missing (scripts/test.sh installs it)"
+    );
+    let script = format!(
+        "{py} -c 'import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\ntry:\n    fcntl.ioctl(fd, {cmd}, bytearray({size}))\nexcept OSError as e:\n    sys.exit(\"errno %d\" % e.errno)' {path}",
+        cmd = daxlink::ioctl::SNAPSHOT,
+        size = daxlink::ioctl::SNAPSHOT_SIZE,
+        path = m.path("a").display()
+    );
+    let (rc, err) = run_as(65534, 65534, &script);
+    assert_ne!(rc, 0);
+    assert!(
+        err.contains(&format!("errno {}", libc::EPERM)),
+        "rc {rc}: {err}"
+    );
+}

@@ -14,9 +14,9 @@ use crate::pages::{PageDesc, PG_DIRTY, PG_DYNAMIC, PG_POISONED, PG_SHARED};
 
 /// Pages listed per file, files listed, blocks described: a snapshot must
 /// fit in one ioctl reply.
-const MAX_FILE_PAGES: u64 = 16;
-const MAX_FILES: usize = 32;
-const MAX_BLOCKS: usize = 96;
+const MAX_FILE_PAGES: u64 = 8;
+const MAX_FILES: usize = 16;
+const MAX_BLOCKS: usize = 40;
 /// How much of the free list is shown (the blocks the allocator gives next).
 const FREE_HEAD: usize = 6;
 
@@ -188,6 +188,77 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::head_label;
+    use crate::fs::{Cred, Fs, FsOptions, ROOT_INO};
+    use crate::media::Media;
+    use crate::mkfs::{mkfs, MkfsOptions};
+    use crate::pages::PageModel;
+
+    const C: Cred = Cred {
+        uid: 0,
+        gid: 0,
+        umask: 0,
+    };
+
+    fn fs(model: PageModel) -> Fs {
+        let m = Media::anonymous(1024 * 4096).unwrap();
+        mkfs(&m, &MkfsOptions::default()).unwrap();
+        let o = FsOptions {
+            page_model: model,
+            ..FsOptions::default()
+        };
+        Fs::mount(m, o).unwrap()
+    }
+
+    /// S1 under proxy: the truncated, pinned block is deferred, not free,
+    /// and a block named in `extra` is described although nothing maps it.
+    #[test]
+    fn snapshot_shows_pins_proxies_and_deferred_blocks() {
+        let fs = fs(PageModel::Proxy);
+        let a = fs
+            .mknod(ROOT_INO, b"A", libc::S_IFREG | 0o644, 0, C)
+            .unwrap()
+            .ino;
+        fs.write(a, 0, &[b'a'; 4096], false).unwrap();
+        let s0 = fs.snapshot(&[]).unwrap();
+        let blk = s0["files"][0]["pages"][0]["block"].as_u64().unwrap();
+        assert_eq!(s0["files"][0]["path"], "/A");
+        assert_eq!(s0["blocks"][0]["head"], "aaaa");
+        assert!(s0["blocks"][0]["page"].is_null());
+        let id = fs.pin(a, 7, 0, 4096, true, false).unwrap();
+        fs.truncate(a, 0).unwrap();
+        let next = fs.snapshot(&[]).unwrap()["free"]["next"][0]
+            .as_u64()
+            .unwrap();
+        let s = fs.snapshot(&[next]).unwrap();
+        assert_eq!(s["model"], "proxy");
+        assert!(s["files"][0]["pages"].as_array().unwrap().is_empty());
+        let b = s["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["block"] == blk)
+            .unwrap();
+        assert_eq!(b["deferred"], true);
+        assert_eq!(b["allocated"], true);
+        assert_eq!(b["page"]["pincount"], 1);
+        assert_eq!(b["page"]["refcount"], 1025);
+        assert_eq!(b["pins"][0], id);
+        assert_eq!(s["proxies"][0]["page"], blk);
+        assert_eq!(s["pins"][0]["write"], true);
+        let n = s["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["block"] == next)
+            .unwrap();
+        assert_eq!(n["allocated"], false);
+        assert!(!s["free"]["next"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| *x == blk));
+        assert!(s["violated"].as_array().unwrap().is_empty());
+    }
 
     #[test]
     fn heads_are_text_or_hex() {
