@@ -303,6 +303,8 @@ fn s9(r: &mut Run) -> io::Result<()> {
 /// (`stopped`).
 pub struct Scenario {
     pub name: &'static str,
+    /// What happens, for a reader who knows nothing of the kernel.
+    pub story: &'static str,
     pub what: &'static str,
     pub kernel: &'static str,
     pub broken: &'static str,
@@ -313,6 +315,7 @@ pub struct Scenario {
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "S1",
+        story: "A device pins A's only block for writing. A is truncated to 0, a new file C is written, and the device writes. Watch whether the pinned block goes back on the free list and becomes C's, and what happens after the daemon is killed with the pin held.",
         what: "truncate a pinned block, then reuse",
         kernel: "pin_user_pages, dax_layout_busy_page, xfs_break_dax_layouts",
         broken: "before dax_layout_busy_page() and xfs_break_dax_layouts(), truncate of a DAX \
@@ -323,6 +326,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S2",
+        story: "As S1, but the block leaves A through a punched hole instead of a truncate.",
         what: "punch a pinned block, then reuse",
         kernel: "dax_layout_busy_page_range, xfs_break_layouts(BREAK_UNMAP)",
         broken: "fallocate(PUNCH_HOLE) freed a block still pinned by a device, as before \
@@ -333,6 +337,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S3",
+        story: "B is a reflink clone of A, so both map one block. A device pins B's page for reading only, B is overwritten (copy on write moves B to a new block), and then the device writes through its read pin. Watch where the device's bytes land.",
         what: "read pin on a shared block, CoW write, device writes",
         kernel: "FOLL_WRITE, dax_iomap_copy_around",
         broken: "struct page holds one mapping/index, so a block shared by reflink names only \
@@ -343,6 +348,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S4",
+        story: "B is a clone of A and a device pins B's shared page for writing, then writes. Watch whether the pin lands on the block A still maps.",
         what: "write pin on a shared block",
         kernel: "dax_insert_entry (IOMAP_F_SHARED), dax_iomap_copy_around",
         broken: "without the FOLL_WRITE unshare of an IOMAP_F_SHARED extent \
@@ -352,6 +358,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S5",
+        story: "B is a clone of A; a device pins B's page for writing; A is overwritten (copy on write moves A away); the device writes, unpins, and B is fsynced. Watch which file the device's dirty data is charged to.",
         what: "dirty attribution after CoW of the other owner",
         kernel: "unpin_user_pages_dirty_lock, set_page_dirty, page->mapping",
         broken: "unpin_user_pages_dirty_lock() calls set_page_dirty(), which charges the page to \
@@ -361,6 +368,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S6",
+        story: "B is a clone of A; a device pins B's page for reading. Then B and A are both truncated, a new file C is written, and the device reads through its pin. Watch whether the pinned block can be freed and handed to C.",
         what: "truncate both owners of a pinned shared block",
         kernel: "dax_layout_busy_page, dax_folio_is_shared",
         broken: "truncating the other owner frees the shared block although a pin taken \
@@ -371,6 +379,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S7",
+        story: "A is cloned to B and C, so three files map one block. The block suffers a memory failure (poison). Watch which of the three files are told, and which read bad data silently.",
         what: "memory failure on a block with three owners",
         kernel: "memory_failure, mf_dax_kill_procs, xfs_dax_notify_failure",
         broken: "memory_failure() found the users of a DAX page through page->mapping/index \
@@ -381,6 +390,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S8",
+        story: "A device pins A's block for writing, then A is cloned to B, then the device writes. Watch whether B shares the block the device is writing.",
         what: "clone while a write pin is held",
         kernel: "xfs_mmaplock_two_inodes_and_break_dax_layout",
         broken: "a reflink clone shares the block the device is writing, so the new file sees \
@@ -391,6 +401,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "S9",
+        story: "As S1 with a long-term pin (an RDMA memory registration), which is never dropped on request.",
         what: "long-term pin (RDMA) on DAX",
         kernel: "check_vma_flags (FOLL_LONGTERM), get_user_pages_longterm",
         broken: "a long-term pin (an RDMA registration) is never dropped for a truncate, so the \

@@ -229,6 +229,12 @@ out next. A <span style="color:#c00;font-weight:bold">red frame</span> marks the
 invariant broke, an <span style="color:#a50;font-weight:bold">orange frame</span> the step where a
 layout change was refused or a pin was not allowed. The three models are side by side, one row
 per step.</p>
+<p>How to read a step: <code>pin(A, 0, W)</code> pins page 0 of file A for a device, for writing
+(<code>R</code>: reading), and <code>h</code> is the device's handle on it; <code>dma_write(h, X)</code> is
+the device writing the bytes <q>XXXX...</q> through that pin, straight into the pinned block, as
+a DMA would; <code>clone A-&gt;B</code> makes B a reflink copy of A (the two share blocks until one
+is written: copy on write); <code>[breaks 1,2]</code> names the invariants that broke at that step
+(listed below).</p>
 "#,
     );
     h.push_str(&legend());
@@ -275,8 +281,9 @@ fn section<'a>(
 ) {
     let _ = writeln!(
         h,
-        "<section class=\"scenario\" id=\"{n}\">\n<h2>{n}: {}</h2>\n<p>Kernel code involved: <code>{}</code>.</p>",
+        "<section class=\"scenario\" id=\"{n}\">\n<h2>{n}: {}</h2>\n<p>{}</p>\n<p>Kernel code involved: <code>{}</code>.</p>",
         esc(sc.what),
+        esc(sc.story),
         esc(sc.kernel),
         n = sc.name
     );
