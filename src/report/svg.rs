@@ -406,3 +406,50 @@ pub fn picture(state: &Value, device: &Value, label: &str) -> String {
     out.push_str("</svg>");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::picture;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn any_json_draws_without_panicking() {
+        for v in [
+            Value::Null,
+            json!({}),
+            json!({"files": 3, "blocks": [1, "x", null]}),
+        ] {
+            let s = picture(&v, &Value::Null, "<odd>");
+            assert!(s.starts_with("<svg ") && s.ends_with("</svg>"));
+            assert!(s.contains("aria-label=\"&lt;odd&gt;\""));
+        }
+    }
+
+    #[test]
+    fn two_proxies_point_at_one_page_and_names_are_escaped() {
+        let state = json!({
+            "files": [{"inode": 2, "path": "/a<&>", "size": 4096, "pages": [{"index": 0, "block": 9}]},
+                      {"inode": 3, "path": "/b", "size": 4096, "pages": [{"index": 0, "block": 9}]}],
+            "blocks": [{"block": 9, "allocated": true, "head": "aaaa", "owners": [[2, 0], [3, 0]],
+                        "rmap": [[2, 0], [3, 0]], "pins": [1, 2], "deferred": false, "poisoned": false,
+                        "page": {"refcount": 2049, "pincount": 2, "mapcount": 2, "mapping": null,
+                                 "index": 2, "flags": ["shared", "dynamic"], "proxies": [5, 6]}}],
+            "pins": [{"id": 1, "inode": 2, "index": 0, "blocks": [9], "write": false},
+                     {"id": 2, "inode": 3, "index": 0, "blocks": [9], "write": false}],
+            "proxies": [{"id": 5, "page": 9, "owner": 2, "index": 0},
+                        {"id": 6, "page": 9, "owner": 3, "index": 0}],
+            "free": {"count": 10, "next": [10, 11]},
+        });
+        let s = picture(
+            &state,
+            &json!({"pin": 1, "write": true, "accepted": true}),
+            "t",
+        );
+        assert_eq!(s.matches("class=\"proxy\"").count(), 2);
+        assert_eq!(s.matches("class=\"proxyl\"").count(), 2);
+        assert_eq!(s.matches("class=\"own\"").count(), 2);
+        assert!(s.contains("a&lt;&amp;&gt;[0]"));
+        assert!(s.contains("device writes X"));
+        assert!(!s.contains("/a<"));
+    }
+}
