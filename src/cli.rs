@@ -257,3 +257,18 @@ pub fn check(path: &Path) -> io::Result<Vec<u8>> {
     let m = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
     Ok((1..=7).filter(|i| m & (1 << i) != 0).collect())
 }
+
+/// The name a tool was invoked by (the basename of argv[0], e.g. `mkfs.daxlink`
+/// through the installed name, `mkfs-daxlink` from the build directory), for its
+/// usage and error lines; `default` when argv[0] is missing or empty.
+pub fn invoked_name(default: &str) -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
