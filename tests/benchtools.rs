@@ -288,3 +288,68 @@ fn the_hour_long_stress_recipe_is_the_same_in_readme_and_the_test() {
         "README and tests/reflink_stress.rs give different recipes"
     );
 }
+/// bench_report.py draws the plots of a committed sample (tests/bench/sample.json):
+/// every SVG parses with a strict XML parser and has axes, tick labels, a title,
+/// axis labels, a legend and data.
+#[test]
+fn bench_plots_are_well_formed_svg() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        Command::new("python3").args([
+            &format!("{root}/scripts/bench_report.py"),
+            "plots",
+            &format!("{root}/tests/bench/sample.json"),
+            dir.path().to_str().unwrap(),
+        ]),
+        60,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut svgs: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+        .collect();
+    svgs.sort();
+    let names: Vec<String> = svgs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "fio-ratio.svg",
+        "clone-vs-extents.svg",
+        "cost-vs-file-size.svg",
+        "cost-vs-dir-size.svg",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    let check = run(
+        Command::new("python3")
+            .arg(format!("{root}/tests/bench/check_svg.py"))
+            .args(&svgs),
+        60,
+    );
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The checker itself catches a cut-off file and a plot without a legend.
+    let text = std::fs::read_to_string(&svgs[0]).unwrap();
+    let cut = dir.path().join("cut.svg");
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let start = text.find("<g class=\"legend\">").unwrap();
+    let end = start + text[start..].find("</g>").unwrap() + 4;
+    let nolegend = dir.path().join("nolegend.svg");
+    std::fs::write(&nolegend, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    for bad in [&cut, &nolegend] {
+        let out = run(
+            Command::new("python3")
+                .arg(format!("{root}/tests/bench/check_svg.py"))
+                .arg(bad),
+            60,
+        );
+        assert_eq!(out.status.code(), Some(1), "{bad:?} passed: {out:?}");
+    }
+}
