@@ -12,6 +12,8 @@
                                     samples.tsv, ...), print the tables, write OUT as JSON
   bench_report.py plots OUT DIR [PREFIX]
                                     draw the SVG plots of report OUT into DIR
+  bench_report.py markdown OUT      print the headline and scale tables of report OUT
+                                    as markdown (for README)
 """
 
 import glob
@@ -313,6 +315,46 @@ def plots(result_path, outdir, prefix=""):
         print(f"SVG: {p}")
 
 
+def markdown(result_path):
+    with open(result_path) as f:
+        r = json.load(f)
+    i = r.get("info", {})
+    print(f"{i.get('date', '?')}, commit {i.get('commit', '?')}, {i.get('cpu', '?')}, "
+          f"{i.get('nproc', '?')} cores, {int(i.get('mem_total_kib', 0)) >> 20} GiB RAM, "
+          f"kernel {i.get('kernel', '?')}, {i.get('fio_version', '?')}; load average "
+          f"{i.get('loadavg_start', '?')} at the start, {i.get('loadavg_end', '?')} at the end")
+    print()
+    print("| job | daxlink | tmpfs | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    hl = r.get("headline", {})
+    for e in hl.get("fio", []):
+        nj = e["numjobs"]
+        tg = "-" if e["target"] is None else (f">= {e['target']:.2f} " +
+                                               ("(met)" if e["meets_target"] else "(**not met**)"))
+        print(f"| {e['desc']}, {nj} job{'s' if nj > 1 else ''} | {fmt(e['daxlink_mib_s'])} MiB/s | "
+              f"{fmt(e['tmpfs_mib_s'])} MiB/s | {fmt_ratio(e['ratio'])} | {tg} |")
+    c = hl.get("creates")
+    if c:
+        tg = f">= {c['target']:.2f} " + ("(met)" if c["meets_target"] else "(**not met**)")
+        print(f"| {c['files']:,} file creates (python loop) | {fmt(c['daxlink_per_s'], 0)}/s | "
+              f"{fmt(c['tmpfs_per_s'], 0)}/s | {fmt_ratio(c['ratio'])} | {tg} |")
+    sc = r.get("scale", [])
+    if sc:
+        print()
+        print("| sparse image | files | mkfs | mkfs wrote | mount | daemon VmRSS / VmHWM | "
+              "image read by the mount (fincore) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        mib = lambda x: "-" if x is None else f"{x / (1 << 20):,.0f} MiB"  # noqa: E731
+        for e in sc:
+            if "skipped" in e:
+                print(f"| {e['size']} | skipped: {e['skipped']} | | | | | |")
+                continue
+            print(f"| {e['size']} | {e['files']:,} | {e['mkfs_ms'] / 1000:.1f} s | "
+                  f"{mib(e['mkfs_bytes_written'])} | {fmt(e['mount_ms'], 0)} ms | "
+                  f"{mib(e['vmrss_kib'] * 1024)} / {mib(e['vmhwm_kib'] * 1024)} | "
+                  f"{mib(e['fincore_bytes'])} |")
+
+
 def report(raw, out):
     info, samples = {}, {}
     with open(os.path.join(raw, "samples.tsv")) as f:
@@ -472,6 +514,8 @@ def main():
         dropcache(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "report":
         report(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "markdown":
+        markdown(sys.argv[2])
     elif len(sys.argv) in (4, 5) and sys.argv[1] == "plots":
         plots(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) == 5 else "")
     else:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (fuse3, fio, xfsprogs, attr,
-# acl, e2fsprogs, rsync, tar),
+# acl, e2fsprogs, util-linux (script, fincore), rsync, tar, python3 (the benchmark
+# report and its plot check)),
 # builds and installs the tools, checks formatting and lints, runs every test
 # (unit, property, mounted integration tests). Run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=()
-for p in fuse3 fio xfsprogs attr acl e2fsprogs util-linux rsync tar; do
+for p in fuse3 fio xfsprogs attr acl e2fsprogs util-linux rsync tar python3; do
   dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
 done
 if [ ${#pkgs[@]} -gt 0 ]; then
