@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks: daxlink against tmpfs, plus reflink, scale, mount and memory figures, and SVG plots.
 #
-#   bash scripts/bench.sh                # full run (about 15 minutes on 2 cores)
+#   bash scripts/bench.sh                # full run (26 minutes on 2 cores under load 7-10,
+#                                        # 8 of them for the 1 TiB image)
 #   BENCH_QUICK=1 bash scripts/bench.sh  # small sizes, about 2 minutes: checks the script works
 #
 # As root: builds and installs daxlink (scripts/install.sh; BENCH_NO_INSTALL=1 skips it),

@@ -335,6 +335,35 @@ fn bench_plots_are_well_formed_svg() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+    // The plots of the last full run that README shows pass the same check.
+    let docs: Vec<String> = [
+        "fio-ratio.svg",
+        "clone-vs-extents.svg",
+        "cost-vs-file-size.svg",
+        "cost-vs-dir-size.svg",
+    ]
+    .iter()
+    .map(|n| format!("{root}/docs/bench/{n}"))
+    .collect();
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for d in &docs {
+        let rel = d.strip_prefix(&format!("{root}/")).unwrap();
+        assert!(
+            readme.contains(&format!("]({rel})")),
+            "README does not show {rel}"
+        );
+    }
+    let check = run(
+        Command::new("python3")
+            .arg(format!("{root}/tests/bench/check_svg.py"))
+            .args(&docs),
+        60,
+    );
+    assert!(
+        check.status.success(),
+        "docs/bench: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     // The checker itself catches a cut-off file and a plot without a legend.
     let text = std::fs::read_to_string(&svgs[0]).unwrap();
     let cut = dir.path().join("cut.svg");
