@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# Benchmarks: daxlink against tmpfs, plus reflink, mount and memory figures.
+# Benchmarks: daxlink against tmpfs, plus reflink, scale, mount and memory figures, and SVG plots.
 #
-#   bash scripts/bench.sh                # full run (about 5-10 minutes on 2 cores)
-#   BENCH_QUICK=1 bash scripts/bench.sh  # small sizes, under a minute: checks the script works
+#   bash scripts/bench.sh                # full run (26 minutes on 2 cores under load 7-10,
+#                                        # 8 of them for the 1 TiB image)
+#   BENCH_QUICK=1 bash scripts/bench.sh  # small sizes, about 2 minutes: checks the script works
 #
 # As root: builds and installs daxlink (scripts/install.sh; BENCH_NO_INSTALL=1 skips it),
 # makes a daxlink image on /dev/shm mounted at one directory and a tmpfs of the same size
-# at another, and runs every tests/fio/*.fio job on both with the same parameters. Then,
-# on daxlink only: clone time of a large single-extent file against a small one, clone time
-# against the source's extent count, copy-on-write random-write throughput on a fresh clone
-# against unshared files, mount time of an empty image and of one holding those files, and
-# the daemon's resident memory. Timings are repeated (BENCH_REPEAT, default 5; 3 when
-# quick; each fio job 3 times, alternating which filesystem goes first) and the median
-# is reported. Prints tables and writes everything as JSON to
-# BENCH_OUT (default /tmp/daxlink-bench-DATE.json). BENCH_BIN=DIR runs DIR/daxlink and
-# DIR/mkfs-daxlink (e.g. target/release) instead of installing. Everything it mounted or
-# created is unmounted and removed on exit, also on failure or Ctrl-C.
+# at another, then:
+#  - headline: fio psync on a 1 GiB file (3 s a run, median of 3, the two filesystems
+#    alternating): sequential write and read 1 MiB, random read and write 4 KiB, with
+#    numjobs 1, 2 and 4 (a file per job, 1 GiB in all), and 100,000 file creates from a
+#    python loop; ratio daxlink/tmpfs against the targets;
+#  - cost against directory size (create and missed-lookup time as the directory grows to
+#    100,000 entries) and against file size (cp and daxlink reflink of 4 MiB to 1 GiB);
+#  - the other tests/fio/*.fio jobs on both (randrw, mmap, fsync-append, small files, the
+#    verify jobs);
+#  - on daxlink: clone time of a large single-extent file against a small one and against
+#    the source's extent count, copy-on-write random writes on a fresh clone, mount time
+#    and daemon memory, and the page-model cost (tests/page_cost.rs);
+#  - scale: for a 16 GiB and a 1 TiB sparse image in BENCH_BIG_DIR (default /var/tmp, a
+#    disk directory) holding 100,000 files (tests/bench_scale.rs makes them): mkfs time
+#    and bytes written, mount time, daemon VmRSS/VmHWM, and how much of the image the
+#    mount faulted in (`fincore` of the image, Rss of the daemon's mapping).
+# Timings are repeated (BENCH_REPEAT, default 5; 3 when quick) and the median reported.
+# Prints tables, writes everything as JSON to BENCH_OUT (default
+# /tmp/daxlink-bench-DATE.json) and SVG plots next to it (OUT-fio-ratio.svg,
+# OUT-clone-vs-extents.svg, OUT-cost-vs-file-size.svg, OUT-cost-vs-dir-size.svg).
+# BENCH_BIN=DIR runs DIR/daxlink and DIR/mkfs-daxlink (e.g. target/release) instead of
+# installing; BENCH_BIG_SIZES overrides the scale sizes ("16G 1T"; "1G 4G" when quick).
+# Everything it mounted or created is unmounted and removed on exit, also on failure or
+# Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,17 +39,25 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (it mounts a FUSE filesystem and a tmpfs)"
 command -v fio >/dev/null || die "fio is not installed (scripts/test.sh installs it: apt-get install fio)"
 command -v python3 >/dev/null || die "python3 is needed for the report (scripts/bench_report.py)"
+command -v fincore >/dev/null || die "fincore (util-linux) is needed for the scale figures"
 
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  FS_SIZE=1G JOB_SIZE=64M VERIFY_SIZE=16M RUNTIME=5 NRFILES=500
+  FS_SIZE=1G JOB_SIZE=64M VERIFY_SIZE=16M RUNTIME=1 NRFILES=500
   BIG=64M SMALL=4M EXTENTS="1 100 1000" COW_SIZE=32M REPEAT=${BENCH_REPEAT:-3} COW_REPEAT=1
   FIO_REPEAT=1
+  HL_SIZE=64M HL_RUNTIME=1 HL_REPEAT=1 CREATES=5000 FILE_SIZES="1M 4M 16M"
+  BIG_SIZES=${BENCH_BIG_SIZES:-1G 4G} BIG_FILES=5000
 else
-  FS_SIZE=4G JOB_SIZE=512M VERIFY_SIZE=128M RUNTIME=15 NRFILES=4000
-  BIG=1G SMALL=4M EXTENTS="1 1000 10000 100000" COW_SIZE=256M REPEAT=${BENCH_REPEAT:-5} COW_REPEAT=5
+  FS_SIZE=4G JOB_SIZE=256M VERIFY_SIZE=128M RUNTIME=3 NRFILES=4000
+  BIG=1G SMALL=4M EXTENTS="1 1000 10000 100000" COW_SIZE=256M REPEAT=${BENCH_REPEAT:-5} COW_REPEAT=3
   FIO_REPEAT=3
+  HL_SIZE=1G HL_RUNTIME=3 HL_REPEAT=3 CREATES=100000 FILE_SIZES="4M 16M 64M 256M 1G"
+  BIG_SIZES=${BENCH_BIG_SIZES:-16G 1T} BIG_FILES=100000
 fi
+# Mounts of each scale image: each one reads the image back from the disk.
+SCALE_REPEAT=$(( REPEAT < 3 ? REPEAT : 3 ))
+BIG_DIR=${BENCH_BIG_DIR:-/var/tmp}
 OUT=${BENCH_OUT:-/tmp/daxlink-bench-$(date +%Y%m%d-%H%M%S).json}
 
 if [ -n "${BENCH_BIN:-}" ]; then
@@ -56,6 +79,7 @@ TMNT=$WORK/tmpfs
 RAW=$WORK/raw
 mkdir -p "$DMNT" "$TMNT" "$RAW"
 
+CLEAN_BIG=
 daemon_pid() { pgrep -f -- "daxlink mount $IMG " | head -n1; }
 wait_daemon_gone() {
   local i
@@ -74,6 +98,7 @@ cleanup() {
   done
   wait_daemon_gone
   rm -f "$IMG"
+  [ -n "$CLEAN_BIG" ] && rm -f "$CLEAN_BIG"
   rm -rf "$WORK"
   exit $rc
 }
@@ -109,6 +134,16 @@ info runtime_cap_s "$RUNTIME"
 info nrfiles "$NRFILES"
 info repeat "$REPEAT"
 info fio_repeat "$FIO_REPEAT"
+info headline_size "$HL_SIZE"
+info headline_runtime_s "$HL_RUNTIME"
+info headline_repeat "$HL_REPEAT"
+info creates "$CREATES"
+info big_dir "$BIG_DIR"
+info big_sizes "$BIG_SIZES"
+info big_files "$BIG_FILES"
+info cpu "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
+info mem_total_kib "$(awk '/^MemTotal/{print $2}' /proc/meminfo)"
+info loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 info cow_repeat "$COW_REPEAT"
 info nproc "$(nproc)"
 info kernel "$(uname -r)"
@@ -150,10 +185,85 @@ run_fio() {
   [ "$fs" = daxlink ] && echo $(( $(daemon_cpu_ms) - c0 )) >"$base.cpu"
   return 0
 }
-echo "== fio suite (size $JOB_SIZE, verify $VERIFY_SIZE, cap ${RUNTIME}s a job, $NRFILES small files, $FIO_REPEAT runs)"
+# ---------------------------------------------------------------- headline
+# fio psync, HL_SIZE in all (a file per job), HL_RUNTIME s a run, HL_REPEAT runs; within
+# each run the four jobs go daxlink then tmpfs, or the other way round in even runs.
+echo "== headline: fio psync, $HL_SIZE in all, ${HL_RUNTIME}s a run, $HL_REPEAT runs, numjobs 1 2 4"
+HL_JOBS="seqwrite:write:1M seqread:read:1M randread:randread:4k randwrite:randwrite:4k"
+hl_fio() { # hl_fio FS DIR NJ RW BS [fio options]
+  local dir=$2 nj=$3 rw=$4 bs=$5
+  shift 5
+  echo --name=hl --directory="$dir" --numjobs="$nj" --size=$(( $(numfmt --from=iec "$HL_SIZE") / nj )) \
+    --rw="$rw" --bs="$bs" --ioengine=psync --time_based --runtime="$HL_RUNTIME" "$@"
+}
+for nj in 1 2 4; do
+  for fs in daxlink tmpfs; do
+    mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+    mkdir -p "$mnt/hl"
+    # Lay out (write) the files once for every run with this numjobs.
+    # shellcheck disable=SC2046
+    fio --output=/dev/null $(hl_fio $fs "$mnt/hl" $nj read 1M --create_only=1) >/dev/null
+  done
+  for i in $(seq 1 "$HL_REPEAT"); do
+    order="daxlink tmpfs"; [ $((i % 2)) = 0 ] && order="tmpfs daxlink"
+    for j in $HL_JOBS; do
+      IFS=: read -r name rw bs <<<"$j"
+      for fs in $order; do
+        mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+        printf '   %-10s j%-2s %-8s run %s\n' "$name" "$nj" "$fs" "$i"
+        base="$RAW/fio--$fs--hl.$name.j$nj--$i"
+        [ "$fs" = daxlink ] && c0=$(daemon_cpu_ms)
+        # shellcheck disable=SC2046
+        fio --output-format=json --output="$base.json" $(hl_fio $fs "$mnt/hl" $nj "$rw" "$bs") \
+          2>"$RAW/fio.err" || { cat "$RAW/fio.err" >&2; die "fio headline $name j$nj on $fs"; }
+        [ "$fs" = daxlink ] && echo $(( $(daemon_cpu_ms) - c0 )) >"$base.cpu"
+      done
+    done
+  done
+  rm -rf "$DMNT/hl" "$TMNT/hl"
+done
+
+# File creates from a python loop into one directory, with the create and missed-lookup
+# cost as the directory grows (bench_report.py creates); alternating like the fio runs.
+echo "== headline: $CREATES file creates (python loop, one directory), $HL_REPEAT runs"
+for i in $(seq 1 "$HL_REPEAT"); do
+  order="daxlink tmpfs"; [ $((i % 2)) = 0 ] && order="tmpfs daxlink"
+  for fs in $order; do
+    mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+    python3 scripts/bench_report.py creates "$mnt/creates" "$CREATES" >"$RAW/creates--$fs--$i.json"
+    printf '   creates  %-8s run %s: %s\n' "$fs" "$i" \
+      "$(python3 -c 'import json,sys; print("{:,.0f} creates/s".format(json.load(open(sys.argv[1]))["rate_per_s"]))' "$RAW/creates--$fs--$i.json")"
+    t=$(now_ns); rm -rf "$mnt/creates"; sample "rm_creates_ms.$fs" "$(ms_since "$t")"
+  done
+done
+
+# Cost against file size: cp (copy_file_range; shares blocks on daxlink, copies on tmpfs)
+# and `daxlink reflink` of files of FILE_SIZES, written by fio first.
+echo "== cost against file size ($FILE_SIZES): cp on both, daxlink reflink"
+for sz in $FILE_SIZES; do
+  for fs in daxlink tmpfs; do
+    mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+    mkdir -p "$mnt/fsz"
+    fio --output=/dev/null --name=fsz --filename="$mnt/fsz/src" --size="$sz" --rw=write --bs=1M \
+      --ioengine=psync >/dev/null
+    for _ in $(seq 1 "$REPEAT"); do
+      t=$(now_ns); cp "$mnt/fsz/src" "$mnt/fsz/copy"; sample "filesize_cp_ms.$fs.$sz" "$(ms_since "$t")"
+      rm -f "$mnt/fsz/copy"
+      if [ $fs = daxlink ]; then
+        t=$(now_ns); "$DAXLINK" reflink "$mnt/fsz/src" "$mnt/fsz/copy" >/dev/null
+        sample "filesize_reflink_ms.$sz" "$(ms_since "$t")"
+        rm -f "$mnt/fsz/copy"
+      fi
+    done
+    rm -rf "$mnt/fsz"
+  done
+done
+
+echo "== other fio jobs (size $JOB_SIZE, verify $VERIFY_SIZE, cap ${RUNTIME}s a job, $NRFILES small files, $FIO_REPEAT runs)"
 for job in tests/fio/*.fio; do
   name=$(basename "$job" .fio)
-  case $name in verify-*) continue ;; esac
+  # The verify jobs run below; the four headline jobs ran above.
+  case $name in verify-* | seq-read | seq-write | rand-read | rand-write) continue ;; esac
   for i in $(seq 1 "$FIO_REPEAT"); do
     # Alternate which filesystem goes first.
     order="daxlink tmpfs"; [ $((i % 2)) = 0 ] && order="tmpfs daxlink"
@@ -266,4 +376,51 @@ else
   echo "  page_cost failed: see $RAW/page_cost.txt"
 fi
 
+# ---------------------------------------------------------------- scale
+# Sparse images of BIG_SIZES in BIG_DIR (a disk directory: today mkfs writes 1/64 of the
+# device, ~17 GB for 1 TiB), each made and filled with BIG_FILES empty files in process by
+# tests/bench_scale.rs (mkfs time and bytes written come from there), then, with the
+# image's pages dropped from the page cache: mount time, the daemon's VmRSS/VmHWM, and how
+# much of the image the mount faulted in (fincore: resident pages of the image file;
+# smaps: Rss of the daemon's mapping of it).
+echo "== scale: sparse images of $BIG_SIZES in $BIG_DIR with $BIG_FILES files"
+cargo test --release --quiet --test bench_scale --no-run >"$RAW/bench_scale_build.txt" 2>&1 \
+  || { cat "$RAW/bench_scale_build.txt" >&2; die "cannot build tests/bench_scale.rs"; }
+for sz in $BIG_SIZES; do
+  BIMG=$BIG_DIR/daxlink-bench-$$-$sz.img
+  CLEAN_BIG=$BIMG
+  bytes=$(numfmt --from=iec "$sz")
+  # mkfs writes about 1/64 of the device today; keep 2 GiB spare on the disk.
+  need=$(( bytes / 64 + (2 << 30) ))
+  avail=$(( $(df --output=avail -B1 "$BIG_DIR" | tail -n1) ))
+  if [ "$avail" -lt "$need" ]; then
+    echo "   $sz: skipped, $BIG_DIR has $((avail >> 20)) MiB free, mkfs may need $((need >> 20)) MiB"
+    info "scale.$sz.skipped" "only $((avail >> 20)) MiB free in $BIG_DIR"
+    continue
+  fi
+  BENCH_SCALE_IMAGE=$BIMG BENCH_SCALE_SIZE=$sz BENCH_SCALE_FILES=$BIG_FILES \
+    cargo test --release --quiet --test bench_scale -- --ignored --nocapture >"$RAW/scale-$sz.txt" 2>&1 \
+    || { cat "$RAW/scale-$sz.txt" >&2; die "tests/bench_scale.rs failed for $sz"; }
+  grep '^BENCH_SCALE_JSON ' "$RAW/scale-$sz.txt" | cut -d' ' -f2- >"$RAW/scale--$sz.json"
+  for i in $(seq 1 "$SCALE_REPEAT"); do
+    python3 scripts/bench_report.py dropcache "$BIMG"
+    t=$(now_ns); "$DAXLINK" mount "$BIMG" "$DMNT"; ms=$(ms_since "$t"); sample "scale.$sz.mount_ms" "$ms"
+    pid=$(pgrep -f -- "daxlink mount $BIMG " | head -n1)
+    for k in VmRSS VmHWM RssAnon RssFile; do
+      sample "scale.$sz.$k" "$(awk -v k="$k:" '$1 == k {print $2}' "/proc/$pid/status")"
+    done
+    sample "scale.$sz.map_rss_kib" "$(awk -v f="$BIMG" '$NF == f {m=1; next} /^[0-9a-f]+-[0-9a-f]+ /{m=0} m && $1 == "Rss:" {s += $2} END {print s+0}' "/proc/$pid/smaps")"
+    sample "scale.$sz.fincore_bytes" "$(fincore -b -n -o RES "$BIMG" | tr -d ' ')"
+    [ "$i" = 1 ] && sample "scale.$sz.entries_root" "$(find "$DMNT" -maxdepth 1 -mindepth 1 | wc -l)"
+    umount "$DMNT"
+    for _ in $(seq 1 500); do pgrep -f -- "daxlink mount $BIMG " >/dev/null || break; sleep 0.02; done
+    echo "   $sz run $i: mount $ms ms"
+  done
+  rm -f "$BIMG"
+  CLEAN_BIG=
+done
+info loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+
 python3 scripts/bench_report.py report "$RAW" "$OUT"
+python3 scripts/bench_report.py plots "$OUT" "$(dirname "$OUT")" "$(basename "${OUT%.json}")-"
+

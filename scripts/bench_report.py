@@ -3,8 +3,17 @@
 
   bench_report.py fragment FILE N   write FILE with N extents that cannot merge: one
                                     4 KiB block at every other block (holes between)
+  bench_report.py creates DIR N     create DIR and N empty files in it from a python
+                                    loop; print JSON: the rate, and at 100, 1,000, ...
+                                    entries the create cost of the last stretch and the
+                                    cost of a lookup that misses
+  bench_report.py dropcache FILE    fsync FILE and drop its pages from the page cache
   bench_report.py report RAW OUT    read what bench.sh left in RAW (fio JSON files,
-                                    samples.tsv), print the tables, write OUT as JSON
+                                    samples.tsv, ...), print the tables, write OUT as JSON
+  bench_report.py plots OUT DIR [PREFIX]
+                                    draw the SVG plots of report OUT into DIR
+  bench_report.py markdown OUT      print the headline and scale tables of report OUT
+                                    as markdown (for README)
 """
 
 import glob
@@ -12,6 +21,10 @@ import json
 import os
 import statistics
 import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_svg  # noqa: E402
 
 BLOCK = 4096
 
@@ -23,6 +36,42 @@ def fragment(path, n):
             buf = (i.to_bytes(8, "little") * (BLOCK // 8))[:BLOCK]
             os.pwrite(fd, buf, 2 * i * BLOCK)
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def creates(d, n):
+    os.mkdir(d)
+    marks = [m for m in (100, 1000, 10000, 100000, 1000000) if m < n] + [n]
+    out, done, spent = [], 0, 0.0
+    for m in marks:
+        t = time.perf_counter()
+        for i in range(done, m):
+            os.close(os.open(f"{d}/f{i}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+        dt = time.perf_counter() - t
+        spent += dt
+        seg = m - done
+        done = m
+        # Lookups of names that are not there (each a new name, so no cached
+        # negative entry answers it): what a directory of this size costs to search.
+        k = 300
+        t = time.perf_counter()
+        for j in range(k):
+            try:
+                os.stat(f"{d}/missing-{m}-{j}")
+            except FileNotFoundError:
+                pass
+        miss = (time.perf_counter() - t) / k
+        out.append({"entries": m, "create_us": dt * 1e6 / seg, "miss_lookup_us": miss * 1e6})
+    print(json.dumps({"files": n, "create_s": spent, "rate_per_s": n / spent if spent else None,
+                      "marks": out}))
+
+
+def dropcache(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
@@ -84,6 +133,228 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+HL_JOBS = [("seqwrite", "sequential write 1 MiB"), ("seqread", "sequential read 1 MiB"),
+           ("randread", "random read 4 KiB"), ("randwrite", "random write 4 KiB")]
+TARGETS = {"seqwrite": 0.40, "seqread": 0.50, "randread": 0.35, "randwrite": 0.30, "creates": 0.50}
+
+
+def headline_report(fio, raw, samples):
+    rows, out = [], {"fio": [], "creates": None}
+    for nj in (1, 2, 4):
+        for name, desc in HL_JOBS:
+            runs = fio.get(f"hl.{name}.j{nj}")
+            if not runs:
+                continue
+            d, t = runs.get("daxlink"), runs.get("tmpfs")
+            dm = med(d["all_kib_s"]) / 1024 if d else None
+            tm = med(t["all_kib_s"]) / 1024 if t else None
+            r = ratio(dm, tm)
+            tg = TARGETS[name] if nj == 1 else None
+            meets = None if tg is None or r is None else r >= tg
+            rows.append([f"{desc}, {nj} job{'s' if nj > 1 else ''}", dm, tm, fmt_ratio(r),
+                         "-" if tg is None else f">= {tg:.2f}",
+                         "-" if meets is None else ("yes" if meets else "NO")])
+            out["fio"].append({"job": name, "desc": desc, "numjobs": nj, "daxlink_mib_s": dm,
+                               "tmpfs_mib_s": tm, "daxlink_runs_mib_s": [x / 1024 for x in d["all_kib_s"]] if d else [],
+                               "tmpfs_runs_mib_s": [x / 1024 for x in t["all_kib_s"]] if t else [],
+                               "ratio": r, "target": tg, "meets_target": meets})
+    rates = {}
+    for p in glob.glob(os.path.join(raw, "creates--*.json")):
+        _, fs, _ = os.path.basename(p)[:-5].split("--", 2)
+        with open(p) as f:
+            rates.setdefault(fs, []).append(json.load(f))
+    if rates:
+        dr = med([c["rate_per_s"] for c in rates.get("daxlink", [])])
+        tr = med([c["rate_per_s"] for c in rates.get("tmpfs", [])])
+        r = ratio(dr, tr)
+        n = next(iter(rates.values()))[0]["files"]
+        meets = None if r is None else r >= TARGETS["creates"]
+        rows.append([f"{n:,} file creates (python loop), creates/s", dr, tr, fmt_ratio(r),
+                     f">= {TARGETS['creates']:.2f}", "-" if meets is None else ("yes" if meets else "NO")])
+        out["creates"] = {"files": n, "daxlink_per_s": dr, "tmpfs_per_s": tr,
+                          "daxlink_runs_per_s": [c["rate_per_s"] for c in rates.get("daxlink", [])],
+                          "tmpfs_runs_per_s": [c["rate_per_s"] for c in rates.get("tmpfs", [])],
+                          "ratio": r, "target": TARGETS["creates"], "meets_target": meets,
+                          "runs": rates}
+    table("headline: fio psync, 1 GiB in all (a file per job), daxlink and tmpfs alternating, "
+          "median of the runs (MiB/s; creates/s for creates); ratio = daxlink/tmpfs",
+          ["job", "daxlink", "tmpfs", "ratio", "target", "meets"], rows)
+    return out
+
+
+def size_costs(raw, samples):
+    # Directory size: create cost and missed-lookup cost at each mark, median of runs.
+    marks = {}
+    for p in glob.glob(os.path.join(raw, "creates--*.json")):
+        _, fs, _ = os.path.basename(p)[:-5].split("--", 2)
+        with open(p) as f:
+            for m in json.load(f)["marks"]:
+                marks.setdefault(fs, {}).setdefault(m["entries"], []).append(m)
+    dir_size, rows = {}, []
+    for fs in sorted(marks):
+        dir_size[fs] = [{"entries": e,
+                         "create_us": med([m["create_us"] for m in ms]),
+                         "miss_lookup_us": med([m["miss_lookup_us"] for m in ms])}
+                        for e, ms in sorted(marks[fs].items())]
+    for e in sorted({x["entries"] for v in dir_size.values() for x in v}):
+        g = {fs: next((x for x in v if x["entries"] == e), None) for fs, v in dir_size.items()}
+        rows.append([f"{e:,}"] + [g.get(fs) and g[fs][k] for k in ("create_us", "miss_lookup_us")
+                                   for fs in ("daxlink", "tmpfs")])
+    if rows:
+        table("cost against directory size (us; create = mean over the stretch up to that many "
+              "entries; lookup of a name that is not there)",
+              ["entries", "daxlink create", "tmpfs create", "daxlink miss", "tmpfs miss"], rows)
+    # File size: cp on both, daxlink reflink.
+    sizes = sorted({k.split(".", 2)[2] for k in samples if k.startswith("filesize_cp_ms.")},
+                   key=size_bytes)
+    file_size, rows = [], []
+    for sz in sizes:
+        e = {"size": sz, "bytes": size_bytes(sz),
+             "daxlink_cp_ms": med(samples.get(f"filesize_cp_ms.daxlink.{sz}", [])),
+             "tmpfs_cp_ms": med(samples.get(f"filesize_cp_ms.tmpfs.{sz}", [])),
+             "daxlink_reflink_ms": med(samples.get(f"filesize_reflink_ms.{sz}", []))}
+        file_size.append(e)
+        rows.append([sz, e["daxlink_cp_ms"], e["tmpfs_cp_ms"], e["daxlink_reflink_ms"]])
+    if rows:
+        table("cost against file size (ms, median; cp shares blocks on daxlink and copies on "
+              "tmpfs; reflink includes process start)",
+              ["size", "daxlink cp", "tmpfs cp", "daxlink reflink"], rows)
+    return dir_size, file_size
+
+
+def size_bytes(s):
+    s = s.strip()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(float(s[:-1]) * mult[s[-1]]) if s[-1] in mult else int(s)
+
+
+def scale_report(raw, samples, info):
+    out, rows = [], []
+    sizes = info.get("big_sizes", "").split()
+    for sz in sizes:
+        if f"scale.{sz}.skipped" in info:
+            out.append({"size": sz, "skipped": info[f"scale.{sz}.skipped"]})
+            rows.append([sz, "skipped: " + info[f"scale.{sz}.skipped"]] + ["-"] * 7)
+            continue
+        p = os.path.join(raw, f"scale--{sz}.json")
+        if not os.path.exists(p):
+            continue
+        with open(p) as f:
+            made = json.load(f)
+        g = lambda k: med(samples.get(f"scale.{sz}.{k}", []))  # noqa: E731
+        e = dict(made, size=sz, mount_ms=g("mount_ms"), mount_ms_runs=samples.get(f"scale.{sz}.mount_ms", []),
+                 vmrss_kib=g("VmRSS"), vmhwm_kib=g("VmHWM"), rss_anon_kib=g("RssAnon"),
+                 rss_file_kib=g("RssFile"), map_rss_kib=g("map_rss_kib"),
+                 fincore_bytes=g("fincore_bytes"))
+        out.append(e)
+        mib = lambda x: None if x is None else x / 1024  # noqa: E731
+        rows.append([sz, f"{made['files']:,}", made["mkfs_ms"], made["mkfs_bytes_written"] / (1 << 20),
+                     e["mount_ms"], mib(e["vmrss_kib"]), mib(e["vmhwm_kib"]), mib(e["map_rss_kib"]),
+                     None if e["fincore_bytes"] is None else e["fincore_bytes"] / (1 << 20)])
+    if rows:
+        table("scale: sparse images in BENCH_BIG_DIR with empty files (mkfs in process on a sparse "
+              "file; mount = `daxlink mount` with the image's pages dropped first; MiB)",
+              ["size", "files", "mkfs ms", "mkfs wrote", "mount ms", "VmRSS", "VmHWM",
+               "mapping Rss", "image in page cache"], rows)
+    return out
+
+
+def plots(result_path, outdir, prefix=""):
+    with open(result_path) as f:
+        r = json.load(f)
+    info = r.get("info", {})
+    sub = (f"{info.get('date', '?')}, {info.get('cpu', '?')}, {info.get('nproc', '?')} cores, "
+           f"commit {info.get('commit', '?')}" + (", QUICK run" if info.get("quick") == "1" else ""))
+    written = []
+
+    def save(name, text):
+        path = os.path.join(outdir, prefix + name)
+        with open(path, "w") as f:
+            f.write(text)
+        written.append(path)
+
+    hl = r.get("headline") or {}
+    short = ["seq write 1M", "seq read 1M", "rand read 4k", "rand write 4k", "creates"]
+    series = []
+    for nj in (1, 2, 4):
+        vals = []
+        for name, _ in HL_JOBS:
+            e = next((x for x in hl.get("fio", []) if x["job"] == name and x["numjobs"] == nj), None)
+            vals.append(e and e["ratio"])
+        vals.append((hl.get("creates") or {}).get("ratio") if nj == 1 else None)
+        series.append((f"{nj} job{'s' if nj > 1 else ''}", vals))
+    targets = [TARGETS[n] for n, _ in HL_JOBS] + [TARGETS["creates"]]
+    save("fio-ratio.svg", bench_svg.bar_plot(
+        "daxlink / tmpfs bandwidth (fio psync) and create rate", "job",
+        "ratio daxlink / tmpfs", short, series, targets, sub))
+
+    ext = [(e["extents"], e["median_ms"]) for e in r.get("clone_vs_extents", []) if e.get("extents")]
+    save("clone-vs-extents.svg", bench_svg.line_plot(
+        "clone time against the source's extent count", "extents in the source (log)",
+        "daxlink reflink, ms (log)", [("daxlink reflink", ext)], xlog=True, ylog=True, subtitle=sub))
+
+    fsz = r.get("file_size", [])
+    mb = lambda e: e["bytes"] / (1 << 20)  # noqa: E731
+    save("cost-vs-file-size.svg", bench_svg.line_plot(
+        "copy and clone time against file size", "file size, MiB (log)", "ms (log)",
+        [("daxlink cp (shares)", [(mb(e), e["daxlink_cp_ms"]) for e in fsz]),
+         ("tmpfs cp (copies)", [(mb(e), e["tmpfs_cp_ms"]) for e in fsz]),
+         ("daxlink reflink", [(mb(e), e["daxlink_reflink_ms"]) for e in fsz])],
+        xlog=True, ylog=True, subtitle=sub))
+
+    ds = r.get("dir_size", {})
+    ser = []
+    for fs in ("daxlink", "tmpfs"):
+        ser.append((f"{fs} create", [(x["entries"], x["create_us"]) for x in ds.get(fs, [])]))
+    for fs in ("daxlink", "tmpfs"):
+        ser.append((f"{fs} missed lookup", [(x["entries"], x["miss_lookup_us"]) for x in ds.get(fs, [])]))
+    save("cost-vs-dir-size.svg", bench_svg.line_plot(
+        "create and lookup time against directory size", "entries in the directory (log)",
+        "us per operation (log)", ser, xlog=True, ylog=True, subtitle=sub))
+    for p in written:
+        print(f"SVG: {p}")
+
+
+def markdown(result_path):
+    with open(result_path) as f:
+        r = json.load(f)
+    i = r.get("info", {})
+    print(f"{i.get('date', '?')}, commit {i.get('commit', '?')}, {i.get('cpu', '?')}, "
+          f"{i.get('nproc', '?')} cores, {int(i.get('mem_total_kib', 0)) >> 20} GiB RAM, "
+          f"kernel {i.get('kernel', '?')}, {i.get('fio_version', '?')}; load average "
+          f"{i.get('loadavg_start', '?')} at the start, {i.get('loadavg_end', '?')} at the end")
+    print()
+    print("| job | daxlink | tmpfs | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    hl = r.get("headline", {})
+    for e in hl.get("fio", []):
+        nj = e["numjobs"]
+        tg = "-" if e["target"] is None else (f">= {e['target']:.2f} " +
+                                               ("(met)" if e["meets_target"] else "(**not met**)"))
+        print(f"| {e['desc']}, {nj} job{'s' if nj > 1 else ''} | {fmt(e['daxlink_mib_s'])} MiB/s | "
+              f"{fmt(e['tmpfs_mib_s'])} MiB/s | {fmt_ratio(e['ratio'])} | {tg} |")
+    c = hl.get("creates")
+    if c:
+        tg = f">= {c['target']:.2f} " + ("(met)" if c["meets_target"] else "(**not met**)")
+        print(f"| {c['files']:,} file creates (python loop) | {fmt(c['daxlink_per_s'], 0)}/s | "
+              f"{fmt(c['tmpfs_per_s'], 0)}/s | {fmt_ratio(c['ratio'])} | {tg} |")
+    sc = r.get("scale", [])
+    if sc:
+        print()
+        print("| sparse image | files | mkfs | mkfs wrote | mount | daemon VmRSS / VmHWM | "
+              "image read by the mount (fincore) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        mib = lambda x: "-" if x is None else f"{x / (1 << 20):,.0f} MiB"  # noqa: E731
+        for e in sc:
+            if "skipped" in e:
+                print(f"| {e['size']} | skipped: {e['skipped']} | | | | | |")
+                continue
+            print(f"| {e['size']} | {e['files']:,} | {e['mkfs_ms'] / 1000:.1f} s | "
+                  f"{mib(e['mkfs_bytes_written'])} | {fmt(e['mount_ms'], 0)} ms | "
+                  f"{mib(e['vmrss_kib'] * 1024)} / {mib(e['vmhwm_kib'] * 1024)} | "
+                  f"{mib(e['fincore_bytes'])} |")
+
+
 def report(raw, out):
     info, samples = {}, {}
     with open(os.path.join(raw, "samples.tsv")) as f:
@@ -109,7 +380,8 @@ def report(raw, out):
             m["cpu_us_per_io"] = med(cpus)
             m["all_cpu_us_per_io"] = cpus
             fio.setdefault(label, {})[fs] = m
-    order = sorted(l for l in fio if not l.startswith("verify"))
+    headline = headline_report(fio, raw, samples)
+    order = sorted(l for l in fio if not l.startswith("verify") and not l.startswith("hl."))
     order += [l for l in ("verify-write", "verify-only", "verify-only-copy") if l in fio]
     rows, fio_json = [], []
     for label in order:
@@ -120,7 +392,7 @@ def report(raw, out):
                      t and t["kib_s"] / 1024, t and round(t["iops"]), fmt_ratio(rr),
                      d and d["cpu_us_per_io"], t and t["cpu_us_per_io"]])
         fio_json.append({"job": label, "daxlink": d, "tmpfs": t, "ratio_daxlink_tmpfs": rr})
-    table("fio (buffered, 1 job; MiB/s and IOPS are read + write, the run of median bandwidth; "
+    table("other fio jobs (buffered, 1 job; MiB/s and IOPS are read + write, the run of median bandwidth; "
           "ratio = daxlink/tmpfs bandwidth;\n CPU us/IO = CPU time of fio, kernel side included, "
           "plus the daxlink daemon's, per I/O: median of the runs)",
           ["job", "daxlink MiB/s", "daxlink IOPS", "tmpfs MiB/s", "tmpfs IOPS", "ratio",
@@ -207,8 +479,14 @@ def report(raw, out):
     table("daemon memory (MiB, /proc/PID/status; image pages = RssFile + RssShmem, the mapped "
           "image itself)", ["when", "VmRSS", "VmHWM (peak)", "RssAnon", "image pages"], rows)
 
+    dir_size, file_size = size_costs(raw, samples)
+    scale = scale_report(raw, samples, info)
     result = {
         "info": info,
+        "headline": headline,
+        "dir_size": dir_size,
+        "file_size": file_size,
+        "scale": scale,
         "fio": fio_json,
         "clone_single_extent": clone_json,
         "clone_big_over_small": (big["median_ms"] / small["median_ms"]) if big and small else None,
@@ -230,8 +508,16 @@ def report(raw, out):
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "fragment":
         fragment(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "creates":
+        creates(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "dropcache":
+        dropcache(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "report":
         report(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "markdown":
+        markdown(sys.argv[2])
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "plots":
+        plots(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) == 5 else "")
     else:
         sys.exit(__doc__)
 

@@ -11,7 +11,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --workspace --quiet
+# Not --quiet: cargo shows its progress bar on a terminal (and one line per crate
+# otherwise), so a first build of several minutes does not look hung.
+cargo build --release --workspace
 install -m 0755 target/release/daxlink /usr/local/sbin/daxlink
 install -m 0755 target/release/mkfs-daxlink /usr/local/sbin/mkfs.daxlink
 install -m 0755 target/release/fsck-daxlink /usr/local/sbin/fsck.daxlink

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (fuse3, fio, xfsprogs, attr,
-# acl, e2fsprogs, rsync, tar; python3 and chromium for the report test),
+# acl, e2fsprogs, util-linux (script, fincore), rsync, tar, python3 (the benchmark
+# report, its plot check and the report test) and chromium (the report test),
 # builds and installs the tools, checks formatting and lints, runs every test
 # (unit, property, mounted integration tests). Run as root on Debian.
 set -euo pipefail

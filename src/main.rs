@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use daxlink::cli;
 use daxlink::mount::{mount_main, parse_opts, MountOpts};
+use daxlink::progress::plural;
 
 #[derive(Parser)]
 #[command(
@@ -26,10 +27,12 @@ enum Cmd {
         image: PathBuf,
         /// The directory to mount on.
         dir: PathBuf,
-        /// Mount options: page_model=proxy|upstream|legacy, threads=N,
-        /// persist=cpu|msync|auto, layout_timeout_ms=N, ro, allow_other,
-        /// allow_root, relatime|strictatime|noatime|nodiratime, and the
-        /// standard ones (dev, suid, exec, sync, dirsync and their no- forms).
+        /// Mount options, comma-separated (README lists each): threads=N (FUSE
+        /// worker threads, default 2), persist=cpu|msync|auto, ro, rw,
+        /// allow_other, allow_root, page_model=proxy|upstream|legacy (default
+        /// proxy), layout_timeout_ms=N (default 2000), relatime (default),
+        /// strictatime, noatime, nodiratime, lazytime, dev, nodev, suid, nosuid,
+        /// exec, noexec, sync, dirsync.
         #[arg(short = 'o', action = clap::ArgAction::Append)]
         options: Vec<String>,
         /// Stay in the foreground.
@@ -231,7 +234,7 @@ fn main() {
             length,
         } => match cli::reflink(&src, &dst, src_offset, dst_offset, length) {
             Ok(n) => {
-                println!("cloned {n} bytes");
+                println!("cloned {}", plural(n, "byte", "bytes"));
                 0
             }
             Err(e) => fail("reflink", e),
@@ -244,7 +247,7 @@ fn main() {
             length,
         } => match cli::dedupe(&src, &dst, src_offset, dst_offset, length) {
             Ok((true, n)) => {
-                println!("deduped {n} bytes");
+                println!("deduped {}", plural(n, "byte", "bytes"));
                 0
             }
             Ok((false, _)) => {
@@ -320,15 +323,16 @@ fn main() {
             }
             Err(e) => fail("owners", e),
         },
-        Cmd::Poison { file, offset } => {
-            match cli::poison(&file, offset) {
-                Ok((b, n, all)) => {
-                    println!("block {b} poisoned: {n} of {all} owners notified (their reads fail with EIO)");
-                    0
-                }
-                Err(e) => fail("poison", e),
+        Cmd::Poison { file, offset } => match cli::poison(&file, offset) {
+            Ok((b, n, all)) => {
+                println!(
+                    "block {b} poisoned: {n} of {} notified (their reads fail with EIO)",
+                    plural(all as u64, "owner", "owners")
+                );
+                0
             }
-        }
+            Err(e) => fail("poison", e),
+        },
         Cmd::Demo {
             page_model,
             json,
@@ -363,14 +367,18 @@ fn main() {
                     );
                 } else {
                     println!(
-                        "shared: {} bytes in {} ranges",
-                        s.shared_bytes, s.refcount_records
+                        "shared: {} in {}",
+                        plural(s.shared_bytes, "byte", "bytes"),
+                        plural(s.refcount_records, "range", "ranges")
                     );
-                    println!("saved by sharing: {} bytes", s.saved_bytes);
                     println!(
-                        "used: {} of {} bytes",
+                        "saved by sharing: {}",
+                        plural(s.saved_bytes, "byte", "bytes")
+                    );
+                    println!(
+                        "used: {} of {}",
                         s.total_bytes - s.free_bytes,
-                        s.total_bytes
+                        plural(s.total_bytes, "byte", "bytes")
                     );
                 }
                 0
@@ -420,8 +428,8 @@ fn pin_cmd(
     match cli::pin(&f, offset, length, write, longterm) {
         Ok(id) => {
             println!(
-                "pin {id}: {} bytes at {offset} of {} ({})",
-                length,
+                "pin {id}: {} at {offset} of {} ({})",
+                plural(length, "byte", "bytes"),
                 file.display(),
                 if write { "write" } else { "read" }
             );

@@ -11,6 +11,7 @@ use crate::format::{
 use crate::fs::{read_superblock, write_superblocks};
 use crate::journal::{Journal, JournalGeometry};
 use crate::media::Media;
+use crate::progress::Progress;
 use crate::space::Space;
 
 #[derive(Clone, Debug, Default)]
@@ -94,6 +95,11 @@ pub fn has_filesystem(media: &Media) -> bool {
 /// Write a new, empty filesystem onto `media`.
 pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
     let sb = geometry(media.len() / BLOCK_SIZE, o)?;
+    let p = Progress::bytes(
+        "mkfs",
+        (sb.journal_blocks + sb.inode_blocks() + sb.bitmap_blocks) * BLOCK_SIZE,
+    );
+    p.message("journal");
     // Invalidate old superblocks first so a half-made image is never mounted.
     media.fill(0, 2 * BLOCK_SIZE, 0)?;
     media.persist(0, 2 * BLOCK_SIZE)?;
@@ -109,9 +115,11 @@ pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
             media_len: media.len(),
         },
     )?;
+    p.inc(sb.journal_blocks * BLOCK_SIZE);
+    p.message("inode table");
     let itab = sb.inode_start * BLOCK_SIZE;
     let ilen = sb.inode_blocks() * BLOCK_SIZE;
-    media.fill(itab, ilen, 0)?;
+    zero_with_progress(media, itab, ilen, &p)?;
     let t = Timespec::now();
     let root = InodeRec {
         mode: libc::S_IFDIR | 0o755,
@@ -126,9 +134,25 @@ pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
     };
     media.write_at(sb.inode_offset(ROOT_INO), &root.encode())?;
     media.persist(itab, ilen)?;
+    p.message("bitmap");
     Space::format(media, &sb)?;
+    p.inc(sb.bitmap_blocks * BLOCK_SIZE);
     write_superblocks(media, &sb)?;
     Ok(sb)
+}
+
+/// Zero `len` bytes at `off` in chunks, advancing `p` (the inode table of a
+/// large image is most of what mkfs writes).
+fn zero_with_progress(media: &Media, off: u64, len: u64, p: &Progress) -> FsResult<()> {
+    const CHUNK: u64 = 64 << 20;
+    let mut done = 0;
+    while done < len {
+        let n = CHUNK.min(len - done);
+        media.fill(off + done, n, 0)?;
+        done += n;
+        p.inc(n);
+    }
+    Ok(())
 }
 
 /// Parse sizes like 512M, 2G, 1048576, 64KiB.
@@ -193,6 +217,8 @@ pub fn mkfs_path(
         // mapped file needs a block allocation that msync alone may not make
         // durable, and could fail for want of space long after mkfs.
         let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let p = Progress::steps("mkfs", 1);
+        p.message("allocating the image's blocks");
         nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, len as i64)
             .map_err(|e| format!("cannot allocate {}: {e}", path.display()))?;
     }

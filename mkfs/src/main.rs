@@ -1,8 +1,11 @@
 //! mkfs-daxlink [--size SIZE] [--force] [--label L] IMAGE
+//!
+//! Names itself as invoked (`mkfs.daxlink` when installed) and shows a progress
+//! bar on stderr when that is a terminal.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use daxlink::format::BLOCK_SIZE;
 use daxlink::mkfs::{mkfs_path, parse_size, MkfsOptions};
 
@@ -25,7 +28,7 @@ struct Args {
     /// Number of inodes (default: one per 16 KiB).
     #[arg(short = 'N', long)]
     inodes: Option<u64>,
-    /// Do not print the geometry.
+    /// Do not print the geometry or a progress bar.
     #[arg(short, long)]
     quiet: bool,
     image: PathBuf,
@@ -36,10 +39,18 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 }
 
 fn main() {
-    let a = Args::parse();
+    let prog = daxlink::cli::invoked_name("mkfs.daxlink");
+    let a = Args::command()
+        .bin_name(&prog)
+        .display_name(&prog)
+        .get_matches();
+    let a = Args::from_arg_matches(&a).unwrap_or_else(|e| e.exit());
     if a.label.len() > 64 {
-        eprintln!("mkfs-daxlink: label is longer than 64 bytes");
+        eprintln!("{prog}: label is longer than 64 bytes");
         std::process::exit(1);
+    }
+    if !a.quiet {
+        daxlink::progress::enable_on_terminal();
     }
     let o = MkfsOptions {
         label: a.label.clone(),
@@ -91,7 +102,7 @@ fn main() {
             }
         }
         Err(e) => {
-            eprintln!("mkfs-daxlink: {e}");
+            eprintln!("{prog}: {e}");
             std::process::exit(1);
         }
     }

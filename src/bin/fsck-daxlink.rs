@@ -6,14 +6,15 @@
 //! The image is locked as a mount locks it: a repair run needs it unused, a
 //! check-only run shares it with read-only mounts; otherwise exit 8 and one line
 //! naming the process holding it.
+//! It names itself as invoked (`fsck.daxlink` when installed) and shows a
+//! progress bar on stderr when that is a terminal.
 //! Exit status: 0 clean, 1 errors corrected, 4 errors left, 8 operational
 //! error, 16 usage error.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,7 +47,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let prog = daxlink::cli::invoked_name("fsck.daxlink");
+    let parsed = Args::command()
+        .bin_name(&prog)
+        .display_name(&prog)
+        .try_get_matches()
+        .and_then(|m| Args::from_arg_matches(&m));
+    let args = match parsed {
         Ok(a) => a,
         Err(e) => {
             let usage = e.use_stderr();
@@ -57,9 +64,9 @@ fn main() -> ExitCode {
     let _ = args.force; // every run is a full check
     let repair = (args.yes || args.preen || args.auto) && !args.no;
     let name = args.image.display().to_string();
-    if !args.json && std::io::stderr().is_terminal() {
+    if !args.json && daxlink::progress::enable_on_terminal() {
         eprintln!(
-            "fsck-daxlink: checking {name}{}",
+            "{prog}: checking {name}{}",
             if repair { " (repairing)" } else { "" }
         );
     }
@@ -81,11 +88,11 @@ fn main() -> ExitCode {
             println!("[{}] {} ({state})", f.code, f.message);
         }
         if report.error.is_some() {
-            eprintln!("fsck-daxlink: {}", report.summary(&name));
+            eprintln!("{prog}: {}", report.summary(&name));
         } else {
             println!("{}", report.summary(&name));
             if !repair && !report.findings.is_empty() {
-                println!("{name}: run fsck-daxlink -y to repair");
+                println!("{name}: run {prog} -y to repair");
             }
         }
     }

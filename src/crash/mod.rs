@@ -617,11 +617,17 @@ fn parallel<T: Send>(n: usize, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Ve
 /// Run the harness.
 pub fn run(cfg: &Config) -> Result<Summary, String> {
     let t0 = Instant::now();
+    let p = crate::progress::Progress::steps("crashtest: counting crash points", 0);
     let base = workload::make_base()?;
     let ws = select(workload::generate(&base)?, &cfg.workload)?;
     // Pass 1: what every crash point wants; share the budget.
-    let wanted: Vec<Result<Vec<(u64, bool)>, String>> =
-        parallel(ws.len(), cfg.jobs, |i| wants(&base, &ws[i], cfg));
+    p.set_total(ws.len() as u64);
+    let wanted: Vec<Result<Vec<(u64, bool)>, String>> = parallel(ws.len(), cfg.jobs, |i| {
+        let r = wants(&base, &ws[i], cfg);
+        p.inc(1);
+        r
+    });
+    drop(p);
     let per_w: Vec<u64> = wanted
         .iter()
         .map(|r| r.as_ref().map_or(0, |v| v.iter().map(|x| x.0).sum()))
@@ -636,9 +642,13 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
         })
         .collect();
     // Pass 2: check.
+    let p = crate::progress::Progress::steps("crashtest: checking workloads", ws.len() as u64);
     let results = parallel(ws.len(), cfg.jobs, |i| {
-        check_workload(&base, &ws[i], &quotas[i], cfg)
+        let r = check_workload(&base, &ws[i], &quotas[i], cfg);
+        p.inc(1);
+        r
     });
+    drop(p);
     let mut s = Summary {
         workloads: ws.len(),
         seed: cfg.seed,
@@ -759,6 +769,7 @@ pub struct CrashArgs {
 
 /// Run `daxlink crashtest`; returns the exit status (0 no failure, 1 failures, 2 usage).
 pub fn cli(a: CrashArgs) -> i32 {
+    crate::progress::enable_on_terminal();
     let inject = match a.inject.as_deref().map(|s| (s, Bug::parse(s))) {
         None => None,
         Some((_, Some(b))) => Some(b),
@@ -846,13 +857,13 @@ pub fn cli(a: CrashArgs) -> i32 {
             );
         }
         println!(
-            "workloads: {}  crash points: {}  crash states: {} (+{} in recovery)  failures: {} (in {} workloads)  in flight at return: {}  seed: {}  {:.1}s",
+            "workloads: {}  crash points: {}  crash states: {} (+{} in recovery)  failures: {} (in {})  in flight at return: {}  seed: {}  {:.1}s",
             s.workloads,
             s.crash_points,
             s.crash_states,
             s.recovery_states,
             s.failures,
-            s.failed_workloads.len(),
+            crate::progress::plural(s.failed_workloads.len() as u64, "workload", "workloads"),
             s.in_flight_at_return,
             s.seed,
             s.seconds

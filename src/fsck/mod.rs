@@ -86,6 +86,7 @@ use crate::format::{
 use crate::fs::journal_geometry;
 use crate::journal::{JournalGeometry, Tx};
 use crate::media::Media;
+use crate::progress::plural;
 use sb::superblocks;
 use space::{Bits, Owner};
 
@@ -314,20 +315,19 @@ impl Report {
             return format!("{image}: check failed: {e}");
         }
         let c = &self.counts;
+        let usage = format!(
+            "{}, {} used of {}",
+            plural(c.inodes, "inode", "inodes"),
+            plural(c.blocks_used, "block", "blocks"),
+            c.blocks_total
+        );
         if self.findings.is_empty() {
-            format!(
-                "{image}: clean, {} inodes, {} blocks used of {}",
-                c.inodes, c.blocks_used, c.blocks_total
-            )
+            format!("{image}: clean, {usage}")
         } else {
             let fixed = self.findings.iter().filter(|f| f.fixed).count();
             format!(
-                "{image}: {} problems, {} fixed; {} inodes, {} blocks used of {}",
-                self.findings.len(),
-                fixed,
-                c.inodes,
-                c.blocks_used,
-                c.blocks_total
+                "{image}: {}, {fixed} fixed; {usage}",
+                plural(self.findings.len() as u64, "problem", "problems"),
             )
         }
     }
@@ -715,32 +715,53 @@ impl Ck<'_> {
 
     /// The passes, in order (each names its file).
     fn run(&mut self) -> Result<(), String> {
+        let p = crate::progress::Progress::steps("fsck", if self.repair { 20 } else { 19 });
+        p.step("journal");
         self.journal()?; // sb
+        p.step("load bitmap");
         self.load_bitmap(); // space
+        p.step("roots");
         self.roots(); // records
+        p.step("record chains");
         for kind in REC_KINDS {
             self.chain(kind); // records
         }
+        p.step("inode table");
         self.inode_table(); // inodes
+        p.step("root");
         self.root(); // inodes
+        p.step("xattrs");
         self.xattrs(); // inodes
+        p.step("extents");
         self.extents(); // records
+        p.step("refcounts check");
         self.refcounts_check(); // space
+        p.step("orphans");
         self.orphans(); // records
+        p.step("symlinks");
         self.symlinks(); // inodes
+        p.step("dirents");
         self.dirents(); // dirs
+        p.step("orphan inodes");
         self.orphan_inodes(); // dirs
+        p.step("namespace");
         self.namespace(); // dirs
+        p.step("link counts");
         self.link_counts(); // dirs
+        p.step("finish reclaim");
         self.finish_reclaim(); // repair
+        p.step("refcounts final");
         self.refcounts_final(); // space
+        p.step("bitmap");
         self.bitmap(); // space
+        p.step("queue inodes");
         self.queue_inodes(); // repair
         if self.roots_dirty {
             let r = self.roots.encode();
             self.fix.write(self.sb.roots_block * BS, &r);
         }
         if self.repair {
+            p.step("write repairs");
             self.apply()?;
         }
         Ok(())
