@@ -24,6 +24,8 @@ use thiserror::Error;
 
 /// CPU cache line size assumed for flushing.
 pub const CACHE_LINE: u64 = 64;
+/// Stores at least this long bypass the cache (`write_flushed`).
+const NT_MIN: usize = 16 * 1024;
 
 #[derive(Debug, Error)]
 pub enum MediaError {
@@ -514,6 +516,18 @@ impl Media {
         Ok(())
     }
 
+    /// The bytes at `off..off+len`, borrowed from the mapping (no copy): for
+    /// handing straight to the kernel in a reply. Like any view of a shared
+    /// file mapping (memmap2's `Mmap` derefs the same way), its bytes change
+    /// if something stores into the range while it is borrowed; callers take
+    /// views only of ranges they keep stores away from (`Fs::read_with`).
+    pub fn view(&self, off: u64, len: usize) -> Result<&[u8], MediaError> {
+        self.check(off, len as u64)?;
+        // SAFETY: the range is inside the mapping (checked above), which
+        // lives as long as `self`; the mapping is readable in every mode.
+        Ok(unsafe { std::slice::from_raw_parts(self.base().add(off as usize), len) })
+    }
+
     pub fn read_vec(&self, off: u64, len: usize) -> Result<Vec<u8>, MediaError> {
         let mut v = vec![0u8; len];
         self.read(off, &mut v)?;
@@ -540,6 +554,52 @@ impl Media {
         // the source slice cannot overlap the mapping's private view.
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(off as usize), data.len());
+        }
+        Ok(())
+    }
+
+    /// Store `data` at `off` and write it back: durable after the next
+    /// fence, as `write_at` + `flush`. With `persist=cpu` a large store
+    /// bypasses the cache instead (non-temporal stores of whole cache lines,
+    /// then nothing to flush; the edges are stored and flushed as usual), so
+    /// a big copy costs one pass and evicts nothing useful.
+    pub fn write_flushed(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        if self.mode != PersistMode::Cpu || data.len() < NT_MIN || !cfg!(target_arch = "x86_64") {
+            self.write_at(off, data)?;
+            return self.flush(off, data.len() as u64);
+        }
+        if self.read_only {
+            return Err(MediaError::ReadOnly);
+        }
+        self.check(off, data.len() as u64)?;
+        // Head and tail up to cache-line boundaries: ordinary stores.
+        let head = ((CACHE_LINE - off % CACHE_LINE) % CACHE_LINE) as usize;
+        let body = (data.len() - head) / CACHE_LINE as usize * CACHE_LINE as usize;
+        let tail = head + body;
+        self.write_at(off, &data[..head])?;
+        self.flush(off, head as u64)?;
+        self.write_at(off + tail as u64, &data[tail..])?;
+        self.flush(off + tail as u64, (data.len() - tail) as u64)?;
+        let _a = self.admit()?;
+        let at = off + head as u64;
+        if let Some(o) = &self.observer {
+            o.store(at, &data[head..tail]);
+            o.flush(at, body as u64);
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: [at, at + body) was bounds-checked above (inside
+        // [off, off + len)) and the mapping is writable; `at` is 64-byte
+        // aligned (so every 16-byte stream store is aligned, as movntdq
+        // requires); the source is read with unaligned loads from a slice
+        // that cannot overlap the mapping's private view. SSE2 is part of
+        // x86_64.
+        unsafe {
+            use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+            let src = data.as_ptr().add(head) as *const __m128i;
+            let dst = self.base().add(at as usize) as *mut __m128i;
+            for i in 0..body / 16 {
+                _mm_stream_si128(dst.add(i), _mm_loadu_si128(src.add(i)));
+            }
         }
         Ok(())
     }

@@ -21,6 +21,10 @@ pub struct MountOpts {
     /// upstream model: how long layout changes wait for pins before EBUSY.
     pub layout_timeout_ms: u64,
     pub threads: usize,
+    /// `cache=keep` (the default) or `cache=open` (see `fuse::CacheMode`).
+    pub cache_keep: bool,
+    /// `writeback`: the kernel's writeback cache (durable at fsync).
+    pub writeback: bool,
     /// persist=cpu|msync; None (the default, shown as "auto") lets the
     /// media layer choose what makes stores durable on this media.
     pub persist: Option<PersistMode>,
@@ -50,7 +54,9 @@ impl Default for MountOpts {
         MountOpts {
             page_model: PageModel::Proxy,
             layout_timeout_ms: 2000,
-            threads: 2,
+            threads: default_threads(),
+            cache_keep: true,
+            writeback: false,
             persist: None,
             read_only: false,
             allow_other: false,
@@ -69,6 +75,15 @@ impl Default for MountOpts {
             kernel_opts: Vec::new(),
         }
     }
+}
+
+/// FUSE worker threads when `threads=` is not given: one per CPU, at least
+/// two (one can wait on a pin or a lock while the other serves), at most 16.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 16)
 }
 
 /// Parse a comma-separated option string (may be given several times).
@@ -100,6 +115,15 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
                 }
                 opts.threads = n;
             }
+            "cache" => {
+                opts.cache_keep = match need(v)? {
+                    "keep" => true,
+                    "open" => false,
+                    x => return Err(format!("cache={x}: expected keep or open")),
+                }
+            }
+            "writeback" => opts.writeback = true,
+            "nowriteback" => opts.writeback = false,
             "persist" => {
                 opts.persist = match need(v)? {
                     "cpu" => Some(PersistMode::Cpu),
@@ -211,6 +235,7 @@ pub fn daemon_options(o: &MountOpts) -> String {
         format!("page_model={}", o.page_model.name()),
         format!("layout_timeout_ms={}", o.layout_timeout_ms),
         format!("threads={}", o.threads),
+        format!("cache={}", if o.cache_keep { "keep" } else { "open" }),
         format!(
             "persist={}",
             match o.persist {
@@ -225,6 +250,7 @@ pub fn daemon_options(o: &MountOpts) -> String {
         (o.allow_other, "allow_other"),
         (o.allow_root, "allow_root"),
         (o.auto_unmount, "auto_unmount"),
+        (o.writeback, "writeback"),
     ] {
         if on {
             v.push(name.to_string());
@@ -438,6 +464,10 @@ pub fn serve(
     let cfg = fuser_config(image, o);
     let mut dax = DaxFuse::new(fs.clone());
     dax.options = daemon_options(o);
+    dax.cache = crate::fuse::CacheMode {
+        keep: o.cache_keep,
+        writeback: o.writeback,
+    };
     let notifier_slot = dax.notifier.clone();
     let dev_slot = dax.dev.clone();
     let mut session = match fuser::Session::new(dax, dir, &cfg) {

@@ -4,9 +4,9 @@
 //! through the core API: every path with its node (inode number, type, mode,
 //! owner, link count, size, symlink target, xattrs, which logical blocks are
 //! mapped), every file's bytes, and (not compared) where each extent lies
-//! physically. Timestamps are left out (an operation that runs several
-//! transactions, such as punch, legitimately stamps intermediate times), and
-//! so are physical block numbers (copy-on-write moves data without changing
+//! physically. Timestamps are left out of the match (an operation that runs
+//! several transactions, such as punch, legitimately stamps intermediate
+//! times; rule 3 bounds them instead), and so are physical block numbers (copy-on-write moves data without changing
 //! what a user can observe).
 //!
 //! For a crash state whose window (see `mod.rs`) holds the snapshots
@@ -27,6 +27,11 @@
 //!    previous owner), bytes outside the written ranges never change, and a
 //!    later state's bytes appear only where that state wrote them.
 //!
+//! 3. **Times**: no recovered mtime or ctime is later than the latest one
+//!    its inode had in the window. An overwrite in place keeps its new
+//!    times in DRAM only (lazytime, `fs/atime.rs`), so a crash may recover
+//!    older times than the last state's, never newer ones.
+//!
 //! [`consistency`] is the structural check (every name resolves, `..` is the
 //! parent, link counts, no used inode unreachable, no orphan left after
 //! mount, no committed journal transaction left, the bitmap equals exactly
@@ -41,6 +46,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::error::FsResult;
+use crate::format::Timespec;
 use crate::format::{
     self, InodeRec, OrphanRec, RecBlockHdr, RecKind, Roots, TxState, BLOCK_SIZE, REC_HDR,
     REC_KINDS, ROOT_INO,
@@ -90,6 +96,9 @@ pub struct Snapshot {
     pub dotdot: BTreeMap<u64, u64>,
     /// Extents (logical block, physical block, blocks) by inode.
     pub layout: BTreeMap<u64, Vec<(u64, u64, u64)>>,
+    /// (mtime, ctime) by inode: not part of the all-or-nothing match (see
+    /// rule 3 of the module comment).
+    pub times: BTreeMap<u64, (Timespec, Timespec)>,
 }
 
 /// Logical runs of an extent list, merged.
@@ -180,6 +189,7 @@ pub fn capture(fs: &Fs) -> FsResult<Snapshot> {
             mapped: mapped_runs(&extents),
         };
         s.layout.insert(ino, extents);
+        s.times.insert(ino, (a.mtime, a.ctime));
         if kind == Kind::File && !s.data.contains_key(&ino) {
             s.data.insert(ino, fs.read(ino, 0, a.size as usize)?);
         }
@@ -316,6 +326,32 @@ fn check_bytes(r: &Snapshot, window: &[&Snapshot], x: usize) -> Result<(), Strin
     Ok(())
 }
 
+/// Rule 3: no recovered modification or change time is later than the
+/// latest one its inode had in the window. (Times of in-place overwrites are
+/// written lazily, so a crash may leave older ones; never newer.)
+fn check_times(r: &Snapshot, window: &[&Snapshot]) -> Result<(), String> {
+    for (ino, (m, c)) in &r.times {
+        let latest = window.iter().filter_map(|w| w.times.get(ino)).fold(
+            None,
+            |acc: Option<(Timespec, Timespec)>, (wm, wc)| {
+                Some(match acc {
+                    None => (*wm, *wc),
+                    Some((am, ac)) => (am.max(*wm), ac.max(*wc)),
+                })
+            },
+        );
+        if let Some((lm, lc)) = latest {
+            if *m > lm || *c > lc {
+                return Err(format!(
+                    "inode {ino}: recovered times (mtime {m:?}, ctime {c:?}) are later than \
+                     any it had before the crash (mtime {lm:?}, ctime {lc:?})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Check a recovered snapshot against the window of acceptable states.
 /// Returns the index of the matching window state.
 pub fn compare(r: &Snapshot, window: &[&Snapshot]) -> Result<usize, String> {
@@ -324,7 +360,7 @@ pub fn compare(r: &Snapshot, window: &[&Snapshot]) -> Result<usize, String> {
         if w.nodes != r.nodes {
             continue;
         }
-        match check_bytes(r, window, x) {
+        match check_bytes(r, window, x).and_then(|()| check_times(r, window)) {
             Ok(()) => return Ok(x),
             Err(e) => {
                 byte_err.get_or_insert(e);

@@ -1,14 +1,19 @@
 //! Access times, as Linux keeps them (`relatime` by default, `strictatime`,
 //! `noatime`, `nodiratime`, and the `noatime` inode flag), without a journal
-//! commit per read.
+//! commit per read; and the lazily written times of in-place overwrites.
 //!
 //! The kernel's FUSE client never updates atime itself; the daemon does, on
 //! a READ (file data) and on the first READDIR of a listing. The new atime
-//! lives in DRAM only, in the inode's record, as `lazytime` does on ext4:
-//! it reaches the media with the next transaction that writes that inode
-//! (any metadata change of the file), at fsync of the file, or at unmount,
-//! which writes every inode still pending. A crash loses atime updates since
-//! those points, never anything else; the crash oracle does not check atime.
+//! lives in DRAM only, in the inode's record, as `lazytime` does on ext4.
+//! So do the mtime and ctime of a write that only overwrites private blocks
+//! already mapped below EOF (`data.rs`): its data is flushed before the
+//! write returns, but no transaction runs for the times. Lazy times reach
+//! the media with the next transaction that writes that inode (any metadata
+//! change of the file), at fsync of the file, at remount read-only, at a
+//! DEFAULT shutdown, or at unmount, which writes every inode still pending.
+//! A crash loses the lazy times since those points, never anything else;
+//! the crash oracle checks that a recovered time is never later than the
+//! last one the file had before the crash.
 
 use std::collections::BTreeSet;
 
@@ -27,8 +32,7 @@ pub enum AtimeMode {
     Strict,
 }
 
-/// Inodes whose access time changed in DRAM only, to write at fsync or
-/// unmount. Inodes to write per transaction.
+/// Inodes to write per transaction when lazy times are flushed.
 const ATIME_BATCH: usize = 64;
 
 #[derive(Default)]
@@ -55,6 +59,19 @@ impl Fs {
         }
     }
 
+    /// Would a read of `ino` now update its access time? (An open asks, to
+    /// let the kernel keep cached pages only when no read needs to reach
+    /// the daemon for the access time.)
+    pub fn read_would_touch_atime(&self, ino: u64) -> bool {
+        if self.opts.atime == AtimeMode::Never {
+            return false;
+        }
+        match self.get(ino) {
+            Ok(r) => r.read().is_ok_and(|g| self.wants_atime(&g, now())),
+            Err(_) => false,
+        }
+    }
+
     /// After a read of `ino` (data, or a directory listing from its start).
     /// Takes the inode's write lock only when the time changes.
     pub(super) fn touch_atime(&self, ino: u64) {
@@ -71,19 +88,25 @@ impl Fs {
         if let Ok(mut g) = r.write() {
             if self.wants_atime(&g, t) {
                 g.rec.atime = t;
-                self.atime_pending.inos.lock().insert(ino);
+                self.lazy_time(ino);
             }
         }
     }
 
+    /// `ino`'s times changed in DRAM only: write them at its next
+    /// transaction, fsync or unmount.
+    pub(super) fn lazy_time(&self, ino: u64) {
+        self.lazy_times.inos.lock().insert(ino);
+    }
+
     /// Write the DRAM access times of `inos` (or of every pending inode) to
     /// the media, a batch of inodes per transaction.
-    pub(super) fn flush_atimes(&self, only: Option<u64>) -> FsResult<()> {
+    pub(super) fn flush_lazy_times(&self, only: Option<u64>) -> FsResult<()> {
         if self.read_only() {
             return Ok(());
         }
         let todo: Vec<u64> = {
-            let mut p = self.atime_pending.inos.lock();
+            let mut p = self.lazy_times.inos.lock();
             match only {
                 Some(i) => p.take(&i).into_iter().collect(),
                 None => std::mem::take(&mut *p).into_iter().collect(),

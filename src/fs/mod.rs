@@ -291,7 +291,7 @@ pub struct Fs {
     pub sb: Superblock,
     opts: FsOptions,
     /// Inodes whose access time is newer in DRAM than on media.
-    atime_pending: atime::Pending,
+    lazy_times: atime::Pending,
     /// Read-only now: set at mount, switched by remount (`state.rs`).
     ro: std::sync::atomic::AtomicBool,
     ns: RwLock<()>,

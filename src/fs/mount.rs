@@ -336,7 +336,7 @@ impl Fs {
             meta: Mutex::new(meta),
             next_fh: AtomicU64::new(1),
             recovery,
-            atime_pending: Default::default(),
+            lazy_times: Default::default(),
         };
         {
             let mut rm = fs.rmap.lock();
@@ -408,7 +408,7 @@ impl Fs {
         if self.read_only() || self.media.is_shut_down() {
             return Ok(());
         }
-        self.flush_atimes(None)?;
+        self.flush_lazy_times(None)?;
         // Write back device writes still in the CPU cache, as sync at unmount does.
         for b in self.pages.all_dirty() {
             self.media.flush(b * BS, BS)?;

@@ -60,7 +60,7 @@ impl Fs {
         if ro && !self.read_only() {
             // Access times kept in DRAM reach the media first (they take
             // inode locks before `meta`, so not under the locks below).
-            self.flush_atimes(None)?;
+            self.flush_lazy_times(None)?;
         }
         let _ns = self.ns.write();
         let meta = self.meta.lock();
@@ -101,13 +101,19 @@ impl Fs {
 
     /// FS_IOC_SHUTDOWN: after this, nothing reaches the media (see
     /// [`crate::media::Media::shut_down`]). Every operation is synchronous,
-    /// so whatever returned before is durable in every mode; the modes differ
-    /// in what is still in progress: `Default` waits for it and writes back
-    /// device writes through pins, `LogFlush` lets the transaction being
+    /// so whatever returned before is durable in every mode, except the
+    /// times kept lazily in DRAM (`atime.rs`), which only `Default` writes;
+    /// the modes differ in what is still in progress: `Default` waits for it
+    /// and writes back device writes through pins, `LogFlush` lets the transaction being
     /// committed finish, `NoLogFlush` cuts everything where it stands.
     pub fn shutdown(&self, mode: ShutdownMode) {
         match mode {
             ShutdownMode::Default => {
+                // As sync(2) before the cut: lazy times first (they take inode
+                // locks before `meta`).
+                if let Err(e) = self.flush_lazy_times(None) {
+                    log::error!("shutdown: writing back times: {e}");
+                }
                 let _ns = self.ns.write();
                 let _meta = self.meta.lock();
                 if let Err(e) = self.flush_all_dirty() {

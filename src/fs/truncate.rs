@@ -138,7 +138,7 @@ impl Fs {
         self.get(ino)?;
         self.flush_dirty_pages(ino)?;
         self.media.fence();
-        self.flush_atimes(Some(ino))
+        self.flush_lazy_times(Some(ino))
     }
 
     /// fallocate(2): mode 0 / KEEP_SIZE allocate, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE.

@@ -54,6 +54,27 @@ pub struct DaxFuse {
     /// The daemon's mount options (what the OPTIONS ioctl answers; remount
     /// compares against them).
     pub options: String,
+    /// Kernel caching chosen at mount (`cache=`, `writeback`).
+    pub cache: CacheMode,
+}
+
+/// How the kernel may cache file data between opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheMode {
+    /// FOPEN_KEEP_CACHE: an open keeps the pages cached by earlier opens
+    /// (`cache=keep`, the default), unless a read now would update the
+    /// access time (relatime: the file changed since it was last read, or
+    /// a day passed; strictatime: always): the kernel serves cached pages
+    /// without asking the daemon, so those opens drop them and their reads
+    /// come here. Every change the kernel does not make itself (clone and
+    /// dedupe destinations, pins that move blocks, device writes, poison,
+    /// shutdown) invalidates the owners' pages. `cache=open` drops a file's
+    /// pages at every open.
+    pub keep: bool,
+    /// FUSE_WRITEBACK_CACHE (`writeback`): writes land in the kernel's page
+    /// cache and reach the daemon later; durable only at fsync, sync or
+    /// unmount, as on a disk filesystem. Off by default.
+    pub writeback: bool,
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -161,6 +182,10 @@ impl DaxFuse {
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
             hang_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("hang-on-xattr"),
             options: String::new(),
+            cache: CacheMode {
+                keep: true,
+                writeback: false,
+            },
         }
     }
 
@@ -189,6 +214,15 @@ impl DaxFuse {
             if let Err(e) = n.inval_inode(INodeNo(ino), 0, 0) {
                 log::debug!("inval_inode({ino}): {e}");
             }
+        }
+    }
+
+    /// What an open of `ino` tells the kernel about its cached pages.
+    fn open_flags(&self, ino: u64) -> FopenFlags {
+        if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
         }
     }
 
@@ -247,6 +281,11 @@ impl Filesystem for DaxFuse {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS;
+        let want = if self.cache.writeback {
+            want | InitFlags::FUSE_WRITEBACK_CACHE
+        } else {
+            want
+        };
         if let Err(missing) = config.add_capabilities(want) {
             let _ = config.add_capabilities(want & !missing);
         }
@@ -427,7 +466,7 @@ impl Filesystem for DaxFuse {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded("open", || match self.open_handle(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags(ino.0)),
             Err(e) => reply.error(errno(&e)),
         });
     }
@@ -444,9 +483,16 @@ impl Filesystem for DaxFuse {
         reply: ReplyData,
     ) {
         guarded("read", || {
-            match self.fs.read(ino.0, offset, size as usize) {
-                Ok(d) => reply.data(&d),
-                Err(e) => reply.error(errno(&e)),
+            // The reply is sent from inside (straight from the mapping when
+            // it can be), or with the error if the read fails first.
+            let mut slot = Some(reply);
+            let r = self.fs.read_with(ino.0, offset, size as usize, |d| {
+                if let Some(rp) = slot.take() {
+                    rp.data(d)
+                }
+            });
+            if let (Err(e), Some(rp)) = (r, slot.take()) {
+                rp.error(errno(&e));
             }
         });
     }
@@ -464,12 +510,15 @@ impl Filesystem for DaxFuse {
         reply: ReplyWrite,
     ) {
         guarded("write", || {
-            let append = flags.0 & libc::O_APPEND != 0
-                || self
-                    .handles
-                    .lock()
-                    .get(&fh.0)
-                    .is_some_and(|h| h.flags & libc::O_APPEND != 0);
+            // Under the writeback cache the kernel places appends itself
+            // (it owns the file size) and writes back whole pages later.
+            let append = !self.cache.writeback
+                && (flags.0 & libc::O_APPEND != 0
+                    || self
+                        .handles
+                        .lock()
+                        .get(&fh.0)
+                        .is_some_and(|h| h.flags & libc::O_APPEND != 0));
             match self.fs.write(ino.0, offset, data, append) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(&e)),
@@ -714,7 +763,7 @@ impl Filesystem for DaxFuse {
                     &file_attr(&a),
                     Generation(a.generation as u64),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    self.open_flags(a.ino),
                 ),
                 Err(e) => reply.error(errno(&e)),
             }

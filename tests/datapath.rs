@@ -1,0 +1,185 @@
+//! The fast data paths, seen from outside: an overwrite in place keeps its
+//! new times in DRAM until fsync, unmount or the file's next metadata change
+//! (a crash may lose them, never the data); reads straight from the mapping
+//! return the right bytes across holes and extent boundaries; pages the
+//! kernel keeps cached between opens never hide a change the daemon made
+//! (reflink, unshare) or one made through another open.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn mtime_ns(p: &Path) -> i128 {
+    let m = fs::metadata(p).unwrap();
+    m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
+}
+
+/// Write `len` bytes of `pattern(seed)` over the start of `p`, in place.
+fn overwrite(p: &Path, seed: u64, len: usize) -> fs::File {
+    let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.write_all_at(&pattern(seed, len), 0).unwrap();
+    f
+}
+
+#[test]
+fn overwrite_in_place_keeps_times_lazily_and_data_durably() {
+    let img = Image::new("lazy", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let f = m.path("f");
+    fs::write(&f, pattern(1, 64 << 10)).unwrap();
+    // A committed change: the file's times are on media now.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let committed = mtime_ns(&f);
+    std::thread::sleep(Duration::from_millis(20));
+
+    // 1. Overwrite in place, then crash: the data is there, the new mtime
+    //    (visible before the crash) is not.
+    drop(overwrite(&f, 2, 8192));
+    let lazy = mtime_ns(&f);
+    assert!(lazy > committed, "the overwrite changed mtime in DRAM");
+    let mut m = m;
+    m.kill();
+    let m = Mounted::new(&img.path, "");
+    let mut want = pattern(2, 8192);
+    want.extend_from_slice(&pattern(1, 64 << 10)[8192..]);
+    assert_eq!(fs::read(m.path("f")).unwrap(), want, "data after the crash");
+    assert_eq!(
+        mtime_ns(&m.path("f")),
+        committed,
+        "a crash loses the lazy mtime of an overwrite in place (and only that)"
+    );
+
+    // 2. Overwrite, fsync, crash: the new mtime is durable.
+    std::thread::sleep(Duration::from_millis(20));
+    let h = overwrite(&m.path("f"), 3, 4096);
+    h.sync_all().unwrap();
+    let synced = mtime_ns(&m.path("f"));
+    assert!(synced > committed);
+    drop(h);
+    let mut m = m;
+    m.kill();
+    let m = Mounted::new(&img.path, "");
+    assert_eq!(
+        mtime_ns(&m.path("f")),
+        synced,
+        "fsync makes the times durable"
+    );
+
+    // 3. Overwrite, clean unmount: unmount writes pending times.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(overwrite(&m.path("f"), 4, 4096));
+    let before_unmount = mtime_ns(&m.path("f"));
+    let m = m.cycle("");
+    assert_eq!(mtime_ns(&m.path("f")), before_unmount);
+
+    // 4. Overwrite, then a metadata change of the file (chmod) commits the
+    //    times with it.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(overwrite(&m.path("f"), 5, 4096));
+    let t = mtime_ns(&m.path("f"));
+    fs::set_permissions(
+        m.path("f"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut m = m;
+    m.kill();
+    let m = Mounted::new(&img.path, "");
+    assert_eq!(
+        mtime_ns(&m.path("f")),
+        t,
+        "the chmod's transaction wrote it"
+    );
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+#[test]
+fn reads_cross_holes_and_extents() {
+    let img = Image::new("reads", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let p = m.path("sparse");
+    let f = fs::File::create(&p).unwrap();
+    // Blocks 0-1 data, 2-3 hole, 4 data (separate extent), then a tail.
+    f.write_all_at(&pattern(7, 8192), 0).unwrap();
+    f.write_all_at(&pattern(8, 4096), 4 * 4096).unwrap();
+    f.write_all_at(&pattern(9, 100), 5 * 4096 + 7).unwrap();
+    drop(f);
+    let mut want = pattern(7, 8192);
+    want.resize(4 * 4096, 0);
+    want.extend_from_slice(&pattern(8, 4096));
+    want.resize(5 * 4096 + 7, 0);
+    want.extend_from_slice(&pattern(9, 100));
+    // Drop cached pages so every read below reaches the daemon.
+    fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let g = fs::File::open(&p).unwrap();
+    for (off, len) in [
+        (0u64, want.len()),
+        (100, 5000),
+        (8000, 9000),
+        (4 * 4096 - 10, 30),
+        (5 * 4096, 200),
+        (want.len() as u64 - 5, 100),
+    ] {
+        let mut buf = vec![0xAAu8; len];
+        let n = g.read_at(&mut buf, off).unwrap();
+        let end = (off as usize + len).min(want.len());
+        assert_eq!(n, end - off as usize, "read of {len} at {off}");
+        assert_eq!(
+            &buf[..n],
+            &want[off as usize..end],
+            "read of {len} at {off}"
+        );
+    }
+    drop(g);
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+#[test]
+fn cached_pages_never_hide_a_reflink_or_another_open() {
+    let img = Image::new("cache", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let (src, dst) = (m.path("src"), m.path("dst"));
+    fs::write(&src, pattern(11, 3 * 4096)).unwrap();
+    fs::write(&dst, pattern(12, 3 * 4096)).unwrap();
+    // Cache dst's pages, then let the daemon replace its blocks.
+    assert_eq!(fs::read(&dst).unwrap(), pattern(12, 3 * 4096));
+    let out = Command::new(DAXLINK)
+        .arg("reflink")
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(&dst).unwrap(),
+        pattern(11, 3 * 4096),
+        "after reflink"
+    );
+    // A write through one open is seen by the next open's read.
+    let w = fs::OpenOptions::new().write(true).open(&dst).unwrap();
+    w.write_all_at(b"through another open", 100).unwrap();
+    drop(w);
+    let got = fs::read(&dst).unwrap();
+    assert_eq!(&got[100..120], b"through another open");
+    // The source is untouched by the copy-on-write.
+    assert_eq!(fs::read(&src).unwrap(), pattern(11, 3 * 4096));
+    m.unmount();
+    fsck_clean(&img.path);
+}
