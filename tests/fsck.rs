@@ -18,7 +18,7 @@ use daxlink::fs::{journal_geometry, read_superblock, walk_chain, Cred, Fs, FsOpt
 use daxlink::fsck::{self, Report};
 use daxlink::journal::Journal;
 use daxlink::media::{Media, PersistMode};
-use daxlink::mkfs::{mkfs, MkfsOptions};
+use daxlink::mkfs::{geometry as mkfs_geometry, mkfs, MkfsOptions};
 use daxlink::FsError;
 
 const BS: u64 = BLOCK_SIZE;
@@ -65,10 +65,10 @@ const CASES: &[Case] = &[
     Case {
         file: "sb-both-bad.img.gz",
         corruption: "both superblock copies: one byte flipped",
-        codes: &[],
+        codes: &["superblock-bad"],
         note: None,
-        exit_n: 8,
-        exit_y: 8,
+        exit_n: 4,
+        exit_y: 1,
         mount_err: Some("no valid superblock"),
     },
     Case {
@@ -551,8 +551,8 @@ xattr `user.comment`, hard link `/dir/hello-hardlink`), `/data.bin` (14000 bytes
 16-block hole), `/fifo`, `/data-clone.bin` (a reflink clone of `/data.bin`: one refcount record).\n\n\
 Columns: finding codes of `fsck-daxlink -n` (see `daxlink::fsck::CODES`), exit status of\n\
 `fsck-daxlink -n` and of `fsck-daxlink -y` on a fresh copy, what `Fs::mount` says about the image\n\
-as it is, and after `-y`. After `-y`, `-n` exits 0 on every image except the one without a\n\
-superblock. A torn transaction is informational (a note, exit 0): it is the normal trace of a crash\n\
+as it is, and after `-y`. After `-y`, `-n` exits 0 on every image (with both superblock copies\n\
+bad, fsck recovers the geometry: `src/fsck/geometry.rs`). A torn transaction is informational (a note, exit 0): it is the normal trace of a crash\n\
 during a commit; `-y` clears it.\n\n\
 | image | corruption | `-n` finds | `-n` exit | `-y` exit | mount before | mount after `-y` |\n\
 |---|---|---|---|---|---|---|\n{table}"
@@ -654,7 +654,10 @@ fn every_image_checks_repairs_and_mounts() {
                 let n = fs.lookup(d.ino, b"nested.txt").unwrap();
                 assert_eq!(fs.read(n.ino, 0, 100).unwrap(), b"nested file\n");
             }
-            "sb-a-bad.img.gz" | "wrong-nlink.img.gz" | "leaked-block.img.gz" => {
+            "sb-a-bad.img.gz"
+            | "sb-both-bad.img.gz"
+            | "wrong-nlink.img.gz"
+            | "leaked-block.img.gz" => {
                 let h = fs.lookup(ROOT_INO, b"hello.txt").unwrap();
                 assert_eq!(fs.read(h.ino, 0, 100).unwrap(), b"hello, daxlink\n");
                 assert_eq!(h.nlink, 2);
@@ -713,10 +716,12 @@ fn cli_exit_codes_and_json() {
         codes.dedup();
         assert_eq!(codes, c.codes.to_vec(), "{}: {out}", c.file);
         if c.exit_n != 8 {
-            assert_eq!(
-                v["blocks_total"],
-                512 - sb_of(&std::fs::read(&p).unwrap()).data_start
-            );
+            // The data area of mkfs's geometry for 512 blocks (also what fsck
+            // recovers when both superblock copies are bad).
+            let ds = mkfs_geometry(512, &MkfsOptions::default())
+                .unwrap()
+                .data_start;
+            assert_eq!(v["blocks_total"], 512 - ds);
         }
         // Default mode checks only, like -n.
         let (code, _) = run_cli(&[], &p);
@@ -731,6 +736,15 @@ fn cli_exit_codes_and_json() {
         } else {
             assert!(out.contains("no valid superblock"), "{out}");
         }
+    }
+    // No superblock and nothing else of a filesystem: exit 8, saying why.
+    let d = tempfile::tempdir().unwrap();
+    let zeros = d.path().join("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 512 * BS as usize]).unwrap();
+    for mode in [&["-n"][..], &["-p", "-f"][..]] {
+        let (code, out) = run_cli(mode, &zeros);
+        assert_eq!(code, 8, "{out}");
+        assert!(out.contains("no valid superblock"), "{out}");
     }
     // Usage errors and a missing image.
     let (code, _) = run_cli(&["-n", "-y"], Path::new("x"));
@@ -860,6 +874,66 @@ fn read_superblock_agrees_with_fsck_on_copies() {
     assert_eq!(read_superblock(&m).unwrap().1.len(), 1);
     assert_eq!(fsck::check(&m, true).exit_code(), 1);
     assert!(read_superblock(&m).unwrap().1.is_empty());
+}
+
+/// Finding 7c: with both superblock copies unusable, fsck -y finds the
+/// geometry again (mkfs's for the media size, or by a scan when mkfs was
+/// given another journal or inode count) and keeps every file; a truncated
+/// image is refused with exit 8, saying so.
+#[test]
+fn geometry_is_recovered_without_superblocks() {
+    for (journal, inodes) in [(None, None), (Some(40), Some(2048))] {
+        let m = Media::anonymous(1024 * BS).unwrap();
+        let opts = MkfsOptions {
+            label: "lost-sb".into(),
+            journal_blocks: journal,
+            inodes,
+            ..Default::default()
+        };
+        let want = mkfs(&m, &opts).unwrap();
+        let fs = Fs::mount(m, FsOptions::default()).unwrap();
+        let d = fs.mkdir(ROOT_INO, b"d", 0o755, C).unwrap();
+        let f = fs.mknod(d.ino, b"f", libc::S_IFREG | 0o644, 0, C).unwrap();
+        fs.write(f.ino, 0, &[7u8; 9000], false).unwrap();
+        fs.unmount().unwrap();
+        let mut b = bytes_of(&into_media(fs));
+        let intact = b.clone();
+        // Both copies: one zeroed, one with a field changed (bad crc).
+        b[..BS as usize].fill(0);
+        b[BS as usize + 130] ^= 1;
+        let m = mem(&b);
+        assert!(Fs::mount(mem(&b), FsOptions::default()).is_err());
+        let r = fsck::check(&m, false);
+        assert_eq!(r.codes(), vec!["superblock-bad"], "{r:#?}");
+        assert_eq!(r.exit_code(), 4);
+        let r = fsck::check(&m, true);
+        assert_eq!(r.exit_code(), 1, "{r:#?}");
+        assert!(fsck::check(&m, false).is_clean());
+        let (sb, _) = read_superblock(&m).unwrap();
+        assert_eq!(
+            (sb.journal_blocks, sb.inode_count, sb.data_start, sb.uuid),
+            (
+                want.journal_blocks,
+                want.inode_count,
+                want.data_start,
+                want.uuid
+            ),
+            "journal {journal:?} inodes {inodes:?}"
+        );
+        let fs = Fs::mount(m, FsOptions::default()).unwrap();
+        let d = fs.lookup(ROOT_INO, b"d").unwrap();
+        let f = fs.lookup(d.ino, b"f").unwrap();
+        assert_eq!(fs.read(f.ino, 0, 9000).unwrap(), vec![7u8; 9000]);
+        fs.unmount().unwrap();
+        // Truncated: the copies are intact but claim more than the image holds.
+        let mut t = intact.clone();
+        t.truncate(t.len() - 8 * BS as usize);
+        for repair in [false, true] {
+            let r = fsck::check(&mem(&t), repair);
+            assert_eq!(r.exit_code(), 8, "{r:#?}");
+            assert!(r.error.as_deref().unwrap().contains("truncated"), "{r:#?}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -70,6 +70,7 @@
 //! superblock, repair of a read-only mapping, write failure).
 
 mod dirs;
+mod geometry;
 mod inodes;
 mod records;
 mod repair;

@@ -67,14 +67,20 @@ fn fsck_class(step: &str, r: &Report) -> String {
     match r.exit_code() {
         8 => {
             let e = r.error.as_deref().unwrap_or("");
-            let short: String = e
-                .split([':', '('])
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(40)
-                .collect();
-            format!("{step}: exit 8 ({})", short.trim())
+            let why = if e.contains("truncated") {
+                "image truncated"
+            } else if e.contains("read-only-compatible") {
+                "unknown ro_compat features"
+            } else if e.contains("not a daxlink filesystem") {
+                "no superblock, no roots block, no journal header"
+            } else if e.contains("cannot recover the geometry") {
+                "no superblock, geometry not found"
+            } else if e.contains("no valid superblock") {
+                "no valid superblock, other"
+            } else {
+                "other"
+            };
+            format!("{step}: exit 8 ({why})")
         }
         c => format!("{step}: exit {c}"),
     }
@@ -84,10 +90,10 @@ fn fsck_class(step: &str, r: &Report) -> String {
 /// list names the operations that failed.
 fn exercise(fs: &Fs, tag: &str) -> Vec<String> {
     let c = Cred::ROOT;
-    let mut failed = Vec::new();
-    let mut ok = |r: Result<(), String>| {
+    let failed = std::cell::RefCell::new(Vec::new());
+    let ok = |r: Result<(), String>| {
         if let Err(e) = r {
-            failed.push(e)
+            failed.borrow_mut().push(e)
         }
     };
     let mut todo = vec![ROOT_INO];
@@ -160,7 +166,9 @@ fn exercise(fs: &Fs, tag: &str) -> Vec<String> {
         let _ = fs.write(f, 2 * BS, &[0x5a; 6000], false);
         let _ = fs.setxattr(f, b"user.fuzz", Some(b"x"), 0);
     }
-    // New files.
+    // New files (an immutable or append-only root refuses them, rightly).
+    let root_locked = fs.get_flags(ROOT_INO).unwrap_or(0) != 0;
+    let mark = failed.borrow().len();
     let name = format!("fuzz-{tag}");
     let n = |s: &str| format!("fuzz-{tag}-{s}").into_bytes();
     match fs.mknod(ROOT_INO, name.as_bytes(), libc::S_IFREG | 0o644, 0, c) {
@@ -193,6 +201,10 @@ fn exercise(fs: &Fs, tag: &str) -> Vec<String> {
             ok(chk("unlink", fs.unlink(ROOT_INO, &n("sym"))));
         }
         Err(e) => ok(Err(format!("mkdir: {e}"))),
+    }
+    let mut failed = failed.into_inner();
+    if root_locked {
+        failed.truncate(mark);
     }
     failed
 }
@@ -237,6 +249,32 @@ fn run_case(img: Vec<u8>) -> CaseResult {
                 }
             }
             b
+        }
+        Err(e) if e.contains("read-only-compatible") => {
+            // Unknown ro_compat features: by design a read-write mount is
+            // refused (fsck -n notes them) and a read-only one must work.
+            if !r1.notes.iter().any(|n| n.contains("read-only-compatible")) {
+                return Err(format!(
+                    "mount refuses for ro_compat, fsck -n says nothing: {e}"
+                ));
+            }
+            let ro = FsOptions {
+                read_only: true,
+                ..Default::default()
+            };
+            match Fs::mount(mem(&img), ro) {
+                Ok(fs) => {
+                    exercise(&fs, "ro");
+                    let _ = fs.unmount();
+                }
+                Err(e) => {
+                    if r1.is_clean() {
+                        return Err(format!("fsck -n clean but mount -o ro refuses: {e}"));
+                    }
+                }
+            }
+            cls.push("mount: refused read-write (unknown ro_compat), -o ro used".into());
+            img
         }
         Err(e) => {
             if r1.is_clean() {

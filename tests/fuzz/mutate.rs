@@ -419,6 +419,11 @@ fn semantic(b: &mut [u8], rng: &mut Rng, sb: &Superblock) -> String {
                     "incompat"
                 }
             };
+            let v = match what {
+                "ro_compat" => s.ro_compat as u64,
+                "incompat" => s.incompat as u64,
+                _ => v,
+            };
             let copies: &[u64] = match rng.below(3) {
                 0 => &[0],
                 1 => &[1],
