@@ -27,3 +27,4 @@ pub mod ioctl;
 pub mod mount;
 pub mod pages;
 pub mod remount;
+pub mod rules;

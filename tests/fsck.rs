@@ -936,6 +936,36 @@ fn geometry_is_recovered_without_superblocks() {
     }
 }
 
+/// Mount and fsck share their record rules (src/rules.rs): an extent past
+/// the largest file is refused by mount and repaired by fsck, and mount
+/// accepts what fsck leaves.
+#[test]
+fn mount_and_fsck_share_extent_rules() {
+    let r = reference();
+    for past in [1u64 << 34, 1] {
+        let mut b = r.clone();
+        let ino = lookup(&b, &["data.bin"]);
+        let (off, mut x) = extent_of(&b, ino);
+        // The extent ends `past` blocks after the largest file's last block.
+        let logical = (1u64 << 34) + past - x.len as u64;
+        x.logical = logical;
+        put(&mut b, off, &x.encode());
+        match mount_bytes(&b) {
+            Err(FsError::Corrupt(m)) => assert!(m.contains("largest file size"), "{m}"),
+            other => panic!("mount of an extent at logical {logical}: {:?}", other.err()),
+        }
+        let m = mem(&b);
+        let rep = fsck::check(&m, false);
+        assert!(rep.codes().contains(&"extent-range"), "{rep:#?}");
+        assert_eq!(fsck::check(&m, true).exit_code(), 1);
+        assert!(fsck::check(&m, false).is_clean());
+        Fs::mount(m, FsOptions::default())
+            .unwrap()
+            .unmount()
+            .unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Record slots
 // ---------------------------------------------------------------------------
