@@ -29,3 +29,4 @@ pub mod mount;
 pub mod pages;
 pub mod remount;
 pub mod report;
+pub mod rules;

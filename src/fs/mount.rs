@@ -3,6 +3,7 @@
 //! orphans, and mark the filesystem clean again at unmount.
 
 use super::*;
+use crate::rules;
 
 impl Fs {
     /// Mount: recover the journal, load every index, reclaim orphans.
@@ -81,8 +82,6 @@ impl Fs {
             free: Default::default(),
             blocks: [0; format::NKINDS],
         };
-        let data_end = sb.total_blocks;
-        let data_start = sb.data_start;
         // Extents.
         let mut free = Vec::new();
         rec.blocks[RecKind::Extent.index()] = walk_chain(
@@ -102,18 +101,14 @@ impl Fs {
                                 x.ino
                             ))
                         })?;
-                        if x.phys < data_start || x.phys + x.len as u64 > data_end {
+                        if let Some(why) = rules::extent_problem(&sb, &x) {
                             return Err(FsError::Corrupt(format!(
-                                "extent of inode {} at block {} (+{}) lies beyond the device",
+                                "extent of inode {} at block {} (+{}) {why}",
                                 x.ino, x.phys, x.len
                             )));
                         }
-                        let overlap = ino.find(x.logical).map(|(s, _)| s).or_else(|| {
-                            ino.extents
-                                .range(x.logical..x.logical + x.len as u64)
-                                .next()
-                                .map(|(s, _)| *s)
-                        });
+                        let overlap =
+                            rules::overlapping(&ino.extents, x.logical, x.len as u64, |e| e.len);
                         if let Some(s) = overlap {
                             return Err(FsError::Corrupt(format!(
                                 "inode {}: extents overlap at logical block {s}",
@@ -276,16 +271,12 @@ impl Fs {
                 {
                     None => free.push(off),
                     Some(r) => {
-                        if r.phys < data_start || r.phys + r.len > data_end {
+                        if let Some(why) = rules::refcount_problem(&sb, &r) {
                             return Err(FsError::Corrupt(format!(
-                                "refcount record at {off:#x} covers blocks outside the data area"
+                                "refcount record at {off:#x} {why}"
                             )));
                         }
-                        let overlaps = refs
-                            .range(..r.phys + r.len)
-                            .next_back()
-                            .is_some_and(|(k, x)| k + x.len > r.phys);
-                        if overlaps {
+                        if rules::overlapping(&refs, r.phys, r.len, |x| x.len).is_some() {
                             return Err(FsError::Corrupt(format!(
                                 "refcount records overlap at block {}",
                                 r.phys

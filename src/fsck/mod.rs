@@ -70,6 +70,7 @@
 //! superblock, repair of a read-only mapping, write failure).
 
 mod dirs;
+mod geometry;
 mod inodes;
 mod records;
 mod repair;
@@ -81,7 +82,7 @@ use std::path::Path;
 
 use crate::format::{
     DirentRec, ExtentRec, InodeRec, OrphanRec, RefcountRec, Roots, Superblock,
-    BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, MAX_FILE_SIZE, REC_KINDS,
+    BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, REC_KINDS,
 };
 use crate::fs::journal_geometry;
 use crate::journal::{JournalGeometry, Tx};
@@ -95,8 +96,6 @@ const BS: u64 = BLOCK_SIZE;
 const MAX_DETAILED: usize = 100;
 /// Repair passes before giving up.
 const MAX_ROUNDS: usize = 3;
-/// Logical blocks a file may have (MAX_FILE_SIZE / 4096).
-const MAX_LOGICAL: u64 = MAX_FILE_SIZE / BS;
 /// Words of the DRAM bitmap per on-media bitmap block (32704 bits = 511 words).
 const WORDS_PER_BITMAP_BLOCK: usize = (BITS_PER_BITMAP_BLOCK / 64) as usize;
 
@@ -691,10 +690,7 @@ impl Ck<'_> {
     }
 
     fn in_data(&self, phys: u64, len: u64) -> bool {
-        match phys.checked_add(len) {
-            Some(end) => len > 0 && phys >= self.sb.data_start && end <= self.sb.total_blocks,
-            None => false,
-        }
+        crate::rules::in_data(&self.sb, phys, len)
     }
 
     fn live(&self, ino: u64) -> Option<&Ino> {

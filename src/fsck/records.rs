@@ -6,12 +6,13 @@
 use std::collections::{HashMap, HashSet};
 
 use super::space::{blocks_text, Owner};
-use super::{Ck, Ext, BS, MAX_LOGICAL};
+use super::{Ck, Ext, BS};
 use crate::chain;
 use crate::format::{
     self, DirentRec, ExtentRec, OrphanRec, RecBlockHdr, RecKind, RefcountRec, Roots, REC_HDR,
     REC_KINDS,
 };
+use crate::rules;
 
 impl Ck<'_> {
     // -- roots and chains -------------------------------------------------
@@ -196,31 +197,26 @@ impl Ck<'_> {
                     ),
                     true,
                 )),
-                Some(_) if !self.in_data(x.phys, len) => Some((
-                    "extent-range",
-                    format!("{what} lies beyond the device or outside the data area"),
-                    false,
-                )),
-                Some(_) if x.logical.saturating_add(len) > MAX_LOGICAL => Some((
-                    "extent-range",
-                    format!("{what} lies beyond the largest file size"),
-                    true,
-                )),
-                Some(_) => {
-                    let ext = &self.inodes[&x.ino].extents;
-                    let before = ext
-                        .range(..=x.logical)
-                        .next_back()
-                        .filter(|(s, e)| **s + e.len > x.logical);
-                    let after = ext.range(x.logical..x.logical + len).next();
-                    before.or(after).map(|(s, _)| {
-                        (
-                            "extent-overlap",
-                            format!("{what} overlaps the extent at logical block {s}"),
-                            true,
-                        )
-                    })
-                }
+                Some(_) => match rules::extent_problem(&self.sb, &x) {
+                    // Blocks outside the data area are not released (they
+                    // belong to no one); a logical range past the largest
+                    // file releases its blocks.
+                    Some(why) => Some((
+                        "extent-range",
+                        format!("{what} {why}"),
+                        rules::in_data(&self.sb, x.phys, len),
+                    )),
+                    None => {
+                        rules::overlapping(&self.inodes[&x.ino].extents, x.logical, len, |e| e.len)
+                            .map(|s| {
+                                (
+                                    "extent-overlap",
+                                    format!("{what} overlaps the extent at logical block {s}"),
+                                    true,
+                                )
+                            })
+                    }
+                },
             };
             if let Some((code, msg, rel)) = problem {
                 self.out.add(code, true, format!("{msg}; record dropped"));

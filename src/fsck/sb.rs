@@ -27,11 +27,25 @@ pub(super) fn superblocks(
         .map(|i| (i, copies[i].clone().expect("valid copy")));
     let Some((bi, best)) = best else {
         let e = |c: &Result<Superblock, String>| c.as_ref().err().cloned().unwrap_or_default();
-        return Err(format!(
-            "no valid superblock (copy A: {}; copy B: {}): not a daxlink filesystem, or both copies are damaged",
-            e(&copies[0]),
-            e(&copies[1])
-        ));
+        let why = format!("copy A: {}; copy B: {}", e(&copies[0]), e(&copies[1]));
+        return match super::geometry::recover(media) {
+            Err(e) => Err(format!("no valid superblock ({why}): {e}")),
+            Ok((sb, how)) => {
+                out.add(
+                    "superblock-bad",
+                    true,
+                    format!("no valid superblock copy ({why}); {how}; both copies rewritten"),
+                );
+                if repair {
+                    for i in 0..2 {
+                        media
+                            .write_persist(i * BS, &sb.encode())
+                            .map_err(|e| format!("cannot write superblock copy {i}: {e}"))?;
+                    }
+                }
+                Ok(sb)
+            }
+        };
     };
     let norm = |s: &Superblock| Superblock {
         generation: 0,

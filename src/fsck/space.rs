@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{Ck, BS, WORDS_PER_BITMAP_BLOCK};
 use crate::format::{self, RecKind, RefcountRec, BITMAP_BYTES, BITS_PER_BITMAP_BLOCK};
+use crate::rules;
 
 #[derive(Clone)]
 pub(super) struct Bits {
@@ -296,18 +297,10 @@ impl Ck<'_> {
                 blocks_text(r.phys, r.len),
                 r.count
             );
-            let bad = if !self.in_data(r.phys, r.len) {
-                Some("covers blocks outside the data area")
-            } else {
-                let end = r.phys + r.len;
-                let before = self
-                    .refcounts
-                    .range(..=r.phys)
-                    .next_back()
-                    .is_some_and(|(k, v)| k + v.0 > r.phys);
-                let after = self.refcounts.range(r.phys..end).next().is_some();
-                (before || after).then_some("overlaps another refcount record")
-            };
+            let bad = rules::refcount_problem(&self.sb, &r).or_else(|| {
+                rules::overlapping(&self.refcounts, r.phys, r.len, |v| v.0)
+                    .map(|_| "overlaps another refcount record")
+            });
             if let Some(why) = bad {
                 self.out
                     .add("refcount-bad", true, format!("{what} {why}; dropped"));

@@ -1,0 +1,71 @@
+//! Rules that mount and fsck both apply to what they read, in one place (as
+//! XFS's libxfs serves both the kernel and xfs_repair): mount refuses an image
+//! that breaks one, fsck reports it and repairs. Each is a pure function of
+//! decoded records and the superblock; the callers keep their own reactions.
+
+use std::collections::BTreeMap;
+
+use crate::format::{ExtentRec, RefcountRec, Superblock, BLOCK_SIZE, MAX_FILE_SIZE};
+
+/// Logical blocks a file may have (MAX_FILE_SIZE / 4096).
+pub const MAX_LOGICAL: u64 = MAX_FILE_SIZE / BLOCK_SIZE;
+
+/// Blocks `phys .. phys + len` (len > 0) lie inside the data area.
+pub fn in_data(sb: &Superblock, phys: u64, len: u64) -> bool {
+    match phys.checked_add(len) {
+        Some(end) => len > 0 && phys >= sb.data_start && end <= sb.total_blocks,
+        None => false,
+    }
+}
+
+/// What is wrong with an extent record on its own, if anything: its blocks
+/// outside the data area, or its logical range past the largest file.
+pub fn extent_problem(sb: &Superblock, x: &ExtentRec) -> Option<&'static str> {
+    let len = x.len as u64;
+    if !in_data(sb, x.phys, len) {
+        Some("lies beyond the device or outside the data area")
+    } else if x.logical.checked_add(len).is_none_or(|e| e > MAX_LOGICAL) {
+        Some("lies beyond the largest file size")
+    } else {
+        None
+    }
+}
+
+/// What is wrong with a refcount record on its own, if anything.
+pub fn refcount_problem(sb: &Superblock, r: &RefcountRec) -> Option<&'static str> {
+    (!in_data(sb, r.phys, r.len)).then_some("covers blocks outside the data area")
+}
+
+/// The start of a range in `map` (start -> value, `len_of` its length) that
+/// overlaps `start .. start + len`, if any. The ranges of `map` must not
+/// overlap each other.
+pub fn overlapping<V>(
+    map: &BTreeMap<u64, V>,
+    start: u64,
+    len: u64,
+    len_of: impl Fn(&V) -> u64,
+) -> Option<u64> {
+    let end = start.saturating_add(len);
+    map.range(..end)
+        .next_back()
+        .filter(|(s, v)| s.saturating_add(len_of(v)) > start)
+        .map(|(s, _)| *s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_finds_neighbours() {
+        let m: BTreeMap<u64, u64> = [(10, 5), (20, 1)].into_iter().collect();
+        let f = |s, l| overlapping(&m, s, l, |v| *v);
+        assert_eq!(f(0, 10), None);
+        assert_eq!(f(0, 11), Some(10));
+        assert_eq!(f(14, 1), Some(10));
+        assert_eq!(f(15, 5), None);
+        assert_eq!(f(15, 6), Some(20));
+        assert_eq!(f(21, u64::MAX), None);
+        assert_eq!(f(12, 100), Some(20));
+    }
+}
