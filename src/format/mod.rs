@@ -1,4 +1,4 @@
-//! On-media format v1: the one definition of every on-media structure.
+//! On-media format v2: the one definition of every on-media structure.
 //!
 //! Pure encode/decode, little-endian, with bounds and checksum (crc32fast, IEEE)
 //! checks. No I/O. FORMAT.md is the byte map; it must agree with these files:
@@ -15,7 +15,7 @@ use thiserror::Error;
 pub const BLOCK_SIZE: u64 = 4096;
 pub const BS: usize = BLOCK_SIZE as usize;
 pub const SB_MAGIC: [u8; 8] = *b"DAXLNK\r\n";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Incompatible feature bits this code understands.
 pub const INCOMPAT_SUPPORTED: u32 = 0;
 pub const RO_COMPAT_SUPPORTED: u32 = 0;
@@ -260,6 +260,15 @@ impl Superblock {
         }
         sb.validate_geometry(media_len)?;
         Ok(sb)
+    }
+
+    /// The format version of a superblock copy whose magic and crc are good
+    /// (None otherwise): lets mount and fsck name an image of another version.
+    pub fn peek_version(b: &[u8]) -> Option<u32> {
+        if b.len() < SB_SIZE || b[0..8] != SB_MAGIC {
+            return None;
+        }
+        (crc(&b[..SB_SIZE - 4]) == Le::u32(b, SB_SIZE - 4)).then(|| Le::u32(b, 8))
     }
 
     /// Unknown read-only-compatible features: the filesystem may only be mounted read-only.
@@ -614,7 +623,7 @@ mod tests {
 
     fn sample_sb() -> Superblock {
         Superblock {
-            version: 1,
+            version: FORMAT_VERSION,
             incompat: 0,
             compat: 0,
             ro_compat: 0,
@@ -647,6 +656,24 @@ mod tests {
             Superblock::decode(&b, 10000 * 4096),
             Err(FormatError::BadChecksum { .. })
         ));
+    }
+
+    #[test]
+    fn an_old_version_is_named_not_decoded() {
+        let sb = Superblock {
+            version: 1,
+            ..sample_sb()
+        };
+        let b = sb.encode();
+        assert!(matches!(
+            Superblock::decode(&b, 10000 * 4096),
+            Err(FormatError::BadVersion { version: 1, .. })
+        ));
+        assert_eq!(Superblock::peek_version(&b), Some(1));
+        assert_eq!(
+            Superblock::peek_version(&sample_sb().encode()),
+            Some(FORMAT_VERSION)
+        );
     }
 
     proptest! {

@@ -372,11 +372,28 @@ pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
         .collect();
     match newest_superblock(&copies, media.len()) {
         Some(i) => Ok((copies[i].clone().expect("valid copy"), problems)),
+        None if other_version(media).is_some() => {
+            Err(FsError::Version(other_version(media).unwrap_or_default()))
+        }
         None => Err(FsError::Corrupt(format!(
             "no valid superblock ({})",
             problems.join("; ")
         ))),
     }
+}
+
+/// One line naming the format version of an image whose superblock is
+/// intact but of a version this code does not read (None otherwise).
+pub fn other_version(media: &Media) -> Option<String> {
+    let v = [0u64, BS].into_iter().find_map(|off| {
+        let b = media.read_vec(off, format::SB_SIZE).ok()?;
+        Superblock::peek_version(&b).filter(|v| *v != format::FORMAT_VERSION)
+    })?;
+    Some(format!(
+        "format version {v} of this image is not supported by this daxlink (it reads version {}): \
+         copy the files out with the daxlink that made it, then make a new filesystem with mkfs-daxlink",
+        format::FORMAT_VERSION
+    ))
 }
 
 pub fn journal_geometry(sb: &Superblock, media_len: u64) -> JournalGeometry {

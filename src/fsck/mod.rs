@@ -1,4 +1,4 @@
-//! The offline filesystem checker and repairer (fsck) of format v1.
+//! The offline filesystem checker and repairer (fsck) of format v2.
 //!
 //! [`check`] reads an image that is not mounted and verifies every invariant of
 //! the format (FORMAT.md): both superblock copies, the journal, the roots block,

@@ -26,6 +26,9 @@ pub(super) fn superblocks(
     let best = crate::fs::newest_superblock(&copies, media.len())
         .map(|i| (i, copies[i].clone().expect("valid copy")));
     let Some((bi, best)) = best else {
+        if let Some(line) = crate::fs::other_version(media) {
+            return Err(line);
+        }
         let e = |c: &Result<Superblock, String>| c.as_ref().err().cloned().unwrap_or_default();
         return Err(format!(
             "no valid superblock (copy A: {}; copy B: {}): not a daxlink filesystem, or both copies are damaged",
@@ -83,7 +86,7 @@ pub(super) fn superblocks(
             ));
         }
         out.note(format!(
-            "unknown read-only-compatible features {:#x}: checked as format v1",
+            "unknown read-only-compatible features {:#x}: checked as format v2",
             best.ro_compat
         ));
     }
