@@ -23,6 +23,9 @@ pub struct MkfsOptions {
     /// Owner of the root directory.
     pub root_uid: u32,
     pub root_gid: u32,
+    /// Leave an image file on a disk filesystem sparse instead of allocating
+    /// all of it (see [`mkfs_path`]).
+    pub sparse: bool,
 }
 
 /// Smallest filesystem mkfs makes.
@@ -97,9 +100,12 @@ pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
     // Invalidate old superblocks first so a half-made image is never mounted.
     media.fill(0, 2 * BLOCK_SIZE, 0)?;
     media.persist(0, 2 * BLOCK_SIZE)?;
-    // Roots, journal, inode table, bitmap.
+    // Roots, journal, inode table, bitmap: only what the roots block's marks
+    // say is initialized (the first inode chunk and the first bitmap block),
+    // so mkfs writes the same few hundred KiB whatever the device's size.
+    let roots = Roots::new(&sb);
     media.fill(2 * BLOCK_SIZE, BLOCK_SIZE, 0)?;
-    media.write_at(2 * BLOCK_SIZE, &Roots::default().encode())?;
+    media.write_at(2 * BLOCK_SIZE, &roots.encode())?;
     media.persist(2 * BLOCK_SIZE, BLOCK_SIZE)?;
     Journal::format(
         media,
@@ -110,7 +116,7 @@ pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
         },
     )?;
     let itab = sb.inode_start * BLOCK_SIZE;
-    let ilen = sb.inode_blocks() * BLOCK_SIZE;
+    let ilen = roots.inode_init.div_ceil(INODES_PER_BLOCK) * BLOCK_SIZE;
     media.fill(itab, ilen, 0)?;
     let t = Timespec::now();
     let root = InodeRec {
@@ -126,7 +132,7 @@ pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
     };
     media.write_at(sb.inode_offset(ROOT_INO), &root.encode())?;
     media.persist(itab, ilen)?;
-    Space::format(media, &sb)?;
+    Space::format(media, &sb, roots.bitmap_init)?;
     write_superblocks(media, &sb)?;
     Ok(sb)
 }
@@ -188,7 +194,7 @@ pub fn mkfs_path(
             }
         }
     }
-    if md.is_file() && !crate::media::on_ram(&file) {
+    if md.is_file() && !o.sparse && !crate::media::on_ram(&file) {
         // Allocate every block of the image now: a store into a hole of a
         // mapped file needs a block allocation that msync alone may not make
         // durable, and could fail for want of space long after mkfs.

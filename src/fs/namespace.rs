@@ -791,7 +791,7 @@ impl Fs {
             bfree: m.space.free_blocks(),
             bavail: m.space.free_blocks().saturating_sub(m.reserved),
             files: self.sb.inode_count,
-            ffree: m.free_inos.len(),
+            ffree: m.free_inos.free_total(),
             bsize: BS as u32,
             namelen: MAX_NAME as u32,
         }

@@ -592,6 +592,14 @@ struct Ck<'a> {
     bm_bad: Vec<bool>,
     roots: Roots,
     roots_dirty: bool,
+    /// Initialized inode slots and bitmap blocks: what is read (the roots
+    /// block's marks, within the geometry; the whole geometry when the
+    /// roots block is unreadable, `marks_lost`).
+    inode_init: u64,
+    bitmap_init: u64,
+    marks_lost: bool,
+    /// The highest inode slot read that is not all zero.
+    itable_top: u64,
     /// Free slots per record kind (all-zero, or zeroed by this pass).
     free_slots: Vec<Vec<u64>>,
     inodes: BTreeMap<u64, Ino>,
@@ -650,6 +658,10 @@ fn pass(media: &Media, repair: bool) -> PassResult {
         sb,
         roots: Roots::default(),
         roots_dirty: false,
+        inode_init: 0,
+        bitmap_init: 0,
+        marks_lost: false,
+        itable_top: 0,
         free_slots: vec![Vec::new(); REC_KINDS.len()],
         inodes: BTreeMap::new(),
         bad_inodes: BTreeMap::new(),
@@ -716,6 +728,7 @@ impl Ck<'_> {
     /// The passes, in order (each names its file).
     fn run(&mut self) -> Result<(), String> {
         self.journal()?; // sb
+        self.marks(); // records
         self.load_bitmap(); // space
         self.roots(); // records
         for kind in REC_KINDS {
