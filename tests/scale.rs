@@ -179,3 +179,38 @@ fn a_mark_beyond_the_geometry_is_refused_and_repaired() {
         put_roots(&img.path, &sb, &good);
     }
 }
+
+#[test]
+fn fsck_raises_the_bitmap_mark_over_blocks_in_use() {
+    let img = Image::new("scale-bitmap-mark", 192 << 20);
+    let big = (BITS_PER_BITMAP_BLOCK + 100) * BS as u64;
+    {
+        let m = Mounted::new(&img.path, "");
+        fs::write(m.path("big"), vec![0x33; big as usize]).unwrap();
+        m.unmount();
+    }
+    let (sb, r) = sb_and_roots(&img.path);
+    assert_eq!(r.bitmap_init, 2);
+    // A mark that leaves blocks of /big uninitialized: they read as free.
+    put_roots(
+        &img.path,
+        &sb,
+        &Roots {
+            bitmap_init: 1,
+            ..r.clone()
+        },
+    );
+    let (code, out) = fsck(&["-n"], &img.path);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("bitmap-mark") && out.contains("block-unmarked"),
+        "{out}"
+    );
+    let (code, out) = fsck(&["-y"], &img.path);
+    assert_eq!(code, 1, "{out}");
+    fsck_clean(&img.path);
+    assert_eq!(sb_and_roots(&img.path).1, r);
+    let m = Mounted::new(&img.path, "");
+    assert_eq!(fs::read(m.path("big")).unwrap().len() as u64, big);
+    m.unmount();
+}

@@ -120,6 +120,10 @@ pub const CODES: &[(&str, &str)] = &[
     ),
     ("roots-bad", "the roots block does not decode"),
     (
+        "roots-mark",
+        "an initialization mark of the roots block lies outside the geometry",
+    ),
+    (
         "chain-bad",
         "a record chain leaves the data area, loops, or links a bad block",
     ),
@@ -151,6 +155,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("block-dup", "a block is used by an extent and by a record block, an xattr blob or a deferred-free range, or by two of those"),
     ("refcount-bad", "a refcount record lies outside the data area or overlaps another"),
     ("refcount-wrong", "the refcount records disagree with the number of extents mapping a block"),
+    (
+        "bitmap-mark",
+        "a block in use lies past the bitmap's initialization mark",
+    ),
     ("symlink-bad", "a symlink's target block or size is invalid"),
     (
         "orphan-bad",
