@@ -150,11 +150,22 @@ struct DEnt {
     slot: u64,
 }
 
+/// A directory's entries in DRAM. Each name is stored once, shared by the
+/// two indexes (lookup by name; readdir order by slot).
 #[derive(Default, Debug)]
 struct Dir {
     parent: u64,
-    by_name: HashMap<Vec<u8>, DEnt>,
-    by_slot: BTreeMap<u64, Vec<u8>>,
+    by_name: HashMap<Arc<[u8]>, DEnt>,
+    by_slot: BTreeMap<u64, Arc<[u8]>>,
+}
+
+impl Dir {
+    /// Index the entry `name` -> `e` (at slot `e.slot`).
+    fn add(&mut self, name: &[u8], e: DEnt) {
+        let k: Arc<[u8]> = Arc::from(name);
+        self.by_slot.insert(e.slot, k.clone());
+        self.by_name.insert(k, e);
+    }
 }
 
 pub struct Inode {
@@ -162,7 +173,8 @@ pub struct Inode {
     pub rec: InodeRec,
     pub extents: BTreeMap<u64, Ext>,
     pub mapped: u64,
-    dir: Option<Dir>,
+    /// Boxed: most inodes are not directories.
+    dir: Option<Box<Dir>>,
     xattrs: Option<XattrMap>,
     open: u32,
     orphan_slot: Option<u64>,
@@ -171,7 +183,7 @@ pub struct Inode {
 impl Inode {
     fn new(ino: u64, rec: InodeRec) -> Inode {
         let dir = if rec.mode & libc::S_IFMT == libc::S_IFDIR {
-            Some(Dir::default())
+            Some(Box::default())
         } else {
             None
         };

@@ -210,16 +210,15 @@ impl Fs {
                         d.parent
                     ))
                 })?;
-            if p.by_name.contains_key(&d.name) {
+            if p.by_name.contains_key(d.name.as_slice()) {
                 return Err(FsError::Corrupt(format!(
                     "directory {} holds the name {:?} twice",
                     d.parent,
                     String::from_utf8_lossy(&d.name)
                 )));
             }
-            p.by_slot.insert(off, d.name.clone());
-            p.by_name.insert(
-                d.name,
+            p.add(
+                &d.name,
                 DEnt {
                     child: d.child,
                     ftype: d.ftype,
