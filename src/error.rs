@@ -52,6 +52,9 @@ pub enum FsError {
     Reentrant,
     #[error("filesystem corrupted: {0}")]
     Corrupt(String),
+    /// An intact image of a format version this code does not read.
+    #[error("{0}")]
+    Version(String),
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -84,6 +87,7 @@ impl FsError {
             FsError::Reentrant => libc::EDEADLK,
             // A checksum or structure error reaches the caller as EIO (docs/REQUIREMENTS.md §3).
             FsError::Corrupt(_) => libc::EIO,
+            FsError::Version(_) => libc::EINVAL,
             FsError::Io(_) => libc::EIO,
         }
     }

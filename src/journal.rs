@@ -192,9 +192,14 @@ impl Journal {
         geo: JournalGeometry,
         applied_seq: u64,
     ) -> Result<(), JournalError> {
-        media.fill(geo.hdr_off(), geo.blocks * BLOCK_SIZE, 0)?;
+        // A transaction is only ever read at the first byte of the area, so
+        // zeroing the header block and the area's first block retires
+        // whatever an earlier filesystem left there; the rest is leftovers,
+        // ignored (mkfs writes two blocks, whatever the journal's size).
+        let len = 2 * BLOCK_SIZE;
+        media.fill(geo.hdr_off(), len, 0)?;
         media.write_at(geo.hdr_off(), &JournalHdr { applied_seq }.encode())?;
-        media.persist(geo.hdr_off(), geo.blocks * BLOCK_SIZE)?;
+        media.persist(geo.hdr_off(), len)?;
         Ok(())
     }
 

@@ -24,6 +24,9 @@ pub struct MkfsOptions {
     /// Owner of the root directory.
     pub root_uid: u32,
     pub root_gid: u32,
+    /// Leave an image file on a disk filesystem sparse instead of allocating
+    /// all of it (see [`mkfs_path`]).
+    pub sparse: bool,
 }
 
 /// Smallest filesystem mkfs makes.
@@ -95,17 +98,21 @@ pub fn has_filesystem(media: &Media) -> bool {
 /// Write a new, empty filesystem onto `media`.
 pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
     let sb = geometry(media.len() / BLOCK_SIZE, o)?;
+    let roots = Roots::new(&sb);
     let p = Progress::bytes(
         "mkfs",
-        (sb.journal_blocks + sb.inode_blocks() + sb.bitmap_blocks) * BLOCK_SIZE,
+        (sb.journal_blocks + roots.inode_init.div_ceil(INODES_PER_BLOCK) + roots.bitmap_init)
+            * BLOCK_SIZE,
     );
     p.message("journal");
     // Invalidate old superblocks first so a half-made image is never mounted.
     media.fill(0, 2 * BLOCK_SIZE, 0)?;
     media.persist(0, 2 * BLOCK_SIZE)?;
-    // Roots, journal, inode table, bitmap.
+    // Roots, journal, inode table, bitmap: only what the roots block's marks
+    // say is initialized (the first inode chunk and the first bitmap block),
+    // so mkfs writes the same few hundred KiB whatever the device's size.
     media.fill(2 * BLOCK_SIZE, BLOCK_SIZE, 0)?;
-    media.write_at(2 * BLOCK_SIZE, &Roots::default().encode())?;
+    media.write_at(2 * BLOCK_SIZE, &roots.encode())?;
     media.persist(2 * BLOCK_SIZE, BLOCK_SIZE)?;
     Journal::format(
         media,
@@ -118,7 +125,7 @@ pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
     p.inc(sb.journal_blocks * BLOCK_SIZE);
     p.message("inode table");
     let itab = sb.inode_start * BLOCK_SIZE;
-    let ilen = sb.inode_blocks() * BLOCK_SIZE;
+    let ilen = roots.inode_init.div_ceil(INODES_PER_BLOCK) * BLOCK_SIZE;
     zero_with_progress(media, itab, ilen, &p)?;
     let t = Timespec::now();
     let root = InodeRec {
@@ -135,8 +142,8 @@ pub fn mkfs(media: &Media, o: &MkfsOptions) -> FsResult<Superblock> {
     media.write_at(sb.inode_offset(ROOT_INO), &root.encode())?;
     media.persist(itab, ilen)?;
     p.message("bitmap");
-    Space::format(media, &sb)?;
-    p.inc(sb.bitmap_blocks * BLOCK_SIZE);
+    Space::format(media, &sb, roots.bitmap_init)?;
+    p.inc(roots.bitmap_init * BLOCK_SIZE);
     write_superblocks(media, &sb)?;
     Ok(sb)
 }
@@ -212,7 +219,7 @@ pub fn mkfs_path(
             }
         }
     }
-    if md.is_file() && !crate::media::on_ram(&file) {
+    if md.is_file() && !o.sparse && !crate::media::on_ram(&file) {
         // Allocate every block of the image now: a store into a hole of a
         // mapped file needs a block allocation that msync alone may not make
         // durable, and could fail for want of space long after mkfs.

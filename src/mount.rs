@@ -9,6 +9,7 @@ use fuser::{Config, MountOption, SessionACL};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::error::FsError;
 use crate::fs::{Fs, FsOptions};
 use crate::fuse::DaxFuse;
 use crate::media::{Media, PersistMode};
@@ -276,12 +277,14 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
             nodiratime: o.nodiratime,
         },
     )
-    .map_err(|e| {
-        format!(
+    .map_err(|e| match e {
+        // fsck cannot help with an image of another version.
+        FsError::Version(_) => format!("cannot mount {}: {e}", image.display()),
+        e => format!(
             "cannot mount {}: {e}; run fsck.daxlink {}",
             image.display(),
             image.display()
-        )
+        ),
     })
 }
 

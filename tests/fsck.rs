@@ -45,7 +45,7 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
-        file: "v1-reference.img.gz",
+        file: "v2-reference.img.gz",
         corruption: "none: files, a directory, a symlink, an xattr, a hard link, a sparse file, a fifo, a reflinked clone (made through the core Fs API)",
         codes: &[],
         note: None,
@@ -298,7 +298,7 @@ fn reference() -> Vec<u8> {
     mkfs(
         &m,
         &MkfsOptions {
-            label: "v1-reference".into(),
+            label: "v2-reference".into(),
             ..Default::default()
         },
     )
@@ -376,7 +376,7 @@ fn crash_after_commit(base: &[u8], op: impl FnOnce(&Fs), torn: bool) -> Vec<u8> 
 fn make_image(file: &str, r: &[u8]) -> Vec<u8> {
     let mut b = r.to_vec();
     match file {
-        "v1-reference.img.gz" => {}
+        "v2-reference.img.gz" => {}
         "sb-a-bad.img.gz" => b[130] ^= 0x40,
         "sb-both-bad.img.gz" => {
             b[130] ^= 0x40;
@@ -541,10 +541,12 @@ fn regenerate_images() {
     }
     let readme = format!(
         "# Reference and corrupted images\n\n\
-Small (2 MiB, 512-block) daxlink format v1 images, gzip-compressed, for `tests/fsck.rs`.\n\
-Each is made from `v1-reference.img.gz` by `tests/fsck.rs` (`make_image`); regenerate them all with\n\n\
+Small (2 MiB, 512-block) daxlink format v2 images, gzip-compressed, for `tests/fsck.rs`.\n\
+Each is made from `v2-reference.img.gz` by `tests/fsck.rs` (`make_image`); regenerate them all with\n\n\
 ```\ncargo test --test fsck -- --ignored regenerate_images\n```\n\n\
 (uuids and timestamps change on every regeneration; the layout and the expectations do not).\n\
+`v1-reference.img.gz` is the format v1 reference image, kept (not regenerated) to show that fsck and\n\
+mount refuse a v1 image with one line (`format_v1_is_refused_with_one_line`).\n\
 The reference image is made through the core `Fs` API on in-memory media: `/hello.txt` (15 bytes,\n\
 xattr `user.comment`, hard link `/dir/hello-hardlink`), `/data.bin` (14000 bytes, 4 blocks),\n\
 `/dir/nested.txt`, `/dir/link` -> `../hello.txt`, `/empty`, `/sparse` (one block after a\n\
@@ -604,7 +606,8 @@ fn every_image_checks_repairs_and_mounts() {
     let listed: Vec<&str> = CASES.iter().map(|c| c.file).collect();
     for e in std::fs::read_dir(images_dir()).unwrap() {
         let n = e.unwrap().file_name().into_string().unwrap();
-        if n.ends_with(".gz") {
+        // The v1 image has its own test (format_v1_is_refused_with_one_line).
+        if n.ends_with(".gz") && n != "v1-reference.img.gz" {
             assert!(listed.contains(&n.as_str()), "images/{n} has no test case");
         }
     }
@@ -675,6 +678,43 @@ fn every_image_checks_repairs_and_mounts() {
     }
 }
 
+/// `images/v1-reference.img.gz` is a format v1 image (kept, not regenerated):
+/// fsck and mount refuse it with one line naming the version, and change nothing.
+#[test]
+fn format_v1_is_refused_with_one_line() {
+    const LINE: &str = "format version 1 of this image is not supported by this daxlink";
+    let (d, p) = temp_copy("v1-reference.img.gz");
+    let before = std::fs::read(&p).unwrap();
+    for args in [&["-n"][..], &["-y"][..]] {
+        let (code, out) = run_cli(args, &p);
+        assert_eq!(code, 8, "{out}");
+        assert!(out.contains(LINE), "{out}");
+        assert_eq!(out.trim().lines().count(), 1, "{out}");
+    }
+    match mount_path(&p) {
+        Err(FsError::Version(m)) => assert!(m.contains(LINE), "{m}"),
+        Err(e) => panic!("v1 image: {e}"),
+        Ok(_) => panic!("a v1 image mounted"),
+    }
+    // The daemon's one line, without the fsck hint.
+    let dir = d.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_daxlink"))
+        .arg("mount")
+        .arg(&p)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let _ = Command::new("umount").arg(&dir).status();
+        panic!("a v1 image mounted");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(LINE) && !err.contains("fsck"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+}
+
 fn run_cli(args: &[&str], p: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fsck-daxlink"))
         .args(args)
@@ -691,7 +731,7 @@ fn run_cli(args: &[&str], p: &Path) -> (i32, String) {
 fn cli_exit_codes_and_json() {
     for c in CASES.iter().filter(|c| {
         [
-            "v1-reference.img.gz",
+            "v2-reference.img.gz",
             "sb-both-bad.img.gz",
             "wrong-nlink.img.gz",
             "extent-beyond-device.img.gz",

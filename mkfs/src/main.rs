@@ -31,6 +31,11 @@ struct Args {
     /// Do not print the geometry or a progress bar.
     #[arg(short, long)]
     quiet: bool,
+    /// Leave an image file on a disk filesystem sparse (default: allocate all
+    /// of it, so that no store into the mapping lands in a hole that the disk
+    /// may have no room for).
+    #[arg(long)]
+    sparse: bool,
     image: PathBuf,
 }
 
@@ -59,6 +64,7 @@ fn main() {
         // SAFETY-free: the caller's ids own the root directory, as mkfs.ext4 does.
         root_uid: nix_ids().0,
         root_gid: nix_ids().1,
+        sparse: a.sparse,
     };
     match mkfs_path(&a.image, a.size, a.force, &o) {
         Ok(sb) => {

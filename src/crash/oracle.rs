@@ -464,11 +464,18 @@ pub fn consistency(fs: &Fs) -> Vec<String> {
         Ok(_) => {}
         Err(e) => f.push(format!("journal: {e}")),
     }
+    // The roots block's initialization marks bound what is read below.
+    let roots = media
+        .read_vec(sb.roots_block * BS, format::ROOTS_SIZE)
+        .map_err(|e| e.to_string())
+        .and_then(|b| Roots::decode(&b).map_err(|e| e.to_string()))
+        .and_then(|r| r.check_marks(sb).map(|_| r).map_err(|e| e.to_string()));
+    let (inode_init, bitmap_init) = match &roots {
+        Ok(r) => (r.inode_init, r.bitmap_init),
+        Err(_) => (sb.inode_count, sb.bitmap_blocks),
+    };
     // Used inodes are exactly the reachable ones.
-    let table = match media.read_vec(
-        sb.inode_offset(1),
-        sb.inode_count as usize * format::INODE_SIZE,
-    ) {
+    let table = match media.read_vec(sb.inode_offset(1), inode_init as usize * format::INODE_SIZE) {
         Ok(t) => t,
         Err(e) => return vec![format!("inode table: {e}")],
     };
@@ -490,13 +497,14 @@ pub fn consistency(fs: &Fs) -> Vec<String> {
             Err(e) => f.push(format!("inode {ino}: {e}")),
         }
     }
+    for ino in inodes.keys().filter(|i| **i > inode_init) {
+        f.push(format!(
+            "inode {ino} is reachable but past the inode-table mark {inode_init}"
+        ));
+    }
     // Blocks: record chains, extents, xattr blobs.
     let mut refs: BTreeMap<u64, u32> = BTreeMap::new();
     let mut used: BTreeSet<u64> = BTreeSet::new();
-    let roots = media
-        .read_vec(sb.roots_block * BS, format::ROOTS_SIZE)
-        .map_err(|e| e.to_string())
-        .and_then(|b| Roots::decode(&b).map_err(|e| e.to_string()));
     match roots {
         Err(e) => f.push(format!("roots block: {e}")),
         Ok(roots) => {
@@ -573,7 +581,7 @@ pub fn consistency(fs: &Fs) -> Vec<String> {
         }
     }
     used.extend(maps.keys());
-    match Space::load(media, sb) {
+    match Space::load(media, sb, bitmap_init) {
         Err(e) => f.push(format!("bitmap: {e}")),
         Ok(space) => {
             let mut leaked = Vec::new();

@@ -1,13 +1,15 @@
-//! On-media format v1: the one definition of every on-media structure.
+//! On-media format v2: the one definition of every on-media structure.
 //!
 //! Pure encode/decode, little-endian, with bounds and checksum (crc32fast, IEEE)
 //! checks. No I/O. FORMAT.md is the byte map; it must agree with these files:
-//! this one (superblock, roots, inodes, bitmap, xattr blob), `records.rs` and
+//! this one (superblock, inodes, bitmap, xattr blob), `roots.rs`, `records.rs` and
 //! `txlog.rs` (journal).
 
 mod records;
+mod roots;
 mod txlog;
 pub use records::*;
+pub use roots::*;
 pub use txlog::*;
 
 use thiserror::Error;
@@ -15,7 +17,7 @@ use thiserror::Error;
 pub const BLOCK_SIZE: u64 = 4096;
 pub const BS: usize = BLOCK_SIZE as usize;
 pub const SB_MAGIC: [u8; 8] = *b"DAXLNK\r\n";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Incompatible feature bits this code understands.
 pub const INCOMPAT_SUPPORTED: u32 = 0;
 pub const RO_COMPAT_SUPPORTED: u32 = 0;
@@ -262,6 +264,15 @@ impl Superblock {
         Ok(sb)
     }
 
+    /// The format version of a superblock copy whose magic and crc are good
+    /// (None otherwise): lets mount and fsck name an image of another version.
+    pub fn peek_version(b: &[u8]) -> Option<u32> {
+        if b.len() < SB_SIZE || b[0..8] != SB_MAGIC {
+            return None;
+        }
+        (crc(&b[..SB_SIZE - 4]) == Le::u32(b, SB_SIZE - 4)).then(|| Le::u32(b, 8))
+    }
+
     /// Unknown read-only-compatible features: the filesystem may only be mounted read-only.
     pub fn needs_read_only(&self) -> bool {
         self.ro_compat & !RO_COMPAT_SUPPORTED != 0
@@ -342,47 +353,6 @@ impl RecKind {
     }
     pub fn index(self) -> usize {
         self as usize - 1
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Roots {
-    /// Head block of each record chain (0 = empty), indexed by RecKind::index().
-    pub heads: [u64; NKINDS],
-}
-
-pub const ROOTS_SIZE: usize = 64;
-
-impl Roots {
-    pub fn encode(&self) -> [u8; ROOTS_SIZE] {
-        let mut b = [0u8; ROOTS_SIZE];
-        Le::put32(&mut b, 0, ROOTS_MAGIC);
-        Le::put32(&mut b, 4, FORMAT_VERSION);
-        for (i, h) in self.heads.iter().enumerate() {
-            Le::put64(&mut b, 8 + 8 * i, *h);
-        }
-        let c = crc(&b[..ROOTS_SIZE - 4]);
-        Le::put32(&mut b, ROOTS_SIZE - 4, c);
-        b
-    }
-    pub fn decode(b: &[u8]) -> Result<Roots, FormatError> {
-        const W: &str = "roots block";
-        need(W, b, ROOTS_SIZE)?;
-        if Le::u32(b, 0) != ROOTS_MAGIC {
-            return Err(FormatError::BadMagic { what: W });
-        }
-        check_crc(W, &b[..ROOTS_SIZE - 4], Le::u32(b, ROOTS_SIZE - 4))?;
-        if Le::u32(b, 4) != FORMAT_VERSION {
-            return Err(FormatError::BadVersion {
-                what: W,
-                version: Le::u32(b, 4),
-            });
-        }
-        let mut heads = [0u64; NKINDS];
-        for (i, h) in heads.iter_mut().enumerate() {
-            *h = Le::u64(b, 8 + 8 * i);
-        }
-        Ok(Roots { heads })
     }
 }
 
@@ -614,7 +584,7 @@ mod tests {
 
     fn sample_sb() -> Superblock {
         Superblock {
-            version: 1,
+            version: FORMAT_VERSION,
             incompat: 0,
             compat: 0,
             ro_compat: 0,
@@ -647,6 +617,43 @@ mod tests {
             Superblock::decode(&b, 10000 * 4096),
             Err(FormatError::BadChecksum { .. })
         ));
+    }
+
+    #[test]
+    fn an_old_version_is_named_not_decoded() {
+        let sb = Superblock {
+            version: 1,
+            ..sample_sb()
+        };
+        let b = sb.encode();
+        assert!(matches!(
+            Superblock::decode(&b, 10000 * 4096),
+            Err(FormatError::BadVersion { version: 1, .. })
+        ));
+        assert_eq!(Superblock::peek_version(&b), Some(1));
+        assert_eq!(
+            Superblock::peek_version(&sample_sb().encode()),
+            Some(FORMAT_VERSION)
+        );
+    }
+
+    #[test]
+    fn roots_marks_roundtrip_and_bounds() {
+        let sb = sample_sb();
+        let r = Roots::new(&sb);
+        assert_eq!((r.inode_init, r.bitmap_init), (1024, 1));
+        assert_eq!(Roots::decode(&r.encode()).unwrap(), r);
+        assert!(r.check_marks(&sb).is_ok());
+        for (i, b) in [(0, 1), (1025, 1), (1024, 0), (1024, 2)] {
+            let bad = Roots {
+                inode_init: i,
+                bitmap_init: b,
+                ..r.clone()
+            };
+            assert!(bad.check_marks(&sb).is_err(), "{i} {b}");
+        }
+        assert_eq!(Roots::next_inode_init(1024, 5000), 2048);
+        assert_eq!(Roots::next_inode_init(4100, 5000), 5000);
     }
 
     proptest! {

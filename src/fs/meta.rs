@@ -24,38 +24,90 @@ pub struct Records {
     pub blocks: [u64; NKINDS],
 }
 
-/// Free inode numbers: a bit per inode (set = free) and a search cursor.
+/// Free inode numbers: a bit per initialized inode slot (set = free) and a
+/// search cursor. Slots past `init` are free and never read; `grow` takes
+/// the next chunk in once the initialized ones are used up.
 pub struct InoMap {
     bits: Vec<u64>,
     count: u64,
     free: u64,
     cursor: u64,
+    /// Slots `1 ..= init` are covered (the mark the next commit records).
+    init: u64,
+    /// The mark the media's roots block holds.
+    media_init: u64,
 }
 
 impl InoMap {
-    pub fn new(count: u64) -> InoMap {
+    /// `count` inode slots, the first `init` of them initialized on media
+    /// (the caller inserts the free ones).
+    pub fn new(count: u64, init: u64) -> InoMap {
+        let init = init.min(count);
         InoMap {
-            bits: vec![0; count.div_ceil(64) as usize],
+            bits: vec![0; init.div_ceil(64) as usize],
             count,
             free: 0,
             cursor: 0,
+            init,
+            media_init: init,
         }
     }
     fn idx(ino: u64) -> (usize, u64) {
         (((ino - 1) / 64) as usize, 1u64 << ((ino - 1) % 64))
     }
     pub fn insert(&mut self, ino: u64) {
+        if ino == 0 || ino > self.init {
+            return;
+        }
         let (w, m) = Self::idx(ino);
         if self.bits[w] & m == 0 {
             self.bits[w] |= m;
             self.free += 1;
         }
     }
+    /// Free initialized slots.
     pub fn len(&self) -> u64 {
         self.free
     }
     pub fn is_empty(&self) -> bool {
         self.free == 0
+    }
+    /// Free slots, the uninitialized ones included (statfs).
+    pub fn free_total(&self) -> u64 {
+        self.free + (self.count - self.init)
+    }
+    pub fn init(&self) -> u64 {
+        self.init
+    }
+    pub fn media_init(&self) -> u64 {
+        self.media_init
+    }
+    pub fn mark_committed(&mut self, init: u64) {
+        self.media_init = self.media_init.max(init);
+    }
+    /// The slots the next chunk adds (`init+1 ..= new`), or None when the
+    /// table is fully initialized.
+    pub fn next_chunk(&self) -> Option<(u64, u64)> {
+        (self.init < self.count).then(|| {
+            (
+                self.init + 1,
+                format::Roots::next_inode_init(self.init, self.count),
+            )
+        })
+    }
+    /// Cover slots up to `new` (zeroed on media by the caller), all free.
+    pub fn grow(&mut self, new: u64) {
+        let new = new.min(self.count);
+        if new <= self.init {
+            return;
+        }
+        let old = self.init;
+        self.init = new;
+        self.bits.resize(new.div_ceil(64) as usize, 0);
+        for ino in old + 1..=new {
+            self.insert(ino);
+        }
+        self.cursor = old;
     }
     /// Take the first free inode at or after the cursor (wrapping).
     pub fn take(&mut self) -> Option<u64> {
@@ -69,7 +121,7 @@ impl InoMap {
             if self.bits[w] != 0 {
                 let b = self.bits[w].trailing_zeros() as u64;
                 let ino = w as u64 * 64 + b + 1;
-                if ino > self.count {
+                if ino > self.init {
                     continue;
                 }
                 self.bits[w] &= !(1 << b);
@@ -107,6 +159,21 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The roots block as DRAM says it: chain heads and initialization marks.
+    pub fn roots(&self) -> Roots {
+        Roots {
+            heads: self.rec.heads,
+            inode_init: self.free_inos.init(),
+            bitmap_init: self.space.init_blocks(),
+        }
+    }
+
+    /// Does the media's roots block lag DRAM's initialization marks?
+    fn marks_raised(&self) -> bool {
+        self.free_inos.init() != self.free_inos.media_init()
+            || self.space.init_blocks() != self.space.media_init()
+    }
+
     /// Data blocks for an ordinary operation (reserved in DRAM; the caller
     /// frees them if it fails): ENOSPC where they would eat into the reserve.
     pub fn reserve_data(&mut self, n: u64, goal: Option<u64>) -> FsResult<Vec<(u64, u64)>> {
@@ -203,6 +270,18 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn alloc_ino(&mut self) -> FsResult<u64> {
+        if self.m.free_inos.is_empty() {
+            if let Some((first, last)) = self.m.free_inos.next_chunk() {
+                // Initialize the next chunk of the inode table: zeroed
+                // directly (past the media's mark nothing reads it), then the
+                // commit of this transaction raises the mark.
+                let off = self.sb.inode_offset(first);
+                let len = (last - first + 1) * format::INODE_SIZE as u64;
+                self.media.fill(off, len, 0)?;
+                self.media.persist(off, len)?;
+                self.m.free_inos.grow(last);
+            }
+        }
         let ino = self.m.free_inos.take().ok_or(FsError::NoSpace)?;
         self.undo.push(Undo::Ino(ino));
         Ok(ino)
@@ -245,9 +324,7 @@ impl<'a> Ctx<'a> {
                 meta.rec.free[kind.index()]
                     .push(blk * BLOCK_SIZE + (format::REC_HDR + i * kind.slot_size()) as u64);
             }
-            let roots = Roots {
-                heads: meta.rec.heads,
-            };
+            let roots = meta.roots();
             self.tx
                 .write(self.sb.roots_block * BLOCK_SIZE, &roots.encode());
             self.undo.push(Undo::NewBlock {
@@ -454,6 +531,17 @@ impl<'a> Ctx<'a> {
 
     /// Commit atomically; on success the freed resources become reusable.
     pub fn commit(mut self) -> FsResult<()> {
+        // Raised initialization marks go into this transaction, after the
+        // bitmap blocks they take in are written all-free.
+        let marks = if self.m.marks_raised() {
+            self.m.space.materialize(self.media)?;
+            let roots = self.m.roots();
+            self.tx
+                .write(self.sb.roots_block * BLOCK_SIZE, &roots.encode());
+            Some(roots)
+        } else {
+            None
+        };
         let r = {
             let meta = &mut *self.m;
             meta.journal.commit(self.media, &self.tx)
@@ -462,6 +550,10 @@ impl<'a> Ctx<'a> {
         match r {
             Ok(()) => {
                 let meta = &mut *self.m;
+                if let Some(r) = marks {
+                    meta.free_inos.mark_committed(r.inode_init);
+                    meta.space.mark_committed(r.bitmap_init);
+                }
                 for (k, off) in self.free_slots.drain(..) {
                     meta.rec.free[k.index()].push(off);
                 }

@@ -151,11 +151,22 @@ struct DEnt {
     slot: u64,
 }
 
+/// A directory's entries in DRAM. Each name is stored once, shared by the
+/// two indexes (lookup by name; readdir order by slot).
 #[derive(Default, Debug)]
 struct Dir {
     parent: u64,
-    by_name: HashMap<Vec<u8>, DEnt>,
-    by_slot: BTreeMap<u64, Vec<u8>>,
+    by_name: HashMap<Arc<[u8]>, DEnt>,
+    by_slot: BTreeMap<u64, Arc<[u8]>>,
+}
+
+impl Dir {
+    /// Index the entry `name` -> `e` (at slot `e.slot`).
+    fn add(&mut self, name: &[u8], e: DEnt) {
+        let k: Arc<[u8]> = Arc::from(name);
+        self.by_slot.insert(e.slot, k.clone());
+        self.by_name.insert(k, e);
+    }
 }
 
 pub struct Inode {
@@ -163,7 +174,8 @@ pub struct Inode {
     pub rec: InodeRec,
     pub extents: BTreeMap<u64, Ext>,
     pub mapped: u64,
-    dir: Option<Dir>,
+    /// Boxed: most inodes are not directories.
+    dir: Option<Box<Dir>>,
     xattrs: Option<XattrMap>,
     open: u32,
     orphan_slot: Option<u64>,
@@ -172,7 +184,7 @@ pub struct Inode {
 impl Inode {
     fn new(ino: u64, rec: InodeRec) -> Inode {
         let dir = if rec.mode & libc::S_IFMT == libc::S_IFDIR {
-            Some(Dir::default())
+            Some(Box::default())
         } else {
             None
         };
@@ -373,11 +385,28 @@ pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
         .collect();
     match newest_superblock(&copies, media.len()) {
         Some(i) => Ok((copies[i].clone().expect("valid copy"), problems)),
+        None if other_version(media).is_some() => {
+            Err(FsError::Version(other_version(media).unwrap_or_default()))
+        }
         None => Err(FsError::Corrupt(format!(
             "no valid superblock ({})",
             problems.join("; ")
         ))),
     }
+}
+
+/// One line naming the format version of an image whose superblock is
+/// intact but of a version this code does not read (None otherwise).
+pub fn other_version(media: &Media) -> Option<String> {
+    let v = [0u64, BS].into_iter().find_map(|off| {
+        let b = media.read_vec(off, format::SB_SIZE).ok()?;
+        Superblock::peek_version(&b).filter(|v| *v != format::FORMAT_VERSION)
+    })?;
+    Some(format!(
+        "format version {v} of this image is not supported by this daxlink (it reads version {}): \
+         copy the files out with the daxlink that made it, then make a new filesystem with mkfs-daxlink",
+        format::FORMAT_VERSION
+    ))
 }
 
 pub fn journal_geometry(sb: &Superblock, media_len: u64) -> JournalGeometry {

@@ -41,17 +41,20 @@ impl Fs {
                 log::info!("journal: discarded torn transaction {seq}")
             }
         }
-        let space = Space::load(&media, &sb)?;
         let roots = Roots::decode(&media.read_vec(sb.roots_block * BS, format::ROOTS_SIZE)?)?;
+        roots.check_marks(&sb)?;
+        // Only the initialized part of the bitmap and of the inode table is
+        // read: the rest is free whatever it holds.
+        let space = Space::load(&media, &sb, roots.bitmap_init)?;
 
         // Inodes.
         let mut inodes: HashMap<u64, Inode> = HashMap::new();
-        let mut free_inos = meta::InoMap::new(sb.inode_count);
+        let mut free_inos = meta::InoMap::new(sb.inode_count, roots.inode_init);
         // Read the inode table a chunk at a time.
         let per_chunk = 4096u64;
         let mut ino = 1u64;
-        while ino <= sb.inode_count {
-            let n = per_chunk.min(sb.inode_count - ino + 1);
+        while ino <= roots.inode_init {
+            let n = per_chunk.min(roots.inode_init - ino + 1);
             let buf = media.read_vec(sb.inode_offset(ino), (n as usize) * format::INODE_SIZE)?;
             for (i, slot) in buf.chunks_exact(format::INODE_SIZE).enumerate() {
                 let this = ino + i as u64;
@@ -202,16 +205,15 @@ impl Fs {
                         d.parent
                     ))
                 })?;
-            if p.by_name.contains_key(&d.name) {
+            if p.by_name.contains_key(d.name.as_slice()) {
                 return Err(FsError::Corrupt(format!(
                     "directory {} holds the name {:?} twice",
                     d.parent,
                     String::from_utf8_lossy(&d.name)
                 )));
             }
-            p.by_slot.insert(off, d.name.clone());
-            p.by_name.insert(
-                d.name,
+            p.add(
+                &d.name,
                 DEnt {
                     child: d.child,
                     ftype: d.ftype,

@@ -183,9 +183,8 @@ impl Fs {
         // DRAM.
         pg.rec = prec;
         let d = pg.dir.as_mut().expect("dir");
-        d.by_slot.insert(slot, name.to_vec());
-        d.by_name.insert(
-            name.to_vec(),
+        d.add(
+            name,
             DEnt {
                 child: ino,
                 ftype: ftype_byte(mode),
@@ -267,9 +266,8 @@ impl Fs {
         let p = gs.get_mut(&newparent).unwrap();
         p.rec = prec;
         let d = p.dir.as_mut().unwrap();
-        d.by_slot.insert(slot, newname.to_vec());
-        d.by_name.insert(
-            newname.to_vec(),
+        d.add(
+            newname,
             DEnt {
                 child: ino,
                 ftype: ft,
@@ -670,15 +668,14 @@ impl Fs {
         if exchange {
             let d = dst.clone().unwrap();
             let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
-            p.by_name.insert(
-                name.to_vec(),
+            p.add(
+                name,
                 DEnt {
                     child: d.child,
                     ftype: d.ftype,
                     slot: src.slot,
                 },
             );
-            p.by_slot.insert(src.slot, name.to_vec());
             if let Some(dd) = gs.get_mut(&d.child).unwrap().dir.as_mut() {
                 dd.parent = parent;
             }
@@ -688,30 +685,28 @@ impl Fs {
             if let Some(d) = &dst {
                 np.by_slot.remove(&d.slot);
             }
-            np.by_name.insert(
-                newname.to_vec(),
+            np.add(
+                newname,
                 DEnt {
                     child: src.child,
                     ftype: src.ftype,
                     slot: new_slot,
                 },
             );
-            np.by_slot.insert(new_slot, newname.to_vec());
         }
         if let Some(sd) = gs.get_mut(&src.child).unwrap().dir.as_mut() {
             sd.parent = newparent;
         }
         if let Some((wino, wrec)) = whiteout_ino {
             let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
-            p.by_name.insert(
-                name.to_vec(),
+            p.add(
+                name,
                 DEnt {
                     child: wino,
                     ftype: ftype_byte(libc::S_IFCHR),
                     slot: src.slot,
                 },
             );
-            p.by_slot.insert(src.slot, name.to_vec());
             self.inodes
                 .write()
                 .insert(wino, node::Node::new(Inode::new(wino, wrec)));
@@ -761,7 +756,7 @@ impl Fs {
                 offset: *slot,
                 ino: e.child,
                 mode_type: (e.ftype as u32) << 12,
-                name: name.clone(),
+                name: name.to_vec(),
             });
         }
         drop(g);
@@ -791,7 +786,7 @@ impl Fs {
             bfree: m.space.free_blocks(),
             bavail: m.space.free_blocks().saturating_sub(m.reserved),
             files: self.sb.inode_count,
-            ffree: m.free_inos.len(),
+            ffree: m.free_inos.free_total(),
             bsize: BS as u32,
             namelen: MAX_NAME as u32,
         }

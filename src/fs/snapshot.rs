@@ -106,7 +106,7 @@ impl Fs {
                 alloc,
                 refs,
                 m.space.free_blocks(),
-                m.space.next_free(FREE_HEAD),
+                m.space.free_head(FREE_HEAD),
             )
         };
         let mut bj = Vec::new();

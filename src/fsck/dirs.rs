@@ -327,7 +327,7 @@ impl Ck<'_> {
     }
 
     fn make_lost_found(&mut self, name: Vec<u8>, reach: &mut HashSet<u64>) -> Option<u64> {
-        let ino = (2..=self.sb.inode_count)
+        let ino = (2..=self.inode_init)
             .find(|i| !self.inodes.contains_key(i) && !self.bad_inodes.contains_key(i))?;
         let slot = self.alloc_slot(RecKind::Dirent)?;
         let generation = self

@@ -37,7 +37,7 @@ impl Ck<'_> {
     // -- inodes -----------------------------------------------------------
 
     pub(super) fn inode_table(&mut self) {
-        let count = self.sb.inode_count;
+        let count = self.inode_init;
         let mut ino = 1u64;
         while ino <= count {
             let n = INODES_PER_BLOCK.min(count - ino + 1);
@@ -47,6 +47,9 @@ impl Ck<'_> {
             };
             for (i, slot) in buf.chunks_exact(INODE_SIZE).enumerate() {
                 let this = ino + i as u64;
+                if slot.iter().any(|b| *b != 0) {
+                    self.itable_top = this;
+                }
                 match InodeRec::decode(slot) {
                     Err(e) => {
                         self.out
@@ -82,6 +85,14 @@ impl Ck<'_> {
                 }
             }
             ino += n;
+        }
+        if self.marks_lost {
+            // A rebuilt roots block: initialized up to the last slot in use.
+            self.roots.inode_init = format::Roots::next_inode_init(
+                self.itable_top.saturating_sub(1),
+                self.sb.inode_count,
+            )
+            .max(1);
         }
     }
 

@@ -1,4 +1,4 @@
-//! The offline filesystem checker and repairer (fsck) of format v1.
+//! The offline filesystem checker and repairer (fsck) of format v2.
 //!
 //! [`check`] reads an image that is not mounted and verifies every invariant of
 //! the format (FORMAT.md): both superblock copies, the journal, the roots block,
@@ -120,6 +120,10 @@ pub const CODES: &[(&str, &str)] = &[
     ),
     ("roots-bad", "the roots block does not decode"),
     (
+        "roots-mark",
+        "an initialization mark of the roots block lies outside the geometry",
+    ),
+    (
         "chain-bad",
         "a record chain leaves the data area, loops, or links a bad block",
     ),
@@ -151,6 +155,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("block-dup", "a block is used by an extent and by a record block, an xattr blob or a deferred-free range, or by two of those"),
     ("refcount-bad", "a refcount record lies outside the data area or overlaps another"),
     ("refcount-wrong", "the refcount records disagree with the number of extents mapping a block"),
+    (
+        "bitmap-mark",
+        "a block in use lies past the bitmap's initialization mark",
+    ),
     ("symlink-bad", "a symlink's target block or size is invalid"),
     (
         "orphan-bad",
@@ -591,6 +599,14 @@ struct Ck<'a> {
     bm_bad: Vec<bool>,
     roots: Roots,
     roots_dirty: bool,
+    /// Initialized inode slots and bitmap blocks: what is read (the roots
+    /// block's marks, within the geometry; the whole geometry when the
+    /// roots block is unreadable, `marks_lost`).
+    inode_init: u64,
+    bitmap_init: u64,
+    marks_lost: bool,
+    /// The highest inode slot read that is not all zero.
+    itable_top: u64,
     /// Free slots per record kind (all-zero, or zeroed by this pass).
     free_slots: Vec<Vec<u64>>,
     inodes: BTreeMap<u64, Ino>,
@@ -649,6 +665,10 @@ fn pass(media: &Media, repair: bool) -> PassResult {
         sb,
         roots: Roots::default(),
         roots_dirty: false,
+        inode_init: 0,
+        bitmap_init: 0,
+        marks_lost: false,
+        itable_top: 0,
         free_slots: vec![Vec::new(); REC_KINDS.len()],
         inodes: BTreeMap::new(),
         bad_inodes: BTreeMap::new(),
@@ -711,9 +731,11 @@ impl Ck<'_> {
 
     /// The passes, in order (each names its file).
     fn run(&mut self) -> Result<(), String> {
-        let p = crate::progress::Progress::steps("fsck", if self.repair { 20 } else { 19 });
+        let p = crate::progress::Progress::steps("fsck", if self.repair { 21 } else { 20 });
         p.step("journal");
         self.journal()?; // sb
+        p.step("marks");
+        self.marks(); // records
         p.step("load bitmap");
         self.load_bitmap(); // space
         p.step("roots");

@@ -17,15 +17,53 @@ use crate::rules;
 impl Ck<'_> {
     // -- roots and chains -------------------------------------------------
 
-    pub(super) fn roots(&mut self) {
-        let r = self
-            .rd(self.sb.roots_block * BS, format::ROOTS_SIZE)
+    fn read_roots(&self) -> Result<Roots, String> {
+        self.rd(self.sb.roots_block * BS, format::ROOTS_SIZE)
             .ok_or_else(|| "unreadable".to_string())
-            .and_then(|b| Roots::decode(&b).map_err(|e| e.to_string()));
-        match r {
-            Ok(r) => self.roots = r,
+            .and_then(|b| Roots::decode(&b).map_err(|e| e.to_string()))
+    }
+
+    /// The initialization marks bounding what the inode-table and bitmap
+    /// passes read: the roots block's, within the geometry, or the whole
+    /// geometry when the roots block is unreadable.
+    pub(super) fn marks(&mut self) {
+        let (ic, bb) = (self.sb.inode_count, self.sb.bitmap_blocks);
+        match self.read_roots() {
+            Ok(r) => {
+                self.inode_init = r.inode_init.clamp(1, ic);
+                self.bitmap_init = r.bitmap_init.clamp(1, bb);
+            }
+            Err(_) => {
+                (self.inode_init, self.bitmap_init) = (ic, bb);
+                self.marks_lost = true;
+            }
+        }
+    }
+
+    pub(super) fn roots(&mut self) {
+        match self.read_roots() {
+            Ok(mut r) => {
+                if let Err(e) = r.check_marks(&self.sb) {
+                    self.out.add(
+                        "roots-mark",
+                        true,
+                        format!(
+                            "{e}; set to {} inodes, {} bitmap blocks",
+                            self.inode_init, self.bitmap_init
+                        ),
+                    );
+                    r.inode_init = self.inode_init;
+                    r.bitmap_init = self.bitmap_init;
+                    self.roots_dirty = true;
+                }
+                self.roots = r;
+            }
             Err(e) => {
+                // The marks are settled once the inode table and the bitmap
+                // have been read (`inode_table`, `bitmap`).
                 self.roots = self.scan_heads();
+                self.roots.inode_init = self.inode_init;
+                self.roots.bitmap_init = self.bitmap_init;
                 self.roots_dirty = true;
                 self.out.add(
                     "roots-bad",

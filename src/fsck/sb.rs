@@ -26,6 +26,9 @@ pub(super) fn superblocks(
     let best = crate::fs::newest_superblock(&copies, media.len())
         .map(|i| (i, copies[i].clone().expect("valid copy")));
     let Some((bi, best)) = best else {
+        if let Some(line) = crate::fs::other_version(media) {
+            return Err(line);
+        }
         let e = |c: &Result<Superblock, String>| c.as_ref().err().cloned().unwrap_or_default();
         let why = format!("copy A: {}; copy B: {}", e(&copies[0]), e(&copies[1]));
         return match super::geometry::recover(media) {
@@ -97,7 +100,7 @@ pub(super) fn superblocks(
             ));
         }
         out.note(format!(
-            "unknown read-only-compatible features {:#x}: checked as format v1",
+            "unknown read-only-compatible features {:#x}: checked as format v2",
             best.ro_compat
         ));
     }

@@ -191,12 +191,16 @@ impl Ck<'_> {
 
     pub(super) fn load_bitmap(&mut self) {
         let mut tail_set = 0u64;
-        for k in 0..self.sb.bitmap_blocks {
+        for k in 0..self.bitmap_init {
             let off = (self.sb.bitmap_start + k) * BS;
             let Some(blk) = self.rd(off, BS as usize) else {
                 self.bm_bad[k as usize] = true;
                 continue;
             };
+            if self.marks_lost && blk.iter().all(|b| *b == 0) {
+                // Never initialized (the roots block that says so is lost).
+                continue;
+            }
             if let Err(e) = format::bitmap_check(&blk) {
                 self.bm_bad[k as usize] = true;
                 self.out.add(
@@ -438,8 +442,36 @@ impl Ck<'_> {
                 ),
             );
         }
+        // The bitmap mark covers every block in use after the repair (a
+        // rebuilt roots block: exactly those).
+        let top = (0..fin.w.len())
+            .rev()
+            .find(|w| fin.w[*w] != 0)
+            .map(|w| {
+                (w as u64 * 64 + 63 - fin.w[w].leading_zeros() as u64) / BITS_PER_BITMAP_BLOCK + 1
+            })
+            .unwrap_or(1);
+        let mark = if self.marks_lost {
+            top.min(self.sb.bitmap_blocks)
+        } else {
+            top.max(self.bitmap_init)
+        };
+        if mark != self.roots.bitmap_init {
+            if !self.marks_lost {
+                self.out.add(
+                    "bitmap-mark",
+                    true,
+                    format!(
+                        "blocks in use lie past the bitmap mark {}; raised to {mark}",
+                        self.bitmap_init
+                    ),
+                );
+            }
+            self.roots.bitmap_init = mark;
+            self.roots_dirty = true;
+        }
         // Rewrite every bitmap block that differs from the repaired state.
-        for k in 0..self.sb.bitmap_blocks {
+        for k in 0..mark {
             let off = (self.sb.bitmap_start + k) * BS;
             let mut blk = vec![0u8; BS as usize];
             let first = k * BITS_PER_BITMAP_BLOCK;
@@ -453,7 +485,7 @@ impl Ck<'_> {
             let c = format::bitmap_crc(&blk);
             blk[BITMAP_BYTES..BITMAP_BYTES + 4].copy_from_slice(&c.to_le_bytes());
             let cur = self.rd(off, BS as usize - 4);
-            if cur.as_deref() != Some(&blk[..BS as usize - 4]) {
+            if k >= self.bitmap_init || cur.as_deref() != Some(&blk[..BS as usize - 4]) {
                 self.fix.write(off, &blk);
             }
         }
