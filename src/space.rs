@@ -279,7 +279,9 @@ impl Space {
         }
         let mut i = 0;
         while out.len() < k {
-            let Some(f) = self.next_free(i, start) else { break };
+            let Some(f) = self.next_free(i, start) else {
+                break;
+            };
             out.push(self.data_start + f);
             i = f + 1;
         }
