@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -88,11 +88,7 @@ fn overwrite_in_place_keeps_times_lazily_and_data_durably() {
     std::thread::sleep(Duration::from_millis(20));
     drop(overwrite(&m.path("f"), 5, 4096));
     let t = mtime_ns(&m.path("f"));
-    fs::set_permissions(
-        m.path("f"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    fs::set_permissions(m.path("f"), fs::Permissions::from_mode(0o600)).unwrap();
     let mut m = m;
     m.kill();
     let m = Mounted::new(&img.path, "");
@@ -180,6 +176,80 @@ fn cached_pages_never_hide_a_reflink_or_another_open() {
     assert_eq!(&got[100..120], b"through another open");
     // The source is untouched by the copy-on-write.
     assert_eq!(fs::read(&src).unwrap(), pattern(11, 3 * 4096));
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+/// Set-ID bits after writes, truncates and chowns by the owner and by root,
+/// on one filesystem: `name mode` lines. Under FUSE_HANDLE_KILLPRIV_V2 the
+/// daemon decides these (the kernel tells it only about writes).
+fn setid_story(root: &Path) -> Vec<String> {
+    let modes = ["4755", "2755", "2745", "6777", "4744", "0755"];
+    let ops = [
+        "w_owner",
+        "w_root",
+        "t_owner",
+        "t_root",
+        "chown_root",
+        "chgrp_owner",
+        "chgrp_root",
+    ];
+    for m in modes {
+        for op in ops {
+            let f = root.join(format!("{op}-{m}"));
+            fs::write(&f, b"x\n").unwrap();
+            let st = Command::new("sh")
+                .arg("-c")
+                .arg(format!("chown 1000:1000 {0} && chmod {m} {0}", f.display()))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let f = f.display();
+            let (rc, err) = match op {
+                "w_owner" => run_as(1000, 1000, &format!("printf y >> {f}")),
+                "t_owner" => run_as(1000, 1000, &format!("truncate -s 1 {f}")),
+                "chgrp_owner" => run_as(1000, 1000, &format!("chgrp 1000 {f}")),
+                _ => {
+                    let cmd = match op {
+                        "w_root" => format!("printf y >> {f}"),
+                        "t_root" => format!("truncate -s 1 {f}"),
+                        "chown_root" => format!("chown 1001 {f}"),
+                        _ => format!("chgrp 1001 {f}"),
+                    };
+                    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+                    (
+                        o.status.code().unwrap_or(-1),
+                        String::from_utf8_lossy(&o.stderr).into_owned(),
+                    )
+                }
+            };
+            assert_eq!(rc, 0, "{op} on {f}: {err}");
+        }
+    }
+    let mut out: Vec<String> = fs::read_dir(root)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().mode() & 0o7777;
+            format!("{} {mode:04o}", e.file_name().to_string_lossy())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn set_id_bits_are_cleared_as_on_tmpfs() {
+    let img = Image::new("setid", 64 << 20);
+    let m = Mounted::new(&img.path, "allow_other");
+    fs::set_permissions(m.root(), fs::Permissions::from_mode(0o777)).unwrap();
+    let t = Tmpfs::new();
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o777)).unwrap();
+    let a = setid_story(m.root());
+    let b = setid_story(t.root());
+    assert_eq!(a, b, "daxlink, tmpfs");
+    // The story clears something (it is not vacuous).
+    assert!(b.iter().any(|l| l == "w_owner-4755 0755"), "{b:?}");
     m.unmount();
     fsck_clean(&img.path);
 }

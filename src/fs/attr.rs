@@ -67,6 +67,7 @@ impl Fs {
         if let Some(mode) = s.mode {
             rec.mode = (rec.mode & libc::S_IFMT) | (mode & 0o7777);
         }
+        rec.mode &= !(s.clear_mode & (libc::S_ISUID | libc::S_ISGID));
         if let Some(uid) = s.uid {
             rec.uid = uid;
         }

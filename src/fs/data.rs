@@ -135,7 +135,27 @@ impl Fs {
 
     /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
     pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
+        self.write_killing(ino, off, data, append, false)
+    }
+
+    /// `write`, which first clears what a write by this caller clears:
+    /// `kill_suidgid` (the kernel's FUSE_WRITE_KILL_SUIDGID: a caller without
+    /// CAP_FSETID) clears set-user-ID, and set-group-ID when the group may
+    /// execute; any write drops a file capability (`security.capability`).
+    /// As the VFS's `file_remove_privs`, this is its own transaction before
+    /// the data's.
+    pub fn write_killing(
+        &self,
+        ino: u64,
+        off: u64,
+        data: &[u8],
+        append: bool,
+        kill_suidgid: bool,
+    ) -> FsResult<usize> {
         let mut g = self.lock_data_change(ino)?;
+        if !data.is_empty() {
+            self.remove_privs_locked(&mut g, kill_suidgid)?;
+        }
         let off = if append || g.append_only() {
             g.rec.size
         } else {
@@ -152,6 +172,42 @@ impl Fs {
         }
         self.write_locked(&mut g, off, end, Fill::Data(data))?;
         Ok(data.len())
+    }
+
+    fn remove_privs_locked(&self, g: &mut Inode, kill_suidgid: bool) -> FsResult<()> {
+        const CAPS: &[u8] = b"security.capability";
+        let mode = g.rec.mode;
+        let clear = if kill_suidgid {
+            mode & (libc::S_ISUID
+                | if mode & libc::S_IXGRP != 0 {
+                    libc::S_ISGID
+                } else {
+                    0
+                })
+        } else {
+            0
+        };
+        let caps = g.rec.xattr_blocks != 0 && {
+            self.load_xattrs(g)?;
+            g.xattrs.as_ref().is_some_and(|m| m.contains_key(CAPS))
+        };
+        if clear == 0 && !caps {
+            return Ok(());
+        }
+        let mut rec = g.rec.clone();
+        rec.mode &= !clear;
+        rec.ctime = now();
+        if caps {
+            let mut m = g.xattrs.clone().unwrap_or_default();
+            m.remove(CAPS);
+            self.store_xattrs(g, m, rec)
+        } else {
+            let mut ctx = self.ctx()?;
+            ctx.put_inode(g.ino, &rec);
+            ctx.commit()?;
+            g.rec = rec;
+            Ok(())
+        }
     }
 
     /// Before a file grows to cover `[size, upto)`: zero whatever is mapped

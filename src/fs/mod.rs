@@ -113,6 +113,11 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
+    /// Set-ID bits to clear with this change (`S_ISUID`, `S_ISGID`): under
+    /// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves that decision for chown
+    /// and truncate to the filesystem, and the FUSE layer makes it for the
+    /// caller as the VFS would (`fuse::DaxFuse::setattr`).
+    pub clear_mode: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -226,6 +226,43 @@ impl DaxFuse {
         }
     }
 
+    /// Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves clearing set-ID bits
+    /// on chown and truncate to us (fuser does not pass its
+    /// FATTR_KILL_SUIDGID bit), so decide as the VFS does: chown of a
+    /// non-directory clears set-user-ID always, and set-group-ID when the
+    /// group may execute or the caller is neither in the file's group nor
+    /// holds CAP_FSETID; a size change by a caller without CAP_FSETID
+    /// clears set-user-ID, and set-group-ID when the group may execute.
+    /// /proc is read only for a file that has such a bit.
+    fn setid_bits_to_clear(&self, req: &Request, ino: u64, chown: bool, size: Option<u64>) -> u32 {
+        if !chown && size.is_none() {
+            return 0;
+        }
+        let Ok(a) = self.fs.getattr(ino) else {
+            return 0;
+        };
+        let (suid, sgid) = (libc::S_ISUID, libc::S_ISGID);
+        if a.mode & (suid | sgid) == 0 || a.mode & libc::S_IFMT == libc::S_IFDIR {
+            return 0;
+        }
+        let gx = a.mode & libc::S_IXGRP != 0;
+        let c = caller(req);
+        let fsetid = c.has_cap(who::CAP_FSETID);
+        let bits = if chown {
+            let in_group = c.gid == a.gid || c.groups.contains(&a.gid);
+            suid | if gx || (!in_group && !fsetid) {
+                sgid
+            } else {
+                0
+            }
+        } else if !fsetid {
+            suid | if gx { sgid } else { 0 }
+        } else {
+            0
+        };
+        bits & a.mode
+    }
+
     fn writable(&self, fh: u64) -> bool {
         self.handles
             .lock()
@@ -280,7 +317,8 @@ impl Filesystem for DaxFuse {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let want = if self.cache.writeback {
             want | InitFlags::FUSE_WRITEBACK_CACHE
         } else {
@@ -311,7 +349,7 @@ impl Filesystem for DaxFuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -341,6 +379,7 @@ impl Filesystem for DaxFuse {
                 size,
                 atime: t(atime),
                 mtime: t(mtime),
+                clear_mode: self.setid_bits_to_clear(req, ino.0, uid.or(gid).is_some(), size),
             };
             match self.fs.setattr(ino.0, &s) {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -504,7 +543,7 @@ impl Filesystem for DaxFuse {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -519,7 +558,11 @@ impl Filesystem for DaxFuse {
                         .lock()
                         .get(&fh.0)
                         .is_some_and(|h| h.flags & libc::O_APPEND != 0));
-            match self.fs.write(ino.0, offset, data, append) {
+            // FUSE_HANDLE_KILLPRIV_V2: the kernel tells us when the writer
+            // lacks CAP_FSETID instead of asking for security.capability and
+            // sending a SETATTR before every write.
+            let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+            match self.fs.write_killing(ino.0, offset, data, append, kill) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(&e)),
             }
