@@ -384,6 +384,11 @@ impl Fs {
                             }
                         }
                     }
+                    o @ (OrphanRec::Range { .. } | OrphanRec::Remap { .. }) => {
+                        return Err(FsError::Corrupt(format!(
+                            "intent record {o:?} at {off:#x}: this daxlink cannot finish it"
+                        )));
+                    }
                     OrphanRec::Blocks { phys, len } => {
                         log::info!("reclaiming deferred free of blocks {phys}+{len}");
                         let mut ctx = fs.ctx()?;
