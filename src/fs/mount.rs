@@ -384,10 +384,17 @@ impl Fs {
                             }
                         }
                     }
-                    o @ (OrphanRec::Range { .. } | OrphanRec::Remap { .. }) => {
-                        return Err(FsError::Corrupt(format!(
-                            "intent record {o:?} at {off:#x}: this daxlink cannot finish it"
-                        )));
+                    OrphanRec::Range { op, ino, from, end } => {
+                        fs.resume_range(off, op, ino, from, end)?;
+                    }
+                    OrphanRec::Remap {
+                        src,
+                        dst,
+                        sb,
+                        db,
+                        blocks,
+                    } => {
+                        fs.resume_remap(off, (src, dst), (sb, db, blocks))?;
                     }
                     OrphanRec::Blocks { phys, len } => {
                         log::info!("reclaiming deferred free of blocks {phys}+{len}");
