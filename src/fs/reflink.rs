@@ -244,7 +244,9 @@ impl Fs {
                 })
                 .collect();
             ctx.ensure_slots(RecKind::Extent, 2 * batch.len() + 3 * fresh.len() + 2)?;
-            ctx.ensure_slots(RecKind::Orphan, 1)?;
+            if !last && slot.is_none() {
+                ctx.ensure_slots(RecKind::Orphan, 1)?;
+            }
             // Everything that can fail (space for the fresh blocks) before any change.
             let fresh_phys: Vec<u64> = if first {
                 fresh

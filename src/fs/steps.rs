@@ -241,9 +241,8 @@ impl Fs {
                 } else {
                     self.ctx()?
                 };
-                if slot.is_none() && job.intent.is_some() {
-                    ctx.ensure_slots(RecKind::Orphan, 1)?;
-                }
+                // (The intent's slot is taken only when a step is not the
+                // last: an operation done in one step takes no record block.)
                 ctx.ensure_slots(RecKind::Extent, 2)?;
                 if let Some(r) = &rec {
                     ctx.put_inode(g.ino, r);
