@@ -22,6 +22,14 @@ use crate::media::{Media, MediaError};
 pub struct Tx {
     /// Non-overlapping segments keyed by start offset.
     segs: BTreeMap<u64, Vec<u8>>,
+    /// What the entries take in the journal (kept as segments come and go,
+    /// so the size is known at any time without walking them).
+    entry_bytes: usize,
+}
+
+/// Journal bytes of one entry of `len` data bytes.
+fn entry_cost(len: usize) -> usize {
+    format::TX_ENTRY_HDR + len.div_ceil(8) * 8
 }
 
 impl Tx {
@@ -50,6 +58,7 @@ impl Tx {
             .map(|(k, _)| *k)
             .collect();
         if keys.is_empty() {
+            self.entry_bytes += entry_cost(data.len());
             self.segs.insert(off, data.to_vec());
             return;
         }
@@ -61,11 +70,13 @@ impl Tx {
         let mut merged = vec![0u8; (stop - start) as usize];
         for k in keys {
             let v = self.segs.remove(&k).expect("key present");
+            self.entry_bytes -= entry_cost(v.len());
             let s = (k - start) as usize;
             merged[s..s + v.len()].copy_from_slice(&v);
         }
         let s = (off - start) as usize;
         merged[s..s + data.len()].copy_from_slice(data);
+        self.entry_bytes += entry_cost(merged.len());
         self.segs.insert(start, merged);
     }
 
@@ -98,7 +109,7 @@ impl Tx {
 
     /// Size this transaction takes in the journal.
     pub fn encoded_size(&self) -> usize {
-        format::tx_size(self.entries())
+        format::TX_HDR_SIZE + self.entry_bytes + format::COMMIT_SIZE
     }
 }
 
@@ -177,6 +188,10 @@ pub struct Inject {
     /// Core hook (fs/meta.rs `Ctx::slot_free`): zero a freed directory entry
     /// in place, persisted at once, instead of through the transaction.
     pub dirent_in_place: bool,
+    /// Core hook (fs/steps.rs, fs/reflink.rs): a change cut into several
+    /// transactions writes no intent record, so a crash between its steps
+    /// leaves it half done.
+    pub no_intent: bool,
 }
 
 impl Journal {
@@ -403,6 +418,8 @@ mod tests {
                 model[*off as usize..*off as usize + d.len()].copy_from_slice(d);
             }
             prop_assert_eq!(tx.read_vec(&m, 0, 300).unwrap(), model[..300].to_vec());
+            // The size kept as stores come is the size of the entries.
+            prop_assert_eq!(tx.encoded_size(), format::tx_size(tx.entries()));
             // Segments never overlap.
             let mut last_end = 0u64;
             for (k, v) in tx.entries() {

@@ -83,6 +83,41 @@ fn bounded_seq2_sample_finds_no_failure() {
     );
 }
 
+/// The multi-step paths on the big image (files of hundreds of extents, the
+/// smallest journal, a nearly full filesystem): punch, zero range, fallocate,
+/// unlink, clone, unshare and pin (the last two run out of space half-way),
+/// crashed between their steps and during their resumption at mount.
+const BIG_SAMPLE: &str = "big/punch:F/frag*,big/zero:F/clone:1000:*,big/falloc-keep:F/clone*,\
+big/unlink:F/clone,big/clone:F/frag:F/empty:0:0:0,big/unshare*,big/pin-write*";
+
+#[test]
+fn bounded_big_sample_finds_no_failure() {
+    let s = run(&cfg(BIG_SAMPLE, 250, None)).unwrap();
+    show(&s);
+    assert!(s.workloads >= 7, "{} workloads", s.workloads);
+    assert!(s.crash_states >= 200, "{} crash states", s.crash_states);
+    assert!(s.recovery_states > 0, "no crash during a resumption");
+    let bad = unknown_failures(&s);
+    assert!(
+        bad.is_empty(),
+        "{} unexpected failures: {bad:#?}",
+        bad.len()
+    );
+}
+
+/// Without intent records, a punch or a clone cut into several transactions
+/// is left half done by a crash between them: the harness sees it.
+#[test]
+fn catches_a_multi_step_change_without_intent() {
+    let set = "big/punch:F/frag:0:5238784,big/clone:F/frag:F/empty:0:0:0";
+    let s = run(&cfg(set, 120, Some(Bug::NoIntent))).unwrap();
+    show(&s);
+    assert!(!unknown_failures(&s).is_empty(), "not caught");
+    let s = run(&cfg(set, 120, None)).unwrap();
+    show(&s);
+    assert!(s.failed.is_empty(), "{:#?}", s.failed);
+}
+
 fn catches(bug: Bug) {
     let s = run(&cfg(PROOF_SET, 600, Some(bug))).unwrap();
     show(&s);

@@ -34,6 +34,7 @@
 //! gets at least its first state (nothing in flight) when the budget allows.
 //! Identical crash images of one workload are checked once.
 
+pub mod base;
 pub mod oracle;
 pub mod record;
 mod rng;
@@ -48,11 +49,12 @@ use std::time::Instant;
 use crate::fs::{Fs, FsOptions};
 use crate::journal::Inject;
 use crate::media::Media;
+use base::{Base, Bases};
 use oracle::Snapshot;
 use record::{Event, Recorder};
 use rng::hash_str;
 use states::{Epoch, Walker};
-use workload::{Base, Recorded, Workload};
+use workload::{Recorded, Workload};
 
 /// Known bug kinds the harness must catch (switches in the journal and core).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,14 +67,17 @@ pub enum Bug {
     DirentInPlace,
     /// The journal stores the entries in place before writing the commit record.
     ApplyBeforeCommit,
+    /// A change cut into several transactions writes no intent record.
+    NoIntent,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::SkipFlush,
         Bug::SkipFence,
         Bug::DirentInPlace,
         Bug::ApplyBeforeCommit,
+        Bug::NoIntent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +86,7 @@ impl Bug {
             Bug::SkipFence => "skip-fence",
             Bug::DirentInPlace => "dirent-in-place",
             Bug::ApplyBeforeCommit => "apply-before-commit",
+            Bug::NoIntent => "no-intent",
         }
     }
 
@@ -95,6 +101,7 @@ impl Bug {
             Bug::SkipFence => i.skip_commit_fence = true,
             Bug::DirentInPlace => i.dirent_in_place = true,
             Bug::ApplyBeforeCommit => i.apply_before_commit = true,
+            Bug::NoIntent => i.no_intent = true,
         }
         i
     }
@@ -332,6 +339,10 @@ fn ops_label(w: &Workload, ep: &Epoch) -> String {
 
 /// Crash states per fence of an interrupted recovery.
 const RECOVERY_POINT_CAP: usize = 3;
+/// A recovery of up to this many fences is interrupted at every one; a
+/// longer one (finishing a multi-step change) at RECOVERY_SAMPLE of them.
+const RECOVERY_FENCES: usize = 24;
+const RECOVERY_SAMPLE: usize = 6;
 
 /// Mount a crash image and apply every rule of the oracle. When recovery
 /// itself writes more than the superblocks (a journal replay, an orphan
@@ -370,12 +381,26 @@ fn check_recovery_crashes(image: &[u8], trace: &[Event], want: &Snapshot) -> Res
     let mut w = Walker::new(image.to_vec());
     let mut checked = 0;
     let mut seen = HashSet::new();
+    // A long recovery (a multi-step change finished by mount) is interrupted
+    // at about RECOVERY_SAMPLE of its fences, spread evenly, the last one
+    // included.
+    let stride = if fences > RECOVERY_FENCES {
+        fences.div_ceil(RECOVERY_SAMPLE)
+    } else {
+        1
+    };
+    let mut fence = 0usize;
     for ev in trace {
         match ev {
             Event::Store { off, data } => w.store(*off, data),
             Event::Flush { off, len } => w.flush(*off, *len),
             Event::Op(_) => {}
             Event::Fence => {
+                fence += 1;
+                if !fence.is_multiple_of(stride) && fence != fences {
+                    w.fence();
+                    continue;
+                }
                 let ep = w.epoch(0, 0);
                 for choice in ep.choices(w.fences() as u64).take(RECOVERY_POINT_CAP) {
                     if !seen.insert(w.state_hash(&ep, &choice)) {
@@ -449,13 +474,21 @@ pub fn water_fill(demands: &[u64], total: u64) -> Vec<u64> {
 // Running
 // ---------------------------------------------------------------------------
 
+/// Every workload: those of the small base image (seq0, seq1, seq2), then
+/// those of the big one (big).
+pub fn all_workloads(bases: &Bases) -> Result<Vec<Workload>, String> {
+    let mut out = workload::generate(&bases.small)?;
+    out.extend(base::generate_big());
+    Ok(out)
+}
+
 /// Select workloads: a comma-separated list of `all`, `seq0`, `seq1`,
-/// `seq2`, exact names, or prefixes ending in `*` (in generation order).
+/// `seq2`, `big`, exact names, or prefixes ending in `*` (in generation order).
 pub fn select(all: Vec<Workload>, sel: &str) -> Result<Vec<Workload>, String> {
     let parts: Vec<&str> = sel.split(',').filter(|p| !p.is_empty()).collect();
     let matches = |name: &str, p: &str| match p {
         "all" => true,
-        "seq0" | "seq1" | "seq2" => name.starts_with(&format!("{p}/")),
+        "seq0" | "seq1" | "seq2" | "big" => name.starts_with(&format!("{p}/")),
         p if p.ends_with('*') => name.starts_with(&p[..p.len() - 1]),
         p => name == p,
     };
@@ -618,12 +651,12 @@ fn parallel<T: Send>(n: usize, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Ve
 pub fn run(cfg: &Config) -> Result<Summary, String> {
     let t0 = Instant::now();
     let p = crate::progress::Progress::steps("crashtest: counting crash points", 0);
-    let base = workload::make_base()?;
-    let ws = select(workload::generate(&base)?, &cfg.workload)?;
+    let bases = Bases::make()?;
+    let ws = select(all_workloads(&bases)?, &cfg.workload)?;
     // Pass 1: what every crash point wants; share the budget.
     p.set_total(ws.len() as u64);
     let wanted: Vec<Result<Vec<(u64, bool)>, String>> = parallel(ws.len(), cfg.jobs, |i| {
-        let r = wants(&base, &ws[i], cfg);
+        let r = wants(bases.of(&ws[i]), &ws[i], cfg);
         p.inc(1);
         r
     });
@@ -644,7 +677,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     // Pass 2: check.
     let p = crate::progress::Progress::steps("crashtest: checking workloads", ws.len() as u64);
     let results = parallel(ws.len(), cfg.jobs, |i| {
-        let r = check_workload(&base, &ws[i], &quotas[i], cfg);
+        let r = check_workload(bases.of(&ws[i]), &ws[i], &quotas[i], cfg);
         p.inc(1);
         r
     });
@@ -695,12 +728,13 @@ pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
         .split_once(':')
         .ok_or("a reproducer reads WORKLOAD@POINT:SUBSET")?;
     let point: usize = point.parse().map_err(|_| "bad crash point number")?;
-    let base = workload::make_base()?;
-    let w = select(workload::generate(&base)?, name)?.remove(0);
+    let bases = Bases::make()?;
+    let w = select(all_workloads(&bases)?, name)?.remove(0);
+    let base = bases.of(&w);
     let inject = inject.map(|b| b.inject()).unwrap_or_default();
-    let rec = guarded(|| workload::record(&base, &w, inject))?;
+    let rec = guarded(|| workload::record(base, &w, inject))?;
     let mut out = None;
-    walk(&base, &w, &rec, |walker, ep| {
+    walk(base, &w, &rec, |walker, ep| {
         if ep.point != point {
             return;
         }
@@ -737,7 +771,7 @@ pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
 /// `daxlink crashtest` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CrashArgs {
-    /// Workload: all, seq0, seq1, seq2, an exact name (see --list) or a prefix ending in '*'.
+    /// Workload: all, seq0, seq1, seq2, big, an exact name (see --list) or a prefix ending in '*'.
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Crash states to check in the whole run at most.
@@ -759,7 +793,7 @@ pub struct CrashArgs {
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
     /// Inject a known bug (skip-flush, skip-fence, dirent-in-place,
-    /// apply-before-commit) to see the harness catch it.
+    /// apply-before-commit, no-intent) to see the harness catch it.
     #[arg(long)]
     pub inject: Option<String>,
     /// List the workloads and exit.
@@ -782,7 +816,7 @@ pub fn cli(a: CrashArgs) -> i32 {
         }
     };
     if a.list {
-        let r = workload::make_base().and_then(|b| workload::generate(&b));
+        let r = Bases::make().and_then(|b| all_workloads(&b));
         return match r.and_then(|all| select(all, &a.workload)) {
             Ok(ws) => {
                 for w in ws {

@@ -38,7 +38,8 @@
 //! the blocks referenced by record chains, extents and xattr blobs, and every
 //! shared block's reference count equals its number of mappings).
 //! [`usability`] then uses the recovered filesystem: grows every file and
-//! checks the new range reads zeros (nothing left beyond EOF), creates,
+//! checks the new range reads zeros (nothing left beyond EOF), deletes the
+//! file with the most blocks if the filesystem is full, creates,
 //! writes, renames and links, deletes everything, checks again, unmounts,
 //! mounts and checks once more.
 
@@ -647,6 +648,25 @@ pub fn usability(fs: Fs) -> Result<(), String> {
                 size + i as u64,
                 b[i]
             ));
+        }
+    }
+    // A filesystem left full (an operation that ran out of space half-way,
+    // or a crash in it) first makes room: its file with the most mapped
+    // blocks goes (deleting must always work), then the checks below need a
+    // few blocks.
+    if fs.statfs().bavail < 64 {
+        let largest = snap
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.kind == Kind::File)
+            .max_by_key(|(_, n)| n.mapped.iter().map(|r| r.1).sum::<u64>());
+        if let Some((p, _)) = largest {
+            let (parent, name) = match p.rsplit_once('/') {
+                Some((pp, nm)) => (snap.nodes[pp].ino, nm),
+                None => (ROOT_INO, p.as_str()),
+            };
+            fs.unlink(parent, name.as_bytes())
+                .map_err(|x| format!("making room: deleting /{p}: {x}"))?;
         }
     }
     // Create, write, read back, rename, link, xattr.

@@ -1,7 +1,7 @@
 //! Workloads: ACE-style sequences of one and two operations over a small file
 //! set, generated from the state they start in (not hand-listed).
 //!
-//! The base image (made once per run) holds directories `A`, `B` and the
+//! The small base image (made once per run, `base.rs`) holds directories `A`, `B` and the
 //! empty `A/C`, the files `A/foo` (9000 bytes, xattr `user.a`) and `B/foo`
 //! (5000 bytes). The file set is `A/foo`, `A/bar`, `B/foo`, `B/bar` and the
 //! directory names `A/C`, `B/C`. [`candidates`] lists every operation that
@@ -20,16 +20,15 @@
 
 use std::sync::Arc;
 
+use super::base::{state_after, Base};
 use super::oracle::{capture, Kind, Snapshot};
 use super::record::{Event, Recorder};
 use super::rng::hash_str;
-use super::states::Walker;
 use crate::error::{FsError, FsResult};
 use crate::format::{BLOCK_SIZE, ROOT_INO};
 use crate::fs::{Cred, Fs, FsOptions};
 use crate::journal::Inject;
 use crate::media::Media;
-use crate::mkfs::{mkfs, MkfsOptions};
 
 const BS: u64 = BLOCK_SIZE;
 /// Size of the test filesystem (the smallest mkfs makes).
@@ -152,6 +151,19 @@ pub enum Op {
         path: String,
         size: u64,
     },
+    /// The UNSHARE ioctl (`len` 0: to EOF).
+    Unshare {
+        path: String,
+        off: u64,
+        len: u64,
+    },
+    /// A write pin through an open file (fallocate of its holes, then
+    /// unshare); the pin is kept (DRAM only).
+    PinWrite {
+        path: String,
+        off: u64,
+        len: u64,
+    },
 }
 
 /// Deterministic, non-zero, position-dependent bytes.
@@ -250,6 +262,8 @@ impl Op {
             } => format!("dedupe:{src}:{dst}:{soff}:{doff}:{len}"),
             Op::UnlinkOpen { path } => format!("unlink-open:{path}"),
             Op::PinTruncate { path, size } => format!("pin-truncate:{path}:{size}"),
+            Op::Unshare { path, off, len } => format!("unshare:{path}:{off}:{len}"),
+            Op::PinWrite { path, off, len } => format!("pin-write:{path}:{off}:{len}"),
         }
     }
 
@@ -274,7 +288,9 @@ impl Op {
             | Op::RemoveXattr { path, .. }
             | Op::Fsync { path, .. }
             | Op::UnlinkOpen { path }
-            | Op::PinTruncate { path, .. } => vec![path],
+            | Op::PinTruncate { path, .. }
+            | Op::Unshare { path, .. }
+            | Op::PinWrite { path, .. } => vec![path],
             Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
             Op::Clone { src, dst, .. }
             | Op::CopyRange { src, dst, .. }
@@ -395,6 +411,12 @@ impl Op {
                 len,
             } => {
                 fs.dedupe_range(resolve(fs, src)?, *soff, resolve(fs, dst)?, *doff, *len)?;
+            }
+            Op::Unshare { path, off, len } => fs.unshare(resolve(fs, path)?, *off, *len)?,
+            Op::PinWrite { path, off, len } => {
+                let ino = resolve(fs, path)?;
+                let fh = fs.open(ino)?;
+                fs.pin(ino, fh, *off, *len, true, false)?;
             }
         }
         Ok(())
@@ -628,10 +650,12 @@ pub fn candidates(s: &Snapshot) -> Vec<Op> {
 pub struct Workload {
     pub name: String,
     pub ops: Vec<Op>,
+    /// Starts from the big base image (`base.rs`), not the small one.
+    pub big: bool,
 }
 
 impl Workload {
-    fn new(prefix: &str, ops: Vec<Op>) -> Workload {
+    pub(super) fn new(prefix: &str, ops: Vec<Op>) -> Workload {
         let name = if ops.is_empty() {
             format!("{prefix}/mount-unmount")
         } else {
@@ -640,7 +664,11 @@ impl Workload {
                 ops.iter().map(|o| o.name()).collect::<Vec<_>>().join("+")
             )
         };
-        Workload { name, ops }
+        Workload {
+            name,
+            ops,
+            big: prefix == "big",
+        }
     }
 
     /// Operations whose fences produce crash points: the workload's own ops
@@ -652,97 +680,6 @@ impl Workload {
             (1, self.ops.len())
         }
     }
-}
-
-/// The base image every workload starts from, and its semantic state.
-pub struct Base {
-    pub image: Vec<u8>,
-    pub snap: Snapshot,
-}
-
-fn setup_ops() -> Vec<Op> {
-    let o = |s: &str| s.to_string();
-    vec![
-        Op::Mkdir { path: o("A") },
-        Op::Mkdir { path: o("B") },
-        Op::Mkdir { path: o("A/C") },
-        Op::Create { path: o("A/foo") },
-        Op::Write {
-            path: o("A/foo"),
-            off: 0,
-            len: 9000,
-            overwrite: false,
-        },
-        Op::SetXattr {
-            path: o("A/foo"),
-            name: o("user.a"),
-            len: 5,
-        },
-        Op::Create { path: o("B/foo") },
-        Op::Write {
-            path: o("B/foo"),
-            off: 0,
-            len: 5000,
-            overwrite: false,
-        },
-    ]
-}
-
-/// Make the base image: mkfs, the set-up operations, unmount. The set-up is
-/// recorded too, and everything it stored must be durable at its end.
-pub fn make_base() -> Result<Base, String> {
-    let mut media = Media::anonymous(IMAGE_BLOCKS * BS).map_err(|e| e.to_string())?;
-    let rec = Arc::new(Recorder::new());
-    media.set_observer(Some(rec.clone()));
-    mkfs(&media, &MkfsOptions::default()).map_err(|e| format!("mkfs: {e}"))?;
-    let fs = Fs::mount(media, FsOptions::default()).map_err(|e| format!("mount: {e}"))?;
-    for op in setup_ops() {
-        op.apply(&fs)
-            .map_err(|e| format!("set-up {}: {e}", op.name()))?;
-    }
-    fs.unmount().map_err(|e| e.to_string())?;
-    let Fs { media, .. } = fs;
-    let media = Arc::try_unwrap(media).map_err(|_| "media shared".to_string())?;
-    let image = media
-        .read_vec(0, media.len() as usize)
-        .map_err(|e| e.to_string())?;
-    let mut w = Walker::new(vec![0u8; image.len()]);
-    for ev in rec.take() {
-        match ev {
-            Event::Store { off, data } => w.store(off, &data),
-            Event::Flush { off, len } => w.flush(off, len),
-            Event::Fence => w.fence(),
-            Event::Op(_) => {}
-        }
-    }
-    if w.in_flight() > 0 || w.durable != image {
-        return Err(format!(
-            "mkfs, set-up and unmount left {} units not durable",
-            w.in_flight()
-        ));
-    }
-    let fs = Fs::mount(
-        {
-            let m = Media::anonymous(image.len() as u64).map_err(|e| e.to_string())?;
-            m.write_at(0, &image).map_err(|e| e.to_string())?;
-            m
-        },
-        FsOptions::default(),
-    )
-    .map_err(|e| e.to_string())?;
-    let snap = capture(&fs).map_err(|e| e.to_string())?;
-    Ok(Base { image, snap })
-}
-
-/// Run `ops` on a scratch copy of the base image (nothing recorded).
-pub fn state_after(base: &Base, ops: &[Op]) -> Result<Snapshot, String> {
-    let m = Media::anonymous(base.image.len() as u64).map_err(|e| e.to_string())?;
-    m.write_at(0, &base.image).map_err(|e| e.to_string())?;
-    let fs = Fs::mount(m, FsOptions::default()).map_err(|e| e.to_string())?;
-    for op in ops {
-        let _ = op.apply(&fs);
-    }
-    capture(&fs).map_err(|e| e.to_string())
 }
 
 /// Every workload: the mount/unmount one, seq-1, and seq-2.

@@ -683,6 +683,23 @@ mod tests {
         }
 
         #[test]
+        fn intent_roundtrip(k in 0usize..3, ino in 1u64.., from in 0u64..1 << 40, n in 1u64..1 << 40) {
+            let op = [RangeOp::Punch, RangeOp::Zero, RangeOp::Fill][k];
+            let r = OrphanRec::Range { op, ino, from, end: from + n };
+            let mut b = r.encode();
+            prop_assert_eq!(OrphanRec::decode(&b).unwrap(), Some(r));
+            b[5] ^= 1;
+            prop_assert!(OrphanRec::decode(&b).is_err());
+        }
+
+        #[test]
+        fn remap_intent_roundtrip(src in 1u64..1 << 40, dst in 1u64..1 << 40, sb in 0u64..1 << 33,
+                                  db in 0u64..1 << 33, blocks in 1u64..1 << 33) {
+            let r = OrphanRec::Remap { src, dst, sb, db, blocks };
+            prop_assert_eq!(OrphanRec::decode(&r.encode()).unwrap(), Some(r));
+        }
+
+        #[test]
         fn dirent_roundtrip(name in "[a-zA-Z0-9._-]{1,255}", parent in 1u64.., child in 1u64.., ft: u8) {
             prop_assume!(name != "." && name != "..");
             let d = DirentRec { parent, child, ftype: ft, name: name.into_bytes() };

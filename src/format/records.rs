@@ -181,6 +181,84 @@ pub enum OrphanRec {
         ino: u64,
         from: u64,
     },
+    /// An intent: a change of logical blocks `[from, end)` of `ino` that
+    /// takes several transactions, written by the first of them and freed
+    /// by the last; a mount that finds it finishes the change.
+    Range {
+        op: RangeOp,
+        ino: u64,
+        from: u64,
+        end: u64,
+    },
+    /// Kind 7, an intent: a remap (clone, dedupe, copy_file_range) of
+    /// `blocks` blocks of `src` from logical block `sb` into `dst` at `db`,
+    /// cut into several transactions; a mount that finds it remaps the whole
+    /// range again (sharing is idempotent) and drops it.
+    Remap {
+        src: u64,
+        dst: u64,
+        sb: u64,
+        db: u64,
+        blocks: u64,
+    },
+}
+
+/// Bits of the fields of a remap intent, packed little-endian into bytes
+/// [4, 28) of its slot: two inode numbers (inode counts are below 2^40) and
+/// three logical block numbers or counts (at most 2^34: files are at most
+/// 2^46 bytes).
+const REMAP_FIELDS: [u32; 5] = [40, 40, 35, 35, 35];
+const MAX_LOGICAL: u64 = 1 << 34;
+
+fn pack_bits(b: &mut [u8], fields: &[(u64, u32)]) {
+    let mut at = 0usize;
+    for &(v, n) in fields {
+        for i in 0..n as usize {
+            if v >> i & 1 == 1 {
+                b[(at + i) / 8] |= 1 << ((at + i) % 8);
+            }
+        }
+        at += n as usize;
+    }
+}
+
+fn unpack_bits(b: &[u8], widths: &[u32]) -> Vec<u64> {
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(widths.len());
+    for &n in widths {
+        let mut v = 0u64;
+        for i in 0..n as usize {
+            if b[(at + i) / 8] >> ((at + i) % 8) & 1 == 1 {
+                v |= 1 << i;
+            }
+        }
+        out.push(v);
+        at += n as usize;
+    }
+    out
+}
+
+/// What an intent record (orphan kinds 4-6) has still to do to its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeOp {
+    /// Kind 4, a hole punch: unmap every block of the range.
+    Punch,
+    /// Kind 5, a zero range: unmap every block of the range, then give
+    /// every block a fresh zeroed one.
+    Zero,
+    /// Kind 6, an allocation (fallocate): give every hole of the range a
+    /// fresh zeroed block.
+    Fill,
+}
+
+impl RangeOp {
+    fn kind(self) -> u32 {
+        match self {
+            RangeOp::Punch => 4,
+            RangeOp::Zero => 5,
+            RangeOp::Fill => 6,
+        }
+    }
 }
 
 impl OrphanRec {
@@ -200,6 +278,27 @@ impl OrphanRec {
                 Le::put32(&mut b, 0, 3);
                 Le::put64(&mut b, 8, ino);
                 Le::put64(&mut b, 16, from);
+            }
+            OrphanRec::Range { op, ino, from, end } => {
+                // `end` is split: its high half in bytes [4, 8), its low half
+                // in bytes [24, 28) (the two words the older kinds leave zero).
+                Le::put32(&mut b, 0, op.kind());
+                Le::put32(&mut b, 4, (end >> 32) as u32);
+                Le::put64(&mut b, 8, ino);
+                Le::put64(&mut b, 16, from);
+                Le::put32(&mut b, 24, end as u32);
+            }
+            OrphanRec::Remap {
+                src,
+                dst,
+                sb,
+                db,
+                blocks,
+            } => {
+                Le::put32(&mut b, 0, 7);
+                let f = [src, dst, sb, db, blocks];
+                let fields: Vec<(u64, u32)> = f.into_iter().zip(REMAP_FIELDS).collect();
+                pack_bits(&mut b[4..28], &fields);
             }
         }
         let c = crc(&b[..28]);
@@ -223,6 +322,37 @@ impl OrphanRec {
                 ino: Le::u64(b, 8),
                 from: Le::u64(b, 16),
             })),
+            k @ 4..=6 => {
+                let op = match k {
+                    4 => RangeOp::Punch,
+                    5 => RangeOp::Zero,
+                    _ => RangeOp::Fill,
+                };
+                let (ino, from) = (Le::u64(b, 8), Le::u64(b, 16));
+                let end = (Le::u32(b, 4) as u64) << 32 | Le::u32(b, 24) as u64;
+                if ino == 0 || from >= end {
+                    return Err(invalid(
+                        W,
+                        format!("intent record names inode {ino}, blocks {from}..{end}"),
+                    ));
+                }
+                Ok(Some(OrphanRec::Range { op, ino, from, end }))
+            }
+            7 => {
+                let f = unpack_bits(&b[4..28], &REMAP_FIELDS);
+                let (src, dst, sb, db, blocks) = (f[0], f[1], f[2], f[3], f[4]);
+                let fits = |start: u64| start.checked_add(blocks).is_some_and(|e| e <= MAX_LOGICAL);
+                if src == 0 || dst == 0 || blocks == 0 || !fits(sb) || !fits(db) {
+                    return Err(invalid(W, format!("remap intent names inodes {src} -> {dst}, blocks {sb}+{blocks} -> {db}")));
+                }
+                Ok(Some(OrphanRec::Remap {
+                    src,
+                    dst,
+                    sb,
+                    db,
+                    blocks,
+                }))
+            }
             k => Err(invalid(W, format!("unknown orphan kind {k}"))),
         }
     }

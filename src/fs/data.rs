@@ -238,7 +238,7 @@ impl Fs {
                 .any(|(_, n, p)| meta::ref_pieces(&m.refs, *p, *n).iter().any(|x| x.2 >= 2))
         };
         if shared {
-            self.write_locked(g, size, upto, Fill::Unshare)?;
+            self.unshare_steps(g, size, upto)?;
         }
         for (l, n, p) in g.segments(first, end) {
             let Some(p) = p else { continue };
@@ -516,6 +516,8 @@ impl Fs {
 
     /// Remove the mappings of logical blocks [first, end), at most `limit`
     /// extent records touched. Frees the blocks. Returns (DRAM ops, done).
+    /// Not sized against the journal: for ranges the caller has bounded (a
+    /// write engine piece, a remap batch); batched loops use `unmap_step`.
     pub(super) fn unmap_blocks(
         &self,
         ctx: &mut Ctx<'_>,
@@ -525,70 +527,12 @@ impl Fs {
         limit: usize,
     ) -> FsResult<(Vec<ExtOp>, bool)> {
         let mut ops = Vec::new();
-        if first >= end {
-            return Ok((ops, true));
-        }
-        let mut items: Vec<(u64, Ext)> = Vec::new();
-        if let Some((s, e)) = g.find(first) {
-            if s < first {
-                items.push((s, e));
-            }
-        }
-        items.extend(g.extents.range(first..end).map(|(k, v)| (*k, *v)));
+        let items = Self::extents_in(g, first, end);
         let done = items.len() <= limit;
         for (s, e) in items.into_iter().take(limit) {
-            let es = s + e.len;
             let cut_s = s.max(first);
-            let cut_e = es.min(end);
-            // Free the cut physical range.
-            ctx.drop_ref(e.phys + (cut_s - s), cut_e - cut_s)?;
-            let head = cut_s - s;
-            let tail = es - cut_e;
-            ops.push(ExtOp::Remove(s, e.len));
-            if head > 0 {
-                let he = Ext {
-                    phys: e.phys,
-                    len: head,
-                    slot: e.slot,
-                };
-                ctx.slot_write(
-                    e.slot,
-                    &ExtentRec {
-                        ino: g.ino,
-                        logical: s,
-                        phys: e.phys,
-                        len: head as u32,
-                    }
-                    .encode(),
-                );
-                ops.push(ExtOp::Put(s, he, head));
-            }
-            if tail > 0 {
-                let slot = if head > 0 {
-                    ctx.slot_alloc(RecKind::Extent)?
-                } else {
-                    e.slot
-                };
-                let te = Ext {
-                    phys: e.phys + (cut_e - s),
-                    len: tail,
-                    slot,
-                };
-                ctx.slot_write(
-                    slot,
-                    &ExtentRec {
-                        ino: g.ino,
-                        logical: cut_e,
-                        phys: te.phys,
-                        len: tail as u32,
-                    }
-                    .encode(),
-                );
-                ops.push(ExtOp::Put(cut_e, te, tail));
-            }
-            if head == 0 && tail == 0 {
-                ctx.slot_free(RecKind::Extent, e.slot);
-            }
+            let cut_e = (s + e.len).min(end);
+            self.unmap_cut(ctx, g, s, e, cut_s, cut_e, &mut ops)?;
         }
         Ok((ops, done))
     }

@@ -525,11 +525,57 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Bytes this transaction takes in the journal so far.
     pub fn tx_size(&self) -> usize {
         self.tx.encoded_size()
     }
 
+    /// Bytes one transaction may take: the journal's transaction area.
+    pub fn capacity(&self) -> usize {
+        self.m.journal.capacity()
+    }
+
+    /// What the batch of a step may bring this transaction to: half the
+    /// journal. The other half is kept for what a step adds around its batch
+    /// (the inode, an orphan or intent record, a truncate's tail zeroing, an
+    /// xattr blob's free), each a few KiB at most.
+    pub fn step_budget(&self) -> usize {
+        self.capacity() / 2
+    }
+
+    /// Bytes left for the batch of a step.
+    pub fn step_room(&self) -> usize {
+        self.step_budget().saturating_sub(self.tx_size())
+    }
+
+    /// At most the journal bytes `drop_ref(phys, len)` adds: refcount
+    /// records rewritten (each piece's old record freed and its new one
+    /// written, and the two parts of records that stick out of the range),
+    /// bitmap bytes of the blocks freed, orphan records of pinned blocks.
+    pub fn drop_cost(&self, phys: u64, len: u64) -> usize {
+        let shared = self.m.refs.range(..phys.saturating_add(len)).next_back();
+        let records = match shared {
+            Some((k, r)) if k + r.len > phys || *k >= phys => {
+                REC_COST * (2 * self.ref_pieces(phys, len).len() + 2)
+            }
+            _ => 0,
+        };
+        let pinned = match self.pages {
+            Some(p) if p.model == PageModel::Proxy => p.pinned_in(phys, len).len(),
+            _ => 0,
+        };
+        records + bitmap_cost(len) + pinned * REC_COST
+    }
+
+    /// At most the journal bytes `share(phys, len)` adds (refcount records).
+    pub fn share_cost(&self, phys: u64, len: u64) -> usize {
+        REC_COST * (2 * self.ref_pieces(phys, len).len() + 2)
+    }
+
     /// Commit atomically; on success the freed resources become reusable.
+    /// A transaction the journal cannot hold is refused before anything is
+    /// written (ENOSPC, reservations undone, the mount stays writable): the
+    /// batched operations size their steps so that this never happens.
     pub fn commit(mut self) -> FsResult<()> {
         // Raised initialization marks go into this transaction, after the
         // bitmap blocks they take in are written all-free.
@@ -542,6 +588,14 @@ impl<'a> Ctx<'a> {
         } else {
             None
         };
+        if self.tx_size() > self.capacity() {
+            log::error!(
+                "refusing a transaction of {} bytes: the journal holds {}",
+                self.tx_size(),
+                self.capacity()
+            );
+            return Err(FsError::NoSpace);
+        }
         let r = {
             let meta = &mut *self.m;
             meta.journal.commit(self.media, &self.tx)
@@ -618,6 +672,17 @@ impl Drop for Ctx<'_> {
             }
         }
     }
+}
+
+/// Journal bytes of one record-slot store (a 16-byte entry header and a
+/// 32-byte record), with room for the share of a new record block (header,
+/// bitmap bit, roots) that a slot may need.
+pub const REC_COST: usize = 64;
+
+/// At most the journal bytes of changing `len` bitmap bits: the bytes, and
+/// per bitmap block touched an entry header and the crc entry.
+pub fn bitmap_cost(len: u64) -> usize {
+    (len / 8) as usize + ((len / format::BITS_PER_BITMAP_BLOCK) as usize + 2) * 56
 }
 
 /// Pieces of `[phys, phys+len)` with their counts (1 where no record covers them).

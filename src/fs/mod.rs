@@ -23,6 +23,7 @@ mod pin;
 mod reflink;
 mod snapshot;
 mod state;
+mod steps;
 mod truncate;
 mod xattr;
 
@@ -50,8 +51,9 @@ use crate::space::Space;
 use meta::{Ctx, Meta, Records};
 
 const BS: u64 = BLOCK_SIZE;
-/// Extent records changed per transaction at most when freeing (keeps each
-/// transaction far below the smallest journal).
+/// Extent records changed per step at most when freeing or mapping in steps
+/// (a bound on a step's length; its journal bytes are bounded by
+/// `Ctx::step_budget`, see `steps.rs`).
 const FREE_BATCH: usize = 1024;
 /// Largest xattr value and total per inode.
 pub use format::XATTR_VALUE_MAX;

@@ -377,6 +377,18 @@ impl Fs {
                             }
                         }
                     }
+                    OrphanRec::Range { op, ino, from, end } => {
+                        fs.resume_range(off, op, ino, from, end)?;
+                    }
+                    OrphanRec::Remap {
+                        src,
+                        dst,
+                        sb,
+                        db,
+                        blocks,
+                    } => {
+                        fs.resume_remap(off, (src, dst), (sb, db, blocks))?;
+                    }
                     OrphanRec::Blocks { phys, len } => {
                         log::info!("reclaiming deferred free of blocks {phys}+{len}");
                         let mut ctx = fs.ctx()?;

@@ -378,27 +378,16 @@ impl Fs {
     pub(super) fn free_inode(&self, g: &mut Inode) -> FsResult<()> {
         let ino = g.ino;
         loop {
-            let batch: Vec<(u64, Ext)> = g
-                .extents
-                .iter()
-                .rev()
-                .take(FREE_BATCH)
-                .map(|(k, v)| (*k, *v))
-                .collect();
-            let last = batch.len() < FREE_BATCH;
+            let mut ctx = self.ctx_freeing()?;
+            // As many extents as the step's journal budget holds.
+            let (ops, last) = self.unmap_step(&mut ctx, g, 0, u64::MAX, FREE_BATCH)?;
             if last {
                 // Leave the inode table before the number can be reused: the
                 // commit below returns it to the free inode map, and a create
                 // on another thread may take it at once; removing the map
-                // entry afterwards would remove that new inode.
+                // entry afterwards would remove that new inode. (The table
+                // is a leaf lock: taking it under `meta` is in order.)
                 self.inodes.write().remove(&ino);
-            }
-            let mut ctx = self.ctx_freeing()?;
-            for (_, e) in &batch {
-                ctx.slot_free(RecKind::Extent, e.slot);
-                ctx.drop_ref(e.phys, e.len)?;
-            }
-            if last {
                 if g.rec.xattr_blocks > 0 {
                     ctx.blocks_free(g.rec.xattr_block, g.rec.xattr_blocks as u64)?;
                 }
@@ -408,8 +397,8 @@ impl Fs {
                 ctx.free_ino(ino, g.rec.generation);
             }
             ctx.commit()?;
-            for (l, e) in &batch {
-                self.apply_op(g, ExtOp::Remove(*l, e.len));
+            for op in ops {
+                self.apply_op(g, op);
             }
             if last {
                 break;

@@ -98,7 +98,7 @@ impl Fs {
         }
         if write && self.pages.model != PageModel::Legacy {
             // A write fault on a shared DAX extent copies first (dax_iomap_copy_around).
-            self.write_locked(&mut g, first * BS, end * BS, Fill::Unshare)?;
+            self.unshare_steps(&mut g, first * BS, end * BS)?;
         }
         let mut blocks = Vec::with_capacity((end - first) as usize);
         for l in first..end {

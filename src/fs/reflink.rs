@@ -139,8 +139,11 @@ impl Fs {
 
     /// Share `blocks` blocks of `src` from logical block `sb` into `dst` at
     /// logical block `db`, replacing what `dst` had there. Both inodes are
-    /// locked by the caller (`gs` holds their guards). `new_size` is applied
-    /// to `dst` in the last transaction.
+    /// locked by the caller (`gs` holds their guards). `dst_rec` (the new
+    /// size and times) and the `fresh` blocks go into the first transaction.
+    /// When more than one is needed, the first also writes an intent record
+    /// (kind 7) and the last frees it (`intent`: one already on media, when
+    /// mount resumes a remap).
     #[allow(clippy::too_many_arguments)] // one call per remap kind; a struct would only rename them
     fn remap_locked(
         &self,
@@ -152,6 +155,32 @@ impl Fs {
         blocks: u64,
         dst_rec: InodeRec,
         fresh: &[(u64, Vec<u8>)],
+        intent: Option<u64>,
+    ) -> FsResult<()> {
+        let mut slot = intent;
+        let r = self.remap_batches(gs, (src, sb), (dst, db), blocks, dst_rec, fresh, &mut slot);
+        if let (Err(_), Some(s)) = (&r, slot) {
+            // Best effort: the remap stops here, not at the next mount (if
+            // this fails too, the mount finishes it).
+            if let Ok(mut ctx) = self.ctx_freeing() {
+                ctx.slot_free(RecKind::Orphan, s);
+                let _ = ctx.commit();
+            }
+        }
+        r
+    }
+
+    /// The batches of `remap_locked`; `slot` follows its intent record.
+    #[allow(clippy::too_many_arguments)] // remap_locked's, split in pairs
+    fn remap_batches(
+        &self,
+        gs: &mut BTreeMap<u64, WGuard>,
+        (src, sb): (u64, u64),
+        (dst, db): (u64, u64),
+        blocks: u64,
+        dst_rec: InodeRec,
+        fresh: &[(u64, Vec<u8>)],
+        slot: &mut Option<u64>,
     ) -> FsResult<()> {
         // Source pieces: (logical, blocks, physical, copy instead of share).
         // In the proxy model, pinned blocks are given to the destination as
@@ -180,20 +209,46 @@ impl Fs {
                 segs.push((l + s, k - s, p + s, is));
             }
         }
-        let mut i = 0usize;
+        let end = sb + blocks;
         let mut done_to = sb; // source logical block up to which dst is remapped
         loop {
-            let batch = &segs[i..(i + REMAP_BATCH).min(segs.len())];
-            let last = i + batch.len() >= segs.len();
-            let upto = if last {
-                sb + blocks
-            } else {
-                batch[batch.len() - 1].0 + batch[batch.len() - 1].1
-            };
+            let first = done_to == sb;
             let mut ctx = self.ctx()?;
+            // This batch: the source blocks [done_to, upto), at most
+            // REMAP_BATCH segments, halved until its journal bytes fit.
+            let k0 = segs.partition_point(|s| s.0 + s.1 <= done_to);
+            let mut upto = match segs.get(k0 + REMAP_BATCH - 1) {
+                Some(s) if k0 + REMAP_BATCH < segs.len() => s.0 + s.1,
+                _ => end,
+            };
+            let room = ctx.step_room();
+            while upto - done_to > 1 {
+                let mut cost =
+                    self.remap_cost(&ctx, &gs[&dst], &segs[k0..], (done_to, upto), (sb, db));
+                if first {
+                    cost += fresh.len() * 2048 + 1024;
+                }
+                if cost <= room {
+                    break;
+                }
+                upto = done_to + (upto - done_to) / 2;
+            }
+            let last = upto == end;
+            let batch: Vec<(u64, u64, u64, bool)> = segs[k0..]
+                .iter()
+                .take_while(|s| s.0 < upto)
+                .map(|&(l, n, p, copy)| {
+                    let a = l.max(done_to);
+                    let b = (l + n).min(upto);
+                    (a, b - a, p + (a - l), copy)
+                })
+                .collect();
             ctx.ensure_slots(RecKind::Extent, 2 * batch.len() + 3 * fresh.len() + 2)?;
+            if !last && slot.is_none() {
+                ctx.ensure_slots(RecKind::Orphan, 1)?;
+            }
             // Everything that can fail (space for the fresh blocks) before any change.
-            let fresh_phys: Vec<u64> = if last {
+            let fresh_phys: Vec<u64> = if first {
                 fresh
                     .iter()
                     .map(|_| ctx.reserve_contiguous(1))
@@ -201,7 +256,36 @@ impl Fs {
             } else {
                 Vec::new()
             };
-            let (mut unmap_ops, _) = {
+            let mut map_ops = Vec::new();
+            if first && !fresh.is_empty() {
+                // Whole new blocks for the destination (copy_file_range's
+                // unaligned head and tail, outside the shared range) in the
+                // first transaction. DRAM takes them as they go (the next
+                // unmap must see them); a failure from here on leaves DRAM
+                // ahead of the media and marks the filesystem broken.
+                let r = (|| -> FsResult<()> {
+                    let g = gs.get_mut(&dst).expect("locked");
+                    for ((dl, content), p) in fresh.iter().zip(&fresh_phys) {
+                        self.media.write_at(p * BS, content)?;
+                        self.media.persist(p * BS, BS)?;
+                        ctx.blocks_used(*p, 1)?;
+                        let (ops, _) = self.unmap_blocks(&mut ctx, g, *dl, dl + 1, usize::MAX)?;
+                        for op in ops {
+                            self.apply_op(g, op);
+                        }
+                        for op in self.map_blocks(&mut ctx, g, *dl, *p, 1)? {
+                            self.apply_op(g, op);
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    log::error!("copy_file_range failed half-way, refusing further changes: {e}");
+                    ctx.m.broken = true;
+                    return Err(e);
+                }
+            }
+            let (unmap_ops, _) = {
                 let g = &gs[&dst];
                 self.unmap_blocks(
                     &mut ctx,
@@ -211,8 +295,7 @@ impl Fs {
                     usize::MAX,
                 )?
             };
-            let mut map_ops = Vec::new();
-            for &(l, n, p, copy) in batch {
+            for &(l, n, p, copy) in &batch {
                 let dl = db + (l - sb);
                 // (destination logical block, physical block, length)
                 let mut maps: Vec<(u64, u64, u64)> = Vec::new();
@@ -255,72 +338,110 @@ impl Fs {
                     ));
                 }
             }
-            if last {
-                // Whole new blocks for the destination (copy_file_range's
-                // unaligned head and tail), in the same transaction. Their
-                // unmap must see the middle's unmap, so DRAM takes it now; a
-                // failure from here on leaves DRAM ahead of the media and
-                // marks the filesystem broken.
-                if !fresh.is_empty() {
-                    let r = (|| -> FsResult<()> {
-                        let g = gs.get_mut(&dst).expect("locked");
-                        for op in unmap_ops.drain(..) {
-                            self.apply_op(g, op);
-                        }
-                        for ((dl, content), p) in fresh.iter().zip(&fresh_phys) {
-                            self.media.write_at(p * BS, content)?;
-                            self.media.persist(p * BS, BS)?;
-                            ctx.blocks_used(*p, 1)?;
-                            let (ops, _) =
-                                self.unmap_blocks(&mut ctx, g, *dl, dl + 1, usize::MAX)?;
-                            for op in ops {
-                                self.apply_op(g, op);
-                            }
-                            let slot = ctx.slot_alloc(RecKind::Extent)?;
-                            ctx.slot_write(
-                                slot,
-                                &ExtentRec {
-                                    ino: dst,
-                                    logical: *dl,
-                                    phys: *p,
-                                    len: 1,
-                                }
-                                .encode(),
-                            );
-                            map_ops.push(ExtOp::Put(
-                                *dl,
-                                Ext {
-                                    phys: *p,
-                                    len: 1,
-                                    slot,
-                                },
-                                1,
-                            ));
-                        }
-                        Ok(())
-                    })();
-                    if let Err(e) = r {
-                        log::error!(
-                            "copy_file_range failed half-way, refusing further changes: {e}"
-                        );
-                        ctx.m.broken = true;
-                        return Err(e);
-                    }
-                }
+            if first {
                 ctx.put_inode(dst, &dst_rec);
             }
-            ctx.commit()?;
+            // A remap cut into batches is finished by mount after a crash.
+            let mut new_slot = None;
+            match *slot {
+                Some(s) if last => ctx.slot_free(RecKind::Orphan, s),
+                None if !last && !ctx.m.journal.inject.no_intent => {
+                    let s = ctx.slot_alloc(RecKind::Orphan)?;
+                    let rec = OrphanRec::Remap {
+                        src,
+                        dst,
+                        sb,
+                        db,
+                        blocks,
+                    };
+                    ctx.slot_write(s, &rec.encode());
+                    new_slot = Some(s);
+                }
+                _ => {}
+            }
+            let fresh_applied = first && !fresh.is_empty();
+            if let Err(e) = ctx.commit() {
+                if fresh_applied {
+                    // DRAM already maps the fresh blocks.
+                    self.meta.lock().broken = true;
+                }
+                return Err(e);
+            }
+            if last {
+                *slot = None;
+            } else if new_slot.is_some() {
+                *slot = new_slot;
+            }
             let g = gs.get_mut(&dst).expect("locked");
             for op in unmap_ops.into_iter().chain(map_ops) {
                 self.apply_op(g, op);
             }
+            if first {
+                g.rec = dst_rec.clone();
+            }
             if last {
-                g.rec = dst_rec;
                 return Ok(());
             }
-            i += batch.len();
             done_to = upto;
         }
+    }
+
+    /// Mount: finish a remap an intent record (at `slot`) names. The
+    /// destination's size and times were set by the first batch.
+    pub(super) fn resume_remap(
+        &self,
+        slot: u64,
+        (src, dst): (u64, u64),
+        (sb, db, blocks): (u64, u64, u64),
+    ) -> FsResult<()> {
+        let regular = |ino: u64| -> bool {
+            self.get(ino)
+                .ok()
+                .and_then(|r| r.read().ok().map(|g| g.ftype() == libc::S_IFREG))
+                .unwrap_or(false)
+        };
+        if !regular(src) || !regular(dst) {
+            log::warn!("remap intent for inodes {src} -> {dst}, not two files: dropping it");
+            let mut ctx = self.ctx_freeing()?;
+            ctx.slot_free(RecKind::Orphan, slot);
+            return ctx.commit();
+        }
+        log::info!(
+            "finishing the remap of inode {src} blocks {sb}+{blocks} into inode {dst} at {db}"
+        );
+        let mut gs = self.lock_many(&[src, dst])?;
+        let rec = gs[&dst].rec.clone();
+        self.remap_locked(&mut gs, src, sb, dst, db, blocks, rec, &[], Some(slot))
+    }
+
+    /// At most the journal bytes of remapping the source blocks `[from,
+    /// upto)` (of the segments `segs`, sorted) into `g`, source block `sb`
+    /// going to destination block `db`: the destination's unmap and each
+    /// segment's share or copy.
+    fn remap_cost(
+        &self,
+        ctx: &Ctx<'_>,
+        g: &Inode,
+        segs: &[(u64, u64, u64, bool)],
+        (from, upto): (u64, u64),
+        (sb, db): (u64, u64),
+    ) -> usize {
+        let rec = meta::REC_COST;
+        let (df, de) = (db + (from - sb), db + (upto - sb));
+        let mut cost = 0usize;
+        for (s, e) in Self::extents_in(g, df, de) {
+            let (a, b) = (s.max(df), (s + e.len).min(de));
+            cost += ctx.drop_cost(e.phys + (a - s), b - a) + 3 * rec;
+        }
+        for &(l, n, p, copy) in segs.iter().take_while(|s| s.0 < upto) {
+            let (a, b) = (l.max(from), (l + n).min(upto));
+            cost += if copy {
+                meta::bitmap_cost(b - a) + 2 * rec
+            } else {
+                ctx.share_cost(p + (a - l), b - a) + 2 * rec
+            };
+        }
+        cost
     }
 
     /// The common start of clone and dedupe (the caller has shown that it
@@ -363,7 +484,17 @@ impl Fs {
         rec.size = rec.size.max(doff + len);
         rec.mtime = t;
         rec.ctime = t;
-        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec, &[])?;
+        self.remap_locked(
+            &mut gs,
+            src,
+            soff / BS,
+            dst,
+            doff / BS,
+            blocks,
+            rec,
+            &[],
+            None,
+        )?;
         Ok(len)
     }
 
@@ -394,7 +525,17 @@ impl Fs {
             o += n as u64;
         }
         let rec = gs[&dst].rec.clone();
-        self.remap_locked(&mut gs, src, soff / BS, dst, doff / BS, blocks, rec, &[])?;
+        self.remap_locked(
+            &mut gs,
+            src,
+            soff / BS,
+            dst,
+            doff / BS,
+            blocks,
+            rec,
+            &[],
+            None,
+        )?;
         Ok((DedupeStatus::Same, len))
     }
 
@@ -494,6 +635,7 @@ impl Fs {
             blocks,
             rec,
             &fresh,
+            None,
         )
     }
 
@@ -531,6 +673,6 @@ impl Fs {
         if end <= off {
             return Ok(());
         }
-        self.write_locked(&mut g, off, end, Fill::Unshare)
+        self.unshare_steps(&mut g, off, end)
     }
 }

@@ -2,7 +2,9 @@
 //! SEEK_HOLE) and the extent list: everything that changes or walks a
 //! file's map without writing its data.
 
+use super::steps::RangeJob;
 use super::*;
+use crate::format::RangeOp;
 
 impl Fs {
     /// Set the size under the inode lock, freeing blocks past the new end.
@@ -43,6 +45,8 @@ impl Fs {
                 }
             }
         }
+        // The copies above stamped a change time of their own: never go back.
+        rec.ctime = rec.ctime.max(g.rec.ctime);
         // Shrinking frees space: it may use the reserve (see `ctx_freeing`).
         let mut ctx = if size < old {
             self.ctx_freeing()?
@@ -60,7 +64,7 @@ impl Fs {
                         .write(p * BS + inner, &vec![0u8; (BS - inner) as usize]);
                 }
             }
-            self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?
+            self.unmap_step(&mut ctx, g, first, u64::MAX, FREE_BATCH)?
         } else {
             (Vec::new(), true)
         };
@@ -106,7 +110,7 @@ impl Fs {
         loop {
             let mut ctx = self.ctx_freeing()?;
             ctx.ensure_slots(RecKind::Extent, 1)?;
-            let (ops, done) = self.unmap_blocks(&mut ctx, g, first, u64::MAX, FREE_BATCH)?;
+            let (ops, done) = self.unmap_step(&mut ctx, g, first, u64::MAX, FREE_BATCH)?;
             if done {
                 if let Some(s) = orphan {
                     ctx.slot_free(RecKind::Orphan, s);
@@ -176,7 +180,6 @@ impl Fs {
         if g.ftype() != libc::S_IFREG {
             return Err(FsError::NoSuchAddr);
         }
-        let t = now();
         if punch || zero {
             self.break_layouts(&g, off / BS, end.div_ceil(BS))?;
             // Partial blocks at the edges get zeros written through the write
@@ -198,26 +201,31 @@ impl Fs {
                     self.write_locked(&mut g, a, b, Fill::Data(&zeros))?;
                 }
             }
-            // Whole blocks of a punch: unmapped (references dropped), in batches.
-            // (A zero-range replaces them with fresh blocks below, in one transaction.)
+            // Whole blocks of a punch: unmapped (references dropped) in
+            // steps; an intent record lets mount finish a punch cut short.
             if punch && fb < lb {
-                loop {
-                    let mut ctx = self.ctx_freeing()?;
-                    ctx.ensure_slots(RecKind::Extent, 1)?;
-                    let (ops, done) = self.unmap_blocks(&mut ctx, &g, fb, lb, FREE_BATCH)?;
-                    let mut rec = g.rec.clone();
-                    rec.mtime = t;
-                    rec.ctime = t;
-                    ctx.put_inode(ino, &rec);
-                    ctx.commit()?;
-                    g.rec = rec;
-                    for op in ops {
-                        self.apply_op(&mut g, op);
-                    }
-                    if done {
-                        break;
-                    }
-                }
+                // Stamped after the edge writes, which stamp times of their own:
+                // a file's times never go back between an operation's steps.
+                let t = now();
+                let mut rec = g.rec.clone();
+                rec.mtime = t;
+                rec.ctime = t;
+                let job = RangeJob {
+                    intent: Some(OrphanRec::Range {
+                        op: RangeOp::Punch,
+                        ino,
+                        from: fb,
+                        end: lb,
+                    }),
+                    slot: None,
+                    finish: true,
+                    rec: Some(rec),
+                    pre: Vec::new(),
+                    punch: Some((fb, lb)),
+                    post: Vec::new(),
+                    freeing: true,
+                };
+                self.run_range(&mut g, job)?;
             }
             if punch {
                 return Ok(());
@@ -227,8 +235,11 @@ impl Fs {
             self.prepare_extend(&mut g, end)?;
         }
         // Fresh zeroed blocks for the holes of [off, end) and, for a
-        // zero-range, in place of its whole mapped blocks: the old blocks are
-        // unmapped and the new ones mapped in the same transaction.
+        // zero-range, in place of its whole blocks [zfb, zlb): those are
+        // unmapped, then mapped to the fresh blocks. The blocks are all
+        // reserved (ENOSPC before any change) and zeroed first; the steps
+        // then map them (the partial edge blocks' holes first), and an
+        // intent record lets mount finish a change cut short.
         let first = off / BS;
         let lend = end.div_ceil(BS);
         let (zfb, zlb) = if zero {
@@ -236,95 +247,82 @@ impl Fs {
         } else {
             (0, 0)
         };
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for (l, n, p) in g.segments(first, lend) {
-            if p.is_none() {
-                ranges.push((l, n));
-            } else {
-                let (a, b) = (l.max(zfb), (l + n).min(zlb));
-                if a < b {
-                    ranges.push((a, b - a));
+        let whole = zfb < zlb;
+        let edge_holes: Vec<(u64, u64)> = Self::holes(&g, first, lend)
+            .into_iter()
+            .flat_map(|(l, n)| {
+                let e = l + n;
+                if !whole {
+                    return vec![(l, n)];
                 }
-            }
-        }
-        let need: u64 = ranges.iter().map(|h| h.1).sum();
-        let runs = if need == 0 {
-            Vec::new()
+                [(l, e.min(zfb)), (l.max(zlb), e)]
+                    .into_iter()
+                    .filter(|(a, b)| a < b)
+                    .map(|(a, b)| (a, b - a))
+                    .collect()
+            })
+            .collect();
+        let mid: Vec<(u64, u64)> = if whole {
+            vec![(zfb, zlb - zfb)]
         } else {
-            let mut m = self.meta.lock();
-            if m.broken {
-                return Err(FsError::ReadOnly);
-            }
-            m.reserve_data(need, None)?
+            Vec::new()
         };
-        let mut maps = Vec::new();
-        let (mut ri, mut rused) = (0usize, 0u64);
-        for (l, n) in &ranges {
-            let (mut l, mut left) = (*l, *n);
-            while left > 0 {
-                let (rp, rl) = runs[ri];
-                let take = (rl - rused).min(left);
-                maps.push((l, rp + rused, take));
-                rused += take;
-                left -= take;
-                l += take;
-                if rused == rl {
-                    ri += 1;
-                    rused = 0;
-                }
+        let fresh = self.plan_fresh(&[edge_holes.clone(), mid].concat(), false)?;
+        let n_edge: u64 = edge_holes.iter().map(|h| h.1).sum();
+        // Split the runs: the edge holes' blocks come first.
+        let (mut pre, mut post) = (Vec::new(), Vec::new());
+        let mut left = n_edge;
+        for (l, p, n) in fresh {
+            if left >= n {
+                pre.push((l, p, n));
+                left -= n;
+            } else if left > 0 {
+                pre.push((l, p, left));
+                post.push((l + left, p + left, n - left));
+                left = 0;
+            } else {
+                post.push((l, p, n));
             }
         }
-        // Zero the new blocks with no lock but this inode's.
-        for (_, p, n) in &maps {
-            self.media.fill(p * BS, n * BS, 0)?;
-            self.media.flush(p * BS, n * BS)?;
+        let t = now();
+        let mut rec = g.rec.clone();
+        if !keep && end > rec.size {
+            rec.size = end;
         }
-        self.media.fence();
-        let mapped0 = g.mapped;
-        let mut undo = Vec::new();
-        let res = (|| -> FsResult<()> {
-            let mut ctx = self.ctx()?;
-            ctx.ensure_slots(RecKind::Extent, maps.len() + 2 * ranges.len() + 2)?;
-            ctx.ensure_slots(RecKind::Refcount, 3 * ranges.len() + 3)?;
-            for (p, l) in &runs {
-                ctx.blocks_used(*p, *l)?;
-            }
-            if zfb < zlb {
-                for (l, n) in ranges.iter().filter(|(l, _)| *l >= zfb && *l < zlb) {
-                    let (ops, _) = self.unmap_blocks(&mut ctx, &g, *l, l + n, usize::MAX)?;
-                    for op in ops {
-                        self.apply_op_undoable(&mut g, op, &mut undo);
-                    }
-                }
-            }
-            for (l, p, n) in &maps {
-                let ops = self.map_blocks(&mut ctx, &g, *l, *p, *n)?;
-                for op in ops {
-                    self.apply_op_undoable(&mut g, op, &mut undo);
-                }
-            }
-            let mut rec = g.rec.clone();
-            if !keep && end > rec.size {
-                rec.size = end;
-            }
-            rec.ctime = t;
-            if zero {
-                rec.mtime = t;
-            }
-            ctx.put_inode(ino, &rec);
-            ctx.commit()?;
-            g.rec = rec;
-            Ok(())
-        })();
-        if let Err(e) = res {
-            self.undo_ops(&mut g, undo, mapped0);
-            let mut m = self.meta.lock();
-            for (p, l) in runs {
-                m.space.unreserve(p, l);
-            }
-            return Err(e);
+        rec.ctime = t;
+        if zero {
+            rec.mtime = t;
         }
-        Ok(())
+        let intent = if whole {
+            OrphanRec::Range {
+                op: RangeOp::Zero,
+                ino,
+                from: zfb,
+                end: zlb,
+            }
+        } else {
+            OrphanRec::Range {
+                op: RangeOp::Fill,
+                ino,
+                from: first,
+                end: lend,
+            }
+        };
+        if !whole {
+            // No punch: every hole in one list.
+            post = [std::mem::take(&mut pre), post].concat();
+        }
+        let job = RangeJob {
+            intent: Some(intent),
+            slot: None,
+            finish: true,
+            rec: Some(rec),
+            pre,
+            punch: whole.then_some((zfb, zlb)),
+            post,
+            freeing: false,
+        };
+        self.run_range(&mut g, job)
     }
 
     /// SEEK_DATA / SEEK_HOLE.

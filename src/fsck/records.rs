@@ -364,6 +364,37 @@ impl Ck<'_> {
                         );
                     }
                 }
+                // An intent (unfinished punch, zero range or allocation):
+                // its every state is consistent, and the next mount finishes
+                // it; it only needs a live regular file.
+                OrphanRec::Range { op, ino, from, end } => match self.inodes.get(&ino) {
+                    Some(i) if i.rec.mode & libc::S_IFMT == libc::S_IFREG => {
+                        self.out.note(format!(
+                            "unfinished {op:?} of inode {ino}, blocks {from}..{end} (intent record at {slot:#x}): the next mount finishes it"
+                        ));
+                    }
+                    _ => bad(
+                        self,
+                        format!("(unfinished {op:?}) names inode {ino}, not a regular file"),
+                    ),
+                },
+                OrphanRec::Remap { src, dst, .. } => {
+                    let file = |s: &Self, i: u64| {
+                        s.inodes
+                            .get(&i)
+                            .is_some_and(|i| i.rec.mode & libc::S_IFMT == libc::S_IFREG)
+                    };
+                    if file(self, src) && file(self, dst) {
+                        self.out.note(format!(
+                            "unfinished remap of inode {src} into inode {dst} (intent record at {slot:#x}): the next mount finishes it"
+                        ));
+                    } else {
+                        bad(
+                            self,
+                            format!("(unfinished remap) names inodes {src} -> {dst}, not two regular files"),
+                        );
+                    }
+                }
                 OrphanRec::Blocks { phys, len } => {
                     if !self.in_data(phys, len) {
                         bad(
