@@ -253,3 +253,39 @@ fn set_id_bits_are_cleared_as_on_tmpfs() {
     m.unmount();
     fsck_clean(&img.path);
 }
+
+#[test]
+fn writeback_cache_is_durable_at_fsync() {
+    use std::io::Write;
+    let img = Image::new("wb", 64 << 20);
+    let m = Mounted::new(&img.path, "writeback");
+    // Appends land where O_APPEND says, though the kernel places them.
+    let mut a = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.path("log"))
+        .unwrap();
+    for i in 0..100u32 {
+        writeln!(a, "line {i}").unwrap();
+    }
+    a.sync_all().unwrap();
+    drop(a);
+    let want: String = (0..100u32).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(fs::read_to_string(m.path("log")).unwrap(), want);
+    // Partial-page overwrites of a file opened write-only (the kernel reads
+    // the rest of the page first), then fsync: durable across a crash.
+    fs::write(m.path("f"), pattern(21, 3 * 4096)).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    f.write_all_at(b"hello", 4090).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut want_f = pattern(21, 3 * 4096);
+    want_f[4090..4095].copy_from_slice(b"hello");
+    let mut m = m;
+    m.kill();
+    let m = Mounted::new(&img.path, "");
+    assert_eq!(fs::read(m.path("f")).unwrap(), want_f);
+    assert_eq!(fs::read_to_string(m.path("log")).unwrap(), want);
+    m.unmount();
+    fsck_clean(&img.path);
+}

@@ -385,6 +385,20 @@ impl<'a> Ctx<'a> {
         Ok(p)
     }
 
+    /// Reserve `n` contiguous blocks that outlive this transaction: the
+    /// caller fills them outside `meta` and hands them to a later transaction
+    /// with [`Ctx::adopt`], or gives them back (`Meta.space.unreserve`).
+    pub fn reserve_detached(&mut self, n: u64) -> FsResult<u64> {
+        self.room(n)?;
+        self.m.space.reserve_contiguous(n).ok_or(FsError::NoSpace)
+    }
+
+    /// Blocks reserved by `reserve_detached` become this transaction's: given
+    /// back if it does not commit.
+    pub fn adopt(&mut self, p: u64, n: u64) {
+        self.undo.push(Undo::Reserve(p, n));
+    }
+
     /// Record blocks as used on media (they must be reserved in DRAM already).
     pub fn blocks_used(&mut self, phys: u64, len: u64) -> FsResult<()> {
         self.check_range(phys, len)?;

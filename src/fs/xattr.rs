@@ -13,6 +13,29 @@
 use super::*;
 use crate::acl::{self, Acl, Who};
 
+/// An xattr blob on fresh blocks, not yet linked to its inode.
+struct Blob {
+    at: u64,
+    blocks: u64,
+    len: u32,
+    crc: u32,
+    /// Reserved inside the transaction that links it (else handed over).
+    adopted: bool,
+}
+
+/// `m` encoded, and the blocks it takes; None when empty.
+fn encode_blob(m: &XattrMap) -> FsResult<Option<(Vec<u8>, u64)>> {
+    if m.is_empty() {
+        return Ok(None);
+    }
+    let blob = format::encode_xattrs(m);
+    if blob.len() > XATTR_TOTAL_MAX {
+        return Err(FsError::NoSpace);
+    }
+    let n = (blob.len() as u64).div_ceil(BS);
+    Ok(Some((blob, n)))
+}
+
 impl Fs {
     pub(super) fn load_xattrs(&self, g: &mut Inode) -> FsResult<()> {
         if g.xattrs.is_some() {
@@ -162,15 +185,24 @@ impl Fs {
     }
 
     /// Write `m` as `g`'s xattrs and `rec` (whose xattr fields are set here)
-    /// as its inode, in one transaction.
+    /// as its inode, in one transaction. The blob (up to 1 MiB) is written
+    /// first, holding only the inode's lock (`write_blob`); the transaction
+    /// then links it.
     pub(super) fn store_xattrs(
         &self,
         g: &mut Inode,
         m: XattrMap,
         mut rec: InodeRec,
     ) -> FsResult<()> {
-        let mut ctx = self.ctx()?;
-        self.stage_xattrs(&mut ctx, &g.rec, &m, &mut rec)?;
+        let blob = self.write_blob(&m)?;
+        let mut ctx = match self.ctx() {
+            Ok(c) => c,
+            Err(e) => {
+                self.drop_blob(blob);
+                return Err(e);
+            }
+        };
+        self.link_blob(&mut ctx, &g.rec, blob, &mut rec)?;
         ctx.put_inode(g.ino, &rec);
         ctx.commit()?;
         g.rec = rec;
@@ -180,6 +212,8 @@ impl Fs {
 
     /// Inside `ctx`: write `m` to new blocks, point `rec` at them and free
     /// the blob `old` points at. The caller commits and then installs `m`.
+    /// (For small maps written with other changes; `store_xattrs` writes
+    /// its blob before taking `meta`.)
     pub(super) fn stage_xattrs(
         &self,
         ctx: &mut Ctx<'_>,
@@ -187,42 +221,90 @@ impl Fs {
         m: &XattrMap,
         rec: &mut InodeRec,
     ) -> FsResult<()> {
-        let blob = if m.is_empty() {
-            Vec::new()
-        } else {
-            format::encode_xattrs(m)
+        let blob = encode_blob(m)?;
+        let blob = match blob {
+            Some((bytes, n)) => {
+                let p = ctx.reserve_contiguous(n)?;
+                self.persist_blob(p, &bytes, n)?;
+                Some(Blob {
+                    at: p,
+                    blocks: n,
+                    len: bytes.len() as u32,
+                    crc: format::crc(&bytes),
+                    adopted: true,
+                })
+            }
+            None => None,
         };
-        if blob.len() > XATTR_TOTAL_MAX {
-            return Err(FsError::NoSpace);
+        self.link_blob(ctx, old, blob, rec)
+    }
+
+    /// Encode `m` and write it to blocks reserved for it, outside `meta`.
+    fn write_blob(&self, m: &XattrMap) -> FsResult<Option<Blob>> {
+        let Some((bytes, n)) = encode_blob(m)? else {
+            return Ok(None);
+        };
+        let p = self.ctx()?.reserve_detached(n)?;
+        if let Err(e) = self.persist_blob(p, &bytes, n) {
+            self.meta.lock().space.unreserve(p, n);
+            return Err(e);
         }
-        let nblocks = (blob.len() as u64).div_ceil(BS);
-        if nblocks > 0 {
-            // Copy-on-write the blob: new blocks, then switch the pointer atomically.
-            let p = ctx.reserve_contiguous(nblocks)?;
-            let mut padded = blob.clone();
-            padded.resize((nblocks * BS) as usize, 0);
-            self.media.write_at(p * BS, &padded)?;
-            self.media.persist(p * BS, nblocks * BS)?;
-            ctx.blocks_used(p, nblocks)?;
-            rec.xattr_block = p;
-        } else {
-            rec.xattr_block = 0;
+        Ok(Some(Blob {
+            at: p,
+            blocks: n,
+            len: bytes.len() as u32,
+            crc: format::crc(&bytes),
+            adopted: false,
+        }))
+    }
+
+    fn drop_blob(&self, blob: Option<Blob>) {
+        if let Some(b) = blob.filter(|b| !b.adopted) {
+            self.meta.lock().space.unreserve(b.at, b.blocks);
+        }
+    }
+
+    fn persist_blob(&self, p: u64, bytes: &[u8], n: u64) -> FsResult<()> {
+        let mut padded = bytes.to_vec();
+        padded.resize((n * BS) as usize, 0);
+        self.media.write_at(p * BS, &padded)?;
+        self.media.persist(p * BS, n * BS)?;
+        Ok(())
+    }
+
+    /// Inside `ctx`: point `rec` at `blob` (none: no xattrs) and free the
+    /// blob `old` points at.
+    fn link_blob(
+        &self,
+        ctx: &mut Ctx<'_>,
+        old: &InodeRec,
+        blob: Option<Blob>,
+        rec: &mut InodeRec,
+    ) -> FsResult<()> {
+        match blob {
+            Some(b) => {
+                if !b.adopted {
+                    ctx.adopt(b.at, b.blocks);
+                }
+                ctx.blocks_used(b.at, b.blocks)?;
+                rec.xattr_block = b.at;
+                rec.xattr_blocks = b.blocks as u32;
+                rec.xattr_len = b.len;
+                rec.xattr_crc = b.crc;
+            }
+            None => {
+                rec.xattr_block = 0;
+                rec.xattr_blocks = 0;
+                rec.xattr_len = 0;
+                rec.xattr_crc = 0;
+            }
         }
         if old.xattr_blocks > 0 {
             ctx.blocks_free(old.xattr_block, old.xattr_blocks as u64)?;
         }
-        rec.xattr_blocks = nblocks as u32;
-        rec.xattr_len = blob.len() as u32;
-        rec.xattr_crc = if blob.is_empty() {
-            0
-        } else {
-            format::crc(&blob)
-        };
         Ok(())
     }
 
-    /// chmod of `g` to `mode`: its xattrs with the access ACL rewritten to
-    /// match, or `None` when it has no access ACL.
     pub(super) fn acl_after_chmod(&self, g: &mut Inode, mode: u32) -> FsResult<Option<XattrMap>> {
         self.load_xattrs(g)?;
         let Some(m) = g.xattrs.as_ref() else {
