@@ -59,6 +59,7 @@ fi
 SCALE_REPEAT=$(( REPEAT < 3 ? REPEAT : 3 ))
 BIG_DIR=${BENCH_BIG_DIR:-/var/tmp}
 OUT=${BENCH_OUT:-/tmp/daxlink-bench-$(date +%Y%m%d-%H%M%S).json}
+mkdir -p "$(dirname "$OUT")"
 
 if [ -n "${BENCH_BIN:-}" ]; then
   # Binaries of a build directory (e.g. target/release), nothing installed.

@@ -169,6 +169,9 @@ pub enum Recovery {
     DiscardedTorn { seq: u64 },
 }
 
+/// The highest `applied_seq` a journal header may hold (see `header`).
+pub const SEQ_LIMIT: u64 = 1 << 62;
+
 pub struct Journal {
     geo: JournalGeometry,
     seq: u64,
@@ -219,10 +222,11 @@ impl Journal {
     }
 
     /// Read and decode the journal header. A header whose `applied_seq` is
-    /// at its maximum is refused: no next transaction could follow it.
+    /// past `SEQ_LIMIT` is refused: no filesystem commits 2^62 transactions,
+    /// and the sequence numbers that follow must not run out.
     pub fn header(media: &Media, geo: JournalGeometry) -> Result<JournalHdr, JournalError> {
         let hdr = JournalHdr::decode(&media.read_vec(geo.hdr_off(), format::JHDR_SIZE)?)?;
-        if hdr.applied_seq == u64::MAX {
+        if hdr.applied_seq >= SEQ_LIMIT {
             return Err(JournalError::Format(format::FormatError::Invalid {
                 what: "journal header",
                 detail: "sequence number exhausted".into(),
@@ -361,7 +365,13 @@ impl Journal {
                 cap: self.capacity(),
             });
         }
-        let seq = self.seq + 1;
+        let seq =
+            self.seq
+                .checked_add(1)
+                .ok_or(JournalError::Format(format::FormatError::Invalid {
+                    what: "journal header",
+                    detail: "sequence number exhausted".into(),
+                }))?;
         let enc = format::encode_tx(seq, tx.entries());
         let commit_at = enc.len() - format::COMMIT_SIZE;
         let area = self.geo.area_off();

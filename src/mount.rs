@@ -267,17 +267,28 @@ pub fn daemon_options(o: &MountOpts) -> String {
 pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
     let media = Media::open(image, o.persist, o.read_only)
         .map_err(|e| format!("cannot open {}: {e}", image.display()))?;
-    Fs::mount(
-        media,
-        FsOptions {
-            read_only: o.read_only,
-            page_model: o.page_model,
-            layout_timeout: std::time::Duration::from_millis(o.layout_timeout_ms),
-            atime: o.atime_mode,
-            nodiratime: o.nodiratime,
-        },
-    )
-    .map_err(|e| match e {
+    let fo = FsOptions {
+        read_only: o.read_only,
+        page_model: o.page_model,
+        layout_timeout: std::time::Duration::from_millis(o.layout_timeout_ms),
+        atime: o.atime_mode,
+        nodiratime: o.nodiratime,
+    };
+    // Every check of the image returns an error; this is the last resort
+    // (an arithmetic overflow on a hostile value, a bug), so that mount still
+    // says one line and exits 32.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Fs::mount(media, fo)))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(FsError::Corrupt(format!(
+                "internal error reading the image ({msg})"
+            )))
+        });
+    r.map_err(|e| match e {
         // fsck cannot help with an image of another version.
         FsError::Version(_) => format!("cannot mount {}: {e}", image.display()),
         e => format!(

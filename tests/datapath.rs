@@ -275,7 +275,10 @@ fn writeback_cache_is_durable_at_fsync() {
     // Partial-page overwrites of a file opened write-only (the kernel reads
     // the rest of the page first), then fsync: durable across a crash.
     fs::write(m.path("f"), pattern(21, 3 * 4096)).unwrap();
-    let f = fs::OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
     f.write_all_at(b"hello", 4090).unwrap();
     f.sync_all().unwrap();
     drop(f);

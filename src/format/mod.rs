@@ -300,7 +300,8 @@ impl Superblock {
             && self.bitmap_start == self.inode_start.saturating_add(self.inode_blocks())
             && self.data_start == self.bitmap_start.saturating_add(self.bitmap_blocks)
             && self.data_start < self.total_blocks
-            && self.bitmap_blocks * BITS_PER_BITMAP_BLOCK >= self.total_blocks - self.data_start;
+            && self.bitmap_blocks.saturating_mul(BITS_PER_BITMAP_BLOCK)
+                >= self.total_blocks - self.data_start;
         if !ok {
             return Err(invalid(W, "regions overlap or lie outside the device"));
         }

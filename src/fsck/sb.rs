@@ -129,7 +129,7 @@ impl Ck<'_> {
                 let seq = Journal::area_seq(self.media, geo)
                     .ok()
                     .flatten()
-                    .filter(|s| *s != u64::MAX);
+                    .filter(|s| *s < crate::journal::SEQ_LIMIT);
                 let entries = match seq.map(|s| pending(self.media, geo, s)) {
                     Some(TxState::Committed { entries, .. })
                         if entries.iter().all(|x| geo.entry_ok(x.off, x.data.len())) =>
