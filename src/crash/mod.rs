@@ -36,14 +36,14 @@
 
 pub mod base;
 pub mod oracle;
+mod parallel;
 pub mod record;
 mod rng;
 pub mod states;
 pub mod workload;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fs::{Fs, FsOptions};
@@ -51,6 +51,7 @@ use crate::journal::Inject;
 use crate::media::Media;
 use base::{Base, Bases};
 use oracle::Snapshot;
+use parallel::parallel;
 use record::{Event, Recorder};
 use rng::hash_str;
 use states::{Epoch, Walker};
@@ -623,28 +624,6 @@ fn point_quotas(wants: &[(u64, bool)], budget: u64) -> Vec<u64> {
         }
     }
     q
-}
-
-fn parallel<T: Send>(n: usize, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let r = f(i);
-                out.lock().unwrap()[i] = Some(r);
-            });
-        }
-    });
-    out.into_inner()
-        .unwrap()
-        .into_iter()
-        .map(|x| x.expect("every index done"))
-        .collect()
 }
 
 /// Run the harness.

@@ -586,8 +586,10 @@ impl Fs {
         self.break_layouts(&gs[&dst], 0, u64::MAX)?;
         let send = soff + len;
         let dend = doff + len;
-        let shift = |x: u64| x - soff + doff; // source byte offset -> destination
-                                              // Source blocks touched, and the whole ones among them [mb, me_b).
+        // Source byte offset -> destination (x + doff >= soff: the offsets are
+        // congruent and x is at or after the start of soff's block).
+        let shift = |x: u64| x + doff - soff;
+        // Source blocks touched, and the whole ones among them [mb, me_b).
         let (first_blk, last_blk) = (soff / BS, (send - 1) / BS);
         let mb = soff.div_ceil(BS);
         let mut me_b = send / BS;
