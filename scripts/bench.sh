@@ -8,10 +8,12 @@
 # As root: builds and installs daxlink (scripts/install.sh; BENCH_NO_INSTALL=1 skips it),
 # makes a daxlink image on /dev/shm mounted at one directory and a tmpfs of the same size
 # at another, then:
-#  - headline: fio psync on a 1 GiB file (3 s a run, median of 3, the two filesystems
+#  - headline: fio psync on a 1 GiB file (3 s a run, median of 3, the filesystems
 #    alternating): sequential write and read 1 MiB, random read and write 4 KiB, with
 #    numjobs 1, 2 and 4 (a file per job, 1 GiB in all), and 100,000 file creates from a
-#    python loop; ratio daxlink/tmpfs against the targets;
+#    python loop; ratio daxlink/tmpfs against the targets, for daxlink over /dev/fuse (the
+#    default transport) and over io_uring (a second image mounted with transport=uring;
+#    the script turns the kernel's /sys/module/fuse/parameters/enable_uring on);
 #  - cost against directory size (create and missed-lookup time as the directory grows to
 #    100,000 entries) and against file size (cp and daxlink reflink of 4 MiB to 1 GiB);
 #  - the other tests/fio/*.fio jobs on both (randrw, mmap, fsync-append, small files, the
@@ -77,8 +79,12 @@ WORK=$(mktemp -d /tmp/daxlink-bench.XXXXXX)
 IMG=/dev/shm/daxlink-bench-$$.img
 DMNT=$WORK/daxlink
 TMNT=$WORK/tmpfs
+UIMG=/dev/shm/daxlink-bench-uring-$$.img
+UMNT=$WORK/uring
 RAW=$WORK/raw
-mkdir -p "$DMNT" "$TMNT" "$RAW"
+mkdir -p "$DMNT" "$TMNT" "$UMNT" "$RAW"
+# mnt_of FS: where daxlink (transport=dev), uring (transport=uring) or tmpfs is mounted.
+mnt_of() { case $1 in daxlink) echo "$DMNT" ;; uring) echo "$UMNT" ;; *) echo "$TMNT" ;; esac; }
 
 CLEAN_BIG=
 daemon_pid() { pgrep -f -- "daxlink mount $IMG " | head -n1; }
@@ -94,11 +100,11 @@ cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  for d in "$DMNT" "$TMNT"; do
+  for d in "$DMNT" "$TMNT" "$UMNT"; do
     if mountpoint -q "$d"; then umount "$d" 2>/dev/null || umount -l "$d"; fi
   done
   wait_daemon_gone
-  rm -f "$IMG"
+  rm -f "$IMG" "$UIMG"
   [ -n "$CLEAN_BIG" ] && rm -f "$CLEAN_BIG"
   rm -rf "$WORK"
   exit $rc
@@ -162,6 +168,10 @@ done
 dax_mount
 rss after_mount_empty
 mount -t tmpfs -o "size=$FS_SIZE" tmpfs "$TMNT"
+# The same filesystem over FUSE-over-io_uring, for the headline only.
+echo Y >/sys/module/fuse/parameters/enable_uring || die "this kernel has no FUSE over io_uring"
+"$MKFS" --size "$FS_SIZE" "$UIMG" >/dev/null
+"$DAXLINK" mount "$UIMG" "$UMNT" -o transport=uring
 
 # ---------------------------------------------------------------- fio suite
 fio_env() { # fio_env DIR FILE SIZE: the environment every job file expects
@@ -197,20 +207,22 @@ hl_fio() { # hl_fio FS DIR NJ RW BS [fio options]
   echo --name=hl --directory="$dir" --numjobs="$nj" --size=$(( $(numfmt --from=iec "$HL_SIZE") / nj )) \
     --rw="$rw" --bs="$bs" --ioengine=psync --time_based --runtime="$HL_RUNTIME" "$@"
 }
+# The order of the three filesystems turns by one each run.
+order_of() { case $(($1 % 3)) in 1) echo daxlink uring tmpfs ;; 2) echo uring tmpfs daxlink ;; *) echo tmpfs daxlink uring ;; esac; }
 for nj in 1 2 4; do
-  for fs in daxlink tmpfs; do
-    mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+  for fs in daxlink uring tmpfs; do
+    mnt=$(mnt_of $fs)
     mkdir -p "$mnt/hl"
     # Lay out (write) the files once for every run with this numjobs.
     # shellcheck disable=SC2046
     fio --output=/dev/null $(hl_fio $fs "$mnt/hl" $nj read 1M --create_only=1) >/dev/null
   done
   for i in $(seq 1 "$HL_REPEAT"); do
-    order="daxlink tmpfs"; [ $((i % 2)) = 0 ] && order="tmpfs daxlink"
+    order=$(order_of "$i")
     for j in $HL_JOBS; do
       IFS=: read -r name rw bs <<<"$j"
       for fs in $order; do
-        mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+        mnt=$(mnt_of $fs)
         printf '   %-10s j%-2s %-8s run %s\n' "$name" "$nj" "$fs" "$i"
         base="$RAW/fio--$fs--hl.$name.j$nj--$i"
         [ "$fs" = daxlink ] && c0=$(daemon_cpu_ms)
@@ -221,22 +233,24 @@ for nj in 1 2 4; do
       done
     done
   done
-  rm -rf "$DMNT/hl" "$TMNT/hl"
+  rm -rf "$DMNT/hl" "$TMNT/hl" "$UMNT/hl"
 done
 
 # File creates from a python loop into one directory, with the create and missed-lookup
 # cost as the directory grows (bench_report.py creates); alternating like the fio runs.
 echo "== headline: $CREATES file creates (python loop, one directory), $HL_REPEAT runs"
 for i in $(seq 1 "$HL_REPEAT"); do
-  order="daxlink tmpfs"; [ $((i % 2)) = 0 ] && order="tmpfs daxlink"
-  for fs in $order; do
-    mnt=$DMNT; [ $fs = tmpfs ] && mnt=$TMNT
+  for fs in $(order_of "$i"); do
+    mnt=$(mnt_of $fs)
     python3 scripts/bench_report.py creates "$mnt/creates" "$CREATES" >"$RAW/creates--$fs--$i.json"
     printf '   creates  %-8s run %s: %s\n' "$fs" "$i" \
       "$(python3 -c 'import json,sys; print("{:,.0f} creates/s".format(json.load(open(sys.argv[1]))["rate_per_s"]))' "$RAW/creates--$fs--$i.json")"
     t=$(now_ns); rm -rf "$mnt/creates"; sample "rm_creates_ms.$fs" "$(ms_since "$t")"
   done
 done
+
+umount "$UMNT"
+rm -f "$UIMG"
 
 # Cost against file size: cp (copy_file_range; shares blocks on daxlink, copies on tmpfs)
 # and `daxlink reflink` of files of FILE_SIZES, written by fio first.

@@ -139,46 +139,54 @@ TARGETS = {"seqwrite": 0.40, "seqread": 0.50, "randread": 0.35, "randwrite": 0.3
 
 
 def headline_report(fio, raw, samples):
+    """daxlink over /dev/fuse ("daxlink"), over io_uring ("uring") and tmpfs."""
     rows, out = [], {"fio": [], "creates": None}
+    yes = lambda m: "-" if m is None else ("yes" if m else "NO")  # noqa: E731
     for nj in (1, 2, 4):
         for name, desc in HL_JOBS:
             runs = fio.get(f"hl.{name}.j{nj}")
             if not runs:
                 continue
-            d, t = runs.get("daxlink"), runs.get("tmpfs")
-            dm = med(d["all_kib_s"]) / 1024 if d else None
-            tm = med(t["all_kib_s"]) / 1024 if t else None
-            r = ratio(dm, tm)
+            d, u, t = runs.get("daxlink"), runs.get("uring"), runs.get("tmpfs")
+            mib = lambda x: med(x["all_kib_s"]) / 1024 if x else None  # noqa: E731
+            allr = lambda x: [k / 1024 for k in x["all_kib_s"]] if x else []  # noqa: E731
+            dm, um, tm = mib(d), mib(u), mib(t)
+            r, ru = ratio(dm, tm), ratio(um, tm)
             tg = TARGETS[name] if nj == 1 else None
             meets = None if tg is None or r is None else r >= tg
-            rows.append([f"{desc}, {nj} job{'s' if nj > 1 else ''}", dm, tm, fmt_ratio(r),
-                         "-" if tg is None else f">= {tg:.2f}",
-                         "-" if meets is None else ("yes" if meets else "NO")])
+            meets_u = None if tg is None or ru is None else ru >= tg
+            rows.append([f"{desc}, {nj} job{'s' if nj > 1 else ''}", dm, um, tm, fmt_ratio(r),
+                         fmt_ratio(ru), "-" if tg is None else f">= {tg:.2f}",
+                         f"{yes(meets)} / {yes(meets_u)}"])
             out["fio"].append({"job": name, "desc": desc, "numjobs": nj, "daxlink_mib_s": dm,
-                               "tmpfs_mib_s": tm, "daxlink_runs_mib_s": [x / 1024 for x in d["all_kib_s"]] if d else [],
-                               "tmpfs_runs_mib_s": [x / 1024 for x in t["all_kib_s"]] if t else [],
-                               "ratio": r, "target": tg, "meets_target": meets})
+                               "uring_mib_s": um, "tmpfs_mib_s": tm,
+                               "daxlink_runs_mib_s": allr(d), "uring_runs_mib_s": allr(u),
+                               "tmpfs_runs_mib_s": allr(t), "ratio": r, "ratio_uring": ru,
+                               "target": tg, "meets_target": meets, "meets_target_uring": meets_u})
     rates = {}
     for p in glob.glob(os.path.join(raw, "creates--*.json")):
         _, fs, _ = os.path.basename(p)[:-5].split("--", 2)
         with open(p) as f:
             rates.setdefault(fs, []).append(json.load(f))
     if rates:
-        dr = med([c["rate_per_s"] for c in rates.get("daxlink", [])])
-        tr = med([c["rate_per_s"] for c in rates.get("tmpfs", [])])
-        r = ratio(dr, tr)
+        per_s = lambda fs: [c["rate_per_s"] for c in rates.get(fs, [])]  # noqa: E731
+        dr, ur, tr = med(per_s("daxlink")), med(per_s("uring")), med(per_s("tmpfs"))
+        r, ru = ratio(dr, tr), ratio(ur, tr)
         n = next(iter(rates.values()))[0]["files"]
         meets = None if r is None else r >= TARGETS["creates"]
-        rows.append([f"{n:,} file creates (python loop), creates/s", dr, tr, fmt_ratio(r),
-                     f">= {TARGETS['creates']:.2f}", "-" if meets is None else ("yes" if meets else "NO")])
-        out["creates"] = {"files": n, "daxlink_per_s": dr, "tmpfs_per_s": tr,
-                          "daxlink_runs_per_s": [c["rate_per_s"] for c in rates.get("daxlink", [])],
-                          "tmpfs_runs_per_s": [c["rate_per_s"] for c in rates.get("tmpfs", [])],
-                          "ratio": r, "target": TARGETS["creates"], "meets_target": meets,
-                          "runs": rates}
-    table("headline: fio psync, 1 GiB in all (a file per job), daxlink and tmpfs alternating, "
-          "median of the runs (MiB/s; creates/s for creates); ratio = daxlink/tmpfs",
-          ["job", "daxlink", "tmpfs", "ratio", "target", "meets"], rows)
+        meets_u = None if ru is None else ru >= TARGETS["creates"]
+        rows.append([f"{n:,} file creates (python loop), creates/s", dr, ur, tr, fmt_ratio(r),
+                     fmt_ratio(ru), f">= {TARGETS['creates']:.2f}", f"{yes(meets)} / {yes(meets_u)}"])
+        out["creates"] = {"files": n, "daxlink_per_s": dr, "uring_per_s": ur, "tmpfs_per_s": tr,
+                          "daxlink_runs_per_s": per_s("daxlink"), "uring_runs_per_s": per_s("uring"),
+                          "tmpfs_runs_per_s": per_s("tmpfs"),
+                          "ratio": r, "ratio_uring": ru, "target": TARGETS["creates"],
+                          "meets_target": meets, "meets_target_uring": meets_u, "runs": rates}
+    table("headline: fio psync, 1 GiB in all (a file per job), daxlink over /dev/fuse, daxlink over "
+          "io_uring (transport=uring) and tmpfs alternating,\n median of the runs (MiB/s; creates/s "
+          "for creates); ratio = daxlink/tmpfs; meets: /dev/fuse / io_uring",
+          ["job", "daxlink", "daxlink uring", "tmpfs", "ratio", "ratio uring", "target", "meets"],
+          rows)
     return out
 
 
@@ -276,13 +284,16 @@ def plots(result_path, outdir, prefix=""):
     hl = r.get("headline") or {}
     short = ["seq write 1M", "seq read 1M", "rand read 4k", "rand write 4k", "creates"]
     series = []
-    for nj in (1, 2, 4):
-        vals = []
-        for name, _ in HL_JOBS:
-            e = next((x for x in hl.get("fio", []) if x["job"] == name and x["numjobs"] == nj), None)
-            vals.append(e and e["ratio"])
-        vals.append((hl.get("creates") or {}).get("ratio") if nj == 1 else None)
-        series.append((f"{nj} job{'s' if nj > 1 else ''}", vals))
+    for key, label in (("ratio", ""), ("ratio_uring", ", uring")):
+        for nj in (1, 2, 4):
+            vals = []
+            for name, _ in HL_JOBS:
+                e = next((x for x in hl.get("fio", []) if x["job"] == name and x["numjobs"] == nj),
+                         None)
+                vals.append(e and e.get(key))
+            vals.append((hl.get("creates") or {}).get(key) if nj == 1 else None)
+            if key == "ratio" or any(v is not None for v in vals):
+                series.append((f"{nj} job{'s' if nj > 1 else ''}{label}", vals))
     targets = [TARGETS[n] for n, _ in HL_JOBS] + [TARGETS["creates"]]
     save("fio-ratio.svg", bench_svg.bar_plot(
         "daxlink / tmpfs bandwidth (fio psync) and create rate", "job",
@@ -315,6 +326,12 @@ def plots(result_path, outdir, prefix=""):
         print(f"SVG: {p}")
 
 
+def met(e):
+    """Whether a headline row meets its target, over /dev/fuse and over io_uring."""
+    word = lambda m: "-" if m is None else ("met" if m else "**not met**")  # noqa: E731
+    return f"({word(e['meets_target'])} / {word(e.get('meets_target_uring'))})"
+
+
 def markdown(result_path):
     with open(result_path) as f:
         r = json.load(f)
@@ -324,20 +341,21 @@ def markdown(result_path):
           f"kernel {i.get('kernel', '?')}, {i.get('fio_version', '?')}; load average "
           f"{i.get('loadavg_start', '?')} at the start, {i.get('loadavg_end', '?')} at the end")
     print()
-    print("| job | daxlink | tmpfs | ratio | target |")
-    print("|---|---:|---:|---:|---|")
+    print("| job | daxlink MiB/s | daxlink uring MiB/s | tmpfs MiB/s | ratio | ratio uring | target |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     hl = r.get("headline", {})
     for e in hl.get("fio", []):
         nj = e["numjobs"]
-        tg = "-" if e["target"] is None else (f">= {e['target']:.2f} " +
-                                               ("(met)" if e["meets_target"] else "(**not met**)"))
-        print(f"| {e['desc']}, {nj} job{'s' if nj > 1 else ''} | {fmt(e['daxlink_mib_s'])} MiB/s | "
-              f"{fmt(e['tmpfs_mib_s'])} MiB/s | {fmt_ratio(e['ratio'])} | {tg} |")
+        tg = "-" if e["target"] is None else f">= {e['target']:.2f} " + met(e)
+        print(f"| {e['desc']}, {nj} job{'s' if nj > 1 else ''} | {fmt(e['daxlink_mib_s'])} | "
+              f"{fmt(e.get('uring_mib_s'))} | {fmt(e['tmpfs_mib_s'])} | {fmt_ratio(e['ratio'])} | "
+              f"{fmt_ratio(e.get('ratio_uring'))} | {tg} |")
     c = hl.get("creates")
     if c:
-        tg = f">= {c['target']:.2f} " + ("(met)" if c["meets_target"] else "(**not met**)")
-        print(f"| {c['files']:,} file creates (python loop) | {fmt(c['daxlink_per_s'], 0)}/s | "
-              f"{fmt(c['tmpfs_per_s'], 0)}/s | {fmt_ratio(c['ratio'])} | {tg} |")
+        tg = f">= {c['target']:.2f} " + met(c)
+        print(f"| {c['files']:,} file creates (python loop), creates/s | {fmt(c['daxlink_per_s'], 0)} | "
+              f"{fmt(c.get('uring_per_s'), 0)} | {fmt(c['tmpfs_per_s'], 0)} | {fmt_ratio(c['ratio'])} | "
+              f"{fmt_ratio(c.get('ratio_uring'))} | {tg} |")
     sc = r.get("scale", [])
     if sc:
         print()

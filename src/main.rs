@@ -29,7 +29,8 @@ enum Cmd {
         dir: PathBuf,
         /// Mount options, comma-separated (README lists each): threads=N (FUSE
         /// worker threads, default one per CPU, at least 2), cache=keep|open
-        /// (default keep), writeback (off by default), persist=cpu|msync|auto, ro, rw,
+        /// (default keep), writeback (off by default), transport=dev|uring (default
+        /// dev), persist=cpu|msync|auto, ro, rw,
         /// allow_other, allow_root, page_model=proxy|upstream|legacy (default
         /// proxy), layout_timeout_ms=N (default 2000), relatime (default),
         /// strictatime, noatime, nodiratime, lazytime, dev, nodev, suid, nosuid,

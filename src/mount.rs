@@ -26,6 +26,9 @@ pub struct MountOpts {
     pub cache_keep: bool,
     /// `writeback`: the kernel's writeback cache (durable at fsync).
     pub writeback: bool,
+    /// `transport=uring`: requests over io_uring (`fuse::uring`), falling
+    /// back to /dev/fuse (`transport=dev`, the default) where refused.
+    pub uring: bool,
     /// persist=cpu|msync; None (the default, shown as "auto") lets the
     /// media layer choose what makes stores durable on this media.
     pub persist: Option<PersistMode>,
@@ -58,6 +61,7 @@ impl Default for MountOpts {
             threads: default_threads(),
             cache_keep: true,
             writeback: false,
+            uring: false,
             persist: None,
             read_only: false,
             allow_other: false,
@@ -121,6 +125,13 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
                     "keep" => true,
                     "open" => false,
                     x => return Err(format!("cache={x}: expected keep or open")),
+                }
+            }
+            "transport" => {
+                opts.uring = match need(v)? {
+                    "dev" => false,
+                    "uring" => true,
+                    x => return Err(format!("transport={x}: expected dev or uring")),
                 }
             }
             "writeback" => opts.writeback = true,
@@ -482,6 +493,22 @@ pub fn serve(
         keep: o.cache_keep,
         writeback: o.writeback,
     };
+    let prepared = if o.uring {
+        match crate::fuse::uring::prepare() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::warn!("transport=uring: cannot set up io_uring ({e}); using /dev/fuse");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    dax.transport = Arc::new(crate::fuse::Transport {
+        want_uring: prepared.is_some(),
+        ..Default::default()
+    });
+    let main = dax.twin();
     let notifier_slot = dax.notifier.clone();
     let dev_slot = dax.dev.clone();
     let mut session = match fuser::Session::new(dax, dir, &cfg) {
@@ -492,6 +519,9 @@ pub fn serve(
             return 32;
         }
     };
+    if let Some(p) = prepared {
+        crate::fuse::uring::begin(p, &session, &main, cfg.acl, o.threads);
+    }
     let _ = notifier_slot.set(session.notifier());
     match crate::caller::mount_dev(dir) {
         Some(d) => {

@@ -483,6 +483,13 @@ impl Fs {
         Ok(self.ctx()?.freeing())
     }
 
+    /// Whether inode `ino`'s lock is held right now (a hint for a caller
+    /// that would rather not wait: the io_uring transport passes such a
+    /// request to a thread that may block).
+    pub fn inode_busy(&self, ino: u64) -> bool {
+        self.get(ino).is_ok_and(|n| n.is_locked())
+    }
+
     fn get(&self, ino: u64) -> FsResult<InodeRef> {
         self.inodes
             .read()

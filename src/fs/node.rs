@@ -69,6 +69,12 @@ impl Node {
         })
     }
 
+    /// Whether some thread holds this inode's lock right now (a hint: it
+    /// may change at once).
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_locked()
+    }
+
     pub fn write(&self) -> FsResult<WGuard> {
         enter(self.ino)?;
         Ok(WGuard {

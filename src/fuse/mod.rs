@@ -3,27 +3,32 @@
 //! Every handler runs inside `catch_unwind`: a panic fails that one request
 //! (fuser answers EIO for a dropped reply) and is logged; the daemon goes on.
 
+mod attr;
 mod ioctls;
+mod serve;
+pub mod uring;
+pub use attr::file_attr;
+use attr::{kind, timespec};
 pub use ioctls::{extents_json, owners_json};
+pub use serve::Transport;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
 use crate::caller::{self as who, Caller};
 use crate::error::FsError;
-use crate::format::Timespec;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -37,8 +42,13 @@ struct Handle {
 
 pub struct DaxFuse {
     pub fs: Arc<Fs>,
-    handles: Mutex<HashMap<u64, Handle>>,
-    unmounted: std::sync::atomic::AtomicBool,
+    handles: Arc<Mutex<HashMap<u64, Handle>>>,
+    unmounted: Arc<std::sync::atomic::AtomicBool>,
+    /// A second `DaxFuse` over the same state (`twin`), serving requests
+    /// that came through io_uring; its `destroy` does nothing.
+    is_twin: bool,
+    /// `transport=uring`: what FUSE_INIT decided and the running transport.
+    pub transport: Arc<Transport>,
     /// Set once the session exists: used to drop the kernel's cached pages of
     /// a file whose blocks changed under it (clone / dedupe destination).
     pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
@@ -81,65 +91,6 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn systime(t: Timespec) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec as u64)
-    }
-}
-
-fn timespec(t: SystemTime) -> Timespec {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timespec {
-            sec: d.as_secs() as i64,
-            nsec: d.subsec_nanos(),
-        },
-        Err(e) => {
-            let d = e.duration();
-            let mut sec = -(d.as_secs() as i64);
-            let mut nsec = d.subsec_nanos();
-            if nsec > 0 {
-                sec -= 1;
-                nsec = 1_000_000_000 - nsec;
-            }
-            Timespec { sec, nsec }
-        }
-    }
-}
-
-fn kind(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        _ => FileType::RegularFile,
-    }
-}
-
-pub fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: systime(a.atime),
-        mtime: systime(a.mtime),
-        ctime: systime(a.ctime),
-        crtime: systime(a.crtime),
-        kind: kind(a.mode),
-        perm: (a.mode & 0o7777) as u16,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
 /// The creator of a new inode: fs uid and gid, and the umask the kernel
 /// passed (FUSE_DONT_MASK: the filesystem applies it, or the default ACL).
 fn cred(req: &Request, umask: u32) -> Cred {
@@ -175,8 +126,10 @@ impl DaxFuse {
     pub fn new(fs: Arc<Fs>) -> DaxFuse {
         DaxFuse {
             fs,
-            handles: Mutex::new(HashMap::new()),
-            unmounted: std::sync::atomic::AtomicBool::new(false),
+            handles: Arc::new(Mutex::new(HashMap::new())),
+            unmounted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            is_twin: false,
+            transport: Arc::new(Transport::default()),
             notifier: Arc::new(std::sync::OnceLock::new()),
             dev: Arc::new(std::sync::OnceLock::new()),
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
@@ -327,10 +280,29 @@ impl Filesystem for DaxFuse {
         if let Err(missing) = config.add_capabilities(want) {
             let _ = config.add_capabilities(want & !missing);
         }
+        let v = config.kernel_abi();
+        let _ = self
+            .transport
+            .offer
+            .set((config.capabilities().bits(), v.0, v.1));
+        if self.transport.want_uring && !self.is_twin {
+            let granted = config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok();
+            self.transport
+                .granted
+                .store(granted, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
     }
 
     fn destroy(&mut self) {
+        if self.is_twin {
+            return;
+        }
+        if let Some(r) = self.transport.running.lock().take() {
+            r.stop();
+        }
         self.finish();
     }
 
@@ -521,18 +493,9 @@ impl Filesystem for DaxFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || {
-            // The reply is sent from inside (straight from the mapping when
-            // it can be), or with the error if the read fails first.
-            let mut slot = Some(reply);
-            let r = self.fs.read_with(ino.0, offset, size as usize, |d| {
-                if let Some(rp) = slot.take() {
-                    rp.data(d)
-                }
-            });
-            if let (Err(e), Some(rp)) = (r, slot.take()) {
-                rp.error(errno(&e));
-            }
+        self.serve_read(ino.0, offset, size as usize, |r| match r {
+            Ok(d) => reply.data(d),
+            Err(e) => reply.error(Errno::from_i32(e)),
         });
     }
 
@@ -548,25 +511,10 @@ impl Filesystem for DaxFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", || {
-            // Under the writeback cache the kernel places appends itself
-            // (it owns the file size) and writes back whole pages later.
-            let append = !self.cache.writeback
-                && (flags.0 & libc::O_APPEND != 0
-                    || self
-                        .handles
-                        .lock()
-                        .get(&fh.0)
-                        .is_some_and(|h| h.flags & libc::O_APPEND != 0));
-            // FUSE_HANDLE_KILLPRIV_V2: the kernel tells us when the writer
-            // lacks CAP_FSETID instead of asking for security.capability and
-            // sending a SETATTR before every write.
-            let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-            match self.fs.write_killing(ino.0, offset, data, append, kill) {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match self.serve_write(ino.0, fh.0, offset, data, write_flags.bits(), flags.0) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn flush(

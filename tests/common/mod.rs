@@ -70,6 +70,16 @@ impl Mounted {
             .unwrap();
         let mut cmd = Command::new(DAXLINK);
         cmd.arg("mount").arg(image).arg(dir.path()).arg("-f");
+        // DAXLINK_TEST_OPTS: options added to every mount, so that a suite
+        // can run again over another transport (scripts/test.sh does so
+        // with transport=uring).
+        let extra = std::env::var("DAXLINK_TEST_OPTS").unwrap_or_default();
+        let opts = [opts, extra.as_str()]
+            .iter()
+            .filter(|o| !o.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
         if !opts.is_empty() {
             cmd.arg("-o").arg(opts);
         }

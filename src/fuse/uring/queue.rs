@@ -1,0 +1,319 @@
+//! One ring queue: a thread pinned to one CPU with its own io_uring and a
+//! few entries registered with the kernel. The kernel puts a request made
+//! on that CPU into a free entry of that CPU's queue and completes the
+//! entry's command; the thread serves it and answers with one command that
+//! commits the reply and waits for the next request (COMMIT_AND_FETCH).
+//! READ and WRITE are served right here through the handlers' shared code
+//! (`DaxFuse::serve_read` / `serve_write`); everything else goes to the
+//! bridge (`bridge.rs`) and is committed when its reply comes back.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::abi::{self, InHeader, Io, HEADERS_LEN, HEADER_AREA, IN_HEADER, OP_AREA};
+use super::bridge::{Bridge, Done};
+use crate::fuse::DaxFuse;
+
+/// Entries per queue: requests that one CPU's queue can hold at once (a
+/// bridged request keeps its entry until its reply comes back).
+pub const ENTRIES: usize = 8;
+/// user_data of the eventfd read that says bridged replies have arrived.
+const EVENT: u64 = u64::MAX;
+
+/// A ring made before mounting (so that a machine without io_uring falls
+/// back before the kernel is told to expect it).
+pub struct Ring(IoUring<squeue::Entry128, cqueue::Entry>);
+
+impl Ring {
+    pub fn new() -> io::Result<Ring> {
+        Ok(Ring(IoUring::builder().build((2 * ENTRIES + 2) as u32)?))
+    }
+}
+
+impl Ring {
+    /// Send a REGISTER the kernel must refuse (no iovecs): it then stops
+    /// expecting io_uring on this connection and wakes the requests that
+    /// wait for the ring, which go over /dev/fuse instead.
+    pub fn decline(mut self, dev: BorrowedFd<'_>) {
+        let e = opcode::UringCmd80::new(types::Fd(dev.as_raw_fd()), abi::CMD_REGISTER)
+            .cmd(abi::cmd_req(0, 0))
+            .build()
+            .user_data(0);
+        // SAFETY: the entry names no memory.
+        if unsafe { self.0.submission().push(&e) }.is_ok() {
+            let _ = self.0.submit_and_wait(1);
+        }
+    }
+}
+
+pub struct Queue {
+    qid: usize,
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    dev: OwnedFd,
+    /// Per entry: the header buffer (u64s for alignment) and the payload;
+    /// the kernel keeps their addresses from registration on.
+    headers: Vec<Vec<u64>>,
+    payloads: Vec<Vec<u8>>,
+    iovs: Vec<[libc::iovec; 2]>,
+    fuse: Arc<DaxFuse>,
+    bridge: Arc<Bridge>,
+    done: Arc<Done>,
+    event: Box<u64>,
+}
+
+/// Set the `len` field of a submission entry (the iovec count REGISTER
+/// expects), which the io-uring crate's URING_CMD builder leaves at 0.
+fn with_len(e: squeue::Entry128, len: u32) -> squeue::Entry128 {
+    // SAFETY: Entry128 is repr(C), 128 bytes of plain data (the kernel's
+    // struct io_uring_sqe followed by the command area); `len` is the u32
+    // at byte 24 of that struct. Sizes are equal, so transmute is sound.
+    let mut b: [u8; 128] = unsafe { std::mem::transmute(e) };
+    b[24..28].copy_from_slice(&len.to_ne_bytes());
+    // SAFETY: as above; any byte pattern is a valid Entry128.
+    unsafe { std::mem::transmute(b) }
+}
+
+impl Queue {
+    pub fn new(
+        qid: usize,
+        ring: Ring,
+        dev: OwnedFd,
+        payload: usize,
+        fuse: Arc<DaxFuse>,
+        bridge: Arc<Bridge>,
+    ) -> Queue {
+        let mut headers: Vec<Vec<u64>> =
+            (0..ENTRIES).map(|_| vec![0u64; HEADERS_LEN / 8]).collect();
+        let mut payloads: Vec<Vec<u8>> = (0..ENTRIES).map(|_| vec![0u8; payload]).collect();
+        let iovs = (0..ENTRIES)
+            .map(|i| {
+                [
+                    libc::iovec {
+                        iov_base: headers[i].as_mut_ptr().cast(),
+                        iov_len: HEADERS_LEN,
+                    },
+                    libc::iovec {
+                        iov_base: payloads[i].as_mut_ptr().cast(),
+                        iov_len: payload,
+                    },
+                ]
+            })
+            .collect();
+        let done = bridge.done[qid].clone();
+        Queue {
+            qid,
+            ring: ring.0,
+            dev,
+            headers,
+            payloads,
+            iovs,
+            fuse,
+            bridge,
+            done,
+            event: Box::new(0),
+        }
+    }
+
+    fn push(&mut self, e: squeue::Entry128) -> io::Result<()> {
+        loop {
+            // SAFETY: every buffer an entry names (iovecs, header and
+            // payload buffers, the eventfd counter) lives in `self` for as
+            // long as the ring does and is not moved.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    fn register(&mut self, idx: usize) -> io::Result<()> {
+        let e = opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), abi::CMD_REGISTER)
+            .cmd(abi::cmd_req(0, self.qid as u16))
+            .addr(Some(self.iovs[idx].as_ptr() as u64))
+            .build()
+            .user_data(idx as u64);
+        self.push(with_len(e, 2))
+    }
+
+    fn commit(&mut self, idx: usize, unique: u64) -> io::Result<()> {
+        let e = opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), abi::CMD_COMMIT_AND_FETCH)
+            .cmd(abi::cmd_req(unique, self.qid as u16))
+            .build()
+            .user_data(idx as u64);
+        self.push(e)
+    }
+
+    fn arm_event(&mut self) -> io::Result<()> {
+        let ptr: *mut u64 = &mut *self.event;
+        let e = opcode::Read::new(types::Fd(self.done.efd.as_raw_fd()), ptr.cast(), 8)
+            .build()
+            .user_data(EVENT);
+        self.push(e.into())
+    }
+
+    fn headers(&mut self, idx: usize) -> &mut [u8] {
+        let h = &mut self.headers[idx];
+        // SAFETY: a Vec<u64> of HEADERS_LEN / 8 elements is HEADERS_LEN
+        // initialized bytes; the borrow of `self` keeps it alive.
+        unsafe { std::slice::from_raw_parts_mut(h.as_mut_ptr().cast(), HEADERS_LEN) }
+    }
+
+    /// Answer entry `idx` with `error` (negative errno) or `payload` bytes
+    /// already in the payload buffer.
+    fn answer(&mut self, idx: usize, unique: u64, error: i32, payload: usize) -> io::Result<()> {
+        abi::set_reply(self.headers(idx), unique, error, payload as u32);
+        self.commit(idx, unique)
+    }
+
+    /// Serve the request the kernel put in entry `idx`.
+    fn serve(&mut self, idx: usize) -> io::Result<()> {
+        let h: [u8; HEADERS_LEN] = self.headers(idx).try_into().unwrap_or([0; HEADERS_LEN]);
+        let (Some(hd), Some(ent)) = (InHeader::decode(&h), abi::EntInOut::decode(&h)) else {
+            return Err(io::Error::other("short ring header"));
+        };
+        let payload_sz = (ent.payload_sz as usize).min(self.payloads[idx].len());
+        let op = Io::decode(&h[HEADER_AREA..HEADER_AREA + OP_AREA]);
+        // A READ or WRITE whose inode is locked (a long clone, truncate or
+        // punch holds it) would hold up every later request of this CPU:
+        // the bridge's threads wait instead.
+        // (Unless the socket could not carry it.)
+        let fits = |io: &Io| io.size as usize + 4096 <= self.bridge.max_msg;
+        let op = op.filter(|io| !fits(io) || !self.fuse.fs.inode_busy(hd.nodeid));
+        match (hd.opcode, op) {
+            (abi::OP_READ, Some(io)) => {
+                let mut n = 0;
+                let mut err = 0;
+                let buf = &mut self.payloads[idx];
+                let size = (io.size as usize).min(buf.len());
+                let fuse = &self.fuse;
+                fuse.serve_read(hd.nodeid, io.offset, size, |r| match r {
+                    Ok(d) => {
+                        buf[..d.len()].copy_from_slice(d);
+                        n = d.len();
+                    }
+                    Err(e) => err = e,
+                });
+                self.answer(idx, hd.unique, -err, if err == 0 { n } else { 0 })
+            }
+            (abi::OP_WRITE, Some(io)) if io.size as usize <= payload_sz => {
+                let data = &self.payloads[idx][..io.size as usize];
+                let r = self.fuse.serve_write(
+                    hd.nodeid,
+                    io.fh,
+                    io.offset,
+                    data,
+                    io.io_flags,
+                    io.open_flags as i32,
+                );
+                match r {
+                    Ok(n) => {
+                        // struct fuse_write_out: size, padding.
+                        let out = &mut self.payloads[idx][0..8];
+                        out[0..4].copy_from_slice(&(n as u32).to_ne_bytes());
+                        out[4..8].fill(0);
+                        self.answer(idx, hd.unique, 0, 8)
+                    }
+                    Err(e) => self.answer(idx, hd.unique, -e, 0),
+                }
+            }
+            _ => self.bridge_out(idx, hd, payload_sz),
+        }
+    }
+
+    /// Send entry `idx`'s request to the bridge as /dev/fuse would have
+    /// delivered it: header, the opcode's header, payload.
+    fn bridge_out(&mut self, idx: usize, hd: InHeader, payload_sz: usize) -> io::Result<()> {
+        let op_len = (hd.len as usize).checked_sub(IN_HEADER + payload_sz);
+        let Some(op_len) = op_len.filter(|&l| l <= OP_AREA) else {
+            log::error!(
+                "uring: request {} of length {} does not add up",
+                hd.opcode,
+                hd.len
+            );
+            return self.answer(idx, hd.unique, -libc::EIO, 0);
+        };
+        let (qid, unique) = (self.qid, hd.unique);
+        let h = self.headers(idx).to_vec();
+        let parts: [&[u8]; 3] = [
+            &h[..IN_HEADER],
+            &h[HEADER_AREA..HEADER_AREA + op_len],
+            &self.payloads[idx][..payload_sz],
+        ];
+        if let Err(e) = self.bridge.forward(unique, qid, idx, &parts) {
+            log::error!("uring: cannot pass request {} on: {e}", hd.opcode);
+            return self.answer(idx, unique, -libc::EIO, 0);
+        }
+        Ok(())
+    }
+
+    /// Commit the replies the bridge has brought back.
+    fn bridged_replies(&mut self) -> io::Result<()> {
+        for (idx, reply) in self.done.take() {
+            let unique = u64::from_ne_bytes(reply[8..16].try_into().unwrap_or_default());
+            let error = i32::from_ne_bytes(reply[4..8].try_into().unwrap_or_default());
+            let body = &reply[abi::OUT_HEADER..];
+            if body.len() > self.payloads[idx].len() {
+                self.answer(idx, unique, -libc::EIO, 0)?;
+                continue;
+            }
+            self.payloads[idx][..body.len()].copy_from_slice(body);
+            self.answer(idx, unique, error, body.len())?;
+        }
+        Ok(())
+    }
+
+    /// Register every entry, then serve until the connection ends.
+    pub fn run(mut self) {
+        let cpu = self.qid;
+        // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        let mut live = ENTRIES;
+        let setup = (0..ENTRIES)
+            .try_for_each(|i| self.register(i))
+            .and_then(|_| self.arm_event());
+        if let Err(e) = setup {
+            log::error!("uring queue {}: cannot register: {e}", self.qid);
+            return;
+        }
+        while live > 0 {
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("uring queue {}: {e}", self.qid);
+                return;
+            }
+            let cqes: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (ud, res) in cqes {
+                let r = if ud == EVENT {
+                    self.bridged_replies().and_then(|_| self.arm_event())
+                } else if res < 0 {
+                    // The connection ended (ENOTCONN) or the entry failed.
+                    if res != -libc::ENOTCONN && res != -libc::ECANCELED {
+                        log::warn!("uring queue {}: entry {ud} ended: errno {}", self.qid, -res);
+                    }
+                    live -= 1;
+                    Ok(())
+                } else {
+                    self.serve(ud as usize)
+                };
+                if let Err(e) = r {
+                    log::error!("uring queue {}: {e}", self.qid);
+                    return;
+                }
+            }
+        }
+        log::debug!("uring queue {} stopped", self.qid);
+    }
+}

@@ -1,0 +1,182 @@
+//! `transport=uring`: FUSE requests over io_uring (src/fuse/uring/).
+//!
+//! These tests turn the kernel's switch (/sys/module/fuse/parameters/
+//! enable_uring) on and off, so they hold one lock while they run and put
+//! the switch back to on afterwards (scripts/test.sh runs the POSIX,
+//! permission, reflink and fio suites again over this transport). A kernel
+//! without FUSE over io_uring (before 6.14, or built without it) fails them.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use common::*;
+
+const SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Set the kernel's switch; back to on when dropped.
+struct Switch;
+
+impl Switch {
+    fn set(on: bool) -> Switch {
+        // The module is loaded by the first FUSE mount; make sure it is.
+        let _ = Command::new("modprobe").arg("fuse").status();
+        fs::write(SWITCH, if on { "Y" } else { "N" }).unwrap_or_else(|e| {
+            panic!("{SWITCH}: {e} (a kernel with FUSE over io_uring is needed)")
+        });
+        Switch
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = fs::write(SWITCH, "Y");
+    }
+}
+
+/// Names of the daemon's threads.
+fn threads(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn possible_cpus() -> usize {
+    daxlink::fuse::uring::possible_cpus()
+}
+
+/// Write, read back at odd offsets and sizes (some larger than one request),
+/// append, truncate: what the ring threads serve themselves.
+fn exercise_data(root: &Path) {
+    let p = root.join("data");
+    let big = pattern(7, (3 << 20) + 4321);
+    fs::write(&p, &big).unwrap();
+    assert_eq!(fs::read(&p).unwrap(), big);
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let small = pattern(8, 5000);
+    f.write_all_at(&small, 12345).unwrap();
+    let mut want = big.clone();
+    want[12345..12345 + 5000].copy_from_slice(&small);
+    let mut got = vec![0u8; want.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, want);
+    let mut a = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    a.write_all(b"tail").unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), want.len() as u64 + 4);
+    f.set_len(100).unwrap();
+    assert_eq!(fs::read(&p).unwrap(), want[..100]);
+}
+
+#[test]
+fn requests_are_served_by_one_ring_thread_per_cpu() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    let img = Image::new("uring", 256 << 20);
+    let m = Mounted::new(&img.path, "transport=uring");
+    let pid = m.pid().unwrap();
+    exercise_data(m.root());
+    // Everything else goes through the bridge: names, xattrs, copy_file_range.
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/x"), b"x").unwrap();
+    fs::rename(m.path("d/x"), m.path("d/y")).unwrap();
+    let st = Command::new("setfattr")
+        .args(["-n", "user.k", "-v", "v"])
+        .arg(m.path("d/y"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.k"])
+        .arg(m.path("d/y"))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"v");
+    // cp goes through copy_file_range, which daxlink answers with a reflink.
+    let st = Command::new("cp")
+        .arg(m.path("data"))
+        .arg(m.path("clone"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(fs::read(m.path("clone")).unwrap().len(), 100);
+    let names = threads(pid);
+    let rings = names
+        .iter()
+        .filter(|n| n.starts_with("daxlink-ring-"))
+        .count();
+    assert_eq!(rings, possible_cpus(), "threads: {names:?}");
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+#[test]
+fn falls_back_to_dev_fuse_with_one_line_when_the_kernel_refuses() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _off = Switch::set(false);
+    let img = Image::new("uring-off", 64 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let st = Command::new(DAXLINK)
+        .arg("mount")
+        .arg(&img.path)
+        .arg(dir.path())
+        .args(["-o", "transport=uring"])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let unmount = || {
+        let _ = Command::new("umount").arg(dir.path()).status();
+    };
+    exercise_data(dir.path());
+    let text = fs::read_to_string(log.path()).unwrap();
+    unmount();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("using /dev/fuse"), "{text}");
+    assert!(lines[0].contains("enable_uring"), "{text}");
+}
+
+#[test]
+fn other_users_meet_the_same_permissions_over_the_ring() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    let img = Image::new("uring-perm", 64 << 20);
+    let m = Mounted::new(&img.path, "transport=uring,allow_other");
+    fs::write(m.path("mine"), b"secret").unwrap();
+    fs::set_permissions(
+        m.path("mine"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    fs::write(m.path("shared"), b"").unwrap();
+    fs::set_permissions(
+        m.path("shared"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let mine = m.path("mine");
+    let shared = m.path("shared");
+    let (rc, _) = run_as(1234, 1234, &format!("cat {}", mine.display()));
+    assert_ne!(rc, 0, "another user read a 0600 file");
+    let (rc, err) = run_as(1234, 1234, &format!("echo hello >> {}", shared.display()));
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(fs::read(&shared).unwrap(), b"hello\n");
+    m.unmount();
+    fsck_clean(&img.path);
+}
