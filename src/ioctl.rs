@@ -99,6 +99,32 @@ pub const OPTIONS: u32 = ioc(IOC_READ, 0x61, OPTIONS_SIZE);
 /// payload in, so the daemon reads the flags from the caller's memory.
 pub const GOINGDOWN: u32 = (IOC_READ << 30) | (4 << 16) | ((b'X' as u32) << 8) | 125;
 
+/// Every ioctl the daemon serves; any other fails with ENOTTY before
+/// anything else is looked at (so a transport may answer those itself).
+pub const SERVED: &[u32] = &[
+    CLONE,
+    DEDUPE,
+    UNSHARE,
+    EXTENTS,
+    STAT,
+    PIN,
+    UNPIN,
+    DMA_WRITE,
+    DMA_READ,
+    POISON,
+    OWNERS,
+    CHECK,
+    MODEL,
+    SNAPSHOT,
+    FS_IOC_GETFLAGS,
+    FS_IOC_SETFLAGS,
+    FS_IOC_FSGETXATTR,
+    FS_IOC_FSSETXATTR,
+    REMOUNT,
+    OPTIONS,
+    GOINGDOWN,
+];
+
 /// Arguments of CLONE and DEDUPE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemapArgs {

@@ -66,3 +66,18 @@ pub fn file_attr(a: &Attr) -> FileAttr {
         flags: 0,
     }
 }
+
+/// The mode fuser sends for `a`: the type as `kind` reads it (an unknown
+/// type is a regular file) and the permission bits.
+pub fn wire_mode(mode: u32) -> u32 {
+    let t = match kind(mode) {
+        FileType::Directory => libc::S_IFDIR,
+        FileType::Symlink => libc::S_IFLNK,
+        FileType::CharDevice => libc::S_IFCHR,
+        FileType::BlockDevice => libc::S_IFBLK,
+        FileType::NamedPipe => libc::S_IFIFO,
+        FileType::Socket => libc::S_IFSOCK,
+        FileType::RegularFile => libc::S_IFREG,
+    };
+    t | (mode & 0o7777)
+}

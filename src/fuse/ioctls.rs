@@ -67,6 +67,9 @@ impl DaxFuse {
         input: &[u8],
     ) -> Result<Vec<u8>, FsError> {
         use crate::ioctl as io;
+        if !io::SERVED.contains(&cmd) {
+            return Err(FsError::NotTty);
+        }
         match cmd {
             io::CLONE | io::DEDUPE => {
                 let a = io::RemapArgs::decode(input).ok_or(FsError::Invalid)?;

@@ -7,7 +7,7 @@ mod attr;
 mod ioctls;
 mod serve;
 pub mod uring;
-pub use attr::file_attr;
+pub use attr::{file_attr, wire_mode};
 use attr::{kind, timespec};
 pub use ioctls::{extents_json, owners_json};
 pub use serve::Transport;
@@ -31,7 +31,8 @@ use crate::caller::{self as who, Caller};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
 
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may trust an entry or attributes it was given.
+pub(crate) const TTL: Duration = Duration::from_secs(1);
 
 /// Read-only virtual xattr: the file's extents as JSON (what `daxlink extents --json` prints).
 pub const EXTENTS_XATTR: &[u8] = b"user.daxlink.extents";
@@ -307,16 +308,17 @@ impl Filesystem for DaxFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", || {
-            self.entry(self.fs.lookup(parent.0, name.as_bytes()), reply)
-        });
+        match self.serve_lookup(parent.0, name.as_bytes()) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(a.generation as u64)),
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || match self.fs.getattr(ino.0) {
+        match self.serve_getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        });
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn setattr(
@@ -405,9 +407,10 @@ impl Filesystem for DaxFuse {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", || {
-            empty(self.fs.unlink(parent.0, name.as_bytes()), reply)
-        });
+        match self.serve_unlink(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -476,10 +479,10 @@ impl Filesystem for DaxFuse {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", || match self.open_handle(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), self.open_flags(ino.0)),
-            Err(e) => reply.error(errno(&e)),
-        });
+        match self.serve_open(ino.0, flags.0) {
+            Ok((fh, f)) => reply.opened(FileHandle(fh), f),
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn read(
@@ -538,15 +541,10 @@ impl Filesystem for DaxFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("release", || {
-            let known = self.handles.lock().remove(&fh.0).is_some();
-            // Pins end when the open file that made them is released.
-            if let Err(e) = self.fs.unpin_holder(fh.0) {
-                log::error!("unpin at release: {e}");
-            }
-            let r = if known { self.fs.close(ino.0) } else { Ok(()) };
-            empty(r, reply)
-        });
+        match self.serve_release(ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn fsync(
@@ -738,27 +736,16 @@ impl Filesystem for DaxFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guarded("create", || {
-            let mode = if mode & libc::S_IFMT == 0 {
-                mode | libc::S_IFREG
-            } else {
-                mode
-            };
-            let r = self
-                .fs
-                .mknod(parent.0, name.as_bytes(), mode, 0, cred(req, umask))
-                .and_then(|a| Ok((self.open_handle(a.ino, flags)?, a)));
-            match r {
-                Ok((fh, a)) => reply.created(
-                    &TTL,
-                    &file_attr(&a),
-                    Generation(a.generation as u64),
-                    FileHandle(fh),
-                    self.open_flags(a.ino),
-                ),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match self.serve_create(cred(req, umask), parent.0, name.as_bytes(), mode, flags) {
+            Ok((a, fh, f)) => reply.created(
+                &TTL,
+                &file_attr(&a),
+                Generation(a.generation as u64),
+                FileHandle(fh),
+                f,
+            ),
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn ioctl(

@@ -2,10 +2,12 @@
 //! plain functions (fuser's handlers and the io_uring queues call them),
 //! and the twin `DaxFuse` the io_uring transport serves with.
 
-use fuser::WriteFlags;
+use fuser::{FopenFlags, WriteFlags};
 use parking_lot::Mutex;
 
 use super::{guarded, uring, DaxFuse};
+use crate::error::FsError;
+use crate::fs::{Attr, Cred};
 
 /// The FUSE transport (`transport=dev|uring`, see `uring`).
 #[derive(Default)]
@@ -96,5 +98,76 @@ impl DaxFuse {
                 .map_err(|e| e.errno());
         });
         out
+    }
+}
+
+/// Requests that both transports serve through these functions: each runs
+/// in `guarded` (a panic or a shut-down filesystem fails it with EIO) and
+/// returns what the reply carries, or an errno.
+impl DaxFuse {
+    fn serve<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> Result<T, FsError>,
+    ) -> Result<T, i32> {
+        let mut out = Err(libc::EIO);
+        guarded(what, || out = f().map_err(|e| e.errno()));
+        out
+    }
+
+    pub fn serve_lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, i32> {
+        self.serve("lookup", || self.fs.lookup(parent, name))
+    }
+
+    pub fn serve_getattr(&self, ino: u64) -> Result<Attr, i32> {
+        self.serve("getattr", || self.fs.getattr(ino))
+    }
+
+    /// A new handle and what the kernel may keep of the file's cached pages.
+    pub fn serve_open(&self, ino: u64, flags: i32) -> Result<(u64, FopenFlags), i32> {
+        self.serve("open", || {
+            Ok((self.open_handle(ino, flags)?, self.open_flags(ino)))
+        })
+    }
+
+    /// Create and open a regular file (a mode without a type is one).
+    pub fn serve_create(
+        &self,
+        who: Cred,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Attr, u64, FopenFlags), i32> {
+        self.serve("create", || {
+            let mode = if mode & libc::S_IFMT == 0 {
+                mode | libc::S_IFREG
+            } else {
+                mode
+            };
+            let a = self.fs.mknod(parent, name, mode, 0, who)?;
+            let fh = self.open_handle(a.ino, flags)?;
+            let keep = self.open_flags(a.ino);
+            Ok((a, fh, keep))
+        })
+    }
+
+    pub fn serve_release(&self, ino: u64, fh: u64) -> Result<(), i32> {
+        self.serve("release", || {
+            let known = self.handles.lock().remove(&fh).is_some();
+            // Pins end when the open file that made them is released.
+            if let Err(e) = self.fs.unpin_holder(fh) {
+                log::error!("unpin at release: {e}");
+            }
+            if known {
+                self.fs.close(ino)
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    pub fn serve_unlink(&self, parent: u64, name: &[u8]) -> Result<(), i32> {
+        self.serve("unlink", || self.fs.unlink(parent, name))
     }
 }

@@ -1,11 +1,13 @@
 //! The kernel's FUSE-over-io_uring interface, as far as this transport uses
 //! it: the per-entry header buffer, the command that travels in a 128-byte
 //! submission entry, and the few request and reply layouts the transport
-//! decodes itself (READ and WRITE). Everything is native-endian, as the
+//! decodes and encodes itself. Everything is native-endian, as the
 //! FUSE protocol is; every decode is bounds-checked and fails with `None`.
 
 /// `struct fuse_in_header`: the request header (also at the start of a
 /// request read from /dev/fuse).
+use crate::fs::Attr;
+
 pub const IN_HEADER: usize = 40;
 /// `struct fuse_out_header`: the reply header.
 pub const OUT_HEADER: usize = 16;
@@ -20,8 +22,16 @@ pub const HEADERS_LEN: usize = ENT_IN_OUT + 32;
 pub const CMD_REGISTER: u32 = 1;
 pub const CMD_COMMIT_AND_FETCH: u32 = 2;
 
+pub const OP_LOOKUP: u32 = 1;
+pub const OP_GETATTR: u32 = 3;
+pub const OP_UNLINK: u32 = 10;
+pub const OP_OPEN: u32 = 14;
 pub const OP_READ: u32 = 15;
 pub const OP_WRITE: u32 = 16;
+pub const OP_RELEASE: u32 = 18;
+pub const OP_FLUSH: u32 = 25;
+pub const OP_CREATE: u32 = 35;
+pub const OP_IOCTL: u32 = 39;
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
@@ -49,6 +59,8 @@ pub struct InHeader {
     pub opcode: u32,
     pub unique: u64,
     pub nodeid: u64,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl InHeader {
@@ -61,6 +73,8 @@ impl InHeader {
             opcode: u32_at(b, 4)?,
             unique: u64_at(b, 8)?,
             nodeid: u64_at(b, 16)?,
+            uid: u32_at(b, 24)?,
+            gid: u32_at(b, 28)?,
         })
     }
 }
@@ -115,6 +129,100 @@ impl Io {
     }
 }
 
+/// The fields of the opcode headers the ring threads read, by offset:
+/// `fuse_open_in` {flags u32, open_flags u32}; `fuse_create_in` {flags,
+/// mode, umask, open_flags: u32}; `fuse_release_in` {fh u64, flags u32, ..};
+/// `fuse_ioctl_in` {fh u64, flags u32, cmd u32, ..}.
+pub fn op_u32(op: &[u8], at: usize) -> Option<u32> {
+    u32_at(op, at)
+}
+
+pub fn op_u64(op: &[u8], at: usize) -> Option<u64> {
+    u64_at(op, at)
+}
+
+/// A name in a request's payload: up to its NUL, which must be there.
+pub fn name(payload: &[u8]) -> Option<&[u8]> {
+    let end = payload.iter().position(|&b| b == 0)?;
+    Some(&payload[..end])
+}
+
+/// `struct fuse_attr` (88 bytes) for `a`, whose mode is already in the
+/// form sent (`wire_mode`).
+fn put_attr(b: &mut [u8], a: &Attr, mode: u32) {
+    let mut w = Writer { b, at: 0 };
+    w.u64(a.ino);
+    w.u64(a.size);
+    w.u64(a.blocks);
+    w.u64(a.atime.sec as u64);
+    w.u64(a.mtime.sec as u64);
+    w.u64(a.ctime.sec as u64);
+    w.u32(a.atime.nsec);
+    w.u32(a.mtime.nsec);
+    w.u32(a.ctime.nsec);
+    w.u32(mode);
+    w.u32(a.nlink);
+    w.u32(a.uid);
+    w.u32(a.gid);
+    w.u32(a.rdev);
+    w.u32(4096); // blksize
+    w.u32(0); // flags
+}
+
+struct Writer<'a> {
+    b: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn u64(&mut self, v: u64) {
+        self.b[self.at..self.at + 8].copy_from_slice(&v.to_ne_bytes());
+        self.at += 8;
+    }
+    fn u32(&mut self, v: u32) {
+        self.b[self.at..self.at + 4].copy_from_slice(&v.to_ne_bytes());
+        self.at += 4;
+    }
+}
+
+pub const ATTR_LEN: usize = 88;
+pub const ENTRY_OUT: usize = 40 + ATTR_LEN;
+pub const ATTR_OUT: usize = 16 + ATTR_LEN;
+pub const OPEN_OUT: usize = 16;
+
+/// `struct fuse_entry_out`: node id, generation, entry and attribute
+/// validity (`ttl` seconds), the attributes. `b` holds ENTRY_OUT bytes.
+pub fn entry_out(b: &mut [u8], a: &Attr, mode: u32, ttl: u64) -> usize {
+    let mut w = Writer { b, at: 0 };
+    w.u64(a.ino);
+    w.u64(a.generation as u64);
+    w.u64(ttl);
+    w.u64(ttl);
+    w.u32(0);
+    w.u32(0);
+    put_attr(&mut b[40..40 + ATTR_LEN], a, mode);
+    ENTRY_OUT
+}
+
+/// `struct fuse_attr_out`: validity, then the attributes.
+pub fn attr_out(b: &mut [u8], a: &Attr, mode: u32, ttl: u64) -> usize {
+    let mut w = Writer { b, at: 0 };
+    w.u64(ttl);
+    w.u32(0);
+    w.u32(0);
+    put_attr(&mut b[16..16 + ATTR_LEN], a, mode);
+    ATTR_OUT
+}
+
+/// `struct fuse_open_out`: the handle and FOPEN_* flags.
+pub fn open_out(b: &mut [u8], fh: u64, flags: u32) -> usize {
+    let mut w = Writer { b, at: 0 };
+    w.u64(fh);
+    w.u32(flags);
+    w.u32(0);
+    OPEN_OUT
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +246,39 @@ mod tests {
         let c = cmd_req(9, 3);
         assert_eq!(u64_at(&c, 8), Some(9));
         assert_eq!(c[16..18], 3u16.to_ne_bytes());
+    }
+
+    #[test]
+    fn entry_layout() {
+        let a = Attr {
+            ino: 5,
+            size: 4096,
+            blocks: 8,
+            atime: crate::format::Timespec { sec: -2, nsec: 500 },
+            mtime: Default::default(),
+            ctime: Default::default(),
+            crtime: Default::default(),
+            mode: 0o100644,
+            nlink: 1,
+            uid: 1000,
+            gid: 100,
+            rdev: 0,
+            generation: 9,
+        };
+        let mut b = vec![0u8; ENTRY_OUT];
+        assert_eq!(entry_out(&mut b, &a, 0o100644, 1), 128);
+        assert_eq!(u64_at(&b, 0), Some(5));
+        assert_eq!(u64_at(&b, 8), Some(9));
+        assert_eq!(u64_at(&b, 16), Some(1));
+        let at = &b[40..];
+        assert_eq!(u64_at(at, 8), Some(4096));
+        assert_eq!(u64_at(at, 24), Some((-2i64) as u64));
+        assert_eq!(u32_at(at, 48), Some(500));
+        assert_eq!(u32_at(at, 60), Some(0o100644));
+        assert_eq!(u32_at(at, 68), Some(1000));
+        assert_eq!(u32_at(at, 80), Some(4096));
+        assert_eq!(name(b"abc\0"), Some(&b"abc"[..]));
+        assert_eq!(name(b"abc"), None);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! on that CPU into a free entry of that CPU's queue and completes the
 //! entry's command; the thread serves it and answers with one command that
 //! commits the reply and waits for the next request (COMMIT_AND_FETCH).
-//! READ and WRITE are served right here through the handlers' shared code
-//! (`DaxFuse::serve_read` / `serve_write`); everything else goes to the
-//! bridge (`bridge.rs`) and is committed when its reply comes back.
+//! The common requests (NATIVE: data, lookups, attributes, open, create,
+//! release, unlink) are served right here through the code fuser's
+//! handlers call too (`fuse/serve.rs`); everything else goes to the bridge
+//! (`bridge.rs`) and is committed when its reply comes back.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -15,11 +16,26 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::abi::{self, InHeader, Io, HEADERS_LEN, HEADER_AREA, IN_HEADER, OP_AREA};
 use super::bridge::{Bridge, Done};
-use crate::fuse::DaxFuse;
+use crate::fs::Cred;
+use crate::fuse::{wire_mode, DaxFuse};
 
 /// Entries per queue: requests that one CPU's queue can hold at once (a
 /// bridged request keeps its entry until its reply comes back).
 pub const ENTRIES: usize = 8;
+/// The opcodes the ring threads answer themselves (IOCTL only for commands
+/// the daemon does not serve).
+const NATIVE: &[u32] = &[
+    abi::OP_LOOKUP,
+    abi::OP_GETATTR,
+    abi::OP_UNLINK,
+    abi::OP_OPEN,
+    abi::OP_READ,
+    abi::OP_WRITE,
+    abi::OP_RELEASE,
+    abi::OP_FLUSH,
+    abi::OP_CREATE,
+    abi::OP_IOCTL,
+];
 /// user_data of the eventfd read that says bridged replies have arrived.
 const EVENT: u64 = u64::MAX;
 
@@ -168,59 +184,129 @@ impl Queue {
         self.commit(idx, unique)
     }
 
-    /// Serve the request the kernel put in entry `idx`.
+    /// Serve the request the kernel put in entry `idx`: here if the ring
+    /// threads serve its opcode, else through the bridge.
     fn serve(&mut self, idx: usize) -> io::Result<()> {
         let h: [u8; HEADERS_LEN] = self.headers(idx).try_into().unwrap_or([0; HEADERS_LEN]);
         let (Some(hd), Some(ent)) = (InHeader::decode(&h), abi::EntInOut::decode(&h)) else {
             return Err(io::Error::other("short ring header"));
         };
         let payload_sz = (ent.payload_sz as usize).min(self.payloads[idx].len());
-        let op = Io::decode(&h[HEADER_AREA..HEADER_AREA + OP_AREA]);
-        // A READ or WRITE whose inode is locked (a long clone, truncate or
-        // punch holds it) would hold up every later request of this CPU:
-        // the bridge's threads wait instead.
-        // (Unless the socket could not carry it.)
-        let fits = |io: &Io| io.size as usize + 4096 <= self.bridge.max_msg;
-        let op = op.filter(|io| !fits(io) || !self.fuse.fs.inode_busy(hd.nodeid));
-        match (hd.opcode, op) {
-            (abi::OP_READ, Some(io)) => {
-                let mut n = 0;
-                let mut err = 0;
-                let buf = &mut self.payloads[idx];
-                let size = (io.size as usize).min(buf.len());
-                let fuse = &self.fuse;
-                fuse.serve_read(hd.nodeid, io.offset, size, |r| match r {
-                    Ok(d) => {
-                        buf[..d.len()].copy_from_slice(d);
-                        n = d.len();
-                    }
-                    Err(e) => err = e,
-                });
-                self.answer(idx, hd.unique, -err, if err == 0 { n } else { 0 })
+        let op = &h[HEADER_AREA..HEADER_AREA + OP_AREA];
+        let io = Io::decode(op);
+        // READ or WRITE larger than the socket carries: always here.
+        let big = matches!(hd.opcode, abi::OP_READ | abi::OP_WRITE)
+            && io.is_some_and(|io| io.size as usize + 4096 > self.bridge.max_msg);
+        let here = match hd.opcode {
+            abi::OP_IOCTL => {
+                abi::op_u32(op, 12).is_some_and(|cmd| !crate::ioctl::SERVED.contains(&cmd))
             }
-            (abi::OP_WRITE, Some(io)) if io.size as usize <= payload_sz => {
-                let data = &self.payloads[idx][..io.size as usize];
-                let r = self.fuse.serve_write(
+            o => NATIVE.contains(&o),
+        };
+        // A request whose inode is locked (a long clone, truncate or punch
+        // holds it) would hold up every later request of this CPU: the
+        // bridge's threads wait instead.
+        if !here || (!big && self.fuse.fs.inode_busy(hd.nodeid)) {
+            return self.bridge_out(idx, hd, payload_sz);
+        }
+        match self.serve_here(idx, hd, op, io, payload_sz) {
+            Some(Ok(n)) => self.answer(idx, hd.unique, 0, n),
+            Some(Err(e)) => self.answer(idx, hd.unique, -e, 0),
+            // A header too short to decode: fuser's decoding answers it.
+            None => self.bridge_out(idx, hd, payload_sz),
+        }
+    }
+
+    /// The opcodes of NATIVE: the reply's payload length or an errno.
+    fn serve_here(
+        &mut self,
+        idx: usize,
+        hd: InHeader,
+        op: &[u8],
+        io: Option<Io>,
+        payload_sz: usize,
+    ) -> Option<Result<usize, i32>> {
+        let ttl = crate::fuse::TTL.as_secs();
+        let fuse = &self.fuse;
+        let buf = &mut self.payloads[idx];
+        Some(match hd.opcode {
+            abi::OP_READ => {
+                let io = io?;
+                let size = (io.size as usize).min(buf.len());
+                let mut out = Err(libc::EIO);
+                fuse.serve_read(hd.nodeid, io.offset, size, |r| {
+                    out = r.map(|d| {
+                        buf[..d.len()].copy_from_slice(d);
+                        d.len()
+                    })
+                });
+                out
+            }
+            abi::OP_WRITE => {
+                let io = io?;
+                let data = buf
+                    .get(..io.size as usize)
+                    .filter(|_| io.size as usize <= payload_sz)?;
+                fuse.serve_write(
                     hd.nodeid,
                     io.fh,
                     io.offset,
                     data,
                     io.io_flags,
                     io.open_flags as i32,
-                );
-                match r {
-                    Ok(n) => {
-                        // struct fuse_write_out: size, padding.
-                        let out = &mut self.payloads[idx][0..8];
-                        out[0..4].copy_from_slice(&(n as u32).to_ne_bytes());
-                        out[4..8].fill(0);
-                        self.answer(idx, hd.unique, 0, 8)
-                    }
-                    Err(e) => self.answer(idx, hd.unique, -e, 0),
-                }
+                )
+                .map(|n| {
+                    // struct fuse_write_out: size, padding.
+                    buf[0..4].copy_from_slice(&(n as u32).to_ne_bytes());
+                    buf[4..8].fill(0);
+                    8
+                })
             }
-            _ => self.bridge_out(idx, hd, payload_sz),
-        }
+            abi::OP_LOOKUP => {
+                let name = abi::name(&buf[..payload_sz])?;
+                fuse.serve_lookup(hd.nodeid, name)
+                    .map(|a| abi::entry_out(buf, &a, wire_mode(a.mode), ttl))
+            }
+            abi::OP_GETATTR => fuse
+                .serve_getattr(hd.nodeid)
+                .map(|a| abi::attr_out(buf, &a, wire_mode(a.mode), ttl)),
+            abi::OP_OPEN => {
+                let flags = abi::op_u32(op, 0)?;
+                fuse.serve_open(hd.nodeid, flags as i32)
+                    .map(|(fh, f)| abi::open_out(buf, fh, f.bits()))
+            }
+            abi::OP_CREATE => {
+                let (flags, mode, umask) = (
+                    abi::op_u32(op, 0)?,
+                    abi::op_u32(op, 4)?,
+                    abi::op_u32(op, 8)?,
+                );
+                let name = abi::name(&buf[..payload_sz])?.to_vec();
+                let who = Cred {
+                    uid: hd.uid,
+                    gid: hd.gid,
+                    umask,
+                };
+                fuse.serve_create(who, hd.nodeid, &name, mode, flags as i32)
+                    .map(|(a, fh, f)| {
+                        let n = abi::entry_out(buf, &a, wire_mode(a.mode), ttl);
+                        n + abi::open_out(&mut buf[n..], fh, f.bits())
+                    })
+            }
+            abi::OP_FLUSH => Ok(0),
+            abi::OP_RELEASE => {
+                let fh = abi::op_u64(op, 0)?;
+                fuse.serve_release(hd.nodeid, fh).map(|_| 0)
+            }
+            abi::OP_UNLINK => {
+                let name = abi::name(&buf[..payload_sz])?.to_vec();
+                fuse.serve_unlink(hd.nodeid, &name).map(|_| 0)
+            }
+            // An ioctl the daemon does not serve (a tty's TCGETS, from
+            // isatty): what `DaxFuse::ioctl` answers for any such command.
+            abi::OP_IOCTL => Err(libc::ENOTTY),
+            _ => return None,
+        })
     }
 
     /// Send entry `idx`'s request to the bridge as /dev/fuse would have
