@@ -309,6 +309,24 @@ impl Queue {
         })
     }
 
+    /// `serve`, but a panic in this transport's own code (the handlers
+    /// have their own guard) fails that request with EIO instead of
+    /// ending the thread and with it every later request of this CPU.
+    fn serve_guarded(&mut self, idx: usize) -> io::Result<()> {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve(idx)));
+        match r {
+            Ok(r) => r,
+            Err(_) => {
+                log::error!(
+                    "uring queue {}: serving entry {idx} panicked; EIO",
+                    self.qid
+                );
+                let unique = InHeader::decode(self.headers(idx)).map_or(0, |h| h.unique);
+                self.answer(idx, unique, -libc::EIO, 0)
+            }
+        }
+    }
+
     /// Send entry `idx`'s request to the bridge as /dev/fuse would have
     /// delivered it: header, the opcode's header, payload.
     fn bridge_out(&mut self, idx: usize, hd: InHeader, payload_sz: usize) -> io::Result<()> {
@@ -391,10 +409,13 @@ impl Queue {
                     }
                     live -= 1;
                     Ok(())
+                } else if (ud as usize) < ENTRIES {
+                    self.serve_guarded(ud as usize)
                 } else {
-                    self.serve(ud as usize)
+                    Ok(())
                 };
                 if let Err(e) = r {
+                    // The ring itself failed: this queue cannot go on.
                     log::error!("uring queue {}: {e}", self.qid);
                     return;
                 }
