@@ -26,5 +26,5 @@ DAXLINK_REQUIRE_INSTALL=1 cargo test --workspace --release -- --test-threads="${
 echo Y > /sys/module/fuse/parameters/enable_uring
 DAXLINK_TEST_OPTS=transport=uring DAXLINK_REQUIRE_INSTALL=1 cargo test --release \
   --test posix --test trust --test reflink --test fio --test interfaces --test datapath \
-  --test pages --test goingdown --test shutdown -- --test-threads="${TEST_THREADS:-4}"
+  --test pages --test goingdown --test shutdown --test reflink_stress -- --test-threads="${TEST_THREADS:-4}"
 echo "all tests passed"
