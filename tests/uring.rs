@@ -180,3 +180,50 @@ fn other_users_meet_the_same_permissions_over_the_ring() {
     m.unmount();
     fsck_clean(&img.path);
 }
+
+/// `allow_root`: the kernel lets everyone in (allow_other) and fuser turns
+/// away users other than root and the owner; the ring threads pass such
+/// users' requests to fuser. (Here the kernel's ACL lookup on the directory,
+/// a GETXATTR that always goes to fuser, already turns them away: this
+/// checks that both transports end the same, not which step refuses.)
+#[test]
+fn allow_root_turns_other_users_away_on_both_transports() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    let mut seen = Vec::new();
+    for transport in ["dev", "uring"] {
+        let img = Image::new("uring-allow-root", 64 << 20);
+        let m = Mounted::new(&img.path, &format!("transport={transport},allow_root"));
+        fs::write(m.path("f"), b"data").unwrap();
+        fs::set_permissions(
+            m.path("f"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        fs::set_permissions(
+            m.root(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let f = m.path("f");
+        let g = m.path("g");
+        let outcomes: Vec<i32> = [
+            format!("stat {}", f.display()),
+            format!("cat {}", f.display()),
+            format!("touch {}", g.display()),
+            format!("rm -f {}", f.display()),
+        ]
+        .iter()
+        .map(|c| run_as(1234, 1234, c).0)
+        .collect();
+        assert!(
+            outcomes.iter().all(|&rc| rc != 0),
+            "{transport}: {outcomes:?}"
+        );
+        assert_eq!(fs::read(&f).unwrap(), b"data", "{transport}");
+        assert!(!g.exists(), "{transport}");
+        seen.push(outcomes);
+        m.unmount();
+    }
+    assert_eq!(seen[0], seen[1]);
+}

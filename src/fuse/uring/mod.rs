@@ -118,7 +118,7 @@ impl Prepared {
             std::thread::Builder::new()
                 .name(format!("daxlink-ring-{qid}"))
                 .spawn(move || {
-                    queue::Queue::new(qid, ring, dev, PAYLOAD, fuse, bridge).run();
+                    queue::Queue::new(qid, ring, dev, PAYLOAD, fuse, bridge, acl).run();
                     let _ = tx.send(());
                 })?;
         }

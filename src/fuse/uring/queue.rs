@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use fuser::SessionACL;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::abi::{self, InHeader, Io, HEADERS_LEN, HEADER_AREA, IN_HEADER, OP_AREA};
@@ -76,6 +77,10 @@ pub struct Queue {
     iovs: Vec<[libc::iovec; 2]>,
     fuse: Arc<DaxFuse>,
     bridge: Arc<Bridge>,
+    /// Who may use the mount (allow_root / the owner only): requests from
+    /// anyone else go to the bridge, where fuser applies its rule.
+    acl: SessionACL,
+    owner: u32,
     done: Arc<Done>,
     event: Box<u64>,
 }
@@ -100,6 +105,7 @@ impl Queue {
         payload: usize,
         fuse: Arc<DaxFuse>,
         bridge: Arc<Bridge>,
+        acl: SessionACL,
     ) -> Queue {
         let mut headers: Vec<Vec<u64>> =
             (0..ENTRIES).map(|_| vec![0u64; HEADERS_LEN / 8]).collect();
@@ -128,6 +134,9 @@ impl Queue {
             iovs,
             fuse,
             bridge,
+            acl,
+            // SAFETY: geteuid has no preconditions.
+            owner: unsafe { libc::geteuid() },
             done,
             event: Box::new(0),
         }
@@ -206,7 +215,12 @@ impl Queue {
         // A request whose inode is locked (a long clone, truncate or punch
         // holds it) would hold up every later request of this CPU: the
         // bridge's threads wait instead.
-        if !here || (!big && self.fuse.fs.inode_busy(hd.nodeid)) {
+        let outsider = match self.acl {
+            SessionACL::All => false,
+            SessionACL::RootAndOwner => hd.uid != self.owner && hd.uid != 0,
+            SessionACL::Owner => hd.uid != self.owner,
+        };
+        if !here || outsider || (!big && self.fuse.fs.inode_busy(hd.nodeid)) {
             return self.bridge_out(idx, hd, payload_sz);
         }
         match self.serve_here(idx, hd, op, io, payload_sz) {
