@@ -467,46 +467,23 @@ impl Fs {
         if let Some((s, e)) = l.checked_sub(1).and_then(|x| g.find(x)) {
             if s + e.len == l && e.phys + e.len == p && e.len + n <= u32::MAX as u64 {
                 let ne = Ext {
-                    phys: e.phys,
                     len: e.len + n,
-                    slot: e.slot,
+                    ..e
                 };
-                ctx.slot_write(
-                    e.slot,
-                    &ExtentRec {
-                        ino: g.ino,
-                        logical: s,
-                        phys: e.phys,
-                        len: ne.len as u32,
-                    }
-                    .encode(),
-                );
-                ops.push(ExtOp::Put(s, ne, n));
+                ops.push(ExtOp::Remove(s, e.len));
+                ops.push(ctx.write_extent(g.ino, s, ne));
                 return Ok(ops);
             }
         }
         while n > 0 {
             let take = n.min(u32::MAX as u64);
             let slot = ctx.slot_alloc(RecKind::Extent)?;
-            ctx.slot_write(
+            let e = Ext {
+                phys: p,
+                len: take,
                 slot,
-                &ExtentRec {
-                    ino: g.ino,
-                    logical: l,
-                    phys: p,
-                    len: take as u32,
-                }
-                .encode(),
-            );
-            ops.push(ExtOp::Put(
-                l,
-                Ext {
-                    phys: p,
-                    len: take,
-                    slot,
-                },
-                take,
-            ));
+            };
+            ops.push(ctx.write_extent(g.ino, l, e));
             l += take;
             p += take;
             n -= take;

@@ -82,17 +82,7 @@ impl Fs {
                 len: head,
                 slot: e.slot,
             };
-            ctx.slot_write(
-                e.slot,
-                &ExtentRec {
-                    ino: g.ino,
-                    logical: s,
-                    phys: e.phys,
-                    len: head as u32,
-                }
-                .encode(),
-            );
-            ops.push(ExtOp::Put(s, he, head));
+            ops.push(ctx.write_extent(g.ino, s, he));
         }
         if tail > 0 {
             let slot = if head > 0 {
@@ -105,17 +95,7 @@ impl Fs {
                 len: tail,
                 slot,
             };
-            ctx.slot_write(
-                slot,
-                &ExtentRec {
-                    ino: g.ino,
-                    logical: cut_e,
-                    phys: te.phys,
-                    len: tail as u32,
-                }
-                .encode(),
-            );
-            ops.push(ExtOp::Put(cut_e, te, tail));
+            ops.push(ctx.write_extent(g.ino, cut_e, te));
         }
         if head == 0 && tail == 0 {
             ctx.slot_free(RecKind::Extent, e.slot);
