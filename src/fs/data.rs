@@ -1,6 +1,7 @@
 //! File data: open and close, read, and the write engine (copy-on-write of
 //! shared blocks, allocation of holes, the extent-map updates of a write).
 
+use super::counters::Counters;
 use super::*;
 
 impl Fs {
@@ -30,16 +31,12 @@ impl Fs {
     // File data
     // ------------------------------------------------------------------
 
+    /// `read_with`, into a buffer (tests, the crash oracle, copy_file_range).
     pub fn read(&self, ino: u64, off: u64, size: usize) -> FsResult<Vec<u8>> {
-        let r = self.get(ino)?;
-        let g = r.read()?;
-        let data = self.read_locked(&g, off, size)?;
-        drop(g);
-        self.touch_atime(ino);
-        Ok(data)
+        self.read_with(ino, off, size, <[u8]>::to_vec)
     }
 
-    /// Read as `read` does and hand the bytes to `reply`: straight from the
+    /// Read `size` bytes at `off` and hand them to `reply`: straight from the
     /// mapping when they lie in one mapped run that no pin lets a device
     /// write and no poison covers (the inode's read lock keeps writers of the
     /// file away meanwhile), else through a buffer.
@@ -60,9 +57,13 @@ impl Fs {
             None => None,
         };
         let out = match direct {
-            Some(v) => reply(v),
+            Some(v) => {
+                Counters::bump(&self.counters.reads_direct);
+                reply(v)
+            }
             None => {
                 let data = self.read_locked(&g, off, size)?;
+                Counters::bump(&self.counters.reads_buffered);
                 reply(&data)
             }
         };

@@ -942,3 +942,32 @@ fn extent_records_written_match_dram_through_every_rewrite() {
         [(1, 1), (3, 3)]
     );
 }
+
+#[test]
+fn read_is_read_with_direct_path_included() {
+    // Fs::read (tests, the crash oracle) runs the FUSE read path: straight
+    // from the mapping inside one run, through a buffer across a hole.
+    let fs = fresh(4096);
+    let a = fs
+        .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
+        .unwrap()
+        .ino;
+    fs.write(a, 0, &[1; 2 * BS as usize], false).unwrap();
+    fs.write(a, 3 * BS, &[3; 100], false).unwrap();
+    let count = |fs: &Fs| {
+        let c = &fs.counters;
+        (
+            c.reads_direct.load(Ordering::Relaxed),
+            c.reads_buffered.load(Ordering::Relaxed),
+        )
+    };
+    let c0 = count(&fs);
+    assert_eq!(fs.read(a, 10, 5000).unwrap(), vec![1; 5000]);
+    assert_eq!(count(&fs), (c0.0 + 1, c0.1), "one run: direct");
+    let got = fs.read(a, BS, 3 * BS as usize).unwrap();
+    assert_eq!(got.len(), 2 * BS as usize + 100);
+    assert!(got[..BS as usize].iter().all(|&b| b == 1));
+    assert!(got[BS as usize..2 * BS as usize].iter().all(|&b| b == 0));
+    assert!(got[2 * BS as usize..].iter().all(|&b| b == 3));
+    assert_eq!(count(&fs), (c0.0 + 1, c0.1 + 1), "across a hole: buffered");
+}
