@@ -201,14 +201,17 @@ impl Fs {
         if caps {
             let mut m = g.xattrs.clone().unwrap_or_default();
             m.remove(CAPS);
-            self.store_xattrs(g, m, rec)
+            self.store_xattrs(g, m, rec)?;
         } else {
             let mut ctx = self.ctx()?;
             ctx.put_inode(g.ino, &rec);
             ctx.commit()?;
             g.rec = rec;
-            Ok(())
         }
+        if clear != 0 {
+            Counters::bump(&self.counters.setid_cleared);
+        }
+        Ok(())
     }
 
     /// Before a file grows to cover `[size, upto)`: zero whatever is mapped
