@@ -171,7 +171,7 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
-        self.write_locked(&mut g, off, end, Fill::Data(data))?;
+        self.write_locked(&mut g, off, end, Fill::Data(data), true)?;
         Ok(data.len())
     }
 
@@ -263,12 +263,20 @@ impl Fs {
     /// copied on write (only the written blocks move; partial blocks keep the
     /// rest of their old bytes). `Fill::Unshare` copies every shared block of
     /// the range to a private one and changes no byte.
+    ///
+    /// Times: `stamp` is a write(2)'s (mtime and ctime, in the transaction
+    /// with its mapping, or lazily for an overwrite in place). The engine's
+    /// other uses (an unshare, zeroing a punch's or a zero range's partial
+    /// edge blocks, a truncate's shared last block, `prepare_extend`) change
+    /// no time: the operation they belong to stamps its times once itself,
+    /// so no earlier step of it ever writes a later time than its last.
     pub(super) fn write_locked(
         &self,
         g: &mut Inode,
         off: u64,
         end: u64,
         fill: Fill<'_>,
+        stamp: bool,
     ) -> FsResult<()> {
         if matches!(fill, Fill::Data(_)) && end > g.rec.size {
             self.prepare_extend(g, off)?;
@@ -399,22 +407,29 @@ impl Fs {
         }
         self.media.fence();
         let t = now();
-        if matches!(fill, Fill::Data(_)) && runs.is_empty() && end <= g.rec.size {
-            // An overwrite of private blocks in place: the data is durable
-            // now; the new times stay in DRAM (lazytime, `atime.rs`) until
-            // the inode's next transaction, fsync or unmount.
-            g.rec.mtime = t;
-            g.rec.ctime = t;
-            self.lazy_time(g.ino);
+        if runs.is_empty() && (end <= g.rec.size || matches!(fill, Fill::Unshare)) {
+            // An overwrite of private blocks in place (or an unshare that
+            // found nothing shared): the data is durable now; a write's new
+            // times stay in DRAM (lazytime, `atime.rs`) until the inode's
+            // next transaction, fsync or unmount.
+            if stamp {
+                g.rec.mtime = t;
+                g.rec.ctime = t;
+                self.lazy_time(g.ino);
+            }
             return Ok(());
         }
         // Metadata.
         let mut rec = g.rec.clone();
         if let Fill::Data(_) = fill {
             rec.size = rec.size.max(end);
-            rec.mtime = t;
         }
-        rec.ctime = t;
+        if stamp {
+            if let Fill::Data(_) = fill {
+                rec.mtime = t;
+            }
+            rec.ctime = t;
+        }
         let mapped0 = g.mapped;
         let mut undo = Vec::new();
         let res = (|| -> FsResult<()> {

@@ -662,6 +662,14 @@ impl Fs {
         if end <= off {
             return Ok(());
         }
-        self.unshare_steps(&mut g, off, end)
+        self.unshare_steps(&mut g, off, end)?;
+        // The unshare's change time, once, after its chunks.
+        let mut rec = g.rec.clone();
+        rec.ctime = now();
+        let mut ctx = self.ctx()?;
+        ctx.put_inode(g.ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        Ok(())
     }
 }

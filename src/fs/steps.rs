@@ -420,7 +420,8 @@ impl Fs {
 
     /// Give private copies of the shared blocks of `[off, end)`, in chunks
     /// whose transactions fit the journal (each chunk changes no byte, so
-    /// any prefix of them is a correct state).
+    /// any prefix of them is a correct state). No time changes: the caller
+    /// stamps its operation's.
     pub(super) fn unshare_steps(&self, g: &mut Inode, off: u64, end: u64) -> FsResult<()> {
         let budget = self.step_budget();
         let (mut a, lend) = (off / BS, end.div_ceil(BS));
@@ -458,7 +459,8 @@ impl Fs {
                 }
             }
             let b = b.max(a + 1).min(lend);
-            self.write_locked(g, (a * BS).max(off), (b * BS).min(end), Fill::Unshare)?;
+            let (wa, wb) = ((a * BS).max(off), (b * BS).min(end));
+            self.write_locked(g, wa, wb, Fill::Unshare, false)?;
             a = b;
         }
         Ok(())

@@ -971,3 +971,70 @@ fn read_is_read_with_direct_path_included() {
     assert!(got[2 * BS as usize..].iter().all(|&b| b == 3));
     assert_eq!(count(&fs), (c0.0 + 1, c0.1 + 1), "across a hole: buffered");
 }
+
+/// Mount the same memory again without unmounting: a crash in which every
+/// store reached the media (lazily kept times are lost).
+fn crash(fs: Fs) -> Fs {
+    let Fs { media, .. } = fs;
+    let media = Arc::try_unwrap(media).ok().expect("sole owner");
+    Fs::mount(media, FsOptions::default()).unwrap()
+}
+
+#[test]
+fn punch_and_zero_range_times_are_durable_when_they_return() {
+    // Their edge blocks are zeroed in place through the write engine, which
+    // stamps no time of its own for them: the operation commits its times.
+    let mut fs = fresh(4096);
+    let a = fs
+        .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
+        .unwrap()
+        .ino;
+    fs.write(a, 0, &[7; 3 * BS as usize], false).unwrap();
+    fs.fsync(a).unwrap();
+    let keep = libc::FALLOC_FL_KEEP_SIZE;
+    for (what, off, len, mode) in [
+        (
+            "punch inside one block",
+            100,
+            200,
+            libc::FALLOC_FL_PUNCH_HOLE | keep,
+        ),
+        (
+            "punch over a block edge",
+            BS - 10,
+            20,
+            libc::FALLOC_FL_PUNCH_HOLE | keep,
+        ),
+        (
+            "punch with a whole block",
+            10,
+            2 * BS,
+            libc::FALLOC_FL_PUNCH_HOLE | keep,
+        ),
+        (
+            "zero range inside one block",
+            2 * BS + 5,
+            50,
+            libc::FALLOC_FL_ZERO_RANGE,
+        ),
+    ] {
+        let before = fs.getattr(a).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        fs.fallocate(a, off, len, mode).unwrap();
+        let after = fs.getattr(a).unwrap();
+        assert!(
+            after.mtime > before.mtime && after.ctime > before.ctime,
+            "{what}"
+        );
+        assert_eq!(after.mtime, after.ctime, "{what}: one stamp");
+        fs = crash(fs);
+        let got = fs.getattr(a).unwrap();
+        assert_eq!((got.mtime, got.ctime), (after.mtime, after.ctime), "{what}");
+    }
+    let mut want = vec![7u8; 3 * BS as usize];
+    want[100..300].fill(0);
+    want[BS as usize - 10..2 * BS as usize + 10].fill(0);
+    want[10..2 * BS as usize + 10].fill(0);
+    want[2 * BS as usize + 5..2 * BS as usize + 55].fill(0);
+    assert_eq!(fs.read(a, 0, 3 * BS as usize).unwrap(), want);
+}
