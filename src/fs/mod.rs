@@ -597,3 +597,5 @@ enum ExtOp {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_paths;
