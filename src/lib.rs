@@ -19,6 +19,7 @@ pub mod inflight;
 pub mod journal;
 pub mod media;
 pub mod mkfs;
+pub mod out;
 pub mod progress;
 pub mod space;
 

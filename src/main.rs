@@ -236,7 +236,7 @@ fn main() {
             length,
         } => match cli::reflink(&src, &dst, src_offset, dst_offset, length) {
             Ok(n) => {
-                println!("cloned {}", plural(n, "byte", "bytes"));
+                daxlink::outln!("cloned {}", plural(n, "byte", "bytes"));
                 0
             }
             Err(e) => fail("reflink", e),
@@ -249,11 +249,11 @@ fn main() {
             length,
         } => match cli::dedupe(&src, &dst, src_offset, dst_offset, length) {
             Ok((true, n)) => {
-                println!("deduped {}", plural(n, "byte", "bytes"));
+                daxlink::outln!("deduped {}", plural(n, "byte", "bytes"));
                 0
             }
             Ok((false, _)) => {
-                println!("contents differ: nothing deduped");
+                daxlink::outln!("contents differ: nothing deduped");
                 0
             }
             Err(e) => fail("dedupe", e),
@@ -268,9 +268,9 @@ fn main() {
         },
         Cmd::Extents { file, json } => match cli::extents(&file) {
             Ok(e) => {
-                print!("{}", cli::extents_report(&e, json));
+                daxlink::out!("{}", cli::extents_report(&e, json));
                 if json {
-                    println!();
+                    daxlink::outln!();
                 }
                 0
             }
@@ -287,9 +287,9 @@ fn main() {
         Cmd::Owners { file, offset, json } => match cli::owners(&file, offset) {
             Ok(v) => {
                 if json {
-                    println!("{v}");
+                    daxlink::outln!("{v}");
                 } else {
-                    println!(
+                    daxlink::outln!(
                         "block {}{}",
                         v["block"],
                         if v["poisoned"] == true {
@@ -299,7 +299,7 @@ fn main() {
                         }
                     );
                     for o in v["owners"].as_array().into_iter().flatten() {
-                        println!(
+                        daxlink::outln!(
                             "  owner inode {} offset {} {}",
                             o["inode"],
                             o["offset"],
@@ -307,7 +307,7 @@ fn main() {
                         );
                     }
                     for p in v["pins"].as_array().into_iter().flatten() {
-                        println!(
+                        daxlink::outln!(
                             "  pin {} inode {} offset {} {}{}",
                             p["id"],
                             p["inode"],
@@ -327,7 +327,7 @@ fn main() {
         },
         Cmd::Poison { file, offset } => match cli::poison(&file, offset) {
             Ok((b, n, all)) => {
-                println!(
+                daxlink::outln!(
                     "block {b} poisoned: {n} of {} notified (their reads fail with EIO)",
                     plural(all as u64, "owner", "owners")
                 );
@@ -359,7 +359,7 @@ fn main() {
         Cmd::Stat { path, json } => match cli::stat(&path) {
             Ok(s) => {
                 if json {
-                    println!(
+                    daxlink::outln!(
                         "{}",
                         serde_json::json!({
                             "shared_bytes": s.shared_bytes, "saved_bytes": s.saved_bytes,
@@ -368,16 +368,16 @@ fn main() {
                         })
                     );
                 } else {
-                    println!(
+                    daxlink::outln!(
                         "shared: {} in {}",
                         plural(s.shared_bytes, "byte", "bytes"),
                         plural(s.refcount_records, "range", "ranges")
                     );
-                    println!(
+                    daxlink::outln!(
                         "saved by sharing: {}",
                         plural(s.saved_bytes, "byte", "bytes")
                     );
-                    println!(
+                    daxlink::outln!(
                         "used: {} of {}",
                         s.total_bytes - s.free_bytes,
                         plural(s.total_bytes, "byte", "bytes")
@@ -429,7 +429,7 @@ fn pin_cmd(
     };
     match cli::pin(&f, offset, length, write, longterm) {
         Ok(id) => {
-            println!(
+            daxlink::outln!(
                 "pin {id}: {} at {offset} of {} ({})",
                 plural(length, "byte", "bytes"),
                 file.display(),

@@ -287,18 +287,31 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
     };
     // Every check of the image returns an error; this is the last resort
     // (an arithmetic overflow on a hostile value, a bug), so that mount still
-    // says one line and exits 32.
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Fs::mount(media, fo)))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(FsError::Corrupt(format!(
-                "internal error reading the image ({msg})"
-            )))
-        });
+    // says one line and exits 32. Meanwhile (no other thread runs yet) a
+    // panic hook keeps Rust's default message off stderr: the panic goes to
+    // the log at debug level. Test hook: DAXLINK_FAULT_INJECT=panic-in-mount.
+    let inject = std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-in-mount");
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        log::debug!("panic while mounting the image: {info}");
+    }));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if inject {
+            panic!("injected panic (DAXLINK_FAULT_INJECT=panic-in-mount)");
+        }
+        Fs::mount(media, fo)
+    }));
+    std::panic::set_hook(default_hook);
+    let r = r.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(FsError::Corrupt(format!(
+            "internal error reading the image ({msg})"
+        )))
+    });
     r.map_err(|e| match e {
         // fsck cannot help with an image of another version.
         FsError::Version(_) => format!("cannot mount {}: {e}", image.display()),

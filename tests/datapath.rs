@@ -3,12 +3,15 @@
 //! (a crash may lose them, never the data); reads straight from the mapping
 //! return the right bytes across holes and extent boundaries; pages the
 //! kernel keeps cached between opens never hide a change the daemon made
-//! (reflink, unshare) or one made through another open.
+//! (reflink, unshare) or one made through another open. Where a right
+//! result alone cannot tell that a path ran (the direct read, pages kept
+//! across opens, set-ID bits cleared by the daemon), the daemon's counters
+//! (SNAPSHOT ioctl) say which one did.
 
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -101,6 +104,17 @@ fn overwrite_in_place_keeps_times_lazily_and_data_durably() {
     fsck_clean(&img.path);
 }
 
+/// (direct, buffered) reads the daemon has answered since mount: which
+/// path each took (the SNAPSHOT ioctl's counters).
+fn read_counts(m: &Mounted) -> (u64, u64) {
+    let s = daxlink::cli::snapshot(m.root(), &[]).unwrap();
+    let c = &s["counters"];
+    (
+        c["reads_direct"].as_u64().unwrap(),
+        c["reads_buffered"].as_u64().unwrap(),
+    )
+}
+
 #[test]
 fn reads_cross_holes_and_extents() {
     let img = Image::new("reads", 64 << 20);
@@ -117,17 +131,28 @@ fn reads_cross_holes_and_extents() {
     want.extend_from_slice(&pattern(8, 4096));
     want.resize(5 * 4096 + 7, 0);
     want.extend_from_slice(&pattern(9, 100));
-    // Drop cached pages so every read below reaches the daemon.
-    fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
-    let g = fs::File::open(&p).unwrap();
-    for (off, len) in [
-        (0u64, want.len()),
-        (100, 5000),
-        (8000, 9000),
-        (4 * 4096 - 10, 30),
-        (5 * 4096, 200),
-        (want.len() as u64 - 5, 100),
+    // O_DIRECT: each read below reaches the daemon as it is, one request,
+    // and the counters say which path answered it. Inside one mapped run
+    // the reply comes straight from the mapping; across a hole or an
+    // extent boundary through a buffer.
+    let g = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&p)
+        .unwrap();
+    let (mut direct, mut buffered) = (0, 0);
+    for (off, len, from_mapping) in [
+        (0u64, 8192usize, true),
+        (100, 5000, true),
+        (4 * 4096 + 10, 100, true),
+        (5 * 4096, 200, true),
+        (want.len() as u64 - 5, 100, true),
+        (0, want.len(), false),
+        (8000, 9000, false),
+        (4 * 4096 - 10, 30, false),
+        (3 * 4096, 4096, false),
     ] {
+        let before = read_counts(&m);
         let mut buf = vec![0xAAu8; len];
         let n = g.read_at(&mut buf, off).unwrap();
         let end = (off as usize + len).min(want.len());
@@ -137,7 +162,17 @@ fn reads_cross_holes_and_extents() {
             &want[off as usize..end],
             "read of {len} at {off}"
         );
+        let after = read_counts(&m);
+        let took = if from_mapping {
+            (before.0 + 1, before.1)
+        } else {
+            (before.0, before.1 + 1)
+        };
+        assert_eq!(after, took, "read of {len} at {off}: (direct, buffered)");
+        direct += from_mapping as u32;
+        buffered += !from_mapping as u32;
     }
+    assert!(direct > 0 && buffered > 0);
     drop(g);
     m.unmount();
     fsck_clean(&img.path);
@@ -147,11 +182,26 @@ fn reads_cross_holes_and_extents() {
 fn cached_pages_never_hide_a_reflink_or_another_open() {
     let img = Image::new("cache", 64 << 20);
     let m = Mounted::new(&img.path, "");
+    let reads = |m: &Mounted| {
+        let (d, b) = read_counts(m);
+        d + b
+    };
     let (src, dst) = (m.path("src"), m.path("dst"));
     fs::write(&src, pattern(11, 3 * 4096)).unwrap();
     fs::write(&dst, pattern(12, 3 * 4096)).unwrap();
-    // Cache dst's pages, then let the daemon replace its blocks.
+    // Cache dst's pages. (This first read updates the access time, so its
+    // open drops the cache and the read reaches the daemon.)
     assert_eq!(fs::read(&dst).unwrap(), pattern(12, 3 * 4096));
+    // cache=keep: the next open keeps them, and its read never reaches the
+    // daemon (cache=open would drop them at the open).
+    let before = reads(&m);
+    assert_eq!(fs::read(&dst).unwrap(), pattern(12, 3 * 4096));
+    assert_eq!(
+        reads(&m),
+        before,
+        "the kernel kept dst's pages across opens"
+    );
+    // The daemon replaces dst's blocks behind the kernel: it must drop them.
     let out = Command::new(DAXLINK)
         .arg("reflink")
         .arg(&src)
@@ -163,10 +213,15 @@ fn cached_pages_never_hide_a_reflink_or_another_open() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let before = reads(&m);
     assert_eq!(
         fs::read(&dst).unwrap(),
         pattern(11, 3 * 4096),
         "after reflink"
+    );
+    assert!(
+        reads(&m) > before,
+        "the read after the reflink reached the daemon"
     );
     // A write through one open is seen by the next open's read.
     let w = fs::OpenOptions::new().write(true).open(&dst).unwrap();
@@ -245,11 +300,34 @@ fn set_id_bits_are_cleared_as_on_tmpfs() {
     fs::set_permissions(m.root(), fs::Permissions::from_mode(0o777)).unwrap();
     let t = Tmpfs::new();
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o777)).unwrap();
+    let cleared = || {
+        let s = daxlink::cli::snapshot(m.root(), &[]).unwrap();
+        s["counters"]["setid_cleared"].as_u64().unwrap()
+    };
+    let c0 = cleared();
     let a = setid_story(m.root());
     let b = setid_story(t.root());
     assert_eq!(a, b, "daxlink, tmpfs");
     // The story clears something (it is not vacuous).
     assert!(b.iter().any(|l| l == "w_owner-4755 0755"), "{b:?}");
+    // The kernel would clear these bits itself without
+    // FUSE_HANDLE_KILLPRIV_V2 (a SETATTR of the mode before the write or
+    // with the truncate or chown), to the same result. Under it, the
+    // daemon clears every one: a write's in the write itself, no extra
+    // request. Each file whose mode changed is one clearing by the daemon.
+    let changed = a
+        .iter()
+        .filter(|l| {
+            let (name, mode) = l.split_once(' ').unwrap();
+            !name.ends_with(&format!("-{mode}"))
+        })
+        .count() as u64;
+    assert!(changed > 0);
+    assert_eq!(
+        cleared() - c0,
+        changed,
+        "set-ID clearings done by the daemon"
+    );
     m.unmount();
     fsck_clean(&img.path);
 }

@@ -415,3 +415,33 @@ fn panicking_request_fails_with_eio_and_daemon_survives() {
     assert_eq!(fs::read(dir.path().join("g")).unwrap(), b"still here");
     drop(reap);
 }
+
+/// A panic while mounting the image (none is known: every check of a hostile
+/// image returns an error; DAXLINK_FAULT_INJECT=panic-in-mount stands in for
+/// one) still gives mount's one line and exit 32, without Rust's panic
+/// message; the panic is in the log at debug level.
+#[test]
+fn a_panic_while_mounting_is_one_line_and_exit_32() {
+    let img = Image::new("mountpanic", 16 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(DAXLINK);
+    cmd.arg("mount")
+        .arg(&img.path)
+        .arg(dir.path())
+        .env("DAXLINK_FAULT_INJECT", "panic-in-mount")
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE");
+    let e = fails_32(&mut cmd);
+    assert!(e.contains("internal error reading the image"), "{e}");
+    assert!(e.contains("injected panic"), "{e}");
+    assert!(!is_mounted(dir.path()));
+    // With the log at debug level, the panic is there.
+    let out = cmd.env("RUST_LOG", "debug").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(32), "{err}");
+    assert!(err.contains("panic while mounting the image"), "{err}");
+    assert!(!is_mounted(dir.path()));
+    // The image was not changed: it mounts.
+    let m = Mounted::new(&img.path, "");
+    m.unmount();
+}

@@ -642,3 +642,54 @@ fn fsync_and_odd_flags() {
     assert_eq!(fs::metadata(m.path("s")).unwrap().len(), 0);
     m.cycle("");
 }
+
+/// A directory of many reply pages, listed through readdirplus (the first
+/// batch, and every batch after lookups) and plain readdir (later batches
+/// while nothing looked entries up): every entry once, with its inode number
+/// and type, in both.
+#[test]
+fn big_directory_lists_every_entry_once_through_readdir_and_readdirplus() {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::DirEntryExt;
+    let img = Image::new("bigdir", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let d = m.path("d");
+    fs::create_dir(&d).unwrap();
+    let mut want: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+    for i in 0..1500 {
+        // Long names: a reply page holds few of them.
+        let name = format!("{i:05}-{}", "n".repeat(180));
+        let p = d.join(&name);
+        if i % 7 == 0 {
+            fs::create_dir(&p).unwrap();
+        } else {
+            fs::write(&p, b"").unwrap();
+        }
+        let st = fs::symlink_metadata(&p).unwrap();
+        want.insert(name, (st.ino(), st.is_dir()));
+    }
+    let list = || -> BTreeMap<String, (u64, bool)> {
+        let mut got = BTreeMap::new();
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let v = (e.ino(), e.file_type().unwrap().is_dir());
+            assert!(got.insert(name.clone(), v).is_none(), "{name} twice");
+        }
+        got
+    };
+    // Drop the kernel's dentries first, so the listing is not the kernel's.
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    assert_eq!(list(), want, "first listing");
+    // Every entry looked up (stat), then listed again.
+    for name in want.keys() {
+        fs::symlink_metadata(d.join(name)).unwrap();
+    }
+    assert_eq!(list(), want, "listing after lookups");
+    let m = m.cycle("");
+    let d = m.path("d");
+    let got: usize = fs::read_dir(&d).unwrap().count();
+    assert_eq!(got, want.len());
+    m.unmount();
+    fsck_clean(&img.path);
+}

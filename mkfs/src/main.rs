@@ -70,36 +70,38 @@ fn main() {
         Ok(sb) => {
             if !a.quiet {
                 let mib = |b: u64| b * BLOCK_SIZE / (1 << 20);
-                println!("daxlink filesystem on {}", a.image.display());
-                println!("  label       {:?}", sb.label);
-                println!(
+                daxlink::outln!("daxlink filesystem on {}", a.image.display());
+                daxlink::outln!("  label       {:?}", sb.label);
+                daxlink::outln!(
                     "  uuid        {}",
                     sb.uuid
                         .iter()
                         .map(|b| format!("{b:02x}"))
                         .collect::<String>()
                 );
-                println!("  block size  {BLOCK_SIZE}");
-                println!(
+                daxlink::outln!("  block size  {BLOCK_SIZE}");
+                daxlink::outln!(
                     "  blocks      {} ({} MiB)",
                     sb.total_blocks,
                     mib(sb.total_blocks)
                 );
-                println!(
+                daxlink::outln!(
                     "  journal     {} blocks at {}",
-                    sb.journal_blocks, sb.journal_start
+                    sb.journal_blocks,
+                    sb.journal_start
                 );
-                println!(
+                daxlink::outln!(
                     "  inodes      {} ({} blocks at {})",
                     sb.inode_count,
                     sb.inode_blocks(),
                     sb.inode_start
                 );
-                println!(
+                daxlink::outln!(
                     "  bitmap      {} blocks at {}",
-                    sb.bitmap_blocks, sb.bitmap_start
+                    sb.bitmap_blocks,
+                    sb.bitmap_start
                 );
-                println!(
+                daxlink::outln!(
                     "  data        {} blocks ({} MiB) from block {}",
                     sb.data_blocks(),
                     mib(sb.data_blocks()),

@@ -72,10 +72,10 @@ fn main() -> ExitCode {
     }
     let report = daxlink::fsck::check_path(&args.image, repair);
     if args.json {
-        println!("{}", report.to_json(&name));
+        daxlink::outln!("{}", report.to_json(&name));
     } else {
         for n in &report.notes {
-            println!("note: {n}");
+            daxlink::outln!("note: {n}");
         }
         for f in &report.findings {
             let state = if f.fixed {
@@ -85,14 +85,14 @@ fn main() -> ExitCode {
             } else {
                 "not fixed"
             };
-            println!("[{}] {} ({state})", f.code, f.message);
+            daxlink::outln!("[{}] {} ({state})", f.code, f.message);
         }
         if report.error.is_some() {
             eprintln!("{prog}: {}", report.summary(&name));
         } else {
-            println!("{}", report.summary(&name));
+            daxlink::outln!("{}", report.summary(&name));
             if !repair && !report.findings.is_empty() {
-                println!("{name}: run {prog} -y to repair");
+                daxlink::outln!("{name}: run {prog} -y to repair");
             }
         }
     }

@@ -799,7 +799,7 @@ pub fn cli(a: CrashArgs) -> i32 {
         return match r.and_then(|all| select(all, &a.workload)) {
             Ok(ws) => {
                 for w in ws {
-                    println!("{}", w.name);
+                    crate::outln!("{}", w.name);
                 }
                 0
             }
@@ -812,11 +812,11 @@ pub fn cli(a: CrashArgs) -> i32 {
     if let Some(r) = a.replay {
         return match replay(&r, inject) {
             Ok(s) => {
-                println!("{s}");
+                crate::outln!("{s}");
                 0
             }
             Err(e) => {
-                println!("{e}");
+                crate::outln!("{e}");
                 1
             }
         };
@@ -853,15 +853,18 @@ pub fn cli(a: CrashArgs) -> i32 {
         }
     };
     if a.json {
-        println!("{}", s.to_json());
+        crate::outln!("{}", s.to_json());
     } else {
         for f in &s.failed {
-            println!(
+            crate::outln!(
                 "FAIL {} (crash point {}, during {}): {}",
-                f.workload, f.point, f.ops, f.error
+                f.workload,
+                f.point,
+                f.ops,
+                f.error
             );
-            println!("  persisted beyond the durable image: {:?}", f.persisted);
-            println!(
+            crate::outln!("  persisted beyond the durable image: {:?}", f.persisted);
+            crate::outln!(
                 "  replay: daxlink crashtest{} --replay '{}'",
                 inject
                     .map(|b| format!(" --inject {}", b.name()))
@@ -869,7 +872,7 @@ pub fn cli(a: CrashArgs) -> i32 {
                 f.repro()
             );
         }
-        println!(
+        crate::outln!(
             "workloads: {}  crash points: {}  crash states: {} (+{} in recovery)  failures: {} (in {})  in flight at return: {}  seed: {}  {:.1}s",
             s.workloads,
             s.crash_points,

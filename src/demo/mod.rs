@@ -315,10 +315,10 @@ pub fn main(models: &[PageModel], json: bool, verbose: bool, report: Option<&Pat
         model_ok(*m, &rs)
     });
     if json {
-        println!("{}", to_json(&results, ok, false));
+        crate::outln!("{}", to_json(&results, ok, false));
     } else {
-        print!("{}", table(models, &results, verbose));
-        println!();
+        crate::out!("{}", table(models, &results, verbose));
+        crate::outln!();
         for m in models {
             let rs: Vec<&ScenarioResult> = results.iter().filter(|r| r.model == *m).collect();
             let expect = match m {
@@ -326,7 +326,7 @@ pub fn main(models: &[PageModel], json: bool, verbose: bool, report: Option<&Pat
                 PageModel::Upstream => "never corrupts (blocks or refuses instead)",
                 PageModel::Proxy => "safe in all nine",
             };
-            println!(
+            crate::outln!(
                 "{:<9} {}: {}",
                 m.name(),
                 expect,
@@ -342,7 +342,7 @@ pub fn main(models: &[PageModel], json: bool, verbose: bool, report: Option<&Pat
                 if json {
                     eprintln!("{line}");
                 } else {
-                    println!("{line}");
+                    crate::outln!("{line}");
                 }
             }
             Err(e) => {

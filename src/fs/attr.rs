@@ -1,6 +1,7 @@
 //! Attributes: getattr, lookup, and setattr (chmod, chown, utimes,
 //! truncate) as the kernel asks for them.
 
+use super::counters::Counters;
 use super::*;
 
 impl Fs {
@@ -67,7 +68,8 @@ impl Fs {
         if let Some(mode) = s.mode {
             rec.mode = (rec.mode & libc::S_IFMT) | (mode & 0o7777);
         }
-        rec.mode &= !(s.clear_mode & (libc::S_ISUID | libc::S_ISGID));
+        let killed = rec.mode & s.clear_mode & (libc::S_ISUID | libc::S_ISGID);
+        rec.mode &= !killed;
         if let Some(uid) = s.uid {
             rec.uid = uid;
         }
@@ -105,16 +107,19 @@ impl Fs {
                 rec.mtime = t;
             }
             self.truncate_locked(&mut g, size, rec, acl_blob)?;
-            return Ok(g.attr());
-        }
-        match acl_blob {
-            Some(m) => self.store_xattrs(&mut g, m, rec)?,
-            None => {
-                let mut ctx = self.ctx()?;
-                ctx.put_inode(ino, &rec);
-                ctx.commit()?;
-                g.rec = rec;
+        } else {
+            match acl_blob {
+                Some(m) => self.store_xattrs(&mut g, m, rec)?,
+                None => {
+                    let mut ctx = self.ctx()?;
+                    ctx.put_inode(ino, &rec);
+                    ctx.commit()?;
+                    g.rec = rec;
+                }
             }
+        }
+        if killed != 0 {
+            Counters::bump(&self.counters.setid_cleared);
         }
         Ok(g.attr())
     }

@@ -1,6 +1,7 @@
 //! File data: open and close, read, and the write engine (copy-on-write of
 //! shared blocks, allocation of holes, the extent-map updates of a write).
 
+use super::counters::Counters;
 use super::*;
 
 impl Fs {
@@ -30,16 +31,12 @@ impl Fs {
     // File data
     // ------------------------------------------------------------------
 
+    /// `read_with`, into a buffer (tests, the crash oracle, copy_file_range).
     pub fn read(&self, ino: u64, off: u64, size: usize) -> FsResult<Vec<u8>> {
-        let r = self.get(ino)?;
-        let g = r.read()?;
-        let data = self.read_locked(&g, off, size)?;
-        drop(g);
-        self.touch_atime(ino);
-        Ok(data)
+        self.read_with(ino, off, size, <[u8]>::to_vec)
     }
 
-    /// Read as `read` does and hand the bytes to `reply`: straight from the
+    /// Read `size` bytes at `off` and hand them to `reply`: straight from the
     /// mapping when they lie in one mapped run that no pin lets a device
     /// write and no poison covers (the inode's read lock keeps writers of the
     /// file away meanwhile), else through a buffer.
@@ -60,9 +57,13 @@ impl Fs {
             None => None,
         };
         let out = match direct {
-            Some(v) => reply(v),
+            Some(v) => {
+                Counters::bump(&self.counters.reads_direct);
+                reply(v)
+            }
             None => {
                 let data = self.read_locked(&g, off, size)?;
+                Counters::bump(&self.counters.reads_buffered);
                 reply(&data)
             }
         };
@@ -170,7 +171,7 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
-        self.write_locked(&mut g, off, end, Fill::Data(data))?;
+        self.write_locked(&mut g, off, end, Fill::Data(data), true)?;
         Ok(data.len())
     }
 
@@ -200,14 +201,17 @@ impl Fs {
         if caps {
             let mut m = g.xattrs.clone().unwrap_or_default();
             m.remove(CAPS);
-            self.store_xattrs(g, m, rec)
+            self.store_xattrs(g, m, rec)?;
         } else {
             let mut ctx = self.ctx()?;
             ctx.put_inode(g.ino, &rec);
             ctx.commit()?;
             g.rec = rec;
-            Ok(())
         }
+        if clear != 0 {
+            Counters::bump(&self.counters.setid_cleared);
+        }
+        Ok(())
     }
 
     /// Before a file grows to cover `[size, upto)`: zero whatever is mapped
@@ -259,12 +263,20 @@ impl Fs {
     /// copied on write (only the written blocks move; partial blocks keep the
     /// rest of their old bytes). `Fill::Unshare` copies every shared block of
     /// the range to a private one and changes no byte.
+    ///
+    /// Times: `stamp` is a write(2)'s (mtime and ctime, in the transaction
+    /// with its mapping, or lazily for an overwrite in place). The engine's
+    /// other uses (an unshare, zeroing a punch's or a zero range's partial
+    /// edge blocks, a truncate's shared last block, `prepare_extend`) change
+    /// no time: the operation they belong to stamps its times once itself,
+    /// so no earlier step of it ever writes a later time than its last.
     pub(super) fn write_locked(
         &self,
         g: &mut Inode,
         off: u64,
         end: u64,
         fill: Fill<'_>,
+        stamp: bool,
     ) -> FsResult<()> {
         if matches!(fill, Fill::Data(_)) && end > g.rec.size {
             self.prepare_extend(g, off)?;
@@ -395,22 +407,29 @@ impl Fs {
         }
         self.media.fence();
         let t = now();
-        if matches!(fill, Fill::Data(_)) && runs.is_empty() && end <= g.rec.size {
-            // An overwrite of private blocks in place: the data is durable
-            // now; the new times stay in DRAM (lazytime, `atime.rs`) until
-            // the inode's next transaction, fsync or unmount.
-            g.rec.mtime = t;
-            g.rec.ctime = t;
-            self.lazy_time(g.ino);
+        if runs.is_empty() && (end <= g.rec.size || matches!(fill, Fill::Unshare)) {
+            // An overwrite of private blocks in place (or an unshare that
+            // found nothing shared): the data is durable now; a write's new
+            // times stay in DRAM (lazytime, `atime.rs`) until the inode's
+            // next transaction, fsync or unmount.
+            if stamp {
+                g.rec.mtime = t;
+                g.rec.ctime = t;
+                self.lazy_time(g.ino);
+            }
             return Ok(());
         }
         // Metadata.
         let mut rec = g.rec.clone();
         if let Fill::Data(_) = fill {
             rec.size = rec.size.max(end);
-            rec.mtime = t;
         }
-        rec.ctime = t;
+        if stamp {
+            if let Fill::Data(_) = fill {
+                rec.mtime = t;
+            }
+            rec.ctime = t;
+        }
         let mapped0 = g.mapped;
         let mut undo = Vec::new();
         let res = (|| -> FsResult<()> {
@@ -467,46 +486,23 @@ impl Fs {
         if let Some((s, e)) = l.checked_sub(1).and_then(|x| g.find(x)) {
             if s + e.len == l && e.phys + e.len == p && e.len + n <= u32::MAX as u64 {
                 let ne = Ext {
-                    phys: e.phys,
                     len: e.len + n,
-                    slot: e.slot,
+                    ..e
                 };
-                ctx.slot_write(
-                    e.slot,
-                    &ExtentRec {
-                        ino: g.ino,
-                        logical: s,
-                        phys: e.phys,
-                        len: ne.len as u32,
-                    }
-                    .encode(),
-                );
-                ops.push(ExtOp::Put(s, ne, n));
+                ops.push(ExtOp::Remove(s, e.len));
+                ops.push(ctx.write_extent(g.ino, s, ne));
                 return Ok(ops);
             }
         }
         while n > 0 {
             let take = n.min(u32::MAX as u64);
             let slot = ctx.slot_alloc(RecKind::Extent)?;
-            ctx.slot_write(
+            let e = Ext {
+                phys: p,
+                len: take,
                 slot,
-                &ExtentRec {
-                    ino: g.ino,
-                    logical: l,
-                    phys: p,
-                    len: take as u32,
-                }
-                .encode(),
-            );
-            ops.push(ExtOp::Put(
-                l,
-                Ext {
-                    phys: p,
-                    len: take,
-                    slot,
-                },
-                take,
-            ));
+            };
+            ops.push(ctx.write_extent(g.ino, l, e));
             l += take;
             p += take;
             n -= take;

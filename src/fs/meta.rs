@@ -348,6 +348,21 @@ impl<'a> Ctx<'a> {
         self.tx.write(off, bytes);
     }
 
+    /// Write the extent record of `ino` at `logical` that `e` describes
+    /// (into `e.slot`) and return its DRAM change: `e` replaces whatever
+    /// the map holds at `logical`, all of its blocks counted as newly mapped
+    /// (an extent it rewrites is removed first, by `ExtOp::Remove`).
+    pub(super) fn write_extent(&mut self, ino: u64, logical: u64, e: super::Ext) -> super::ExtOp {
+        let rec = format::ExtentRec {
+            ino,
+            logical,
+            phys: e.phys,
+            len: e.len as u32,
+        };
+        self.tx.write(e.slot, &rec.encode());
+        super::ExtOp::Put(logical, e, e.len)
+    }
+
     pub fn slot_free(&mut self, kind: RecKind, off: u64) {
         // Bug injection for the crash harness (off by default): a directory
         // entry removed in place, outside the journal, before the commit.

@@ -13,6 +13,7 @@
 
 mod atime;
 mod attr;
+mod counters;
 mod data;
 pub mod flags;
 pub mod meta;
@@ -323,6 +324,8 @@ pub struct Fs {
     /// DRAM reverse map (physical block start, inode, logical start) -> length,
     /// the ground truth of who maps a block (XFS's rmapbt, in memory).
     rmap: Mutex<BTreeMap<(u64, u64, u64), u64>>,
+    /// Which paths ran (`counters.rs`), for tests through SNAPSHOT.
+    pub counters: counters::Counters,
 }
 
 fn now() -> Timespec {
@@ -601,3 +604,5 @@ enum ExtOp {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_paths;

@@ -328,6 +328,7 @@ impl Fs {
             ),
             meta: Mutex::new(meta),
             next_fh: AtomicU64::new(1),
+            counters: Default::default(),
             recovery,
             lazy_times: Default::default(),
         };

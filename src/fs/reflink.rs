@@ -317,25 +317,12 @@ impl Fs {
                 }
                 for (ml, mp, mn) in maps {
                     let slot = ctx.slot_alloc(RecKind::Extent)?;
-                    ctx.slot_write(
+                    let e = Ext {
+                        phys: mp,
+                        len: mn,
                         slot,
-                        &ExtentRec {
-                            ino: dst,
-                            logical: ml,
-                            phys: mp,
-                            len: mn as u32,
-                        }
-                        .encode(),
-                    );
-                    map_ops.push(ExtOp::Put(
-                        ml,
-                        Ext {
-                            phys: mp,
-                            len: mn,
-                            slot,
-                        },
-                        mn,
-                    ));
+                    };
+                    map_ops.push(ctx.write_extent(dst, ml, e));
                 }
             }
             if first {
@@ -675,6 +662,14 @@ impl Fs {
         if end <= off {
             return Ok(());
         }
-        self.unshare_steps(&mut g, off, end)
+        self.unshare_steps(&mut g, off, end)?;
+        // The unshare's change time, once, after its chunks.
+        let mut rec = g.rec.clone();
+        rec.ctime = now();
+        let mut ctx = self.ctx()?;
+        ctx.put_inode(g.ino, &rec);
+        ctx.commit()?;
+        g.rec = rec;
+        Ok(())
     }
 }

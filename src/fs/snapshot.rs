@@ -181,6 +181,7 @@ impl Fs {
             "dirty": dj,
             "free": {"count": free_count, "next": free_next},
             "violated": self.check_invariants(),
+            "counters": self.counters.json(),
         }))
     }
 }

@@ -82,17 +82,7 @@ impl Fs {
                 len: head,
                 slot: e.slot,
             };
-            ctx.slot_write(
-                e.slot,
-                &ExtentRec {
-                    ino: g.ino,
-                    logical: s,
-                    phys: e.phys,
-                    len: head as u32,
-                }
-                .encode(),
-            );
-            ops.push(ExtOp::Put(s, he, head));
+            ops.push(ctx.write_extent(g.ino, s, he));
         }
         if tail > 0 {
             let slot = if head > 0 {
@@ -105,17 +95,7 @@ impl Fs {
                 len: tail,
                 slot,
             };
-            ctx.slot_write(
-                slot,
-                &ExtentRec {
-                    ino: g.ino,
-                    logical: cut_e,
-                    phys: te.phys,
-                    len: tail as u32,
-                }
-                .encode(),
-            );
-            ops.push(ExtOp::Put(cut_e, te, tail));
+            ops.push(ctx.write_extent(g.ino, cut_e, te));
         }
         if head == 0 && tail == 0 {
             ctx.slot_free(RecKind::Extent, e.slot);
@@ -440,7 +420,8 @@ impl Fs {
 
     /// Give private copies of the shared blocks of `[off, end)`, in chunks
     /// whose transactions fit the journal (each chunk changes no byte, so
-    /// any prefix of them is a correct state).
+    /// any prefix of them is a correct state). No time changes: the caller
+    /// stamps its operation's.
     pub(super) fn unshare_steps(&self, g: &mut Inode, off: u64, end: u64) -> FsResult<()> {
         let budget = self.step_budget();
         let (mut a, lend) = (off / BS, end.div_ceil(BS));
@@ -478,7 +459,8 @@ impl Fs {
                 }
             }
             let b = b.max(a + 1).min(lend);
-            self.write_locked(g, (a * BS).max(off), (b * BS).min(end), Fill::Unshare)?;
+            let (wa, wb) = ((a * BS).max(off), (b * BS).min(end));
+            self.write_locked(g, wa, wb, Fill::Unshare, false)?;
             a = b;
         }
         Ok(())

@@ -5,20 +5,20 @@ use crate::mkfs::{mkfs, MkfsOptions};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-const C: Cred = Cred {
+pub(super) const C: Cred = Cred {
     uid: 1000,
     gid: 1000,
     umask: 0,
 };
 
-fn fresh(blocks: u64) -> Fs {
+pub(super) fn fresh(blocks: u64) -> Fs {
     let m = Media::anonymous(blocks * BS).unwrap();
     mkfs(&m, &MkfsOptions::default()).unwrap();
     Fs::mount(m, FsOptions::default()).unwrap()
 }
 
 /// Unmount and mount the same memory again.
-fn remount(fs: Fs) -> Fs {
+pub(super) fn remount(fs: Fs) -> Fs {
     fs.unmount().unwrap();
     let Fs { media, .. } = fs;
     let media = Arc::try_unwrap(media).ok().expect("sole owner");

@@ -41,12 +41,10 @@ impl Fs {
                 let shared = meta::ref_pieces(&self.meta.lock().refs, p, 1)[0].2 >= 2;
                 if shared {
                     let b = size / BS * BS;
-                    self.write_locked(g, b, b + 1, Fill::Unshare)?;
+                    self.write_locked(g, b, b + 1, Fill::Unshare, false)?;
                 }
             }
         }
-        // The copies above stamped a change time of their own: never go back.
-        rec.ctime = rec.ctime.max(g.rec.ctime);
         // Shrinking frees space: it may use the reserve (see `ctx_freeing`).
         let mut ctx = if size < old {
             self.ctx_freeing()?
@@ -183,7 +181,9 @@ impl Fs {
         if punch || zero {
             self.break_layouts(&g, off / BS, end.div_ceil(BS))?;
             // Partial blocks at the edges get zeros written through the write
-            // engine (copy-on-write if shared); bytes past EOF are zero already.
+            // engine (copy-on-write if shared; no time changes there: the
+            // operation stamps its times once, below); bytes past EOF are
+            // zero already.
             let fb = off.div_ceil(BS);
             let lb = end / BS;
             let size = g.rec.size;
@@ -198,14 +198,14 @@ impl Fs {
                 let b = b.min(size);
                 if a < b && (a / BS..b.div_ceil(BS)).any(|l| g.find(l).is_some()) {
                     let zeros = vec![0u8; (b - a) as usize];
-                    self.write_locked(&mut g, a, b, Fill::Data(&zeros))?;
+                    self.write_locked(&mut g, a, b, Fill::Data(&zeros), false)?;
                 }
             }
             // Whole blocks of a punch: unmapped (references dropped) in
             // steps; an intent record lets mount finish a punch cut short.
-            if punch && fb < lb {
-                // Stamped after the edge writes, which stamp times of their own:
-                // a file's times never go back between an operation's steps.
+            // The first step (the only one, if there are none) stamps the
+            // punch's times.
+            if punch {
                 let t = now();
                 let mut rec = g.rec.clone();
                 rec.mtime = t;
@@ -221,14 +221,11 @@ impl Fs {
                     finish: true,
                     rec: Some(rec),
                     pre: Vec::new(),
-                    punch: Some((fb, lb)),
+                    punch: (fb < lb).then_some((fb, lb)),
                     post: Vec::new(),
                     freeing: true,
                 };
-                self.run_range(&mut g, job)?;
-            }
-            if punch {
-                return Ok(());
+                return self.run_range(&mut g, job);
             }
         }
         if !keep && end > g.rec.size {

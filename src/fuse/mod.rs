@@ -590,21 +590,15 @@ impl Filesystem for DaxFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        guarded("readdir", || match self.fs.readdir(ino.0, offset, 512) {
-            Ok(entries) => {
-                for e in entries {
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.offset,
-                        kind(e.mode_type),
-                        OsStr::from_bytes(&e.name),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
+        guarded("readdir", || {
+            let r = walk_dir(&self.fs, ino.0, offset, false, |e, _| {
+                let name = OsStr::from_bytes(&e.name);
+                reply.add(INodeNo(e.ino), e.offset, kind(e.mode_type), name)
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
         });
     }
 
@@ -617,25 +611,13 @@ impl Filesystem for DaxFuse {
         mut reply: ReplyDirectoryPlus,
     ) {
         guarded("readdirplus", || {
-            match self.fs.readdir(ino.0, offset, 256) {
-                Ok(entries) => {
-                    for e in entries {
-                        let Ok(a) = self.fs.getattr(e.ino) else {
-                            continue;
-                        };
-                        if reply.add(
-                            INodeNo(e.ino),
-                            e.offset,
-                            OsStr::from_bytes(&e.name),
-                            &TTL,
-                            &file_attr(&a),
-                            Generation(a.generation as u64),
-                        ) {
-                            break;
-                        }
-                    }
-                    reply.ok();
-                }
+            let r = walk_dir(&self.fs, ino.0, offset, true, |e, a| {
+                let Some(a) = a else { return false };
+                let (name, gen) = (OsStr::from_bytes(&e.name), Generation(a.generation as u64));
+                reply.add(INodeNo(e.ino), e.offset, name, &TTL, &file_attr(a), gen)
+            });
+            match r {
+                Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -832,4 +814,33 @@ impl Filesystem for DaxFuse {
             }
         });
     }
+}
+
+/// The walk readdir and readdirplus share: the entries of directory `ino`
+/// after `offset`, each handed to `add` (with its attributes for
+/// readdirplus, which skips an entry whose inode went away meanwhile) until
+/// `add` says the reply is full.
+fn walk_dir(
+    fs: &Fs,
+    ino: u64,
+    offset: u64,
+    plus: bool,
+    mut add: impl FnMut(&crate::fs::DirEntry, Option<&Attr>) -> bool,
+) -> Result<(), FsError> {
+    // A batch fills a reply page; readdirplus entries are about twice as big.
+    let batch = if plus { 256 } else { 512 };
+    for e in fs.readdir(ino, offset, batch)? {
+        let full = if plus {
+            match fs.getattr(e.ino) {
+                Ok(a) => add(&e, Some(&a)),
+                Err(_) => continue,
+            }
+        } else {
+            add(&e, None)
+        };
+        if full {
+            break;
+        }
+    }
+    Ok(())
 }
