@@ -248,7 +248,15 @@ fn setid_story(root: &Path) -> Vec<String> {
         "chown_root",
         "chgrp_owner",
         "chgrp_root",
+        "cfr_owner",
+        "cfr_root",
     ];
+    // The source of copy_file_range (its own mode stays, so it is not
+    // counted as a change below).
+    let src = root.join("src-0644");
+    fs::write(&src, b"zz").unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o644)).unwrap();
+    let src = src.display();
     for m in modes {
         for op in ops {
             let f = root.join(format!("{op}-{m}"));
@@ -264,9 +272,15 @@ fn setid_story(root: &Path) -> Vec<String> {
                 "w_owner" => run_as(1000, 1000, &format!("printf y >> {f}")),
                 "t_owner" => run_as(1000, 1000, &format!("truncate -s 1 {f}")),
                 "chgrp_owner" => run_as(1000, 1000, &format!("chgrp 1000 {f}")),
+                "cfr_owner" => run_as(
+                    1000,
+                    1000,
+                    &format!("xfs_io -c 'copy_range -s 0 -d 0 -l 2 {src}' {f}"),
+                ),
                 _ => {
                     let cmd = match op {
                         "w_root" => format!("printf y >> {f}"),
+                        "cfr_root" => format!("xfs_io -c 'copy_range -s 0 -d 0 -l 2 {src}' {f}"),
                         "t_root" => format!("truncate -s 1 {f}"),
                         "chown_root" => format!("chown 1001 {f}"),
                         _ => format!("chgrp 1001 {f}"),

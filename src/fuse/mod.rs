@@ -791,7 +791,7 @@ impl Filesystem for DaxFuse {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         _fh_in: FileHandle,
         offset_in: u64,
@@ -805,6 +805,24 @@ impl Filesystem for DaxFuse {
         // Block-aligned parts become shared extents; the rest is copied.
         guarded("copy_file_range", || {
             let len = len.min(u32::MAX as u64 & !4095);
+            // Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves the set-ID
+            // bits of the destination to us, as for a write: cleared first
+            // (as the VFS's file_modified does), by the size-change rule.
+            let clear = if len > 0 {
+                self.setid_bits_to_clear(req, ino_out.0, false, Some(0))
+            } else {
+                0
+            };
+            if clear != 0 {
+                let s = SetAttr {
+                    clear_mode: clear,
+                    ..Default::default()
+                };
+                if let Err(e) = self.fs.setattr(ino_out.0, &s) {
+                    reply.error(errno(&e));
+                    return;
+                }
+            }
             match self
                 .fs
                 .copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
