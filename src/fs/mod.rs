@@ -13,7 +13,9 @@
 
 mod atime;
 mod attr;
+mod chunked;
 mod data;
+pub mod extmap;
 pub mod flags;
 pub mod meta;
 mod mount;
@@ -48,6 +50,7 @@ use crate::journal::{Journal, JournalGeometry, Recovery};
 use crate::media::Media;
 use crate::pages::{PageModel, Pages};
 use crate::space::Space;
+use extmap::{ExtentMap, RMap};
 use meta::{Ctx, Meta, Records};
 
 const BS: u64 = BLOCK_SIZE;
@@ -164,14 +167,31 @@ struct DEnt {
 struct Dir {
     parent: u64,
     by_name: HashMap<Arc<[u8]>, DEnt>,
-    by_slot: BTreeMap<u64, Arc<[u8]>>,
+    by_slot: chunked::Chunked<SlotName>,
+}
+
+/// A directory entry's name by its slot (readdir order).
+#[derive(Debug)]
+struct SlotName {
+    slot: u64,
+    name: Arc<[u8]>,
+}
+
+impl chunked::Entry for SlotName {
+    type Key = u64;
+    fn key(&self) -> u64 {
+        self.slot
+    }
 }
 
 impl Dir {
     /// Index the entry `name` -> `e` (at slot `e.slot`).
     fn add(&mut self, name: &[u8], e: DEnt) {
         let k: Arc<[u8]> = Arc::from(name);
-        self.by_slot.insert(e.slot, k.clone());
+        let _ = self.by_slot.insert(SlotName {
+            slot: e.slot,
+            name: k.clone(),
+        });
         self.by_name.insert(k, e);
     }
 }
@@ -179,13 +199,16 @@ impl Dir {
 pub struct Inode {
     pub ino: u64,
     pub rec: InodeRec,
-    pub extents: BTreeMap<u64, Ext>,
+    pub extents: ExtentMap,
     pub mapped: u64,
     /// Boxed: most inodes are not directories.
     dir: Option<Box<Dir>>,
-    xattrs: Option<XattrMap>,
+    /// Loaded on first use; boxed: most inodes never load theirs.
+    xattrs: Option<Box<XattrMap>>,
     open: u32,
-    orphan_slot: Option<u64>,
+    /// The slot of its kind-1 orphan record (never 0: a media offset past
+    /// the superblocks).
+    orphan_slot: Option<std::num::NonZeroU64>,
 }
 
 impl Inode {
@@ -198,7 +221,7 @@ impl Inode {
         Inode {
             ino,
             rec,
-            extents: BTreeMap::new(),
+            extents: ExtentMap::new(),
             mapped: 0,
             dir,
             xattrs: None,
@@ -243,10 +266,8 @@ impl Inode {
     /// The extent containing logical block `l`, if any.
     pub fn find(&self, l: u64) -> Option<(u64, Ext)> {
         self.extents
-            .range(..=l)
-            .next_back()
+            .last_at_or_below(l)
             .filter(|(s, e)| l < *s + e.len)
-            .map(|(s, e)| (*s, *e))
     }
 
     /// Mapped pieces and holes covering logical blocks [first, end).
@@ -262,12 +283,12 @@ impl Inode {
             out.push((l, n, Some(e.phys + (l - s))));
             l += n;
         }
-        for (s, e) in self.extents.range(l..end) {
-            if *s > l {
+        for (s, e) in self.extents.range(l, end) {
+            if s > l {
                 out.push((l, s - l, None));
             }
             let n = (s + e.len).min(end) - s;
-            out.push((*s, n, Some(e.phys)));
+            out.push((s, n, Some(e.phys)));
             l = s + n;
         }
         if l < end {
@@ -322,7 +343,7 @@ pub struct Fs {
     pub pages: Pages,
     /// DRAM reverse map (physical block start, inode, logical start) -> length,
     /// the ground truth of who maps a block (XFS's rmapbt, in memory).
-    rmap: Mutex<BTreeMap<(u64, u64, u64), u64>>,
+    rmap: Mutex<RMap>,
 }
 
 fn now() -> Timespec {
@@ -511,14 +532,14 @@ impl Fs {
         match op {
             ExtOp::Put(l, e, added) => {
                 if let Some(old) = g.extents.insert(l, e) {
-                    rm.remove(&(old.phys, g.ino, l));
+                    rm.remove(old.phys, g.ino, l);
                 }
-                rm.insert((e.phys, g.ino, l), e.len);
+                rm.insert(e.phys, g.ino, l, e.len);
                 g.mapped += added;
             }
             ExtOp::Remove(l, len) => {
-                if let Some(old) = g.extents.remove(&l) {
-                    rm.remove(&(old.phys, g.ino, l));
+                if let Some(old) = g.extents.remove(l) {
+                    rm.remove(old.phys, g.ino, l);
                 }
                 g.mapped -= len;
             }
@@ -532,7 +553,7 @@ impl Fs {
         let l = match op {
             ExtOp::Put(l, ..) | ExtOp::Remove(l, _) => l,
         };
-        undo.push((l, g.extents.get(&l).copied()));
+        undo.push((l, g.extents.get(l)));
         self.apply_op(g, op);
     }
 
@@ -542,27 +563,21 @@ impl Fs {
     fn undo_ops(&self, g: &mut Inode, undo: Vec<(u64, Option<Ext>)>, mapped: u64) {
         let mut rm = self.rmap.lock();
         for (l, before) in undo.into_iter().rev() {
-            if let Some(cur) = g.extents.remove(&l) {
-                rm.remove(&(cur.phys, g.ino, l));
+            if let Some(cur) = g.extents.remove(l) {
+                rm.remove(cur.phys, g.ino, l);
             }
             if let Some(e) = before {
                 g.extents.insert(l, e);
-                rm.insert((e.phys, g.ino, l), e.len);
+                rm.insert(e.phys, g.ino, l, e.len);
             }
         }
         g.mapped = mapped;
     }
 
-    /// Every (inode, file page) that maps physical block `phys` (ground truth).
+    /// Every (inode, file page) that maps physical block `phys` (ground
+    /// truth), sorted: O(log n) in the extents plus the owners.
     pub fn owners_of(&self, phys: u64) -> Vec<(u64, u64)> {
-        let rm = self.rmap.lock();
-        let mut v: Vec<(u64, u64)> = rm
-            .range(..=(phys, u64::MAX, u64::MAX))
-            .filter(|((p, _, _), len)| phys < p + **len)
-            .map(|((p, ino, l), _)| (*ino, l + (phys - p)))
-            .collect();
-        v.sort();
-        v
+        self.rmap.lock().owners_of(phys)
     }
 
     /// Number of free data blocks (for tests and statfs).

@@ -110,8 +110,7 @@ impl Fs {
                                 x.ino, x.phys, x.len
                             )));
                         }
-                        let overlap =
-                            rules::overlapping(&ino.extents, x.logical, x.len as u64, |e| e.len);
+                        let overlap = ino.extents.overlapping(x.logical, x.len as u64);
                         if let Some(s) = overlap {
                             return Err(FsError::Corrupt(format!(
                                 "inode {}: extents overlap at logical block {s}",
@@ -313,7 +312,7 @@ impl Fs {
             media: Arc::new(media),
             sb: sb.clone(),
             pages: Pages::new(opts.page_model, opts.layout_timeout),
-            rmap: Mutex::new(BTreeMap::new()),
+            rmap: Mutex::new(RMap::new()),
             opts: FsOptions {
                 read_only: ro,
                 ..opts.clone()
@@ -335,8 +334,8 @@ impl Fs {
             let mut rm = fs.rmap.lock();
             for r in fs.inodes.read().values() {
                 let g = r.read()?;
-                for (l, e) in &g.extents {
-                    rm.insert((e.phys, g.ino, *l), e.len);
+                for (l, e) in g.extents.iter() {
+                    rm.insert(e.phys, g.ino, l, e.len);
                 }
             }
         }
@@ -359,7 +358,7 @@ impl Fs {
                             ctx.commit()?;
                             continue;
                         }
-                        g.orphan_slot = Some(off);
+                        g.orphan_slot = std::num::NonZeroU64::new(off);
                         log::info!("reclaiming orphan inode {ino}");
                         fs.free_inode(&mut g)?;
                     }

@@ -192,7 +192,9 @@ impl Fs {
             },
         );
         let mut inode = Inode::new(ino, rec);
-        inode.xattrs = Some(xattrs);
+        if !xattrs.is_empty() {
+            inode.xattrs = Some(Box::new(xattrs));
+        }
         if let Some(dd) = inode.dir.as_mut() {
             dd.parent = parent;
         }
@@ -206,7 +208,7 @@ impl Fs {
                 },
             );
             inode.mapped = 1;
-            self.rmap.lock().insert((p, ino, 0), 1);
+            self.rmap.lock().insert(p, ino, 0, 1);
         }
         let attr = inode.attr();
         self.inodes.write().insert(ino, node::Node::new(inode));
@@ -349,14 +351,14 @@ impl Fs {
             p.rec = prec;
             let d = p.dir.as_mut().unwrap();
             d.by_name.remove(name);
-            d.by_slot.remove(&dent_slot);
+            d.by_slot.remove(dent_slot);
         }
         let free_now = {
             let c = gs.get_mut(&child).unwrap();
             c.rec = crec;
             match orphan {
                 Some(s) => {
-                    c.orphan_slot = Some(s);
+                    c.orphan_slot = std::num::NonZeroU64::new(s);
                     c.open == 0
                 }
                 None => false,
@@ -392,7 +394,7 @@ impl Fs {
                     ctx.blocks_free(g.rec.xattr_block, g.rec.xattr_blocks as u64)?;
                 }
                 if let Some(s) = g.orphan_slot {
-                    ctx.slot_free(RecKind::Orphan, s);
+                    ctx.slot_free(RecKind::Orphan, s.get());
                 }
                 ctx.free_ino(ino, g.rec.generation);
             }
@@ -652,7 +654,7 @@ impl Fs {
         {
             let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
             p.by_name.remove(name);
-            p.by_slot.remove(&src.slot);
+            p.by_slot.remove(src.slot);
         }
         if exchange {
             let d = dst.clone().unwrap();
@@ -672,7 +674,7 @@ impl Fs {
         {
             let np = gs.get_mut(&newparent).unwrap().dir.as_mut().unwrap();
             if let Some(d) = &dst {
-                np.by_slot.remove(&d.slot);
+                np.by_slot.remove(d.slot);
             }
             np.add(
                 newname,
@@ -702,7 +704,7 @@ impl Fs {
         }
         if let Some((victim, s)) = orphan {
             let v = gs.get_mut(&victim).unwrap();
-            v.orphan_slot = Some(s);
+            v.orphan_slot = std::num::NonZeroU64::new(s);
             if v.open == 0 {
                 // As in `remove`: outside the namespace lock.
                 let mut v = gs.remove(&victim).expect("locked");
@@ -736,7 +738,7 @@ impl Fs {
                 name: b"..".to_vec(),
             });
         }
-        for (slot, name) in d.by_slot.range(offset.max(2) + 1..) {
+        for SlotName { slot, name } in d.by_slot.iter_from(offset.max(2) + 1) {
             if out.len() >= max {
                 break;
             }

@@ -50,7 +50,7 @@ impl Fs {
         let g = r.read()?;
         let m = self.meta.lock();
         let mut out = Vec::new();
-        for (l, e) in &g.extents {
+        for (l, e) in g.extents.iter() {
             for (p, n, c) in meta::ref_pieces(&m.refs, e.phys, e.len) {
                 out.push(ExtentInfo {
                     logical: l + (p - e.phys),

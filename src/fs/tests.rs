@@ -800,7 +800,7 @@ fn extent_changes_of_a_failed_transaction_are_undone_in_dram() {
         fs.owners_of(g.find(0).unwrap().1.phys),
     );
     let rmap_before = fs.rmap.lock().clone();
-    let first = *g.extents.iter().next().unwrap().1;
+    let first = g.extents.iter().next().unwrap().1;
     let mut undo = Vec::new();
     // Replace the first extent, remove the second, map a new one.
     fs.apply_op_undoable(
@@ -816,8 +816,8 @@ fn extent_changes_of_a_failed_transaction_are_undone_in_dram() {
         ),
         &mut undo,
     );
-    let second = *g.extents.keys().nth(1).unwrap();
-    let len = g.extents[&second].len;
+    let second = g.extents.iter().nth(1).unwrap().0;
+    let len = g.extents.get(second).unwrap().len;
     fs.apply_op_undoable(&mut g, ExtOp::Remove(second, len), &mut undo);
     fs.apply_op_undoable(
         &mut g,
