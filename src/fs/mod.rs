@@ -22,6 +22,7 @@ mod mount;
 mod namespace;
 mod node;
 mod pin;
+mod recblocks;
 mod reflink;
 mod snapshot;
 mod state;
@@ -454,20 +455,23 @@ pub fn write_superblocks(media: &Media, sb: &Superblock) -> FsResult<()> {
 }
 
 /// Walk one record chain, calling `f(slot_offset, slot_bytes)` for every slot;
-/// a bad link fails (the walker is `chain::walk`).
+/// a bad link fails (the walker is `chain::walk`). Returns the blocks in
+/// chain order.
 pub fn walk_chain(
     media: &Media,
     sb: &Superblock,
     kind: RecKind,
     head: u64,
     mut f: impl FnMut(u64, &[u8]) -> FsResult<()>,
-) -> FsResult<u64> {
+) -> FsResult<Vec<u64>> {
     let read = |blk: u64| -> FsResult<_> { Ok(Some(media.read_vec(blk * BS, BS as usize)?)) };
+    let mut order = Vec::new();
     let w = chain::walk(sb, kind, head, read, |blk, b| {
+        order.push(blk);
         chain::slots(kind, blk, b).try_for_each(|(off, s)| f(off, s))
     })?;
     let Some(bad) = w.broken else {
-        return Ok(w.blocks);
+        return Ok(order);
     };
     let blk = bad.blk;
     Err(FsError::Corrupt(match bad.problem {

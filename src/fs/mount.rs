@@ -80,14 +80,10 @@ impl Fs {
             .unwrap()
             .parent = ROOT_INO;
 
-        let mut rec = Records {
-            heads: roots.heads,
-            free: Default::default(),
-            blocks: [0; format::NKINDS],
-        };
+        let mut rec = Records::new(roots.heads);
         // Extents.
         let mut free = Vec::new();
-        rec.blocks[RecKind::Extent.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Extent,
@@ -131,12 +127,11 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Extent.index()] = free;
+        rec.load_chain(RecKind::Extent, &order, &free);
         // Directory entries.
         let mut free = Vec::new();
         let mut dirents = Vec::new();
-        rec.blocks[RecKind::Dirent.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Dirent,
@@ -151,8 +146,7 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Dirent.index()] = free;
+        rec.load_chain(RecKind::Dirent, &order, &free);
         // Each directory is named once (and the root never): a directory
         // named twice, or a cycle, would make rename's ancestor walk wrong.
         let mut dir_named: HashMap<u64, u64> = HashMap::new();
@@ -241,7 +235,7 @@ impl Fs {
         // Orphans.
         let mut free = Vec::new();
         let mut orphans = Vec::new();
-        rec.blocks[RecKind::Orphan.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Orphan,
@@ -256,12 +250,11 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Orphan.index()] = free;
+        rec.load_chain(RecKind::Orphan, &order, &free);
         // Reference counts of shared ranges.
         let mut free = Vec::new();
         let mut refs: BTreeMap<u64, meta::Ref> = BTreeMap::new();
-        rec.blocks[RecKind::Refcount.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Refcount,
@@ -296,8 +289,7 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Refcount.index()] = free;
+        rec.load_chain(RecKind::Refcount, &order, &free);
 
         let meta = Meta {
             refs,
@@ -396,6 +388,15 @@ impl Fs {
                         ctx.commit()?;
                     }
                 }
+            }
+            // Record blocks left empty (by a daxlink before they were
+            // released, or a transaction without journal room for it).
+            let empty = fs.meta.lock().rec.empty_blocks();
+            for batch in empty.chunks(128) {
+                log::info!("releasing {} empty record blocks", batch.len());
+                let mut ctx = fs.ctx_freeing()?;
+                ctx.release_blocks(batch.to_vec());
+                ctx.commit()?;
             }
             sb.clean = false;
             sb.generation += 1;
