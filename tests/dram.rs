@@ -130,3 +130,41 @@ fn dram_per_file_and_per_extent() {
     assert!(empty_files <= 400, "{empty_files} bytes per empty file");
     assert!(extents <= 64, "{extents} bytes per extent");
 }
+
+/// `daxlink extents` over a file of more extents than one ioctl reply
+/// holds (500): the pages, asked one after the other by start block, list
+/// every extent once, in order.
+#[test]
+fn extents_listing_is_paged() {
+    use std::os::unix::fs::FileExt;
+    let img = Image::new("dram-pages", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let n = 1300u64;
+    let f = std::fs::File::create(m.path("x")).unwrap();
+    for i in 0..n {
+        f.write_all_at(&[7u8; 4096], 2 * i * 4096).unwrap();
+    }
+    f.sync_all().unwrap();
+    let out = std::process::Command::new(DAXLINK)
+        .args(["extents", "--json"])
+        .arg(m.path("x"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let logical: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["logical"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = (0..n).map(|i| 2 * i * 4096).collect();
+    assert_eq!(logical, want);
+    drop(f);
+    m.unmount();
+    fsck_clean(&img.path);
+}

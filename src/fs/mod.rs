@@ -613,3 +613,5 @@ enum ExtOp {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dram;
