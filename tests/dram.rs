@@ -126,8 +126,7 @@ fn dram_per_file_and_per_extent() {
             "bytes_per_extent": extents,
         })
     );
-    // The target is 300 bytes per file; not reached yet (README, DRAM).
-    assert!(empty_files <= 400, "{empty_files} bytes per empty file");
+    assert!(empty_files <= 300, "{empty_files} bytes per empty file");
     assert!(extents <= 64, "{extents} bytes per extent");
 }
 

@@ -15,6 +15,7 @@ mod atime;
 mod attr;
 mod chunked;
 mod data;
+mod dir;
 pub mod extmap;
 pub mod flags;
 pub mod meta;
@@ -51,6 +52,7 @@ use crate::journal::{Journal, JournalGeometry, Recovery};
 use crate::media::Media;
 use crate::pages::{PageModel, Pages};
 use crate::space::Space;
+use dir::{DEnt, Dir};
 use extmap::{ExtentMap, RMap};
 use meta::{Ctx, Meta, Records};
 
@@ -155,48 +157,6 @@ pub struct Ext {
     pub slot: u64,
 }
 
-#[derive(Clone, Debug)]
-struct DEnt {
-    child: u64,
-    ftype: u8,
-    slot: u64,
-}
-
-/// A directory's entries in DRAM. Each name is stored once, shared by the
-/// two indexes (lookup by name; readdir order by slot).
-#[derive(Default, Debug)]
-struct Dir {
-    parent: u64,
-    by_name: HashMap<Arc<[u8]>, DEnt>,
-    by_slot: chunked::Chunked<SlotName>,
-}
-
-/// A directory entry's name by its slot (readdir order).
-#[derive(Debug)]
-struct SlotName {
-    slot: u64,
-    name: Arc<[u8]>,
-}
-
-impl chunked::Entry for SlotName {
-    type Key = u64;
-    fn key(&self) -> u64 {
-        self.slot
-    }
-}
-
-impl Dir {
-    /// Index the entry `name` -> `e` (at slot `e.slot`).
-    fn add(&mut self, name: &[u8], e: DEnt) {
-        let k: Arc<[u8]> = Arc::from(name);
-        let _ = self.by_slot.insert(SlotName {
-            slot: e.slot,
-            name: k.clone(),
-        });
-        self.by_name.insert(k, e);
-    }
-}
-
 pub struct Inode {
     pub ino: u64,
     pub rec: InodeRec,
@@ -242,9 +202,7 @@ impl Inode {
     pub fn attr(&self) -> Attr {
         // A directory reports the space its entries take, rounded to blocks (as ext4).
         let size = match &self.dir {
-            Some(d) => {
-                ((d.by_name.len() as u64 + 2) * format::DIRENT_SIZE as u64).div_ceil(BS) * BS
-            }
+            Some(d) => ((d.len() as u64 + 2) * format::DIRENT_SIZE as u64).div_ceil(BS) * BS,
             None => self.rec.size,
         };
         Attr {

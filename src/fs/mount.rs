@@ -198,7 +198,7 @@ impl Fs {
                         d.parent
                     ))
                 })?;
-            if p.by_name.contains_key(d.name.as_slice()) {
+            if p.contains(&d.name) {
                 return Err(FsError::Corrupt(format!(
                     "directory {} holds the name {:?} twice",
                     d.parent,

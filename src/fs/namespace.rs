@@ -113,7 +113,7 @@ impl Fs {
                 return Err(FsError::NotFound);
             }
             pg.not_immutable()?;
-            if d.by_name.contains_key(name) {
+            if d.contains(name) {
                 return Err(FsError::Exists);
             }
         }
@@ -237,7 +237,7 @@ impl Fs {
             }
             let p = &gs[&newparent];
             let d = p.dir.as_ref().ok_or(FsError::NotDir)?;
-            if d.by_name.contains_key(newname) {
+            if d.contains(newname) {
                 return Err(FsError::Exists);
             }
         }
@@ -305,7 +305,7 @@ impl Fs {
             let p = self.get(parent)?;
             let g = p.read()?;
             let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
-            d.by_name.get(name).ok_or(FsError::NotFound)?.child
+            d.get(name).ok_or(FsError::NotFound)?.child
         };
         let mut gs = self.lock_many(&[parent, child])?;
         gs[&parent].fully_mutable()?;
@@ -313,7 +313,7 @@ impl Fs {
         c.fully_mutable()?;
         if dir {
             let d = c.dir.as_ref().ok_or(FsError::NotDir)?;
-            if !d.by_name.is_empty() {
+            if !d.is_empty() {
                 return Err(FsError::NotEmpty);
             }
             if child == ROOT_INO {
@@ -323,7 +323,12 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let t = now();
-        let dent_slot = gs[&parent].dir.as_ref().unwrap().by_name[name].slot;
+        let dent_slot = gs[&parent]
+            .dir
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .ok_or(FsError::NotFound)?
+            .slot;
         let mut ctx = self.ctx_freeing()?;
         let mut crec = gs[&child].rec.clone();
         crec.nlink = if dir { 0 } else { crec.nlink.saturating_sub(1) };
@@ -350,8 +355,7 @@ impl Fs {
             let p = gs.get_mut(&parent).unwrap();
             p.rec = prec;
             let d = p.dir.as_mut().unwrap();
-            d.by_name.remove(name);
-            d.by_slot.remove(dent_slot);
+            d.remove(name);
         }
         let free_now = {
             let c = gs.get_mut(&child).unwrap();
@@ -467,7 +471,7 @@ impl Fs {
             let r = self.get(p)?;
             let g = r.read()?;
             let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
-            Ok(d.by_name.get(n).cloned())
+            Ok(d.get(n))
         };
         let src = lookup(parent, name)?.ok_or(FsError::NotFound)?;
         let dst = lookup(newparent, newname)?;
@@ -535,7 +539,7 @@ impl Fs {
             gs[&newparent].fully_mutable()?;
         }
         if let (Some(d), Some(true)) = (&dst, dst_dir) {
-            if !exchange && !gs[&d.child].dir.as_ref().unwrap().by_name.is_empty() {
+            if !exchange && !gs[&d.child].dir.as_ref().unwrap().is_empty() {
                 return Err(FsError::NotEmpty);
             }
         }
@@ -549,7 +553,7 @@ impl Fs {
         let mut whiteout_ino = None;
         let new_slot;
         if exchange {
-            let d = dst.clone().unwrap();
+            let d = dst.unwrap();
             // Swap children of the two entries in place.
             ctx.slot_write(
                 src.slot,
@@ -653,11 +657,10 @@ impl Fs {
         }
         {
             let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
-            p.by_name.remove(name);
-            p.by_slot.remove(src.slot);
+            p.remove(name);
         }
         if exchange {
-            let d = dst.clone().unwrap();
+            let d = dst.unwrap();
             let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
             p.add(
                 name,
@@ -674,7 +677,8 @@ impl Fs {
         {
             let np = gs.get_mut(&newparent).unwrap().dir.as_mut().unwrap();
             if let Some(d) = &dst {
-                np.by_slot.remove(d.slot);
+                debug_assert_eq!(np.get(newname).map(|e| e.slot), Some(d.slot));
+                np.remove(newname);
             }
             np.add(
                 newname,
@@ -738,13 +742,12 @@ impl Fs {
                 name: b"..".to_vec(),
             });
         }
-        for SlotName { slot, name } in d.by_slot.iter_from(offset.max(2) + 1) {
+        for (name, e) in d.iter_from(offset.max(2) + 1) {
             if out.len() >= max {
                 break;
             }
-            let e = &d.by_name[name];
             out.push(DirEntry {
-                offset: *slot,
+                offset: e.slot,
                 ino: e.child,
                 mode_type: (e.ftype as u32) << 12,
                 name: name.to_vec(),

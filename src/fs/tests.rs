@@ -681,7 +681,8 @@ fn mount_with_dirent(fs: Fs, dir: u64, name: &[u8], new: DirentRec) -> FsResult<
         .dir
         .as_ref()
         .unwrap()
-        .by_name[name]
+        .get(name)
+        .unwrap()
         .slot;
     fs.unmount().unwrap();
     let Fs { media, .. } = fs;
