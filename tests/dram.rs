@@ -40,19 +40,28 @@ fn fill(path: &Path, f: impl FnOnce(&Fs)) {
     fs.unmount().unwrap();
 }
 
-/// The daemon's RssAnon (KiB) once mounted on `path`.
+/// The daemon's RssAnon (KiB) once mounted on `path`: the least of three
+/// mounts, each read once the daemon has settled (its worker threads start
+/// as the kernel connects, and their stacks and malloc arenas vary by a few
+/// hundred KiB from one mount to the next).
 fn rss_anon_kib(path: &Path) -> u64 {
-    let m = Mounted::new(path, "");
-    let pid = m.pid().expect("daemon pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("RssAnon in /proc/PID/status");
-    m.unmount();
-    kib
+    (0..3)
+        .map(|_| {
+            let m = Mounted::new(path, "");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let pid = m.pid().expect("daemon pid");
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .expect("RssAnon in /proc/PID/status");
+            m.unmount();
+            kib
+        })
+        .min()
+        .unwrap()
 }
 
 fn per_item(kib: u64, base: u64, n: u64) -> u64 {

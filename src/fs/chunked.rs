@@ -122,10 +122,12 @@ impl<E: Entry> Chunked<E> {
     /// Insert `e`, returning the entry it replaced (same key).
     pub fn insert(&mut self, e: E) -> (Option<E>, Touch) {
         if self.chunks.is_empty() {
-            self.chunks.push(Chunk {
+            // Exactly one chunk (a push would allocate room for four): a
+            // file of one extent pays for one.
+            self.chunks = vec![Chunk {
                 aug: e.aug(),
                 v: vec![e],
-            });
+            }];
             return (None, Touch::All);
         }
         let k = e.key();
@@ -155,6 +157,35 @@ impl<E: Entry> Chunked<E> {
                 (None, Touch::Chunk(ci))
             }
         }
+    }
+
+    /// Refill the chunks in key order, all full but the last (mount: entries
+    /// loaded out of order leave chunks split half full). The old chunks
+    /// are freed together at the end, so that their memory is one free
+    /// region the allocator can give back, not holes between new chunks.
+    pub fn compact(&mut self) -> Touch {
+        if self.chunks.len() > 1 {
+            let mut old = std::mem::take(&mut self.chunks);
+            let mut cur: Vec<E> = Vec::with_capacity(MAX);
+            for c in old.iter_mut() {
+                for e in c.v.drain(..) {
+                    if cur.len() == MAX {
+                        let v = std::mem::replace(&mut cur, Vec::with_capacity(MAX));
+                        self.push_chunk(v);
+                    }
+                    cur.push(e);
+                }
+            }
+            cur.shrink_to_fit();
+            self.push_chunk(cur);
+        }
+        Touch::All
+    }
+
+    fn push_chunk(&mut self, v: Vec<E>) {
+        let mut c = Chunk { v, aug: 0 };
+        c.recompute();
+        self.chunks.push(c);
     }
 
     /// Split an over-full chunk. An entry added at either end starts a new
@@ -374,5 +405,22 @@ mod tests {
         }
         assert_eq!(m.chunks.len(), 10);
         assert!(m.chunks.iter().all(|c| c.v.len() == MAX));
+    }
+
+    #[test]
+    fn compact_refills_chunks_in_order() {
+        let mut m: Chunked<R> = Chunked::default();
+        // Runs in descending order of runs, ascending within: chunks split.
+        for run in (0..20u64).rev() {
+            for k in 0..100 {
+                let _ = m.insert(R(run * 100 + k, 1));
+            }
+        }
+        assert!(m.chunks.len() > 16);
+        let _ = m.compact();
+        assert_eq!(m.chunks.len(), 16);
+        let keys: Vec<u64> = m.iter().map(|r| r.0).collect();
+        assert_eq!(keys, (0..2000).collect::<Vec<_>>());
+        assert_eq!(m.get(1999).map(|r| r.1), Some(1));
     }
 }

@@ -143,6 +143,12 @@ impl Dir {
         ents.remove(slot).map(|(e, _)| e.dent())
     }
 
+    /// Refill the by-slot map in order (mount: the chain gives entries
+    /// newest block first).
+    pub fn compact(&mut self) {
+        let _ = self.ents.compact();
+    }
+
     /// Every entry in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], DEnt)> + '_ {
         self.ents.iter().map(|e| (e.name.bytes(), e.dent()))

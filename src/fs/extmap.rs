@@ -74,6 +74,12 @@ impl ExtentMap {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Rebuild the map in key order, so that every chunk but the last is
+    /// full (mount, after loading extents in chain order).
+    pub fn compact(&mut self) {
+        let _ = self.0.compact();
+    }
+
     /// Put the extent starting at `l`, returning the one it replaced.
     pub fn insert(&mut self, l: u64, e: Ext) -> Option<Ext> {
         self.0.insert(PExt::new(l, e)).0.map(|p| p.ext())

@@ -291,6 +291,14 @@ impl Fs {
         )?;
         rec.load_chain(RecKind::Refcount, &order, &free);
 
+        // The chains hand out a file's extents newest block first, which
+        // splits the extent map's chunks half full: refill them in order.
+        for i in inodes.values_mut() {
+            i.extents.compact();
+            if let Some(d) = i.dir.as_mut() {
+                d.compact();
+            }
+        }
         let meta = Meta {
             refs,
             space,
@@ -323,12 +331,17 @@ impl Fs {
             lazy_times: Default::default(),
         };
         {
-            let mut rm = fs.rmap.lock();
+            // In the map's order, so that its chunks fill (inserted in the
+            // inode table's hash order they would be split half full).
+            let mut all = Vec::new();
             for r in fs.inodes.read().values() {
                 let g = r.read()?;
-                for (l, e) in g.extents.iter() {
-                    rm.insert(e.phys, g.ino, l, e.len);
-                }
+                all.extend(g.extents.iter().map(|(l, e)| (e.phys, g.ino, l, e.len)));
+            }
+            all.sort_unstable();
+            let mut rm = fs.rmap.lock();
+            for (p, ino, l, len) in all {
+                rm.insert(p, ino, l, len);
             }
         }
         if !ro {
@@ -403,6 +416,7 @@ impl Fs {
             sb.mount_count += 1;
             write_superblocks(&fs.media, &sb)?;
         }
+        release_free_heap();
         Ok(fs)
     }
 
@@ -424,5 +438,18 @@ impl Fs {
         sb.clean = !broken;
         sb.generation += 1;
         write_superblocks(&self.media, &sb)
+    }
+}
+
+/// Give the heap's free pages back to the kernel. Building the indexes
+/// at mount leaves freed temporaries (chain buffers, the sorted reverse-map
+/// list, maps rebuilt in order) in the middle of the heap, where they would
+/// stay resident for the life of the mount.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; it
+    // takes no pointer and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
