@@ -323,12 +323,8 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let t = now();
-        let dent_slot = gs[&parent]
-            .dir
-            .as_ref()
-            .and_then(|d| d.get(name))
-            .ok_or(FsError::NotFound)?
-            .slot;
+        let dent = gs[&parent].dir.as_ref().and_then(|d| d.get(name));
+        let dent_slot = dent.ok_or(FsError::NotFound)?.slot;
         let mut ctx = self.ctx_freeing()?;
         let mut crec = gs[&child].rec.clone();
         crec.nlink = if dir { 0 } else { crec.nlink.saturating_sub(1) };
