@@ -20,7 +20,8 @@
 #    verify jobs);
 #  - on daxlink: clone time of a large single-extent file against a small one and against
 #    the source's extent count, copy-on-write random writes on a fresh clone, mount time
-#    and daemon memory, and the page-model cost (tests/page_cost.rs);
+#    and daemon memory, the page-model cost (tests/page_cost.rs), and DRAM per file and
+#    per extent (tests/dram.rs);
 #  - scale: for a 16 GiB and a 1 TiB sparse image in BENCH_BIG_DIR (default /var/tmp, a
 #    disk directory) holding 100,000 files (tests/bench_scale.rs makes them): mkfs time
 #    and bytes written, mount time, daemon VmRSS/VmHWM, and how much of the image the
@@ -389,6 +390,19 @@ if cargo test --release --quiet --test page_cost -- --ignored --nocapture >"$RAW
   grep -v '^PAGE_COST_JSON\|^running\|^test \|^$' "$RAW/page_cost.txt" | sed 's/^/  /'
 else
   echo "  page_cost failed: see $RAW/page_cost.txt"
+fi
+
+echo "== DRAM per file and per extent: daemon RssAnon with 100,000 of each, minus an empty mount"
+# tests/dram.rs fills the images in process, mounts each for real and reads /proc/PID/status.
+if cargo test --release --quiet --test dram -- --nocapture dram_per_file >"$RAW/dram.txt" 2>&1; then
+  j=$(sed -n 's/^.*DRAM_JSON //p' "$RAW/dram.txt")
+  for k in bytes_per_empty_file bytes_per_one_block_file bytes_per_extent; do
+    v=$(printf '%s' "$j" | python3 -c "import json,sys; print(json.load(sys.stdin)['$k'])")
+    echo "  $k: $v"
+    sample "dram.$k" "$v"
+  done
+else
+  echo "  dram failed: see $RAW/dram.txt"
 fi
 
 # ---------------------------------------------------------------- scale

@@ -36,7 +36,7 @@ impl Fs {
             if name == b".." {
                 d.parent
             } else {
-                d.by_name.get(name).ok_or(FsError::NotFound)?.child
+                d.get(name).ok_or(FsError::NotFound)?.child
             }
         };
         self.getattr(child)

@@ -199,7 +199,7 @@ impl Fs {
         rec.mode &= !clear;
         rec.ctime = now();
         if caps {
-            let mut m = g.xattrs.clone().unwrap_or_default();
+            let mut m = g.xattrs.as_deref().cloned().unwrap_or_default();
             m.remove(CAPS);
             self.store_xattrs(g, m, rec)?;
         } else {

@@ -10,19 +10,14 @@ use parking_lot::MutexGuard;
 use crate::error::{FsError, FsResult};
 use crate::format::OrphanRec;
 use crate::format::{
-    self, InodeRec, RecBlockHdr, RecKind, RefcountRec, Roots, Superblock, BLOCK_SIZE, NKINDS,
+    self, InodeRec, RecBlockHdr, RecKind, RefcountRec, Roots, Superblock, BLOCK_SIZE,
 };
 use crate::journal::{Journal, Tx};
 use crate::media::Media;
 use crate::pages::{PageModel, Pages};
 use crate::space::Space;
 
-/// Free slots and chain heads of the record blocks.
-pub struct Records {
-    pub heads: [u64; NKINDS],
-    pub free: [Vec<u64>; NKINDS],
-    pub blocks: [u64; NKINDS],
-}
+pub use super::recblocks::Records;
 
 /// Free inode numbers: a bit per initialized inode slot (set = free) and a
 /// search cursor. Slots past `init` are free and never read; `grow` takes
@@ -214,6 +209,8 @@ pub struct Ctx<'a> {
     free_slots: Vec<(RecKind, u64)>,
     free_blocks: Vec<(u64, u64)>,
     free_inos: Vec<u64>,
+    /// Empty record blocks to release with this transaction (mount).
+    release: Vec<u64>,
     done: bool,
     /// May take the reserved blocks (an operation that frees space).
     freeing: bool,
@@ -240,9 +237,17 @@ impl<'a> Ctx<'a> {
             free_slots: Vec::new(),
             free_blocks: Vec::new(),
             free_inos: Vec::new(),
+            release: Vec::new(),
             done: false,
             freeing: false,
         })
+    }
+
+    /// Release these empty record blocks with this transaction (mount: the
+    /// blocks an earlier daxlink, or a transaction without journal room,
+    /// left empty).
+    pub fn release_blocks(&mut self, blocks: Vec<u64>) {
+        self.release = blocks;
     }
 
     /// This transaction belongs to an operation that frees space: it may use
@@ -300,7 +305,7 @@ impl<'a> Ctx<'a> {
     /// Make sure `n` free slots of `kind` exist (allocating record blocks), so
     /// that later `slot_alloc` calls cannot fail.
     pub fn ensure_slots(&mut self, kind: RecKind, n: usize) -> FsResult<()> {
-        while self.m.rec.free[kind.index()].len() < n {
+        while self.m.rec.free_len(kind) < n {
             self.room(1)?;
             let (blk, _) = self.m.space.reserve(1, None).ok_or(FsError::NoSpace)?;
             self.undo.push(Undo::Reserve(blk, 1));
@@ -317,13 +322,7 @@ impl<'a> Ctx<'a> {
             meta.space
                 .tx_set(self.media, &mut self.tx, blk, 1, true)
                 .map_err(FsError::from)?;
-            meta.rec.heads[kind.index()] = blk;
-            meta.rec.blocks[kind.index()] += 1;
-            let nslots = kind.slots_per_block();
-            for i in (0..nslots).rev() {
-                meta.rec.free[kind.index()]
-                    .push(blk * BLOCK_SIZE + (format::REC_HDR + i * kind.slot_size()) as u64);
-            }
+            meta.rec.add_block(kind, blk);
             let roots = meta.roots();
             self.tx
                 .write(self.sb.roots_block * BLOCK_SIZE, &roots.encode());
@@ -339,7 +338,7 @@ impl<'a> Ctx<'a> {
     /// Take a free slot (call `ensure_slots` first when failure is not allowed).
     pub fn slot_alloc(&mut self, kind: RecKind) -> FsResult<u64> {
         self.ensure_slots(kind, 1)?;
-        let off = self.m.rec.free[kind.index()].pop().expect("ensured");
+        let off = self.m.rec.take(kind).expect("ensured");
         self.undo.push(Undo::Slot(kind, off));
         Ok(off)
     }
@@ -601,6 +600,41 @@ impl<'a> Ctx<'a> {
         REC_COST * (2 * self.ref_pieces(phys, len).len() + 2)
     }
 
+    /// Record blocks this transaction leaves without a record: unlinked from
+    /// their chains and freed in the bitmap in this same transaction, when
+    /// the journal has room for it (a block left empty is reused by later
+    /// records, and the next mount releases it).
+    fn release_emptied(
+        &mut self,
+        blocks: &[u64],
+    ) -> FsResult<Option<super::recblocks::ReleasePlan>> {
+        if blocks.is_empty() {
+            return Ok(None);
+        }
+        // Each block: a header entry and its bitmap bytes; and the roots block.
+        let cost =
+            blocks.len() * (16 + format::REC_HDR + bitmap_cost(1)) + 16 + BLOCK_SIZE as usize / 32;
+        if self.tx_size() + cost > self.capacity() {
+            return Ok(None);
+        }
+        let plan = self.m.rec.release_plan(blocks);
+        for (blk, hdr) in &plan.headers {
+            self.tx.write(blk * BLOCK_SIZE, &hdr.encode());
+        }
+        if plan.heads != self.m.rec.heads {
+            let roots = Roots {
+                heads: plan.heads,
+                ..self.m.roots()
+            };
+            self.tx
+                .write(self.sb.roots_block * BLOCK_SIZE, &roots.encode());
+        }
+        for &blk in &plan.released {
+            self.free_run(blk, 1)?;
+        }
+        Ok(Some(plan))
+    }
+
     /// Commit atomically; on success the freed resources become reusable.
     /// A transaction the journal cannot hold is refused before anything is
     /// written (ENOSPC, reservations undone, the mount stays writable): the
@@ -617,6 +651,20 @@ impl<'a> Ctx<'a> {
         } else {
             None
         };
+        let mut emptied = self.m.rec.emptied(&self.free_slots);
+        emptied.append(&mut self.release);
+        // A block `ensure_slots` added that no record took after all (the
+        // records went to free slots of older blocks) is not kept either.
+        for u in &self.undo {
+            if let Undo::NewBlock { blk, .. } = u {
+                if self.m.rec.used(*blk) == Some(0) {
+                    emptied.push(*blk);
+                }
+            }
+        }
+        emptied.sort_unstable();
+        emptied.dedup();
+        let release = self.release_emptied(&emptied)?;
         if self.tx_size() > self.capacity() {
             log::error!(
                 "refusing a transaction of {} bytes: the journal holds {}",
@@ -638,7 +686,10 @@ impl<'a> Ctx<'a> {
                     meta.space.mark_committed(r.bitmap_init);
                 }
                 for (k, off) in self.free_slots.drain(..) {
-                    meta.rec.free[k.index()].push(off);
+                    meta.rec.put_free(k, off);
+                }
+                if let Some(plan) = release {
+                    meta.rec.apply_release(&plan);
                 }
                 for (p, l) in self.free_blocks.drain(..) {
                     for b in p..p + l {
@@ -685,19 +736,12 @@ impl Drop for Ctx<'_> {
                 Undo::Ino(i) => {
                     meta.free_inos.insert(i);
                 }
-                Undo::Slot(k, off) => meta.rec.free[k.index()].push(off),
+                Undo::Slot(k, off) => meta.rec.put_free(k, off),
                 Undo::NewBlock {
                     kind,
                     blk,
                     old_head,
-                } => {
-                    let fl = &mut meta.rec.free[kind.index()];
-                    let lo = blk * BLOCK_SIZE;
-                    let hi = lo + BLOCK_SIZE;
-                    fl.retain(|o| !(lo..hi).contains(o));
-                    meta.rec.heads[kind.index()] = old_head;
-                    meta.rec.blocks[kind.index()] -= 1;
-                }
+                } => meta.rec.drop_new_block(kind, blk, old_head),
             }
         }
     }

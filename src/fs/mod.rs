@@ -13,14 +13,18 @@
 
 mod atime;
 mod attr;
+mod chunked;
 mod counters;
 mod data;
+mod dir;
+pub mod extmap;
 pub mod flags;
 pub mod meta;
 mod mount;
 mod namespace;
 mod node;
 mod pin;
+mod recblocks;
 mod reflink;
 mod snapshot;
 mod state;
@@ -49,6 +53,8 @@ use crate::journal::{Journal, JournalGeometry, Recovery};
 use crate::media::Media;
 use crate::pages::{PageModel, Pages};
 use crate::space::Space;
+use dir::{DEnt, Dir};
+use extmap::{ExtentMap, RMap};
 use meta::{Ctx, Meta, Records};
 
 const BS: u64 = BLOCK_SIZE;
@@ -152,41 +158,19 @@ pub struct Ext {
     pub slot: u64,
 }
 
-#[derive(Clone, Debug)]
-struct DEnt {
-    child: u64,
-    ftype: u8,
-    slot: u64,
-}
-
-/// A directory's entries in DRAM. Each name is stored once, shared by the
-/// two indexes (lookup by name; readdir order by slot).
-#[derive(Default, Debug)]
-struct Dir {
-    parent: u64,
-    by_name: HashMap<Arc<[u8]>, DEnt>,
-    by_slot: BTreeMap<u64, Arc<[u8]>>,
-}
-
-impl Dir {
-    /// Index the entry `name` -> `e` (at slot `e.slot`).
-    fn add(&mut self, name: &[u8], e: DEnt) {
-        let k: Arc<[u8]> = Arc::from(name);
-        self.by_slot.insert(e.slot, k.clone());
-        self.by_name.insert(k, e);
-    }
-}
-
 pub struct Inode {
     pub ino: u64,
     pub rec: InodeRec,
-    pub extents: BTreeMap<u64, Ext>,
+    pub extents: ExtentMap,
     pub mapped: u64,
     /// Boxed: most inodes are not directories.
     dir: Option<Box<Dir>>,
-    xattrs: Option<XattrMap>,
+    /// Loaded on first use; boxed: most inodes never load theirs.
+    xattrs: Option<Box<XattrMap>>,
     open: u32,
-    orphan_slot: Option<u64>,
+    /// The slot of its kind-1 orphan record (never 0: a media offset past
+    /// the superblocks).
+    orphan_slot: Option<std::num::NonZeroU64>,
 }
 
 impl Inode {
@@ -199,7 +183,7 @@ impl Inode {
         Inode {
             ino,
             rec,
-            extents: BTreeMap::new(),
+            extents: ExtentMap::new(),
             mapped: 0,
             dir,
             xattrs: None,
@@ -219,9 +203,7 @@ impl Inode {
     pub fn attr(&self) -> Attr {
         // A directory reports the space its entries take, rounded to blocks (as ext4).
         let size = match &self.dir {
-            Some(d) => {
-                ((d.by_name.len() as u64 + 2) * format::DIRENT_SIZE as u64).div_ceil(BS) * BS
-            }
+            Some(d) => ((d.len() as u64 + 2) * format::DIRENT_SIZE as u64).div_ceil(BS) * BS,
             None => self.rec.size,
         };
         Attr {
@@ -244,10 +226,8 @@ impl Inode {
     /// The extent containing logical block `l`, if any.
     pub fn find(&self, l: u64) -> Option<(u64, Ext)> {
         self.extents
-            .range(..=l)
-            .next_back()
+            .last_at_or_below(l)
             .filter(|(s, e)| l < *s + e.len)
-            .map(|(s, e)| (*s, *e))
     }
 
     /// Mapped pieces and holes covering logical blocks [first, end).
@@ -263,12 +243,12 @@ impl Inode {
             out.push((l, n, Some(e.phys + (l - s))));
             l += n;
         }
-        for (s, e) in self.extents.range(l..end) {
-            if *s > l {
+        for (s, e) in self.extents.range(l, end) {
+            if s > l {
                 out.push((l, s - l, None));
             }
             let n = (s + e.len).min(end) - s;
-            out.push((*s, n, Some(e.phys)));
+            out.push((s, n, Some(e.phys)));
             l = s + n;
         }
         if l < end {
@@ -323,7 +303,7 @@ pub struct Fs {
     pub pages: Pages,
     /// DRAM reverse map (physical block start, inode, logical start) -> length,
     /// the ground truth of who maps a block (XFS's rmapbt, in memory).
-    rmap: Mutex<BTreeMap<(u64, u64, u64), u64>>,
+    rmap: Mutex<RMap>,
     /// Which paths ran (`counters.rs`), for tests through SNAPSHOT.
     pub counters: counters::Counters,
 }
@@ -436,20 +416,23 @@ pub fn write_superblocks(media: &Media, sb: &Superblock) -> FsResult<()> {
 }
 
 /// Walk one record chain, calling `f(slot_offset, slot_bytes)` for every slot;
-/// a bad link fails (the walker is `chain::walk`).
+/// a bad link fails (the walker is `chain::walk`). Returns the blocks in
+/// chain order.
 pub fn walk_chain(
     media: &Media,
     sb: &Superblock,
     kind: RecKind,
     head: u64,
     mut f: impl FnMut(u64, &[u8]) -> FsResult<()>,
-) -> FsResult<u64> {
+) -> FsResult<Vec<u64>> {
     let read = |blk: u64| -> FsResult<_> { Ok(Some(media.read_vec(blk * BS, BS as usize)?)) };
+    let mut order = Vec::new();
     let w = chain::walk(sb, kind, head, read, |blk, b| {
+        order.push(blk);
         chain::slots(kind, blk, b).try_for_each(|(off, s)| f(off, s))
     })?;
     let Some(bad) = w.broken else {
-        return Ok(w.blocks);
+        return Ok(order);
     };
     let blk = bad.blk;
     Err(FsError::Corrupt(match bad.problem {
@@ -521,14 +504,14 @@ impl Fs {
         match op {
             ExtOp::Put(l, e, added) => {
                 if let Some(old) = g.extents.insert(l, e) {
-                    rm.remove(&(old.phys, g.ino, l));
+                    rm.remove(old.phys, g.ino, l);
                 }
-                rm.insert((e.phys, g.ino, l), e.len);
+                rm.insert(e.phys, g.ino, l, e.len);
                 g.mapped += added;
             }
             ExtOp::Remove(l, len) => {
-                if let Some(old) = g.extents.remove(&l) {
-                    rm.remove(&(old.phys, g.ino, l));
+                if let Some(old) = g.extents.remove(l) {
+                    rm.remove(old.phys, g.ino, l);
                 }
                 g.mapped -= len;
             }
@@ -542,7 +525,7 @@ impl Fs {
         let l = match op {
             ExtOp::Put(l, ..) | ExtOp::Remove(l, _) => l,
         };
-        undo.push((l, g.extents.get(&l).copied()));
+        undo.push((l, g.extents.get(l)));
         self.apply_op(g, op);
     }
 
@@ -552,27 +535,21 @@ impl Fs {
     fn undo_ops(&self, g: &mut Inode, undo: Vec<(u64, Option<Ext>)>, mapped: u64) {
         let mut rm = self.rmap.lock();
         for (l, before) in undo.into_iter().rev() {
-            if let Some(cur) = g.extents.remove(&l) {
-                rm.remove(&(cur.phys, g.ino, l));
+            if let Some(cur) = g.extents.remove(l) {
+                rm.remove(cur.phys, g.ino, l);
             }
             if let Some(e) = before {
                 g.extents.insert(l, e);
-                rm.insert((e.phys, g.ino, l), e.len);
+                rm.insert(e.phys, g.ino, l, e.len);
             }
         }
         g.mapped = mapped;
     }
 
-    /// Every (inode, file page) that maps physical block `phys` (ground truth).
+    /// Every (inode, file page) that maps physical block `phys` (ground
+    /// truth), sorted: O(log n) in the extents plus the owners.
     pub fn owners_of(&self, phys: u64) -> Vec<(u64, u64)> {
-        let rm = self.rmap.lock();
-        let mut v: Vec<(u64, u64)> = rm
-            .range(..=(phys, u64::MAX, u64::MAX))
-            .filter(|((p, _, _), len)| phys < p + **len)
-            .map(|((p, ino, l), _)| (*ino, l + (phys - p)))
-            .collect();
-        v.sort();
-        v
+        self.rmap.lock().owners_of(phys)
     }
 
     /// Number of free data blocks (for tests and statfs).
@@ -604,5 +581,7 @@ enum ExtOp {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dram;
 #[cfg(test)]
 mod tests_paths;

@@ -80,14 +80,10 @@ impl Fs {
             .unwrap()
             .parent = ROOT_INO;
 
-        let mut rec = Records {
-            heads: roots.heads,
-            free: Default::default(),
-            blocks: [0; format::NKINDS],
-        };
+        let mut rec = Records::new(roots.heads);
         // Extents.
         let mut free = Vec::new();
-        rec.blocks[RecKind::Extent.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Extent,
@@ -110,8 +106,7 @@ impl Fs {
                                 x.ino, x.phys, x.len
                             )));
                         }
-                        let overlap =
-                            rules::overlapping(&ino.extents, x.logical, x.len as u64, |e| e.len);
+                        let overlap = ino.extents.overlapping(x.logical, x.len as u64);
                         if let Some(s) = overlap {
                             return Err(FsError::Corrupt(format!(
                                 "inode {}: extents overlap at logical block {s}",
@@ -132,12 +127,11 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Extent.index()] = free;
+        rec.load_chain(RecKind::Extent, &order, &free);
         // Directory entries.
         let mut free = Vec::new();
         let mut dirents = Vec::new();
-        rec.blocks[RecKind::Dirent.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Dirent,
@@ -152,8 +146,7 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Dirent.index()] = free;
+        rec.load_chain(RecKind::Dirent, &order, &free);
         // Each directory is named once (and the root never): a directory
         // named twice, or a cycle, would make rename's ancestor walk wrong.
         let mut dir_named: HashMap<u64, u64> = HashMap::new();
@@ -205,7 +198,7 @@ impl Fs {
                         d.parent
                     ))
                 })?;
-            if p.by_name.contains_key(d.name.as_slice()) {
+            if p.contains(&d.name) {
                 return Err(FsError::Corrupt(format!(
                     "directory {} holds the name {:?} twice",
                     d.parent,
@@ -242,7 +235,7 @@ impl Fs {
         // Orphans.
         let mut free = Vec::new();
         let mut orphans = Vec::new();
-        rec.blocks[RecKind::Orphan.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Orphan,
@@ -257,12 +250,11 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Orphan.index()] = free;
+        rec.load_chain(RecKind::Orphan, &order, &free);
         // Reference counts of shared ranges.
         let mut free = Vec::new();
         let mut refs: BTreeMap<u64, meta::Ref> = BTreeMap::new();
-        rec.blocks[RecKind::Refcount.index()] = walk_chain(
+        let order = walk_chain(
             &media,
             &sb,
             RecKind::Refcount,
@@ -297,9 +289,16 @@ impl Fs {
                 Ok(())
             },
         )?;
-        free.reverse();
-        rec.free[RecKind::Refcount.index()] = free;
+        rec.load_chain(RecKind::Refcount, &order, &free);
 
+        // The chains hand out a file's extents newest block first, which
+        // splits the extent map's chunks half full: refill them in order.
+        for i in inodes.values_mut() {
+            i.extents.compact();
+            if let Some(d) = i.dir.as_mut() {
+                d.compact();
+            }
+        }
         let meta = Meta {
             refs,
             space,
@@ -313,7 +312,7 @@ impl Fs {
             media: Arc::new(media),
             sb: sb.clone(),
             pages: Pages::new(opts.page_model, opts.layout_timeout),
-            rmap: Mutex::new(BTreeMap::new()),
+            rmap: Mutex::new(RMap::new()),
             opts: FsOptions {
                 read_only: ro,
                 ..opts.clone()
@@ -333,12 +332,17 @@ impl Fs {
             lazy_times: Default::default(),
         };
         {
-            let mut rm = fs.rmap.lock();
+            // In the map's order, so that its chunks fill (inserted in the
+            // inode table's hash order they would be split half full).
+            let mut all = Vec::new();
             for r in fs.inodes.read().values() {
                 let g = r.read()?;
-                for (l, e) in &g.extents {
-                    rm.insert((e.phys, g.ino, *l), e.len);
-                }
+                all.extend(g.extents.iter().map(|(l, e)| (e.phys, g.ino, l, e.len)));
+            }
+            all.sort_unstable();
+            let mut rm = fs.rmap.lock();
+            for (p, ino, l, len) in all {
+                rm.insert(p, ino, l, len);
             }
         }
         if !ro {
@@ -360,7 +364,7 @@ impl Fs {
                             ctx.commit()?;
                             continue;
                         }
-                        g.orphan_slot = Some(off);
+                        g.orphan_slot = std::num::NonZeroU64::new(off);
                         log::info!("reclaiming orphan inode {ino}");
                         fs.free_inode(&mut g)?;
                     }
@@ -399,11 +403,21 @@ impl Fs {
                     }
                 }
             }
+            // Record blocks left empty (by a daxlink before they were
+            // released, or a transaction without journal room for it).
+            let empty = fs.meta.lock().rec.empty_blocks();
+            for batch in empty.chunks(128) {
+                log::info!("releasing {} empty record blocks", batch.len());
+                let mut ctx = fs.ctx_freeing()?;
+                ctx.release_blocks(batch.to_vec());
+                ctx.commit()?;
+            }
             sb.clean = false;
             sb.generation += 1;
             sb.mount_count += 1;
             write_superblocks(&fs.media, &sb)?;
         }
+        release_free_heap();
         Ok(fs)
     }
 
@@ -425,5 +439,18 @@ impl Fs {
         sb.clean = !broken;
         sb.generation += 1;
         write_superblocks(&self.media, &sb)
+    }
+}
+
+/// Give the heap's free pages back to the kernel. Building the indexes
+/// at mount leaves freed temporaries (chain buffers, the sorted reverse-map
+/// list, maps rebuilt in order) in the middle of the heap, where they would
+/// stay resident for the life of the mount.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; it
+    // takes no pointer and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

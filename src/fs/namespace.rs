@@ -113,7 +113,7 @@ impl Fs {
                 return Err(FsError::NotFound);
             }
             pg.not_immutable()?;
-            if d.by_name.contains_key(name) {
+            if d.contains(name) {
                 return Err(FsError::Exists);
             }
         }
@@ -192,7 +192,9 @@ impl Fs {
             },
         );
         let mut inode = Inode::new(ino, rec);
-        inode.xattrs = Some(xattrs);
+        if !xattrs.is_empty() {
+            inode.xattrs = Some(Box::new(xattrs));
+        }
         if let Some(dd) = inode.dir.as_mut() {
             dd.parent = parent;
         }
@@ -206,7 +208,7 @@ impl Fs {
                 },
             );
             inode.mapped = 1;
-            self.rmap.lock().insert((p, ino, 0), 1);
+            self.rmap.lock().insert(p, ino, 0, 1);
         }
         let attr = inode.attr();
         self.inodes.write().insert(ino, node::Node::new(inode));
@@ -235,7 +237,7 @@ impl Fs {
             }
             let p = &gs[&newparent];
             let d = p.dir.as_ref().ok_or(FsError::NotDir)?;
-            if d.by_name.contains_key(newname) {
+            if d.contains(newname) {
                 return Err(FsError::Exists);
             }
         }
@@ -303,7 +305,7 @@ impl Fs {
             let p = self.get(parent)?;
             let g = p.read()?;
             let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
-            d.by_name.get(name).ok_or(FsError::NotFound)?.child
+            d.get(name).ok_or(FsError::NotFound)?.child
         };
         let mut gs = self.lock_many(&[parent, child])?;
         gs[&parent].fully_mutable()?;
@@ -311,7 +313,7 @@ impl Fs {
         c.fully_mutable()?;
         if dir {
             let d = c.dir.as_ref().ok_or(FsError::NotDir)?;
-            if !d.by_name.is_empty() {
+            if !d.is_empty() {
                 return Err(FsError::NotEmpty);
             }
             if child == ROOT_INO {
@@ -321,7 +323,8 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let t = now();
-        let dent_slot = gs[&parent].dir.as_ref().unwrap().by_name[name].slot;
+        let dent = gs[&parent].dir.as_ref().and_then(|d| d.get(name));
+        let dent_slot = dent.ok_or(FsError::NotFound)?.slot;
         let mut ctx = self.ctx_freeing()?;
         let mut crec = gs[&child].rec.clone();
         crec.nlink = if dir { 0 } else { crec.nlink.saturating_sub(1) };
@@ -348,15 +351,14 @@ impl Fs {
             let p = gs.get_mut(&parent).unwrap();
             p.rec = prec;
             let d = p.dir.as_mut().unwrap();
-            d.by_name.remove(name);
-            d.by_slot.remove(&dent_slot);
+            d.remove(name);
         }
         let free_now = {
             let c = gs.get_mut(&child).unwrap();
             c.rec = crec;
             match orphan {
                 Some(s) => {
-                    c.orphan_slot = Some(s);
+                    c.orphan_slot = std::num::NonZeroU64::new(s);
                     c.open == 0
                 }
                 None => false,
@@ -392,7 +394,7 @@ impl Fs {
                     ctx.blocks_free(g.rec.xattr_block, g.rec.xattr_blocks as u64)?;
                 }
                 if let Some(s) = g.orphan_slot {
-                    ctx.slot_free(RecKind::Orphan, s);
+                    ctx.slot_free(RecKind::Orphan, s.get());
                 }
                 ctx.free_ino(ino, g.rec.generation);
             }
@@ -465,7 +467,7 @@ impl Fs {
             let r = self.get(p)?;
             let g = r.read()?;
             let d = g.dir.as_ref().ok_or(FsError::NotDir)?;
-            Ok(d.by_name.get(n).cloned())
+            Ok(d.get(n))
         };
         let src = lookup(parent, name)?.ok_or(FsError::NotFound)?;
         let dst = lookup(newparent, newname)?;
@@ -533,7 +535,7 @@ impl Fs {
             gs[&newparent].fully_mutable()?;
         }
         if let (Some(d), Some(true)) = (&dst, dst_dir) {
-            if !exchange && !gs[&d.child].dir.as_ref().unwrap().by_name.is_empty() {
+            if !exchange && !gs[&d.child].dir.as_ref().unwrap().is_empty() {
                 return Err(FsError::NotEmpty);
             }
         }
@@ -547,7 +549,7 @@ impl Fs {
         let mut whiteout_ino = None;
         let new_slot;
         if exchange {
-            let d = dst.clone().unwrap();
+            let d = dst.unwrap();
             // Swap children of the two entries in place.
             ctx.slot_write(
                 src.slot,
@@ -651,11 +653,10 @@ impl Fs {
         }
         {
             let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
-            p.by_name.remove(name);
-            p.by_slot.remove(&src.slot);
+            p.remove(name);
         }
         if exchange {
-            let d = dst.clone().unwrap();
+            let d = dst.unwrap();
             let p = gs.get_mut(&parent).unwrap().dir.as_mut().unwrap();
             p.add(
                 name,
@@ -672,7 +673,8 @@ impl Fs {
         {
             let np = gs.get_mut(&newparent).unwrap().dir.as_mut().unwrap();
             if let Some(d) = &dst {
-                np.by_slot.remove(&d.slot);
+                debug_assert_eq!(np.get(newname).map(|e| e.slot), Some(d.slot));
+                np.remove(newname);
             }
             np.add(
                 newname,
@@ -702,7 +704,7 @@ impl Fs {
         }
         if let Some((victim, s)) = orphan {
             let v = gs.get_mut(&victim).unwrap();
-            v.orphan_slot = Some(s);
+            v.orphan_slot = std::num::NonZeroU64::new(s);
             if v.open == 0 {
                 // As in `remove`: outside the namespace lock.
                 let mut v = gs.remove(&victim).expect("locked");
@@ -736,13 +738,12 @@ impl Fs {
                 name: b"..".to_vec(),
             });
         }
-        for (slot, name) in d.by_slot.range(offset.max(2) + 1..) {
+        for (name, e) in d.iter_from(offset.max(2) + 1) {
             if out.len() >= max {
                 break;
             }
-            let e = &d.by_name[name];
             out.push(DirEntry {
-                offset: *slot,
+                offset: e.slot,
                 ino: e.child,
                 mode_type: (e.ftype as u32) << 12,
                 name: name.to_vec(),

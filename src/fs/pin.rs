@@ -284,7 +284,7 @@ impl Fs {
         for d in dirs {
             let g = d.read().ok()?;
             if let Some(dir) = &g.dir {
-                if let Some((n, _)) = dir.by_name.iter().find(|(_, e)| e.child == ino) {
+                if let Some((n, _)) = dir.iter().find(|(_, e)| e.child == ino) {
                     parent_name = Some((g.ino, String::from_utf8_lossy(n).into_owned()));
                     break;
                 }
@@ -304,11 +304,10 @@ impl Fs {
             let name = pg
                 .dir
                 .as_ref()?
-                .by_name
                 .iter()
                 .find(|(_, e)| e.child == cur)?
                 .0
-                .clone();
+                .to_vec();
             path = format!("/{}{path}", String::from_utf8_lossy(&name));
             chain.push(up);
             cur = up;

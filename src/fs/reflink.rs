@@ -46,27 +46,49 @@ pub enum DedupeStatus {
 impl Fs {
     /// The extents of a file, split where the reference count changes.
     pub fn extents_detail(&self, ino: u64) -> FsResult<Vec<ExtentInfo>> {
+        Ok(self.extents_page(ino, 0, usize::MAX)?.0)
+    }
+
+    /// One page of [`Fs::extents_detail`], as FIEMAP's `fm_start` and
+    /// `fm_extent_count`: at most `max` pieces, from the one that holds or
+    /// follows logical block `start`, and the logical block of the piece
+    /// after the page (None: the page ends the file). It costs O(log n) in
+    /// the file's extents plus what it returns, however long the file.
+    pub fn extents_page(
+        &self,
+        ino: u64,
+        start: u64,
+        max: usize,
+    ) -> FsResult<(Vec<ExtentInfo>, Option<u64>)> {
         let r = self.get(ino)?;
         let g = r.read()?;
         let m = self.meta.lock();
+        let first = g.find(start).map_or(start, |(s, _)| s);
         let mut out = Vec::new();
-        for (l, e) in &g.extents {
+        for (l, e) in g.extents.range(first, u64::MAX) {
             for (p, n, c) in meta::ref_pieces(&m.refs, e.phys, e.len) {
+                let logical = l + (p - e.phys);
+                if logical + n <= start {
+                    continue;
+                }
+                if out.len() == max {
+                    return Ok((out, Some(logical)));
+                }
                 out.push(ExtentInfo {
-                    logical: l + (p - e.phys),
+                    logical,
                     physical: p,
                     length: n,
                     refcount: c,
                 });
             }
         }
-        Ok(out)
+        Ok((out, None))
     }
 
     pub fn share_stats(&self) -> ShareStats {
         let m = self.meta.lock();
         let mut s = ShareStats {
-            record_blocks: m.rec.blocks.iter().sum(),
+            record_blocks: m.rec.block_count(),
             ..ShareStats::default()
         };
         for r in m.refs.values() {

@@ -71,7 +71,7 @@ impl Fs {
                 continue;
             }
             let mut pages = Vec::new();
-            for (l, e) in &g.extents {
+            for (l, e) in g.extents.iter() {
                 for i in 0..e.len {
                     if l + i < MAX_FILE_PAGES {
                         pages.push((l + i, e.phys + i));

@@ -114,7 +114,7 @@ impl Fs {
                 items.push((s, e));
             }
         }
-        items.extend(g.extents.range(first..end).map(|(k, v)| (*k, *v)));
+        items.extend(g.extents.range(first, end));
         items
     }
 

@@ -86,7 +86,7 @@ impl Fs {
         ctx.commit()?;
         g.rec = rec;
         if xattrs.is_some() {
-            g.xattrs = xattrs;
+            g.xattrs = xattrs.map(Box::new);
         }
         for op in ops {
             self.apply_op(g, op);
@@ -336,7 +336,7 @@ impl Fs {
                 if g.find(l).is_some() {
                     return Ok(off);
                 }
-                match g.extents.range(l..).next() {
+                match g.extents.range(l, u64::MAX).next() {
                     Some((s, _)) if s * BS < size => Ok(s * BS),
                     _ => Err(FsError::NoSuchAddr),
                 }
@@ -356,6 +356,6 @@ impl Fs {
     pub fn extents(&self, ino: u64) -> FsResult<Vec<(u64, u64, u64)>> {
         let r = self.get(ino)?;
         let g = r.read()?;
-        Ok(g.extents.iter().map(|(l, e)| (*l, e.phys, e.len)).collect())
+        Ok(g.extents.iter().map(|(l, e)| (l, e.phys, e.len)).collect())
     }
 }

@@ -66,7 +66,7 @@ impl Fs {
             }
             format::decode_xattrs(&b)?
         };
-        g.xattrs = Some(m);
+        g.xattrs = Some(Box::new(m));
         Ok(())
     }
 
@@ -142,7 +142,7 @@ impl Fs {
             return Err(FsError::Access);
         }
         self.load_xattrs(&mut g)?;
-        let mut m = g.xattrs.clone().unwrap_or_default();
+        let mut m = g.xattrs.as_deref().cloned().unwrap_or_default();
         let exists = m.contains_key(name);
         let mut rec = g.rec.clone();
         match value {
@@ -206,7 +206,7 @@ impl Fs {
         ctx.put_inode(g.ino, &rec);
         ctx.commit()?;
         g.rec = rec;
-        g.xattrs = Some(m);
+        g.xattrs = Some(Box::new(m));
         Ok(())
     }
 
@@ -316,7 +316,7 @@ impl Fs {
         let mut a = Acl::decode(v)
             .map_err(|e| FsError::Corrupt(format!("inode {}: access ACL: {e}", g.ino)))?;
         a.chmod(mode);
-        let mut m = m.clone();
+        let mut m = XattrMap::clone(m);
         m.insert(acl::ACCESS.to_vec(), a.encode());
         Ok(Some(m))
     }

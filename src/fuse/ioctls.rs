@@ -106,16 +106,13 @@ impl DaxFuse {
             }
             io::EXTENTS => {
                 let start = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
-                let all = self.fs.extents_detail(ino)?;
-                let from = all.partition_point(|e| e.logical + e.length <= start);
-                let rest = &all[from..];
-                let take = rest.len().min(io::EXTENTS_MAX);
-                let mut out = vec![0u8; io::EXTENTS_HDR + take * io::EXTENT_ENTRY];
-                io::put_u32(&mut out, 0, take as u32);
-                io::put_u32(&mut out, 4, (rest.len() > take) as u32);
-                let next = rest.get(take).map(|e| e.logical).unwrap_or(0);
-                io::put_u64(&mut out, 8, next);
-                for (i, e) in rest[..take].iter().enumerate() {
+                // One page, never the whole list: a file may have millions.
+                let (page, next) = self.fs.extents_page(ino, start, io::EXTENTS_MAX)?;
+                let mut out = vec![0u8; io::EXTENTS_HDR + page.len() * io::EXTENT_ENTRY];
+                io::put_u32(&mut out, 0, page.len() as u32);
+                io::put_u32(&mut out, 4, next.is_some() as u32);
+                io::put_u64(&mut out, 8, next.unwrap_or(0));
+                for (i, e) in page.iter().enumerate() {
                     let o = io::EXTENTS_HDR + i * io::EXTENT_ENTRY;
                     io::put_u64(&mut out, o, e.logical);
                     io::put_u64(&mut out, o + 8, e.physical);
