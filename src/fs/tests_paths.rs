@@ -4,7 +4,6 @@
 
 use super::tests::{fresh, remount, C};
 use super::*;
-use std::collections::BTreeMap;
 
 /// Every inode's extent map (slots included), mapped count and the reverse
 /// map, as DRAM holds them.
@@ -20,8 +19,8 @@ fn dram_maps(fs: &Fs, inos: &[u64]) -> (Vec<MapCopy>, RmapCopy) {
     (maps, fs.rmap.lock().clone())
 }
 
-type MapCopy = (BTreeMap<u64, Ext>, u64);
-type RmapCopy = BTreeMap<(u64, u64, u64), u64>;
+type MapCopy = (extmap::ExtentMap, u64);
+type RmapCopy = RMap;
 type Step = (&'static str, Box<dyn Fn(&Fs)>);
 
 #[test]
