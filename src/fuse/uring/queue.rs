@@ -212,14 +212,17 @@ impl Queue {
             }
             o => NATIVE.contains(&o),
         };
-        // A request whose inode is locked (a long clone, truncate or punch
-        // holds it) would hold up every later request of this CPU: the
-        // bridge's threads wait instead.
+        // A user the mount turns away (allow_root, or the owner-only
+        // default): fuser applies its rule (which lets READ, WRITE and
+        // RELEASE through: the kernel may send those without the user's id).
         let outsider = match self.acl {
             SessionACL::All => false,
             SessionACL::RootAndOwner => hd.uid != self.owner && hd.uid != 0,
             SessionACL::Owner => hd.uid != self.owner,
-        };
+        } && !matches!(hd.opcode, abi::OP_READ | abi::OP_WRITE | abi::OP_RELEASE);
+        // A request whose inode is locked (a long clone, truncate or punch
+        // holds it) would hold up every later request of this CPU: the
+        // bridge's threads wait instead.
         if !here || outsider || (!big && self.fuse.fs.inode_busy(hd.nodeid)) {
             return self.bridge_out(idx, hd, payload_sz);
         }
