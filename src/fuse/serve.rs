@@ -77,8 +77,7 @@ impl DaxFuse {
         write_flags: u32,
         open_flags: i32,
     ) -> Result<usize, i32> {
-        let mut out = Err(libc::EIO);
-        guarded("write", || {
+        self.serve("write", || {
             // Under the writeback cache the kernel places appends itself
             // (it owns the file size) and writes back whole pages later.
             let append = !self.cache.writeback
@@ -92,12 +91,8 @@ impl DaxFuse {
             // lacks CAP_FSETID instead of asking for security.capability and
             // sending a SETATTR before every write.
             let kill = write_flags & WriteFlags::FUSE_WRITE_KILL_SUIDGID.bits() != 0;
-            out = self
-                .fs
-                .write_killing(ino, offset, data, append, kill)
-                .map_err(|e| e.errno());
-        });
-        out
+            self.fs.write_killing(ino, offset, data, append, kill)
+        })
     }
 }
 

@@ -50,6 +50,16 @@ pub fn cmd_req(commit_id: u64, qid: u16) -> [u8; 80] {
     c
 }
 
+/// A `struct fuse_in_header` for a request of `len` bytes in all (the
+/// transport's own requests to the bridge: FUSE_INIT, FUSE_DESTROY).
+pub fn in_header(len: u32, opcode: u32, unique: u64) -> [u8; IN_HEADER] {
+    let mut b = [0u8; IN_HEADER];
+    b[0..4].copy_from_slice(&len.to_ne_bytes());
+    b[4..8].copy_from_slice(&opcode.to_ne_bytes());
+    b[8..16].copy_from_slice(&unique.to_ne_bytes());
+    b
+}
+
 /// The fields of `struct fuse_in_header` the transport needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InHeader {

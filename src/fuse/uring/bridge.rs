@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use super::abi::{IN_HEADER, OUT_HEADER};
+use super::abi::{in_header, IN_HEADER, OUT_HEADER};
 
 /// Replies waiting for one queue's thread: (entry index, reply bytes).
 pub struct Done {
@@ -195,9 +195,8 @@ impl Bridge {
     ) -> io::Result<()> {
         const INIT_IN: usize = 64;
         let mut b = vec![0u8; IN_HEADER + INIT_IN];
-        b[0..4].copy_from_slice(&((IN_HEADER + INIT_IN) as u32).to_ne_bytes());
-        b[4..8].copy_from_slice(&26u32.to_ne_bytes()); // FUSE_INIT
-        b[8..16].copy_from_slice(&u64::MAX.to_ne_bytes()); // never a kernel id
+        // FUSE_INIT (26), with an id the kernel never uses.
+        b[..IN_HEADER].copy_from_slice(&in_header((IN_HEADER + INIT_IN) as u32, 26, u64::MAX));
         let a = IN_HEADER;
         b[a..a + 4].copy_from_slice(&major.to_ne_bytes());
         b[a + 4..a + 8].copy_from_slice(&minor.to_ne_bytes());
@@ -211,10 +210,8 @@ impl Bridge {
     /// answers one and ends), then `close`.
     pub fn send_destroy(&self, threads: usize) {
         for _ in 0..threads {
-            let mut b = [0u8; IN_HEADER];
-            b[0..4].copy_from_slice(&(IN_HEADER as u32).to_ne_bytes());
-            b[4..8].copy_from_slice(&38u32.to_ne_bytes()); // FUSE_DESTROY
-            b[8..16].copy_from_slice(&(u64::MAX - 1).to_ne_bytes());
+            // FUSE_DESTROY (38).
+            let b = in_header(IN_HEADER as u32, 38, u64::MAX - 1);
             if self.send_parts(&[&b]).is_err() {
                 return;
             }

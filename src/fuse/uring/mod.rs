@@ -134,7 +134,7 @@ impl Prepared {
 
 /// After FUSE_INIT: start the transport if the kernel granted it, or log
 /// why not. A failure after the grant makes the kernel give io_uring up for
-/// this connection (`Prepared::decline`), so requests go on over /dev/fuse.
+/// this connection (`Ring::decline`), so requests go on over /dev/fuse.
 pub fn begin(p: Prepared, dev: &impl AsFd, main: &DaxFuse, acl: SessionACL, threads: usize) {
     let t = &main.transport;
     if !t.granted.load(Ordering::SeqCst) {
@@ -147,10 +147,6 @@ pub fn begin(p: Prepared, dev: &impl AsFd, main: &DaxFuse, acl: SessionACL, thre
     let Some(&offer) = t.offer.get() else {
         return;
     };
-    let Ok(spare) = queue::Ring::new() else {
-        log::error!("transport=uring: no ring to decline with");
-        return;
-    };
     match p.start(dev.as_fd(), main, offer, acl, threads) {
         Ok(r) => {
             *t.running.lock() = Some(r);
@@ -158,7 +154,10 @@ pub fn begin(p: Prepared, dev: &impl AsFd, main: &DaxFuse, acl: SessionACL, thre
         }
         Err(e) => {
             log::warn!("transport=uring: cannot start ({e}); using /dev/fuse");
-            spare.decline(dev.as_fd());
+            match queue::Ring::new() {
+                Ok(r) => r.decline(dev.as_fd()),
+                Err(e) => log::error!("transport=uring: no ring to decline with: {e}"),
+            }
         }
     }
 }
