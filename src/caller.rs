@@ -1,19 +1,30 @@
 //! Who sent a FUSE request, beyond what the request header says.
 //!
-//! The header carries the caller's fs uid, fs gid and thread id. The kernel
+//! The header carries the caller's fs uid and fs gid (mapped into the
+//! mount's user namespace by the kernel) and its thread id. The kernel
 //! applies the permission rules itself (`default_permissions`), so the
-//! daemon needs more only where it must decide: set-group-ID clearing when
-//! an access ACL is set, root-only ioctls (CAP_SYS_ADMIN), which paths the
-//! owners report may show, and which open file a clone source names. It reads
-//! these from `/proc/TID/status` (Groups, CapEff), `/proc/TID/fdinfo/FD`
-//! and `/proc/TID/mountinfo`. This is sound because the calling thread is
-//! blocked in its system call until the daemon replies (the daemon does not
-//! accept interrupts), so that thread id cannot be reused and the thread
-//! cannot change its own credentials meanwhile; ARCHITECTURE.md lists the
-//! races that remain. Whatever cannot be read counts as no groups, no
-//! capabilities, no such file: the least privilege.
+//! daemon needs more only where it must decide, and there it trusts only
+//! what the kernel vouches for (ARCHITECTURE.md, "What the daemon trusts"):
+//! - a capability (CAP_SYS_ADMIN for the root-only ioctls, CAP_FSETID for
+//!   set-ID clearing, CAP_DAC_* for what the owners report may show) counts
+//!   only if the calling thread is in the mount's user namespace, as the
+//!   kernel's `ns_capable(fc->user_ns, ...)`: `CapEff` in /proc is relative
+//!   to the caller's own namespace, and `unshare -Ur` gives any user a full
+//!   set there;
+//! - supplementary groups come from /proc/TID/status, read while a pidfd
+//!   holds the thread: if the thread is gone when the reads are done, the
+//!   answer is thrown away (no groups, no capabilities: the least
+//!   privilege). A thread changes its own credentials only itself, and it is
+//!   blocked in its system call until the daemon replies;
+//! - a clone or dedupe source is the caller's open file itself, taken from
+//!   its descriptor table with `pidfd_getfd` and checked with fstat and
+//!   F_GETFL on that one object: there is no second read for a racing thread
+//!   to change.
 
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::mpsc::Sender;
+use std::sync::OnceLock;
 
 use crate::acl::Who;
 
@@ -28,18 +39,35 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// Effective capabilities, already cleared unless the thread is in the
+    /// mount's user namespace (where they would count for the kernel too).
     pub cap_eff: u64,
 }
 
 impl Caller {
-    /// The caller of a request from `pid` with fs ids `uid`:`gid`.
+    /// The caller of a request from thread `pid` with fs ids `uid`:`gid`.
     pub fn new(pid: u32, uid: u32, gid: u32) -> Caller {
-        let status = if pid == 0 {
-            String::new()
-        } else {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+        let least = Caller {
+            pid,
+            uid,
+            gid,
+            ..Default::default()
         };
-        Caller::from_status(pid, uid, gid, &status)
+        // Hold the thread while reading about it: if it exits meanwhile,
+        // its id may name another thread by the time a read happens.
+        let Some(pidfd) = Pidfd::open(pid) else {
+            return least;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let same_ns = in_daemon_user_ns(pid);
+        if !pidfd.alive() {
+            return least;
+        }
+        let mut c = Caller::from_status(pid, uid, gid, &status);
+        if !same_ns {
+            c.cap_eff = 0;
+        }
+        c
     }
 
     /// Parse the `Groups:` and `CapEff:` lines of a /proc status file.
@@ -79,7 +107,72 @@ impl Caller {
     }
 }
 
-/// A file a process holds open, as /proc describes it.
+/// The user namespace (nsfs device and inode) of `/proc/PATH/ns/user`.
+fn user_ns(proc_dir: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{proc_dir}/ns/user")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// Whether thread `pid` is in the daemon's user namespace, which is the
+/// mount's (the daemon opened /dev/fuse and mounted from it).
+fn in_daemon_user_ns(pid: u32) -> bool {
+    static OWN: OnceLock<Option<(u64, u64)>> = OnceLock::new();
+    let own = *OWN.get_or_init(|| user_ns("self"));
+    own.is_some() && user_ns(&pid.to_string()) == own
+}
+
+/// A pidfd for one thread (PIDFD_THREAD), so that what is read about the
+/// thread can be checked to be about that thread.
+struct Pidfd(OwnedFd);
+
+impl Pidfd {
+    fn open(tid: u32) -> Option<Pidfd> {
+        if tid == 0 {
+            return None;
+        }
+        let tid = libc::pid_t::try_from(tid).ok()?;
+        // PIDFD_THREAD (= O_EXCL, Linux 6.9): the thread itself, not its
+        // thread group; then the group leader for older kernels.
+        sys_fd(|| {
+            // SAFETY: pidfd_open takes a pid and flags by value and touches
+            // no memory of this process.
+            unsafe { libc::syscall(libc::SYS_pidfd_open, tid, libc::O_EXCL) }
+        })
+        .or_else(|| {
+            // SAFETY: as above.
+            sys_fd(|| unsafe { libc::syscall(libc::SYS_pidfd_open, tid, 0) })
+        })
+        .map(Pidfd)
+    }
+
+    /// The thread has not exited (a pidfd polls readable once it has).
+    fn alive(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut p = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut p, PollTimeout::ZERO), Ok(0))
+    }
+
+    /// A duplicate of the thread's descriptor `fd` (pidfd_getfd: needs the
+    /// daemon to be allowed to ptrace the caller, as root is).
+    fn getfd(&self, fd: i32) -> Option<OwnedFd> {
+        let pidfd = self.0.as_raw_fd();
+        // SAFETY: pidfd_getfd takes two descriptor numbers and flags by
+        // value; the new descriptor (close-on-exec) is owned by the result.
+        sys_fd(|| unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) })
+    }
+}
+
+/// Own the descriptor a descriptor-returning system call gave, if any.
+fn sys_fd(call: impl FnOnce() -> libc::c_long) -> Option<OwnedFd> {
+    let r = call();
+    let fd = i32::try_from(r).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: a successful pidfd_open / pidfd_getfd returns a new
+    // descriptor that nothing else in this process owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A file a process holds open, as fstat and fcntl on it describe it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenFile {
     /// Device (major, minor) of the filesystem it is on.
@@ -96,29 +189,43 @@ impl OpenFile {
     }
 }
 
-/// The open file behind descriptor `fd` of thread `pid`.
+/// The open file behind descriptor `fd` of thread `pid`: the file object
+/// itself, taken from the thread's descriptor table, so a racing thread
+/// can only change which file is looked at, never what is checked about it.
 pub fn open_file(pid: u32, fd: i32) -> Option<OpenFile> {
-    if pid == 0 || fd < 0 {
+    if fd < 0 {
         return None;
     }
-    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
-    let (flags, mnt_id, ino) = parse_fdinfo(&info)?;
-    let mi = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-    let dev = mountinfo_lines(&mi).find(|m| m.id == mnt_id)?.dev;
-    Some(OpenFile { dev, ino, flags })
+    let file = Pidfd::open(pid)?.getfd(fd)?;
+    let st = nix::sys::stat::fstat(&file).ok()?;
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).ok()?;
+    let dev = st.st_dev as libc::dev_t;
+    let f = OpenFile {
+        dev: (libc::major(dev), libc::minor(dev)),
+        ino: st.st_ino as u64,
+        flags,
+    };
+    close_later(file);
+    Some(f)
 }
 
-/// (flags, mnt_id, ino) of an fdinfo file.
-pub fn parse_fdinfo(s: &str) -> Option<(i32, u64, u64)> {
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-    };
-    let flags = i32::from_str_radix(&field("flags:")?, 8).ok()?;
-    let mnt_id = field("mnt_id:")?.parse().ok()?;
-    let ino = field("ino:")?.parse().ok()?;
-    Some((flags, mnt_id, ino))
+/// Close a descriptor of a file that may be on this daemon's own mount on
+/// another thread: close(2) of a FUSE file sends FLUSH and waits for the
+/// answer, which a worker must give, so a worker must not wait for it.
+fn close_later(fd: OwnedFd) {
+    static CLOSER: OnceLock<Sender<OwnedFd>> = OnceLock::new();
+    let tx = CLOSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
+        let spawned = std::thread::Builder::new()
+            .name("daxlink-closer".into())
+            .spawn(move || rx.into_iter().for_each(drop));
+        if let Err(e) = spawned {
+            log::warn!("cannot start the closer thread: {e}");
+        }
+        tx
+    });
+    // With no closer thread the send fails and the descriptor is closed here.
+    let _ = tx.send(fd);
 }
 
 /// The `u32` that the third argument of the ioctl the thread `tid` is
@@ -224,11 +331,6 @@ mod tests {
         assert!(c.who().in_group(65533));
         let c = Caller::from_status(9, 1000, 1000, "");
         assert!(c.groups.is_empty() && c.cap_eff == 0);
-        assert_eq!(
-            parse_fdinfo("pos:\t0\nflags:\t0100002\nmnt_id:\t27\nino:\t611\n"),
-            Some((0o100002, 27, 611))
-        );
-        assert_eq!(parse_fdinfo("pos:\t0\n"), None);
         let f = OpenFile {
             dev: (0, 50),
             ino: 1,

@@ -137,6 +137,7 @@ impl Fs {
     /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
     pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
         self.write_killing(ino, off, data, append, false)
+            .map(|(n, _)| n)
     }
 
     /// `write`, which first clears what a write by this caller clears:
@@ -144,7 +145,8 @@ impl Fs {
     /// CAP_FSETID) clears set-user-ID, and set-group-ID when the group may
     /// execute; any write drops a file capability (`security.capability`).
     /// As the VFS's `file_remove_privs`, this is its own transaction before
-    /// the data's.
+    /// the data's. Returns the bytes written and whether the mode changed
+    /// (the kernel's cached attributes are then stale).
     pub fn write_killing(
         &self,
         ino: u64,
@@ -152,18 +154,16 @@ impl Fs {
         data: &[u8],
         append: bool,
         kill_suidgid: bool,
-    ) -> FsResult<usize> {
+    ) -> FsResult<(usize, bool)> {
         let mut g = self.lock_data_change(ino)?;
-        if !data.is_empty() {
-            self.remove_privs_locked(&mut g, kill_suidgid)?;
-        }
+        let killed = !data.is_empty() && self.remove_privs_locked(&mut g, kill_suidgid)?;
         let off = if append || g.append_only() {
             g.rec.size
         } else {
             off
         };
         if data.is_empty() {
-            return Ok(0);
+            return Ok((0, false));
         }
         let end = off
             .checked_add(data.len() as u64)
@@ -172,19 +172,23 @@ impl Fs {
             return Err(FsError::FileTooBig);
         }
         self.write_locked(&mut g, off, end, Fill::Data(data), true)?;
-        Ok(data.len())
+        Ok((data.len(), killed))
     }
 
-    fn remove_privs_locked(&self, g: &mut Inode, kill_suidgid: bool) -> FsResult<()> {
+    /// What any data change of `ino` clears first (write, truncate,
+    /// fallocate in every mode, the destination of a clone or a copy): the
+    /// VFS's `file_remove_privs`. `kill_suidgid`: the caller lacks
+    /// CAP_FSETID in the mount's namespace. Returns whether the mode changed.
+    pub fn remove_privs(&self, ino: u64, kill_suidgid: bool) -> FsResult<bool> {
+        let mut g = self.lock_data_change(ino)?;
+        self.remove_privs_locked(&mut g, kill_suidgid)
+    }
+
+    fn remove_privs_locked(&self, g: &mut Inode, kill_suidgid: bool) -> FsResult<bool> {
         const CAPS: &[u8] = b"security.capability";
         let mode = g.rec.mode;
         let clear = if kill_suidgid {
-            mode & (libc::S_ISUID
-                | if mode & libc::S_IXGRP != 0 {
-                    libc::S_ISGID
-                } else {
-                    0
-                })
+            setid_cleared_by_data_change(mode)
         } else {
             0
         };
@@ -193,7 +197,7 @@ impl Fs {
             g.xattrs.as_ref().is_some_and(|m| m.contains_key(CAPS))
         };
         if clear == 0 && !caps {
-            return Ok(());
+            return Ok(false);
         }
         let mut rec = g.rec.clone();
         rec.mode &= !clear;
@@ -211,7 +215,7 @@ impl Fs {
         if clear != 0 {
             Counters::bump(&self.counters.setid_cleared);
         }
-        Ok(())
+        Ok(clear != 0)
     }
 
     /// Before a file grows to cover `[size, upto)`: zero whatever is mapped
@@ -532,4 +536,13 @@ impl Fs {
         }
         Ok((ops, done))
     }
+}
+
+/// The set-ID bits of `mode` that a data change by a caller without
+/// CAP_FSETID clears (the VFS's `should_remove_suid`): set-user-ID always,
+/// set-group-ID when the group may execute (without it, the bit marks
+/// mandatory locking, not privilege).
+pub fn setid_cleared_by_data_change(mode: u32) -> u32 {
+    let gx = mode & libc::S_IXGRP != 0;
+    mode & (libc::S_ISUID | if gx { libc::S_ISGID } else { 0 })
 }

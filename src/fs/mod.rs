@@ -33,6 +33,7 @@ mod truncate;
 mod xattr;
 
 pub use atime::AtimeMode;
+pub use data::setid_cleared_by_data_change;
 pub use pin::{Owner, OwnersReport, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 pub use state::ShutdownMode;

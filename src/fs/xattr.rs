@@ -71,6 +71,7 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        known_namespace(name)?;
         let r = self.get(ino)?;
         let mut g = r.write()?;
         self.load_xattrs(&mut g)?;
@@ -87,7 +88,12 @@ impl Fs {
         self.load_xattrs(&mut g)?;
         Ok(g.xattrs
             .as_ref()
-            .map(|m| m.keys().cloned().collect())
+            .map(|m| {
+                m.keys()
+                    .filter(|k| known_namespace(k).is_ok())
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -127,6 +133,7 @@ impl Fs {
         if value.is_some_and(|v| v.len() > XATTR_VALUE_MAX) {
             return Err(FsError::Range);
         }
+        known_namespace(name)?;
         let is_acl = name == acl::ACCESS || name == acl::DEFAULT;
         let parsed = match (is_acl, value) {
             (true, Some(v)) => Some(Acl::decode(v).map_err(|e| {
@@ -366,5 +373,25 @@ impl Fs {
     pub(super) fn access_acl(&self, g: &mut Inode) -> Option<Acl> {
         self.load_xattrs(g).ok()?;
         Acl::decode(g.xattrs.as_ref()?.get(acl::ACCESS)?).ok()
+    }
+}
+
+/// The xattr namespaces daxlink stores, as ext4's handlers: `user.`,
+/// `trusted.`, `security.` (the kernel checks who may use each before a
+/// request arrives: write permission, CAP_SYS_ADMIN, the security modules)
+/// and of `system.` only the two POSIX ACL names, which the kernel itself
+/// checks (owner or CAP_FOWNER). The kernel applies no check at all to
+/// other `system.` names, so those, like names in no namespace, are not
+/// supported (EOPNOTSUPP), not stored for anyone who asks.
+pub fn known_namespace(name: &[u8]) -> FsResult<()> {
+    let ok = [&b"user."[..], b"trusted.", b"security."]
+        .iter()
+        .any(|p| name.len() > p.len() && name.starts_with(p))
+        || name == acl::ACCESS
+        || name == acl::DEFAULT;
+    if ok {
+        Ok(())
+    } else {
+        Err(FsError::NotSupported)
     }
 }

@@ -79,6 +79,9 @@ impl DaxFuse {
                 let src = self.source_fd(req, a.src_fd)?;
                 let mut out = input.to_vec();
                 if cmd == io::CLONE {
+                    // New contents: set-ID bits go as for a write. A dedupe
+                    // changes no byte and keeps them (as the VFS's remap prep).
+                    self.file_modified(req, ino)?;
                     let n = self.fs.clone_range(src, a.src_off, ino, a.dst_off, a.len)?;
                     io::put_u64(&mut out, 32, n);
                 } else {

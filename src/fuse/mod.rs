@@ -171,6 +171,17 @@ impl DaxFuse {
         }
     }
 
+    /// Drop the kernel's cached attributes of `ino` (not its pages: a page
+    /// a writer holds locked while it waits for this request's reply must
+    /// not be waited for here).
+    fn invalidate_attrs(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                log::debug!("inval_inode({ino}, attributes): {e}");
+            }
+        }
+    }
+
     /// What an open of `ino` tells the kernel about its cached pages.
     fn open_flags(&self, ino: u64) -> FopenFlags {
         if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
@@ -185,9 +196,7 @@ impl DaxFuse {
     /// FATTR_KILL_SUIDGID bit), so decide as the VFS does: chown of a
     /// non-directory clears set-user-ID always, and set-group-ID when the
     /// group may execute or the caller is neither in the file's group nor
-    /// holds CAP_FSETID; a size change by a caller without CAP_FSETID
-    /// clears set-user-ID, and set-group-ID when the group may execute.
-    /// /proc is read only for a file that has such a bit.
+    /// holds CAP_FSETID; a size change is a data change (`kills_setid`).
     fn setid_bits_to_clear(&self, req: &Request, ino: u64, chown: bool, size: Option<u64>) -> u32 {
         if !chown && size.is_none() {
             return 0;
@@ -199,22 +208,46 @@ impl DaxFuse {
         if a.mode & (suid | sgid) == 0 || a.mode & libc::S_IFMT == libc::S_IFDIR {
             return 0;
         }
-        let gx = a.mode & libc::S_IXGRP != 0;
         let c = caller(req);
         let fsetid = c.has_cap(who::CAP_FSETID);
-        let bits = if chown {
+        if chown {
+            let gx = a.mode & libc::S_IXGRP != 0;
             let in_group = c.gid == a.gid || c.groups.contains(&a.gid);
-            suid | if gx || (!in_group && !fsetid) {
-                sgid
-            } else {
-                0
-            }
+            a.mode
+                & (suid
+                    | if gx || (!in_group && !fsetid) {
+                        sgid
+                    } else {
+                        0
+                    })
         } else if !fsetid {
-            suid | if gx { sgid } else { 0 }
+            crate::fs::setid_cleared_by_data_change(a.mode)
         } else {
             0
-        };
-        bits & a.mode
+        }
+    }
+
+    /// Whether a data change of `ino` by this caller clears set-ID bits:
+    /// the caller lacks CAP_FSETID in the mount's user namespace. /proc is
+    /// read only for a file that has such a bit.
+    fn kills_setid(&self, req: &Request, ino: u64) -> bool {
+        let bits = libc::S_ISUID | libc::S_ISGID;
+        self.fs.getattr(ino).is_ok_and(|a| a.mode & bits != 0)
+            && !caller(req).has_cap(who::CAP_FSETID)
+    }
+
+    /// Before a data change that is not a WRITE (fallocate in every mode,
+    /// the destination of a clone or of copy_file_range): what the VFS's
+    /// `file_modified` does, here because under FUSE_HANDLE_KILLPRIV_V2 the
+    /// kernel leaves it to the daemon. The one place where the daemon
+    /// decides set-ID clearing on data changes; WRITE carries the kernel's
+    /// own decision (FUSE_WRITE_KILL_SUIDGID) into the same core rule.
+    fn file_modified(&self, req: &Request, ino: u64) -> Result<(), FsError> {
+        let kill = self.kills_setid(req, ino);
+        if self.fs.remove_privs(ino, kill)? {
+            self.invalidate_attrs(ino);
+        }
+        Ok(())
     }
 
     fn writable(&self, fh: u64) -> bool {
@@ -756,7 +789,7 @@ impl Filesystem for DaxFuse {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -765,7 +798,10 @@ impl Filesystem for DaxFuse {
         reply: ReplyEmpty,
     ) {
         guarded("fallocate", || {
-            empty(self.fs.fallocate(ino.0, offset, length, mode), reply)
+            let r = self
+                .file_modified(req, ino.0)
+                .and_then(|()| self.fs.fallocate(ino.0, offset, length, mode));
+            empty(r, reply)
         });
     }
 
@@ -806,19 +842,9 @@ impl Filesystem for DaxFuse {
         guarded("copy_file_range", || {
             let len = len.min(u32::MAX as u64 & !4095);
             // Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves the set-ID
-            // bits of the destination to us, as for a write: cleared first
-            // (as the VFS's file_modified does), by the size-change rule.
-            let clear = if len > 0 {
-                self.setid_bits_to_clear(req, ino_out.0, false, Some(0))
-            } else {
-                0
-            };
-            if clear != 0 {
-                let s = SetAttr {
-                    clear_mode: clear,
-                    ..Default::default()
-                };
-                if let Err(e) = self.fs.setattr(ino_out.0, &s) {
+            // bits of the destination to us, as for a write.
+            if len > 0 {
+                if let Err(e) = self.file_modified(req, ino_out.0) {
                     reply.error(errno(&e));
                     return;
                 }

@@ -91,7 +91,13 @@ impl DaxFuse {
             // lacks CAP_FSETID instead of asking for security.capability and
             // sending a SETATTR before every write.
             let kill = write_flags & WriteFlags::FUSE_WRITE_KILL_SUIDGID.bits() != 0;
-            self.fs.write_killing(ino, offset, data, append, kill)
+            let (n, killed) = self.fs.write_killing(ino, offset, data, append, kill)?;
+            if killed {
+                // The kernel still caches the old mode: stat must not show
+                // set-ID bits the file no longer has.
+                self.invalidate_attrs(ino);
+            }
+            Ok(n)
         })
     }
 }
