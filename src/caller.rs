@@ -33,6 +33,22 @@ pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_FSETID: u32 = 4;
 pub const CAP_SYS_ADMIN: u32 = 21;
 
+/// What a request's header says of its sender: thread id, fs uid, fs gid.
+/// Plain data, so a request can be finished on another thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Origin {
+    /// The caller, with what /proc adds (read now).
+    pub fn caller(&self) -> Caller {
+        Caller::new(self.pid, self.uid, self.gid)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     pub pid: u32,

@@ -44,9 +44,9 @@ impl DaxFuse {
     /// be open for reading on this filesystem: how FICLONERANGE and
     /// FIDEDUPERANGE name their source (EBADF, or EXDEV for another
     /// filesystem, as the kernel answers).
-    pub(super) fn source_fd(&self, req: &Request, fd: u64) -> Result<u64, FsError> {
+    pub(super) fn source_fd(&self, o: Origin, fd: u64) -> Result<u64, FsError> {
         let fd = i32::try_from(fd).map_err(|_| FsError::BadFd)?;
-        let f = who::open_file(req.pid(), fd).ok_or(FsError::BadFd)?;
+        let f = who::open_file(o.pid, fd).ok_or(FsError::BadFd)?;
         if !f.readable() {
             return Err(FsError::BadFd);
         }
@@ -60,7 +60,7 @@ impl DaxFuse {
     /// Serve one of daxlink's private ioctls (see `crate::ioctl`).
     pub(super) fn do_ioctl(
         &self,
-        req: &Request,
+        o: Origin,
         ino: u64,
         fh: u64,
         cmd: u32,
@@ -76,12 +76,12 @@ impl DaxFuse {
                 if !self.writable(fh) {
                     return Err(FsError::BadFd);
                 }
-                let src = self.source_fd(req, a.src_fd)?;
+                let src = self.source_fd(o, a.src_fd)?;
                 let mut out = input.to_vec();
                 if cmd == io::CLONE {
                     // New contents: set-ID bits go as for a write. A dedupe
                     // changes no byte and keeps them (as the VFS's remap prep).
-                    self.file_modified(req, ino)?;
+                    self.file_modified(o, ino)?;
                     let n = self.fs.clone_range(src, a.src_off, ino, a.dst_off, a.len)?;
                     io::put_u64(&mut out, 32, n);
                 } else {
@@ -207,7 +207,7 @@ impl DaxFuse {
             io::POISON => {
                 // Simulated hardware failure, destroying data of every owner:
                 // root's, as memory-failure injection is (CAP_SYS_ADMIN).
-                if !caller(req).has_cap(who::CAP_SYS_ADMIN) {
+                if !o.caller().has_cap(who::CAP_SYS_ADMIN) {
                     return Err(FsError::Perm);
                 }
                 let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
@@ -228,7 +228,7 @@ impl DaxFuse {
             }
             io::OWNERS => {
                 let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
-                let r = self.fs.owners(ino, off, Some(&caller(req).who()))?;
+                let r = self.fs.owners(ino, off, Some(&o.caller().who()))?;
                 let j = owners_json(&r).into_bytes();
                 if j.len() > io::OWNERS_SIZE - 16 {
                     return Err(FsError::Range);
@@ -241,7 +241,7 @@ impl DaxFuse {
             }
             io::SNAPSHOT => {
                 // Every file's mapping: only for the administrator.
-                if !caller(req).has_cap(who::CAP_SYS_ADMIN) {
+                if !o.caller().has_cap(who::CAP_SYS_ADMIN) {
                     return Err(FsError::Perm);
                 }
                 let n = io::get_u64(input, 0).ok_or(FsError::Invalid)? as usize;
@@ -268,7 +268,7 @@ impl DaxFuse {
                     .fold(0u64, |m, i| m | (1 << i));
                 Ok(mask.to_le_bytes().to_vec())
             }
-            io::REMOUNT | io::GOINGDOWN => self.state_ioctl(req, cmd, input),
+            io::REMOUNT | io::GOINGDOWN => self.state_ioctl(o, cmd, input),
             io::OPTIONS => {
                 let mut out = vec![0u8; io::OPTIONS_SIZE];
                 let o = self.options.as_bytes();
@@ -320,12 +320,12 @@ impl DaxFuse {
     /// REMOUNT and FS_IOC_SHUTDOWN: CAP_SYS_ADMIN only (EPERM), as in XFS and ext4.
     pub(super) fn state_ioctl(
         &self,
-        req: &Request,
+        o: Origin,
         cmd: u32,
         input: &[u8],
     ) -> Result<Vec<u8>, FsError> {
         use crate::ioctl as io;
-        if !caller(req).has_cap(who::CAP_SYS_ADMIN) {
+        if !o.caller().has_cap(who::CAP_SYS_ADMIN) {
             return Err(FsError::Perm);
         }
         if cmd == io::REMOUNT {
@@ -334,7 +334,7 @@ impl DaxFuse {
             return Ok(Vec::new());
         }
         // _IOR: the kernel sends no payload; read the flags where the caller points.
-        let flags = who::ioctl_arg_u32(req.pid()).unwrap_or_else(|| {
+        let flags = who::ioctl_arg_u32(o.pid).unwrap_or_else(|| {
             log::warn!("shutdown: cannot read the caller's flags; using DEFAULT");
             0
         });

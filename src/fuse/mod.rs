@@ -5,6 +5,7 @@
 
 mod attr;
 mod ioctls;
+mod long;
 mod serve;
 pub mod uring;
 pub use attr::{file_attr, wire_mode};
@@ -27,7 +28,7 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
-use crate::caller::{self as who, Caller};
+use crate::caller::{self as who, Caller, Origin};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
 
@@ -62,11 +63,16 @@ pub struct DaxFuse {
     /// Test hook (DAXLINK_FAULT_INJECT=hang-on-xattr): reading the xattr
     /// `user.daxlink.inject-hang` never returns (a wedged request).
     hang_hook: bool,
+    /// Test hook (DAXLINK_FAULT_INJECT=slow-long): every long operation
+    /// first sleeps 10 s, as a huge clone or punch would run.
+    slow_long_hook: bool,
     /// The daemon's mount options (what the OPTIONS ioctl answers; remount
     /// compares against them).
     pub options: String,
     /// Kernel caching chosen at mount (`cache=`, `writeback`).
     pub cache: CacheMode,
+    /// Threads for long operations, so they never hold every worker.
+    long: Arc<long::LongPool>,
 }
 
 /// How the kernel may cache file data between opens.
@@ -102,8 +108,16 @@ fn cred(req: &Request, umask: u32) -> Cred {
     }
 }
 
+fn origin(req: &Request) -> Origin {
+    Origin {
+        pid: req.pid(),
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 fn caller(req: &Request) -> Caller {
-    Caller::new(req.pid(), req.uid(), req.gid())
+    origin(req).caller()
 }
 
 /// Run a handler body, turning a panic into a logged failure of this request.
@@ -135,12 +149,30 @@ impl DaxFuse {
             dev: Arc::new(std::sync::OnceLock::new()),
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
             hang_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("hang-on-xattr"),
+            slow_long_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("slow-long"),
             options: String::new(),
             cache: CacheMode {
                 keep: true,
                 writeback: false,
             },
+            long: Arc::new(long::LongPool::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            )),
         }
+    }
+
+    /// Finish a request on the long-operation threads (`long.rs`), in
+    /// `guarded` there: `f` gets a twin of this `DaxFuse`.
+    fn long(&self, what: &'static str, f: impl FnOnce(&DaxFuse) + Send + 'static) {
+        let me = self.twin();
+        self.long.run(Box::new(move || {
+            guarded(what, || {
+                if me.slow_long_hook {
+                    std::thread::sleep(Duration::from_secs(10));
+                }
+                f(&me)
+            })
+        }));
     }
 
     /// Mark the filesystem clean (idempotent).
@@ -197,7 +229,7 @@ impl DaxFuse {
     /// non-directory clears set-user-ID always, and set-group-ID when the
     /// group may execute or the caller is neither in the file's group nor
     /// holds CAP_FSETID; a size change is a data change (`kills_setid`).
-    fn setid_bits_to_clear(&self, req: &Request, ino: u64, chown: bool, size: Option<u64>) -> u32 {
+    fn setid_bits_to_clear(&self, o: Origin, ino: u64, chown: bool, size: Option<u64>) -> u32 {
         if !chown && size.is_none() {
             return 0;
         }
@@ -208,7 +240,7 @@ impl DaxFuse {
         if a.mode & (suid | sgid) == 0 || a.mode & libc::S_IFMT == libc::S_IFDIR {
             return 0;
         }
-        let c = caller(req);
+        let c = o.caller();
         let fsetid = c.has_cap(who::CAP_FSETID);
         if chown {
             let gx = a.mode & libc::S_IXGRP != 0;
@@ -230,10 +262,10 @@ impl DaxFuse {
     /// Whether a data change of `ino` by this caller clears set-ID bits:
     /// the caller lacks CAP_FSETID in the mount's user namespace. /proc is
     /// read only for a file that has such a bit.
-    fn kills_setid(&self, req: &Request, ino: u64) -> bool {
+    fn kills_setid(&self, o: Origin, ino: u64) -> bool {
         let bits = libc::S_ISUID | libc::S_ISGID;
         self.fs.getattr(ino).is_ok_and(|a| a.mode & bits != 0)
-            && !caller(req).has_cap(who::CAP_FSETID)
+            && !o.caller().has_cap(who::CAP_FSETID)
     }
 
     /// Before a data change that is not a WRITE (fallocate in every mode,
@@ -242,8 +274,8 @@ impl DaxFuse {
     /// kernel leaves it to the daemon. The one place where the daemon
     /// decides set-ID clearing on data changes; WRITE carries the kernel's
     /// own decision (FUSE_WRITE_KILL_SUIDGID) into the same core rule.
-    fn file_modified(&self, req: &Request, ino: u64) -> Result<(), FsError> {
-        let kill = self.kills_setid(req, ino);
+    fn file_modified(&self, o: Origin, ino: u64) -> Result<(), FsError> {
+        let kill = self.kills_setid(o, ino);
         if self.fs.remove_privs(ino, kill)? {
             self.invalidate_attrs(ino);
         }
@@ -372,7 +404,8 @@ impl Filesystem for DaxFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guarded("setattr", || {
+        let o = origin(req);
+        let body = move |me: &DaxFuse| {
             let t = |v: Option<TimeOrNow>| {
                 v.map(|x| match x {
                     TimeOrNow::Now => SetTime::Now,
@@ -386,13 +419,19 @@ impl Filesystem for DaxFuse {
                 size,
                 atime: t(atime),
                 mtime: t(mtime),
-                clear_mode: self.setid_bits_to_clear(req, ino.0, uid.or(gid).is_some(), size),
+                clear_mode: me.setid_bits_to_clear(o, ino.0, uid.or(gid).is_some(), size),
             };
-            match self.fs.setattr(ino.0, &s) {
+            match me.fs.setattr(ino.0, &s) {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                 Err(e) => reply.error(errno(&e)),
             }
-        });
+        };
+        // A truncate may free a whole file's blocks.
+        if size.is_some() {
+            self.long("setattr", body);
+        } else {
+            guarded("setattr", || body(self));
+        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -774,17 +813,23 @@ impl Filesystem for DaxFuse {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
-        guarded("ioctl", || {
-            match self.do_ioctl(req, ino.0, fh.0, cmd, in_data) {
-                Ok(out) if out.len() <= out_size as usize => reply.ioctl(0, &out),
-                Ok(_) => reply.error(Errno::EIO),
-                Err(FsError::NotTty) => {
-                    log::debug!("unknown ioctl {cmd:#x}");
-                    reply.error(Errno::ENOTTY)
-                }
-                Err(e) => reply.error(errno(&e)),
+        let o = origin(req);
+        let in_data = in_data.to_vec();
+        let body = move |me: &DaxFuse| match me.do_ioctl(o, ino.0, fh.0, cmd, &in_data) {
+            Ok(out) if out.len() <= out_size as usize => reply.ioctl(0, &out),
+            Ok(_) => reply.error(Errno::EIO),
+            Err(FsError::NotTty) => {
+                log::debug!("unknown ioctl {cmd:#x}");
+                reply.error(Errno::ENOTTY)
             }
-        });
+            Err(e) => reply.error(errno(&e)),
+        };
+        use crate::ioctl as io;
+        if [io::CLONE, io::DEDUPE, io::UNSHARE, io::PIN].contains(&cmd) {
+            self.long("ioctl", body);
+        } else {
+            guarded("ioctl", || body(self));
+        }
     }
 
     fn fallocate(
@@ -797,10 +842,11 @@ impl Filesystem for DaxFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guarded("fallocate", || {
-            let r = self
-                .file_modified(req, ino.0)
-                .and_then(|()| self.fs.fallocate(ino.0, offset, length, mode));
+        let o = origin(req);
+        self.long("fallocate", move |me| {
+            let r = me
+                .file_modified(o, ino.0)
+                .and_then(|()| me.fs.fallocate(ino.0, offset, length, mode));
             empty(r, reply)
         });
     }
@@ -839,17 +885,18 @@ impl Filesystem for DaxFuse {
         reply: ReplyWrite,
     ) {
         // Block-aligned parts become shared extents; the rest is copied.
-        guarded("copy_file_range", || {
+        let o = origin(req);
+        self.long("copy_file_range", move |me| {
             let len = len.min(u32::MAX as u64 & !4095);
             // Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves the set-ID
             // bits of the destination to us, as for a write.
             if len > 0 {
-                if let Err(e) = self.file_modified(req, ino_out.0) {
+                if let Err(e) = me.file_modified(o, ino_out.0) {
                     reply.error(errno(&e));
                     return;
                 }
             }
-            match self
+            match me
                 .fs
                 .copy_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
             {

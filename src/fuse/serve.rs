@@ -36,8 +36,10 @@ impl DaxFuse {
             dev: self.dev.clone(),
             panic_hook: self.panic_hook,
             hang_hook: self.hang_hook,
+            slow_long_hook: self.slow_long_hook,
             options: self.options.clone(),
             cache: self.cache,
+            long: self.long.clone(),
         }
     }
 

@@ -64,12 +64,22 @@ impl Mounted {
     }
 
     pub fn try_new(image: &Path, opts: &str) -> Result<Mounted, String> {
+        Self::try_with_env(image, opts, &[])
+    }
+
+    /// `new`, with variables set in the daemon's environment (test hooks).
+    pub fn with_env(image: &Path, opts: &str, env: &[(&str, &str)]) -> Mounted {
+        Self::try_with_env(image, opts, env).expect("mount")
+    }
+
+    pub fn try_with_env(image: &Path, opts: &str, env: &[(&str, &str)]) -> Result<Mounted, String> {
         let dir = tempfile::Builder::new()
             .prefix("daxlink-mnt")
             .tempdir()
             .unwrap();
         let mut cmd = Command::new(DAXLINK);
         cmd.arg("mount").arg(image).arg(dir.path()).arg("-f");
+        cmd.envs(env.iter().copied());
         // DAXLINK_TEST_OPTS: options added to every mount, so that a suite
         // can run again over another transport (scripts/test.sh does so
         // with transport=uring).

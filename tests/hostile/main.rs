@@ -12,6 +12,7 @@ mod common;
 mod authority;
 mod extremes;
 mod setid;
+mod stall;
 mod xattrs;
 
 use std::io::Read;
