@@ -19,11 +19,11 @@
 //! - a clone or dedupe source is the caller's open file itself, taken from
 //!   its descriptor table with `pidfd_getfd` and checked with fstat and
 //!   F_GETFL on that one object: there is no second read for a racing thread
-//!   to change.
+//!   to change. This is done on a long-operation thread, not a FUSE worker
+//!   (closing that file sends FLUSH to this daemon).
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::mpsc::Sender;
 use std::sync::OnceLock;
 
 use crate::acl::Who;
@@ -221,27 +221,12 @@ pub fn open_file(pid: u32, fd: i32) -> Option<OpenFile> {
         ino: st.st_ino as u64,
         flags,
     };
-    close_later(file);
+    // close(2) of a file on this mount sends FLUSH and waits for a FUSE
+    // worker to answer: callers run on the long-operation threads
+    // (`fuse/long.rs`), never on a worker. Closed before the reply, so an
+    // unmount right after the clone does not find the mount busy.
+    drop(file);
     Some(f)
-}
-
-/// Close a descriptor of a file that may be on this daemon's own mount on
-/// another thread: close(2) of a FUSE file sends FLUSH and waits for the
-/// answer, which a worker must give, so a worker must not wait for it.
-fn close_later(fd: OwnedFd) {
-    static CLOSER: OnceLock<Sender<OwnedFd>> = OnceLock::new();
-    let tx = CLOSER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
-        let spawned = std::thread::Builder::new()
-            .name("daxlink-closer".into())
-            .spawn(move || rx.into_iter().for_each(drop));
-        if let Err(e) = spawned {
-            log::warn!("cannot start the closer thread: {e}");
-        }
-        tx
-    });
-    // With no closer thread the send fails and the descriptor is closed here.
-    let _ = tx.send(fd);
 }
 
 /// The `u32` that the third argument of the ioctl the thread `tid` is
