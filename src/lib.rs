@@ -17,6 +17,7 @@ pub mod fs;
 pub mod fsck;
 pub mod inflight;
 pub mod journal;
+pub mod kmount;
 pub mod media;
 pub mod mkfs;
 pub mod out;

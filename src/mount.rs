@@ -240,6 +240,44 @@ fn fuser_config(image: &Path, o: &MountOpts) -> Config {
     c
 }
 
+/// What mount(2) gets when the daemon mounts itself: the same options
+/// fuser would pass (nosuid and nodev unless `suid` / `dev`, as fuser and
+/// fusermount3 default).
+fn kernel_opts(image: &Path, o: &MountOpts) -> crate::kmount::KernelOpts {
+    use nix::mount::MsFlags;
+    let mut flags = MsFlags::empty();
+    for (on, f) in [
+        (!o.suid, MsFlags::MS_NOSUID),
+        (!o.dev, MsFlags::MS_NODEV),
+        (!o.exec, MsFlags::MS_NOEXEC),
+        (o.read_only, MsFlags::MS_RDONLY),
+        (
+            o.atime_mode == crate::fs::AtimeMode::Never,
+            MsFlags::MS_NOATIME,
+        ),
+        (o.sync, MsFlags::MS_SYNCHRONOUS),
+        (o.dirsync, MsFlags::MS_DIRSYNC),
+    ] {
+        if on {
+            flags |= f;
+        }
+    }
+    let mut data = vec!["default_permissions"];
+    if o.allow_other || o.allow_root {
+        // allow_root: the kernel lets everyone in; fuser turns away
+        // everyone but root and the owner (its SessionACL).
+        data.push("allow_other");
+    }
+    crate::kmount::KernelOpts {
+        source: o
+            .fsname
+            .clone()
+            .unwrap_or_else(|| image.display().to_string()),
+        data: data.join(","),
+        flags,
+    }
+}
+
 /// The options only the daemon knows (what the OPTIONS ioctl reports), in
 /// `parse_opts` syntax.
 pub fn daemon_options(o: &MountOpts) -> String {
@@ -421,7 +459,13 @@ fn watch_mount(id: u64, sd: Arc<Shutdown>) {
 /// and exit without marking the image clean (as a crash: the journal makes the
 /// next mount consistent). Joining a wedged worker, or `fs.unmount()` waiting
 /// for locks it holds, would never return.
-fn watchdog(sd: Arc<Shutdown>, limit: Duration, mount_id: Option<u64>, image: PathBuf) {
+fn watchdog(
+    sd: Arc<Shutdown>,
+    limit: Duration,
+    mount_id: Option<u64>,
+    minor: Option<u32>,
+    image: PathBuf,
+) {
     let mut st = sd.state.lock().unwrap_or_else(|e| e.into_inner());
     while st.0.is_none() && !st.1 {
         st = sd.cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -455,9 +499,7 @@ fn watchdog(sd: Arc<Shutdown>, limit: Duration, mount_id: Option<u64>, image: Pa
     if let Some(id) = mount_id {
         if let Some((_, mp, _)) = mountinfo().into_iter().find(|(i, _, _)| *i == id) {
             log::error!("detaching {mp}");
-            if let Err(e) = nix::mount::umount2(mp.as_str(), nix::mount::MntFlags::MNT_DETACH) {
-                log::error!("cannot detach {mp}: {e}");
-            }
+            crate::kmount::unmount_own(Path::new(&mp), id, minor);
         }
     }
     log::error!(
@@ -524,11 +566,31 @@ pub fn serve(
     let main = dax.twin();
     let notifier_slot = dax.notifier.clone();
     let dev_slot = dax.dev.clone();
-    let mut session = match fuser::Session::new(dax, dir, &cfg) {
+    // As root the daemon mounts itself (`kmount`), so that nothing ever
+    // unmounts by path; fuser mounts through fusermount3 otherwise, and for
+    // auto_unmount (which only fusermount3 provides).
+    let own = if o.auto_unmount {
+        Ok(None)
+    } else {
+        crate::kmount::mount(dir, &kernel_opts(image, o))
+    };
+    let own_mount = matches!(own, Ok(Some(_)));
+    let made = match own {
+        Err(e) => Err(e),
+        Ok(Some(fd)) => fuser::Session::from_fd(dax, fd, cfg.acl, cfg.clone()).map_err(|e| {
+            if let Some(id) = our_mount_id(&canon) {
+                crate::kmount::unmount_own(&canon, id, None);
+            }
+            format!("cannot start serving {}: {e}", dir.display())
+        }),
+        Ok(None) => fuser::Session::new(dax, dir, &cfg)
+            .map_err(|e| format!("cannot mount on {}: {e}", dir.display())),
+    };
+    let mut session = match made {
         Ok(s) => s,
         Err(e) => {
             let _ = fs.unmount();
-            ready(Err(format!("cannot mount on {}: {e}", dir.display())));
+            ready(Err(e));
             return 32;
         }
     };
@@ -550,15 +612,22 @@ pub fn serve(
         log::warn!("{} is not in /proc/self/mountinfo", canon.display());
     }
     let mut unmounter = session.unmount_callable();
+    let minor = dev_slot.get().map(|d| d.1);
     let sd2 = sd.clone();
+    let canon2 = canon.clone();
     std::thread::Builder::new()
         .name("daxlink-signals".into())
         .spawn(move || {
             if let Ok(sig) = set.wait() {
                 log::info!("{sig}: unmounting");
                 sd2.begin(format!("{sig}"));
-                if let Err(e) = unmounter.unmount() {
-                    log::error!("unmount on signal failed: {e}");
+                match mount_id {
+                    Some(id) if own_mount => crate::kmount::unmount_own(&canon2, id, minor),
+                    _ => {
+                        if let Err(e) = unmounter.unmount() {
+                            log::error!("unmount on signal failed: {e}");
+                        }
+                    }
                 }
             }
         })
@@ -575,7 +644,7 @@ pub fn serve(
     let limit = shutdown_timeout();
     std::thread::Builder::new()
         .name("daxlink-watchdog".into())
-        .spawn(move || watchdog(sd2, limit, mount_id, img))
+        .spawn(move || watchdog(sd2, limit, mount_id, minor, img))
         .ok();
     log::info!("mounted {} on {}", image.display(), dir.display());
     ready(Ok(()));
