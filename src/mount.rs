@@ -276,8 +276,16 @@ pub fn daemon_options(o: &MountOpts) -> String {
 
 /// Open the image and mount the core filesystem (no FUSE yet).
 pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
-    let media = Media::open(image, o.persist, o.read_only)
-        .map_err(|e| format!("cannot open {}: {e}", image.display()))?;
+    let cannot_open = |e: crate::media::MediaError| format!("cannot open {}: {e}", image.display());
+    let file = crate::media::open_image(image, !o.read_only, false).map_err(cannot_open)?;
+    // Before the lock: an image others can write is refused whoever holds it.
+    let md = file.metadata().map_err(|e| cannot_open(e.into()))?;
+    let warning = crate::access::check_mount(image, &md).map_err(|e| e.to_string())?;
+    let locked = crate::media::lock_file(file, !o.read_only).map_err(cannot_open)?;
+    if let Some(w) = warning {
+        eprintln!("daxlink: warning: {w}");
+    }
+    let media = Media::map_locked(locked, o.persist, o.read_only).map_err(cannot_open)?;
     let fo = FsOptions {
         read_only: o.read_only,
         page_model: o.page_model,
