@@ -64,6 +64,16 @@ impl Mounted {
     }
 
     pub fn try_new(image: &Path, opts: &str) -> Result<Mounted, String> {
+        Self::try_new_logging(image, opts, None)
+    }
+
+    /// As [`Mounted::try_new`], with the daemon's stderr written to `log`
+    /// (for tests of what mount prints) instead of a pipe.
+    pub fn try_new_logging(
+        image: &Path,
+        opts: &str,
+        log: Option<&Path>,
+    ) -> Result<Mounted, String> {
         let dir = tempfile::Builder::new()
             .prefix("daxlink-mnt")
             .tempdir()
@@ -83,7 +93,11 @@ impl Mounted {
         if !opts.is_empty() {
             cmd.arg("-o").arg(opts);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::null());
+        match log {
+            Some(l) => cmd.stderr(std::fs::File::create(l).map_err(|e| e.to_string())?),
+            None => cmd.stderr(Stdio::piped()),
+        };
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let t0 = Instant::now();
         while !is_mounted(dir.path()) {
@@ -92,6 +106,9 @@ impl Mounted {
                 if let Some(mut e) = child.stderr.take() {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
+                }
+                if let Some(l) = log {
+                    err = std::fs::read_to_string(l).unwrap_or_default();
                 }
                 return Err(format!("daemon exited ({st}) before mounting: {err}"));
             }
