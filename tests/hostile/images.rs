@@ -366,3 +366,37 @@ fn mount_warns_about_an_image_others_can_read() {
         }
     }
 }
+
+#[test]
+fn nobody_cannot_reach_roots_lock_files() {
+    let img = Image::new("lockdir", 16 << 20);
+    let m = Mounted::new(&img.path, "");
+    let dir = Path::new("/run/daxlink");
+    let dmd = fs::symlink_metadata(dir).expect("root's lock directory");
+    assert!(dmd.is_dir());
+    assert_eq!((dmd.uid(), dmd.mode() & 0o7777), (0, 0o700));
+    let md = fs::metadata(&img.path).unwrap();
+    let name = format!(
+        "image-{}:{}-{}",
+        libc::major(md.dev()),
+        libc::minor(md.dev()),
+        md.ino()
+    );
+    let lock = dir.join(&name);
+    let lmd = fs::symlink_metadata(&lock).expect("the image's lock file");
+    assert_eq!((lmd.uid(), lmd.mode() & 0o7777), (0, 0o600));
+    let (rc, err) = run_as(NOBODY, NOBODY, &format!("flock -n {} true", lock.display()));
+    assert_ne!(rc, 0, "nobody flocked root's lock file");
+    assert!(err.contains("Permission denied"), "{err}");
+    // The holder is the daemon, named as before.
+    let out = run(Path::new(FSCK), &["-y"], &img.path);
+    assert_eq!(out.status.code(), Some(8));
+    let pid = m.pid().unwrap();
+    assert!(
+        stderr(&out).contains(&format!("in use by pid {pid} (daxlink)")),
+        "{}",
+        stderr(&out)
+    );
+    m.unmount();
+    fsck_clean(&img.path);
+}
