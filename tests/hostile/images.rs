@@ -16,12 +16,16 @@ use crate::common::*;
 
 const NOBODY: u32 = 65534;
 
-fn setpriv_nobody() -> Command {
+fn setpriv_as(uid: u32) -> Command {
     let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={NOBODY}"))
-        .arg(format!("--regid={NOBODY}"))
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
         .arg("--clear-groups");
     c
+}
+
+fn setpriv_nobody() -> Command {
+    setpriv_as(NOBODY)
 }
 
 /// The mkfs-daxlink binary of this build (the workspace's other package).
@@ -77,7 +81,7 @@ impl Drop for ShmPath {
     }
 }
 
-/// `flock` on a file, run as nobody: `flock OPTS FILE -c 'read x'`, so that
+/// `flock` on a file, run as nobody (or another user): `flock OPTS FILE -c 'read x'`, so that
 /// it holds the lock until we close its stdin (or kill it).
 struct NobodyFlock {
     child: Child,
@@ -86,7 +90,11 @@ struct NobodyFlock {
 
 impl NobodyFlock {
     fn start(path: &Path, opts: &[&str]) -> NobodyFlock {
-        let mut child = setpriv_nobody()
+        Self::start_as(NOBODY, path, opts)
+    }
+
+    fn start_as(uid: u32, path: &Path, opts: &[&str]) -> NobodyFlock {
+        let mut child = setpriv_as(uid)
             .arg("flock")
             .args(opts)
             .arg(path)
