@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/mnt"
-truncate -s 3G "$IMG"
+(umask 077; truncate -s 3G "$IMG")
 "$MKFS" -q "$IMG" >/dev/null
 "$DAXLINK" mount "$IMG" "$WORK/mnt"
 PID=$(pgrep -f -- "daxlink mount $IMG " | head -n1)

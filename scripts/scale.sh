@@ -25,7 +25,7 @@ now() { date +%s.%N; }
 for S in $SIZES; do
     IMG=$D/daxlink-scale-$$-$S.img
     rm -f "$IMG"
-    truncate -s "$S" "$IMG"
+    (umask 077; truncate -s "$S" "$IMG")
     sync; echo 3 > /proc/sys/vm/drop_caches
     t0=$(now); "$B/mkfs-daxlink" -q --sparse "$IMG" || exit 1; t1=$(now)
     mk=$(echo "$t1 - $t0" | bc)

@@ -5,6 +5,7 @@
 //! (free space), [`fs`] (the core filesystem), `fuse` (the FUSE adapter),
 //! and the tools ([`mkfs`], [`fsck`]).
 
+pub mod access;
 pub mod acl;
 pub mod caller;
 pub mod chain;

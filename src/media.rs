@@ -8,12 +8,13 @@
 //!
 //! Opening a path takes a lock on it for as long as the [`Media`] lives: one
 //! writer (exclusive `flock`, plus `O_EXCL` for a block device) or any number of
-//! readers (shared `flock`). A second writer is refused with [`MediaError::Busy`],
-//! which names the holder.
+//! readers (shared `flock`); as root the `flock` is on a lock file no other
+//! user can open (see [`lock`]). A second writer is refused with
+//! [`MediaError::Busy`], which names the holder.
 //!
 //! All `unsafe` code of the project lives in this file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +22,9 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 use thiserror::Error;
+
+pub mod lock;
+pub use lock::{lock_file, open_image, Locked, LOCK_DIR};
 
 /// CPU cache line size assumed for flushing.
 pub const CACHE_LINE: u64 = 64;
@@ -43,6 +47,12 @@ pub enum MediaError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     CannotPersist(String),
+    /// Root's lock directory (/run/daxlink) cannot be used.
+    #[error("cannot use the lock directory {}: {err}", path.display())]
+    LockDir {
+        path: std::path::PathBuf,
+        err: String,
+    },
 }
 
 /// How stores are made durable.
@@ -187,6 +197,8 @@ pub struct Media {
     down: AtomicBool,
     /// Stores and flushes running now (so that `shut_down` can wait for them).
     active: AtomicUsize,
+    /// Root's lock file (see [`lock`]), held as long as the mapping.
+    _lock: Option<File>,
 }
 
 /// A store or flush in progress (see [`Media::shut_down`]).
@@ -215,45 +227,6 @@ fn size_of_dax_char(file: &File) -> std::io::Result<u64> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// The processes holding a `flock` on the file `md` describes, from /proc/locks:
-/// "pid 123 (daxlink)", comma-separated; None if none is found.
-fn holders(md: &std::fs::Metadata) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let key = format!(
-        "{:02x}:{:02x}:{}",
-        libc::major(md.dev()),
-        libc::minor(md.dev()),
-        md.ino()
-    );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let mut pids: Vec<u32> = Vec::new();
-    for line in locks.lines() {
-        // "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"; waiters have "->" after the id.
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 6 && f[1] == "FLOCK" && f[5] == key {
-            if let Ok(pid) = f[4].parse::<u32>() {
-                if !pids.contains(&pid) {
-                    pids.push(pid);
-                }
-            }
-        }
-    }
-    if pids.is_empty() {
-        return None;
-    }
-    let named: Vec<String> = pids
-        .iter()
-        .map(|pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            match comm.trim() {
-                "" => format!("pid {pid}"),
-                c => format!("pid {pid} ({c})"),
-            }
-        })
-        .collect();
-    Some(named.join(", "))
-}
-
 impl Media {
     /// Open, lock and map an image file or a pmem/dax device: writable with an
     /// exclusive lock, or `read_only` with a shared lock (see [`Media::lock_path`]).
@@ -268,62 +241,12 @@ impl Media {
         Media::map_locked(file, mode, read_only)
     }
 
-    /// Open `path` (read-write if `write`) and lock it: `write` takes an exclusive
-    /// `flock` (and opens a block device with `O_EXCL`), otherwise a shared one;
-    /// waits at most half a second. The lock lasts as long as the returned file, its clones and
-    /// any mapping made from them; the descriptor is close-on-exec. Fails with
-    /// [`MediaError::Busy`] naming the holder.
-    pub fn lock_path(path: &Path, write: bool) -> Result<File, MediaError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let is_block = std::fs::metadata(path)?.file_type().is_block_device();
-        let mut oo = OpenOptions::new();
-        oo.read(true).write(write);
-        if write && is_block {
-            // The block layer's exclusive open: also fails while the device is
-            // mounted or claimed by any other O_EXCL opener.
-            oo.custom_flags(libc::O_EXCL);
-        }
-        let file = match oo.open(path) {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                let who = std::fs::metadata(path)
-                    .ok()
-                    .and_then(|md| holders(&md))
-                    .unwrap_or_else(|| "another program (opened exclusively; mounted?)".into());
-                return Err(MediaError::Busy(format!("in use by {who}")));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let try_once = || {
-            if write {
-                file.try_lock()
-            } else {
-                file.try_lock_shared()
-            }
-        };
-        // A conflict can be transient: a process that forks while it holds
-        // the image open keeps the lock in the child until the child's exec
-        // closes the descriptor. Retry for a moment before naming a holder.
-        let mut r = try_once();
-        for _ in 0..20 {
-            if !matches!(r, Err(std::fs::TryLockError::WouldBlock)) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-            r = try_once();
-        }
-        match r {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let who = file
-                    .metadata()
-                    .ok()
-                    .and_then(|md| holders(&md))
-                    .unwrap_or_else(|| "another process".into());
-                Err(MediaError::Busy(format!("in use by {who}")))
-            }
-            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
-        }
+    /// Open `path` (read-write if `write`, following symlinks) and lock it:
+    /// `write` takes the exclusive lock (and opens a block device with
+    /// `O_EXCL`), otherwise the shared one (see [`lock`]); waits at most half
+    /// a second. Fails with [`MediaError::Busy`] naming the holder.
+    pub fn lock_path(path: &Path, write: bool) -> Result<Locked, MediaError> {
+        lock::lock_path(path, write)
     }
 
     /// Map a file opened and locked by [`Media::lock_path`] (opened writable
@@ -337,10 +260,11 @@ impl Media {
     /// (`Msync`). `mode` None chooses that; an explicit `Cpu` where it
     /// cannot make stores durable is refused.
     pub fn map_locked(
-        file: File,
+        locked: Locked,
         mode: Option<PersistMode>,
         read_only: bool,
     ) -> Result<Media, MediaError> {
+        let (file, lock) = locked.into_parts();
         let ft = file.metadata()?.file_type();
         let (len, kind) = if ft.is_block_device() {
             use std::io::{Seek, SeekFrom};
@@ -406,6 +330,7 @@ impl Media {
             observer: None,
             down: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            _lock: lock,
         })
     }
 
@@ -424,6 +349,7 @@ impl Media {
             observer: None,
             down: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            _lock: None,
         })
     }
 
@@ -828,5 +754,37 @@ mod tests {
         ));
         drop((r1, r2));
         Media::open(&p, Some(PersistMode::Msync), false).unwrap();
+    }
+
+    #[test]
+    fn roots_lock_is_a_file_of_its_own() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // the image's own flock, as above
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let p = dir.path().join("img");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let md = std::fs::metadata(&p).unwrap();
+        let w = Media::open(&p, None, false).unwrap();
+        let lf = std::path::Path::new(LOCK_DIR).join(format!(
+            "image-{}:{}-{}",
+            libc::major(md.dev()),
+            libc::minor(md.dev()),
+            md.ino()
+        ));
+        let lmd = std::fs::symlink_metadata(&lf).unwrap();
+        assert_eq!(lmd.mode() & 0o7777, 0o600);
+        let dmd = std::fs::symlink_metadata(LOCK_DIR).unwrap();
+        assert_eq!((dmd.uid(), dmd.mode() & 0o7777), (0, 0o700));
+        // Held there: a flock of the lock file by anyone else fails.
+        let other = std::fs::File::open(&lf).unwrap();
+        assert!(other.try_lock_shared().is_err());
+        drop(w);
+        other.try_lock().unwrap();
+        assert!(matches!(
+            Media::open(&p, None, true),
+            Err(MediaError::Busy(_))
+        ));
     }
 }

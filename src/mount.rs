@@ -312,10 +312,16 @@ pub fn daemon_options(o: &MountOpts) -> String {
     v.join(",")
 }
 
-/// Open the image and mount the core filesystem (no FUSE yet).
-pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
-    let media = Media::open(image, o.persist, o.read_only)
-        .map_err(|e| format!("cannot open {}: {e}", image.display()))?;
+/// Open the image and mount the core filesystem (no FUSE yet). Also returns
+/// a warning to print once the mount is live (see `access::check_mount`).
+pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), String> {
+    let cannot_open = |e: crate::media::MediaError| format!("cannot open {}: {e}", image.display());
+    let file = crate::media::open_image(image, !o.read_only, false).map_err(cannot_open)?;
+    // Before the lock: an image others can write is refused whoever holds it.
+    let md = file.metadata().map_err(|e| cannot_open(e.into()))?;
+    let warning = crate::access::check_mount(image, &md).map_err(|e| e.to_string())?;
+    let locked = crate::media::lock_file(file, !o.read_only).map_err(cannot_open)?;
+    let media = Media::map_locked(locked, o.persist, o.read_only).map_err(cannot_open)?;
     let fo = FsOptions {
         read_only: o.read_only,
         page_model: o.page_model,
@@ -350,7 +356,7 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
             "internal error reading the image ({msg})"
         )))
     });
-    r.map_err(|e| match e {
+    let fs = r.map_err(|e| match e {
         // fsck cannot help with an image of another version.
         FsError::Version(_) => format!("cannot mount {}: {e}", image.display()),
         e => format!(
@@ -358,7 +364,8 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<Fs, String> {
             image.display(),
             image.display()
         ),
-    })
+    })?;
+    Ok((fs, warning))
 }
 
 fn block_signals() -> SigSet {
@@ -533,8 +540,8 @@ pub fn serve(
     }
     // Before mounting: afterwards resolving `dir` would ask this daemon itself.
     let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let fs = match open_fs(image, o) {
-        Ok(f) => Arc::new(f),
+    let (fs, warning) = match open_fs(image, o) {
+        Ok((f, w)) => (Arc::new(f), w),
         Err(e) => {
             ready(Err(e));
             return 32;
@@ -647,6 +654,10 @@ pub fn serve(
         .spawn(move || watchdog(sd2, limit, mount_id, minor, img))
         .ok();
     log::info!("mounted {} on {}", image.display(), dir.display());
+    // Only once mounted: a refused mount says one line, its reason.
+    if let Some(w) = warning {
+        eprintln!("daxlink: warning: {w}");
+    }
     ready(Ok(()));
     let r = session.run();
     sd.finish();

@@ -180,3 +180,71 @@ fn two_mounts_writing_one_image_cannot_happen() {
     m.unmount();
     fsck_clean(&img.path);
 }
+
+/// As root the lock is a file in /run/daxlink (src/media/lock.rs), which a
+/// non-root owner's tools cannot see; the image's own flock still keeps them
+/// apart: root honours a flock by a user who can write the image, and takes
+/// the image's flock itself, which the owner's tools meet.
+#[test]
+fn root_and_the_images_owner_keep_each_other_out() {
+    use std::io::Write;
+    const OWNER: u32 = 1000;
+    let img = Image::new("owner", 16 << 20);
+    std::os::unix::fs::chown(&img.path, Some(OWNER), Some(OWNER)).unwrap();
+    // The owner holds the image's flock until its stdin closes.
+    let mut held = Command::new("setpriv")
+        .args([
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "flock",
+            "-n",
+        ])
+        .arg(&img.path)
+        .args(["-c", "echo locked; read x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv and flock (util-linux)");
+    let mut line = [0u8; 7];
+    std::io::Read::read_exact(held.stdout.as_mut().unwrap(), &mut line).unwrap();
+    assert_eq!(&line, b"locked\n");
+    let pid = held.id();
+    let (out, _d) = mount_cmd(&img.path, "");
+    assert_eq!(
+        out.status.code(),
+        Some(32),
+        "root's mount while the owner holds the lock"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("in use by pid {pid} (flock)")),
+        "{err}"
+    );
+    assert_eq!(fsck(&["-y"], &img.path).status.code(), Some(8));
+    let _ = held.stdin.take().unwrap().write_all(b"\n");
+    held.wait().unwrap();
+
+    let m = Mounted::new(&img.path, "");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "timeout",
+            "30",
+            FSCK,
+            "-y",
+        ])
+        .arg(&img.path)
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "the owner's fsck -y during root's mount"
+    );
+    refused_naming(&out, m.pid().unwrap(), "the owner's fsck -y");
+    m.unmount();
+    fsck_clean(&img.path);
+}

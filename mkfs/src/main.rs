@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use daxlink::format::BLOCK_SIZE;
-use daxlink::mkfs::{mkfs_path, parse_size, MkfsOptions};
+use daxlink::mkfs::{mkfs_image, parse_size, MkfsOptions};
 
 #[derive(Parser)]
 #[command(
@@ -66,8 +66,12 @@ fn main() {
         root_gid: nix_ids().1,
         sparse: a.sparse,
     };
-    match mkfs_path(&a.image, a.size, a.force, &o) {
-        Ok(sb) => {
+    match mkfs_image(&a.image, a.size, a.force, &o) {
+        Ok(made) => {
+            for w in &made.warnings {
+                eprintln!("{prog}: warning: {w}");
+            }
+            let sb = made.sb;
             if !a.quiet {
                 let mib = |b: u64| b * BLOCK_SIZE / (1 << 20);
                 daxlink::outln!("daxlink filesystem on {}", a.image.display());

@@ -341,18 +341,34 @@ impl Report {
 }
 
 /// Open an image or device and check it. `repair` maps it writable and locks it
-/// exclusively; a check-only run takes a shared lock (see [`Media::lock_path`]),
+/// exclusively; a check-only run takes a shared lock (see [`crate::media::lock`]),
 /// so neither runs on a mounted read-write image.
 pub fn check_path(path: &Path, repair: bool) -> Report {
     if let Err(e) = std::fs::metadata(path) {
         return Report::failed(format!("cannot open {}: {e}", path.display()), repair);
     }
-    // Repairs persist as the media needs (see `Media::map_locked`).
-    match Media::open(path, None, !repair) {
-        Ok(m) => check(&m, repair),
-        Err(e @ crate::media::MediaError::Busy(_)) => {
-            Report::failed(format!("cannot open {}: {e}", path.display()), repair)
+    let file = match crate::media::open_image(path, repair, false) {
+        Ok(f) => f,
+        Err(e) => return Report::failed(format!("cannot open {}: {e}", path.display()), repair),
+    };
+    // A repair writes what others could change under it: refused (before
+    // the lock, whoever holds it) if group or other users can write the image.
+    if repair {
+        let r = file
+            .metadata()
+            .map_err(|e| e.to_string())
+            .and_then(|md| crate::access::check_repair(path, &md).map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            return Report::failed(e, repair);
         }
+    }
+    let locked = match crate::media::lock_file(file, repair) {
+        Ok(l) => l,
+        Err(e) => return Report::failed(format!("cannot open {}: {e}", path.display()), repair),
+    };
+    // Repairs persist as the media needs (see `Media::map_locked`).
+    match Media::map_locked(locked, None, !repair) {
+        Ok(m) => check(&m, repair),
         Err(e) => Report::failed(format!("cannot map {}: {e}", path.display()), repair),
     }
 }

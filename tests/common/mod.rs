@@ -64,15 +64,30 @@ impl Mounted {
     }
 
     pub fn try_new(image: &Path, opts: &str) -> Result<Mounted, String> {
-        Self::try_with_env(image, opts, &[])
+        Self::spawn(image, opts, &[], None)
     }
 
     /// `new`, with variables set in the daemon's environment (test hooks).
     pub fn with_env(image: &Path, opts: &str, env: &[(&str, &str)]) -> Mounted {
-        Self::try_with_env(image, opts, env).expect("mount")
+        Self::spawn(image, opts, env, None).expect("mount")
     }
 
-    pub fn try_with_env(image: &Path, opts: &str, env: &[(&str, &str)]) -> Result<Mounted, String> {
+    /// As [`Mounted::try_new`], with the daemon's stderr written to `log`
+    /// (for tests of what mount prints) instead of a pipe.
+    pub fn try_new_logging(
+        image: &Path,
+        opts: &str,
+        log: Option<&Path>,
+    ) -> Result<Mounted, String> {
+        Self::spawn(image, opts, &[], log)
+    }
+
+    fn spawn(
+        image: &Path,
+        opts: &str,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Result<Mounted, String> {
         let dir = tempfile::Builder::new()
             .prefix("daxlink-mnt")
             .tempdir()
@@ -93,7 +108,11 @@ impl Mounted {
         if !opts.is_empty() {
             cmd.arg("-o").arg(opts);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::null());
+        match log {
+            Some(l) => cmd.stderr(std::fs::File::create(l).map_err(|e| e.to_string())?),
+            None => cmd.stderr(Stdio::piped()),
+        };
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let t0 = Instant::now();
         while !is_mounted(dir.path()) {
@@ -102,6 +121,9 @@ impl Mounted {
                 if let Some(mut e) = child.stderr.take() {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
+                }
+                if let Some(l) = log {
+                    err = std::fs::read_to_string(l).unwrap_or_default();
                 }
                 return Err(format!("daemon exited ({st}) before mounting: {err}"));
             }

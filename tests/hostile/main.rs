@@ -11,6 +11,7 @@ mod common;
 
 mod authority;
 mod extremes;
+mod images;
 mod setid;
 mod stall;
 mod xattrs;
