@@ -189,3 +189,31 @@ fn sigterm_under_another_mount_ends_only_its_own_connection() {
     assert_eq!(s.mounts().len(), 2, "{:?}", s.mounts());
     fsck_clean(&b.path);
 }
+
+/// The kernel drops RELEASE requests still queued when the connection
+/// ends; at a clean unmount no file can be open, so the daemon frees every
+/// unlinked file then: no orphan survives (fsck -n clean).
+#[test]
+fn open_unlinked_files_closed_right_before_umount_leave_no_orphan() {
+    let img = Image::new("orphans", 256 << 20);
+    let m = Mounted::new(&img.path, "");
+    // A process opens and unlinks 10,000 files; its exit closes them all,
+    // and umount follows at once (by hand this left thousands of orphans).
+    let script = format!(
+        "import os, resource\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))\n\
+         fds = []\n\
+         for i in range(10000):\n    \
+             p = '{}/f%d' % i\n    \
+             fd = os.open(p, os.O_CREAT | os.O_RDWR); os.write(fd, b'x')\n    \
+             fds.append(fd); os.unlink(p)\n",
+        m.root().display()
+    );
+    let st = Command::new("timeout")
+        .args(["120", "python3", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(st.success(), "python: {st}");
+    m.unmount();
+    fsck_clean(&img.path);
+}

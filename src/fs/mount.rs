@@ -428,6 +428,7 @@ impl Fs {
         if self.read_only() || self.media.is_shut_down() {
             return Ok(());
         }
+        self.close_everything()?;
         self.flush_lazy_times(None)?;
         // Write back device writes still in the CPU cache, as sync at unmount does.
         for b in self.pages.all_dirty() {
@@ -439,6 +440,27 @@ impl Fs {
         sb.clean = !broken;
         sb.generation += 1;
         write_superblocks(&self.media, &sb)
+    }
+}
+
+impl Fs {
+    /// At a clean unmount no file is open any more, but the kernel drops
+    /// the RELEASE requests still queued when the connection ends: end
+    /// every pin and free every unlinked inode here, as the RELEASEs would
+    /// have, so that no orphan survives a clean unmount.
+    fn close_everything(&self) -> FsResult<()> {
+        for p in self.pages.pins() {
+            self.unpin(p.id)?;
+        }
+        for ino in self.inode_numbers() {
+            let Ok(r) = self.get(ino) else { continue };
+            let mut g = r.write()?;
+            g.open = 0;
+            if g.rec.nlink == 0 && g.orphan_slot.is_some() {
+                self.free_inode(&mut g)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -13,13 +13,15 @@
 //! waits in its queue when all are busy, short requests never do.
 
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 pub struct LongPool {
     threads: usize,
     tx: OnceLock<Mutex<Option<Sender<Job>>>>,
+    /// Jobs queued or running, for `wait_idle`.
+    busy: Arc<(Mutex<usize>, Condvar)>,
 }
 
 impl LongPool {
@@ -27,12 +29,41 @@ impl LongPool {
         LongPool {
             threads: threads.max(1),
             tx: OnceLock::new(),
+            busy: Arc::new((Mutex::new(0), Condvar::new())),
+        }
+    }
+
+    /// Wait until no job is queued or running: FUSE destroy must not mark
+    /// the image clean under an operation still writing (an aborted
+    /// connection ends the session with its requests still running here).
+    /// The shutdown watchdog bounds the wait.
+    pub fn wait_idle(&self) {
+        let (n, cv) = &*self.busy;
+        let mut g = n.lock().unwrap_or_else(|e| e.into_inner());
+        while *g > 0 {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// Run `job` on a pool thread (started at first use); on this thread if
     /// none can be started.
     pub fn run(&self, job: Job) {
+        let busy = self.busy.clone();
+        *busy.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        let job: Job = Box::new(move || {
+            // Counted down even if the job panics (`guarded` catches it
+            // inside, this is the last resort).
+            struct Done(Arc<(Mutex<usize>, Condvar)>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    let (n, cv) = &*self.0;
+                    *n.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                    cv.notify_all();
+                }
+            }
+            let _done = Done(busy);
+            job()
+        });
         let slot = self.tx.get_or_init(|| Mutex::new(self.start()));
         let job = match slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             Some(tx) => match tx.send(job) {

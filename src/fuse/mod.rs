@@ -369,6 +369,7 @@ impl Filesystem for DaxFuse {
         if let Some(r) = self.transport.running.lock().take() {
             r.stop();
         }
+        self.long.wait_idle();
         self.finish();
     }
 
