@@ -32,7 +32,10 @@ enum Cmd {
         /// (default keep), writeback (off by default), transport=dev|uring (default
         /// dev), persist=cpu|msync|auto, ro, rw,
         /// allow_other, allow_root, page_model=proxy|upstream|legacy (default
-        /// proxy), layout_timeout_ms=N (default 2000), relatime (default),
+        /// proxy), layout_timeout_ms=N (default 2000), max_pins=N (default
+        /// 65536), max_pinned=BYTES (K, M, G; default 1G), max_pins_per_user=N
+        /// (default 16384), max_pinned_per_user=BYTES (default 256M; the
+        /// per-user caps spare CAP_IPC_LOCK), relatime (default),
         /// strictatime, noatime, nodiratime, lazytime, dev, nodev, suid, nosuid,
         /// exec, noexec, sync, dirsync.
         #[arg(short = 'o', action = clap::ArgAction::Append)]

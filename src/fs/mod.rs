@@ -33,7 +33,7 @@ mod truncate;
 mod xattr;
 
 pub use atime::AtimeMode;
-pub use pin::{Owner, OwnersReport, PinInfo, Poisoned};
+pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 pub use state::ShutdownMode;
 
