@@ -203,6 +203,12 @@ impl DaxFuse {
                     _ => return Err(FsError::Invalid),
                 }
                 if cmd == io::DMA_WRITE {
+                    // Not through a descriptor that may not write the file,
+                    // in any model: legacy accepts a device write through a
+                    // read pin (S3), but only its writer's.
+                    if !self.writable(fh) {
+                        return Err(FsError::BadFd);
+                    }
                     let owners = self.fs.dma_write(id, off, &input[24..24 + len])?;
                     // The kernel's page cache must not hide what the device wrote.
                     for o in owners.into_iter().chain([ino]) {

@@ -148,6 +148,7 @@ fn open_mode(p: &str, mode: &str) -> std::io::Result<File> {
 /// The helper: run as nobody by the tests below; does nothing in a normal run.
 ///   pin FILE MODE OFF LEN w|r    pin once, say `errno=`, hold until killed
 ///   pin_many FILE N LEN          N read pins of [0, LEN), say `pinned= errno=`, hold
+///   dma FILE                     read pin through O_RDONLY, then a device write
 ///   wo FILE                      EXTENTS and OWNERS on a write-only descriptor
 #[test]
 fn helper() {
@@ -190,6 +191,12 @@ fn helper() {
             }
             println!("H:pinned={pinned} errno={e}");
             hold();
+        }
+        "dma" => {
+            let f = File::open(a[1]).unwrap();
+            let id = cli::pin(&f, 0, BS, false, false).unwrap();
+            let e = errno_of(cli::dma_write(&f, id, 0, b"XXXXXXXX"));
+            println!("H:errno={e}");
         }
         "wo" => {
             let f = OpenOptions::new().write(true).open(a[1]).unwrap();
@@ -458,5 +465,20 @@ fn owners_and_extents_show_only_what_the_caller_may_read() {
     assert_eq!(field(&l, "extents"), libc::EBADF as i64, "{l}");
     assert_eq!(field(&l, "owners"), libc::EBADF as i64, "{l}");
     drop(rf);
+    root_stat_answers(&m);
+}
+
+#[test]
+fn legacy_device_writes_need_a_writable_descriptor() {
+    // legacy accepts device writes through read pins (the 2018 bug, S3),
+    // but a reader of root's file must not write it that way.
+    let img = Image::new("hlegacy", 64 << 20);
+    let m = hostile_mount(&img, "page_model=legacy");
+    ws(&m.path("f"), &vec![b'r'; BS as usize], 0o644);
+    let h = Helper::start(&format!("dma {}", m.path("f").display()));
+    let l = h.line();
+    drop(h);
+    assert_eq!(field(&l, "errno"), libc::EBADF as i64, "{l}");
+    assert_eq!(fs::read(m.path("f")).unwrap(), vec![b'r'; BS as usize]);
     root_stat_answers(&m);
 }
