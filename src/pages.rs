@@ -236,6 +236,7 @@ impl Pages {
             layout_timeout,
             state: Mutex::new(State {
                 next_id: 1,
+                limits: PinLimits::UNLIMITED,
                 ..State::default()
             }),
             changed: Condvar::new(),

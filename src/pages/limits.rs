@@ -15,6 +15,18 @@ pub struct PinLimits {
     pub user_pages: u64,
 }
 
+impl PinLimits {
+    /// No caps: the core's own users (tests, benchmarks, the crash harness)
+    /// until a mount sets them (`Pages::set_limits`, from the mount options).
+    pub const UNLIMITED: PinLimits = PinLimits {
+        pins: u64::MAX,
+        pages: u64::MAX,
+        user_pins: u64::MAX,
+        user_pages: u64::MAX,
+    };
+}
+
+/// The mount options' defaults.
 impl Default for PinLimits {
     fn default() -> Self {
         PinLimits {
@@ -79,7 +91,7 @@ impl Pages {
         if s.pins.len() as u64 >= l.pins {
             return Err(PinLimitHit::Pins);
         }
-        if s.pinned_pages + pages > l.pages {
+        if s.pinned_pages.saturating_add(pages) > l.pages {
             return Err(PinLimitHit::Pages);
         }
         if limit_user {
@@ -87,7 +99,7 @@ impl Pages {
             if u.pins >= l.user_pins {
                 return Err(PinLimitHit::UserPins);
             }
-            if u.pages + pages > l.user_pages {
+            if u.pages.saturating_add(pages) > l.user_pages {
                 return Err(PinLimitHit::UserPages);
             }
         }
