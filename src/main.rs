@@ -118,7 +118,8 @@ enum Cmd {
         /// A write pin (the device will write).
         #[arg(long)]
         write: bool,
-        /// A long-term pin (FOLL_LONGTERM; refused by the upstream model).
+        /// A long-term pin (FOLL_LONGTERM; refused by the upstream model, which
+        /// also refuses any pin of a file the caller may not open for writing).
         #[arg(long)]
         longterm: bool,
         /// Seconds to hold the pin (default: until interrupted).
@@ -422,12 +423,18 @@ fn pin_cmd(
     longterm: bool,
     hold: Option<u64>,
 ) -> i32 {
-    let f = match std::fs::OpenOptions::new()
+    // Read-write where the caller may (page_model=upstream pins only
+    // through a descriptor open for writing), else read-only for a read pin.
+    let rw = std::fs::OpenOptions::new()
         .read(true)
-        .write(write)
-        .open(file)
-    {
+        .write(true)
+        .open(file);
+    let f = match rw {
         Ok(f) => f,
+        Err(_) if !write => match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) => return fail("pin", e),
+        },
         Err(e) => return fail("pin", e),
     };
     match cli::pin(&f, offset, length, write, longterm) {
