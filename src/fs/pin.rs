@@ -10,6 +10,9 @@ use crate::pages::{PageModel, PinRequest, ZERO_PAGE};
 /// Largest pin: 16384 pages (64 MiB). More gives ENOMEM, as GUP would.
 /// The number of pins and of pinned pages are capped by `PinLimits`.
 pub const MAX_PIN_PAGES: u64 = 16384;
+/// The owners a pin may record: 4 per page on average, plus 16. Past it, ENOMEM.
+pub const MAX_PIN_OWNERS_PER_PAGE: u64 = 4;
+pub const MAX_PIN_OWNERS_EXTRA: u64 = 16;
 
 /// Who asks for a pin, and through what (the FUSE edge fills it in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,13 +163,24 @@ impl Fs {
                 None => return Err(FsError::Busy),
             });
         }
-        let owners: Vec<Vec<(u64, u64)>> = blocks
-            .iter()
-            .map(|b| match *b {
+        // Every owner of every page is recorded (mapcount, invariant 1's
+        // oracle): within a budget, so that blocks shared by thousands of
+        // clones cannot make one pin cost unbounded DRAM or time.
+        let budget = MAX_PIN_OWNERS_PER_PAGE * blocks.len() as u64 + MAX_PIN_OWNERS_EXTRA;
+        let mut recorded = 0u64;
+        let mut owners: Vec<Vec<(u64, u64)>> = Vec::with_capacity(blocks.len());
+        for b in &blocks {
+            let o = match *b {
                 ZERO_PAGE => Vec::new(),
                 b => self.owners_of(b),
-            })
-            .collect();
+            };
+            recorded += o.len() as u64;
+            if recorded > budget {
+                log::info!("pin of inode {ino}: its pages have too many owners (ENOMEM)");
+                return Err(FsError::NoMemory);
+            }
+            owners.push(o);
+        }
         let id = self
             .pages
             .pin(PinRequest {

@@ -1,7 +1,7 @@
 //! The invariant checker (docs/KERNEL.md section 3): the page model against
 //! the ground truth the filesystem gives.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{Pages, PIN_BIAS, ZERO_PAGE};
 
@@ -35,20 +35,21 @@ impl Pages {
             .collect();
         let s = self.state.lock();
         let mut v = s.violated.clone();
-        let get = |b: &u64| truth.get(b).cloned().unwrap_or_default();
+        let get = |b: &u64| truth.get(b).map(Vec::as_slice).unwrap_or(&[]);
         let is_alloc = |b: &u64| alloc.get(b).copied().unwrap_or(true);
         for pin in s.pins.values() {
             v.extend(pin.violated.iter().copied());
+            let at_pin: HashSet<&(u64, u64)> = pin.owners_at_pin.iter().collect();
             for b in pin.blocks.iter().filter(|b| **b != ZERO_PAGE) {
                 // 1: a pinned block is never free nor given to another file.
-                if !is_alloc(b) || get(b).iter().any(|o| !pin.owners_at_pin.contains(o)) {
+                if !is_alloc(b) || get(b).iter().any(|o| !at_pin.contains(o)) {
                     v.insert(1);
                 }
             }
         }
         for (b, pd) in &s.pages {
             // 4: the model's reverse map names every owner (and only owners).
-            let mut t = get(b);
+            let mut t = get(b).to_vec();
             t.sort();
             let mut r = rmaps.get(b).cloned().unwrap_or_default();
             r.sort();

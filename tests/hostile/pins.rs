@@ -482,3 +482,32 @@ fn legacy_device_writes_need_a_writable_descriptor() {
     assert_eq!(fs::read(m.path("f")).unwrap(), vec![b'r'; BS as usize]);
     root_stat_answers(&m);
 }
+
+#[test]
+fn a_pin_of_a_block_with_many_owners_is_refused_not_recorded_without_bound() {
+    // Each owner of each pinned page is recorded; clones are cheap, so a
+    // pin may record at most 4 owners per page (plus 16): ENOMEM past it.
+    let img = Image::new("hclones", 64 << 20);
+    let m = hostile_mount(&img, "");
+    let p = m.root().join("pub").display().to_string();
+    let o = nobody(
+        &format!(
+            "head -c 4096 /dev/zero | tr '\\0' x > {p}/f && for i in $(seq 1 40); do \
+             {DAXLINK} reflink {p}/f {p}/c$i > /dev/null || exit 1; done && \
+             head -c 4096 /dev/zero | tr '\\0' y > {p}/g && for i in 1 2 3; do {DAXLINK} reflink {p}/g {p}/d$i > /dev/null; done"
+        ),
+        60,
+    );
+    assert_eq!(o.rc, 0, "{o:?}");
+    let h = Helper::start(&format!("pin {p}/f rw 0 4096 r"));
+    let l = h.line();
+    drop(h);
+    assert_eq!(field(&l, "errno"), libc::ENOMEM as i64, "{l}");
+    // A few owners are fine.
+    let h = Helper::start(&format!("pin {p}/g rw 0 4096 r"));
+    let l = h.line();
+    drop(h);
+    assert_eq!(field(&l, "errno"), 0, "{l}");
+    assert!(cli::check(m.root()).unwrap().is_empty());
+    root_stat_answers(&m);
+}
