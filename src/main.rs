@@ -310,6 +310,12 @@ fn main() {
                             o["path"].as_str().unwrap_or("(no path you can look up)")
                         );
                     }
+                    if let Some(n) = v["hidden_owners"].as_u64().filter(|n| *n > 0) {
+                        daxlink::outln!(
+                            "  and {} you may not read",
+                            plural(n, "other owner", "other owners")
+                        );
+                    }
                     for p in v["pins"].as_array().into_iter().flatten() {
                         daxlink::outln!(
                             "  pin {} inode {} offset {} {}{}",
