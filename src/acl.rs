@@ -287,11 +287,21 @@ impl Acl {
 /// ACL? Used where the daemon itself must decide visibility (the owners
 /// report); ordinary requests are checked by the kernel.
 pub fn may_search(who: &Who, mode: u32, uid: u32, gid: u32, acl: Option<&Acl>) -> bool {
+    may_access(who, mode, uid, gid, acl, 1)
+}
+
+/// May `who` read a file with this mode, owner and access ACL? (CAP_DAC_OVERRIDE
+/// and CAP_DAC_READ_SEARCH both let a caller read any file.)
+pub fn may_read(who: &Who, mode: u32, uid: u32, gid: u32, acl: Option<&Acl>) -> bool {
+    may_access(who, mode, uid, gid, acl, 4)
+}
+
+fn may_access(who: &Who, mode: u32, uid: u32, gid: u32, acl: Option<&Acl>, want: u16) -> bool {
     if who.can_search_any {
         return true;
     }
     match acl {
-        Some(a) => a.permits(who, uid, gid, 1),
+        Some(a) => a.permits(who, uid, gid, want),
         None => {
             let bits = if who.uid == uid {
                 mode >> 6
@@ -300,7 +310,7 @@ pub fn may_search(who: &Who, mode: u32, uid: u32, gid: u32, acl: Option<&Acl>) -
             } else {
                 mode
             };
-            bits & 1 != 0
+            bits & want as u32 == want as u32
         }
     }
 }

@@ -32,7 +32,10 @@ enum Cmd {
         /// (default keep), writeback (off by default), transport=dev|uring (default
         /// dev), persist=cpu|msync|auto, ro, rw,
         /// allow_other, allow_root, page_model=proxy|upstream|legacy (default
-        /// proxy), layout_timeout_ms=N (default 2000), relatime (default),
+        /// proxy), layout_timeout_ms=N (default 2000), max_pins=N (default
+        /// 65536), max_pinned=BYTES (K, M, G; default 1G), max_pins_per_user=N
+        /// (default 16384), max_pinned_per_user=BYTES (default 256M; the
+        /// per-user caps spare CAP_IPC_LOCK), relatime (default),
         /// strictatime, noatime, nodiratime, lazytime, dev, nodev, suid, nosuid,
         /// exec, noexec, sync, dirsync.
         #[arg(short = 'o', action = clap::ArgAction::Append)]
@@ -115,7 +118,8 @@ enum Cmd {
         /// A write pin (the device will write).
         #[arg(long)]
         write: bool,
-        /// A long-term pin (FOLL_LONGTERM; refused by the upstream model).
+        /// A long-term pin (FOLL_LONGTERM; refused by the upstream model, which
+        /// also refuses any pin of a file the caller may not open for writing).
         #[arg(long)]
         longterm: bool,
         /// Seconds to hold the pin (default: until interrupted).
@@ -306,6 +310,12 @@ fn main() {
                             o["path"].as_str().unwrap_or("(no path you can look up)")
                         );
                     }
+                    if let Some(n) = v["hidden_owners"].as_u64().filter(|n| *n > 0) {
+                        daxlink::outln!(
+                            "  and {} you may not read",
+                            plural(n, "other owner", "other owners")
+                        );
+                    }
                     for p in v["pins"].as_array().into_iter().flatten() {
                         daxlink::outln!(
                             "  pin {} inode {} offset {} {}{}",
@@ -419,12 +429,18 @@ fn pin_cmd(
     longterm: bool,
     hold: Option<u64>,
 ) -> i32 {
-    let f = match std::fs::OpenOptions::new()
+    // Read-write where the caller may (page_model=upstream pins only
+    // through a descriptor open for writing), else read-only for a read pin.
+    let rw = std::fs::OpenOptions::new()
         .read(true)
-        .write(write)
-        .open(file)
-    {
+        .write(true)
+        .open(file);
+    let f = match rw {
         Ok(f) => f,
+        Err(_) if !write => match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) => return fail("pin", e),
+        },
         Err(e) => return fail("pin", e),
     };
     match cli::pin(&f, offset, length, write, longterm) {

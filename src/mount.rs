@@ -21,6 +21,9 @@ pub struct MountOpts {
     pub page_model: PageModel,
     /// upstream model: how long layout changes wait for pins before EBUSY.
     pub layout_timeout_ms: u64,
+    /// Caps on pins (`max_pins`, `max_pinned`, `max_pins_per_user`,
+    /// `max_pinned_per_user`; the byte caps are kept in pages).
+    pub pin_limits: crate::pages::PinLimits,
     pub threads: usize,
     /// `cache=keep` (the default) or `cache=open` (see `fuse::CacheMode`).
     pub cache_keep: bool,
@@ -58,6 +61,7 @@ impl Default for MountOpts {
         MountOpts {
             page_model: PageModel::Proxy,
             layout_timeout_ms: 2000,
+            pin_limits: crate::pages::PinLimits::default(),
             threads: default_threads(),
             cache_keep: true,
             writeback: false,
@@ -110,6 +114,25 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
                 opts.layout_timeout_ms = need(v)?
                     .parse()
                     .map_err(|_| format!("layout_timeout_ms={}: not a number", v.unwrap_or("")))?;
+            }
+            "max_pins" | "max_pins_per_user" => {
+                let n: u64 = need(v)?
+                    .parse()
+                    .map_err(|_| format!("{k}={}: not a number", v.unwrap_or("")))?;
+                match k {
+                    "max_pins" => opts.pin_limits.pins = n,
+                    _ => opts.pin_limits.user_pins = n,
+                }
+            }
+            "max_pinned" | "max_pinned_per_user" => {
+                let v = need(v)?;
+                let pages = parse_bytes(v)
+                    .ok_or_else(|| format!("{k}={v}: expected bytes (a number, K, M or G)"))?
+                    / crate::format::BLOCK_SIZE;
+                match k {
+                    "max_pinned" => opts.pin_limits.pages = pages,
+                    _ => opts.pin_limits.user_pages = pages,
+                }
             }
             "threads" => {
                 let n: usize = need(v)?
@@ -180,6 +203,17 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A byte count with an optional K, M or G (powers of 1024) suffix.
+fn parse_bytes(v: &str) -> Option<u64> {
+    let (num, mul) = match v.char_indices().last()? {
+        (i, 'k' | 'K') => (&v[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&v[..i], 1 << 20),
+        (i, 'g' | 'G') => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
 }
 
 fn fuser_config(image: &Path, o: &MountOpts) -> Config {
@@ -284,6 +318,16 @@ pub fn daemon_options(o: &MountOpts) -> String {
     let mut v = vec![
         format!("page_model={}", o.page_model.name()),
         format!("layout_timeout_ms={}", o.layout_timeout_ms),
+        format!("max_pins={}", o.pin_limits.pins),
+        format!(
+            "max_pinned={}",
+            o.pin_limits.pages * crate::format::BLOCK_SIZE
+        ),
+        format!("max_pins_per_user={}", o.pin_limits.user_pins),
+        format!(
+            "max_pinned_per_user={}",
+            o.pin_limits.user_pages * crate::format::BLOCK_SIZE
+        ),
         format!("threads={}", o.threads),
         format!("cache={}", if o.cache_keep { "keep" } else { "open" }),
         format!(
@@ -346,6 +390,9 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), Stri
         Fs::mount(media, fo)
     }));
     std::panic::set_hook(default_hook);
+    if let Ok(Ok(fs)) = &r {
+        fs.pages.set_limits(o.pin_limits);
+    }
     let r = r.unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<&str>()

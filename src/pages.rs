@@ -15,6 +15,12 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+mod check;
+mod limits;
+
+use limits::Usage;
+pub use limits::{PinLimitHit, PinLimits};
+
 /// `GUP_PIN_COUNTING_BIAS`: a pin adds this to the page refcount.
 pub const PIN_BIAS: u32 = 1024;
 
@@ -51,6 +57,12 @@ impl PageModel {
         }
     }
 }
+
+/// The zero page: what a read pin holds where the file has a hole, as a
+/// DAX read fault maps the shared zero page (`dax_load_hole`). No block is
+/// allocated, no descriptor made, nothing counted as pinned; a device may
+/// read zeros through it and never write it.
+pub const ZERO_PAGE: u64 = u64::MAX;
 
 pub const PG_DIRTY: u32 = 1;
 pub const PG_SHARED: u32 = 2;
@@ -95,10 +107,13 @@ pub struct Proxy {
 pub struct Pin {
     pub id: u64,
     pub holder: u64,
+    /// The user charged for it (the caller's fs uid).
+    pub uid: u32,
     pub ino: u64,
     /// File page offset of the first page.
     pub index: u64,
-    /// The physical block of each pinned page, fixed at pin time (GUP result).
+    /// The physical block of each pinned page, fixed at pin time (GUP result);
+    /// `ZERO_PAGE` where a read pin found a hole.
     pub blocks: Vec<u64>,
     pub write: bool,
     pub longterm: bool,
@@ -109,6 +124,19 @@ pub struct Pin {
     pub dirty: bool,
     /// Sticky invariant violations observed on this pin.
     pub violated: BTreeSet<u8>,
+}
+
+/// One pin on a block, as `Pages::pins_on` reports it: `index` is the
+/// file page of that block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinRef {
+    pub id: u64,
+    pub holder: u64,
+    pub uid: u32,
+    pub ino: u64,
+    pub index: u64,
+    pub write: bool,
+    pub longterm: bool,
 }
 
 /// Where a device write is attributed (for fsync): (block, attributed inode, pin owner inode).
@@ -138,6 +166,12 @@ struct State {
     pages: HashMap<u64, PageDesc>,
     proxies: HashMap<u64, Proxy>,
     pins: BTreeMap<u64, Pin>,
+    /// (holder, pin id): the pins of one open file, for its release.
+    by_holder: BTreeSet<(u64, u64)>,
+    /// Pins and pages per user, and pages over all pins.
+    usage: HashMap<u32, Usage>,
+    pinned_pages: u64,
+    limits: PinLimits,
     /// Pinned block → number of pins on it (fast "is pinned" query).
     pinned: HashMap<u64, u32>,
     /// Blocks whose free was deferred (proxy): block → orphan record slot.
@@ -145,10 +179,28 @@ struct State {
     poisoned: BTreeSet<u64>,
     /// Owners told about each poisoned block (sticky for invariant 5).
     poison_notified: HashMap<u64, Vec<u64>>,
-    dirty: Vec<DirtyRange>,
+    /// Dirty ranges by the inode they are charged to: inode -> (block, owner).
+    dirty: BTreeMap<u64, BTreeSet<(u64, u64)>>,
+    /// (inode, pin id) of the live pins a device wrote through.
+    dirty_pins: BTreeSet<(u64, u64)>,
     /// Sticky violations not tied to a live pin.
     violated: BTreeSet<u8>,
     next_id: u64,
+}
+
+impl State {
+    fn dirty_ranges(&self) -> Vec<DirtyRange> {
+        self.dirty
+            .iter()
+            .flat_map(|(a, set)| {
+                set.iter().map(|(b, o)| DirtyRange {
+                    block: *b,
+                    attributed: *a,
+                    owner: *o,
+                })
+            })
+            .collect()
+    }
 }
 
 pub struct Pages {
@@ -165,6 +217,9 @@ pub struct Pages {
 /// A new pin's description, as the filesystem resolved it.
 pub struct PinRequest {
     pub holder: u64,
+    pub uid: u32,
+    /// Whether the per-user caps apply (not to CAP_IPC_LOCK, as RLIMIT_MEMLOCK).
+    pub limit_user: bool,
     pub ino: u64,
     pub index: u64,
     pub blocks: Vec<u64>,
@@ -181,6 +236,7 @@ impl Pages {
             layout_timeout,
             state: Mutex::new(State {
                 next_id: 1,
+                limits: PinLimits::UNLIMITED,
                 ..State::default()
             }),
             changed: Condvar::new(),
@@ -230,15 +286,29 @@ impl Pages {
         }
     }
 
-    /// Record a pin. Returns its id.
-    pub fn pin(&self, r: PinRequest) -> u64 {
+    /// Record a pin. Returns its id, or the cap it would go past.
+    pub fn pin(&self, r: PinRequest) -> Result<u64, PinLimitHit> {
         let mut s = self.state.lock();
+        let npages = r.blocks.len() as u64;
+        Self::fits(&s, r.uid, r.limit_user, npages)?;
+        s.pinned_pages += npages;
+        let u = s.usage.entry(r.uid).or_default();
+        u.pins += 1;
+        u.pages += npages;
         let id = s.next_id;
+        s.by_holder.insert((r.holder, id));
         s.next_id += 1;
         let mut violated = BTreeSet::new();
         let mut proxies = Vec::new();
         let mut owners_at_pin = Vec::new();
         for (i, b) in r.blocks.iter().enumerate() {
+            if *b == ZERO_PAGE {
+                // Nothing to count or describe; keep the proxy list parallel.
+                if self.model == PageModel::Proxy {
+                    proxies.push(0);
+                }
+                continue;
+            }
             let owners = &r.owners[i];
             owners_at_pin.extend(owners.iter().copied());
             // Invariant 3: a write pin's block has one owner when created.
@@ -309,6 +379,7 @@ impl Pages {
             Pin {
                 id,
                 holder: r.holder,
+                uid: r.uid,
                 ino: r.ino,
                 index: r.index,
                 blocks: r.blocks,
@@ -321,7 +392,7 @@ impl Pages {
             },
         );
         self.npins.fetch_add(1, Ordering::Relaxed);
-        id
+        Ok(id)
     }
 
     pub fn get_pin(&self, id: u64) -> Option<Pin> {
@@ -332,13 +403,40 @@ impl Pages {
         self.state.lock().pins.values().cloned().collect()
     }
 
+    /// The holder and inode of pin `id` (no copy of its pages).
+    pub fn pin_owner(&self, id: u64) -> Option<(u64, u64)> {
+        self.state.lock().pins.get(&id).map(|p| (p.holder, p.ino))
+    }
+
+    /// The pins made through `holder`: O(its pins), not O(all pins).
     pub fn pins_of_holder(&self, holder: u64) -> Vec<u64> {
         self.state
             .lock()
-            .pins
+            .by_holder
+            .range((holder, 0)..=(holder, u64::MAX))
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// The pins that hold `block` (no copies of their page lists).
+    pub fn pins_on(&self, block: u64) -> Vec<PinRef> {
+        let s = self.state.lock();
+        if !s.pinned.contains_key(&block) {
+            return Vec::new();
+        }
+        s.pins
             .values()
-            .filter(|p| p.holder == holder)
-            .map(|p| p.id)
+            .filter_map(|p| {
+                p.blocks.iter().position(|b| *b == block).map(|i| PinRef {
+                    id: p.id,
+                    holder: p.holder,
+                    uid: p.uid,
+                    ino: p.ino,
+                    index: p.index + i as u64,
+                    write: p.write,
+                    longterm: p.longterm,
+                })
+            })
             .collect()
     }
 
@@ -348,8 +446,22 @@ impl Pages {
         let mut s = self.state.lock();
         let pin = s.pins.remove(&id)?;
         self.npins.fetch_sub(1, Ordering::Relaxed);
+        s.by_holder.remove(&(pin.holder, id));
+        s.dirty_pins.remove(&(pin.ino, id));
+        let npages = pin.blocks.len() as u64;
+        s.pinned_pages -= npages;
+        if let Some(u) = s.usage.get_mut(&pin.uid) {
+            u.pins -= 1;
+            u.pages -= npages;
+            if u.pins == 0 {
+                s.usage.remove(&pin.uid);
+            }
+        }
         let mut release = Vec::new();
         for (i, b) in pin.blocks.iter().enumerate() {
+            if *b == ZERO_PAGE {
+                continue;
+            }
             if let Some(c) = s.pinned.get_mut(b) {
                 *c -= 1;
                 if *c == 0 {
@@ -380,7 +492,7 @@ impl Pages {
         }
         // Dirty data written through the pin: set_page_dirty at unpin.
         if pin.dirty {
-            for b in &pin.blocks {
+            for b in pin.blocks.iter().filter(|b| **b != ZERO_PAGE) {
                 let attributed = match self.model {
                     // page->mapping, whoever that is now (maybe another file).
                     PageModel::Legacy => s.pages.get(b).and_then(|p| p.mapping).unwrap_or(pin.ino),
@@ -388,14 +500,7 @@ impl Pages {
                     // Proxy: the proxy names its owner.
                     PageModel::Upstream | PageModel::Proxy => pin.ino,
                 };
-                let d = DirtyRange {
-                    block: *b,
-                    attributed,
-                    owner: pin.ino,
-                };
-                if !s.dirty.contains(&d) {
-                    s.dirty.push(d);
-                }
+                s.dirty.entry(attributed).or_default().insert((*b, pin.ino));
             }
         }
         for v in &pin.violated {
@@ -450,15 +555,16 @@ impl Pages {
             return Err(libc::EPERM);
         }
         pin.dirty = true;
-        let (ino, index, first) = (pin.ino, pin.index, pin.blocks.clone());
+        let (ino, index) = (pin.ino, pin.index);
         for (b, owners) in blocks {
             // Invariant 2: the bytes may be visible only in (ino, index + i).
-            let i = first.iter().position(|x| x == b).unwrap_or(0) as u64;
+            let i = pin.blocks.iter().position(|x| x == b).unwrap_or(0) as u64;
             if owners.iter().any(|o| *o != (ino, index + i)) {
                 pin.violated.insert(2);
             }
         }
         let proxies = pin.proxies.clone();
+        s.dirty_pins.insert((ino, id));
         for px in proxies {
             if let Some(p) = s.proxies.get_mut(&px) {
                 p.dirty = true;
@@ -475,22 +581,21 @@ impl Pages {
     /// fsync of `ino`: the dirty ranges attributed to it, removed from the list.
     pub fn take_dirty_of(&self, ino: u64) -> Vec<u64> {
         let mut s = self.state.lock();
-        let mut out = Vec::new();
-        s.dirty.retain(|d| {
-            if d.attributed == ino {
-                out.push(d.block);
-                false
-            } else {
-                true
-            }
-        });
+        let mut out: Vec<u64> = s
+            .dirty
+            .remove(&ino)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
         // Live pins of this file with device writes: proxies know their owner.
         if self.model != PageModel::Legacy {
             let blocks: Vec<u64> = s
-                .pins
-                .values()
-                .filter(|p| p.ino == ino && p.dirty)
-                .flat_map(|p| p.blocks.clone())
+                .dirty_pins
+                .range((ino, 0)..=(ino, u64::MAX))
+                .filter_map(|(_, id)| s.pins.get(id))
+                .flat_map(|p| p.blocks.iter().copied())
+                .filter(|b| *b != ZERO_PAGE)
                 .collect();
             out.extend(blocks);
         }
@@ -608,71 +713,8 @@ impl Pages {
                 .iter()
                 .map(|(b, v)| (*b, v.clone()))
                 .collect(),
-            dirty: s.dirty.clone(),
+            dirty: s.dirty_ranges(),
         }
-    }
-
-    /// Blocks the model tracks (pages with a descriptor).
-    pub fn tracked_blocks(&self) -> Vec<u64> {
-        let s = self.state.lock();
-        let mut v: Vec<u64> = s.pages.keys().copied().collect();
-        v.extend(s.pinned.keys().copied());
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    /// Check invariants 1-7 against the ground truth. `owners(b)` gives the
-    /// (inode, page) pairs mapping block b; `allocated(b)` whether the block is
-    /// in use on media. Both are evaluated before the page mutex is taken.
-    /// Returns the violated invariants (sticky ones included).
-    pub fn check(
-        &self,
-        owners: &dyn Fn(u64) -> Vec<(u64, u64)>,
-        allocated: &dyn Fn(u64) -> bool,
-    ) -> BTreeSet<u8> {
-        let tracked = self.tracked_blocks();
-        let truth: HashMap<u64, Vec<(u64, u64)>> =
-            tracked.iter().map(|b| (*b, owners(*b))).collect();
-        let alloc: HashMap<u64, bool> = tracked.iter().map(|b| (*b, allocated(*b))).collect();
-        let rmaps: HashMap<u64, Vec<(u64, u64)>> = tracked
-            .iter()
-            .map(|b| (*b, self.rmap(*b, &truth[b])))
-            .collect();
-        let s = self.state.lock();
-        let mut v = s.violated.clone();
-        let get = |b: &u64| truth.get(b).cloned().unwrap_or_default();
-        let is_alloc = |b: &u64| alloc.get(b).copied().unwrap_or(true);
-        for pin in s.pins.values() {
-            v.extend(pin.violated.iter().copied());
-            for b in &pin.blocks {
-                // 1: a pinned block is never free nor given to another file.
-                if !is_alloc(b) || get(b).iter().any(|o| !pin.owners_at_pin.contains(o)) {
-                    v.insert(1);
-                }
-            }
-        }
-        for (b, pd) in &s.pages {
-            // 4: the model's reverse map names every owner (and only owners).
-            let mut t = get(b);
-            t.sort();
-            let mut r = rmaps.get(b).cloned().unwrap_or_default();
-            r.sort();
-            if t.iter().any(|o| !r.contains(o)) || r.iter().any(|o| !t.contains(o)) {
-                v.insert(4);
-            }
-            // 7: refcount = base + pins x bias, and no pinned or proxied page is free.
-            if pd.refcount != 1 + pd.pincount * PIN_BIAS
-                || ((pd.pincount > 0 || !pd.proxies.is_empty()) && !is_alloc(b))
-            {
-                v.insert(7);
-            }
-        }
-        // 6: device writes are attributed to the file they were made through.
-        if s.dirty.iter().any(|d| d.attributed != d.owner) {
-            v.insert(6);
-        }
-        v
     }
 
     pub fn is_poisoned(&self, block: u64) -> bool {
@@ -682,12 +724,13 @@ impl Pages {
     /// Every dirty block (flushed at unmount).
     pub fn all_dirty(&self) -> Vec<u64> {
         let s = self.state.lock();
-        let mut v: Vec<u64> = s.dirty.iter().map(|d| d.block).collect();
+        let mut v: Vec<u64> = s.dirty_ranges().iter().map(|d| d.block).collect();
         v.extend(
             s.pins
                 .values()
                 .filter(|p| p.dirty)
-                .flat_map(|p| p.blocks.clone()),
+                .flat_map(|p| p.blocks.iter().copied())
+                .filter(|b| *b != ZERO_PAGE),
         );
         v
     }
@@ -697,6 +740,7 @@ impl Pages {
         let mut s = self.state.lock();
         *s = State {
             next_id: s.next_id,
+            limits: s.limits,
             ..State::default()
         };
         self.npins.store(0, Ordering::Relaxed);

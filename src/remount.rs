@@ -79,6 +79,9 @@ fn unchangeable(daemon: &MountOpts, want: &MountOpts) -> Result<(), String> {
     if want.layout_timeout_ms != daemon.layout_timeout_ms {
         diffs.push("layout_timeout_ms".to_string());
     }
+    if want.pin_limits != daemon.pin_limits {
+        diffs.push("max_pins/max_pinned".to_string());
+    }
     if want.threads != daemon.threads {
         diffs.push("threads".to_string());
     }

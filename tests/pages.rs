@@ -178,13 +178,20 @@ fn pin_errors_and_release() {
     assert_eq!(errno(cli::pin(&ro, 0, BS, true, false)), libc::EBADF);
     // Too many pages at once: ENOMEM (checked before the size).
     assert_eq!(errno(cli::pin(&rw, 0, 1 << 30, false, false)), libc::ENOMEM);
-    // upstream refuses long-term pins.
+    // upstream refuses long-term pins, and pins through a descriptor not
+    // open for writing (they would be long-term pins of a mere reader).
     assert_eq!(errno(cli::pin(&rw, 0, BS, true, true)), libc::EOPNOTSUPP);
-    let h = cli::pin(&ro, 0, BS, false, false).unwrap();
+    assert_eq!(errno(cli::pin(&ro, 0, BS, false, false)), libc::EOPNOTSUPP);
+    let pinner = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("a"))
+        .unwrap();
+    let h = cli::pin(&pinner, 0, BS, false, false).unwrap();
     // Device writes through a read pin are refused.
-    assert_eq!(errno(cli::dma_write(&ro, h, 0, b"x")), libc::EPERM);
+    assert_eq!(errno(cli::dma_write(&pinner, h, 0, b"x")), libc::EPERM);
     // Beyond the pinned range.
-    assert_eq!(errno(cli::dma_read(&ro, h, BS, 1)), libc::EINVAL);
+    assert_eq!(errno(cli::dma_read(&pinner, h, BS, 1)), libc::EINVAL);
     // Unknown pin; a pin of another open file.
     assert_eq!(errno(cli::unpin(&ro, 9999)), libc::EINVAL);
     assert_eq!(errno(cli::unpin(&rw, h)), libc::EPERM);
@@ -193,6 +200,7 @@ fn pin_errors_and_release() {
     assert_eq!(errno(rw.set_len(0)), libc::EBUSY);
     assert!(t0.elapsed() >= Duration::from_millis(90));
     // Closing the pinning file ends the pin: the truncate goes through.
+    drop(pinner);
     drop(ro);
     let t0 = Instant::now();
     loop {

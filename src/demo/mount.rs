@@ -1,8 +1,10 @@
-//! The demo's own mounts: a fresh image on /dev/shm per scenario and model,
+//! The demo's own mounts: a fresh image per scenario and model, in a private
+//! directory of /dev/shm (mkdtemp, 0700), mounted on another private directory,
 //! served by a foreground daemon that the demo can also kill (a crash).
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +14,8 @@ use crate::pages::PageModel;
 /// A daxlink mount owned by the demo: a fresh image, a foreground daemon.
 pub(super) struct DemoMount {
     pub(super) image: PathBuf,
+    /// The private directory (mkdtemp, 0700) on /dev/shm holding the image.
+    shm: PathBuf,
     pub(super) dir: PathBuf,
     pub(super) opts: String,
     child: Option<Child>,
@@ -27,21 +31,33 @@ fn is_mounted(dir: &Path) -> bool {
 
 impl DemoMount {
     pub(super) fn new(tag: &str, model: PageModel) -> io::Result<DemoMount> {
-        let base = std::env::temp_dir().join(format!("daxlink-demo-{}-{tag}", std::process::id()));
-        let _ = fs::create_dir_all(&base);
-        let image = PathBuf::from(format!(
-            "/dev/shm/daxlink-demo-{}-{tag}.img",
-            std::process::id()
-        ));
-        let _ = fs::remove_file(&image);
-        crate::mkfs::mkfs_path(&image, Some(64 << 20), true, &Default::default())
-            .map_err(io::Error::other)?;
+        // Unpredictable names, made by mkdtemp (mode 0700): another user can
+        // neither guess them in advance nor plant a file or link there.
+        let base = nix::unistd::mkdtemp(&std::env::temp_dir().join("daxlink-demo-XXXXXX"))
+            .map_err(io::Error::from)?;
+        let shm = match nix::unistd::mkdtemp(Path::new("/dev/shm/daxlink-demo-XXXXXX")) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = fs::remove_dir(&base);
+                return Err(e.into());
+            }
+        };
+        let image = shm.join(format!("{tag}.img"));
         let mut m = DemoMount {
             image,
+            shm,
             dir: base,
             opts: format!("page_model={},layout_timeout_ms=300", model.name()),
             child: None,
         };
+        // The image is the demo's alone: created here, 0600.
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&m.image)?;
+        crate::mkfs::mkfs_path(&m.image, Some(64 << 20), true, &Default::default())
+            .map_err(io::Error::other)?;
         m.start()?;
         Ok(m)
     }
@@ -112,6 +128,7 @@ impl Drop for DemoMount {
     fn drop(&mut self) {
         self.stop();
         let _ = fs::remove_file(&self.image);
+        let _ = fs::remove_dir(&self.shm);
         let _ = fs::remove_dir(&self.dir);
     }
 }

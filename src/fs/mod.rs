@@ -34,7 +34,7 @@ mod xattr;
 
 pub use atime::AtimeMode;
 pub use data::setid_cleared_by_data_change;
-pub use pin::{Owner, OwnersReport, PinInfo, Poisoned};
+pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 pub use state::ShutdownMode;
 

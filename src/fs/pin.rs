@@ -5,12 +5,34 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::pages::{PageModel, PinRequest};
+use crate::pages::{PageModel, PinRequest, ZERO_PAGE};
 
 /// Largest pin: 16384 pages (64 MiB). More gives ENOMEM, as GUP would.
+/// The number of pins and of pinned pages are capped by `PinLimits`.
 pub const MAX_PIN_PAGES: u64 = 16384;
-/// Largest number of live pins.
-pub const MAX_PINS: usize = 1_000_000;
+/// The owners a pin may record: 4 per page on average, plus 16. Past it, ENOMEM.
+pub const MAX_PIN_OWNERS_PER_PAGE: u64 = 4;
+pub const MAX_PIN_OWNERS_EXTRA: u64 = 16;
+
+/// Who asks for a pin, and through what (the FUSE edge fills it in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinCaller {
+    /// Charged for the pin (the caller's fs uid).
+    pub uid: u32,
+    /// The per-user caps apply (not with CAP_IPC_LOCK, as RLIMIT_MEMLOCK).
+    pub limit_user: bool,
+    /// The descriptor is open for writing.
+    pub fd_writable: bool,
+}
+
+impl PinCaller {
+    /// The core's own callers (tests, the crash harness): root, no per-user cap.
+    pub const TRUSTED: PinCaller = PinCaller {
+        uid: 0,
+        limit_user: false,
+        fd_writable: true,
+    };
+}
 
 /// One owner of a block, for `daxlink owners`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,14 +68,15 @@ pub struct OwnersReport {
     pub block: u64,
     /// As the page model's reverse map answers.
     pub owners: Vec<Owner>,
+    /// Owners left out because the asker could not read them.
+    pub hidden_owners: usize,
     pub pins: Vec<PinInfo>,
     pub poisoned: bool,
 }
 
 impl Fs {
     /// Pin `len` bytes at `off` of `ino` through the open file `holder`
-    /// (pin_user_pages). Write pins are made private first in the upstream and
-    /// proxy models; long-term pins are refused by upstream. Holes are filled.
+    /// (pin_user_pages), as a trusted caller (`PinCaller::TRUSTED`).
     pub fn pin(
         &self,
         ino: u64,
@@ -63,15 +86,40 @@ impl Fs {
         write: bool,
         longterm: bool,
     ) -> FsResult<u64> {
+        self.pin_as(ino, holder, off, len, (write, longterm), PinCaller::TRUSTED)
+    }
+
+    /// Pin for `by`. Refused (ENOMEM) past the caps on pins and pinned pages.
+    /// A write pin faults its holes in (allocates them) and, in the upstream
+    /// and proxy models, is made private first. A read pin allocates nothing
+    /// and changes no time: a hole gets the zero page. Upstream refuses
+    /// long-term pins, and any pin through a descriptor not open for
+    /// writing (it outlives the call, so it is a long-term pin in effect,
+    /// and it would let a reader stall the owner's truncate); its read pins
+    /// of shared blocks unshare them first, so that a pin never holds a
+    /// block another file maps (PAGES.md).
+    pub fn pin_as(
+        &self,
+        ino: u64,
+        holder: u64,
+        off: u64,
+        len: u64,
+        (write, longterm): (bool, bool),
+        by: PinCaller,
+    ) -> FsResult<u64> {
         if len == 0 {
             return Err(FsError::Invalid);
         }
         let first = off / BS;
         let end = off.checked_add(len).ok_or(FsError::Invalid)?.div_ceil(BS);
-        if end - first > MAX_PIN_PAGES || self.pages.pin_count() >= MAX_PINS {
+        if end - first > MAX_PIN_PAGES {
             return Err(FsError::NoMemory);
         }
-        if longterm && self.pages.model == PageModel::Upstream {
+        self.pages
+            .may_pin(by.uid, by.limit_user, end - first)
+            .map_err(|hit| refused(ino, by.uid, hit))?;
+        let upstream = self.pages.model == PageModel::Upstream;
+        if upstream && (longterm || !by.fd_writable) {
             // check_vma_flags(): FOLL_LONGTERM on fsdax is refused.
             return Err(FsError::NotSupported);
         }
@@ -84,39 +132,83 @@ impl Fs {
                 return Err(FsError::Invalid);
             }
         }
-        // GUP faults the pages in: holes get (zeroed) blocks.
-        self.fallocate(
-            ino,
-            first * BS,
-            (end - first) * BS,
-            libc::FALLOC_FL_KEEP_SIZE,
-        )?;
+        if write {
+            // A write fault allocates: holes get (zeroed) blocks.
+            self.fallocate(
+                ino,
+                first * BS,
+                (end - first) * BS,
+                libc::FALLOC_FL_KEEP_SIZE,
+            )?;
+        }
         let r = self.get(ino)?;
         let mut g = r.write()?;
         if write {
             g.not_immutable()?;
         }
-        if write && self.pages.model != PageModel::Legacy {
+        let unshare = match self.pages.model {
+            PageModel::Legacy => false,
+            PageModel::Proxy => write,
+            PageModel::Upstream => write || self.any_shared(&g, first, end),
+        };
+        if unshare {
             // A write fault on a shared DAX extent copies first (dax_iomap_copy_around).
             self.unshare_steps(&mut g, first * BS, end * BS)?;
         }
         let mut blocks = Vec::with_capacity((end - first) as usize);
         for l in first..end {
-            let (s, e) = g.find(l).ok_or(FsError::Busy)?;
-            blocks.push(e.phys + (l - s));
+            blocks.push(match g.find(l) {
+                Some((s, e)) => e.phys + (l - s),
+                None if !write => ZERO_PAGE,
+                None => return Err(FsError::Busy),
+            });
         }
-        let owners: Vec<Vec<(u64, u64)>> = blocks.iter().map(|b| self.owners_of(*b)).collect();
-        let id = self.pages.pin(PinRequest {
-            holder,
-            ino,
-            index: first,
-            blocks,
-            write,
-            longterm,
-            owners,
-        });
+        // Every owner of every page is recorded (mapcount, invariant 1's
+        // oracle): within a budget, so that blocks shared by thousands of
+        // clones cannot make one pin cost unbounded DRAM or time.
+        let budget = MAX_PIN_OWNERS_PER_PAGE * blocks.len() as u64 + MAX_PIN_OWNERS_EXTRA;
+        let mut recorded = 0u64;
+        let mut owners: Vec<Vec<(u64, u64)>> = Vec::with_capacity(blocks.len());
+        for b in &blocks {
+            let o = match *b {
+                ZERO_PAGE => Vec::new(),
+                b => self.owners_of(b),
+            };
+            recorded += o.len() as u64;
+            if recorded > budget {
+                log::info!("pin of inode {ino}: its pages have too many owners (ENOMEM)");
+                return Err(FsError::NoMemory);
+            }
+            owners.push(o);
+        }
+        let id = self
+            .pages
+            .pin(PinRequest {
+                holder,
+                uid: by.uid,
+                limit_user: by.limit_user,
+                ino,
+                index: first,
+                blocks,
+                write,
+                longterm,
+                owners,
+            })
+            .map_err(|hit| refused(ino, by.uid, hit))?;
         log::debug!("pin {id}: inode {ino} pages {first}..{end} write={write} longterm={longterm}");
         Ok(id)
+    }
+
+    /// Does any block of logical blocks `[first, end)` of `g` have another owner?
+    fn any_shared(&self, g: &Inode, first: u64, end: u64) -> bool {
+        let m = self.meta.lock();
+        g.segments(first, end).into_iter().any(|(_, n, p)| {
+            p.is_some_and(|p| {
+                meta::ref_pieces(&m.refs, p, n)
+                    .into_iter()
+                    .any(|(_, _, c)| c > 1)
+            })
+        })
     }
 
     /// Drop a pin; blocks whose free was deferred on it are freed now.
@@ -159,6 +251,10 @@ impl Fs {
             .pages
             .dma_target(id, off, data.len() as u64, BS)
             .map_err(errno_err)?;
+        if targets.iter().any(|(b, _, _)| *b == ZERO_PAGE) {
+            // The zero page is shared by every hole: no device writes it.
+            return Err(FsError::Perm);
+        }
         let owners: Vec<(u64, Vec<(u64, u64)>)> = targets
             .iter()
             .map(|(b, _, _)| (*b, self.owners_of(*b)))
@@ -184,7 +280,11 @@ impl Fs {
         let targets = self.pages.dma_target(id, off, len, BS).map_err(errno_err)?;
         let mut out = Vec::with_capacity(len as usize);
         for (b, inner, n) in targets {
-            out.extend(self.media.read_vec(b * BS + inner, n as usize)?);
+            if b == ZERO_PAGE {
+                out.resize(out.len() + n as usize, 0);
+            } else {
+                out.extend(self.media.read_vec(b * BS + inner, n as usize)?);
+            }
         }
         Ok(out)
     }
@@ -219,10 +319,12 @@ impl Fs {
         })
     }
 
-    /// `daxlink owners`: who maps the block under `off` of `ino`, as the page
-    /// model's reverse map answers, plus the pins on it.
-    /// The owners, pins and poison state of the block under `off` of `ino`.
-    /// With `who`, a path is given only where `who` could look it up.
+    /// `daxlink owners`: the owners, pins and poison state of the block under
+    /// `off` of `ino`, as the page model's reverse map answers. With `who`
+    /// (a caller holding `ino` open), it shows only what stat and readdir
+    /// would: another owner's inode number, path and pins only if `who` may
+    /// read that file and look it up; a path only where `who` could look it
+    /// up.
     pub fn owners(
         &self,
         ino: u64,
@@ -236,40 +338,65 @@ impl Fs {
             let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
             e.phys + (l - s)
         };
+        let mut seen: std::collections::HashMap<u64, Option<Option<String>>> = Default::default();
+        // None: hidden; Some(path): shown, with the path if it may be looked up.
+        let mut look = |i: u64| -> Option<Option<String>> {
+            seen.entry(i)
+                .or_insert_with(|| match who {
+                    None => Some(self.path_of(i).map(|(p, _)| p)),
+                    Some(w) if i == ino => Some(self.visible_path(i, w)),
+                    Some(w) => self
+                        .may_read_ino(i, w)
+                        .then(|| self.visible_path(i, w))
+                        .flatten()
+                        .map(Some),
+                })
+                .clone()
+        };
         let truth = self.owners_of(block);
         let answer = self.pages.rmap(block, &truth);
-        let owners = answer
-            .into_iter()
-            .map(|(i, idx)| Owner {
-                ino: i,
-                path: match who {
-                    Some(w) => self.visible_path(i, w),
-                    None => self.path_of(i).map(|(p, _)| p),
-                },
-                offset: idx * BS,
-            })
-            .collect();
+        let mut owners = Vec::new();
+        let mut hidden_owners = 0;
+        for (i, idx) in answer {
+            match look(i) {
+                Some(path) => owners.push(Owner {
+                    ino: i,
+                    path,
+                    offset: idx * BS,
+                }),
+                None => hidden_owners += 1,
+            }
+        }
         let pins = self
             .pages
-            .pins()
+            .pins_on(block)
             .into_iter()
-            .filter_map(|p| {
-                p.blocks.iter().position(|b| *b == block).map(|i| PinInfo {
-                    id: p.id,
-                    ino: p.ino,
-                    offset: (p.index + i as u64) * BS,
-                    write: p.write,
-                    longterm: p.longterm,
-                    holder: p.holder,
-                })
+            .filter(|p| look(p.ino).is_some())
+            .map(|p| PinInfo {
+                id: p.id,
+                ino: p.ino,
+                offset: p.index * BS,
+                write: p.write,
+                longterm: p.longterm,
+                holder: p.holder,
             })
             .collect();
         Ok(OwnersReport {
             block,
             owners,
+            hidden_owners,
             pins,
             poisoned: self.pages.is_poisoned(block),
         })
+    }
+
+    /// May `who` read inode `ino` (mode, owner and access ACL)?
+    fn may_read_ino(&self, ino: u64, who: &crate::acl::Who) -> bool {
+        let Ok(r) = self.get(ino) else { return false };
+        let Ok(mut g) = r.write() else { return false };
+        let acl = self.access_acl(&mut g);
+        let rec = &g.rec;
+        crate::acl::may_read(who, rec.mode, rec.uid, rec.gid, acl.as_ref())
     }
 
     /// One path of an inode (relative to the mount root), found by walking the
@@ -375,6 +502,11 @@ impl Fs {
         }
         Ok(())
     }
+}
+
+fn refused(ino: u64, uid: u32, hit: crate::pages::PinLimitHit) -> FsError {
+    log::info!("pin of inode {ino} by uid {uid} refused: {hit} reached (ENOMEM)");
+    FsError::NoMemory
 }
 
 fn errno_err(e: i32) -> FsError {

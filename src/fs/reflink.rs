@@ -14,6 +14,11 @@ use super::*;
 
 const REMAP_BATCH: usize = 256;
 
+/// The most one dedupe call compares and shares: 1 GiB, the VFS's cap on
+/// one FIDEDUPERANGE request (`vfs_dedupe_file_range`); past it the caller
+/// gets a short `bytes_deduped` and goes on from there.
+pub const DEDUPE_MAX: u64 = 1 << 30;
+
 /// One row of `daxlink extents`: logical and physical block, length in
 /// blocks, reference count (1 = not shared).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,7 +513,9 @@ impl Fs {
     }
 
     /// FIDEDUPERANGE for one destination: share the range only if both hold
-    /// the same bytes.
+    /// the same bytes. At most `DEDUPE_MAX` bytes per call, as the VFS caps
+    /// it: a longer request gets a short count (the caller goes on from
+    /// there). Returns the status and the bytes deduped.
     pub fn dedupe_range(
         &self,
         src: u64,
@@ -521,17 +528,18 @@ impl Fs {
         if len == 0 {
             return Ok((DedupeStatus::Same, 0));
         }
-        // Compare under both locks, a chunk at a time.
-        let chunk = 1u64 << 20;
-        let mut o = 0u64;
-        while o < len {
-            let n = chunk.min(len - o) as usize;
-            let a = self.read_locked(&gs[&src], soff + o, n)?;
-            let b = self.read_locked(&gs[&dst], doff + o, n)?;
-            if a != b {
-                return Ok((DedupeStatus::Differs, 0));
-            }
-            o += n as u64;
+        let (len, blocks) = if len > DEDUPE_MAX {
+            (DEDUPE_MAX, DEDUPE_MAX / BS)
+        } else {
+            (len, blocks)
+        };
+        let share = match self.dedupe_compare(&gs[&src], soff, &gs[&dst], doff, len)? {
+            None => return Ok((DedupeStatus::Differs, 0)),
+            Some(share) => share,
+        };
+        if !share {
+            // Holes against holes, or blocks both already map: nothing to share.
+            return Ok((DedupeStatus::Same, len));
         }
         let rec = gs[&dst].rec.clone();
         self.remap_locked(
@@ -546,6 +554,61 @@ impl Fs {
             None,
         )?;
         Ok((DedupeStatus::Same, len))
+    }
+
+    /// Compare `len` bytes of `a` at `aoff` with `b` at `boff` (both locked),
+    /// reading only what must be read: a hole against a hole is equal
+    /// unread, so is a block against itself, and a hole against data reads
+    /// the data only; it stops at the first difference. None: they differ;
+    /// Some(share): equal, and `share` says whether any block would be
+    /// shared by remapping (false: only holes and blocks already shared).
+    fn dedupe_compare(
+        &self,
+        a: &Inode,
+        aoff: u64,
+        b: &Inode,
+        boff: u64,
+        len: u64,
+    ) -> FsResult<Option<bool>> {
+        let (ab, bb, n) = (aoff / BS, boff / BS, len.div_ceil(BS));
+        let (sa, sb) = (a.segments(ab, ab + n), b.segments(bb, bb + n));
+        let (mut ia, mut ib, mut i) = (0usize, 0usize, 0u64);
+        let mut share = false;
+        while i < n {
+            let (la, na, pa) = sa[ia];
+            let (lb, nb, pb) = sb[ib];
+            let (ra, rb) = (la + na - (ab + i), lb + nb - (bb + i));
+            let run = ra.min(rb);
+            let (pa_i, pb_i) = (pa.map(|p| p + (ab + i - la)), pb.map(|p| p + (bb + i - lb)));
+            let same_block = matches!((pa_i, pb_i), (Some(x), Some(y)) if x == y);
+            if !(same_block || (pa_i.is_none() && pb_i.is_none())) {
+                share = true;
+                let (from, to) = (i * BS, ((i + run) * BS).min(len));
+                let mut o = from;
+                while o < to {
+                    let k = (1u64 << 20).min(to - o) as usize;
+                    let da = pa_i.map(|_| self.read_locked(a, aoff + o, k)).transpose()?;
+                    let db = pb_i.map(|_| self.read_locked(b, boff + o, k)).transpose()?;
+                    let equal = match (&da, &db) {
+                        (Some(x), Some(y)) => x == y,
+                        (Some(x), None) | (None, Some(x)) => x.iter().all(|c| *c == 0),
+                        (None, None) => true,
+                    };
+                    if !equal {
+                        return Ok(None);
+                    }
+                    o += k as u64;
+                }
+            }
+            i += run;
+            if i >= la + na - ab {
+                ia += 1;
+            }
+            if i >= lb + nb - bb {
+                ib += 1;
+            }
+        }
+        Ok(Some(share))
     }
 
     /// copy_file_range(2): blocks that line up are shared, the rest copied.

@@ -86,7 +86,12 @@ impl Fs {
         let mut blocks: BTreeSet<u64> = extra.iter().copied().collect();
         blocks.extend(files.iter().flat_map(|f| f.2.iter().map(|p| p.1)));
         blocks.extend(view.pages.keys().copied());
-        blocks.extend(view.pins.iter().flat_map(|p| p.blocks.iter().copied()));
+        blocks.extend(
+            view.pins
+                .iter()
+                .flat_map(|p| p.blocks.iter().copied())
+                .filter(|b| *b != crate::pages::ZERO_PAGE),
+        );
         blocks.extend(view.deferred.iter().copied());
         blocks.extend(view.poisoned.iter().copied());
         let blocks: Vec<u64> = blocks.into_iter().take(MAX_BLOCKS).collect();

@@ -5,7 +5,11 @@
 
 use super::*;
 
-/// `{"block", "owners":[{"inode","path","offset"}], "pins":[...], "poisoned"}`
+/// CAP_IPC_LOCK: lifts RLIMIT_MEMLOCK in the kernel, the per-user pin caps here.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// `{"block", "owners":[{"inode","path","offset"}], "pins":[...],
+/// "hidden_owners", "poisoned"}`
 pub fn owners_json(r: &crate::fs::OwnersReport) -> String {
     serde_json::json!({
         "block": r.block,
@@ -16,6 +20,7 @@ pub fn owners_json(r: &crate::fs::OwnersReport) -> String {
             "id": p.id, "inode": p.ino, "offset": p.offset, "write": p.write,
             "longterm": p.longterm, "holder": p.holder,
         })).collect::<Vec<_>>(),
+        "hidden_owners": r.hidden_owners,
         "poisoned": r.poisoned,
     })
     .to_string()
@@ -108,6 +113,10 @@ impl DaxFuse {
                 Ok(Vec::new())
             }
             io::EXTENTS => {
+                // The physical layout, as FIEMAP gives it: to a reader.
+                if !self.readable(fh) {
+                    return Err(FsError::BadFd);
+                }
                 let start = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
                 // One page, never the whole list: a file may have millions.
                 let (page, next) = self.fs.extents_page(ino, start, io::EXTENTS_MAX)?;
@@ -153,12 +162,19 @@ impl DaxFuse {
                 // As pin_user_pages of a shared mapping of this open file:
                 // mapping needs it open for reading, a write pin for writing too.
                 let write = flags & io::PIN_WRITE != 0;
-                if !self.readable(fh) || (write && !self.writable(fh)) {
+                let fd_writable = self.writable(fh);
+                if !self.readable(fh) || (write && !fd_writable) {
                     return Err(FsError::BadFd);
                 }
-                let id = self
-                    .fs
-                    .pin(ino, fh, off, len, write, flags & io::PIN_LONGTERM != 0)?;
+                // Charged to the caller; the per-user caps spare CAP_IPC_LOCK,
+                // as RLIMIT_MEMLOCK does.
+                let by = crate::fs::PinCaller {
+                    uid: o.uid,
+                    limit_user: !o.caller().has_cap(CAP_IPC_LOCK),
+                    fd_writable,
+                };
+                let longterm = flags & io::PIN_LONGTERM != 0;
+                let id = self.fs.pin_as(ino, fh, off, len, (write, longterm), by)?;
                 // A write pin may have moved blocks (unshare): drop stale cached pages.
                 self.invalidate(ino);
                 let mut out = input.to_vec();
@@ -167,8 +183,8 @@ impl DaxFuse {
             }
             io::UNPIN => {
                 let id = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
-                match self.fs.pages.get_pin(id) {
-                    Some(p) if p.holder == fh => {}
+                match self.fs.pages.pin_owner(id) {
+                    Some((holder, _)) if holder == fh => {}
                     Some(_) => return Err(FsError::Perm),
                     None => return Err(FsError::Invalid),
                 }
@@ -184,12 +200,18 @@ impl DaxFuse {
                 }
                 // The device acts through the open file that registered the
                 // pin (a write needs a write pin: the core refuses with EPERM).
-                match self.fs.pages.get_pin(id) {
-                    Some(p) if p.ino == ino && p.holder == fh => {}
-                    Some(p) if p.ino == ino => return Err(FsError::Perm),
+                match self.fs.pages.pin_owner(id) {
+                    Some((holder, i)) if i == ino && holder == fh => {}
+                    Some((_, i)) if i == ino => return Err(FsError::Perm),
                     _ => return Err(FsError::Invalid),
                 }
                 if cmd == io::DMA_WRITE {
+                    // Not through a descriptor that may not write the file,
+                    // in any model: legacy accepts a device write through a
+                    // read pin (S3), but only its writer's.
+                    if !self.writable(fh) {
+                        return Err(FsError::BadFd);
+                    }
                     let owners = self.fs.dma_write(id, off, &input[24..24 + len])?;
                     // The kernel's page cache must not hide what the device wrote.
                     for o in owners.into_iter().chain([ino]) {
@@ -227,6 +249,11 @@ impl DaxFuse {
                 Ok(out)
             }
             io::OWNERS => {
+                // Physical blocks and who else maps them: to a reader of
+                // this file, and of each other file it names.
+                if !self.readable(fh) {
+                    return Err(FsError::BadFd);
+                }
                 let off = io::get_u64(input, 0).ok_or(FsError::Invalid)?;
                 let r = self.fs.owners(ino, off, Some(&o.caller().who()))?;
                 let j = owners_json(&r).into_bytes();
