@@ -5,12 +5,14 @@
 //! applies the permission rules itself (`default_permissions`), so the
 //! daemon needs more only where it must decide, and there it trusts only
 //! what the kernel vouches for (ARCHITECTURE.md, "What the daemon trusts"):
-//! - a capability (CAP_SYS_ADMIN for the root-only ioctls, CAP_FSETID for
-//!   set-ID clearing, CAP_DAC_* for what the owners report may show) counts
-//!   only if the calling thread is in the mount's user namespace, as the
-//!   kernel's `ns_capable(fc->user_ns, ...)`: `CapEff` in /proc is relative
-//!   to the caller's own namespace, and `unshare -Ur` gives any user a full
-//!   set there;
+//! - what the kernel would decide with a capability (CAP_SYS_ADMIN for the
+//!   root-only ioctls, CAP_FSETID for set-ID clearing, CAP_DAC_* for what the
+//!   owners report may show) the daemon grants to root of the mount's user
+//!   namespace alone: the header's uid is 0 and the calling thread is in the
+//!   daemon's user namespace, which is the mount's (the kernel's
+//!   `ns_capable(fc->user_ns, ...)`). No capability set is read from /proc:
+//!   `CapEff` there is relative to the caller's own namespace, where
+//!   `unshare -Ur` gives any user a full set;
 //! - supplementary groups come from /proc/TID/status, read while a pidfd
 //!   holds the thread: if the thread is gone when the reads are done, the
 //!   answer is thrown away (no groups, no capabilities: the least
@@ -55,9 +57,9 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
-    /// Effective capabilities, already cleared unless the thread is in the
-    /// mount's user namespace (where they would count for the kernel too).
-    pub cap_eff: u64,
+    /// Root of the mount's user namespace: header uid 0, thread in the
+    /// daemon's user namespace, thread alive when that was read.
+    pub privileged: bool,
 }
 
 impl Caller {
@@ -80,13 +82,11 @@ impl Caller {
             return least;
         }
         let mut c = Caller::from_status(pid, uid, gid, &status);
-        if !same_ns {
-            c.cap_eff = 0;
-        }
+        c.privileged = uid == 0 && same_ns;
         c
     }
 
-    /// Parse the `Groups:` and `CapEff:` lines of a /proc status file.
+    /// Parse the `Groups:` line of a /proc status file.
     pub fn from_status(pid: u32, uid: u32, gid: u32, status: &str) -> Caller {
         let mut c = Caller {
             pid,
@@ -100,15 +100,16 @@ impl Caller {
                     .split_whitespace()
                     .filter_map(|g| g.parse().ok())
                     .collect();
-            } else if let Some(v) = line.strip_prefix("CapEff:") {
-                c.cap_eff = u64::from_str_radix(v.trim(), 16).unwrap_or(0);
             }
         }
         c
     }
 
-    pub fn has_cap(&self, cap: u32) -> bool {
-        cap < 64 && self.cap_eff & (1u64 << cap) != 0
+    /// Whether the kernel would grant `cap` here, as the daemon decides it:
+    /// root of the mount's user namespace has every capability, no one else
+    /// any (a root process that dropped capabilities still counts as root).
+    pub fn has_cap(&self, _cap: u32) -> bool {
+        self.privileged
     }
 
     /// The caller as the ACL module's permission checks see it.
@@ -324,14 +325,18 @@ mod tests {
 
     #[test]
     fn status_and_fdinfo_parse() {
-        let st = "Name:\tcat\nUid:\t1000\t1000\t1000\t1000\nGroups:\t24 65533 65534 \nCapEff:\t0000000000200000\n";
+        let st = "Name:\tcat\nUid:\t1000\t1000\t1000\t1000\nGroups:\t24 65533 65534 \nCapEff:\t000001ffffffffff\n";
         let c = Caller::from_status(9, 1000, 1000, st);
         assert_eq!(c.groups, vec![24, 65533, 65534]);
-        assert!(c.has_cap(CAP_SYS_ADMIN));
-        assert!(!c.has_cap(CAP_FSETID));
+        // A full CapEff (a user namespace's) grants nothing.
+        assert!(!c.has_cap(CAP_SYS_ADMIN));
         assert!(c.who().in_group(65533));
         let c = Caller::from_status(9, 1000, 1000, "");
-        assert!(c.groups.is_empty() && c.cap_eff == 0);
+        assert!(c.groups.is_empty() && !c.privileged);
+        // This test process: root in its own namespace, alive.
+        let me = Caller::new(std::process::id(), 0, 0);
+        assert_eq!(me.privileged, nix::unistd::geteuid().is_root());
+        assert!(!Caller::new(std::process::id(), 65534, 65534).privileged);
         let f = OpenFile {
             dev: (0, 50),
             ino: 1,
