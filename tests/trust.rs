@@ -21,14 +21,6 @@ use daxlink::ioctl::{self, RemapArgs};
 
 const BS: u64 = 4096;
 
-/// What a command run as another user did.
-#[derive(Debug)]
-struct Out {
-    rc: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Run `script` with sh as uid:gid with supplementary `groups`, failing the
 /// test if it does not finish within `secs`.
 fn sh_as(uid: u32, gid: u32, groups: &[u32], script: &str, secs: u64) -> Out {
@@ -48,41 +40,6 @@ fn sh_as(uid: u32, gid: u32, groups: &[u32], script: &str, secs: u64) -> Out {
 /// `script` as user and group nobody, no supplementary groups, 20 s at most.
 fn nobody(script: &str) -> Out {
     sh_as(65534, 65534, &[], script, 20)
-}
-
-fn run_deadline(mut cmd: Command, secs: u64) -> Out {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let te = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            panic!("command hung for {secs} s: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        rc: status.code().unwrap_or(-1),
-        stdout: to.join().unwrap(),
-        stderr: te.join().unwrap(),
-    }
 }
 
 /// stat() from this process, with a deadline: the inode still answers.

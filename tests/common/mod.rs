@@ -309,3 +309,52 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Out {
+    pub rc: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `cmd` to its end, failing the test if it takes more than `secs`
+/// (the child is killed first, so a hang fails the test, not CI).
+pub fn run_deadline(mut cmd: Command, secs: u64) -> Out {
+    use std::io::Read;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let te = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("command hung for {secs} s: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        rc: status.code().unwrap_or(-1),
+        stdout: to.join().unwrap(),
+        stderr: te.join().unwrap(),
+    }
+}

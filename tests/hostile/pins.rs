@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::common::{errno_of, Image, Mounted, DAXLINK};
+use crate::common::{errno_of, run_deadline, Image, Mounted, Out, DAXLINK};
 use daxlink::cli;
 use daxlink::ioctl;
 
@@ -21,57 +21,12 @@ const BS: u64 = 4096;
 const GIB: u64 = 1 << 30;
 const NOBODY: u32 = 65534;
 
-/// What a command run as nobody did.
-#[derive(Debug)]
-struct Out {
-    rc: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn setpriv(uid: u32) -> Command {
     let mut c = Command::new("setpriv");
     c.arg(format!("--reuid={uid}"))
         .arg(format!("--regid={uid}"))
         .arg("--clear-groups");
     c
-}
-
-/// Run `cmd` to its end, failing the test if it takes more than `secs`.
-fn run_deadline(mut cmd: Command, secs: u64) -> Out {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let te = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("command still running after {secs} s: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        rc: status.code().unwrap_or(-1),
-        stdout: to.join().unwrap(),
-        stderr: te.join().unwrap(),
-    }
 }
 
 /// `script` with sh as nobody, `secs` at most.
