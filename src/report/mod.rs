@@ -66,7 +66,7 @@ pub const INVARIANTS: [(&str, &str); 7] = [
     ),
     (
         "refcount conservation",
-        "the page's refcount does not match its pins, or a pinned page is free",
+        "the page's refcount does not match its pins, a pinned page is free, or a free block's page still names a file or holds dirty data",
     ),
 ];
 
