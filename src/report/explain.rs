@@ -315,8 +315,8 @@ mod tests {
             .push(json!({"block": 518, "allocated": true, "owners": [[3, 0]]}));
         assert_eq!(
             sentence(&now, &prev, &Value::Null),
-            "The proxy keeps block 517 for A while the pin lasts (its free is deferred); \
-             C gets a fresh block 518."
+            "C gets a fresh block 518; the proxy keeps block 517 for A while the pin \
+             lasts (its free is deferred)."
         );
     }
 
