@@ -470,7 +470,7 @@ fn report_fits_1280_and_600_pixels_without_horizontal_scrolling() {
     // How: the pictures and the legend shrink with their column, and a
     // narrow window stacks the models.
     assert!(html.contains("svg.pic { display: block; width: 100%;"));
-    assert!(html.contains("@media (max-width: 900px)"));
+    assert!(html.contains("@media (max-width: 1100px)"));
 }
 
 /// Every step says, in one sentence, what it did; labels are plain English

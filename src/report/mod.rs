@@ -161,7 +161,8 @@ path.own { fill: none; stroke: #333; stroke-width: 1.3; }
 line.pinl { stroke: #c00; stroke-width: 2; } line.proxyl { stroke: #393; stroke-dasharray: 3 2; }
 line.dma { stroke: #c00; stroke-width: 3; } line.dmano { stroke: #999; stroke-dasharray: 4 3; }
 line.devl { stroke: #999; stroke-width: 1; }
-@media (max-width: 900px) {
+@media (max-width: 1400px) { body { margin: 1em; } }
+@media (max-width: 1100px) {
   body { margin: 0.5em; }
   table.summary td, table.summary th { padding: 2px 3px; font-size: 0.9em; }
   table.steps, table.steps tbody, table.steps tr, table.steps td, table.steps th { display: block; width: auto; }
