@@ -209,7 +209,7 @@ def size_costs(raw, samples):
         rows.append([f"{e:,}"] + [g.get(fs) and g[fs][k] for k in ("create_us", "miss_lookup_us")
                                    for fs in ("daxlink", "tmpfs")])
     if rows:
-        table("cost against directory size (us; create = mean over the stretch up to that many "
+        table("cost against directory size (µs; create = mean over the stretch up to that many "
               "entries; lookup of a name that is not there)",
               ["entries", "daxlink create", "tmpfs create", "daxlink miss", "tmpfs miss"], rows)
     # File size: cp on both, daxlink reflink.
@@ -277,7 +277,7 @@ def plots(result_path, outdir, prefix=""):
 
     def save(name, text):
         path = os.path.join(outdir, prefix + name)
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         written.append(path)
 
@@ -321,7 +321,7 @@ def plots(result_path, outdir, prefix=""):
         ser.append((f"{fs} missed lookup", [(x["entries"], x["miss_lookup_us"]) for x in ds.get(fs, [])]))
     save("cost-vs-dir-size.svg", bench_svg.line_plot(
         "create and lookup time against directory size", "entries in the directory (log)",
-        "us per operation (log)", ser, xlog=True, ylog=True, subtitle=sub))
+        "µs per operation (log)", ser, xlog=True, ylog=True, subtitle=sub))
     for p in written:
         print(f"SVG: {p}")
 
@@ -411,10 +411,10 @@ def report(raw, out):
                      d and d["cpu_us_per_io"], t and t["cpu_us_per_io"]])
         fio_json.append({"job": label, "daxlink": d, "tmpfs": t, "ratio_daxlink_tmpfs": rr})
     table("other fio jobs (buffered, 1 job; MiB/s and IOPS are read + write, the run of median bandwidth; "
-          "ratio = daxlink/tmpfs bandwidth;\n CPU us/IO = CPU time of fio, kernel side included, "
+          "ratio = daxlink/tmpfs bandwidth;\n CPU µs/IO = CPU time of fio, kernel side included, "
           "plus the daxlink daemon's, per I/O: median of the runs)",
           ["job", "daxlink MiB/s", "daxlink IOPS", "tmpfs MiB/s", "tmpfs IOPS", "ratio",
-           "daxlink CPU us/IO", "tmpfs CPU us/IO"], rows)
+           "daxlink CPU µs/IO", "tmpfs CPU µs/IO"], rows)
     print("(verify-only-copy: verify-only.fio on a `cp` of the verified file; cp reflinks on "
           "daxlink and copies on tmpfs)")
 
@@ -451,7 +451,7 @@ def report(raw, out):
         ext_json.append({"extents_wanted": n, "extents": got, "median_ms": m, "samples_ms": samples[k],
                          "us_per_extent_over_1": per})
     table("clone time against the source's extent count (ms; one 4 KiB block every other block)",
-          ["wanted", "extents", "median", "min", "max", "us/extent"], rows)
+          ["wanted", "extents", "median", "min", "max", "µs/extent"], rows)
 
     # copy-on-write
     cow = {}
@@ -472,7 +472,7 @@ def report(raw, out):
                          "ratio_to_never_shared": ratio(bw, plain), "cpu_us_per_io": cpu,
                          "daemon_cpu_us_per_io": dcpu})
     table("copy-on-write: fio randwrite 4k over the whole file (median of runs)",
-          ["file", "MiB/s", "IOPS", "vs never_shared", "CPU us/IO", "daemon CPU us/IO"], rows)
+          ["file", "MiB/s", "IOPS", "vs never_shared", "CPU µs/IO", "daemon CPU µs/IO"], rows)
 
     # mount, rss, misc
     rows = []

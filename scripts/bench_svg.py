@@ -29,6 +29,11 @@ def _num(v):
     return f"{v:.3g}"
 
 
+def _val(v):
+    """A bar's value, two significant digits (0.026, 0.17, 1.2)."""
+    return f"{v:.2g}" if abs(v) < 10 else f"{v:,.0f}"
+
+
 def _lin_ticks(lo, hi):
     if hi <= lo:
         hi = lo + 1
@@ -44,10 +49,22 @@ def _lin_ticks(lo, hi):
 
 
 def _log_ticks(lo, hi):
+    """Ticks within [lo, hi]: the decades, and 2 and 5 times them when the
+    range holds fewer than three decades."""
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    if a == b:
-        b += 1
-    return [10.0 ** e for e in range(a, b + 1)]
+    steps = (1,) if b - a >= 3 else (1, 2, 5)
+    ticks = [m * 10.0 ** e for e in range(a, b + 1) for m in steps]
+    return [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+
+
+def _log_range(lo, hi):
+    """A log axis fitted to the data: 10 % of room at each end (in log
+    terms of the data's span, at least a factor of 1.1), never a whole
+    empty decade."""
+    if hi <= lo:
+        lo, hi = lo / 2, hi * 2
+    pad = max((math.log10(hi) - math.log10(lo)) * 0.05, math.log10(1.1))
+    return 10 ** (math.log10(lo) - pad), 10 ** (math.log10(hi) + pad)
 
 
 class _Axis:
@@ -58,12 +75,15 @@ class _Axis:
         lo, hi = min(vals), max(vals)
         self.log = log
         if log:
-            self.ticks = _log_ticks(lo, hi)
+            self.lo, self.hi = _log_range(lo, hi)
+            self.ticks = _log_ticks(self.lo, self.hi)
+            if len(self.ticks) < 2:
+                self.ticks = [lo, hi] if hi > lo else [self.lo, self.hi]
         else:
             if zero:
                 lo = min(lo, 0)
             self.ticks = _lin_ticks(lo, hi if hi > lo else lo + 1)
-        self.lo, self.hi = self.ticks[0], self.ticks[-1]
+            self.lo, self.hi = self.ticks[0], self.ticks[-1]
         self.p0, self.p1 = p0, p1
 
     def __call__(self, v):
@@ -128,7 +148,7 @@ def line_plot(title, xlabel, ylabel, series, xlog=False, ylog=False, subtitle=""
     ax = _Axis([p[0] for p in pts], xlog, LEFT, W - RIGHT)
     ay = _Axis([p[1] for p in pts], ylog, H - BOTTOM, TOP, zero=not ylog)
     _yaxis(out, ay)
-    out.append('<g class="x-axis">')
+    out.append(f'<g class="x-axis" data-log="{1 if xlog else 0}">')
     out.append(f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="black"/>')
     for t in ax.ticks:
         x = ax(t)
@@ -162,6 +182,8 @@ def bar_plot(title, xlabel, ylabel, categories, series, targets=None, subtitle="
     _frame(out, title, xlabel, ylabel, subtitle)
     vals = [v for _, s in series for v in s if v is not None]
     vals += [t for t in (targets or []) if t is not None]
+    # Room above the tallest bar for its printed value.
+    vals += [max(vals, default=0) * 1.12]
     ay = _Axis(vals, False, H - BOTTOM, TOP, zero=True)
     _yaxis(out, ay)
     n = max(len(categories), 1)
@@ -185,6 +207,10 @@ def bar_plot(title, xlabel, ylabel, categories, series, targets=None, subtitle="
             out.append(f'<rect x="{x:.1f}" y="{min(y0, y1):.1f}" width="{bw * 0.9:.1f}" '
                        f'height="{abs(y0 - y1):.1f}" fill="{col}">'
                        f'<title>{escape(name)} {escape(categories[i])}: {_num(v)}</title></rect>')
+            # The value above the bar, so that a bar too short to see still reads.
+            cx, ty = x + bw * 0.45, min(y0, y1) - 3
+            out.append(f'<text class="value" x="0" y="0" font-size="9" fill="#333" '
+                       f'transform="translate({cx + 3:.1f} {ty:.1f}) rotate(-90)">{_val(v)}</text>')
         out.append('</g>')
         legend.append((name, col, "bar"))
     if targets:

@@ -12,19 +12,26 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$D" demo --page-model all --report "$tmp/r" >/dev/null
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-  --user-data-dir="$tmp/profile" --window-size=1600,4000 \
+  --user-data-dir="$tmp/profile" --window-size=1280,4400 \
   --screenshot="$tmp/page.png" "file://$tmp/r/index.html" 2>/dev/null
 # Pixel colours of one column or row of the screenshot: "offset colour".
 pixels() { "$IM" "$tmp/page.png" -crop "$1" +repage txt:- | awk -F'[ ,:]+' -v c="$2" \
   'NR > 1 && match($0, /#[0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F]/) { print (c == "y" ? $2 : $1), substr($0, RSTART, 7) }'; }
 # S1's table begins at the first pixel of the legacy header's colour (#fdd)
-# at x=75, left of its text (the summary table has no coloured cell there).
-y=$(pixels 1x3000+75+0 y | awk '!found && $2 == "#FFDDDD" { print $1; found = 1 }')
+# at x=100, left of its text (the summary table has no coloured cell there).
+y=$(pixels 1x3000+100+0 y | awk '!found && $2 == "#FFDDDD" { print $1; found = 1 }')
 row=$((y + 3))
-for m in legacy:FFDDDD upstream:FFE9B3 proxy:DDFFDD; do
-  name=${m%%:*}
-  x=$(pixels "1600x1+0+$row" x | awk -v c="#${m##*:}" '!found && $2 == c { print $1; found = 1 }')
-  "$IM" "$tmp/page.png" -crop "500x1075+$x+$((y - 1))" +repage -strip -colors 64 \
+xs=()
+for c in FFDDDD FFE9B3 DDFFDD; do
+  xs+=("$(pixels "1280x1+0+$row" x | awk -v c="#$c" '!found && $2 == c { print $1; found = 1 }')")
+done
+xs+=(1250)
+i=0
+for name in legacy upstream proxy; do
+  x=${xs[$i]}
+  w=$(( ${xs[$((i + 1))]} - x ))
+  "$IM" "$tmp/page.png" -crop "${w}x1300+$x+$((y - 1))" +repage -strip -colors 64 \
     "PNG8:docs/report-$name.png"
   echo "docs/report-$name.png: $(stat -c %s "docs/report-$name.png") bytes"
+  i=$((i + 1))
 done

@@ -16,6 +16,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 mod check;
+mod free;
 mod limits;
 
 use limits::Usage;

@@ -372,7 +372,44 @@ fn bench_plots_are_well_formed_svg() {
     let end = start + text[start..].find("</g>").unwrap() + 4;
     let nolegend = dir.path().join("nolegend.svg");
     std::fs::write(&nolegend, format!("{}{}", &text[..start], &text[end..])).unwrap();
-    for bad in [&cut, &nolegend] {
+    // ... and "us" for microseconds, a bar without its printed value (the
+    // creates bar of fio-ratio, 0.026 of the axis, could not be seen), and
+    // a log x axis far longer than the data (it ran to 10,000 MiB for data
+    // ending at 1 GiB).
+    let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+    let dirsz = read("cost-vs-dir-size.svg");
+    assert!(
+        dirsz.contains("\u{b5}s per operation"),
+        "the y label says µs"
+    );
+    let us = dir.path().join("us.svg");
+    std::fs::write(
+        &us,
+        dirsz.replace("\u{b5}s per operation", "us per operation"),
+    )
+    .unwrap();
+    let fio = read("fio-ratio.svg");
+    let first = fio
+        .find("<text class=\"value\"")
+        .expect("bar values printed");
+    let close = first + fio[first..].find("</text>").unwrap() + "</text>".len();
+    let novalue = dir.path().join("novalue.svg");
+    std::fs::write(&novalue, format!("{}{}", &fio[..first], &fio[close..])).unwrap();
+    // Every point of cost-vs-file-size moved to the axis' left end.
+    let fsz = read("cost-vs-file-size.svg");
+    let mut moved = String::new();
+    let mut rest = fsz.as_str();
+    while let Some(i) = rest.find("<circle cx=\"") {
+        let j = i + "<circle cx=\"".len();
+        let k = j + rest[j..].find('"').unwrap();
+        moved.push_str(&rest[..j]);
+        moved.push_str("80.0");
+        rest = &rest[k..];
+    }
+    moved.push_str(rest);
+    let short = dir.path().join("short.svg");
+    std::fs::write(&short, moved).unwrap();
+    for bad in [&cut, &nolegend, &us, &novalue, &short] {
         let out = run(
             Command::new("python3")
                 .arg(format!("{root}/tests/bench/check_svg.py"))

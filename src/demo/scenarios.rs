@@ -20,6 +20,16 @@ fn has_mark(d: &[u8]) -> bool {
     d.windows(MARK.len()).any(|w| w == MARK)
 }
 
+/// "A", "A and B", "A, B and C": a list in plain English.
+pub(crate) fn and_list<S: AsRef<str>>(v: &[S]) -> String {
+    let v: Vec<&str> = v.iter().map(AsRef::as_ref).collect();
+    match v.split_last() {
+        None => "nobody".into(),
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 /// S1/S2: a pinned, unshared block is truncated (or punched) away, then the
 /// allocator may hand it to a new file C while the device still writes.
 fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
@@ -35,7 +45,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
             0,
             BS,
         );
-        rc.map(|_| "punch A [0, 4096)")
+        rc.map(|_| "punch a hole over A's first block")
     } else {
         fa.set_len(0).map(|_| "truncate A to 0")
     };
@@ -49,6 +59,21 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
             ));
             cli::unpin(&fa, h)?;
             r.step("unpin h");
+            // The layout change goes through once nothing pins the block.
+            if punch {
+                nix_fallocate(
+                    &fa,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    BS,
+                )?;
+                r.step("punch A again: done, the block is free");
+            } else {
+                fa.set_len(0)?;
+                r.step("truncate A to 0 again: done, the block is free");
+            }
+            r.write("C", &block(b'c'))?;
+            r.step("create C, write one block: no pin, nothing to protect");
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -178,11 +203,17 @@ fn s5(r: &mut Run) -> io::Result<()> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|x| x["path"].as_str().unwrap_or("?").to_string())
+                .map(|x| {
+                    x["path"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .trim_start_matches('/')
+                        .to_string()
+                })
                 .collect()
         })
         .unwrap_or_default();
-    r.step(format!("owners(B, 0) -> {names:?}"));
+    r.step(format!("owners(B, 0) -> {}", and_list(&names)));
     Ok(())
 }
 
@@ -196,18 +227,23 @@ fn s6(r: &mut Run) -> io::Result<()> {
     } else {
         "A = a; clone A->B; h = pin(B, 0, R)"
     });
+    let mut retry_b = false;
     match fb.set_len(0) {
         Ok(()) => r.step("truncate B to 0 (A still maps the block)"),
         Err(e) if errno(&e) == libc::EBUSY => {
             r.mark_blocked();
+            retry_b = true;
             r.step("truncate B -> EBUSY (waits for pins taken through any owner)");
         }
         Err(e) => return Err(e),
     }
-    match r.open_rw("A")?.set_len(0) {
+    let fa = r.open_rw("A")?;
+    let mut retry_a = false;
+    match fa.set_len(0) {
         Ok(()) => r.step("truncate A to 0"),
         Err(e) if errno(&e) == libc::EBUSY => {
             r.mark_blocked();
+            retry_a = true;
             r.step("truncate A -> EBUSY");
         }
         Err(e) => return Err(e),
@@ -222,6 +258,21 @@ fn s6(r: &mut Run) -> io::Result<()> {
     }
     cli::unpin(&fb, h)?;
     r.step("unpin h");
+    // What waited for the pin goes through now.
+    let again: Vec<&str> = [("B", retry_b), ("A", retry_a)]
+        .iter()
+        .filter(|(_, t)| *t)
+        .map(|(n, _)| *n)
+        .collect();
+    if retry_b {
+        fb.set_len(0)?;
+    }
+    if retry_a {
+        fa.set_len(0)?;
+    }
+    if !again.is_empty() {
+        r.step(format!("truncate {} to 0 again: done", and_list(&again)));
+    }
     Ok(())
 }
 
@@ -244,11 +295,24 @@ fn s7(r: &mut Run) -> io::Result<()> {
         }
     }
     if silent.is_empty() {
-        r.step(format!("reads of {eio:?} fail with EIO"));
+        r.step(format!("reads of {} fail with EIO", and_list(&eio)));
+    } else if eio.is_empty() {
+        r.broke(
+            &[5],
+            format!(
+                "nobody gets EIO; {} read bad data silently",
+                and_list(&silent)
+            ),
+        );
     } else {
         r.broke(
             &[5],
-            format!("EIO for {eio:?}; {silent:?} read bad data silently"),
+            format!(
+                "{} {} EIO; {} read bad data silently",
+                and_list(&eio),
+                if eio.len() == 1 { "gets" } else { "get" },
+                and_list(&silent)
+            ),
         );
     }
     Ok(())
@@ -265,6 +329,9 @@ fn s8(r: &mut Run) -> io::Result<()> {
             r.mark_blocked();
             r.step("clone A->B -> EBUSY (break_layouts on both inodes)");
             cli::unpin(&fa, h)?;
+            r.step("unpin h");
+            r.clone("A", "B")?;
+            r.step("clone A->B again: done, A and B share the block");
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -288,6 +355,9 @@ fn s9(r: &mut Run) -> io::Result<()> {
         Err(e) if errno(&e) == libc::EOPNOTSUPP => {
             r.mark_refused();
             r.step("h = pin(A, 0, W, long-term) -> EOPNOTSUPP");
+            fa.set_len(0)?;
+            r.write("C", &block(b'c'))?;
+            r.step("truncate A to 0; create C, write one block: no pin, nothing to protect");
             return Ok(());
         }
         Err(e) => return Err(e),

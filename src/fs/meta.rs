@@ -692,6 +692,9 @@ impl<'a> Ctx<'a> {
                     meta.rec.apply_release(&plan);
                 }
                 for (p, l) in self.free_blocks.drain(..) {
+                    if let Some(pg) = self.pages {
+                        pg.blocks_freed(p, l);
+                    }
                     for b in p..p + l {
                         // A poisoned frame is retired: never handed out again (until remount).
                         if !self.pages.is_some_and(|pg| pg.is_poisoned(b)) {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{Pages, PIN_BIAS, ZERO_PAGE};
+use super::{Pages, PG_DIRTY, PIN_BIAS, ZERO_PAGE};
 
 impl Pages {
     /// Blocks the model tracks (pages with a descriptor).
@@ -56,17 +56,75 @@ impl Pages {
             if t.iter().any(|o| !r.contains(o)) || r.iter().any(|o| !t.contains(o)) {
                 v.insert(4);
             }
-            // 7: refcount = base + pins x bias, and no pinned or proxied page is free.
+            // 7: refcount = base + pins x bias, no pinned or proxied page is
+            // free, and a free block's page is clean: no file maps it
+            // (mapping, map count) and no dirty data is charged to it.
+            let unclean = pd.mapping.is_some() || pd.mapcount > 0 || pd.flags & PG_DIRTY != 0;
             if pd.refcount != 1 + pd.pincount * PIN_BIAS
-                || ((pd.pincount > 0 || !pd.proxies.is_empty()) && !is_alloc(b))
+                || ((pd.pincount > 0 || !pd.proxies.is_empty() || unclean) && !is_alloc(b))
             {
                 v.insert(7);
             }
         }
+        let dirty = s.dirty_ranges();
+        // 7: dirty data charged to a block back on the free list.
+        if dirty.iter().any(|d| alloc.get(&d.block) == Some(&false)) {
+            v.insert(7);
+        }
         // 6: device writes are attributed to the file they were made through.
-        if s.dirty_ranges().iter().any(|d| d.attributed != d.owner) {
+        if dirty.iter().any(|d| d.attributed != d.owner) {
             v.insert(6);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PageModel, Pages, PinRequest};
+    use std::time::Duration;
+
+    fn pin_a(p: &Pages) -> u64 {
+        p.pin(PinRequest {
+            holder: 1,
+            uid: 0,
+            limit_user: false,
+            ino: 2,
+            index: 0,
+            blocks: vec![517],
+            write: true,
+            longterm: false,
+            owners: vec![vec![(2, 0)]],
+        })
+        .unwrap()
+    }
+
+    /// A proxy pin's block is truncated away (deferred), the device writes,
+    /// the pin ends: the page left behind says A[0], map 1, dirty. Once the
+    /// block is free that page is stale, and the checker must say so; the
+    /// model's own free (blocks_freed) leaves nothing of it.
+    #[test]
+    fn a_free_blocks_page_must_be_clean() {
+        let p = Pages::new(PageModel::Proxy, Duration::from_millis(1));
+        let id = pin_a(&p);
+        p.deferred(517, 9);
+        p.note_dma_write(id, &[(517, vec![])]).unwrap();
+        let (_, release) = p.unpin(id).unwrap();
+        assert_eq!(release, vec![(517, 9)]);
+        let pd = p.view().pages[&517].clone();
+        assert_eq!((pd.mapping, pd.mapcount, pd.refcount), (Some(2), 1, 1));
+        // The block is on the free list and nobody maps it: a stale page.
+        let free = |_: u64| false;
+        assert!(p.check(&|_| vec![], &free).contains(&7));
+        // The same state with the block still allocated to A is fine.
+        let p2 = Pages::new(PageModel::Proxy, Duration::from_millis(1));
+        let id2 = pin_a(&p2);
+        p2.unpin(id2).unwrap();
+        assert!(p2.check(&|_| vec![(2, 0)], &|_| true).is_empty());
+        // What the filesystem does when the block is freed: clean.
+        p.blocks_freed(517, 1);
+        assert!(!p.view().pages.contains_key(&517));
+        assert!(p.view().dirty.is_empty());
+        assert!(!p.check(&|_| vec![], &free).contains(&7));
     }
 }

@@ -7,6 +7,7 @@
 //! The markup is XHTML-compatible (every element closed, attributes quoted,
 //! no named entities but XML's), so a strict XML parser can check it.
 
+mod explain;
 mod svg;
 
 use std::fmt::Write;
@@ -65,7 +66,39 @@ pub const INVARIANTS: [(&str, &str); 7] = [
     ),
     (
         "refcount conservation",
-        "the page's refcount does not match its pins, or a pinned page is free",
+        "the page's refcount does not match its pins, a pinned page is free, or a free block's page still names a file or holds dirty data",
+    ),
+];
+
+/// The words the pictures use without explaining them (PAGES.md has more).
+pub const GLOSSARY: [(&str, &str); 7] = [
+    (
+        "ref N pin N map N",
+        "the struct page's reference count, pin count and map count (how many files map the block)",
+    ),
+    (
+        "pin bias of 1024",
+        "each pin adds 1024 to the reference count (GUP_PIN_COUNTING_BIAS), so an allocated block with one pin reads ref 1025",
+    ),
+    (
+        "->mapping = A[0]",
+        "the single owner the struct page remembers: file A, page 0; a shared page upstream and under proxy keeps a share count instead",
+    ),
+    (
+        "(refcount record)",
+        "the on-media record that counts the files sharing a reflinked block; the block is freed when it drops to zero",
+    ),
+    (
+        "flags: dynamic",
+        "the page has proxy records (struct dynamic_page): one per owner per pin; shared: more than one file maps it; dirty: the device wrote it and nobody has written it back yet",
+    ),
+    (
+        "FOLL_WRITE",
+        "the flag that makes a pin a write pin (W); without it (R) the kernel takes no copy-on-write fault, so a shared block stays shared",
+    ),
+    (
+        "deferred free",
+        "under proxy a block freed while pinned is kept (an orphan record on media) and goes back on the free list at its last unpin",
     ),
 ];
 
@@ -88,21 +121,29 @@ fn why_broken(breaks: &[u8], kernel: &str) -> String {
 const CSS: &str = r#"
 body { font-family: sans-serif; margin: 1em 2em; color: #222; max-width: 1560px; }
 h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 2px solid #888; }
+p, li, td, th, dd { overflow-wrap: break-word; }
+code, p.step { overflow-wrap: anywhere; }
 table.summary td, table.summary th { border: 1px solid #bbb; padding: 3px 8px; }
-table.summary { border-collapse: collapse; }
+table.summary { border-collapse: collapse; max-width: 100%; }
 .corrupted { background: #fdd; } .blocked, .refused { background: #ffe9b3; } .safe { background: #dfd; }
-table.steps { border-collapse: collapse; table-layout: fixed; }
+table.steps { border-collapse: collapse; table-layout: fixed; width: 100%; }
+table.steps th.rowh { width: 3.5em; font-size: 0.9em; }
 table.steps th.model { font-size: 1.1em; }
-td.frame { vertical-align: top; border: 2px solid #ddd; padding: 4px; width: 490px; }
+td.frame { vertical-align: top; border: 2px solid #ddd; padding: 4px; }
 td.frame.breaks { border: 3px solid #c00; background: #fff4f4; }
 td.frame.stopped { border: 3px solid #e90; background: #fffaf0; }
 td.frame.ended { color: #999; }
+td.frame::before { content: attr(data-model); display: none; font-weight: bold; }
 p.step { font-family: monospace; margin: 2px 0 4px 0; min-height: 2.4em; }
-p.why { color: #900; margin: 4px 0; font-size: 0.9em; }
-p.stop { color: #840; margin: 4px 0; font-size: 0.9em; }
+p.say { margin: 4px 0; font-size: 0.9em; }
+p.why { color: #900; } p.stop { color: #840; } p.ok { color: #264; }
+.keys { display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }
+.keys > div { flex: 1 1 24em; min-width: 0; }
+dl.glossary dt { font-weight: bold; font-family: monospace; margin-top: 0.4em; }
+dl.glossary dd { margin: 0 0 0 1.2em; }
 svg.defs { position: absolute; }
-svg.pic { display: block; font-family: sans-serif; font-size: 10.5px; }
-svg.legend { font-family: sans-serif; font-size: 11px; }
+svg.pic { display: block; width: 100%; max-width: 480px; height: auto; font-family: sans-serif; font-size: 10.5px; }
+svg.legend { font-family: sans-serif; font-size: 11px; width: 100%; max-width: 500px; height: auto; }
 .hd { font-weight: bold; fill: #555; } .fname { font-weight: bold; font-size: 12px; }
 .t { fill: #222; } .bt { fill: #000; font-weight: bold; } .dim { fill: #888; }
 .bad { fill: #c00; font-weight: bold; } .warn { fill: #b60; font-weight: bold; }
@@ -120,11 +161,21 @@ path.own { fill: none; stroke: #333; stroke-width: 1.3; }
 line.pinl { stroke: #c00; stroke-width: 2; } line.proxyl { stroke: #393; stroke-dasharray: 3 2; }
 line.dma { stroke: #c00; stroke-width: 3; } line.dmano { stroke: #999; stroke-dasharray: 4 3; }
 line.devl { stroke: #999; stroke-width: 1; }
+@media (max-width: 1400px) { body { margin: 1em; } }
+@media (max-width: 1100px) {
+  body { margin: 0.5em; }
+  table.summary td, table.summary th { padding: 2px 3px; font-size: 0.9em; }
+  table.steps, table.steps tbody, table.steps tr, table.steps td, table.steps th { display: block; width: auto; }
+  table.steps tr.head { display: none; }
+  table.steps th.rowh { width: auto; text-align: left; margin-top: 1em; }
+  td.frame { margin: 0 0 6px 0; }
+  td.frame::before { display: block; }
+}
 "#;
 
 fn legend() -> String {
     let mut s = String::from(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="legend" viewBox="0 0 960 70" width="960" height="70" role="img" aria-label="legend">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="legend" viewBox="0 0 500 130" width="500" height="130" role="img" aria-label="legend">"#,
     );
     let items: [(&str, &str); 8] = [
         (
@@ -161,11 +212,14 @@ fn legend() -> String {
         ),
     ];
     for (i, (shape, label)) in items.iter().enumerate() {
-        let x = (i / 2) as i64 * 240;
+        // Items come in pairs drawn for a top and a bottom row (even, odd);
+        // two pairs side by side, then the next two below.
+        let x = ((i / 2) % 2) as i64 * 250;
+        let dy = (i / 4) as i64 * 64;
         let y = if i % 2 == 0 { 19 } else { 49 };
         let _ = write!(
             s,
-            r#"<g transform="translate({x},0)">{shape}<text x="32" y="{y}" class="t">{}</text></g>"#,
+            r#"<g transform="translate({x},{dy})">{shape}<text x="32" y="{y}" class="t">{}</text></g>"#,
             esc(label)
         );
     }
@@ -233,11 +287,18 @@ per step.</p>
 (<code>R</code>: reading), and <code>h</code> is the device's handle on it; <code>dma_write(h, X)</code> is
 the device writing the bytes <q>XXXX...</q> through that pin, straight into the pinned block, as
 a DMA would; <code>clone A-&gt;B</code> makes B a reflink copy of A (the two share blocks until one
-is written: copy on write); <code>[breaks 1,2]</code> names the invariants that broke at that step
-(listed below).</p>
+is written: copy on write); <q>breaks invariants 1 and 2</q> names the invariants that broke at that
+step (listed below). Under each step one sentence says what it did to the page model: in red why an
+invariant broke, in orange why the model stopped, otherwise what changed.</p>
 "#,
     );
+    h.push_str("<div class=\"keys\">\n<div>\n<h3>Legend</h3>\n");
     h.push_str(&legend());
+    h.push_str("\n</div>\n<div>\n<h3 id=\"glossary\">Glossary</h3>\n<dl class=\"glossary\">\n");
+    for (term, what) in GLOSSARY {
+        let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", esc(term), esc(what));
+    }
+    h.push_str("</dl>\n</div>\n</div>\n");
     h.push_str("\n<h2 id=\"invariants\">Invariants (checked after every step)</h2>\n<ol>\n");
     for (n, w) in INVARIANTS {
         let _ = writeln!(h, "<li><b>{}</b>: it breaks when {}.</li>", esc(n), esc(w));
@@ -287,7 +348,7 @@ fn section<'a>(
         esc(sc.kernel),
         n = sc.name
     );
-    h.push_str("<table class=\"steps\">\n<tr><th></th>");
+    h.push_str("<table class=\"steps\">\n<tr class=\"head\"><th class=\"rowh\"></th>");
     for m in models {
         let (o, t) = find(sc.name, *m)
             .map(|r| (r.outcome.name(), outcome_text(r)))
@@ -301,7 +362,7 @@ fn section<'a>(
         .max()
         .unwrap_or(0);
     for i in 0..rows {
-        let _ = write!(h, "<tr><th>step {}</th>", i + 1);
+        let _ = write!(h, "<tr><th class=\"rowh\">step {}</th>", i + 1);
         for m in models {
             let Some(r) = find(sc.name, *m) else {
                 h.push_str("<td class=\"frame ended\"></td>");
@@ -336,24 +397,17 @@ fn section<'a>(
                 m = m.name(),
                 k = i + 1
             );
-            let _ = write!(h, "<p class=\"step\">{}</p>", esc(&s.line()));
+            let _ = write!(h, "<p class=\"step\">{}", esc(&s.text));
             if !s.breaks.is_empty() {
+                let b: Vec<String> = s.breaks.iter().map(u8::to_string).collect();
                 let _ = write!(
                     h,
-                    "<p class=\"why\">{}</p>",
-                    esc(&why_broken(&s.breaks, sc.broken))
+                    " <b class=\"brk\">(breaks invariant{} {})</b>",
+                    if b.len() > 1 { "s" } else { "" },
+                    crate::demo::scenarios::and_list(&b)
                 );
             }
-            if s.stopped && !sc.stopped.is_empty() {
-                let _ = write!(
-                    h,
-                    "<p class=\"stop\">{}</p>",
-                    esc(&format!(
-                        "Stopped here, so nothing breaks. Kernel counterpart: {}.",
-                        sc.stopped
-                    ))
-                );
-            }
+            h.push_str("</p>");
             let device = s
                 .device
                 .as_ref()
@@ -361,6 +415,27 @@ fn section<'a>(
                     |d| serde_json::json!({"pin": d.pin, "write": d.write, "accepted": d.accepted}),
                 )
                 .unwrap_or(Value::Null);
+            // One sentence per step: why it broke, why it stopped, or what changed.
+            let (cls, say) = if !s.breaks.is_empty() {
+                ("why", why_broken(&s.breaks, sc.broken))
+            } else if s.stopped && !sc.stopped.is_empty() {
+                (
+                    "stop",
+                    format!(
+                        "Stopped here, so nothing breaks; the kernel counterpart: {}.",
+                        sc.stopped
+                    ),
+                )
+            } else {
+                let prev = i
+                    .checked_sub(1)
+                    .and_then(|j| r.steps.get(j))
+                    .and_then(|p| p.state.clone())
+                    .unwrap_or(Value::Null);
+                let st = s.state.clone().unwrap_or(Value::Null);
+                ("ok", explain::sentence(&st, &prev, &device))
+            };
+            let _ = write!(h, "<p class=\"say {cls}\">{}</p>", esc(&say));
             match &s.state {
                 Some(st) => h.push_str(&svg::picture(
                     st,

@@ -2,9 +2,13 @@
 """Check the benchmark plots (tests/benchtools.rs): each file given must parse
 with a strict XML parser (xml.etree) as an <svg> root in the SVG namespace with
 a title, an x and a y axis with at least two tick labels each, axis labels, a
-legend whose entries name the data series, and data (a polyline or bars).
+legend whose entries name the data series, and data (a polyline or bars);
+microseconds written µs, never "us"; a logarithmic x axis fitted to the data
+(the last point at least 90 % of the way along it, not a decade short); and
+every bar's value printed on it (a bar too short to see still reads).
 Exit 0 if all pass, else 1 with one line per problem."""
 
+import re
 import sys
 import xml.etree.ElementTree as ET
 
@@ -48,6 +52,24 @@ def check(path):
     for s in series:
         if not (list(s.iter(NS + "polyline")) or list(s.iter(NS + "rect"))):
             problems.append(f"{path}: series {s.get('data-name')} has no polyline or bars")
+    for t in root.iter(NS + "text"):
+        if re.search(r"\bus\b", "".join(t.itertext())):
+            problems.append(f"{path}: 'us' for microseconds in {''.join(t.itertext())!r}")
+    xa = by_class("x-axis")
+    if len(xa) == 1 and xa[0].get("data-log") != "0":
+        axis = next(xa[0].iter(NS + "line"), None)
+        cx = [float(c.get("cx")) for s in series for c in s.iter(NS + "circle")]
+        if axis is not None and cx:
+            x1, x2 = float(axis.get("x1")), float(axis.get("x2"))
+            if max(cx) < x1 + 0.9 * (x2 - x1):
+                problems.append(f"{path}: the x axis runs far past the data "
+                                f"(last point at {(max(cx) - x1) / (x2 - x1):.0%})")
+    for s in series:
+        bars = list(s.iter(NS + "rect"))
+        values = [t for t in s.iter(NS + "text") if t.get("class") == "value"]
+        if bars and len(values) != len(bars):
+            problems.append(f"{path}: series {s.get('data-name')}: {len(bars)} bars, "
+                            f"{len(values)} printed values")
     legend = by_class("legend")
     if len(legend) != 1:
         problems.append(f"{path}: no legend")
