@@ -6,7 +6,7 @@
 //! itself as nobody (`helper`, driven by `DAXLINK_HOSTILE_HELPER`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::*;
 
 /// With DAXLINK_FAULT_INJECT=slow-long every long operation takes 10 s.
 /// nobody starts six of them (more than the workers, on two CPUs two);
