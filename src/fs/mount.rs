@@ -13,10 +13,7 @@ impl Fs {
             log::warn!("{p}; using the other copy");
         }
         if sb.needs_read_only() && !(opts.read_only || media.read_only()) {
-            return Err(FsError::Corrupt(format!(
-                "unknown read-only-compatible features {:#x}: mount with -o ro",
-                sb.ro_compat
-            )));
+            return Err(FsError::RoCompat(sb.ro_compat));
         }
         if !sb.clean {
             log::info!("the filesystem was not cleanly unmounted; recovering");

@@ -14,18 +14,22 @@
 //! # How a check runs
 //!
 //! One *pass* reads everything, decides in DRAM what is wrong and what the
-//! repaired filesystem must look like, and queues every repair store in a
-//! [`Tx`]. A check-only pass throws the queue away. A repair pass applies it:
-//! through the journal as one atomic transaction when it fits (so a crash during
-//! `fsck -y` leaves either the old or the repaired state), else by direct stores
-//! followed by a fence. Superblock and journal repairs are direct stores made
-//! first. After a repair pass, passes repeat until one finds nothing (at most
-//! three repair passes, then a final check-only pass whose findings are reported
-//! as not fixed).
+//! repaired filesystem must look like, and plans every repair store: the
+//! superblock and journal repairs as direct stores (`sb::Direct`), the rest
+//! in a [`Tx`]. Nothing is written while the pass decides, so a pass that
+//! refuses the image (exit 8), in repair mode as in check-only mode, leaves
+//! it untouched, and `-n` runs the very plan `-y` would. A check-only pass
+//! throws the plan away. A repair pass writes it at its end: the direct
+//! stores first (superblock copies, then journal replay or reset), then the
+//! queue through the journal as one atomic transaction when it fits (so a
+//! crash during `fsck -y` leaves either the old or the repaired state), else
+//! by direct stores followed by a fence. After a repair pass, passes repeat
+//! until one finds nothing (at most three repair passes, then a final
+//! check-only pass whose findings are reported as not fixed).
 //!
-//! In check-only mode a committed-but-unapplied journal transaction is overlaid
-//! on every read, so the rest of the check sees the state that mount (or
-//! `fsck -y`) would produce after replay.
+//! A committed-but-unapplied journal transaction is overlaid on every read,
+//! so the rest of the check sees the state that mount (or `fsck -y`) would
+//! produce after replay.
 //!
 //! This file holds the report, the finding codes, the repair rounds and the
 //! pass order (`Ck::run`); each pass lives with what it checks: `sb`
@@ -67,7 +71,10 @@
 //! 0 no findings, 1 every finding fixed, 4 findings left (always so with
 //! findings in check-only mode), 8 operational error (cannot open or map the
 //! image, the image is in use (mounted, or another fsck or mkfs), no valid
-//! superblock, repair of a read-only mapping, write failure).
+//! superblock, unknown read-only-compatible features in the superblock mount
+//! trusts (`FsError::RoCompat`, the line mount says too), repair of a
+//! read-only mapping, write failure). Every exit 8 but a write failure
+//! comes before anything is written.
 
 mod dirs;
 mod geometry;
@@ -602,10 +609,15 @@ fn free_inode(generation: u32) -> InodeRec {
 struct Ck<'a> {
     media: &'a Media,
     repair: bool,
-    /// Pending journal replay overlaid on every read (check-only mode).
+    /// Pending journal replay overlaid on every read (written, when
+    /// repairing, only at the end of the pass).
     view: Tx,
     /// Repair stores, applied at the end of a repair pass.
     fix: Tx,
+    /// Superblock and journal repairs made outside the journal, written at
+    /// the end of a repair pass before `fix` (nothing is written before the
+    /// pass has decided everything).
+    direct: Vec<sb::Direct>,
     out: Out,
     sb: Superblock,
     geo: JournalGeometry,
@@ -654,8 +666,8 @@ struct Ck<'a> {
 
 fn pass(media: &Media, repair: bool) -> PassResult {
     let mut out = Out::default();
-    let sb = match superblocks(media, repair, &mut out) {
-        Ok(sb) => sb,
+    let (sb, direct) = match superblocks(media, &mut out) {
+        Ok(x) => x,
         Err(e) => {
             let (findings, notes) = out.finish();
             return PassResult {
@@ -673,6 +685,7 @@ fn pass(media: &Media, repair: bool) -> PassResult {
         repair,
         view: Tx::new(),
         fix: Tx::new(),
+        direct,
         out,
         geo,
         nblocks,
@@ -796,6 +809,7 @@ impl Ck<'_> {
         }
         if self.repair {
             p.step("write repairs");
+            self.write_direct()?;
             self.apply()?;
         }
         Ok(())
