@@ -60,6 +60,10 @@ impl Fs {
                 if rec.is_free() {
                     free_inos.insert(this);
                 } else {
+                    // The xattr pointer only: the blob is read at first use.
+                    rules::xattr_ptr(&sb, &rec).map_err(|why| {
+                        FsError::Corrupt(format!("inode {this}: xattr blob: {why}"))
+                    })?;
                     inodes.insert(this, Inode::new(this, rec));
                 }
             }
