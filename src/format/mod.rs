@@ -277,6 +277,14 @@ impl Superblock {
         (crc(&b[..SB_SIZE - 4]) == Le::u32(b, SB_SIZE - 4)).then(|| Le::u32(b, 8))
     }
 
+    /// The next rewrite of the superblock: generation + 1, saturating (a
+    /// copy found at 2^64 - 1, written by nobody but a hostile image, stays
+    /// there; both copies are always written alike, so the choice between
+    /// them does not suffer).
+    pub fn next_generation(&mut self) {
+        self.generation = self.generation.saturating_add(1);
+    }
+
     /// Unknown read-only-compatible features: the filesystem may only be mounted read-only.
     pub fn needs_read_only(&self) -> bool {
         self.ro_compat & !RO_COMPAT_SUPPORTED != 0

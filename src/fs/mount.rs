@@ -414,8 +414,8 @@ impl Fs {
                 ctx.commit()?;
             }
             sb.clean = false;
-            sb.generation += 1;
-            sb.mount_count += 1;
+            sb.next_generation();
+            sb.mount_count = sb.mount_count.saturating_add(1);
             write_superblocks(&fs.media, &sb)?;
         }
         release_free_heap();
@@ -439,7 +439,7 @@ impl Fs {
         let broken = self.meta.lock().broken;
         let (mut sb, _) = read_superblock(&self.media)?;
         sb.clean = !broken;
-        sb.generation += 1;
+        sb.next_generation();
         write_superblocks(&self.media, &sb)
     }
 }
