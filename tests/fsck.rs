@@ -171,6 +171,33 @@ const CASES: &[Case] = &[
         mount_err: Some("checksum mismatch"),
     },
     Case {
+        file: "sb-ro-compat-newer.img.gz",
+        corruption: "superblock copy B (the newer: generation + 1) carries the unknown ro_compat bit 0x2; copy A has none",
+        codes: &[],
+        note: None,
+        exit_n: 8,
+        exit_y: 8,
+        mount_err: Some("unknown read-only-compatible features 0x2"),
+    },
+    Case {
+        file: "sb-ro-compat-both.img.gz",
+        corruption: "both superblock copies carry the unknown ro_compat bit 0x2",
+        codes: &[],
+        note: None,
+        exit_n: 8,
+        exit_y: 8,
+        mount_err: Some("unknown read-only-compatible features 0x2"),
+    },
+    Case {
+        file: "xattr-ptr-overflow.img.gz",
+        corruption: "the xattr blob pointer of /hello.txt is block 2^64 - 1 (+1 block): its end overflows (its real blob leaks)",
+        codes: &["block-leaked", "xattr-bad"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: Some("inode 2: xattr blob: blob lies outside the data area"),
+    },
+    Case {
         file: "dir-detached.img.gz",
         corruption: "the directory entry of /dir zeroed: the directory and its contents are unreachable",
         codes: &["dir-unreachable"],
@@ -474,6 +501,25 @@ fn make_image(file: &str, r: &[u8]) -> Vec<u8> {
             let o = sb_of(r).inode_offset(ino) as usize;
             b[o + 4] ^= 0x01;
         }
+        "sb-ro-compat-newer.img.gz" => {
+            let mut sb = sb_of(r);
+            sb.ro_compat = 0x2;
+            sb.generation += 1;
+            put(&mut b, BS, &sb.encode());
+        }
+        "sb-ro-compat-both.img.gz" => {
+            let mut sb = sb_of(r);
+            sb.ro_compat = 0x2;
+            put(&mut b, 0, &sb.encode());
+            put(&mut b, BS, &sb.encode());
+        }
+        "xattr-ptr-overflow.img.gz" => {
+            let ino = lookup(r, &["hello.txt"]);
+            let mut i = inode_of(r, ino);
+            assert_eq!(i.xattr_blocks, 1);
+            i.xattr_block = u64::MAX;
+            put_inode(&mut b, ino, &i);
+        }
         "dir-detached.img.gz" => {
             let dir = lookup(r, &["dir"]);
             let (off, _) = records(r, RecKind::Dirent)
@@ -503,11 +549,26 @@ fn mount_text(bytes: &[u8]) -> String {
 fn regenerate_images() {
     let dir = images_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    let r = reference();
+    // Images already stored are kept (so adding a case does not change the
+    // others) unless DAXLINK_REGENERATE_ALL=1, which makes a new reference
+    // and every image from it; a new image is made from the stored reference.
+    let all = std::env::var("DAXLINK_REGENERATE_ALL").is_ok_and(|v| v == "1");
+    let stored_ref = dir.join("v2-reference.img.gz");
+    let r = if all || !stored_ref.exists() {
+        reference()
+    } else {
+        gunzip(&stored_ref)
+    };
     let mut table = String::new();
     for c in CASES {
-        let img = make_image(c.file, &r);
-        gzip(&dir.join(c.file), &img);
+        let path = dir.join(c.file);
+        let img = if all || !path.exists() {
+            let img = make_image(c.file, &r);
+            gzip(&path, &img);
+            img
+        } else {
+            gunzip(&path)
+        };
         let rep = fsck::check(&mem(&img), false);
         let m = mem(&img);
         let fixed = fsck::check(&m, true);
@@ -524,7 +585,8 @@ fn regenerate_images() {
                 .join(", ")
         };
         let after = if fixed.exit_code() == 8 {
-            "not mountable".to_string()
+            assert_eq!(bytes_of(&m), img, "{}: -y refused but wrote", c.file);
+            "unchanged by `-y`".to_string()
         } else {
             mount_text(&bytes_of(&m))
         };
@@ -542,9 +604,11 @@ fn regenerate_images() {
     let readme = format!(
         "# Reference and corrupted images\n\n\
 Small (2 MiB, 512-block) daxlink format v2 images, gzip-compressed, for `tests/fsck.rs`.\n\
-Each is made from `v2-reference.img.gz` by `tests/fsck.rs` (`make_image`); regenerate them all with\n\n\
+Each is made from `v2-reference.img.gz` by `tests/fsck.rs` (`make_image`). Make the images of new cases\n\
+(and this table) with\n\n\
 ```\ncargo test --test fsck -- --ignored regenerate_images\n```\n\n\
-(uuids and timestamps change on every regeneration; the layout and the expectations do not).\n\
+which keeps the stored ones; `DAXLINK_REGENERATE_ALL=1` regenerates them all from a new reference\n\
+(uuids and timestamps change then; the layout and the expectations do not).\n\
 `v1-reference.img.gz` is the format v1 reference image, kept (not regenerated) to show that fsck and\n\
 mount refuse a v1 image with one line (`format_v1_is_refused_with_one_line`).\n\
 The reference image is made through the core `Fs` API on in-memory media: `/hello.txt` (15 bytes,\n\
@@ -554,7 +618,10 @@ xattr `user.comment`, hard link `/dir/hello-hardlink`), `/data.bin` (14000 bytes
 Columns: finding codes of `fsck-daxlink -n` (see `daxlink::fsck::CODES`), exit status of\n\
 `fsck-daxlink -n` and of `fsck-daxlink -y` on a fresh copy, what `Fs::mount` says about the image\n\
 as it is, and after `-y`. After `-y`, `-n` exits 0 on every image (with both superblock copies\n\
-bad, fsck recovers the geometry: `src/fsck/geometry.rs`). A torn transaction is informational (a note, exit 0): it is the normal trace of a crash\n\
+bad, fsck recovers the geometry: `src/fsck/geometry.rs`), except where `-n` and `-y` both refuse\n\
+(exit 8) and `-y` writes nothing: unknown read-only-compatible features in the superblock copy mount\n\
+trusts, which fsck, as e2fsck, neither checks nor repairs, and mount mounts only read-only (`-o ro`).\n\
+A torn transaction is informational (a note, exit 0): it is the normal trace of a crash\n\
 during a commit; `-y` clears it.\n\n\
 | image | corruption | `-n` finds | `-n` exit | `-y` exit | mount before | mount after `-y` |\n\
 |---|---|---|---|---|---|---|\n{table}"
@@ -618,7 +685,8 @@ fn every_image_checks_repairs_and_mounts() {
             let (_d2, p2) = temp_copy(c.file);
             match (mount_path(&p2), c.mount_err) {
                 (Ok(_), None) => {}
-                (Err(FsError::Corrupt(m)), Some(s)) => {
+                (Err(e @ (FsError::Corrupt(_) | FsError::RoCompat(_))), Some(s)) => {
+                    let m = e.to_string();
                     assert!(m.contains(s), "{}: mount said {m:?}", c.file)
                 }
                 (Ok(_), Some(s)) => panic!("{}: mount succeeded, expected {s:?}", c.file),
@@ -626,12 +694,22 @@ fn every_image_checks_repairs_and_mounts() {
             }
         }
         let before = std::fs::read(&p).unwrap();
-        let rep = fsck::check_path(&p, false);
-        assert_case(c, &rep, "-n");
+        let rep_n = fsck::check_path(&p, false);
+        assert_case(c, &rep_n, "-n");
         assert_eq!(std::fs::read(&p).unwrap(), before, "-n changed the image");
         let rep = fsck::check_path(&p, true);
         assert_eq!(rep.exit_code(), c.exit_y, "{}: -y: {rep:#?}", c.file);
+        // -n's verdict predicts -y's: both refuse with the same reason, or
+        // -y fixes what -n found.
+        assert_eq!(rep_n.error, rep.error, "{}: -n and -y disagree", c.file);
         if c.exit_y == 8 {
+            // A refusal writes nothing.
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                before,
+                "{}: -y refused but wrote",
+                c.file
+            );
             continue;
         }
         assert!(rep.findings.iter().all(|f| f.fixed), "{rep:#?}");
@@ -668,6 +746,12 @@ fn every_image_checks_repairs_and_mounts() {
                     fs.getxattr(h.ino, b"user.comment").unwrap(),
                     b"reference image"
                 );
+            }
+            "xattr-ptr-overflow.img.gz" => {
+                // The pointer is cleared, the file kept.
+                let h = fs.lookup(ROOT_INO, b"hello.txt").unwrap();
+                assert_eq!(fs.read(h.ino, 0, 100).unwrap(), b"hello, daxlink\n");
+                assert_eq!(fs.getxattr(h.ino, b"user.comment"), Err(FsError::NoData));
             }
             _ => {}
         }
@@ -713,6 +797,76 @@ fn format_v1_is_refused_with_one_line() {
     assert!(err.contains(LINE) && !err.contains("fsck"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(std::fs::read(&p).unwrap(), before);
+}
+
+/// Unknown read-only-compatible features in the superblock copy mount trusts
+/// (the newer one, or both): `fsck -n` and `fsck -y` refuse alike with one
+/// line (exit 8) and write nothing, the daemon's mount refuses read-write with
+/// the same line and no fsck advice, and a read-only mount works.
+#[test]
+fn unknown_ro_compat_is_refused_alike_by_fsck_and_mount() {
+    let line = FsError::RoCompat(0x2).to_string();
+    for file in ["sb-ro-compat-newer.img.gz", "sb-ro-compat-both.img.gz"] {
+        let (d, p) = temp_copy(file);
+        let before = std::fs::read(&p).unwrap();
+        let mut said = Vec::new();
+        for args in [&["-n"][..], &["-y"][..], &["-p", "-f"][..]] {
+            let (code, out) = run_cli(args, &p);
+            assert_eq!(code, 8, "{file} {args:?}: {out}");
+            assert_eq!(out.trim().lines().count(), 1, "{file} {args:?}: {out}");
+            assert!(out.contains(&line) && !out.contains("-y"), "{out}");
+            assert_eq!(std::fs::read(&p).unwrap(), before, "{file} {args:?} wrote");
+            said.push(out);
+        }
+        assert!(said.windows(2).all(|w| w[0] == w[1]), "{said:#?}");
+        let dir = d.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_daxlink"))
+            .arg("mount")
+            .arg(&p)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let _ = Command::new("umount").arg(&dir).status();
+            panic!("{file}: mounted read-write");
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&line) && !err.contains("fsck"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), before, "{file}: mount wrote");
+        let ro = FsOptions {
+            read_only: true,
+            ..Default::default()
+        };
+        let fs = Fs::mount(Media::open(&p, None, true).unwrap(), ro).unwrap();
+        let h = fs.lookup(ROOT_INO, b"hello.txt").unwrap();
+        assert_eq!(fs.read(h.ino, 0, 100).unwrap(), b"hello, daxlink\n");
+        drop(fs);
+        assert_eq!(std::fs::read(&p).unwrap(), before, "{file}: ro mount wrote");
+    }
+}
+
+/// A superblock generation at 2^64 - 1 (both copies, valid checksums; found
+/// by the fuzzer after a repair): fsck finds nothing, so mount must work and
+/// rewrite the superblock without overflowing (it saturates).
+#[test]
+fn superblock_generation_at_the_limit_mounts() {
+    let mut b = gunzip(&images_dir().join("v2-reference.img.gz"));
+    let mut sb = sb_of(&b);
+    sb.generation = u64::MAX;
+    sb.mount_count = u64::MAX;
+    put(&mut b, 0, &sb.encode());
+    put(&mut b, BS, &sb.encode());
+    assert!(fsck::check(&mem(&b), false).is_clean());
+    let fs = mount_bytes(&b).unwrap();
+    fs.mknod(ROOT_INO, b"new", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.unmount().unwrap();
+    let m = into_media(fs);
+    let (sb, _) = read_superblock(&m).unwrap();
+    assert_eq!((sb.generation, sb.mount_count), (u64::MAX, u64::MAX));
+    assert!(fsck::check(&m, false).is_clean());
 }
 
 fn run_cli(args: &[&str], p: &Path) -> (i32, String) {
