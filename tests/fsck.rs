@@ -869,6 +869,32 @@ fn superblock_generation_at_the_limit_mounts() {
     assert!(fsck::check(&m, false).is_clean());
 }
 
+/// `-n`'s advice tells what `-y` will do: repair everything, or not all.
+#[test]
+fn advice_predicts_the_repair() {
+    let f = |fixable| fsck::Finding {
+        code: "refcount-wrong",
+        message: "m".into(),
+        fixed: false,
+        fixable,
+    };
+    let mut r = Report {
+        findings: vec![f(true)],
+        ..Default::default()
+    };
+    assert_eq!(
+        r.advice("img", "fsck.daxlink").unwrap(),
+        "img: run fsck.daxlink -y to repair"
+    );
+    r.findings.push(f(false));
+    assert_eq!(
+        r.advice("img", "fsck.daxlink").unwrap(),
+        "img: run fsck.daxlink -y to repair what it can; it cannot repair 1 problem"
+    );
+    r.error = Some("refused".into());
+    assert_eq!(r.advice("img", "fsck.daxlink"), None);
+}
+
 fn run_cli(args: &[&str], p: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fsck-daxlink"))
         .args(args)
@@ -909,6 +935,22 @@ fn cli_exit_codes_and_json() {
         codes.sort();
         codes.dedup();
         assert_eq!(codes, c.codes.to_vec(), "{}: {out}", c.file);
+        // -y repairs every one of them, and -n says so.
+        assert!(
+            v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| f["fixable"] == true),
+            "{out}"
+        );
+        let (_, text) = run_cli(&["-n"], &p);
+        assert_eq!(
+            text.contains("-y to repair\n"),
+            c.exit_n == 4 && c.exit_y == 1,
+            "{}: {text}",
+            c.file
+        );
         if c.exit_n != 8 {
             // The data area of mkfs's geometry for 512 blocks (also what fsck
             // recovers when both superblock copies are bad).
