@@ -55,6 +55,15 @@ pub enum FsError {
     /// An intact image of a format version this code does not read.
     #[error("{0}")]
     Version(String),
+    /// The superblock mount and fsck trust (`fs::newest_superblock`) carries
+    /// read-only-compatible feature bits this code does not know: the image
+    /// may be mounted read-only, and nothing here may write it (as e2fsck,
+    /// fsck refuses it, `-n` as `-y`, exit 8, and writes nothing).
+    #[error(
+        "unknown read-only-compatible features {0:#x}: this daxlink may only mount the image \
+         read-only (-o ro); it cannot write, check or repair it"
+    )]
+    RoCompat(u32),
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -88,6 +97,7 @@ impl FsError {
             // A checksum or structure error reaches the caller as EIO (docs/REQUIREMENTS.md §3).
             FsError::Corrupt(_) => libc::EIO,
             FsError::Version(_) => libc::EINVAL,
+            FsError::RoCompat(_) => libc::EROFS,
             FsError::Io(_) => libc::EIO,
         }
     }

@@ -404,8 +404,11 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), Stri
         )))
     });
     let fs = r.map_err(|e| match e {
-        // fsck cannot help with an image of another version.
-        FsError::Version(_) => format!("cannot mount {}: {e}", image.display()),
+        // fsck cannot help with an image of another version, nor with one
+        // whose read-only-compatible features it does not know.
+        FsError::Version(_) | FsError::RoCompat(_) => {
+            format!("cannot mount {}: {e}", image.display())
+        }
         e => format!(
             "cannot mount {}: {e}; run fsck.daxlink {}",
             image.display(),

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::format::{ExtentRec, RefcountRec, Superblock, BLOCK_SIZE, MAX_FILE_SIZE};
+use crate::format::{
+    ExtentRec, InodeRec, RefcountRec, Superblock, XattrPtr, BLOCK_SIZE, MAX_FILE_SIZE,
+};
 
 /// Logical blocks a file may have (MAX_FILE_SIZE / 4096).
 pub const MAX_LOGICAL: u64 = MAX_FILE_SIZE / BLOCK_SIZE;
@@ -34,6 +36,23 @@ pub fn extent_problem(sb: &Superblock, x: &ExtentRec) -> Option<&'static str> {
 /// What is wrong with a refcount record on its own, if anything.
 pub fn refcount_problem(sb: &Superblock, r: &RefcountRec) -> Option<&'static str> {
     (!in_data(sb, r.phys, r.len)).then_some("covers blocks outside the data area")
+}
+
+/// An inode's xattr blob pointer (`InodeRec::xattr_ptr`) with its blocks
+/// inside the data area: None without xattrs, or why the pointer is bad.
+/// Mount refuses an inode that breaks it, first use of the xattrs fails with
+/// it (EIO), fsck clears the pointer.
+pub fn xattr_ptr(sb: &Superblock, r: &InodeRec) -> Result<Option<XattrPtr>, String> {
+    let p = r.xattr_ptr().map_err(|e| match e {
+        crate::format::FormatError::Invalid { detail, .. } => detail,
+        e => e.to_string(),
+    })?;
+    match p {
+        Some(p) if !in_data(sb, p.block, p.blocks) => {
+            Err("blob lies outside the data area".to_string())
+        }
+        p => Ok(p),
+    }
 }
 
 /// The start of a range in `map` (start -> value, `len_of` its length) that

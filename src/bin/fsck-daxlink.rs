@@ -91,8 +91,8 @@ fn main() -> ExitCode {
             eprintln!("{prog}: {}", report.summary(&name));
         } else {
             daxlink::outln!("{}", report.summary(&name));
-            if !repair && !report.findings.is_empty() {
-                daxlink::outln!("{name}: run {prog} -y to repair");
+            if let Some(a) = report.advice(&name, &prog) {
+                daxlink::outln!("{a}");
             }
         }
     }

@@ -2,15 +2,17 @@
 //!
 //! Pure encode/decode, little-endian, with bounds and checksum (crc32fast, IEEE)
 //! checks. No I/O. FORMAT.md is the byte map; it must agree with these files:
-//! this one (superblock, inodes, bitmap, xattr blob), `roots.rs`, `records.rs` and
-//! `txlog.rs` (journal).
+//! this one (superblock, inodes, bitmap), `xattr.rs` (the xattr blob and an
+//! inode's pointer to it), `roots.rs`, `records.rs` and `txlog.rs` (journal).
 
 mod records;
 mod roots;
 mod txlog;
+mod xattr;
 pub use records::*;
 pub use roots::*;
 pub use txlog::*;
+pub use xattr::*;
 
 use thiserror::Error;
 
@@ -32,6 +34,8 @@ pub const MAX_FILE_SIZE: u64 = 1 << 46;
 pub const MAX_LINKS: u32 = 65000;
 /// Largest xattr value (as Linux XATTR_SIZE_MAX).
 pub const XATTR_VALUE_MAX: usize = 65536;
+/// Largest encoded xattr blob of one inode.
+pub const XATTR_TOTAL_MAX: usize = 1 << 20;
 /// Bytes of a bitmap block that hold bits; the crc follows.
 pub const BITMAP_BYTES: usize = 4088;
 pub const BITS_PER_BITMAP_BLOCK: u64 = (BITMAP_BYTES * 8) as u64;
@@ -271,6 +275,14 @@ impl Superblock {
             return None;
         }
         (crc(&b[..SB_SIZE - 4]) == Le::u32(b, SB_SIZE - 4)).then(|| Le::u32(b, 8))
+    }
+
+    /// The next rewrite of the superblock: generation + 1, saturating (a
+    /// copy found at 2^64 - 1, written by nobody but a hostile image, stays
+    /// there; both copies are always written alike, so the choice between
+    /// them does not suffer).
+    pub fn next_generation(&mut self) {
+        self.generation = self.generation.saturating_add(1);
     }
 
     /// Unknown read-only-compatible features: the filesystem may only be mounted read-only.
@@ -527,65 +539,12 @@ pub fn bitmap_check(block: &[u8]) -> Result<(), FormatError> {
     )
 }
 
-// ---------------------------------------------------------------------------
-// Xattr blob
-// ---------------------------------------------------------------------------
-
-pub type XattrMap = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
-
-pub fn encode_xattrs(m: &XattrMap) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&XATTR_MAGIC.to_le_bytes());
-    out.extend_from_slice(&(m.len() as u32).to_le_bytes());
-    for (k, v) in m {
-        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        out.extend_from_slice(k);
-        out.extend_from_slice(v);
-    }
-    out
-}
-
-pub fn decode_xattrs(b: &[u8]) -> Result<XattrMap, FormatError> {
-    const W: &str = "xattr block";
-    need(W, b, 8)?;
-    if Le::u32(b, 0) != XATTR_MAGIC {
-        return Err(FormatError::BadMagic { what: W });
-    }
-    let n = Le::u32(b, 4);
-    let mut p = 8usize;
-    let mut m = XattrMap::new();
-    for _ in 0..n {
-        need(W, b, p + 6)?;
-        let kl = Le::u16(b, p) as usize;
-        let vl = Le::u32(b, p + 2) as usize;
-        p += 6;
-        need(W, b, p.saturating_add(kl).saturating_add(vl))?;
-        if kl == 0 || kl > MAX_NAME {
-            return Err(invalid(W, "bad name length"));
-        }
-        if vl > XATTR_VALUE_MAX {
-            return Err(invalid(W, "value longer than 64 KiB"));
-        }
-        if m.insert(b[p..p + kl].to_vec(), b[p + kl..p + kl + vl].to_vec())
-            .is_some()
-        {
-            return Err(invalid(W, "duplicate name"));
-        }
-        p += kl + vl;
-    }
-    if p != b.len() {
-        return Err(invalid(W, "trailing bytes"));
-    }
-    Ok(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn sample_sb() -> Superblock {
+    pub(super) fn sample_sb() -> Superblock {
         Superblock {
             version: FORMAT_VERSION,
             incompat: 0,

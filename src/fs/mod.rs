@@ -64,8 +64,7 @@ const BS: u64 = BLOCK_SIZE;
 /// `Ctx::step_budget`, see `steps.rs`).
 const FREE_BATCH: usize = 1024;
 /// Largest xattr value and total per inode.
-pub use format::XATTR_VALUE_MAX;
-pub const XATTR_TOTAL_MAX: usize = 1 << 20;
+pub use format::{XATTR_TOTAL_MAX, XATTR_VALUE_MAX};
 
 /// Who is asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

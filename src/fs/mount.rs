@@ -13,10 +13,7 @@ impl Fs {
             log::warn!("{p}; using the other copy");
         }
         if sb.needs_read_only() && !(opts.read_only || media.read_only()) {
-            return Err(FsError::Corrupt(format!(
-                "unknown read-only-compatible features {:#x}: mount with -o ro",
-                sb.ro_compat
-            )));
+            return Err(FsError::RoCompat(sb.ro_compat));
         }
         if !sb.clean {
             log::info!("the filesystem was not cleanly unmounted; recovering");
@@ -63,6 +60,10 @@ impl Fs {
                 if rec.is_free() {
                     free_inos.insert(this);
                 } else {
+                    // The xattr pointer only: the blob is read at first use.
+                    rules::xattr_ptr(&sb, &rec).map_err(|why| {
+                        FsError::Corrupt(format!("inode {this}: xattr blob: {why}"))
+                    })?;
                     inodes.insert(this, Inode::new(this, rec));
                 }
             }
@@ -413,8 +414,8 @@ impl Fs {
                 ctx.commit()?;
             }
             sb.clean = false;
-            sb.generation += 1;
-            sb.mount_count += 1;
+            sb.next_generation();
+            sb.mount_count = sb.mount_count.saturating_add(1);
             write_superblocks(&fs.media, &sb)?;
         }
         release_free_heap();
@@ -438,7 +439,7 @@ impl Fs {
         let broken = self.meta.lock().broken;
         let (mut sb, _) = read_superblock(&self.media)?;
         sb.clean = !broken;
-        sb.generation += 1;
+        sb.next_generation();
         write_superblocks(&self.media, &sb)
     }
 }

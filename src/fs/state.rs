@@ -75,7 +75,7 @@ impl Fs {
             self.flush_all_dirty()?;
             let (mut sb, _) = read_superblock(&self.media)?;
             sb.clean = !meta.broken;
-            sb.generation += 1;
+            sb.next_generation();
             write_superblocks(&self.media, &sb)?;
             log::info!("remounted read-only; the image is marked clean");
         } else {
@@ -91,7 +91,7 @@ impl Fs {
             }
             let (mut sb, _) = read_superblock(&self.media)?;
             sb.clean = false;
-            sb.generation += 1;
+            sb.next_generation();
             write_superblocks(&self.media, &sb)?;
             self.ro.store(false, Ordering::SeqCst);
             log::info!("remounted read-write");

@@ -41,30 +41,18 @@ impl Fs {
         if g.xattrs.is_some() {
             return Ok(());
         }
-        let m = if g.rec.xattr_blocks == 0 {
-            XattrMap::new()
-        } else {
-            let end = g.rec.xattr_block + g.rec.xattr_blocks as u64;
-            if g.rec.xattr_block < self.sb.data_start
-                || end > self.sb.total_blocks
-                || g.rec.xattr_len as u64 > g.rec.xattr_blocks as u64 * BS
-            {
-                return Err(FsError::Corrupt(format!(
-                    "inode {}: xattr block out of range",
-                    g.ino
-                )));
+        // The pointer by the rule mount checked (and fsck repairs), the blob
+        // by the format's checked decode: a hostile length is an error (EIO).
+        let corrupt = |why: String| FsError::Corrupt(format!("inode {}: xattr blob: {why}", g.ino));
+        let m = match crate::rules::xattr_ptr(&self.sb, &g.rec).map_err(corrupt)? {
+            None => XattrMap::new(),
+            Some(p) => {
+                let b = self.media.read_vec(p.block * BS, p.len)?;
+                format::decode_xattr_blob(&b, &p).map_err(|e| {
+                    log::error!("inode {}: xattr blob: {e}", g.ino);
+                    corrupt(e.to_string())
+                })?
             }
-            let b = self
-                .media
-                .read_vec(g.rec.xattr_block * BS, g.rec.xattr_len as usize)?;
-            if format::crc(&b) != g.rec.xattr_crc {
-                log::error!("inode {}: xattr checksum mismatch", g.ino);
-                return Err(FsError::Corrupt(format!(
-                    "inode {}: xattr checksum mismatch",
-                    g.ino
-                )));
-            }
-            format::decode_xattrs(&b)?
         };
         g.xattrs = Some(Box::new(m));
         Ok(())

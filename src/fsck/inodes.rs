@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use super::space::Owner;
 use super::{free_inode, Ck, Ext, Ino, BS};
 use crate::format::{self, InodeRec, Le, Timespec, INODES_PER_BLOCK, INODE_SIZE, ROOT_INO};
-use crate::fs::XATTR_TOTAL_MAX;
 
 impl Ino {
     /// An empty directory fsck makes (the root, lost+found), as read `orig`.
@@ -126,26 +125,18 @@ impl Ck<'_> {
         let inos: Vec<u64> = self.inodes.keys().copied().collect();
         for ino in inos {
             let r = self.inodes[&ino].rec.clone();
-            if r.xattr_block == 0 && r.xattr_blocks == 0 && r.xattr_len == 0 && r.xattr_crc == 0 {
-                continue;
-            }
             let blocks = r.xattr_blocks as u64;
             let len = r.xattr_len as u64;
-            let why = if blocks == 0 || len == 0 {
-                Some("empty blob with a non-zero pointer".to_string())
-            } else if len as usize > XATTR_TOTAL_MAX {
-                Some(format!("blob of {len} bytes exceeds the 1 MiB limit"))
-            } else if len.div_ceil(BS) != blocks {
-                Some(format!("{len} bytes do not fill {blocks} blocks"))
-            } else if !self.in_data(r.xattr_block, blocks) {
-                Some("blob lies outside the data area".to_string())
-            } else {
-                match self.rd(r.xattr_block * BS, len as usize) {
+            // The pointer by mount's rule, the blob by the format's decode.
+            let why = match crate::rules::xattr_ptr(&self.sb, &r) {
+                Ok(None) => continue,
+                Err(w) => Some(w),
+                Ok(Some(p)) => match self.rd(p.block * BS, p.len) {
                     None => Some("blob unreadable".to_string()),
-                    Some(b) if format::crc(&b) != r.xattr_crc => {
-                        Some("blob checksum mismatch".to_string())
-                    }
-                    Some(b) => match format::decode_xattrs(&b) {
+                    Some(b) => match format::decode_xattr_blob(&b, &p) {
+                        Err(format::FormatError::BadChecksum { .. }) => {
+                            Some("blob checksum mismatch".to_string())
+                        }
                         Err(e) => Some(e.to_string()),
                         Ok(m) => {
                             let blocks = match self.check_acls(ino, &r, m) {
@@ -173,7 +164,7 @@ impl Ck<'_> {
                             }
                         }
                     },
-                }
+                },
             };
             match why {
                 None => {

@@ -14,21 +14,25 @@
 //! # How a check runs
 //!
 //! One *pass* reads everything, decides in DRAM what is wrong and what the
-//! repaired filesystem must look like, and queues every repair store in a
-//! [`Tx`]. A check-only pass throws the queue away. A repair pass applies it:
-//! through the journal as one atomic transaction when it fits (so a crash during
-//! `fsck -y` leaves either the old or the repaired state), else by direct stores
-//! followed by a fence. Superblock and journal repairs are direct stores made
-//! first. After a repair pass, passes repeat until one finds nothing (at most
-//! three repair passes, then a final check-only pass whose findings are reported
-//! as not fixed).
+//! repaired filesystem must look like, and plans every repair store: the
+//! superblock and journal repairs as direct stores (`sb::Direct`), the rest
+//! in a [`Tx`]. Nothing is written while the pass decides, so a pass that
+//! refuses the image (exit 8), in repair mode as in check-only mode, leaves
+//! it untouched, and `-n` runs the very plan `-y` would. A check-only pass
+//! throws the plan away. A repair pass writes it at its end: the direct
+//! stores first (superblock copies, then journal replay or reset), then the
+//! queue through the journal as one atomic transaction when it fits (so a
+//! crash during `fsck -y` leaves either the old or the repaired state), else
+//! by direct stores followed by a fence. After a repair pass, passes repeat
+//! until one finds nothing (at most three repair passes, then a final
+//! check-only pass whose findings are reported as not fixed).
 //!
-//! In check-only mode a committed-but-unapplied journal transaction is overlaid
-//! on every read, so the rest of the check sees the state that mount (or
-//! `fsck -y`) would produce after replay.
+//! A committed-but-unapplied journal transaction is overlaid on every read,
+//! so the rest of the check sees the state that mount (or `fsck -y`) would
+//! produce after replay.
 //!
-//! This file holds the report, the finding codes, the repair rounds and the
-//! pass order (`Ck::run`); each pass lives with what it checks: `sb`
+//! This file holds the finding codes, the repair rounds and the pass order
+//! (`Ck::run`; the report is `report.rs`); each pass lives with what it checks: `sb`
 //! (superblocks, journal), `records` (roots, record chains, extents, orphan
 //! records), `inodes` (inode table, root, xattrs and ACLs, symlinks), `dirs`
 //! (directory entries, reachability, lost+found, link counts), `space`
@@ -67,15 +71,21 @@
 //! 0 no findings, 1 every finding fixed, 4 findings left (always so with
 //! findings in check-only mode), 8 operational error (cannot open or map the
 //! image, the image is in use (mounted, or another fsck or mkfs), no valid
-//! superblock, repair of a read-only mapping, write failure).
+//! superblock, unknown read-only-compatible features in the superblock mount
+//! trusts (`FsError::RoCompat`, the line mount says too), repair of a
+//! read-only mapping, write failure). Every exit 8 but a write failure
+//! comes before anything is written.
 
 mod dirs;
 mod geometry;
 mod inodes;
 mod records;
 mod repair;
+mod report;
 mod sb;
 mod space;
+
+pub use report::{Counts, Finding, Report};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -87,7 +97,6 @@ use crate::format::{
 use crate::fs::journal_geometry;
 use crate::journal::{JournalGeometry, Tx};
 use crate::media::Media;
-use crate::progress::plural;
 use sb::superblocks;
 use space::{Bits, Owner};
 
@@ -221,125 +230,6 @@ pub const CODES: &[(&str, &str)] = &[
     ),
 ];
 
-/// One problem found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
-    pub code: &'static str,
-    pub message: String,
-    pub fixed: bool,
-}
-
-/// What the filesystem holds as the last pass found it (so: after the repair, when repairing).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// In-use inodes.
-    pub inodes: u64,
-    pub dirs: u64,
-    pub files: u64,
-    pub symlinks: u64,
-    /// Devices, fifos and sockets.
-    pub other: u64,
-    pub extents: u64,
-    /// Blocks of the data area (what statfs reports as the size).
-    pub blocks_total: u64,
-    pub blocks_used: u64,
-    pub blocks_free: u64,
-}
-
-/// The outcome of [`check`].
-#[derive(Clone, Debug, Default)]
-pub struct Report {
-    pub findings: Vec<Finding>,
-    /// Informational lines (a torn transaction, an unclean unmount): no effect on the exit status.
-    pub notes: Vec<String>,
-    /// Operational failure: the check could not run (exit status 8).
-    pub error: Option<String>,
-    pub counts: Counts,
-    /// Whether repairs were allowed.
-    pub repair: bool,
-}
-
-impl Report {
-    fn failed(msg: impl Into<String>, repair: bool) -> Report {
-        Report {
-            error: Some(msg.into()),
-            repair,
-            ..Default::default()
-        }
-    }
-
-    /// fsck(8) exit status: 0 clean, 1 all fixed, 4 left uncorrected, 8 operational error.
-    pub fn exit_code(&self) -> i32 {
-        if self.error.is_some() {
-            8
-        } else if self.findings.iter().any(|f| !f.fixed) {
-            4
-        } else if !self.findings.is_empty() {
-            1
-        } else {
-            0
-        }
-    }
-
-    /// No findings and no error.
-    pub fn is_clean(&self) -> bool {
-        self.error.is_none() && self.findings.is_empty()
-    }
-
-    /// The distinct finding codes, sorted.
-    pub fn codes(&self) -> Vec<&'static str> {
-        let mut v: Vec<&'static str> = self.findings.iter().map(|f| f.code).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-
-    /// The report as the JSON object printed by `fsck-daxlink --json`.
-    pub fn to_json(&self, image: &str) -> serde_json::Value {
-        serde_json::json!({
-            "image": image,
-            "clean": self.is_clean(),
-            "exit_code": self.exit_code(),
-            "error": self.error,
-            "findings": self.findings.iter().map(|f| serde_json::json!({
-                "code": f.code, "message": f.message, "fixed": f.fixed,
-            })).collect::<Vec<_>>(),
-            "notes": self.notes,
-            "inodes": self.counts.inodes,
-            "dirs": self.counts.dirs,
-            "files": self.counts.files,
-            "symlinks": self.counts.symlinks,
-            "extents": self.counts.extents,
-            "blocks_used": self.counts.blocks_used,
-            "blocks_free": self.counts.blocks_free,
-            "blocks_total": self.counts.blocks_total,
-        })
-    }
-
-    /// The one-line summary printed after the findings.
-    pub fn summary(&self, image: &str) -> String {
-        if let Some(e) = &self.error {
-            return format!("{image}: check failed: {e}");
-        }
-        let c = &self.counts;
-        let usage = format!(
-            "{}, {} used of {}",
-            plural(c.inodes, "inode", "inodes"),
-            plural(c.blocks_used, "block", "blocks"),
-            c.blocks_total
-        );
-        if self.findings.is_empty() {
-            format!("{image}: clean, {usage}")
-        } else {
-            let fixed = self.findings.iter().filter(|f| f.fixed).count();
-            format!(
-                "{image}: {}, {fixed} fixed; {usage}",
-                plural(self.findings.len() as u64, "problem", "problems"),
-            )
-        }
-    }
-}
-
 /// Open an image or device and check it. `repair` maps it writable and locks it
 /// exclusively; a check-only run takes a shared lock (see [`crate::media::lock`]),
 /// so neither runs on a mounted read-write image.
@@ -403,6 +293,7 @@ fn check_inner(media: &Media, repair: bool) -> Report {
                     code: f.code,
                     message: f.message,
                     fixed: false,
+                    fixable: f.fixable,
                 })
                 .collect(),
             notes: p.notes,
@@ -441,6 +332,7 @@ fn check_inner(media: &Media, repair: bool) -> Report {
                 code: f.code,
                 message: f.message,
                 fixed: f.fixable,
+                fixable: f.fixable,
             });
         }
     }
@@ -459,6 +351,7 @@ fn check_inner(media: &Media, repair: bool) -> Report {
                     code: f.code,
                     message: f.message,
                     fixed: false,
+                    fixable: f.fixable,
                 }),
             }
         }
@@ -602,10 +495,15 @@ fn free_inode(generation: u32) -> InodeRec {
 struct Ck<'a> {
     media: &'a Media,
     repair: bool,
-    /// Pending journal replay overlaid on every read (check-only mode).
+    /// Pending journal replay overlaid on every read (written, when
+    /// repairing, only at the end of the pass).
     view: Tx,
     /// Repair stores, applied at the end of a repair pass.
     fix: Tx,
+    /// Superblock and journal repairs made outside the journal, written at
+    /// the end of a repair pass before `fix` (nothing is written before the
+    /// pass has decided everything).
+    direct: Vec<sb::Direct>,
     out: Out,
     sb: Superblock,
     geo: JournalGeometry,
@@ -654,8 +552,8 @@ struct Ck<'a> {
 
 fn pass(media: &Media, repair: bool) -> PassResult {
     let mut out = Out::default();
-    let sb = match superblocks(media, repair, &mut out) {
-        Ok(sb) => sb,
+    let (sb, direct) = match superblocks(media, &mut out) {
+        Ok(x) => x,
         Err(e) => {
             let (findings, notes) = out.finish();
             return PassResult {
@@ -673,6 +571,7 @@ fn pass(media: &Media, repair: bool) -> PassResult {
         repair,
         view: Tx::new(),
         fix: Tx::new(),
+        direct,
         out,
         geo,
         nblocks,
@@ -796,6 +695,7 @@ impl Ck<'_> {
         }
         if self.repair {
             p.step("write repairs");
+            self.write_direct()?;
             self.apply()?;
         }
         Ok(())

@@ -1,13 +1,39 @@
-//! Superblocks and the journal: pick the valid superblock copy with the
-//! highest generation and rewrite a bad or diverging copy; check the journal
-//! header and its pending transaction (replay or overlay a committed one,
-//! discard a torn one or one that stores outside the metadata area, reset a
-//! bad header). These repairs are direct stores made before anything else.
+//! Superblocks and the journal: pick the superblock copy mount trusts
+//! (`fs::newest_superblock`) and plan the rewrite of a bad or diverging copy;
+//! check the journal header and its pending transaction (replay a committed
+//! one, discard a torn one or one that stores outside the metadata area,
+//! reset a bad header). These repairs are direct stores ([`Direct`]): a pass
+//! plans them and reads on through the overlay of what they would change,
+//! and writes them, before the journaled repairs, only once the whole pass
+//! has decided (`Ck::write_direct`). A pass that refuses writes nothing.
 
 use super::{Ck, Out, BS};
+use crate::error::FsError;
 use crate::format::{Superblock, TxState, SB_SIZE};
 use crate::journal::{Journal, JournalError, JournalGeometry};
 use crate::media::Media;
+
+/// A store fsck makes outside the journal, planned by a pass and written
+/// (in the order planned) only after the pass has decided everything.
+#[derive(Debug)]
+pub(super) enum Direct {
+    /// Superblock copy `copy` (0 = A, 1 = B) gets these bytes.
+    Superblock {
+        copy: u64,
+        bytes: Box<[u8; SB_SIZE]>,
+    },
+    /// Store the committed transaction's entries in place, then start a
+    /// fresh journal (its header unreadable) with `applied` as the last
+    /// applied sequence number.
+    Reset {
+        entries: Vec<(u64, Vec<u8>)>,
+        applied: u64,
+    },
+    /// Zero the transaction header (torn, or storing outside the metadata area).
+    Discard,
+    /// Replay the committed transaction (`Journal::recover`).
+    Replay,
+}
 
 /// The transaction at the start of the journal area, if it carries `want`
 /// (`Journal::pending`; the area lies inside the image by the geometry check,
@@ -16,12 +42,16 @@ fn pending(media: &Media, geo: JournalGeometry, want: u64) -> TxState {
     Journal::pending(media, geo, want).unwrap_or(TxState::None)
 }
 
-/// Read both copies; report and (repairing) rewrite a bad or diverging one.
+/// Read both copies and choose the one to trust (the rule mount uses); report
+/// a bad or diverging copy and plan its rewrite. An image whose trusted copy
+/// carries unknown read-only-compatible features is refused before anything
+/// is planned, in check-only mode as in repair mode (as e2fsck): this fsck
+/// does not know what those features mean, so it can neither vouch for the
+/// image nor repair it, and mount may still mount it read-only.
 pub(super) fn superblocks(
     media: &Media,
-    repair: bool,
     out: &mut Out,
-) -> Result<Superblock, String> {
+) -> Result<(Superblock, Vec<Direct>), String> {
     let copies = crate::fs::superblock_copies(media);
     let best = crate::fs::newest_superblock(&copies, media.len())
         .map(|i| (i, copies[i].clone().expect("valid copy")));
@@ -39,23 +69,26 @@ pub(super) fn superblocks(
                     true,
                     format!("no valid superblock copy ({why}); {how}; both copies rewritten"),
                 );
-                if repair {
-                    for i in 0..2 {
-                        media
-                            .write_persist(i * BS, &sb.encode())
-                            .map_err(|e| format!("cannot write superblock copy {i}: {e}"))?;
-                    }
-                }
-                Ok(sb)
+                let plan = (0..2)
+                    .map(|copy| Direct::Superblock {
+                        copy,
+                        bytes: Box::new(sb.encode()),
+                    })
+                    .collect();
+                Ok((sb, plan))
             }
         };
     };
+    if best.needs_read_only() {
+        return Err(FsError::RoCompat(best.ro_compat).to_string());
+    }
     let norm = |s: &Superblock| Superblock {
         generation: 0,
         clean: false,
         mount_count: 0,
         ..s.clone()
     };
+    let mut plan = Vec::new();
     for (i, c) in copies.iter().enumerate() {
         let name = if i == 0 { "A" } else { "B" };
         let msg = match c {
@@ -74,45 +107,35 @@ pub(super) fn superblocks(
             "superblock-mismatch"
         };
         out.add(code, true, msg);
-        if repair {
-            media
-                .write_persist(i as u64 * BS, &best.encode())
-                .map_err(|e| format!("cannot rewrite superblock copy {name}: {e}"))?;
-            // The copy kept is rewritten too when its bytes are not what it
-            // encodes to (e.g. a label that is not UTF-8): both copies then
-            // hold the same bytes, and a second run finds them equal.
-            let canonical = best.encode();
-            let kept = media
-                .read_vec(bi as u64 * BS, SB_SIZE)
-                .map_err(|e| e.to_string())?;
-            if kept[..] != canonical[..] {
-                media
-                    .write_persist(bi as u64 * BS, &canonical)
-                    .map_err(|e| format!("cannot rewrite the superblock copy kept: {e}"))?;
-            }
+        plan.push(Direct::Superblock {
+            copy: i as u64,
+            bytes: Box::new(best.encode()),
+        });
+        // The copy kept is rewritten too when its bytes are not what it
+        // encodes to (e.g. a label that is not UTF-8): both copies then
+        // hold the same bytes, and a second run finds them equal.
+        let canonical = best.encode();
+        let kept = media
+            .read_vec(bi as u64 * BS, SB_SIZE)
+            .map_err(|e| e.to_string())?;
+        if kept[..] != canonical[..] {
+            plan.push(Direct::Superblock {
+                copy: bi as u64,
+                bytes: Box::new(canonical),
+            });
         }
-    }
-    if best.needs_read_only() {
-        if repair {
-            return Err(format!(
-                "unknown read-only-compatible features {:#x}: this fsck cannot repair the filesystem",
-                best.ro_compat
-            ));
-        }
-        out.note(format!(
-            "unknown read-only-compatible features {:#x}: checked as format v2",
-            best.ro_compat
-        ));
     }
     if !best.clean {
         out.note("the filesystem was not cleanly unmounted".into());
     }
-    Ok(best)
+    Ok((best, plan))
 }
 
 impl Ck<'_> {
     // -- journal ----------------------------------------------------------
 
+    /// Check the journal and plan its repair; the rest of the pass reads
+    /// through the overlay of a replay (`view`), in both modes.
     pub(super) fn journal(&mut self) -> Result<(), String> {
         let geo = self.geo;
         // The reason alone (a journal error's text would repeat "journal header").
@@ -153,22 +176,18 @@ impl Ck<'_> {
                         }
                     ),
                 );
-                if self.repair {
-                    let m = self.media;
-                    Journal::store_direct(m, entries.iter().map(|x| (x.off, &x.data[..])))
-                        .map_err(|e| format!("journal replay failed: {e}"))?;
-                    let applied = if entries.is_empty() {
-                        0
-                    } else {
-                        seq.unwrap_or(0)
-                    };
-                    Journal::reset(m, geo, applied)
-                        .map_err(|e| format!("journal reset failed: {e}"))?;
+                let applied = if entries.is_empty() {
+                    0
                 } else {
-                    for x in entries {
-                        self.view.write(x.off, &x.data);
-                    }
+                    seq.unwrap_or(0)
+                };
+                for x in &entries {
+                    self.view.write(x.off, &x.data);
                 }
+                self.direct.push(Direct::Reset {
+                    entries: entries.into_iter().map(|x| (x.off, x.data)).collect(),
+                    applied,
+                });
                 return Ok(());
             }
         };
@@ -176,13 +195,8 @@ impl Ck<'_> {
         match pending(self.media, geo, want) {
             TxState::None => {}
             TxState::Torn { seq } => {
-                let cleared = if self.repair {
-                    Journal::discard(self.media, geo)
-                        .map_err(|e| format!("cannot clear the torn transaction: {e}"))?;
-                    " (cleared)"
-                } else {
-                    ""
-                };
+                self.direct.push(Direct::Discard);
+                let cleared = if self.repair { " (cleared)" } else { "" };
                 self.out.note(format!(
                     "journal-torn: transaction {seq} was never committed (torn by a crash) and is discarded{cleared}"
                 ));
@@ -198,10 +212,7 @@ impl Ck<'_> {
                             x.off
                         ),
                     );
-                    if self.repair {
-                        Journal::discard(self.media, geo)
-                            .map_err(|e| format!("cannot discard the transaction: {e}"))?;
-                    }
+                    self.direct.push(Direct::Discard);
                     return Ok(());
                 }
                 self.out.add(
@@ -212,13 +223,36 @@ impl Ck<'_> {
                         entries.len()
                     ),
                 );
-                if self.repair {
-                    Journal::recover(self.media, geo)
+                for x in entries {
+                    self.view.write(x.off, &x.data);
+                }
+                self.direct.push(Direct::Replay);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the direct stores the pass planned, in order: superblock
+    /// copies (A before B), then the journal (replay, discard, reset), so
+    /// that the journaled repairs that follow find a journal with nothing
+    /// pending.
+    pub(super) fn write_direct(&mut self) -> Result<(), String> {
+        let (m, geo) = (self.media, self.geo);
+        for d in std::mem::take(&mut self.direct) {
+            match d {
+                Direct::Superblock { copy, bytes } => m
+                    .write_persist(copy * BS, &bytes[..])
+                    .map_err(|e| format!("cannot write superblock copy {copy}: {e}"))?,
+                Direct::Reset { entries, applied } => {
+                    Journal::store_direct(m, entries.iter().map(|(o, d)| (*o, &d[..])))
                         .map_err(|e| format!("journal replay failed: {e}"))?;
-                } else {
-                    for x in entries {
-                        self.view.write(x.off, &x.data);
-                    }
+                    Journal::reset(m, geo, applied)
+                        .map_err(|e| format!("journal reset failed: {e}"))?;
+                }
+                Direct::Discard => Journal::discard(m, geo)
+                    .map_err(|e| format!("cannot discard the journal transaction: {e}"))?,
+                Direct::Replay => {
+                    Journal::recover(m, geo).map_err(|e| format!("journal replay failed: {e}"))?;
                 }
             }
         }

@@ -229,7 +229,8 @@ fn run_case(img: Vec<u8>) -> CaseResult {
         return Err(format!("fsck -n failed internally: {r1:#?}"));
     }
     cls.push(fsck_class("fsck -n", &r1));
-    let after_use = match mount_and_use(&img, "a") {
+    // `unchanged`: mount refused the image, so fsck -y sees the one fsck -n saw.
+    let (after_use, unchanged) = match mount_and_use(&img, "a") {
         Ok((b, failed)) => {
             if std::env::var("FUZZ_VERBOSE").is_ok_and(|v| v != "0") {
                 println!("    mount of the damaged image: failed operations {failed:?}");
@@ -248,14 +249,15 @@ fn run_case(img: Vec<u8>) -> CaseResult {
                     return Err(format!("clean image unclean after use: {r:#?}"));
                 }
             }
-            b
+            (b, false)
         }
         Err(e) if e.contains("read-only-compatible") => {
             // Unknown ro_compat features: by design a read-write mount is
-            // refused (fsck -n notes them) and a read-only one must work.
-            if !r1.notes.iter().any(|n| n.contains("read-only-compatible")) {
+            // refused, fsck -n and -y refuse with the same line (exit 8),
+            // and a read-only mount must work.
+            if r1.exit_code() != 8 || r1.error.as_deref() != Some(e.as_str()) {
                 return Err(format!(
-                    "mount refuses for ro_compat, fsck -n says nothing: {e}"
+                    "mount refuses for ro_compat ({e}), fsck -n says otherwise: {r1:#?}"
                 ));
             }
             let ro = FsOptions {
@@ -274,14 +276,14 @@ fn run_case(img: Vec<u8>) -> CaseResult {
                 }
             }
             cls.push("mount: refused read-write (unknown ro_compat), -o ro used".into());
-            img
+            (img, true)
         }
         Err(e) => {
             if r1.is_clean() {
                 return Err(format!("fsck -n clean but mount refuses: {e}"));
             }
             cls.push("mount: refused".into());
-            img
+            (img, true)
         }
     };
     let m = mem(&after_use);
@@ -290,10 +292,23 @@ fn run_case(img: Vec<u8>) -> CaseResult {
         return Err(format!("fsck -y failed internally: {r2:#?}"));
     }
     cls.push(fsck_class("fsck -y", &r2));
+    // On the image fsck -n saw, -n's verdict predicts -y's: both refuse,
+    // or neither does.
+    if unchanged && (r1.exit_code() == 8) != (r2.exit_code() == 8) {
+        return Err(format!(
+            "fsck -n exit {} but fsck -y exit {}: -n: {r1:#?}\n-y: {r2:#?}",
+            r1.exit_code(),
+            r2.exit_code()
+        ));
+    }
     match r2.exit_code() {
         8 => {
             if r2.error.as_deref().unwrap_or("").trim().is_empty() {
                 return Err("fsck -y exit 8 without a reason".into());
+            }
+            // A refusal writes nothing.
+            if bytes_of(&m) != after_use {
+                return Err(format!("fsck -y refused but changed the image: {r2:#?}"));
             }
             return Ok(cls);
         }

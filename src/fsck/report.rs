@@ -1,0 +1,142 @@
+//! The report of a check: findings, notes, counts, the exit status (fsck(8)),
+//! the summary and advice lines and the JSON document.
+
+use crate::progress::plural;
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub code: &'static str,
+    pub message: String,
+    pub fixed: bool,
+    /// The repair plan fixes it (what `-n` tells of `-y`).
+    pub fixable: bool,
+}
+
+/// What the filesystem holds as the last pass found it (so: after the repair, when repairing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// In-use inodes.
+    pub inodes: u64,
+    pub dirs: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    /// Devices, fifos and sockets.
+    pub other: u64,
+    pub extents: u64,
+    /// Blocks of the data area (what statfs reports as the size).
+    pub blocks_total: u64,
+    pub blocks_used: u64,
+    pub blocks_free: u64,
+}
+
+/// The outcome of [`check`].
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// Informational lines (a torn transaction, an unclean unmount): no effect on the exit status.
+    pub notes: Vec<String>,
+    /// Operational failure: the check could not run (exit status 8).
+    pub error: Option<String>,
+    pub counts: Counts,
+    /// Whether repairs were allowed.
+    pub repair: bool,
+}
+
+impl Report {
+    pub(super) fn failed(msg: impl Into<String>, repair: bool) -> Report {
+        Report {
+            error: Some(msg.into()),
+            repair,
+            ..Default::default()
+        }
+    }
+
+    /// fsck(8) exit status: 0 clean, 1 all fixed, 4 left uncorrected, 8 operational error.
+    pub fn exit_code(&self) -> i32 {
+        if self.error.is_some() {
+            8
+        } else if self.findings.iter().any(|f| !f.fixed) {
+            4
+        } else if !self.findings.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// No findings and no error.
+    pub fn is_clean(&self) -> bool {
+        self.error.is_none() && self.findings.is_empty()
+    }
+
+    /// What a check-only run tells of `fsck -y` (the bin prints it after the
+    /// summary): None when there is nothing to repair or the check refused.
+    pub fn advice(&self, image: &str, prog: &str) -> Option<String> {
+        if self.repair || self.error.is_some() || self.findings.is_empty() {
+            return None;
+        }
+        let cannot = self.findings.iter().filter(|f| !f.fixable).count() as u64;
+        Some(if cannot == 0 {
+            format!("{image}: run {prog} -y to repair")
+        } else {
+            format!(
+                "{image}: run {prog} -y to repair what it can; it cannot repair {}",
+                plural(cannot, "problem", "problems")
+            )
+        })
+    }
+
+    /// The distinct finding codes, sorted.
+    pub fn codes(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.findings.iter().map(|f| f.code).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The report as the JSON object printed by `fsck-daxlink --json`.
+    pub fn to_json(&self, image: &str) -> serde_json::Value {
+        serde_json::json!({
+            "image": image,
+            "clean": self.is_clean(),
+            "exit_code": self.exit_code(),
+            "error": self.error,
+            "findings": self.findings.iter().map(|f| serde_json::json!({
+                "code": f.code, "message": f.message, "fixed": f.fixed, "fixable": f.fixable,
+            })).collect::<Vec<_>>(),
+            "notes": self.notes,
+            "inodes": self.counts.inodes,
+            "dirs": self.counts.dirs,
+            "files": self.counts.files,
+            "symlinks": self.counts.symlinks,
+            "extents": self.counts.extents,
+            "blocks_used": self.counts.blocks_used,
+            "blocks_free": self.counts.blocks_free,
+            "blocks_total": self.counts.blocks_total,
+        })
+    }
+
+    /// The one-line summary printed after the findings.
+    pub fn summary(&self, image: &str) -> String {
+        if let Some(e) = &self.error {
+            return format!("{image}: check failed: {e}");
+        }
+        let c = &self.counts;
+        let usage = format!(
+            "{}, {} used of {}",
+            plural(c.inodes, "inode", "inodes"),
+            plural(c.blocks_used, "block", "blocks"),
+            c.blocks_total
+        );
+        if self.findings.is_empty() {
+            format!("{image}: clean, {usage}")
+        } else {
+            let fixed = self.findings.iter().filter(|f| f.fixed).count();
+            format!(
+                "{image}: {}, {fixed} fixed; {usage}",
+                plural(self.findings.len() as u64, "problem", "problems"),
+            )
+        }
+    }
+}
