@@ -7,6 +7,7 @@ mod attr;
 mod ioctls;
 mod long;
 mod serve;
+mod setid;
 pub mod uring;
 pub use attr::{file_attr, wire_mode};
 use attr::{kind, timespec};
@@ -221,65 +222,6 @@ impl DaxFuse {
         } else {
             FopenFlags::empty()
         }
-    }
-
-    /// Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves clearing set-ID bits
-    /// on chown and truncate to us (fuser does not pass its
-    /// FATTR_KILL_SUIDGID bit), so decide as the VFS does: chown of a
-    /// non-directory clears set-user-ID always, and set-group-ID when the
-    /// group may execute or the caller is neither in the file's group nor
-    /// holds CAP_FSETID; a size change is a data change (`kills_setid`).
-    fn setid_bits_to_clear(&self, o: Origin, ino: u64, chown: bool, size: Option<u64>) -> u32 {
-        if !chown && size.is_none() {
-            return 0;
-        }
-        let Ok(a) = self.fs.getattr(ino) else {
-            return 0;
-        };
-        let (suid, sgid) = (libc::S_ISUID, libc::S_ISGID);
-        if a.mode & (suid | sgid) == 0 || a.mode & libc::S_IFMT == libc::S_IFDIR {
-            return 0;
-        }
-        let c = o.caller();
-        let fsetid = c.has_cap(who::CAP_FSETID);
-        if chown {
-            let gx = a.mode & libc::S_IXGRP != 0;
-            let in_group = c.gid == a.gid || c.groups.contains(&a.gid);
-            a.mode
-                & (suid
-                    | if gx || (!in_group && !fsetid) {
-                        sgid
-                    } else {
-                        0
-                    })
-        } else if !fsetid {
-            crate::fs::setid_cleared_by_data_change(a.mode)
-        } else {
-            0
-        }
-    }
-
-    /// Whether a data change of `ino` by this caller clears set-ID bits:
-    /// the caller lacks CAP_FSETID in the mount's user namespace. /proc is
-    /// read only for a file that has such a bit.
-    fn kills_setid(&self, o: Origin, ino: u64) -> bool {
-        let bits = libc::S_ISUID | libc::S_ISGID;
-        self.fs.getattr(ino).is_ok_and(|a| a.mode & bits != 0)
-            && !o.caller().has_cap(who::CAP_FSETID)
-    }
-
-    /// Before a data change that is not a WRITE (fallocate in every mode,
-    /// the destination of a clone or of copy_file_range): what the VFS's
-    /// `file_modified` does, here because under FUSE_HANDLE_KILLPRIV_V2 the
-    /// kernel leaves it to the daemon. The one place where the daemon
-    /// decides set-ID clearing on data changes; WRITE carries the kernel's
-    /// own decision (FUSE_WRITE_KILL_SUIDGID) into the same core rule.
-    fn file_modified(&self, o: Origin, ino: u64) -> Result<(), FsError> {
-        let kill = self.kills_setid(o, ino);
-        if self.fs.remove_privs(ino, kill)? {
-            self.invalidate_attrs(ino);
-        }
-        Ok(())
     }
 
     fn writable(&self, fh: u64) -> bool {
