@@ -537,8 +537,7 @@ fn overlay_story(lower: &Path, upper: &Path) -> Vec<String> {
             String::from_utf8_lossy(&fs::read(o.join("c")).unwrap())
         ),
     ];
-    let ok = Command::new("umount").arg(o).status().unwrap().success();
-    assert!(ok);
+    assert!(umount_retrying(o), "umount {}: busy for 10 s", o.display());
     out
 }
 

@@ -354,7 +354,11 @@ fn mount_t_fuse_daxlink_and_fstab_tools() {
     let mut f = fs::File::create(mnt.join("x")).unwrap();
     f.write_all(b"hi").unwrap();
     drop(f);
-    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    assert!(
+        umount_retrying(&mnt),
+        "umount {}: busy for 10 s",
+        mnt.display()
+    );
     drop(g);
     wait_daemon_gone(&img);
     let st = Command::new("fsck")

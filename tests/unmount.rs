@@ -84,12 +84,7 @@ impl Stack {
     }
 
     fn umount(&self) {
-        let st = Command::new("timeout")
-            .args(["20", "umount"])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "umount failed");
+        assert!(umount_retrying(&self.path()), "umount: busy for 10 s");
     }
 
     /// Wait (bounded) for daemon `pid` to exit.

@@ -163,13 +163,12 @@ impl Mounted {
             return;
         };
         if is_mounted(self.dir.path()) {
-            let ok = Command::new("timeout")
-                .args(["20", "umount"])
-                .arg(self.dir.path())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
+            let ok = umount_retrying(self.dir.path());
             if !ok {
+                eprintln!(
+                    "{}: still busy after 10 s of umount; detaching it (umount -l)",
+                    self.dir.path().display()
+                );
                 let _ = Command::new("umount")
                     .arg("-l")
                     .arg(self.dir.path())
@@ -356,5 +355,28 @@ pub fn run_deadline(mut cmd: Command, secs: u64) -> Out {
         rc: status.code().unwrap_or(-1),
         stdout: to.join().unwrap(),
         stderr: te.join().unwrap(),
+    }
+}
+
+/// `umount DIR`, again every 50 ms for up to 10 s while it fails: right
+/// after files on a FUSE mount are closed, the kernel's asynchronous RELEASE
+/// may still hold the mount for a moment (umount says "target is busy").
+pub fn umount_retrying(dir: &Path) -> bool {
+    let t0 = Instant::now();
+    loop {
+        let ok = Command::new("timeout")
+            .args(["20", "umount"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok || !is_mounted(dir) {
+            return true;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
