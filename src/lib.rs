@@ -21,6 +21,7 @@ pub mod journal;
 pub mod kmount;
 pub mod media;
 pub mod mkfs;
+pub mod mountinfo;
 pub mod out;
 pub mod progress;
 pub mod space;

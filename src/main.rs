@@ -201,6 +201,7 @@ const SUBCOMMANDS: &[&str] = &[
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
     let mut args: Vec<String> = std::env::args().collect();
     // mount.fuse3 calls `daxlink SOURCE DIR -o opts`.
     if args.len() >= 3 && !SUBCOMMANDS.contains(&args[1].as_str()) {

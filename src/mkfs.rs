@@ -312,7 +312,7 @@ pub fn mkfs_image(
             (f, true)
         }
     };
-    let locked = lock_file(file, true).map_err(|err| MkfsError::Open { path: p(), err })?;
+    let locked = lock_file(file, true, path).map_err(|err| MkfsError::Open { path: p(), err })?;
     let file = locked.file();
     let md = file.metadata().map_err(|err| MkfsError::Open {
         path: p(),

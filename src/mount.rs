@@ -216,14 +216,23 @@ fn parse_bytes(v: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mul)
 }
 
+/// The mount's source as /proc/mounts shows it: `fsname=`, or the image's
+/// absolute path, so that the image lock can tell whether a daemon holding
+/// the image still has it mounted (`media::lock`).
+fn source_name(image: &Path, o: &MountOpts) -> String {
+    o.fsname.clone().unwrap_or_else(|| {
+        image
+            .canonicalize()
+            .unwrap_or_else(|_| image.to_path_buf())
+            .display()
+            .to_string()
+    })
+}
+
 fn fuser_config(image: &Path, o: &MountOpts) -> Config {
     let mut c = Config::default();
     let mut mo = vec![
-        MountOption::FSName(
-            o.fsname
-                .clone()
-                .unwrap_or_else(|| image.display().to_string()),
-        ),
+        MountOption::FSName(source_name(image, o)),
         MountOption::CUSTOM("subtype=daxlink".into()),
         MountOption::DefaultPermissions,
         if o.read_only {
@@ -303,10 +312,7 @@ fn kernel_opts(image: &Path, o: &MountOpts) -> crate::kmount::KernelOpts {
         data.push("allow_other");
     }
     crate::kmount::KernelOpts {
-        source: o
-            .fsname
-            .clone()
-            .unwrap_or_else(|| image.display().to_string()),
+        source: source_name(image, o),
         data: data.join(","),
         flags,
     }
@@ -364,7 +370,7 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), Stri
     // Before the lock: an image others can write is refused whoever holds it.
     let md = file.metadata().map_err(|e| cannot_open(e.into()))?;
     let warning = crate::access::check_mount(image, &md).map_err(|e| e.to_string())?;
-    let locked = crate::media::lock_file(file, !o.read_only).map_err(cannot_open)?;
+    let locked = crate::media::lock_file(file, !o.read_only, image).map_err(cannot_open)?;
     let media = Media::map_locked(locked, o.persist, o.read_only).map_err(cannot_open)?;
     let fo = FsOptions {
         read_only: o.read_only,
@@ -711,6 +717,11 @@ pub fn serve(
     ready(Ok(()));
     let r = session.run();
     sd.finish();
+    // Test hook (DAXLINK_FAULT_INJECT=slow-exit): a daemon slow to finish
+    // after its mount is gone, as on a loaded machine (tests/unmount.rs).
+    if std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("slow-exit") {
+        std::thread::sleep(Duration::from_secs(3));
+    }
     // DaxFuse::finish (FUSE destroy) marks the filesystem clean; make sure even if it was not called.
     let _ = fs.unmount();
     match r {

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -210,5 +211,108 @@ fn open_unlinked_files_closed_right_before_umount_leave_no_orphan() {
         .unwrap();
     assert!(st.success(), "python: {st}");
     m.unmount();
+    fsck_clean(&img.path);
+}
+
+/// Detaches a directory's mount (if any) on drop.
+struct Detach<'a>(&'a Path);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.0) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+}
+
+/// `prog args...` as a Command (for `run_deadline`).
+fn command(prog: impl AsRef<OsStr>, args: &[&dyn AsRef<OsStr>]) -> Command {
+    let mut c = Command::new(prog);
+    for a in args {
+        c.arg(a.as_ref());
+    }
+    c
+}
+
+fn mount_bg(img: &Path, dir: &Path, env: &[(&str, &str)]) {
+    let mut c = Command::new(DAXLINK);
+    c.arg("mount").arg(img).arg(dir).envs(env.iter().copied());
+    let o = run_deadline(c, 30);
+    assert_eq!(o.rc, 0, "mount: {}", o.stderr);
+}
+
+/// After `umount` the daemon still writes its last blocks and exits; a tool
+/// that finds the image locked by a daxlink daemon whose mount is gone waits
+/// for it (bounded, one line) instead of failing, while an image that is
+/// still mounted is refused at once.
+#[test]
+fn tools_wait_for_a_daemon_finishing_after_umount() {
+    let img = Image::new("finishing", 32 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let _d = Detach(dir.path());
+    let slow = [("DAXLINK_FAULT_INJECT", "slow-exit")];
+    mount_bg(&img.path, dir.path(), &slow);
+    std::fs::write(dir.path().join("f"), b"data").unwrap();
+    // Mounted: refused at once (no 10 s wait), naming the daemon.
+    let t0 = Instant::now();
+    let o = run_deadline(command(FSCK, &[&"-y", &img.path]), 30);
+    assert_eq!(o.rc, 8, "fsck -y of a mounted image: {}", o.stderr);
+    assert!(o.stderr.contains("(daxlink)"), "{}", o.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // umount && fsck -y: the daemon takes 3 s to finish; fsck waits for it.
+    assert!(umount_retrying(dir.path()));
+    let o = run_deadline(command(FSCK, &[&"-y", &img.path]), 30);
+    assert_eq!(o.rc, 0, "fsck -y after umount: {}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("waiting for") && o.stderr.contains("(daxlink) to finish with"),
+        "{}",
+        o.stderr
+    );
+    // umount && mount, and umount && mkfs.
+    mount_bg(&img.path, dir.path(), &slow);
+    assert!(umount_retrying(dir.path()));
+    mount_bg(&img.path, dir.path(), &slow);
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"data");
+    assert!(umount_retrying(dir.path()));
+    let o = run_deadline(command(mkfs_bin(), &[&"-f", &"-q", &img.path]), 30);
+    assert_eq!(o.rc, 0, "mkfs after umount: {}", o.stderr);
+    fsck_clean(&img.path);
+}
+
+/// `umount && fsck`, `umount && mount` and `umount && mkfs`, 50 times in a
+/// row, each right after files were written, unlinked and closed: umount is
+/// never refused as busy and the image is free for the next tool.
+#[test]
+fn umount_then_fsck_mount_or_mkfs_50_times() {
+    let img = Image::new("cycle50", 32 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let _d = Detach(dir.path());
+    let work = format!(
+        "import os\n\
+         d = '{}'\n\
+         fs = [open(os.path.join(d, 'f%d' % i), 'w') for i in range(20)]\n\
+         for f in fs: f.write('x' * 5000)\n\
+         for i in range(0, 20, 2): os.unlink(os.path.join(d, 'f%d' % i))\n\
+         for f in fs: f.close()\n",
+        dir.path().display()
+    );
+    let mut busy = Vec::new();
+    for i in 0..50 {
+        mount_bg(&img.path, dir.path(), &[]);
+        let o = run_deadline(command("python3", &[&"-c", &work]), 60);
+        assert_eq!(o.rc, 0, "{}", o.stderr);
+        let o = run_deadline(command("umount", &[&dir.path()]), 30);
+        if o.rc != 0 {
+            busy.push(format!("round {i}: {}", o.stderr.trim()));
+            assert!(umount_retrying(dir.path()), "round {i}: busy for 10 s");
+        }
+        let o = match i % 3 {
+            0 => run_deadline(command(FSCK, &[&"-y", &img.path]), 60),
+            1 => continue, // the next round mounts at once
+            _ => run_deadline(command(mkfs_bin(), &[&"-f", &"-q", &img.path]), 60),
+        };
+        assert_eq!(o.rc, 0, "round {i}: {}{}", o.stdout, o.stderr);
+    }
+    assert!(busy.is_empty(), "umount refused as busy: {busy:?}");
     fsck_clean(&img.path);
 }

@@ -45,6 +45,7 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 
 fn main() {
     let prog = daxlink::cli::invoked_name("mkfs.daxlink");
+    daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
     let a = Args::command()
         .bin_name(&prog)
         .display_name(&prog)

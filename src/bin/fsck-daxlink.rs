@@ -48,6 +48,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let prog = daxlink::cli::invoked_name("fsck.daxlink");
+    daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
     let parsed = Args::command()
         .bin_name(&prog)
         .display_name(&prog)

@@ -252,7 +252,7 @@ pub fn check_path(path: &Path, repair: bool) -> Report {
             return Report::failed(e, repair);
         }
     }
-    let locked = match crate::media::lock_file(file, repair) {
+    let locked = match crate::media::lock_file(file, repair, path) {
         Ok(l) => l,
         Err(e) => return Report::failed(format!("cannot open {}: {e}", path.display()), repair),
     };

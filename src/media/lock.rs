@@ -14,6 +14,8 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::MediaError;
 
@@ -147,13 +149,66 @@ pub fn open_image(path: &Path, write: bool, nofollow: bool) -> Result<File, Medi
     }
 }
 
-/// Try `flock` (exclusive if `write`) on `f` for up to half a second: a
-/// conflict can be transient (a process that forks while it holds the image
-/// open keeps the lock in the child until the child's exec closes the
-/// descriptor). `counts` says whether a conflict with these holders counts;
-/// one that does not is given up at once. Ok(false): not locked, and no
-/// holder that counts.
-fn try_flock(f: &File, write: bool, counts: impl Fn(&[u32]) -> bool) -> Result<bool, MediaError> {
+/// How long a tool waits for a daxlink daemon whose mount of the image is
+/// gone to write its last blocks and exit (it holds the lock until then).
+pub const FINISH_WAIT: Duration = Duration::from_secs(10);
+
+/// How long any other conflict is retried: it can be transient (a process
+/// that forks while it holds the image open keeps the lock in the child until
+/// the child's exec closes the descriptor).
+const TRANSIENT_WAIT: Duration = Duration::from_millis(500);
+
+static NOTICE: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Where the one line "waiting for daxlink (pid N) to finish with IMAGE"
+/// goes: a tool sets its stderr here (once, at start); otherwise the log.
+pub fn on_wait(print: fn(&str)) {
+    let _ = NOTICE.set(print);
+}
+
+fn notice(msg: &str) {
+    match NOTICE.get() {
+        Some(print) => print(msg),
+        None => log::warn!("{msg}"),
+    }
+}
+
+/// Is every holder a daxlink daemon that no longer has this image mounted
+/// (after `umount`, the daemon still writes its last blocks and exits)? A
+/// daemon's mount names the image's absolute path as its source (unless
+/// `fsname=` said otherwise: then it counts as mounted). Only decides
+/// whether to wait, bounded; it grants nothing.
+fn all_finishing(pids: &[u32], md: &Metadata) -> bool {
+    let same = |source: &str| {
+        std::fs::metadata(source)
+            .map(|s| s.dev() == md.dev() && s.ino() == md.ino())
+            .unwrap_or(false)
+    };
+    !pids.is_empty()
+        && pids.iter().all(|&pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "daxlink"
+                && !crate::mountinfo::mounts_of(&pid.to_string())
+                    .iter()
+                    .any(|m| {
+                        m.fstype == "fuse.daxlink"
+                            && (!m.source.starts_with('/') || same(&m.source))
+                    })
+        })
+}
+
+/// Try `flock` (exclusive if `write`) on `f`, retrying a conflict for
+/// [`TRANSIENT_WAIT`], or for [`FINISH_WAIT`] while every holder is a daxlink
+/// daemon finishing with an unmounted image (one line says so). `counts`
+/// says whether a conflict with these holders counts; one that does not is
+/// given up at once. Ok(false): not locked, and no holder that counts.
+/// `path` names the image in the waiting line.
+fn try_flock(
+    f: &File,
+    write: bool,
+    path: &Path,
+    counts: impl Fn(&[u32]) -> bool,
+) -> Result<bool, MediaError> {
     let try_once = || {
         if write {
             f.try_lock()
@@ -162,7 +217,10 @@ fn try_flock(f: &File, write: bool, counts: impl Fn(&[u32]) -> bool) -> Result<b
         }
     };
     let md = f.metadata()?;
-    for i in 0..=20 {
+    let t0 = Instant::now();
+    let mut told = false;
+    let mut finishing = false;
+    loop {
         match try_once() {
             Ok(()) => return Ok(true),
             Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
@@ -171,15 +229,36 @@ fn try_flock(f: &File, write: bool, counts: impl Fn(&[u32]) -> bool) -> Result<b
                 if !counts(&pids) {
                     return Ok(false);
                 }
-                if i == 20 {
+                // Sticky: the daemon may exit between the failed lock and
+                // the read of /proc/locks (no holder is listed then).
+                finishing =
+                    finishing || all_finishing(&pids, &image_md(path).unwrap_or(md.clone()));
+                let limit = if finishing {
+                    if !told && t0.elapsed() >= Duration::from_millis(100) {
+                        let who = describe(&pids).unwrap_or_default();
+                        notice(&format!(
+                            "waiting for {who} to finish with {}",
+                            path.display()
+                        ));
+                        told = true;
+                    }
+                    FINISH_WAIT
+                } else {
+                    TRANSIENT_WAIT
+                };
+                if t0.elapsed() >= limit {
                     let who = describe(&pids).unwrap_or_else(|| "another process".into());
                     return Err(MediaError::Busy(format!("in use by {who}")));
                 }
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(25));
     }
-    unreachable!("the last round returns")
+}
+
+/// The image's own metadata (for root, `try_flock` locks a lock file).
+fn image_md(path: &Path) -> Option<Metadata> {
+    std::fs::metadata(path).ok()
 }
 
 /// Root's lock file for the image `md` describes, in [`LOCK_DIR`].
@@ -225,16 +304,17 @@ fn lock_file_for(md: &Metadata) -> Result<File, MediaError> {
 
 /// Lock an image opened by [`open_image`] (writable if `write`): exclusive
 /// if `write`, else shared. Fails with [`MediaError::Busy`] naming the holder.
-pub fn lock_file(file: File, write: bool) -> Result<Locked, MediaError> {
+/// `path` is the image's name (in the line a wait prints).
+pub fn lock_file(file: File, write: bool, path: &Path) -> Result<Locked, MediaError> {
     if !nix::unistd::geteuid().is_root() {
-        try_flock(&file, write, |_| true)?;
+        try_flock(&file, write, path, |_| true)?;
         return Ok(Locked { file, lock: None });
     }
     let lock = lock_file_for(&file.metadata()?)?;
-    try_flock(&lock, write, |_| true)?;
+    try_flock(&lock, write, path, |_| true)?;
     // The image's own flock: only a holder that could write the image counts.
     let md = file.metadata()?;
-    if !try_flock(&file, write, |pids| {
+    if !try_flock(&file, write, path, |pids| {
         pids.iter().any(|&p| could_write(p, &md))
     })? {
         log::info!("a flock on the image by a process that cannot write it is ignored");
@@ -247,5 +327,5 @@ pub fn lock_file(file: File, write: bool) -> Result<Locked, MediaError> {
 
 /// [`open_image`] (following symlinks) and [`lock_file`].
 pub fn lock_path(path: &Path, write: bool) -> Result<Locked, MediaError> {
-    lock_file(open_image(path, write, false)?, write)
+    lock_file(open_image(path, write, false)?, write, path)
 }

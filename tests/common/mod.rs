@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 pub const DAXLINK: &str = env!("CARGO_BIN_EXE_daxlink");
 pub const FSCK: &str = env!("CARGO_BIN_EXE_fsck-daxlink");
 
+/// mkfs-daxlink, built beside daxlink (`cargo build --workspace`).
+pub fn mkfs_bin() -> PathBuf {
+    Path::new(DAXLINK).parent().unwrap().join("mkfs-daxlink")
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A scratch image on /dev/shm, removed on drop.
