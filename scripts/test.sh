@@ -4,8 +4,21 @@
 # report, its plot check and the report test) and chromium (the report test),
 # builds and installs the tools, checks formatting and lints, runs every test
 # (unit, property, mounted integration tests). Run as root on Debian.
+#
+# `scripts/test.sh --stress` runs the same with a CPU hog on every core (one
+# busy loop per CPU, all killed at exit): the suite must pass on a loaded
+# machine too, not only on a quiet one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--stress" ]; then
+  hogs=()
+  for _ in $(seq "$(nproc)"); do
+    (while :; do :; done) &
+    hogs+=($!)
+  done
+  trap 'kill "${hogs[@]}" 2>/dev/null || true' EXIT
+  echo "stress: ${#hogs[@]} CPU hog(s) running beside the suite"
+fi
 pkgs=()
 for p in fuse3 fio xfsprogs attr acl e2fsprogs util-linux rsync tar python3 chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
