@@ -364,16 +364,52 @@ pub fn daemon_options(o: &MountOpts) -> String {
 
 /// Open the image and mount the core filesystem (no FUSE yet). Also returns
 /// a warning to print once the mount is live (see `access::check_mount`).
+///
+/// A read-only mount of an image that was not cleanly unmounted recovers it
+/// first, as ext4 and XFS do: write access is taken for the recovery (the
+/// journal replayed, orphans reclaimed), then the filesystem is read-only
+/// (the image marked clean, as a remount to read-only does). The mount then
+/// holds the image as a writer does, and a remount to read-write works. If
+/// the image cannot be opened for writing the mount is refused.
 pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), String> {
+    let (media, warning) = open_media(image, o, !o.read_only)?;
+    if !o.read_only || !Fs::needs_recovery(&media).unwrap_or(false) {
+        return Ok((mount_media(image, media, o, o.read_only)?, warning));
+    }
+    drop(media);
+    log::info!(
+        "{} needs recovery: write access is enabled during recovery",
+        image.display()
+    );
+    let (media, _) = open_media(image, o, true).map_err(|e| {
+        format!(
+            "{e}; a read-only mount of an image that was not cleanly unmounted recovers it first, \
+             which needs write access (or run fsck.daxlink -y {})",
+            image.display()
+        )
+    })?;
+    let fs = mount_media(image, media, o, false)?;
+    fs.set_read_only(true)
+        .map_err(|e| format!("cannot mount {}: {e}", image.display()))?;
+    Ok((fs, warning))
+}
+
+/// Open, check, lock (exclusive if `write`) and map the image.
+fn open_media(image: &Path, o: &MountOpts, write: bool) -> Result<(Media, Option<String>), String> {
     let cannot_open = |e: crate::media::MediaError| format!("cannot open {}: {e}", image.display());
-    let file = crate::media::open_image(image, !o.read_only, false).map_err(cannot_open)?;
+    let file = crate::media::open_image(image, write, false).map_err(cannot_open)?;
     // Before the lock: an image others can write is refused whoever holds it.
     let md = file.metadata().map_err(|e| cannot_open(e.into()))?;
     let warning = crate::access::check_mount(image, &md).map_err(|e| e.to_string())?;
-    let locked = crate::media::lock_file(file, !o.read_only, image).map_err(cannot_open)?;
-    let media = Media::map_locked(locked, o.persist, o.read_only).map_err(cannot_open)?;
+    let locked = crate::media::lock_file(file, write, image).map_err(cannot_open)?;
+    let media = Media::map_locked(locked, o.persist, !write).map_err(cannot_open)?;
+    Ok((media, warning))
+}
+
+/// Mount the core filesystem on `media` (read-only if `read_only`).
+fn mount_media(image: &Path, media: Media, o: &MountOpts, read_only: bool) -> Result<Fs, String> {
     let fo = FsOptions {
-        read_only: o.read_only,
+        read_only,
         page_model: o.page_model,
         layout_timeout: std::time::Duration::from_millis(o.layout_timeout_ms),
         atime: o.atime_mode,
@@ -421,7 +457,7 @@ pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), Stri
             image.display()
         ),
     })?;
-    Ok((fs, warning))
+    Ok(fs)
 }
 
 fn block_signals() -> SigSet {

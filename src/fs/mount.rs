@@ -6,6 +6,14 @@ use super::*;
 use crate::rules;
 
 impl Fs {
+    /// Does mounting this image read-write have work to do (journal replay,
+    /// orphans)? True when the superblock says it was not cleanly unmounted
+    /// (and nothing forbids writing it).
+    pub fn needs_recovery(media: &Media) -> FsResult<bool> {
+        let (sb, _) = read_superblock(media)?;
+        Ok(!sb.clean && !sb.needs_read_only())
+    }
+
     /// Mount: recover the journal, load every index, reclaim orphans.
     pub fn mount(media: Media, opts: FsOptions) -> FsResult<Fs> {
         let (mut sb, problems) = read_superblock(&media)?;

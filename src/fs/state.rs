@@ -53,8 +53,9 @@ impl Fs {
     /// Switch between read-write and read-only (remount). Going read-only
     /// waits for every transaction in progress, writes back all data and marks
     /// the superblock clean. Going read-write is refused (EROFS) when the
-    /// image was opened read-only (a mount with `-o ro`: the journal was not
-    /// replayed, orphans not reclaimed) or its superblock needs read-only,
+    /// image was opened read-only (a `-o ro` mount of a clean image; an
+    /// unclean one is recovered read-write first, see `mount::open_fs`) or
+    /// its superblock needs read-only,
     /// and (EIO) after an I/O error or a shutdown.
     pub fn set_read_only(&self, ro: bool) -> FsResult<()> {
         if ro && !self.read_only() {
