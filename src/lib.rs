@@ -23,6 +23,7 @@ pub mod media;
 pub mod mkfs;
 pub mod out;
 pub mod progress;
+pub mod signature;
 pub mod space;
 
 pub use error::{FsError, FsResult};
