@@ -11,6 +11,7 @@
 //! `meta` (allocator, record slots, journal). File data is copied while holding
 //! only that file's inode lock.
 
+mod admin;
 mod atime;
 mod attr;
 mod chunked;
@@ -32,6 +33,7 @@ mod steps;
 mod truncate;
 mod xattr;
 
+pub use admin::FSLABEL_MAX;
 pub use atime::AtimeMode;
 pub use data::setid_cleared_by_data_change;
 pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};
