@@ -289,3 +289,44 @@ fn threads_out_of_range_says_the_range() {
         "README disagrees"
     );
 }
+
+/// The README agrees with the tools and the package (issue 20 item 8):
+/// every `persist=` value and crashtest workload `--help` offers is in it,
+/// it names the toolchain the build needs, it does not claim the report
+/// path is main.sh's last line, and the license files Cargo.toml's
+/// "MIT OR Apache-2.0" points at exist.
+#[test]
+fn readme_and_licenses_agree_with_the_tools() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mount_help = run(Command::new(DAXLINK).args(["mount", "--help"])).stdout;
+    assert!(
+        mount_help.contains("persist=cpu|msync|auto"),
+        "{mount_help}"
+    );
+    assert!(readme.contains("persist=cpu|msync|auto"));
+    let crash_help = run(Command::new(DAXLINK).args(["crashtest", "--help"])).stdout;
+    let line = crash_help
+        .lines()
+        .find(|l| l.contains("--workload"))
+        .unwrap()
+        .to_string();
+    for w in ["seq0", "seq1", "seq2", "big"] {
+        assert!(line.contains(w), "{line}");
+        assert!(
+            readme.contains(&format!("`{w}`")),
+            "README lacks workload {w}"
+        );
+    }
+    assert!(
+        readme.contains("Rust 1.88 or newer"),
+        "no toolchain in README"
+    );
+    assert!(!readme.contains("the last line printed is"), "README");
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("license = \"MIT OR Apache-2.0\""));
+    let mit = std::fs::read_to_string(root.join("LICENSE-MIT")).unwrap();
+    assert!(mit.contains("Permission is hereby granted") && mit.contains("the daxlink authors"));
+    let apache = std::fs::read_to_string(root.join("LICENSE-APACHE")).unwrap();
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+}
