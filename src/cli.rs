@@ -37,16 +37,49 @@ fn exdev(src: &File, dst: &File) -> io::Result<()> {
 }
 
 /// Clone `len` bytes (0 = to the end of SRC) of SRC at `soff` into DST at
-/// `doff`, creating DST if needed. Returns the bytes cloned.
+/// `doff`, creating DST if needed. Returns the bytes cloned. A failure names
+/// the paths and says why (FICLONERANGE's EINVAL has several causes), and a
+/// DST this call created is removed again.
 pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Result<u64> {
     let s = open_ro(src)?;
-    let d = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dst)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dst.display())))?;
-    exdev(&s, &d)?;
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dst.display()));
+    let (d, created) = match OpenOptions::new().write(true).create_new(true).open(dst) {
+        Ok(d) => (d, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+            OpenOptions::new().write(true).open(dst).map_err(named)?,
+            false,
+        ),
+        Err(e) => return Err(named(e)),
+    };
+    let r = clone_into(&s, src, &d, dst, (soff, doff, len));
+    if r.is_err() && created {
+        // Only the file this call made, if the name still leads to it.
+        let ours = (d.metadata().ok(), std::fs::symlink_metadata(dst).ok());
+        if let (Some(a), Some(b)) = ours {
+            if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+                let _ = std::fs::remove_file(dst);
+            }
+        }
+    }
+    r
+}
+
+fn clone_into(
+    s: &File,
+    src: &Path,
+    d: &File,
+    dst: &Path,
+    (soff, doff, len): (u64, u64, u64),
+) -> io::Result<u64> {
+    let both = format!("{} -> {}", src.display(), dst.display());
+    if let Err(e) = exdev(s, d) {
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{both}: not on the same daxlink filesystem (a clone shares blocks within one)"
+            ),
+        ));
+    }
     let a = RemapArgs {
         src_fd: s.as_raw_fd() as u64,
         src_off: soff,
@@ -54,8 +87,56 @@ pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Re
         len,
     };
     let mut buf = a.encode(ioctl::CLONE_SIZE);
-    on(&d, dst, ioctl::CLONE, &mut buf)?;
-    Ok(ioctl::get_u64(&buf, 32).unwrap_or(0))
+    match on(d, dst, ioctl::CLONE, &mut buf) {
+        Ok(_) => Ok(ioctl::get_u64(&buf, 32).unwrap_or(0)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let why = clone_einval(s, d, (soff, doff, len));
+            Err(io::Error::new(e.kind(), format!("{both}: {why}")))
+        }
+        Err(e) if e.raw_os_error().is_some() => {
+            Err(io::Error::new(e.kind(), format!("{both}: {e}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Why the kernel's FICLONERANGE rules (which daxlink's clone follows)
+/// refused a range: what `daxlink reflink` says instead of a bare EINVAL.
+pub fn clone_einval(s: &File, d: &File, (soff, doff, len): (u64, u64, u64)) -> String {
+    let bs = BLOCK_SIZE;
+    let (Ok(sm), Ok(dm)) = (s.metadata(), d.metadata()) else {
+        return "invalid argument".into();
+    };
+    if !sm.is_file() || !dm.is_file() {
+        return "both must be regular files".into();
+    }
+    if soff % bs != 0 || doff % bs != 0 {
+        return format!(
+            "offsets must be multiples of {bs} (--src-offset {soff}, --dst-offset {doff})"
+        );
+    }
+    let ssize = sm.len();
+    let n = if len == 0 {
+        ssize.saturating_sub(soff)
+    } else {
+        len
+    };
+    let end = soff.saturating_add(n);
+    if soff > ssize || end > ssize {
+        return format!("the range {soff}..{end} ends past the end of the source ({ssize} bytes)");
+    }
+    if n % bs != 0 {
+        return format!(
+            "the length ({n}) must be a multiple of {bs} unless the range ends at the end of the \
+             source and not inside the destination"
+        );
+    }
+    if (sm.dev(), sm.ino()) == (dm.dev(), dm.ino()) && doff < end && soff < doff.saturating_add(n) {
+        return "the source and destination ranges overlap in the same file".into();
+    }
+    format!(
+        "invalid range (offsets and length must be multiples of {bs} and lie within the source)"
+    )
 }
 
 /// Share a range of DST with SRC where both hold the same bytes.

@@ -55,6 +55,12 @@ pub enum FsError {
     /// An intact image of a format version this code does not read.
     #[error("{0}")]
     Version(String),
+    /// Neither superblock copy carries daxlink's magic: another filesystem,
+    /// or no filesystem at all (fsck cannot make it one).
+    #[error(
+        "not a daxlink filesystem (no daxlink magic in superblock copy A or B, blocks 0 and 1)"
+    )]
+    NotDaxlink,
     /// The superblock mount and fsck trust (`fs::newest_superblock`) carries
     /// read-only-compatible feature bits this code does not know: the image
     /// may be mounted read-only, and nothing here may write it (as e2fsck,
@@ -96,7 +102,7 @@ impl FsError {
             FsError::Reentrant => libc::EDEADLK,
             // A checksum or structure error reaches the caller as EIO (docs/REQUIREMENTS.md §3).
             FsError::Corrupt(_) => libc::EIO,
-            FsError::Version(_) => libc::EINVAL,
+            FsError::Version(_) | FsError::NotDaxlink => libc::EINVAL,
             FsError::RoCompat(_) => libc::EROFS,
             FsError::Io(_) => libc::EIO,
         }

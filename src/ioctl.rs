@@ -99,6 +99,14 @@ pub const OPTIONS: u32 = ioc(IOC_READ, 0x61, OPTIONS_SIZE);
 /// payload in, so the daemon reads the flags from the caller's memory.
 pub const GOINGDOWN: u32 = (IOC_READ << 30) | (4 << 16) | ((b'X' as u32) << 8) | 125;
 
+/// FITRIM = `_IOWR('X', 121, struct fstrim_range)`: {start, len, minlen}, u64 each.
+pub const FITRIM: u32 = ((IOC_READ | IOC_WRITE) << 30) | (24 << 16) | ((b'X' as u32) << 8) | 121;
+pub const FSTRIM_RANGE_SIZE: usize = 24;
+/// FS_IOC_GETFSLABEL = `_IOR(0x94, 49, char[FSLABEL_MAX])`.
+pub const FS_IOC_GETFSLABEL: u32 = (IOC_READ << 30) | (256 << 16) | (0x94 << 8) | 49;
+/// FS_IOC_SETFSLABEL = `_IOW(0x94, 50, char[FSLABEL_MAX])`.
+pub const FS_IOC_SETFSLABEL: u32 = (IOC_WRITE << 30) | (256 << 16) | (0x94 << 8) | 50;
+
 /// Every ioctl the daemon serves; any other fails with ENOTTY before
 /// anything else is looked at (so a transport may answer those itself).
 pub const SERVED: &[u32] = &[
@@ -123,6 +131,9 @@ pub const SERVED: &[u32] = &[
     REMOUNT,
     OPTIONS,
     GOINGDOWN,
+    FITRIM,
+    FS_IOC_GETFSLABEL,
+    FS_IOC_SETFSLABEL,
 ];
 
 /// Arguments of CLONE and DEDUPE.

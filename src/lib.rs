@@ -24,6 +24,7 @@ pub mod mkfs;
 pub mod mountinfo;
 pub mod out;
 pub mod progress;
+pub mod signature;
 pub mod space;
 
 pub use error::{FsError, FsResult};

@@ -28,7 +28,7 @@ enum Cmd {
         /// The directory to mount on.
         dir: PathBuf,
         /// Mount options, comma-separated (README lists each): threads=N (FUSE
-        /// worker threads, default one per CPU, at least 2), cache=keep|open
+        /// worker threads, 1 to 64; default one per CPU, 2 to 16), cache=keep|open
         /// (default keep), writeback (off by default), transport=dev|uring (default
         /// dev), persist=cpu|msync|auto, ro, rw,
         /// allow_other, allow_root, page_model=proxy|upstream|legacy (default
@@ -203,6 +203,9 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
     let mut args: Vec<String> = std::env::args().collect();
+    if cli::invoked_name("daxlink") == "mount.daxlink" {
+        args = mount_helper_args(&args);
+    }
     // mount.fuse3 calls `daxlink SOURCE DIR -o opts`.
     if args.len() >= 3 && !SUBCOMMANDS.contains(&args[1].as_str()) {
         args.insert(1, "mount".into());
@@ -403,6 +406,41 @@ fn main() {
     std::process::exit(code);
 }
 
+/// `mount -t daxlink SPEC DIR -o OPTS` runs `/sbin/mount.daxlink SPEC DIR
+/// [-sfnv] [-N NS] [-o OPTS] [-t TYPE]` (mount(8), "External helpers"); turn
+/// that into `daxlink mount SPEC DIR -o dev,suid,OPTS`. The `dev,suid` in
+/// front (which a `nodev`/`nosuid` in OPTS overrides) is what mount.fuse3
+/// passes for `mount -t fuse.daxlink`, so both types mount alike, with the
+/// kernel's defaults as for ext4; `daxlink mount` run directly keeps
+/// fusermount3's `nosuid,nodev` (README, "Mount options").
+fn mount_helper_args(args: &[String]) -> Vec<String> {
+    let mut pos = Vec::new();
+    let mut opts = vec!["dev".to_string(), "suid".to_string()];
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-o" => opts.extend(it.next().cloned()),
+            // A namespace or type: daxlink has one type, mounts where it runs.
+            "-N" | "-t" => {
+                it.next();
+            }
+            // -f (fake: mount(8) asks the helper to do nothing), -s (sloppy),
+            // -n (no mtab), -v (verbose): nothing to do for daxlink but -f.
+            a if a.starts_with('-') && a.len() > 1 => {
+                if a[1..].contains('f') {
+                    std::process::exit(0);
+                }
+            }
+            a => pos.push(a.to_string()),
+        }
+    }
+    let mut out = vec!["daxlink".to_string(), "mount".to_string()];
+    out.extend(pos);
+    out.push("-o".into());
+    out.push(opts.join(","));
+    out
+}
+
 /// A clap error message on one line: "error: X\n  <A>\n\nUsage: U\n\nFor more..." ->
 /// "X <A> (usage: U)".
 fn one_line(msg: &str) -> String {
@@ -440,9 +478,9 @@ fn pin_cmd(
         Ok(f) => f,
         Err(_) if !write => match std::fs::File::open(file) {
             Ok(f) => f,
-            Err(e) => return fail("pin", e),
+            Err(e) => return fail("pin", named(file, e)),
         },
-        Err(e) => return fail("pin", e),
+        Err(e) => return fail("pin", named(file, e)),
     };
     match cli::pin(&f, offset, length, write, longterm) {
         Ok(id) => {
@@ -464,6 +502,26 @@ fn pin_cmd(
             }
             0
         }
-        Err(e) => fail("pin", e),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            eprintln!(
+                "daxlink pin: cannot pin bytes {offset}..{} of {}: the range must be non-empty \
+                 and lie within the file ({})",
+                offset.saturating_add(length),
+                file.display(),
+                plural(size, "byte", "bytes")
+            );
+            1
+        }
+        Err(e) => fail("pin", named(file, e)),
+    }
+}
+
+/// `e` with the path it concerns in front, unless it names one already.
+fn named(p: &std::path::Path, e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error().is_some() {
+        std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    } else {
+        e
     }
 }

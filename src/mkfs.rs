@@ -197,6 +197,10 @@ pub enum MkfsError {
     Changed { path: PathBuf },
     #[error("{} already holds a daxlink filesystem; use --force to overwrite it", path.display())]
     HasFilesystem { path: PathBuf },
+    #[error("{} appears to contain an existing filesystem ({kind}); use --force to overwrite it", path.display())]
+    Foreign { path: PathBuf, kind: &'static str },
+    #[error("{} is empty (0 bytes): give --size to size it", path.display())]
+    Empty { path: PathBuf },
     #[error("cannot size {}: {err}", path.display())]
     Size { path: PathBuf, err: std::io::Error },
     #[error("cannot allocate {}: {err}", path.display())]
@@ -238,6 +242,27 @@ impl Drop for Created<'_> {
                 }
             }
         }
+    }
+}
+
+/// Without `--force`, an existing daxlink filesystem or another filesystem's
+/// signature (ext4, xfs, btrfs, swap, ...) is not formatted over.
+fn refuse_existing(media: &Media, path: &Path) -> Result<(), MkfsError> {
+    if has_filesystem(media) {
+        return Err(MkfsError::HasFilesystem {
+            path: path.to_path_buf(),
+        });
+    }
+    match crate::signature::foreign(media) {
+        Ok(Some(kind)) => Err(MkfsError::Foreign {
+            path: path.to_path_buf(),
+            kind,
+        }),
+        Ok(None) => Ok(()),
+        Err(err) => Err(MkfsError::Map {
+            path: path.to_path_buf(),
+            err,
+        }),
     }
 }
 
@@ -319,6 +344,9 @@ pub fn mkfs_image(
         err: err.into(),
     })?;
     let warnings = mkfs_warnings(path, &md, exists);
+    if md.is_file() && md.len() == 0 && size.is_none() {
+        return Err(MkfsError::Empty { path: p() });
+    }
     if md.is_file() {
         if let Some(sz) = size {
             if md.len() != sz {
@@ -330,9 +358,7 @@ pub fn mkfs_image(
                     })?;
                     let m = Media::map_locked(dup, None, true)
                         .map_err(|err| MkfsError::Map { path: p(), err })?;
-                    if has_filesystem(&m) {
-                        return Err(MkfsError::HasFilesystem { path: p() });
-                    }
+                    refuse_existing(&m, path)?;
                 }
                 file.set_len(sz)
                     .map_err(|err| MkfsError::Size { path: p(), err })?;
@@ -354,8 +380,8 @@ pub fn mkfs_image(
     }
     let media =
         Media::map_locked(locked, None, false).map_err(|err| MkfsError::Map { path: p(), err })?;
-    if exists && !force && has_filesystem(&media) {
-        return Err(MkfsError::HasFilesystem { path: p() });
+    if exists && !force {
+        refuse_existing(&media, path)?;
     }
     let sb = mkfs(&media, o).map_err(|e| match e {
         FsError::Invalid | FsError::NoSpace => MkfsError::TooSmall { path: p() },

@@ -139,7 +139,9 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
                     .parse()
                     .map_err(|_| format!("threads={}: not a number", v.unwrap_or("")))?;
                 if n == 0 || n > 64 {
-                    return Err("threads must be between 1 and 64".into());
+                    return Err(format!(
+                        "threads={n}: must be between 1 and 64 (default: one per CPU, 2 to 16)"
+                    ));
                 }
                 opts.threads = n;
             }
@@ -448,7 +450,7 @@ fn mount_media(image: &Path, media: Media, o: &MountOpts, read_only: bool) -> Re
     let fs = r.map_err(|e| match e {
         // fsck cannot help with an image of another version, nor with one
         // whose read-only-compatible features it does not know.
-        FsError::Version(_) | FsError::RoCompat(_) => {
+        FsError::Version(_) | FsError::RoCompat(_) | FsError::NotDaxlink => {
             format!("cannot mount {}: {e}", image.display())
         }
         e => format!(

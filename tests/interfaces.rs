@@ -686,3 +686,77 @@ fn every_argument_and_option_in_help_has_a_description() {
         bare.join("\n")
     );
 }
+
+/// FITRIM (fstrim MOUNTPOINT) reaches the daemon and is served as ext4
+/// serves it: the bytes "trimmed" (the free space considered; daxlink
+/// discards nothing, README) come back in the range, a minlen larger than
+/// the filesystem is EINVAL, and another user gets EPERM.
+#[test]
+fn fstrim_reports_the_free_space() {
+    let img = Image::new("fitrim", 64 << 20);
+    let m = Mounted::new(&img.path, "allow_other");
+    fs::write(m.path("f"), pattern(3, 5 << 20)).unwrap();
+    let trimmed = |args: &[&str]| {
+        let mut c = Command::new("fstrim");
+        c.args(args).arg("-v").arg(m.root());
+        run_deadline(c, 30)
+    };
+    let o = trimmed(&[]);
+    assert_eq!(o.rc, 0, "fstrim (is util-linux installed?): {o:?}");
+    // "DIR: 52 MiB (54501376 bytes) trimmed"
+    let bytes: u64 = o
+        .stdout
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{o:?}"));
+    let st = nix::sys::statvfs::statvfs(m.root()).unwrap();
+    assert_eq!(bytes, st.blocks_free() as u64 * st.fragment_size() as u64);
+    assert!(bytes > 0 && bytes < 60 << 20, "{bytes}");
+    let o = trimmed(&["--minimum", "1G"]);
+    assert_eq!(o.rc, 1, "{o:?}");
+    assert!(o.stderr.contains("Invalid argument"), "{o:?}");
+    let dir = m.root().display().to_string();
+    let (rc, err) = run_as(65534, 65534, &format!("fstrim {dir}"));
+    assert_ne!(rc, 0);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    m.unmount();
+}
+
+/// The label mkfs -L set, through FS_IOC_GETFSLABEL / FS_IOC_SETFSLABEL
+/// (`xfs_io -c label`): read by anyone, set by root only (EPERM for
+/// another user), kept in the superblock across a remount; longer than the
+/// superblock's 64 bytes is EINVAL.
+#[test]
+fn fs_label_round_trip_and_privilege() {
+    let img = Image::new("fslabel", 32 << 20);
+    let mut m = Mounted::new(&img.path, "allow_other");
+    let xfs_io = |cmd: &str, dir: &Path| {
+        let mut c = Command::new("xfs_io");
+        c.arg("-c").arg(cmd).arg(dir);
+        run_deadline(c, 30)
+    };
+    let o = xfs_io("label", m.root());
+    assert_eq!(o.rc, 0, "xfs_io (is xfsprogs installed?): {o:?}");
+    assert_eq!(o.stdout.trim(), "label = \"\"", "{o:?}");
+    let o = xfs_io("label -s pm-data", m.root());
+    assert_eq!(o.stdout.trim(), "label = \"pm-data\"", "{o:?}");
+    let long = "x".repeat(65);
+    let o = xfs_io(&format!("label -s {long}"), m.root());
+    assert!(o.stderr.contains("Invalid argument"), "{o:?}");
+    let dir = m.root().display().to_string();
+    let (_, err) = run_as(65534, 65534, &format!("xfs_io -c 'label -s theirs' {dir}"));
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let (rc, _) = run_as(
+        65534,
+        65534,
+        &format!("xfs_io -c label {dir} | grep -qx 'label = \"pm-data\"'"),
+    );
+    assert_eq!(rc, 0, "another user cannot read the label");
+    m = m.cycle("allow_other");
+    let o = xfs_io("label", m.root());
+    assert_eq!(o.stdout.trim(), "label = \"pm-data\"", "{o:?}");
+    m.unmount();
+    fsck_clean(&img.path);
+}

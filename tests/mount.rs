@@ -131,7 +131,9 @@ fn unknown_option_and_bad_images_fail_with_one_line() {
     assert_eq!(out.status.code(), Some(32));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("superblock") && err.contains("fsck"), "{err}");
+    // Not "corrupted, run fsck": it is not a daxlink filesystem at all.
+    assert!(err.contains("not a daxlink filesystem"), "{err}");
+    assert!(!err.contains("fsck"), "{err}");
     assert!(!is_mounted(mnt.path()));
     // Both superblocks scribbled: refused, never a panic.
     let mut b = fs::read(&img.path).unwrap();
@@ -448,4 +450,64 @@ fn a_panic_while_mounting_is_one_line_and_exit_32() {
     // The image was not changed: it mounts.
     let m = Mounted::new(&img.path, "");
     m.unmount();
+}
+
+/// `mount -t daxlink` runs /sbin/mount.daxlink (scripts/install.sh links it
+/// to daxlink) and mounts as `mount -t fuse.daxlink` does, with the same
+/// kernel defaults (suid, dev, as ext4); `nosuid,nodev` still apply when
+/// asked for; a failure is exit 32 with daxlink's one line.
+#[test]
+fn mount_t_daxlink_works_with_the_defaults_of_fuse_daxlink() {
+    assert!(
+        Path::new("/sbin/mount.daxlink").exists(),
+        "/sbin/mount.daxlink is missing: run scripts/install.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("pm.img");
+    daxlink::mkfs::mkfs_path(&img, Some(32 << 20), false, &Default::default()).unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    struct Guard<'a>(&'a Path);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            if is_mounted(self.0) {
+                umount_retrying(self.0);
+            }
+        }
+    }
+    let _g = Guard(&mnt);
+    let opts_of = |ty: &str, extra: &[&str]| -> String {
+        let mut c = Command::new("mount");
+        c.args(["-t", ty]).args(extra).arg(&img).arg(&mnt);
+        let o = run_deadline(c, 30);
+        assert_eq!(o.rc, 0, "mount -t {ty}: {o:?}");
+        assert!(is_mounted(&mnt), "mount -t {ty}");
+        fs::write(mnt.join("f"), ty).unwrap();
+        let mut c = Command::new("findmnt");
+        c.args(["-n", "-o", "FSTYPE,OPTIONS"]).arg(&mnt);
+        let o = run_deadline(c, 10);
+        assert!(umount_retrying(&mnt), "umount after mount -t {ty}");
+        wait_daemon_gone(&img);
+        o.stdout.trim().to_string()
+    };
+    let by_type = opts_of("daxlink", &[]);
+    let by_fuse = opts_of("fuse.daxlink", &[]);
+    assert_eq!(by_type, by_fuse);
+    assert!(by_type.starts_with("fuse.daxlink "), "{by_type}");
+    assert!(!by_type.contains("nosuid"), "{by_type}");
+    let asked = opts_of("daxlink", &["-o", "nosuid,nodev"]);
+    assert!(
+        asked.contains("nosuid") && asked.contains("nodev"),
+        "{asked}"
+    );
+    // Failure: exit 32 and daxlink's line.
+    let junk = dir.path().join("junk.img");
+    fs::write(&junk, vec![0x5au8; 4 << 20]).unwrap();
+    let mut c = Command::new("mount");
+    c.args(["-t", "daxlink"]).arg(&junk).arg(&mnt);
+    let o = run_deadline(c, 30);
+    assert_eq!(o.rc, 32, "{o:?}");
+    assert!(o.stderr.contains("not a daxlink filesystem"), "{o:?}");
+    assert!(!is_mounted(&mnt));
+    fsck_clean(&img);
 }

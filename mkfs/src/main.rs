@@ -19,7 +19,8 @@ struct Args {
     /// Size of the image to create (e.g. 512M, 4G); needed when IMAGE does not exist.
     #[arg(short, long, value_parser = parse_size_arg)]
     size: Option<u64>,
-    /// Overwrite an existing daxlink filesystem.
+    /// Format over an existing daxlink filesystem or another filesystem's
+    /// signature (ext2/3/4, xfs, btrfs, swap, ...), which mkfs otherwise refuses.
     #[arg(short, long)]
     force: bool,
     /// Volume label (up to 64 bytes).
@@ -36,6 +37,9 @@ struct Args {
     /// may have no room for).
     #[arg(long)]
     sparse: bool,
+    /// The image file (created with --size, mode 0600, if it does not exist;
+    /// an existing one is formatted at its size unless --size is given) or a
+    /// pmem device (/dev/pmemN, /dev/daxN.M).
     image: PathBuf,
 }
 

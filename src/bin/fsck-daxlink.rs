@@ -79,14 +79,7 @@ fn main() -> ExitCode {
             daxlink::outln!("note: {n}");
         }
         for f in &report.findings {
-            let state = if f.fixed {
-                "fixed"
-            } else if repair {
-                "NOT FIXED"
-            } else {
-                "not fixed"
-            };
-            daxlink::outln!("[{}] {} ({state})", f.code, f.message);
+            daxlink::outln!("{}", f.line(repair));
         }
         if report.error.is_some() {
             eprintln!("{prog}: {}", report.summary(&name));

@@ -11,6 +11,7 @@
 //! `meta` (allocator, record slots, journal). File data is copied while holding
 //! only that file's inode lock.
 
+mod admin;
 mod atime;
 mod attr;
 mod chunked;
@@ -32,6 +33,7 @@ mod steps;
 mod truncate;
 mod xattr;
 
+pub use admin::FSLABEL_MAX;
 pub use atime::AtimeMode;
 pub use data::setid_cleared_by_data_change;
 pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};
@@ -361,6 +363,23 @@ pub fn newest_superblock(
     best.map(|(i, _)| i)
 }
 
+/// How mount and fsck name superblock copy `i` (FORMAT.md: copies A and B).
+pub fn superblock_copy_name(i: usize) -> String {
+    format!(
+        "superblock copy {} (block {i})",
+        if i == 0 { "A" } else { "B" }
+    )
+}
+
+/// Neither superblock copy starts with daxlink's magic.
+pub fn no_magic(media: &Media) -> bool {
+    [0u64, BS].into_iter().all(|off| {
+        media
+            .read_vec(off, format::SB_MAGIC.len())
+            .map_or(true, |b| b[..] != format::SB_MAGIC[..])
+    })
+}
+
 /// Read both superblocks and pick the one to trust (`newest_superblock`).
 pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
     let copies = superblock_copies(media);
@@ -370,7 +389,7 @@ pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
         .filter_map(|(i, c)| {
             c.as_ref()
                 .err()
-                .map(|e| format!("superblock copy {i}: {e}"))
+                .map(|e| format!("{}: {e}", superblock_copy_name(i)))
         })
         .collect();
     match newest_superblock(&copies, media.len()) {
@@ -378,6 +397,7 @@ pub fn read_superblock(media: &Media) -> FsResult<(Superblock, Vec<String>)> {
         None if other_version(media).is_some() => {
             Err(FsError::Version(other_version(media).unwrap_or_default()))
         }
+        None if no_magic(media) => Err(FsError::NotDaxlink),
         None => Err(FsError::Corrupt(format!(
             "no valid superblock ({})",
             problems.join("; ")

@@ -13,6 +13,97 @@ pub struct Finding {
     pub fixable: bool,
 }
 
+impl Finding {
+    /// The line fsck prints for this finding: as found and repaired (`-y`:
+    /// "...; corrected"), or, in a check-only run, what a repair would do, in
+    /// the conditional as `xfs_repair -n` and `e2fsck -n` put it ("...; would
+    /// be corrected"), or that no repair can fix it.
+    pub fn line(&self, repair: bool) -> String {
+        let m = &self.message;
+        let c = self.code;
+        match (self.fixed, repair, self.fixable) {
+            (true, _, _) => format!("[{c}] {m} (fixed)"),
+            (false, true, _) => format!("[{c}] {m} (NOT FIXED)"),
+            (false, false, true) => format!("[{c}] {}", would(m)),
+            (false, false, false) => format!("[{c}] {m} (cannot be repaired)"),
+        }
+    }
+}
+
+/// "X; corrected" -> "X; would be corrected"; "X; entry removed" -> "X;
+/// entry would be removed"; "X: reclaimed" -> "X: would be reclaimed"; "X;
+/// a new empty root is made" -> "X; a new empty root would be made". The
+/// action is the last clause (after "; ", else after ": "); its verb is the
+/// first past participle in it. Without one, "(would be repaired)" is added.
+pub fn would(message: &str) -> String {
+    const IRREGULAR: &[&str] = &["rewritten", "made", "cut", "rebuilt", "kept", "left"];
+    let at = message
+        .rfind("; ")
+        .or_else(|| message.rfind(": "))
+        .map_or(0, |i| i + 2);
+    let (head, action) = message.split_at(at);
+    let words: Vec<&str> = action.split(' ').collect();
+    let participle = words.iter().position(|w| {
+        let w = w.trim_end_matches([',', '.']);
+        (w.len() > 3 && w.ends_with("ed")) || IRREGULAR.contains(&w)
+    });
+    match participle {
+        Some(i) => {
+            let mut out: Vec<&str> = words[..i].to_vec();
+            // "... is made" -> "... would be made".
+            if out.last() == Some(&"is") {
+                out.pop();
+            }
+            out.push("would be");
+            out.extend_from_slice(&words[i..]);
+            format!("{head}{}", out.join(" "))
+        }
+        None => format!("{message} (would be repaired)"),
+    }
+}
+
+#[cfg(test)]
+mod would_tests {
+    use super::would;
+
+    #[test]
+    fn check_only_findings_read_in_the_conditional() {
+        let cases = [
+            (
+                "inode 2 has link count 5, should be 2; corrected",
+                "inode 2 has link count 5, should be 2; would be corrected",
+            ),
+            (
+                "entry \"a\" points at free inode 7; entry removed",
+                "entry \"a\" points at free inode 7; entry would be removed",
+            ),
+            (
+                "inode 2 was unlinked while open (orphan record at 0x10): reclaimed",
+                "inode 2 was unlinked while open (orphan record at 0x10): would be reclaimed",
+            ),
+            (
+                "no root; a new empty root is made",
+                "no root; a new empty root would be made",
+            ),
+            (
+                "copy A: bad; rewritten from copy B",
+                "copy A: bad; would be rewritten from copy B",
+            ),
+            (
+                "lost inode 9; moved to /lost+found/#9",
+                "lost inode 9; would be moved to /lost+found/#9",
+            ),
+            (
+                "a loop; chain cut there",
+                "a loop; chain would be cut there",
+            ),
+        ];
+        for (m, w) in cases {
+            assert_eq!(would(m), w);
+        }
+    }
+}
+
 /// What the filesystem holds as the last pass found it (so: after the repair, when repairing).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {

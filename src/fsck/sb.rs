@@ -60,7 +60,13 @@ pub(super) fn superblocks(
             return Err(line);
         }
         let e = |c: &Result<Superblock, String>| c.as_ref().err().cloned().unwrap_or_default();
-        let why = format!("copy A: {}; copy B: {}", e(&copies[0]), e(&copies[1]));
+        let why = format!(
+            "{}: {}; {}: {}",
+            crate::fs::superblock_copy_name(0),
+            e(&copies[0]),
+            crate::fs::superblock_copy_name(1),
+            e(&copies[1])
+        );
         return match super::geometry::recover(media) {
             Err(e) => Err(format!("no valid superblock ({why}): {e}")),
             Ok((sb, how)) => {
@@ -90,14 +96,14 @@ pub(super) fn superblocks(
     };
     let mut plan = Vec::new();
     for (i, c) in copies.iter().enumerate() {
-        let name = if i == 0 { "A" } else { "B" };
+        let name = crate::fs::superblock_copy_name(i);
         let msg = match c {
             Err(e) => format!(
-                "superblock copy {name} (block {i}): {e}; rewritten from copy {}",
+                "{name}: {e}; rewritten from copy {}",
                 if bi == 0 { "A" } else { "B" }
             ),
             Ok(sb) if i != bi && norm(sb) != norm(&best) => {
-                format!("superblock copy {name} (block {i}) disagrees with the other copy on identity or geometry")
+                format!("{name} disagrees with the other copy on identity or geometry")
             }
             Ok(_) => continue,
         };
@@ -240,9 +246,14 @@ impl Ck<'_> {
         let (m, geo) = (self.media, self.geo);
         for d in std::mem::take(&mut self.direct) {
             match d {
-                Direct::Superblock { copy, bytes } => m
-                    .write_persist(copy * BS, &bytes[..])
-                    .map_err(|e| format!("cannot write superblock copy {copy}: {e}"))?,
+                Direct::Superblock { copy, bytes } => {
+                    m.write_persist(copy * BS, &bytes[..]).map_err(|e| {
+                        format!(
+                            "cannot write {}: {e}",
+                            crate::fs::superblock_copy_name(copy as usize)
+                        )
+                    })?
+                }
                 Direct::Reset { entries, applied } => {
                     Journal::store_direct(m, entries.iter().map(|(o, d)| (*o, &d[..])))
                         .map_err(|e| format!("journal replay failed: {e}"))?;

@@ -296,6 +296,32 @@ impl DaxFuse {
                 Ok(mask.to_le_bytes().to_vec())
             }
             io::REMOUNT | io::GOINGDOWN => self.state_ioctl(o, cmd, input),
+            io::FITRIM => {
+                // As ext4: CAP_SYS_ADMIN; the range comes in and goes back
+                // with len = the bytes trimmed (src/fs/admin.rs says which).
+                if !o.caller().has_cap(who::CAP_SYS_ADMIN) {
+                    return Err(FsError::Perm);
+                }
+                let r = |i| io::get_u64(input, i).ok_or(FsError::Invalid);
+                let n = self.fs.trim(r(0)?, r(8)?, r(16)?)?;
+                let mut out = input[..io::FSTRIM_RANGE_SIZE].to_vec();
+                io::put_u64(&mut out, 8, n);
+                Ok(out)
+            }
+            io::FS_IOC_GETFSLABEL => {
+                let mut out = vec![0u8; crate::fs::FSLABEL_MAX];
+                let l = self.fs.label()?;
+                // NUL-terminated, however long a hostile image's label decodes.
+                let n = l.len().min(crate::fs::FSLABEL_MAX - 1);
+                out[..n].copy_from_slice(&l.as_bytes()[..n]);
+                Ok(out)
+            }
+            io::FS_IOC_SETFSLABEL => {
+                if !o.caller().has_cap(who::CAP_SYS_ADMIN) {
+                    return Err(FsError::Perm);
+                }
+                self.fs.set_label(input).map(|()| Vec::new())
+            }
             io::OPTIONS => {
                 let mut out = vec![0u8; io::OPTIONS_SIZE];
                 let o = self.options.as_bytes();
