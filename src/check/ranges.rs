@@ -1,7 +1,6 @@
-//! Rules that mount and fsck both apply to what they read, in one place (as
-//! XFS's libxfs serves both the kernel and xfs_repair): mount refuses an image
-//! that breaks one, fsck reports it and repairs. Each is a pure function of
-//! decoded records and the superblock; the callers keep their own reactions.
+//! Range rules: a block range inside the data area, an extent's blocks and
+//! logical range, a refcount record's range, an inode's xattr blob pointer,
+//! and overlap of a range with a map of ranges.
 
 use std::collections::BTreeMap;
 
