@@ -29,6 +29,7 @@ mod reflink;
 mod snapshot;
 mod state;
 mod steps;
+use steps::Budget;
 mod truncate;
 mod xattr;
 

@@ -296,7 +296,7 @@ impl Fs {
                         self.media.write_at(p * BS, content)?;
                         self.media.persist(p * BS, BS)?;
                         ctx.blocks_used(*p, 1)?;
-                        let (ops, _) = self.unmap_blocks(&mut ctx, g, *dl, dl + 1, usize::MAX)?;
+                        let (ops, _) = self.unmap_walk(&mut ctx, g, *dl, dl + 1, Budget::Caller)?;
                         for op in ops {
                             self.apply_op(g, op);
                         }
@@ -314,12 +314,12 @@ impl Fs {
             }
             let (unmap_ops, _) = {
                 let g = &gs[&dst];
-                self.unmap_blocks(
+                self.unmap_walk(
                     &mut ctx,
                     g,
                     db + (done_to - sb),
                     db + (upto - sb),
-                    usize::MAX,
+                    Budget::Caller,
                 )?
             };
             for &(l, n, p, copy) in &batch {
