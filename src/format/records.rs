@@ -97,6 +97,22 @@ pub fn decode_slot<R: Record>(b: &[u8]) -> Result<Option<R>, FormatError> {
     R::get(b).map(Some)
 }
 
+/// A record kind's inherent `encode` (its slot's bytes) and `decode`
+/// (`Ok(None)` for a free slot), by the one framing.
+macro_rules! slot_codec {
+    ($t:ty, $n:expr) => {
+        impl $t {
+            pub fn encode(&self) -> [u8; $n] {
+                encode_slot(self)
+            }
+            /// `Ok(None)` for a free (all-zero) slot.
+            pub fn decode(b: &[u8]) -> Result<Option<$t>, FormatError> {
+                decode_slot(b)
+            }
+        }
+    };
+}
+
 pub const EXTENT_SIZE: usize = 32;
 
 /// One extent: `len` blocks of file `ino` from logical block `logical` map to
@@ -109,15 +125,7 @@ pub struct ExtentRec {
     pub len: u32,
 }
 
-impl ExtentRec {
-    pub fn encode(&self) -> [u8; EXTENT_SIZE] {
-        encode_slot(self)
-    }
-    /// `Ok(None)` for a free (all-zero) slot.
-    pub fn decode(b: &[u8]) -> Result<Option<ExtentRec>, FormatError> {
-        decode_slot(b)
-    }
-}
+slot_codec!(ExtentRec, EXTENT_SIZE);
 
 impl Record for ExtentRec {
     const KIND: RecKind = RecKind::Extent;
@@ -165,14 +173,7 @@ pub struct DirentRec {
     pub name: Vec<u8>,
 }
 
-impl DirentRec {
-    pub fn encode(&self) -> [u8; DIRENT_SIZE] {
-        encode_slot(self)
-    }
-    pub fn decode(b: &[u8]) -> Result<Option<DirentRec>, FormatError> {
-        decode_slot(b)
-    }
-}
+slot_codec!(DirentRec, DIRENT_SIZE);
 
 impl Record for DirentRec {
     const KIND: RecKind = RecKind::Dirent;
@@ -311,14 +312,7 @@ impl RangeOp {
     }
 }
 
-impl OrphanRec {
-    pub fn encode(&self) -> [u8; ORPHAN_SIZE] {
-        encode_slot(self)
-    }
-    pub fn decode(b: &[u8]) -> Result<Option<OrphanRec>, FormatError> {
-        decode_slot(b)
-    }
-}
+slot_codec!(OrphanRec, ORPHAN_SIZE);
 
 impl Record for OrphanRec {
     const KIND: RecKind = RecKind::Orphan;
@@ -422,14 +416,7 @@ pub struct RefcountRec {
     pub count: u32,
 }
 
-impl RefcountRec {
-    pub fn encode(&self) -> [u8; REFCOUNT_SIZE] {
-        encode_slot(self)
-    }
-    pub fn decode(b: &[u8]) -> Result<Option<RefcountRec>, FormatError> {
-        decode_slot(b)
-    }
-}
+slot_codec!(RefcountRec, REFCOUNT_SIZE);
 
 impl Record for RefcountRec {
     const KIND: RecKind = RecKind::Refcount;
