@@ -23,3 +23,33 @@ mod tree;
 pub use ranges::*;
 pub use records::*;
 pub use tree::*;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::format::Superblock;
+
+    /// A superblock for the rules' tests: data area blocks [100, 1000).
+    pub(crate) fn sb() -> Superblock {
+        Superblock {
+            version: crate::format::FORMAT_VERSION,
+            incompat: 0,
+            compat: 0,
+            ro_compat: 0,
+            uuid: [7; 16],
+            label: String::new(),
+            total_blocks: 1000,
+            journal_start: 3,
+            journal_blocks: 64,
+            inode_start: 67,
+            inode_count: 128,
+            bitmap_start: 99,
+            bitmap_blocks: 1,
+            data_start: 100,
+            roots_block: 2,
+            generation: 1,
+            clean: true,
+            mkfs_time: 0,
+            mount_count: 0,
+        }
+    }
+}

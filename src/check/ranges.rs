@@ -75,6 +75,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn xattr_ptr_inside_the_data_area() {
+        let sb = crate::check::tests::sb();
+        let r = InodeRec {
+            mode: libc::S_IFREG,
+            xattr_block: 200,
+            xattr_blocks: 1,
+            xattr_len: 10,
+            ..Default::default()
+        };
+        assert!(r.xattr_ptr().unwrap().is_some());
+        // The pointer decodes on its own; only the check sees it is good.
+        assert!(xattr_ptr(&sb, &r).unwrap().is_some());
+        // An end past u64 is an error, not an overflow.
+        let r = InodeRec {
+            xattr_block: u64::MAX,
+            ..r
+        };
+        assert!(r.xattr_ptr().unwrap().is_some());
+        assert!(xattr_ptr(&sb, &r).is_err());
+        let r = InodeRec {
+            xattr_block: 99,
+            ..r
+        };
+        assert!(xattr_ptr(&sb, &r).is_err());
+    }
+
+    #[test]
     fn overlapping_finds_neighbours() {
         let m: BTreeMap<u64, u64> = [(10, 5), (20, 1)].into_iter().collect();
         let f = |s, l| overlapping(&m, s, l, |v| *v);

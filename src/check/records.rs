@@ -114,30 +114,7 @@ pub fn default_acl(mode: u32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sb() -> Superblock {
-        Superblock {
-            version: crate::format::FORMAT_VERSION,
-            incompat: 0,
-            compat: 0,
-            ro_compat: 0,
-            uuid: [7; 16],
-            label: String::new(),
-            total_blocks: 1000,
-            journal_start: 3,
-            journal_blocks: 64,
-            inode_start: 67,
-            inode_count: 128,
-            bitmap_start: 99,
-            bitmap_blocks: 1,
-            data_start: 100,
-            roots_block: 2,
-            generation: 1,
-            clean: true,
-            mkfs_time: 0,
-            mount_count: 0,
-        }
-    }
+    use crate::check::tests::sb;
 
     fn x(logical: u64, phys: u64, len: u32) -> ExtentRec {
         ExtentRec {
