@@ -1,14 +1,15 @@
 //! daxlink: a persistent-memory filesystem served through FUSE.
 //!
 //! Layers, bottom up: [`media`] (the only code that stores into pmem),
-//! [`format`] (byte layout), [`journal`] (atomic metadata), [`space`]
+//! [`format`] (byte layout), [`check`] (the rules mount and fsck share),
+//! [`journal`] (atomic metadata), [`space`]
 //! (free space), [`fs`] (the core filesystem), `fuse` (the FUSE adapter),
 //! and the tools ([`mkfs`], [`fsck`]).
 
 pub mod access;
 pub mod acl;
 pub mod caller;
-pub mod chain;
+pub mod check;
 pub mod cli;
 pub mod crash;
 pub mod demo;
@@ -34,4 +35,3 @@ pub mod mount;
 pub mod pages;
 pub mod remount;
 pub mod report;
-pub mod rules;

@@ -46,6 +46,73 @@ impl RecBlockHdr {
     }
 }
 
+/// One kind of record: its body. The framing every kind shares (the slot
+/// size, an all-zero slot is free, the crc) is `encode_slot`'s and
+/// `decode_slot`'s, the one definition.
+pub trait Record: Sized {
+    /// The chain that holds this kind.
+    const KIND: RecKind;
+    /// What a decode error names.
+    const WHAT: &'static str;
+    /// Where the crc is stored; it covers the rest of the slot before it
+    /// (`checksum` says otherwise for a kind whose crc is not at the end).
+    const CRC_AT: usize = Self::SIZE - 4;
+    /// The slot size.
+    const SIZE: usize;
+    /// Write the fields into `b` (a zeroed slot), crc left out.
+    fn put(&self, b: &mut [u8]);
+    /// Read the fields of a slot that is not free and whose crc matched.
+    fn get(b: &[u8]) -> Result<Self, FormatError>;
+    /// The crc of slot `b`.
+    fn checksum(b: &[u8]) -> u32 {
+        crc(&b[..Self::CRC_AT])
+    }
+}
+
+/// Record `r` as its slot's bytes (`N` is `R::SIZE`).
+pub fn encode_slot<R: Record, const N: usize>(r: &R) -> [u8; N] {
+    debug_assert_eq!(N, R::SIZE);
+    let mut b = [0u8; N];
+    r.put(&mut b);
+    let c = R::checksum(&b);
+    Le::put32(&mut b, R::CRC_AT, c);
+    b
+}
+
+/// The record in slot `b`: `Ok(None)` for a free (all-zero) slot.
+pub fn decode_slot<R: Record>(b: &[u8]) -> Result<Option<R>, FormatError> {
+    need(R::WHAT, b, R::SIZE)?;
+    let b = &b[..R::SIZE];
+    if b.iter().all(|&x| x == 0) {
+        return Ok(None);
+    }
+    let (stored, computed) = (Le::u32(b, R::CRC_AT), R::checksum(b));
+    if stored != computed {
+        return Err(FormatError::BadChecksum {
+            what: R::WHAT,
+            stored,
+            computed,
+        });
+    }
+    R::get(b).map(Some)
+}
+
+/// A record kind's inherent `encode` (its slot's bytes) and `decode`
+/// (`Ok(None)` for a free slot), by the one framing.
+macro_rules! slot_codec {
+    ($t:ty, $n:expr) => {
+        impl $t {
+            pub fn encode(&self) -> [u8; $n] {
+                encode_slot(self)
+            }
+            /// `Ok(None)` for a free (all-zero) slot.
+            pub fn decode(b: &[u8]) -> Result<Option<$t>, FormatError> {
+                decode_slot(b)
+            }
+        }
+    };
+}
+
 pub const EXTENT_SIZE: usize = 32;
 
 /// One extent: `len` blocks of file `ino` from logical block `logical` map to
@@ -58,25 +125,20 @@ pub struct ExtentRec {
     pub len: u32,
 }
 
-impl ExtentRec {
-    pub fn encode(&self) -> [u8; EXTENT_SIZE] {
-        let mut b = [0u8; EXTENT_SIZE];
-        Le::put64(&mut b, 0, self.ino);
-        Le::put64(&mut b, 8, self.logical);
-        Le::put64(&mut b, 16, self.phys);
-        Le::put32(&mut b, 24, self.len);
-        let c = crc(&b[..28]);
-        Le::put32(&mut b, 28, c);
-        b
+slot_codec!(ExtentRec, EXTENT_SIZE);
+
+impl Record for ExtentRec {
+    const KIND: RecKind = RecKind::Extent;
+    const WHAT: &'static str = "extent record";
+    const SIZE: usize = EXTENT_SIZE;
+    fn put(&self, b: &mut [u8]) {
+        Le::put64(b, 0, self.ino);
+        Le::put64(b, 8, self.logical);
+        Le::put64(b, 16, self.phys);
+        Le::put32(b, 24, self.len);
     }
-    /// `Ok(None)` for a free (all-zero) slot.
-    pub fn decode(b: &[u8]) -> Result<Option<ExtentRec>, FormatError> {
-        const W: &str = "extent record";
-        need(W, b, EXTENT_SIZE)?;
-        if b[..EXTENT_SIZE].iter().all(|&x| x == 0) {
-            return Ok(None);
-        }
-        check_crc(W, &b[..28], Le::u32(b, 28))?;
+    fn get(b: &[u8]) -> Result<ExtentRec, FormatError> {
+        const W: &str = ExtentRec::WHAT;
         let r = ExtentRec {
             ino: Le::u64(b, 0),
             logical: Le::u64(b, 8),
@@ -91,7 +153,7 @@ impl ExtentRec {
         {
             return Err(invalid(W, "range overflows"));
         }
-        Ok(Some(r))
+        Ok(r)
     }
 }
 
@@ -111,34 +173,30 @@ pub struct DirentRec {
     pub name: Vec<u8>,
 }
 
-impl DirentRec {
-    pub fn encode(&self) -> [u8; DIRENT_SIZE] {
-        let mut b = [0u8; DIRENT_SIZE];
-        Le::put64(&mut b, 0, self.parent);
-        Le::put64(&mut b, 8, self.child);
+slot_codec!(DirentRec, DIRENT_SIZE);
+
+impl Record for DirentRec {
+    const KIND: RecKind = RecKind::Dirent;
+    const WHAT: &'static str = "directory entry";
+    const SIZE: usize = DIRENT_SIZE;
+    /// The crc sits before the name (bytes [20, 24)) and covers the rest.
+    const CRC_AT: usize = 20;
+    fn put(&self, b: &mut [u8]) {
+        Le::put64(b, 0, self.parent);
+        Le::put64(b, 8, self.child);
         b[16] = self.ftype;
         let n = self.name.len().min(MAX_NAME);
         b[17] = n as u8;
         b[24..24 + n].copy_from_slice(&self.name[..n]);
-        let c = dirent_crc(&b);
-        Le::put32(&mut b, 20, c);
-        b
     }
-    pub fn decode(b: &[u8]) -> Result<Option<DirentRec>, FormatError> {
-        const W: &str = "directory entry";
-        need(W, b, DIRENT_SIZE)?;
-        if b[..DIRENT_SIZE].iter().all(|&x| x == 0) {
-            return Ok(None);
-        }
-        let stored = Le::u32(b, 20);
-        let computed = dirent_crc(b);
-        if stored != computed {
-            return Err(FormatError::BadChecksum {
-                what: W,
-                stored,
-                computed,
-            });
-        }
+    fn checksum(b: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&b[0..20]);
+        h.update(&b[24..DIRENT_SIZE]);
+        h.finalize()
+    }
+    fn get(b: &[u8]) -> Result<DirentRec, FormatError> {
+        const W: &str = DirentRec::WHAT;
         let n = b[17] as usize;
         let name = b[24..24 + n].to_vec();
         if n == 0 || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
@@ -153,15 +211,8 @@ impl DirentRec {
         if r.parent == 0 || r.child == 0 {
             return Err(invalid(W, "zero inode number"));
         }
-        Ok(Some(r))
+        Ok(r)
     }
-}
-
-fn dirent_crc(b: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&b[0..20]);
-    h.update(&b[24..DIRENT_SIZE]);
-    h.finalize()
 }
 
 pub const ORPHAN_SIZE: usize = 32;
@@ -261,32 +312,36 @@ impl RangeOp {
     }
 }
 
-impl OrphanRec {
-    pub fn encode(&self) -> [u8; ORPHAN_SIZE] {
-        let mut b = [0u8; ORPHAN_SIZE];
+slot_codec!(OrphanRec, ORPHAN_SIZE);
+
+impl Record for OrphanRec {
+    const KIND: RecKind = RecKind::Orphan;
+    const WHAT: &'static str = "orphan record";
+    const SIZE: usize = ORPHAN_SIZE;
+    fn put(&self, b: &mut [u8]) {
         match *self {
             OrphanRec::Inode(ino) => {
-                Le::put32(&mut b, 0, 1);
-                Le::put64(&mut b, 8, ino);
+                Le::put32(b, 0, 1);
+                Le::put64(b, 8, ino);
             }
             OrphanRec::Blocks { phys, len } => {
-                Le::put32(&mut b, 0, 2);
-                Le::put64(&mut b, 8, phys);
-                Le::put64(&mut b, 16, len);
+                Le::put32(b, 0, 2);
+                Le::put64(b, 8, phys);
+                Le::put64(b, 16, len);
             }
             OrphanRec::Truncate { ino, from } => {
-                Le::put32(&mut b, 0, 3);
-                Le::put64(&mut b, 8, ino);
-                Le::put64(&mut b, 16, from);
+                Le::put32(b, 0, 3);
+                Le::put64(b, 8, ino);
+                Le::put64(b, 16, from);
             }
             OrphanRec::Range { op, ino, from, end } => {
                 // `end` is split: its high half in bytes [4, 8), its low half
                 // in bytes [24, 28) (the two words the older kinds leave zero).
-                Le::put32(&mut b, 0, op.kind());
-                Le::put32(&mut b, 4, (end >> 32) as u32);
-                Le::put64(&mut b, 8, ino);
-                Le::put64(&mut b, 16, from);
-                Le::put32(&mut b, 24, end as u32);
+                Le::put32(b, 0, op.kind());
+                Le::put32(b, 4, (end >> 32) as u32);
+                Le::put64(b, 8, ino);
+                Le::put64(b, 16, from);
+                Le::put32(b, 24, end as u32);
             }
             OrphanRec::Remap {
                 src,
@@ -295,33 +350,25 @@ impl OrphanRec {
                 db,
                 blocks,
             } => {
-                Le::put32(&mut b, 0, 7);
+                Le::put32(b, 0, 7);
                 let f = [src, dst, sb, db, blocks];
                 let fields: Vec<(u64, u32)> = f.into_iter().zip(REMAP_FIELDS).collect();
                 pack_bits(&mut b[4..28], &fields);
             }
         }
-        let c = crc(&b[..28]);
-        Le::put32(&mut b, 28, c);
-        b
     }
-    pub fn decode(b: &[u8]) -> Result<Option<OrphanRec>, FormatError> {
-        const W: &str = "orphan record";
-        need(W, b, ORPHAN_SIZE)?;
-        if b[..ORPHAN_SIZE].iter().all(|&x| x == 0) {
-            return Ok(None);
-        }
-        check_crc(W, &b[..28], Le::u32(b, 28))?;
+    fn get(b: &[u8]) -> Result<OrphanRec, FormatError> {
+        const W: &str = OrphanRec::WHAT;
         match Le::u32(b, 0) {
-            1 => Ok(Some(OrphanRec::Inode(Le::u64(b, 8)))),
-            2 => Ok(Some(OrphanRec::Blocks {
+            1 => Ok(OrphanRec::Inode(Le::u64(b, 8))),
+            2 => Ok(OrphanRec::Blocks {
                 phys: Le::u64(b, 8),
                 len: Le::u64(b, 16),
-            })),
-            3 => Ok(Some(OrphanRec::Truncate {
+            }),
+            3 => Ok(OrphanRec::Truncate {
                 ino: Le::u64(b, 8),
                 from: Le::u64(b, 16),
-            })),
+            }),
             k @ 4..=6 => {
                 let op = match k {
                     4 => RangeOp::Punch,
@@ -336,7 +383,7 @@ impl OrphanRec {
                         format!("intent record names inode {ino}, blocks {from}..{end}"),
                     ));
                 }
-                Ok(Some(OrphanRec::Range { op, ino, from, end }))
+                Ok(OrphanRec::Range { op, ino, from, end })
             }
             7 => {
                 let f = unpack_bits(&b[4..28], &REMAP_FIELDS);
@@ -345,13 +392,13 @@ impl OrphanRec {
                 if src == 0 || dst == 0 || blocks == 0 || !fits(sb) || !fits(db) {
                     return Err(invalid(W, format!("remap intent names inodes {src} -> {dst}, blocks {sb}+{blocks} -> {db}")));
                 }
-                Ok(Some(OrphanRec::Remap {
+                Ok(OrphanRec::Remap {
                     src,
                     dst,
                     sb,
                     db,
                     blocks,
-                }))
+                })
             }
             k => Err(invalid(W, format!("unknown orphan kind {k}"))),
         }
@@ -369,23 +416,19 @@ pub struct RefcountRec {
     pub count: u32,
 }
 
-impl RefcountRec {
-    pub fn encode(&self) -> [u8; REFCOUNT_SIZE] {
-        let mut b = [0u8; REFCOUNT_SIZE];
-        Le::put64(&mut b, 0, self.phys);
-        Le::put64(&mut b, 8, self.len);
-        Le::put32(&mut b, 16, self.count);
-        let c = crc(&b[..28]);
-        Le::put32(&mut b, 28, c);
-        b
+slot_codec!(RefcountRec, REFCOUNT_SIZE);
+
+impl Record for RefcountRec {
+    const KIND: RecKind = RecKind::Refcount;
+    const WHAT: &'static str = "refcount record";
+    const SIZE: usize = REFCOUNT_SIZE;
+    fn put(&self, b: &mut [u8]) {
+        Le::put64(b, 0, self.phys);
+        Le::put64(b, 8, self.len);
+        Le::put32(b, 16, self.count);
     }
-    pub fn decode(b: &[u8]) -> Result<Option<RefcountRec>, FormatError> {
-        const W: &str = "refcount record";
-        need(W, b, REFCOUNT_SIZE)?;
-        if b[..REFCOUNT_SIZE].iter().all(|&x| x == 0) {
-            return Ok(None);
-        }
-        check_crc(W, &b[..28], Le::u32(b, 28))?;
+    fn get(b: &[u8]) -> Result<RefcountRec, FormatError> {
+        const W: &str = RefcountRec::WHAT;
         let r = RefcountRec {
             phys: Le::u64(b, 0),
             len: Le::u64(b, 8),
@@ -394,6 +437,6 @@ impl RefcountRec {
         if r.len == 0 || r.count < 2 || r.phys.checked_add(r.len).is_none() {
             return Err(invalid(W, "zero length, count below 2, or overflow"));
         }
-        Ok(Some(r))
+        Ok(r)
     }
 }

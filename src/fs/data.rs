@@ -447,7 +447,7 @@ impl Fs {
             }
             for p in assigned.iter().filter(|p| p.new.is_some()) {
                 if p.old.is_some() {
-                    let (ops, _) = self.unmap_blocks(&mut ctx, g, p.l, p.l + p.n, usize::MAX)?;
+                    let (ops, _) = self.unmap_walk(&mut ctx, g, p.l, p.l + p.n, Budget::Caller)?;
                     for op in ops {
                         self.apply_op_undoable(g, op, &mut undo);
                     }
@@ -512,29 +512,6 @@ impl Fs {
             n -= take;
         }
         Ok(ops)
-    }
-
-    /// Remove the mappings of logical blocks [first, end), at most `limit`
-    /// extent records touched. Frees the blocks. Returns (DRAM ops, done).
-    /// Not sized against the journal: for ranges the caller has bounded (a
-    /// write engine piece, a remap batch); batched loops use `unmap_step`.
-    pub(super) fn unmap_blocks(
-        &self,
-        ctx: &mut Ctx<'_>,
-        g: &Inode,
-        first: u64,
-        end: u64,
-        limit: usize,
-    ) -> FsResult<(Vec<ExtOp>, bool)> {
-        let mut ops = Vec::new();
-        let items = Self::extents_in(g, first, end);
-        let done = items.len() <= limit;
-        for (s, e) in items.into_iter().take(limit) {
-            let cut_s = s.max(first);
-            let cut_e = (s + e.len).min(end);
-            self.unmap_cut(ctx, g, s, e, cut_s, cut_e, &mut ops)?;
-        }
-        Ok((ops, done))
     }
 }
 

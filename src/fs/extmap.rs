@@ -6,7 +6,7 @@
 //! in 40 bits, an inode number is below 2^40 (the geometry's limit), a
 //! physical block below 2^52 (the media's bytes / 4096) is kept in 56 bits,
 //! an extent's length fits a record's 32 bits. Mount's rules reject records
-//! outside these (`src/rules.rs`), so every extent in DRAM fits.
+//! outside these (`src/check/ranges.rs`), so every extent in DRAM fits.
 
 use super::chunked::{AugTree, Chunked, Entry};
 use super::Ext;
@@ -107,7 +107,7 @@ impl ExtentMap {
             .take_while(move |(l, _)| *l < end)
     }
     /// The start of an extent overlapping `[start, start + len)`, if any (the
-    /// rule of `rules::overlapping`).
+    /// rule of `check::overlapping`).
     pub fn overlapping(&self, start: u64, len: u64) -> Option<u64> {
         let end = start.saturating_add(len);
         let (s, e) = self.last_at_or_below(end.checked_sub(1)?)?;

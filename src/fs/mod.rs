@@ -30,6 +30,7 @@ mod reflink;
 mod snapshot;
 mod state;
 mod steps;
+use steps::Budget;
 mod truncate;
 mod xattr;
 
@@ -46,7 +47,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::chain;
+use crate::check::chain;
 use crate::error::{FsError, FsResult};
 use crate::format::{
     self, ftype_byte, DirentRec, ExtentRec, InodeRec, OrphanRec, RecKind, RefcountRec, Roots,

@@ -3,7 +3,7 @@
 //! orphans, and mark the filesystem clean again at unmount.
 
 use super::*;
-use crate::rules;
+use crate::check;
 
 impl Fs {
     /// Does mounting this image read-write have work to do (journal replay,
@@ -69,7 +69,7 @@ impl Fs {
                     free_inos.insert(this);
                 } else {
                     // The xattr pointer only: the blob is read at first use.
-                    rules::xattr_ptr(&sb, &rec).map_err(|why| {
+                    check::xattr_ptr(&sb, &rec).map_err(|why| {
                         FsError::Corrupt(format!("inode {this}: xattr blob: {why}"))
                     })?;
                     inodes.insert(this, Inode::new(this, rec));
@@ -90,215 +90,103 @@ impl Fs {
             .parent = ROOT_INO;
 
         let mut rec = Records::new(roots.heads);
-        // Extents.
-        let mut free = Vec::new();
-        let order = walk_chain(
-            &media,
-            &sb,
-            RecKind::Extent,
-            roots.heads[RecKind::Extent.index()],
-            |off, b| {
-                match ExtentRec::decode(b)
-                    .map_err(|e| FsError::Corrupt(format!("record at {off:#x}: {e}")))?
-                {
-                    None => free.push(off),
-                    Some(x) => {
-                        let ino = inodes.get_mut(&x.ino).ok_or_else(|| {
-                            FsError::Corrupt(format!(
-                                "extent record at {off:#x} belongs to free inode {}",
-                                x.ino
-                            ))
-                        })?;
-                        if let Some(why) = rules::extent_problem(&sb, &x) {
-                            return Err(FsError::Corrupt(format!(
-                                "extent of inode {} at block {} (+{}) {why}",
-                                x.ino, x.phys, x.len
-                            )));
-                        }
-                        let overlap = ino.extents.overlapping(x.logical, x.len as u64);
-                        if let Some(s) = overlap {
-                            return Err(FsError::Corrupt(format!(
-                                "inode {}: extents overlap at logical block {s}",
-                                x.ino
-                            )));
-                        }
-                        ino.mapped += x.len as u64;
-                        ino.extents.insert(
-                            x.logical,
-                            Ext {
-                                phys: x.phys,
-                                len: x.len as u64,
-                                slot: off,
-                            },
-                        );
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        rec.load_chain(RecKind::Extent, &order, &free);
-        // Directory entries.
-        let mut free = Vec::new();
+        let mut chains = Chains {
+            media: &media,
+            sb: &sb,
+            roots: &roots,
+            rec: &mut rec,
+        };
+        // Extents, by the rules fsck applies (`check::extent`).
+        chains.load(|off, x: ExtentRec| {
+            let owner = inodes.get_mut(&x.ino);
+            let mode = owner.as_ref().map(|i| i.rec.mode);
+            check::extent(&sb, &x, mode, |l, n| {
+                owner.as_ref().and_then(|i| i.extents.overlapping(l, n))
+            })
+            .map_err(|f| FsError::Corrupt(format!("{} {f}", check::extent_what(off, &x))))?;
+            if let Some(ino) = owner {
+                ino.mapped += x.len as u64;
+                ino.extents.insert(
+                    x.logical,
+                    Ext {
+                        phys: x.phys,
+                        len: x.len as u64,
+                        slot: off,
+                    },
+                );
+            }
+            Ok(())
+        })?;
+        // Directory entries, by the tree rules fsck applies (`check::dirent`,
+        // `check::walk_up`).
         let mut dirents = Vec::new();
-        let order = walk_chain(
-            &media,
-            &sb,
-            RecKind::Dirent,
-            roots.heads[RecKind::Dirent.index()],
-            |off, b| {
-                match DirentRec::decode(b)
-                    .map_err(|e| FsError::Corrupt(format!("directory entry at {off:#x}: {e}")))?
-                {
-                    None => free.push(off),
-                    Some(d) => dirents.push((off, d)),
-                }
-                Ok(())
-            },
-        )?;
-        rec.load_chain(RecKind::Dirent, &order, &free);
-        // Each directory is named once (and the root never): a directory
-        // named twice, or a cycle, would make rename's ancestor walk wrong.
+        chains.load(|off, d: DirentRec| {
+            dirents.push((off, d));
+            Ok(())
+        })?;
         let mut dir_named: HashMap<u64, u64> = HashMap::new();
         for (off, d) in dirents {
-            let child_mode = match inodes.get(&d.child) {
-                Some(c) => c.rec.mode,
-                None => {
-                    return Err(FsError::Corrupt(format!(
-                        "directory entry {:?} in inode {} points at free inode {}",
-                        String::from_utf8_lossy(&d.name),
-                        d.parent,
-                        d.child
-                    )))
-                }
+            let parent = inodes.get(&d.parent).and_then(|p| p.dir.as_ref());
+            let child_mode = inodes.get(&d.child).map(|c| c.rec.mode);
+            let ctx = check::DirentCtx {
+                parent_is_dir: parent.is_some(),
+                child_mode,
+                name_taken: parent.is_some_and(|p| p.contains(&d.name)),
+                named_in: dir_named.get(&d.child).copied(),
             };
-            if d.ftype != ftype_byte(child_mode) {
-                return Err(FsError::Corrupt(format!(
-                    "directory entry {:?} in inode {} says file type {} but inode {} has mode {:o}",
-                    String::from_utf8_lossy(&d.name),
-                    d.parent,
-                    d.ftype,
-                    d.child,
-                    child_mode
-                )));
+            check::dirent(&d, &ctx)
+                .map_err(|f| FsError::Corrupt(f.message(&check::dirent_what(off, &d), &d)))?;
+            if let Some(c) = inodes.get_mut(&d.child).and_then(|c| c.dir.as_mut()) {
+                c.parent = d.parent;
+                dir_named.insert(d.child, d.parent);
             }
-            if child_mode & libc::S_IFMT == libc::S_IFDIR {
-                if d.child == ROOT_INO {
-                    return Err(FsError::Corrupt(format!(
-                        "directory {} holds an entry for the root directory",
-                        d.parent
-                    )));
-                }
-                if let Some(first) = dir_named.insert(d.child, d.parent) {
-                    return Err(FsError::Corrupt(format!(
-                        "directory {} is named twice (in directories {first} and {})",
-                        d.child, d.parent
-                    )));
-                }
-                if let Some(c) = inodes.get_mut(&d.child) {
-                    c.dir.as_mut().unwrap().parent = d.parent;
-                }
+            if let Some(p) = inodes.get_mut(&d.parent).and_then(|p| p.dir.as_mut()) {
+                p.add(
+                    &d.name,
+                    DEnt {
+                        child: d.child,
+                        ftype: d.ftype,
+                        slot: off,
+                    },
+                );
             }
-            let p = inodes
-                .get_mut(&d.parent)
-                .and_then(|p| p.dir.as_mut())
-                .ok_or_else(|| {
-                    FsError::Corrupt(format!(
-                        "directory entry at {off:#x} has a parent {} that is not a directory",
-                        d.parent
-                    ))
-                })?;
-            if p.contains(&d.name) {
-                return Err(FsError::Corrupt(format!(
-                    "directory {} holds the name {:?} twice",
-                    d.parent,
-                    String::from_utf8_lossy(&d.name)
-                )));
-            }
-            p.add(
-                &d.name,
-                DEnt {
-                    child: d.child,
-                    ftype: d.ftype,
-                    slot: off,
-                },
-            );
         }
-        // Every named directory leads up to the root (no cycle).
+        // Every named directory leads up to the root or to a directory no
+        // entry names (fsck reconnects it): no cycle.
         for &start in dir_named.keys() {
-            let mut node = start;
-            let mut steps = 0usize;
-            while node != ROOT_INO {
-                node = match dir_named.get(&node) {
-                    Some(&p) => p,
-                    // Its parent is not named anywhere: fsck reconnects it.
-                    None => break,
-                };
-                steps += 1;
-                if steps > dir_named.len() {
-                    return Err(FsError::Corrupt(format!(
-                        "directory {start} is inside a directory cycle"
-                    )));
-                }
+            let up = check::walk_up(start, |n| dir_named.get(&n).copied(), |n| n == ROOT_INO);
+            if let check::Up::Cycle { child, parent } = up {
+                return Err(FsError::Corrupt(format!(
+                    "directory {child} (in directory {parent}) {}",
+                    check::IN_CYCLE
+                )));
             }
         }
         // Orphans.
-        let mut free = Vec::new();
         let mut orphans = Vec::new();
-        let order = walk_chain(
-            &media,
-            &sb,
-            RecKind::Orphan,
-            roots.heads[RecKind::Orphan.index()],
-            |off, b| {
-                match OrphanRec::decode(b)
-                    .map_err(|e| FsError::Corrupt(format!("orphan record at {off:#x}: {e}")))?
-                {
-                    None => free.push(off),
-                    Some(o) => orphans.push((off, o)),
-                }
-                Ok(())
-            },
-        )?;
-        rec.load_chain(RecKind::Orphan, &order, &free);
-        // Reference counts of shared ranges.
-        let mut free = Vec::new();
+        chains.load(|off, o: OrphanRec| {
+            orphans.push((off, o));
+            Ok(())
+        })?;
+        // Reference counts of shared ranges, by the rules fsck applies.
         let mut refs: BTreeMap<u64, meta::Ref> = BTreeMap::new();
-        let order = walk_chain(
-            &media,
-            &sb,
-            RecKind::Refcount,
-            roots.heads[RecKind::Refcount.index()],
-            |off, b| {
-                match RefcountRec::decode(b)
-                    .map_err(|e| FsError::Corrupt(format!("refcount record at {off:#x}: {e}")))?
-                {
-                    None => free.push(off),
-                    Some(r) => {
-                        if let Some(why) = rules::refcount_problem(&sb, &r) {
-                            return Err(FsError::Corrupt(format!(
-                                "refcount record at {off:#x} {why}"
-                            )));
-                        }
-                        if rules::overlapping(&refs, r.phys, r.len, |x| x.len).is_some() {
-                            return Err(FsError::Corrupt(format!(
-                                "refcount records overlap at block {}",
-                                r.phys
-                            )));
-                        }
-                        refs.insert(
-                            r.phys,
-                            meta::Ref {
-                                len: r.len,
-                                count: r.count,
-                                slot: off,
-                            },
-                        );
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        rec.load_chain(RecKind::Refcount, &order, &free);
+        chains.load(|off, r: RefcountRec| {
+            let overlap = |p, n| check::overlapping(&refs, p, n, |x| x.len);
+            if let Some(why) = check::refcount(&sb, &r, overlap) {
+                return Err(FsError::Corrupt(format!(
+                    "refcount record at {off:#x} {why}"
+                )));
+            }
+            refs.insert(
+                r.phys,
+                meta::Ref {
+                    len: r.len,
+                    count: r.count,
+                    slot: off,
+                },
+            );
+            Ok(())
+        })?;
 
         // The chains hand out a file's extents newest block first, which
         // splits the extent map's chunks half full: refill them in order.
@@ -483,5 +371,38 @@ fn release_free_heap() {
     // takes no pointer and is safe to call at any time from any thread.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// The record chains of the image being mounted.
+struct Chains<'a> {
+    media: &'a Media,
+    sb: &'a Superblock,
+    roots: &'a Roots,
+    rec: &'a mut Records,
+}
+
+impl Chains<'_> {
+    /// Load the chain of `R`: every record, in chain order, to `f(slot
+    /// offset, record)`; the chain's blocks and free slots to the record
+    /// allocator. A bad link, a record that does not decode, or an error
+    /// of `f` fails the mount.
+    fn load<R: format::Record>(
+        &mut self,
+        mut f: impl FnMut(u64, R) -> FsResult<()>,
+    ) -> FsResult<()> {
+        let mut free = Vec::new();
+        let head = self.roots.heads[R::KIND.index()];
+        let order = walk_chain(self.media, self.sb, R::KIND, head, |off, b| {
+            match format::decode_slot::<R>(b)
+                .map_err(|e| FsError::Corrupt(format!("record at {off:#x}: {e}")))?
+            {
+                None => free.push(off),
+                Some(r) => f(off, r)?,
+            }
+            Ok(())
+        })?;
+        self.rec.load_chain(R::KIND, &order, &free);
+        Ok(())
     }
 }

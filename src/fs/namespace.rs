@@ -382,7 +382,8 @@ impl Fs {
         loop {
             let mut ctx = self.ctx_freeing()?;
             // As many extents as the step's journal budget holds.
-            let (ops, last) = self.unmap_step(&mut ctx, g, 0, u64::MAX, FREE_BATCH)?;
+            let (ops, last) =
+                self.unmap_walk(&mut ctx, g, 0, u64::MAX, Budget::Step(FREE_BATCH))?;
             if last {
                 // Leave the inode table before the number can be reused: the
                 // commit below returns it to the free inode map, and a create

@@ -296,7 +296,7 @@ impl Fs {
                         self.media.write_at(p * BS, content)?;
                         self.media.persist(p * BS, BS)?;
                         ctx.blocks_used(*p, 1)?;
-                        let (ops, _) = self.unmap_blocks(&mut ctx, g, *dl, dl + 1, usize::MAX)?;
+                        let (ops, _) = self.unmap_walk(&mut ctx, g, *dl, dl + 1, Budget::Caller)?;
                         for op in ops {
                             self.apply_op(g, op);
                         }
@@ -314,12 +314,12 @@ impl Fs {
             }
             let (unmap_ops, _) = {
                 let g = &gs[&dst];
-                self.unmap_blocks(
+                self.unmap_walk(
                     &mut ctx,
                     g,
                     db + (done_to - sb),
                     db + (upto - sb),
-                    usize::MAX,
+                    Budget::Caller,
                 )?
             };
             for &(l, n, p, copy) in &batch {
@@ -458,8 +458,11 @@ impl Fs {
         cost
     }
 
-    /// The common start of clone and dedupe (the caller has shown that it
-    /// may read the source, by an open file at the FUSE edge): both inodes locked, the FICLONERANGE / FIDEDUPERANGE checks, and
+    /// The one prologue of clone and dedupe (the caller has shown that it
+    /// may read the source, by an open file at the FUSE edge, which also
+    /// refuses another filesystem with EXDEV): both inodes locked, the
+    /// FICLONERANGE / FIDEDUPERANGE checks (`remap_checks`: not a directory,
+    /// a regular file, immutable/append-only, alignment, ranges, EOF), and
     /// upstream's wait for pins on both files
     /// (xfs_mmaplock_two_inodes_and_break_dax_layout).
     #[allow(clippy::too_many_arguments)]
@@ -498,17 +501,7 @@ impl Fs {
         rec.size = rec.size.max(doff + len);
         rec.mtime = t;
         rec.ctime = t;
-        self.remap_locked(
-            &mut gs,
-            src,
-            soff / BS,
-            dst,
-            doff / BS,
-            blocks,
-            rec,
-            &[],
-            None,
-        )?;
+        self.remap_aligned(&mut gs, (src, soff), (dst, doff), blocks, rec)?;
         Ok(len)
     }
 
@@ -542,18 +535,23 @@ impl Fs {
             return Ok((DedupeStatus::Same, len));
         }
         let rec = gs[&dst].rec.clone();
-        self.remap_locked(
-            &mut gs,
-            src,
-            soff / BS,
-            dst,
-            doff / BS,
-            blocks,
-            rec,
-            &[],
-            None,
-        )?;
+        self.remap_aligned(&mut gs, (src, soff), (dst, doff), blocks, rec)?;
         Ok((DedupeStatus::Same, len))
+    }
+
+    /// The common end of clone and dedupe: share `blocks` blocks of `src`
+    /// from byte `soff` into `dst` at byte `doff` (both block-aligned by
+    /// `remap_checks`), `rec` the destination's new inode.
+    fn remap_aligned(
+        &self,
+        gs: &mut BTreeMap<u64, WGuard>,
+        (src, soff): (u64, u64),
+        (dst, doff): (u64, u64),
+        blocks: u64,
+        rec: InodeRec,
+    ) -> FsResult<()> {
+        let (sb, db) = (soff / BS, doff / BS);
+        self.remap_locked(gs, src, sb, dst, db, blocks, rec, &[], None)
     }
 
     /// Compare `len` bytes of `a` at `aoff` with `b` at `boff` (both locked),

@@ -23,6 +23,18 @@ use meta::{bitmap_cost, REC_COST};
 /// freed or rewritten, and a new one for a tail.
 const CUT_COST: usize = 3 * REC_COST;
 
+/// How far one unmap walk (`Fs::unmap_walk`) may go.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Budget {
+    /// The whole range, not sized against the journal: the caller has
+    /// bounded it (a write engine piece, a remap batch).
+    Caller,
+    /// One step of a batched loop: as many extents (at most this many) as
+    /// the step's room holds, the last one cut where its blocks do not all
+    /// fit (the bitmap bytes of one huge extent, or its many refcount pieces).
+    Step(usize),
+}
+
 /// New blocks for a hole: (logical block, physical block, blocks), reserved
 /// in DRAM and zeroed on media before a step maps them.
 pub(super) type Fresh = (u64, u64, u64);
@@ -60,7 +72,7 @@ impl Fs {
     /// Unmap logical blocks `[cut_s, cut_e)`, which lie inside the extent
     /// `(s, e)` of `g`: drop their references and rewrite the extent's
     /// records (a head keeps the slot, a tail gets one). DRAM changes go to `ops`.
-    #[allow(clippy::too_many_arguments)] // the extent and its cut, as unmap_blocks has them
+    #[allow(clippy::too_many_arguments)] // the extent and its cut, as unmap_walk has them
     pub(super) fn unmap_cut(
         &self,
         ctx: &mut Ctx<'_>,
@@ -118,26 +130,31 @@ impl Fs {
         items
     }
 
-    /// One step of unmapping logical blocks `[first, end)`: as many extents
-    /// (at most `limit`) as the step's budget holds, the last one cut where
-    /// its blocks do not all fit (the bitmap bytes of one huge extent, or its
-    /// many refcount pieces). Returns the DRAM changes and whether the range
-    /// is now empty.
-    pub(super) fn unmap_step(
+    /// The one unmap walk: remove the mappings of logical blocks `[first,
+    /// end)` and free the blocks, within `budget`. Returns the DRAM changes
+    /// and whether the range is now empty.
+    pub(super) fn unmap_walk(
         &self,
         ctx: &mut Ctx<'_>,
         g: &Inode,
         first: u64,
         end: u64,
-        limit: usize,
+        budget: Budget,
     ) -> FsResult<(Vec<ExtOp>, bool)> {
         let mut ops = Vec::new();
         for (n, (s, e)) in Self::extents_in(g, first, end).into_iter().enumerate() {
+            let cut_s = s.max(first);
+            let cut_e = (s + e.len).min(end);
+            let limit = match budget {
+                Budget::Caller => {
+                    self.unmap_cut(ctx, g, s, e, cut_s, cut_e, &mut ops)?;
+                    continue;
+                }
+                Budget::Step(limit) => limit,
+            };
             if n == limit {
                 return Ok((ops, false));
             }
-            let cut_s = s.max(first);
-            let cut_e = (s + e.len).min(end);
             let room = ctx.step_room();
             let p = e.phys + (cut_s - s);
             let mut len = cut_e - cut_s;
@@ -233,7 +250,8 @@ impl Fs {
                 let mut punched = punch.is_none();
                 if pre.0 == job.pre.len() {
                     if let Some((a, b)) = punch {
-                        let (ops, done) = self.unmap_step(&mut ctx, g, a, b, FREE_BATCH)?;
+                        let (ops, done) =
+                            self.unmap_walk(&mut ctx, g, a, b, Budget::Step(FREE_BATCH))?;
                         for op in ops {
                             self.apply_op_undoable(g, op, &mut undo);
                         }

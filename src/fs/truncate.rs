@@ -62,7 +62,7 @@ impl Fs {
                         .write(p * BS + inner, &vec![0u8; (BS - inner) as usize]);
                 }
             }
-            self.unmap_step(&mut ctx, g, first, u64::MAX, FREE_BATCH)?
+            self.unmap_walk(&mut ctx, g, first, u64::MAX, Budget::Step(FREE_BATCH))?
         } else {
             (Vec::new(), true)
         };
@@ -108,7 +108,8 @@ impl Fs {
         loop {
             let mut ctx = self.ctx_freeing()?;
             ctx.ensure_slots(RecKind::Extent, 1)?;
-            let (ops, done) = self.unmap_step(&mut ctx, g, first, u64::MAX, FREE_BATCH)?;
+            let (ops, done) =
+                self.unmap_walk(&mut ctx, g, first, u64::MAX, Budget::Step(FREE_BATCH))?;
             if done {
                 if let Some(s) = orphan {
                     ctx.slot_free(RecKind::Orphan, s);

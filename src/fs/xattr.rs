@@ -12,6 +12,7 @@
 
 use super::*;
 use crate::acl::{self, Acl, Who};
+use crate::check;
 
 /// An xattr blob on fresh blocks, not yet linked to its inode.
 struct Blob {
@@ -44,7 +45,7 @@ impl Fs {
         // The pointer by the rule mount checked (and fsck repairs), the blob
         // by the format's checked decode: a hostile length is an error (EIO).
         let corrupt = |why: String| FsError::Corrupt(format!("inode {}: xattr blob: {why}", g.ino));
-        let m = match crate::rules::xattr_ptr(&self.sb, &g.rec).map_err(corrupt)? {
+        let m = match crate::check::xattr_ptr(&self.sb, &g.rec).map_err(corrupt)? {
             None => XattrMap::new(),
             Some(p) => {
                 let b = self.media.read_vec(p.block * BS, p.len)?;
@@ -133,7 +134,7 @@ impl Fs {
         let r = self.get(ino)?;
         let mut g = r.write()?;
         g.fully_mutable()?;
-        if name == acl::DEFAULT && !g.is_dir() && value.is_some() {
+        if name == acl::DEFAULT && value.is_some() && check::default_acl(g.rec.mode).is_some() {
             return Err(FsError::Access);
         }
         self.load_xattrs(&mut g)?;

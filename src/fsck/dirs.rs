@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{name_text, Ck, Dent, Ino};
+use crate::check;
 use crate::format::{self, ftype_byte, DirentRec, InodeRec, RecKind, INODE_SIZE, ROOT_INO};
 
 impl Ck<'_> {
@@ -38,57 +39,34 @@ impl Ck<'_> {
     pub(super) fn dirents(&mut self) {
         let raw = std::mem::take(&mut self.dirents_raw);
         for (slot, d) in raw {
-            let what = format!(
-                "directory entry {} in inode {} (slot {slot:#x})",
-                name_text(&d.name),
-                d.parent
-            );
-            let problem: Option<(&'static str, String)> = if !self.is_live_dir(d.parent) {
-                Some((
-                    "dirent-bad-parent",
-                    format!("{what}: inode {} is not an in-use directory", d.parent),
-                ))
-            } else if self.live(d.child).is_none() {
-                Some((
-                    "dirent-free-inode",
-                    format!("{what} points at free inode {}", d.child),
-                ))
-            } else if d.child == ROOT_INO {
-                Some(("dirent-to-root", format!("{what} names the root directory")))
-            } else if self.names.contains_key(&(d.parent, d.name.clone())) {
-                Some((
-                    "dirent-dup-name",
-                    format!("{what}: the directory already holds this name"),
-                ))
-            } else if self.is_live_dir(d.child) && self.dir_parent.contains_key(&d.child) {
-                Some((
-                    "dir-multi-link",
-                    format!("{what}: directory {} already has an entry", d.child),
-                ))
-            } else {
-                None
+            let what = check::dirent_what(slot, &d);
+            // Mount's rules (`check::dirent`).
+            let ctx = check::DirentCtx {
+                parent_is_dir: self.is_live_dir(d.parent),
+                child_mode: self.live(d.child).map(|c| c.rec.mode),
+                name_taken: self.names.contains_key(&(d.parent, d.name.clone())),
+                named_in: self.dir_parent.get(&d.child).map(|&i| self.dents[i].parent),
             };
-            if let Some((code, msg)) = problem {
-                self.out.add(code, true, format!("{msg}; entry removed"));
-                self.zero(slot, format::DIRENT_SIZE);
-                self.free_slots[RecKind::Dirent.index()].push(slot);
-                continue;
-            }
-            let want = ftype_byte(self.inodes[&d.child].rec.mode);
-            if d.ftype != want {
-                self.out.add(
-                    "dirent-ftype",
-                    true,
-                    format!(
-                        "{what}: file type {} but inode {} has type {want}; corrected",
-                        d.ftype, d.child
-                    ),
-                );
-                let r = DirentRec {
-                    ftype: want,
-                    ..d.clone()
-                };
-                self.fix.write(slot, &r.encode());
+            match check::dirent(&d, &ctx) {
+                Ok(()) => {}
+                // A wrong type byte is corrected from the inode's mode.
+                Err(f @ check::DirentFault::FileType(want)) => {
+                    let msg = f.message(&what, &d);
+                    self.out.add(f.code(), true, format!("{msg}; corrected"));
+                    let r = DirentRec {
+                        ftype: want,
+                        ..d.clone()
+                    };
+                    self.fix.write(slot, &r.encode());
+                }
+                Err(f) => {
+                    let msg = f.message(&what, &d);
+                    self.out
+                        .add(f.code(), true, format!("{msg}; entry removed"));
+                    self.zero(slot, format::DIRENT_SIZE);
+                    self.free_slots[RecKind::Dirent.index()].push(slot);
+                    continue;
+                }
             }
             self.add_dent(Dent {
                 slot,
@@ -180,34 +158,31 @@ impl Ck<'_> {
             if reach.contains(&ino) {
                 continue;
             }
-            // Walk up to the top of this detached tree, cutting a cycle if there is one.
-            let mut on_path = HashSet::new();
-            on_path.insert(ino);
-            let mut cur = ino;
-            while let Some(&idx) = self.dir_parent.get(&cur) {
-                let p = self.dents[idx].parent;
-                if on_path.contains(&p) {
+            // Walk up to the top of this detached tree (mount's walk,
+            // `check::walk_up`), cutting a cycle if there is one.
+            let up = check::walk_up(
+                ino,
+                |n| self.dir_parent.get(&n).map(|&i| self.dents[i].parent),
+                |n| reach.contains(&n),
+            );
+            let top = match up {
+                check::Up::Reached(_) => continue,
+                check::Up::Detached(top) => top,
+                check::Up::Cycle { child, parent } => {
+                    let idx = self.dir_parent[&child];
                     let name = name_text(&self.dents[idx].name);
                     self.out.add(
                         "dir-cycle",
                         true,
                         format!(
-                            "directory {cur} (entry {name} in directory {p}) is in a directory cycle detached from the root; entry removed"
+                            "directory {child} (entry {name} in directory {parent}) {}; entry removed",
+                            check::IN_CYCLE
                         ),
                     );
                     self.remove_dent(idx);
-                    break;
+                    child
                 }
-                if reach.contains(&p) {
-                    break;
-                }
-                on_path.insert(p);
-                cur = p;
-            }
-            let top = cur;
-            if reach.contains(&top) {
-                continue;
-            }
+            };
             let nlink = self.inodes[&top].rec.nlink;
             if nlink == 0 && !self.has_kids(top) {
                 self.reclaim(

@@ -128,7 +128,7 @@ impl Ck<'_> {
             let blocks = r.xattr_blocks as u64;
             let len = r.xattr_len as u64;
             // The pointer by mount's rule, the blob by the format's decode.
-            let why = match crate::rules::xattr_ptr(&self.sb, &r) {
+            let why = match crate::check::xattr_ptr(&self.sb, &r) {
                 Ok(None) => continue,
                 Err(w) => Some(w),
                 Ok(Some(p)) => match self.rd(p.block * BS, p.len) {
@@ -194,14 +194,13 @@ impl Ck<'_> {
     /// dropped: the blob is rewritten in place, smaller. Returns the blocks
     /// the blob keeps, or `None` when nothing is left of it.
     fn check_acls(&mut self, ino: u64, r: &InodeRec, mut m: format::XattrMap) -> Option<u64> {
-        let is_dir = r.mode & libc::S_IFMT == libc::S_IFDIR;
         let mut bad = Vec::new();
         for name in [crate::acl::ACCESS, crate::acl::DEFAULT] {
             let Some(v) = m.get(name) else { continue };
             let why = match crate::acl::Acl::decode(v) {
                 Err(e) => Some(e.to_string()),
-                Ok(_) if name == crate::acl::DEFAULT && !is_dir => {
-                    Some("a default ACL on a non-directory".to_string())
+                Ok(_) if name == crate::acl::DEFAULT => {
+                    crate::check::default_acl(r.mode).map(str::to_string)
                 }
                 Ok(_) => None,
             };

@@ -90,6 +90,7 @@ pub use report::{Counts, Finding, Report};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::check::name_text;
 use crate::format::{
     DirentRec, ExtentRec, InodeRec, OrphanRec, RefcountRec, Roots, Superblock,
     BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, REC_KINDS,
@@ -481,10 +482,6 @@ struct Dent {
     alive: bool,
 }
 
-fn name_text(n: &[u8]) -> String {
-    format!("{:?}", String::from_utf8_lossy(n))
-}
-
 fn free_inode(generation: u32) -> InodeRec {
     InodeRec {
         generation,
@@ -625,7 +622,7 @@ impl Ck<'_> {
     }
 
     fn in_data(&self, phys: u64, len: u64) -> bool {
-        crate::rules::in_data(&self.sb, phys, len)
+        crate::check::in_data(&self.sb, phys, len)
     }
 
     fn live(&self, ino: u64) -> Option<&Ino> {

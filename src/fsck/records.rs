@@ -7,12 +7,12 @@ use std::collections::{HashMap, HashSet};
 
 use super::space::{blocks_text, Owner};
 use super::{Ck, Ext, BS};
-use crate::chain;
+use crate::check;
+use crate::check::chain;
 use crate::format::{
     self, DirentRec, ExtentRec, OrphanRec, RecBlockHdr, RecKind, RefcountRec, Roots, REC_HDR,
     REC_KINDS,
 };
-use crate::rules;
 
 impl Ck<'_> {
     // -- roots and chains -------------------------------------------------
@@ -216,50 +216,19 @@ impl Ck<'_> {
         let raw = std::mem::take(&mut self.extents_raw);
         for (slot, x) in raw {
             let len = x.len as u64;
-            let what = format!(
-                "extent record at {slot:#x} (inode {}, logical {}, block {} +{len})",
-                x.ino, x.logical, x.phys
-            );
-            let owner = self.inodes.get(&x.ino).map(|i| i.ftype());
-            let problem: Option<(&'static str, String, bool)> = match owner {
-                None => Some((
-                    "extent-orphan",
-                    format!("{what} belongs to a free inode"),
-                    true,
-                )),
-                Some(t) if t != libc::S_IFREG && t != libc::S_IFLNK => Some((
-                    "extent-bad-owner",
-                    format!(
-                        "{what} belongs to an inode of type {:#o} that has no data",
-                        t
-                    ),
-                    true,
-                )),
-                Some(_) => match rules::extent_problem(&self.sb, &x) {
-                    // Blocks outside the data area are not released (they
-                    // belong to no one); a logical range past the largest
-                    // file releases its blocks.
-                    Some(why) => Some((
-                        "extent-range",
-                        format!("{what} {why}"),
-                        rules::in_data(&self.sb, x.phys, len),
-                    )),
-                    None => {
-                        rules::overlapping(&self.inodes[&x.ino].extents, x.logical, len, |e| e.len)
-                            .map(|s| {
-                                (
-                                    "extent-overlap",
-                                    format!("{what} overlaps the extent at logical block {s}"),
-                                    true,
-                                )
-                            })
-                    }
-                },
-            };
-            if let Some((code, msg, rel)) = problem {
-                self.out.add(code, true, format!("{msg}; record dropped"));
+            let what = check::extent_what(slot, &x);
+            // Mount's rules (`check::extent`).
+            let owner = self.inodes.get(&x.ino);
+            let fault = check::extent(&self.sb, &x, owner.map(|i| i.rec.mode), |l, n| {
+                check::overlapping(&owner?.extents, l, n, |e| e.len)
+            });
+            if let Err(f) = fault {
+                self.out
+                    .add(f.code(), true, format!("{what} {f}; record dropped"));
                 self.zero(slot, format::EXTENT_SIZE);
-                if rel {
+                // Blocks outside the data area are not released (they
+                // belong to no one).
+                if f.frees_blocks(&self.sb, &x) {
                     self.unclaim(x.phys, len);
                 }
                 continue;

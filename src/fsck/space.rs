@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{Ck, BS, WORDS_PER_BITMAP_BLOCK};
+use crate::check;
 use crate::format::{self, RecKind, RefcountRec, BITMAP_BYTES, BITS_PER_BITMAP_BLOCK};
-use crate::rules;
 
 #[derive(Clone)]
 pub(super) struct Bits {
@@ -301,9 +301,8 @@ impl Ck<'_> {
                 blocks_text(r.phys, r.len),
                 r.count
             );
-            let bad = rules::refcount_problem(&self.sb, &r).or_else(|| {
-                rules::overlapping(&self.refcounts, r.phys, r.len, |v| v.0)
-                    .map(|_| "overlaps another refcount record")
+            let bad = check::refcount(&self.sb, &r, |p, n| {
+                check::overlapping(&self.refcounts, p, n, |v| v.0)
             });
             if let Some(why) = bad {
                 self.out

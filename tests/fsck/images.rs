@@ -183,6 +183,15 @@ pub(crate) const CASES: &[Case] = &[
         exit_y: 1,
         mount_err: None,
     },
+    Case {
+        file: "extent-dir-owner.img.gz",
+        corruption: "the extent record of /dir/nested.txt given to the directory /dir, which holds no data (the file's block leaks)",
+        codes: &["extent-bad-owner"],
+        note: None,
+        exit_n: 4,
+        exit_y: 1,
+        mount_err: Some("belongs to an inode of type 0o40000 that has no data"),
+    },
 ];
 
 // ---------------------------------------------------------------------------
@@ -400,6 +409,13 @@ pub(crate) fn make_image(file: &str, r: &[u8]) -> Vec<u8> {
                 })
                 .unwrap();
             put(&mut b, off, &[0u8; format::DIRENT_SIZE]);
+        }
+        "extent-dir-owner.img.gz" => {
+            let dir = lookup(r, &["dir"]);
+            let nested = lookup(r, &["dir", "nested.txt"]);
+            let (off, mut x) = extent_of(r, nested);
+            x.ino = dir;
+            put(&mut b, off, &x.encode());
         }
         other => panic!("no recipe for {other}"),
     }

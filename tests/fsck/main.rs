@@ -325,7 +325,7 @@ fn geometry_is_recovered_without_superblocks() {
     }
 }
 
-/// Mount and fsck share their record rules (src/rules.rs): an extent past
+/// Mount and fsck share their record rules (src/check/): an extent past
 /// the largest file is refused by mount and repaired by fsck, and mount
 /// accepts what fsck leaves.
 #[test]

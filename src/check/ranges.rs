@@ -1,7 +1,6 @@
-//! Rules that mount and fsck both apply to what they read, in one place (as
-//! XFS's libxfs serves both the kernel and xfs_repair): mount refuses an image
-//! that breaks one, fsck reports it and repairs. Each is a pure function of
-//! decoded records and the superblock; the callers keep their own reactions.
+//! Range rules: a block range inside the data area, an extent's blocks and
+//! logical range, a refcount record's range, an inode's xattr blob pointer,
+//! and overlap of a range with a map of ranges.
 
 use std::collections::BTreeMap;
 
@@ -74,6 +73,33 @@ pub fn overlapping<V>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xattr_ptr_inside_the_data_area() {
+        let sb = crate::check::tests::sb();
+        let r = InodeRec {
+            mode: libc::S_IFREG,
+            xattr_block: 200,
+            xattr_blocks: 1,
+            xattr_len: 10,
+            ..Default::default()
+        };
+        assert!(r.xattr_ptr().unwrap().is_some());
+        // The pointer decodes on its own; only the check sees it is good.
+        assert!(xattr_ptr(&sb, &r).unwrap().is_some());
+        // An end past u64 is an error, not an overflow.
+        let r = InodeRec {
+            xattr_block: u64::MAX,
+            ..r
+        };
+        assert!(r.xattr_ptr().unwrap().is_some());
+        assert!(xattr_ptr(&sb, &r).is_err());
+        let r = InodeRec {
+            xattr_block: 99,
+            ..r
+        };
+        assert!(xattr_ptr(&sb, &r).is_err());
+    }
 
     #[test]
     fn overlapping_finds_neighbours() {
