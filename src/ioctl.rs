@@ -97,6 +97,14 @@ pub const OPTIONS: u32 = ioc(IOC_READ, 0x61, OPTIONS_SIZE);
 /// FS_IOC_SHUTDOWN = XFS_IOC_GOINGDOWN = EXT4_IOC_SHUTDOWN = `_IOR('X', 125, __u32)`.
 /// The kernel forwards it to FUSE as an ordinary ioctl; as `_IOR` it copies no
 /// payload in, so the daemon reads the flags from the caller's memory.
+/// COUNTERS_SIZE: {flags u64} in; out {flags at 0, then the request
+/// counts, u64 each, of fuser's sessions then of the ring threads, by FUSE
+/// opcode (64 each)}. On the mount's root; CAP_SYS_ADMIN or its owner.
+pub const COUNTERS_SIZE: usize = 8 + 2 * 64 * 8;
+/// In `flags`: zero the counters after reading them.
+pub const COUNTERS_RESET: u64 = 1;
+/// Per-opcode request counters (`crate::fuse::counters`).
+pub const COUNTERS: u32 = ioc(IOC_READ | IOC_WRITE, 0x62, COUNTERS_SIZE);
 pub const GOINGDOWN: u32 = (IOC_READ << 30) | (4 << 16) | ((b'X' as u32) << 8) | 125;
 
 /// Every ioctl the daemon serves; any other fails with ENOTTY before
@@ -123,6 +131,7 @@ pub const SERVED: &[u32] = &[
     REMOUNT,
     OPTIONS,
     GOINGDOWN,
+    COUNTERS,
 ];
 
 /// Arguments of CLONE and DEDUPE.

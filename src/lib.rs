@@ -10,6 +10,7 @@ pub mod acl;
 pub mod caller;
 pub mod chain;
 pub mod cli;
+pub mod counters;
 pub mod crash;
 pub mod demo;
 pub mod error;

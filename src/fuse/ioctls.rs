@@ -296,6 +296,7 @@ impl DaxFuse {
                 Ok(mask.to_le_bytes().to_vec())
             }
             io::REMOUNT | io::GOINGDOWN => self.state_ioctl(o, cmd, input),
+            io::COUNTERS => self.counters_ioctl(o, ino, input),
             io::OPTIONS => {
                 let mut out = vec![0u8; io::OPTIONS_SIZE];
                 let o = self.options.as_bytes();

@@ -4,6 +4,7 @@
 //! (fuser answers EIO for a dropped reply) and is logged; the daemon goes on.
 
 mod attr;
+pub mod counters;
 mod ioctls;
 mod long;
 mod serve;
@@ -123,6 +124,7 @@ fn caller(req: &Request) -> Caller {
 
 /// Run a handler body, turning a panic into a logged failure of this request.
 fn guarded(what: &'static str, f: impl FnOnce()) {
+    counters::entered(what);
     if crate::inflight::refusing() {
         // Shut down: dropping `f` drops its reply, which fuser answers with EIO.
         return;
@@ -543,6 +545,8 @@ impl Filesystem for DaxFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Not in `guarded`: a close after a shutdown still succeeds.
+        counters::entered("flush");
         reply.ok();
     }
 
