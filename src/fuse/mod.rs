@@ -34,8 +34,15 @@ use crate::caller::{self as who, Caller, Origin};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
 
-/// How long the kernel may trust an entry or attributes it was given.
-pub(crate) const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may trust an entry (positive or negative) or
+/// attributes it was given: a day, as libfuse's passthrough_hp. The daemon
+/// is the only writer of its image, and every change to a name or an
+/// attribute reaches it through this kernel, which invalidates what the
+/// change touches (ARCHITECTURE.md, "Round trips"); what changes behind the
+/// kernel's back (clone and dedupe destinations, pins, device writes,
+/// poison, set-ID bits the daemon clears, inode flags, shutdown) is
+/// invalidated with `invalidate` / `invalidate_attrs`.
+pub(crate) const TTL: Duration = Duration::from_secs(86400);
 
 /// Read-only virtual xattr: the file's extents as JSON (what `daxlink extents --json` prints).
 pub const EXTENTS_XATTR: &[u8] = b"user.daxlink.extents";
@@ -218,11 +225,13 @@ impl DaxFuse {
     }
 
     /// What an open of `ino` tells the kernel about its cached pages.
+    /// FOPEN_NOFLUSH always: the daemon has nothing to do at close (no
+    /// POSIX locks of its own, every write already durable), so no FLUSH.
     fn open_flags(&self, ino: u64) -> FopenFlags {
         if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
-            FopenFlags::FOPEN_KEEP_CACHE
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         } else {
-            FopenFlags::empty()
+            FopenFlags::FOPEN_NOFLUSH
         }
     }
 
@@ -545,9 +554,11 @@ impl Filesystem for DaxFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Not in `guarded`: a close after a shutdown still succeeds.
+        // Sent only under the writeback cache (which ignores FOPEN_NOFLUSH),
+        // after the kernel wrote the file's dirty pages back: ENOSYS turns
+        // FLUSH off for the rest of the mount, and close goes on with 0.
         counters::entered("flush");
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -865,8 +876,10 @@ fn walk_dir(
     plus: bool,
     mut add: impl FnMut(&crate::fs::DirEntry, Option<&Attr>) -> bool,
 ) -> Result<(), FsError> {
-    // A batch fills a reply page; readdirplus entries are about twice as big.
-    let batch = if plus { 256 } else { 512 };
+    // A batch fills a reply: the kernel asks for up to 32 KiB (getdents'
+    // buffer), which holds about 1,000 plain entries of short names or 200
+    // plus entries (each carries 128 bytes of attributes).
+    let batch = if plus { 256 } else { 1024 };
     for e in fs.readdir(ino, offset, batch)? {
         let full = if plus {
             match fs.getattr(e.ino) {

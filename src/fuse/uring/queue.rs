@@ -314,7 +314,8 @@ impl Queue {
                         n + abi::open_out(&mut buf[n..], fh, f.bits())
                     })
             }
-            abi::OP_FLUSH => Ok(0),
+            // As `DaxFuse::flush`: nothing to do at close.
+            abi::OP_FLUSH => Err(libc::ENOSYS),
             abi::OP_RELEASE => {
                 let fh = abi::op_u64(op, 0)?;
                 fuse.serve_release(hd.nodeid, fh).map(|_| 0)
