@@ -235,6 +235,18 @@ impl DaxFuse {
         }
     }
 
+    /// FOPEN_CACHE_DIR: the kernel keeps a listing in the directory's page
+    /// cache (dropped when the directory changes, all through the kernel),
+    /// kept across opens as a file's pages are (`open_flags`): not when a
+    /// listing now would update the access time.
+    fn opendir_flags(&self, ino: u64) -> FopenFlags {
+        if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::FOPEN_CACHE_DIR
+        }
+    }
+
     fn writable(&self, fh: u64) -> bool {
         self.handles
             .lock()
@@ -593,7 +605,7 @@ impl Filesystem for DaxFuse {
         // (rmdir, or rename of another directory over it) until released.
         guarded("opendir", || match self.fs.getattr(ino.0) {
             Ok(a) if a.is_dir() => match self.fs.open(ino.0) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), self.opendir_flags(ino.0)),
                 Err(e) => reply.error(errno(&e)),
             },
             Ok(_) => reply.error(Errno::ENOTDIR),
