@@ -120,6 +120,16 @@ fn need(tool: &str) {
     assert!(ok, "this test needs {tool}");
 }
 
+/// Note a count that is off, with the line that expected it, and go on
+/// (so that a failing run still prints the whole table).
+#[track_caller]
+fn soft(errs: &mut Vec<String>, ok: bool, d: &Counts) {
+    if !ok {
+        let at = std::panic::Location::caller().line();
+        errs.push(format!("line {at}: {d:?}"));
+    }
+}
+
 /// Print a sequence's counts (`cargo test -- --nocapture` shows the table).
 fn show(what: &str, c: &Counts) {
     let v: Vec<String> = c.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -157,40 +167,45 @@ fn request_counts_of_common_sequences() {
     }
     m = m.cycle("");
     let mut c = Counter::new(&m);
+    let mut errs = Vec::new();
     println!("| sequence | requests | by opcode |");
 
     // stat of a name the kernel has not seen: one LOOKUP, which carries
     // the attributes; then nothing.
-    let d = c.delta(|| drop(fs::metadata(m.path("old")).unwrap()));
+    let d = c.delta(|| assert!(fs::metadata(m.path("old")).unwrap().is_file()));
     show("stat uncached", &d);
-    assert_eq!(d, counts(&[("LOOKUP", 1)]));
-    let d = c.delta(|| drop(fs::metadata(m.path("old")).unwrap()));
+    soft(&mut errs, d == counts(&[("LOOKUP", 1)]), &d);
+    let d = c.delta(|| assert!(fs::metadata(m.path("old")).unwrap().is_file()));
     show("stat cached", &d);
-    assert_eq!(d, Counts::new(), "a cached stat costs no request");
+    soft(&mut errs, d == Counts::new(), &d);
 
     // open + read + close of a cached file: OPEN and RELEASE (no FLUSH);
     // the read is served from the page cache kept since the first one.
     let read = || assert_eq!(fs::read(m.path("old")).unwrap(), b"twelve bytes");
     let d = c.delta(read);
     show("open+read+close, first", &d);
-    assert!(d.get("READ").is_some_and(|&n| n >= 1), "{d:?}");
-    assert_eq!(d.get("FLUSH"), None, "{d:?}");
+    soft(&mut errs, d.get("READ").is_some_and(|&n| n >= 1), &d);
+    soft(&mut errs, !d.contains_key("FLUSH"), &d);
     let d = c.delta(read);
     show("open+read+close, cached", &d);
     // The first read invalidated the cached atime (the kernel does so after
     // every read it sends): std's read asks statx for the size once.
-    assert_eq!(d, counts(&[("GETATTR", 1), ("OPEN", 1), ("RELEASE", 1)]));
+    soft(
+        &mut errs,
+        d == counts(&[("GETATTR", 1), ("OPEN", 1), ("RELEASE", 1)]),
+        &d,
+    );
     let d = c.delta(read);
     show("open+read+close, cached again", &d);
-    assert_eq!(d, counts(&[("OPEN", 1), ("RELEASE", 1)]));
+    soft(&mut errs, d == counts(&[("OPEN", 1), ("RELEASE", 1)]), &d);
 
     // A negative LOOKUP is cached: the second stat of a missing name is free.
     let d = c.delta(|| assert!(fs::metadata(m.path("none")).is_err()));
     show("stat of a missing name", &d);
-    assert_eq!(d, counts(&[("LOOKUP", 1)]));
+    soft(&mut errs, d == counts(&[("LOOKUP", 1)]), &d);
     let d = c.delta(|| assert!(fs::metadata(m.path("none")).is_err()));
     show("stat of a missing name, again", &d);
-    assert_eq!(d, Counts::new(), "the negative entry is cached");
+    soft(&mut errs, d == Counts::new(), &d);
 
     // create + write + close, as std::fs::write does it: CREATE (which
     // carries the attributes: no GETATTR), the first write's check for
@@ -224,20 +239,20 @@ fn request_counts_of_common_sequences() {
     let py = m.path("py").display().to_string();
     let d = c.delta(|| sh(&format!("python3 -c \"open('{py}','wb').write(b'hello')\"")));
     show("create+write+close (python3)", &d);
-    assert!(total(&d) <= 7, "{d:?}");
-    assert_eq!(d.get("IOCTL"), Some(&1), "{d:?}");
-    assert_eq!(d.get("CREATE"), Some(&1), "{d:?}");
-    assert_eq!(d.get("FLUSH"), None, "{d:?}");
+    soft(&mut errs, total(&d) <= 7, &d);
+    soft(&mut errs, d.get("IOCTL") == Some(&1), &d);
+    soft(&mut errs, d.get("CREATE") == Some(&1), &d);
+    soft(&mut errs, !d.contains_key("FLUSH"), &d);
 
     let d = c.delta(|| fs::create_dir(m.path("dir")).unwrap());
     show("mkdir", &d);
-    assert!(d.get("MKDIR") == Some(&1) && total(&d) <= 3, "{d:?}");
+    soft(&mut errs, d.get("MKDIR") == Some(&1) && total(&d) <= 3, &d);
     let d = c.delta(|| fs::remove_file(m.path("new")).unwrap());
     show("unlink", &d);
-    assert!(d.get("UNLINK") == Some(&1) && total(&d) <= 2, "{d:?}");
+    soft(&mut errs, d.get("UNLINK") == Some(&1) && total(&d) <= 2, &d);
     let d = c.delta(|| fs::rename(m.path("py"), m.path("dir/py2")).unwrap());
     show("rename", &d);
-    assert!(d.get("RENAME") == Some(&1) && total(&d) <= 4, "{d:?}");
+    soft(&mut errs, d.get("RENAME") == Some(&1) && total(&d) <= 4, &d);
 
     // readdir of 1,000 entries.
     let big = m.path("big").display().to_string();
@@ -245,28 +260,28 @@ fn request_counts_of_common_sequences() {
     show("ls, 1,000 entries, cold", &d);
     // One READDIRPLUS (the kernel's first request of a listing), then
     // plain READDIRs of up to 1,024 entries, the last one empty.
-    assert!(total(&d) <= 7, "{d:?}");
-    assert!(d.get("READDIR").copied().unwrap_or(0) <= 2, "{d:?}");
+    soft(&mut errs, total(&d) <= 7, &d);
+    soft(&mut errs, d.get("READDIR").copied().unwrap_or(0) <= 2, &d);
     let d = c.delta(|| sh(&format!("ls {big} >/dev/null")));
     show("ls, 1,000 entries, warm", &d);
     // The listing stays in the kernel's cache (FOPEN_CACHE_DIR): only
     // OPENDIR and RELEASEDIR, and the directory's atime once.
-    assert_eq!(d.get("READDIR"), None, "{d:?}");
-    assert!(total(&d) <= 3, "{d:?}");
+    soft(&mut errs, !d.contains_key("READDIR"), &d);
+    soft(&mut errs, total(&d) <= 3, &d);
     let d = c.delta(|| sh(&format!("ls -l {big} >/dev/null")));
     show("ls -l, 1,000 entries, after ls", &d);
     // A cached listing carries no attributes: one LOOKUP for each entry
     // that the first (plus) reply did not bring in; ls -l reads two xattrs
     // per file (the access ACL, fetched again after a LOOKUP refreshed the
     // inode, and security.selinux, which the kernel never caches for FUSE).
-    assert!(d.get("LOOKUP").copied().unwrap_or(0) <= 800, "{d:?}");
-    assert_eq!(d.get("GETATTR"), None, "{d:?}");
-    assert!(total(&d) <= 800 + 2 * 1000 + 5, "{d:?}");
+    soft(&mut errs, d.get("LOOKUP").copied().unwrap_or(0) <= 800, &d);
+    soft(&mut errs, !d.contains_key("GETATTR"), &d);
+    soft(&mut errs, total(&d) <= 800 + 2 * 1000 + 5, &d);
     let d = c.delta(|| sh(&format!("ls -l {big} >/dev/null")));
     show("ls -l, 1,000 entries, warm", &d);
     // Warm: the access ACLs are cached too; security.selinux is left.
-    assert_eq!(d.get("LOOKUP"), None, "{d:?}");
-    assert!(total(&d) <= 1000 + 6, "{d:?}");
+    soft(&mut errs, !d.contains_key("LOOKUP"), &d);
+    soft(&mut errs, total(&d) <= 1000 + 6, &d);
 
     // cp -a of a small tree (16 names) and rm -rf of it.
     let src = Tmpfs::new();
@@ -275,20 +290,21 @@ fn request_counts_of_common_sequences() {
     let from = src.root().display().to_string();
     let d = c.delta(|| sh(&format!("cp -a {from} {tree}")));
     show("cp -a, 4 directories, 12 files, 1 symlink", &d);
-    assert_eq!(d.get("FLUSH"), None, "{d:?}");
+    soft(&mut errs, !d.contains_key("FLUSH"), &d);
     // Mostly what cp -a asks for: per file CREATE, WRITE, RELEASE, two
     // SETATTRs (owner, times) and the access ACL (SETXATTR), and the
     // first write's security.capability check; per directory MKDIR and
     // its default ACL removed (REMOVEXATTR).
-    assert!(total(&d) <= 128, "{d:?}");
+    soft(&mut errs, total(&d) <= 128, &d);
     let d = c.delta(|| sh(&format!("rm -rf {tree}")));
     show("rm -rf of it", &d);
     // Per directory OPENDIR, READDIRPLUS (and a READDIR or plus for the
     // empty end), RELEASEDIR, RMDIR, a GETATTR; per file UNLINK.
-    assert!(total(&d) <= 63, "{d:?}");
+    soft(&mut errs, total(&d) <= 63, &d);
     assert!(!m.path("tree").exists());
     drop(c);
     m.unmount();
+    assert!(errs.is_empty(), "counts off:\n{}", errs.join("\n"));
 }
 
 /// What changes behind the kernel's back is seen at once despite the long
@@ -452,7 +468,7 @@ fn ring_served_requests_are_counted_as_ring() {
         let d = fs::read(m.path("f")).unwrap();
         assert_eq!(d, pattern(3, 10_000));
     });
-    assert!(ring.get("OPEN").is_some(), "all {all:?} ring {ring:?}");
+    assert!(ring.contains_key("OPEN"), "all {all:?} ring {ring:?}");
     assert_eq!(ring.get("RELEASE"), all.get("RELEASE"), "{all:?} {ring:?}");
     let (_, ring) = c.delta_split(|| {
         let _ = fs::metadata(m.path("missing"));
