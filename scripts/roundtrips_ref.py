@@ -103,8 +103,11 @@ show("open+read+close, cached", delta(read_old))
 show("open+read+close, cached again", delta(read_old))
 show("stat of a missing name", delta(missing))
 show("stat of a missing name, again", delta(missing))
-show("create+write+close, negative entry cached", delta(lambda: write("none")))
-show("create+write+close", delta(lambda: write("new")))
+show(
+    "create+write+close (std::fs::write), negative entry cached",
+    delta(lambda: write("none")),
+)
+show("create+write+close (std::fs::write)", delta(lambda: write("new")))
 py = p("py")
 show(
     "create+write+close (python3)",
@@ -116,7 +119,8 @@ show("rename", delta(lambda: os.rename(p("py"), p("dir", "py2"))))
 big = p("big")
 show("ls, 1,000 entries, cold", delta(lambda: sh(f"ls {big}")))
 show("ls, 1,000 entries, warm", delta(lambda: sh(f"ls {big}")))
-show("ls -l, 1,000 entries", delta(lambda: sh(f"ls -l {big}")))
+show("ls -l, 1,000 entries, after ls", delta(lambda: sh(f"ls -l {big}")))
+show("ls -l, 1,000 entries, warm", delta(lambda: sh(f"ls -l {big}")))
 with tempfile.TemporaryDirectory() as t:
     # The tree of tests/roundtrips.rs `small_tree` (contents differ).
     os.makedirs(os.path.join(t, "a", "b"))

@@ -216,25 +216,21 @@ fn request_counts_of_common_sequences() {
         "create+write+close (std::fs::write), negative entry cached",
         &d,
     );
-    assert_eq!(
-        d,
-        counts(&[("CREATE", 1), ("GETXATTR", 1), ("WRITE", 1), ("RELEASE", 1)])
-    );
+    let want = counts(&[("CREATE", 1), ("GETXATTR", 1), ("WRITE", 1), ("RELEASE", 1)]);
+    soft(&mut errs, d == want, &d);
     // The same on a name never looked up, and the parent directory changed
     // by the create before (its attributes were invalidated by the kernel).
     let d = c.delta(|| fs::write(m.path("new"), b"hello").unwrap());
     show("create+write+close (std::fs::write)", &d);
-    assert_eq!(
-        d,
-        counts(&[
-            ("LOOKUP", 1),
-            ("GETATTR", 1),
-            ("CREATE", 1),
-            ("GETXATTR", 1),
-            ("WRITE", 1),
-            ("RELEASE", 1)
-        ])
-    );
+    let want = counts(&[
+        ("LOOKUP", 1),
+        ("GETATTR", 1),
+        ("CREATE", 1),
+        ("GETXATTR", 1),
+        ("WRITE", 1),
+        ("RELEASE", 1),
+    ]);
+    soft(&mut errs, d == want, &d);
     // Python adds isatty's TCGETS (an IOCTL) and one LOOKUP: at most 6.
     let py = m.path("py").display().to_string();
     let d = c.delta(|| sh(&format!("python3 -c \"open('{py}','wb').write(b'hello')\"")));
