@@ -295,12 +295,14 @@ impl Filesystem for DaxFuse {
         // passes the umask instead of applying it (a default ACL replaces it).
         // EXPORT_SUPPORT: file handles (inode number + generation) survive
         // the kernel's cache and remounts; it looks them up as "." / "..".
+        // DO_READDIRPLUS without READDIRPLUS_AUTO: every listing carries the
+        // attributes, since the kernel keeps listings (FOPEN_CACHE_DIR) and
+        // a later stat of a cached listing's names would cost a LOOKUP each.
         let want = InitFlags::FUSE_EXPORT_SUPPORT
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let want = if self.cache.writeback {
