@@ -5,6 +5,7 @@
 
 mod attr;
 pub mod counters;
+mod dir;
 mod ioctls;
 mod long;
 mod serve;
@@ -12,6 +13,7 @@ mod setid;
 pub mod uring;
 pub use attr::{file_attr, wire_mode};
 use attr::{kind, timespec};
+use dir::walk_dir;
 pub use ioctls::{extents_json, owners_json};
 pub use serve::Transport;
 
@@ -232,18 +234,6 @@ impl DaxFuse {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         } else {
             FopenFlags::FOPEN_NOFLUSH
-        }
-    }
-
-    /// FOPEN_CACHE_DIR: the kernel keeps a listing in the directory's page
-    /// cache (dropped when the directory changes, all through the kernel),
-    /// kept across opens as a file's pages are (`open_flags`): not when a
-    /// listing now would update the access time.
-    fn opendir_flags(&self, ino: u64) -> FopenFlags {
-        if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::FOPEN_CACHE_DIR
         }
     }
 
@@ -877,35 +867,4 @@ impl Filesystem for DaxFuse {
             }
         });
     }
-}
-
-/// The walk readdir and readdirplus share: the entries of directory `ino`
-/// after `offset`, each handed to `add` (with its attributes for
-/// readdirplus, which skips an entry whose inode went away meanwhile) until
-/// `add` says the reply is full.
-fn walk_dir(
-    fs: &Fs,
-    ino: u64,
-    offset: u64,
-    plus: bool,
-    mut add: impl FnMut(&crate::fs::DirEntry, Option<&Attr>) -> bool,
-) -> Result<(), FsError> {
-    // A batch fills a reply: the kernel asks for up to 32 KiB (getdents'
-    // buffer), which holds about 1,000 plain entries of short names or 200
-    // plus entries (each carries 128 bytes of attributes).
-    let batch = if plus { 256 } else { 1024 };
-    for e in fs.readdir(ino, offset, batch)? {
-        let full = if plus {
-            match fs.getattr(e.ino) {
-                Ok(a) => add(&e, Some(&a)),
-                Err(_) => continue,
-            }
-        } else {
-            add(&e, None)
-        };
-        if full {
-            break;
-        }
-    }
-    Ok(())
 }
