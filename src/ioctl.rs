@@ -94,6 +94,14 @@ pub const REMOUNT: u32 = ioc(IOC_WRITE, 0x60, 8);
 pub const OPTIONS_SIZE: usize = 1024;
 /// The daemon's mount options, as text (NUL-padded): out {options}.
 pub const OPTIONS: u32 = ioc(IOC_READ, 0x61, OPTIONS_SIZE);
+/// COUNTERS_SIZE: {flags u64} in; out {flags at 0, then the request
+/// counts, u64 each, of fuser's sessions then of the ring threads, by FUSE
+/// opcode (64 each)}. On the mount's root; CAP_SYS_ADMIN or its owner.
+pub const COUNTERS_SIZE: usize = 8 + 2 * 64 * 8;
+/// In `flags`: zero the counters after reading them.
+pub const COUNTERS_RESET: u64 = 1;
+/// Per-opcode request counters (`crate::fuse::counters`).
+pub const COUNTERS: u32 = ioc(IOC_READ | IOC_WRITE, 0x62, COUNTERS_SIZE);
 /// FS_IOC_SHUTDOWN = XFS_IOC_GOINGDOWN = EXT4_IOC_SHUTDOWN = `_IOR('X', 125, __u32)`.
 /// The kernel forwards it to FUSE as an ordinary ioctl; as `_IOR` it copies no
 /// payload in, so the daemon reads the flags from the caller's memory.
@@ -134,6 +142,7 @@ pub const SERVED: &[u32] = &[
     FITRIM,
     FS_IOC_GETFSLABEL,
     FS_IOC_SETFSLABEL,
+    COUNTERS,
 ];
 
 /// Arguments of CLONE and DEDUPE.

@@ -11,6 +11,7 @@ pub mod acl;
 pub mod caller;
 pub mod check;
 pub mod cli;
+pub mod counters;
 pub mod crash;
 pub mod demo;
 pub mod error;

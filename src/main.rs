@@ -170,6 +170,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Requests the daemon of the mount on DIR received, per FUSE opcode
+    /// (since mount or the last --reset). CAP_SYS_ADMIN or the owner of DIR.
+    Counters {
+        /// The mount point (the root of a daxlink mount).
+        dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Zero the counters after reading them.
+        #[arg(long)]
+        reset: bool,
+    },
     /// Crash-consistency test: record workloads, enumerate crash states, check each.
     Crashtest(daxlink::crash::CrashArgs),
 }
@@ -191,6 +203,7 @@ const SUBCOMMANDS: &[&str] = &[
     "extents",
     "remount",
     "stat",
+    "counters",
     "crashtest",
     "help",
     "-h",
@@ -400,6 +413,17 @@ fn main() {
                 0
             }
             Err(e) => fail("stat", e),
+        },
+        Cmd::Counters { dir, json, reset } => match daxlink::counters::read(&dir, reset) {
+            Ok(c) if json => {
+                daxlink::outln!("{}", c.json());
+                0
+            }
+            Ok(c) => {
+                daxlink::out!("{}", c.table());
+                0
+            }
+            Err(e) => fail("counters", e),
         },
         Cmd::Crashtest(a) => daxlink::crash::cli(a),
     };

@@ -322,6 +322,7 @@ impl DaxFuse {
                 }
                 self.fs.set_label(input).map(|()| Vec::new())
             }
+            io::COUNTERS => self.counters_ioctl(o, ino, input),
             io::OPTIONS => {
                 let mut out = vec![0u8; io::OPTIONS_SIZE];
                 let o = self.options.as_bytes();

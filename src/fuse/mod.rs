@@ -4,6 +4,8 @@
 //! (fuser answers EIO for a dropped reply) and is logged; the daemon goes on.
 
 mod attr;
+pub mod counters;
+mod dir;
 mod ioctls;
 mod long;
 mod serve;
@@ -11,6 +13,7 @@ mod setid;
 pub mod uring;
 pub use attr::{file_attr, wire_mode};
 use attr::{kind, timespec};
+use dir::walk_dir;
 pub use ioctls::{extents_json, owners_json};
 pub use serve::Transport;
 
@@ -33,8 +36,15 @@ use crate::caller::{self as who, Caller, Origin};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
 
-/// How long the kernel may trust an entry or attributes it was given.
-pub(crate) const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may trust an entry (positive or negative) or
+/// attributes it was given: a day, as libfuse's passthrough_hp. The daemon
+/// is the only writer of its image, and every change to a name or an
+/// attribute reaches it through this kernel, which invalidates what the
+/// change touches (ARCHITECTURE.md, "Round trips"); what changes behind the
+/// kernel's back (clone and dedupe destinations, pins, device writes,
+/// poison, set-ID bits the daemon clears, inode flags, shutdown) is
+/// invalidated with `invalidate` / `invalidate_attrs`.
+pub(crate) const TTL: Duration = Duration::from_secs(86400);
 
 /// Read-only virtual xattr: the file's extents as JSON (what `daxlink extents --json` prints).
 pub const EXTENTS_XATTR: &[u8] = b"user.daxlink.extents";
@@ -123,6 +133,7 @@ fn caller(req: &Request) -> Caller {
 
 /// Run a handler body, turning a panic into a logged failure of this request.
 fn guarded(what: &'static str, f: impl FnOnce()) {
+    counters::entered(what);
     if crate::inflight::refusing() {
         // Shut down: dropping `f` drops its reply, which fuser answers with EIO.
         return;
@@ -216,11 +227,13 @@ impl DaxFuse {
     }
 
     /// What an open of `ino` tells the kernel about its cached pages.
+    /// FOPEN_NOFLUSH always: the daemon has nothing to do at close (no
+    /// POSIX locks of its own, every write already durable), so no FLUSH.
     fn open_flags(&self, ino: u64) -> FopenFlags {
         if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
-            FopenFlags::FOPEN_KEEP_CACHE
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         } else {
-            FopenFlags::empty()
+            FopenFlags::FOPEN_NOFLUSH
         }
     }
 
@@ -272,12 +285,14 @@ impl Filesystem for DaxFuse {
         // passes the umask instead of applying it (a default ACL replaces it).
         // EXPORT_SUPPORT: file handles (inode number + generation) survive
         // the kernel's cache and remounts; it looks them up as "." / "..".
+        // DO_READDIRPLUS without READDIRPLUS_AUTO: every listing carries the
+        // attributes, since the kernel keeps listings (FOPEN_CACHE_DIR) and
+        // a later stat of a cached listing's names would cost a LOOKUP each.
         let want = InitFlags::FUSE_EXPORT_SUPPORT
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let want = if self.cache.writeback {
@@ -543,7 +558,11 @@ impl Filesystem for DaxFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Sent only under the writeback cache (which ignores FOPEN_NOFLUSH),
+        // after the kernel wrote the file's dirty pages back: ENOSYS turns
+        // FLUSH off for the rest of the mount, and close goes on with 0.
+        counters::entered("flush");
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -578,7 +597,7 @@ impl Filesystem for DaxFuse {
         // (rmdir, or rename of another directory over it) until released.
         guarded("opendir", || match self.fs.getattr(ino.0) {
             Ok(a) if a.is_dir() => match self.fs.open(ino.0) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), self.opendir_flags(ino.0)),
                 Err(e) => reply.error(errno(&e)),
             },
             Ok(_) => reply.error(Errno::ENOTDIR),
@@ -848,33 +867,4 @@ impl Filesystem for DaxFuse {
             }
         });
     }
-}
-
-/// The walk readdir and readdirplus share: the entries of directory `ino`
-/// after `offset`, each handed to `add` (with its attributes for
-/// readdirplus, which skips an entry whose inode went away meanwhile) until
-/// `add` says the reply is full.
-fn walk_dir(
-    fs: &Fs,
-    ino: u64,
-    offset: u64,
-    plus: bool,
-    mut add: impl FnMut(&crate::fs::DirEntry, Option<&Attr>) -> bool,
-) -> Result<(), FsError> {
-    // A batch fills a reply page; readdirplus entries are about twice as big.
-    let batch = if plus { 256 } else { 512 };
-    for e in fs.readdir(ino, offset, batch)? {
-        let full = if plus {
-            match fs.getattr(e.ino) {
-                Ok(a) => add(&e, Some(&a)),
-                Err(_) => continue,
-            }
-        } else {
-            add(&e, None)
-        };
-        if full {
-            break;
-        }
-    }
-    Ok(())
 }

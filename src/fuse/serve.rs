@@ -104,6 +104,26 @@ impl DaxFuse {
     }
 }
 
+/// What a LOOKUP of a missing name answers: inode 0, "no such name".
+fn negative_entry() -> Attr {
+    let t = crate::format::Timespec::default();
+    Attr {
+        ino: 0,
+        size: 0,
+        blocks: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        mode: libc::S_IFREG,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        generation: 0,
+    }
+}
+
 /// Requests that both transports serve through these functions: each runs
 /// in `guarded` (a panic or a shut-down filesystem fails it with EIO) and
 /// returns what the reply carries, or an errno.
@@ -118,8 +138,14 @@ impl DaxFuse {
         out
     }
 
+    /// A name that does not exist is a negative entry (inode 0), which the
+    /// kernel caches for `TTL` like a positive one: every create of a
+    /// name comes through the kernel, which replaces it.
     pub fn serve_lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, i32> {
-        self.serve("lookup", || self.fs.lookup(parent, name))
+        self.serve("lookup", || match self.fs.lookup(parent, name) {
+            Err(FsError::NotFound) => Ok(negative_entry()),
+            r => r,
+        })
     }
 
     pub fn serve_getattr(&self, ino: u64) -> Result<Attr, i32> {

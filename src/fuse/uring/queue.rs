@@ -226,7 +226,11 @@ impl Queue {
         if !here || outsider || (!big && self.fuse.fs.inode_busy(hd.nodeid)) {
             return self.bridge_out(idx, hd, payload_sz);
         }
-        match self.serve_here(idx, hd, op, io, payload_sz) {
+        let served = self.serve_here(idx, hd, op, io, payload_sz);
+        if served.is_some() {
+            crate::fuse::counters::bump(crate::fuse::counters::RING, hd.opcode);
+        }
+        match served {
             Some(Ok(n)) => self.answer(idx, hd.unique, 0, n),
             Some(Err(e)) => self.answer(idx, hd.unique, -e, 0),
             // A header too short to decode: fuser's decoding answers it.
@@ -310,7 +314,8 @@ impl Queue {
                         n + abi::open_out(&mut buf[n..], fh, f.bits())
                     })
             }
-            abi::OP_FLUSH => Ok(0),
+            // As `DaxFuse::flush`: nothing to do at close.
+            abi::OP_FLUSH => Err(libc::ENOSYS),
             abi::OP_RELEASE => {
                 let fh = abi::op_u64(op, 0)?;
                 fuse.serve_release(hd.nodeid, fh).map(|_| 0)
@@ -389,6 +394,7 @@ impl Queue {
     /// Register every entry, then serve until the connection ends.
     pub fn run(mut self) {
         let cpu = self.qid;
+        crate::fuse::counters::on_ring_thread();
         // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
