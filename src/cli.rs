@@ -37,12 +37,44 @@ fn exdev(src: &File, dst: &File) -> io::Result<()> {
 }
 
 /// Clone `len` bytes (0 = to the end of SRC) of SRC at `soff` into DST at
-/// `doff`, creating DST if needed. Returns the bytes cloned. A failure names
-/// the paths and says why (FICLONERANGE's EINVAL has several causes), and a
-/// DST this call created is removed again.
+/// `doff`, creating DST if needed. Returns the bytes cloned; a failure keeps
+/// the kernel's errno, and a DST this call created is removed again.
 pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Result<u64> {
-    let s = open_ro(src)?;
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dst.display()));
+    reflink_why(src, dst, (soff, doff, len)).map_err(|(e, _)| e)
+}
+
+/// [`reflink`], with a failure described for a person: both paths, and why
+/// (FICLONERANGE's EINVAL has several causes). What `daxlink reflink` says.
+pub fn reflink_described(
+    src: &Path,
+    dst: &Path,
+    soff: u64,
+    doff: u64,
+    len: u64,
+) -> io::Result<u64> {
+    reflink_why(src, dst, (soff, doff, len)).map_err(|(e, why)| match why {
+        Some(why) => io::Error::new(
+            e.kind(),
+            format!("{} -> {}: {why}", src.display(), dst.display()),
+        ),
+        None => e,
+    })
+}
+
+/// The clone; a failure of the clone itself comes with why, worked out
+/// while both files are still open.
+fn reflink_why(
+    src: &Path,
+    dst: &Path,
+    (soff, doff, len): (u64, u64, u64),
+) -> Result<u64, (io::Error, Option<String>)> {
+    let s = open_ro(src).map_err(|e| (e, None))?;
+    let named = |e: io::Error| {
+        (
+            io::Error::new(e.kind(), format!("{}: {e}", dst.display())),
+            None,
+        )
+    };
     let (d, created) = match OpenOptions::new().write(true).create_new(true).open(dst) {
         Ok(d) => (d, true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
@@ -51,7 +83,16 @@ pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Re
         ),
         Err(e) => return Err(named(e)),
     };
-    let r = clone_into(&s, src, &d, dst, (soff, doff, len));
+    let r = clone_into(&s, &d, dst, (soff, doff, len)).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EXDEV) => {
+                "not on the same daxlink filesystem (a clone shares blocks within one)".to_string()
+            }
+            Some(libc::EINVAL) => clone_einval(&s, &d, (soff, doff, len)),
+            _ => e.to_string(),
+        };
+        (e, Some(why))
+    });
     if r.is_err() && created {
         // Only the file this call made, if the name still leads to it.
         let ours = (d.metadata().ok(), std::fs::symlink_metadata(dst).ok());
@@ -66,20 +107,11 @@ pub fn reflink(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Re
 
 fn clone_into(
     s: &File,
-    src: &Path,
     d: &File,
     dst: &Path,
     (soff, doff, len): (u64, u64, u64),
 ) -> io::Result<u64> {
-    let both = format!("{} -> {}", src.display(), dst.display());
-    if let Err(e) = exdev(s, d) {
-        return Err(io::Error::new(
-            e.kind(),
-            format!(
-                "{both}: not on the same daxlink filesystem (a clone shares blocks within one)"
-            ),
-        ));
-    }
+    exdev(s, d)?;
     let a = RemapArgs {
         src_fd: s.as_raw_fd() as u64,
         src_off: soff,
@@ -87,17 +119,8 @@ fn clone_into(
         len,
     };
     let mut buf = a.encode(ioctl::CLONE_SIZE);
-    match on(d, dst, ioctl::CLONE, &mut buf) {
-        Ok(_) => Ok(ioctl::get_u64(&buf, 32).unwrap_or(0)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let why = clone_einval(s, d, (soff, doff, len));
-            Err(io::Error::new(e.kind(), format!("{both}: {why}")))
-        }
-        Err(e) if e.raw_os_error().is_some() => {
-            Err(io::Error::new(e.kind(), format!("{both}: {e}")))
-        }
-        Err(e) => Err(e),
-    }
+    on(d, dst, ioctl::CLONE, &mut buf)?;
+    Ok(ioctl::get_u64(&buf, 32).unwrap_or(0))
 }
 
 /// Why the kernel's FICLONERANGE rules (which daxlink's clone follows)

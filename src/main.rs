@@ -255,7 +255,7 @@ fn main() {
             src_offset,
             dst_offset,
             length,
-        } => match cli::reflink(&src, &dst, src_offset, dst_offset, length) {
+        } => match cli::reflink_described(&src, &dst, src_offset, dst_offset, length) {
             Ok(n) => {
                 daxlink::outln!("cloned {}", plural(n, "byte", "bytes"));
                 0
