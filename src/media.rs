@@ -201,6 +201,45 @@ pub struct Media {
     _lock: Option<File>,
 }
 
+/// A range of the mapping, borrowed from a [`Media`] (see [`Media::slice`]).
+/// Other threads (and other processes mapping the image) may store into it
+/// while it lives, so it never hands out a `&[u8]` of its bytes: they are
+/// read by copying ([`MediaSlice::copy_to`]), as `vm-memory`'s
+/// `VolatileSlice` does for guest memory.
+#[derive(Clone, Copy)]
+pub struct MediaSlice<'a> {
+    ptr: *const u8,
+    len: usize,
+    _media: std::marker::PhantomData<&'a Media>,
+}
+
+impl MediaSlice<'_> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copy the bytes into `buf`, which must be exactly as long.
+    pub fn copy_to(&self, buf: &mut [u8]) {
+        assert_eq!(buf.len(), self.len, "MediaSlice::copy_to: length mismatch");
+        // SAFETY: `ptr..ptr+len` lies inside the mapping (checked by
+        // `Media::slice`), which outlives `'a`; `buf` is an exclusively
+        // borrowed buffer of the same length outside the mapping. A racing
+        // store into the mapping can only change the bytes copied: no Rust
+        // reference to the mapping exists.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, buf.as_mut_ptr(), self.len) };
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.len];
+        self.copy_to(&mut v);
+        v
+    }
+}
+
 /// A store or flush in progress (see [`Media::shut_down`]).
 struct Active<'a>(&'a AtomicUsize);
 
@@ -442,16 +481,20 @@ impl Media {
         Ok(())
     }
 
-    /// The bytes at `off..off+len`, borrowed from the mapping (no copy): for
-    /// handing straight to the kernel in a reply. Like any view of a shared
-    /// file mapping (memmap2's `Mmap` derefs the same way), its bytes change
-    /// if something stores into the range while it is borrowed; callers take
-    /// views only of ranges they keep stores away from (`Fs::read_with`).
-    pub fn view(&self, off: u64, len: usize) -> Result<&[u8], MediaError> {
+    /// The bytes at `off..off+len` as a [`MediaSlice`]: a borrowed range of
+    /// the mapping that is read only by copying out of it, so a store that
+    /// races with the read (a device write, a poison pattern, another
+    /// process sharing the image) tears the copy but never aliases a Rust
+    /// reference.
+    pub fn slice(&self, off: u64, len: usize) -> Result<MediaSlice<'_>, MediaError> {
         self.check(off, len as u64)?;
-        // SAFETY: the range is inside the mapping (checked above), which
-        // lives as long as `self`; the mapping is readable in every mode.
-        Ok(unsafe { std::slice::from_raw_parts(self.base().add(off as usize), len) })
+        Ok(MediaSlice {
+            // SAFETY: `off + len` is inside the mapping (checked above), so the
+            // offset pointer stays inside the same allocation.
+            ptr: unsafe { self.base().add(off as usize) },
+            len,
+            _media: std::marker::PhantomData,
+        })
     }
 
     pub fn read_vec(&self, off: u64, len: usize) -> Result<Vec<u8>, MediaError> {

@@ -36,10 +36,12 @@ impl Fs {
         self.read_with(ino, off, size, <[u8]>::to_vec)
     }
 
-    /// Read `size` bytes at `off` and hand them to `reply`: straight from the
-    /// mapping when they lie in one mapped run that no pin lets a device
-    /// write and no poison covers (the inode's read lock keeps writers of the
-    /// file away meanwhile), else through a buffer.
+    /// Read `size` bytes at `off` and hand them to `reply`: in one copy out
+    /// of the mapping when they lie in one mapped run that no pin lets a
+    /// device write and no poison covers, else block by block through
+    /// `read_locked`. Either way `reply` gets a buffer of its own, never a
+    /// reference into the mapping (which a device write or a poison may
+    /// store into meanwhile: see `MediaSlice`).
     pub fn read_with<R>(
         &self,
         ino: u64,
@@ -52,22 +54,19 @@ impl Fs {
         self.touch_atime(ino);
         let r = self.get(ino)?;
         let g = r.read()?;
-        let direct = match self.direct_run(&g, off, size) {
-            Some((at, n)) => Some(self.media.view(at, n)?),
-            None => None,
-        };
-        let out = match direct {
-            Some(v) => {
+        let data = match self.direct_run(&g, off, size) {
+            Some((at, n)) => {
+                let v = self.media.slice(at, n)?.to_vec();
                 Counters::bump(&self.counters.reads_direct);
-                reply(v)
+                v
             }
             None => {
-                let data = self.read_locked(&g, off, size)?;
+                let v = self.read_locked(&g, off, size)?;
                 Counters::bump(&self.counters.reads_buffered);
-                reply(&data)
+                v
             }
         };
-        Ok(out)
+        Ok(reply(&data))
     }
 
     /// Where on media `[off, off+size)` of `g` (clipped at EOF) lies, when it
