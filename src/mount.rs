@@ -652,7 +652,12 @@ pub fn serve(
         }
     };
     if let Some(p) = prepared {
-        crate::fuse::uring::begin(p, &session, &main, cfg.acl, o.threads);
+        // A ring queue that dies leaves its CPU's requests without a
+        // server: abort the connection (they fail, the session ends).
+        let dev = dev_slot.clone();
+        let stop: crate::fuse::uring::Stop =
+            Arc::new(move || crate::kmount::abort(dev.get().map(|d| d.1)));
+        crate::fuse::uring::begin(p, &session, &main, cfg.acl, o.threads, stop);
     }
     let _ = notifier_slot.set(session.notifier());
     match crate::caller::mount_dev(dir) {
