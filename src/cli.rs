@@ -1,6 +1,8 @@
 //! The `daxlink` subcommands that talk to a mounted filesystem through its
 //! private ioctls: reflink, dedupe, unshare, extents, stat.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;

@@ -12,7 +12,12 @@
 //! user can open (see [`lock`]). A second writer is refused with
 //! [`MediaError::Busy`], which names the holder.
 //!
-//! All `unsafe` code of the project lives in this file.
+//! Most of the project's `unsafe` code lives in this file: the mapping,
+//! the stores and cache flushes, and [`MediaSlice`], the only way to look at
+//! mapped bytes without copying them out first (it copies on read, so a
+//! store racing with it never aliases a Rust reference). The other places
+//! are listed in ARCHITECTURE.md ("Where `unsafe` lives"); the crate denies
+//! undocumented `unsafe` blocks, and the layers that need none forbid it.
 
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
@@ -249,9 +254,14 @@ impl Drop for Active<'_> {
     }
 }
 
-// SAFETY: the mapping is plain shared memory. Concurrent access is coordinated by
-// the filesystem's locks (disjoint ranges); all access goes through raw-pointer
-// copies in this module, never through long-lived Rust references.
+// SAFETY: the mapping is plain shared memory that the `Media` owns for its
+// whole life. Every access is a raw-pointer copy, store or flush in this
+// module, bounds-checked, and no Rust reference into the mapping is ever
+// handed out (`MediaSlice` copies too): concurrent stores into the same
+// bytes (a device write or poison racing a read, another process mapping
+// the image) can tear what a reader copies, never invalidate a reference.
+// Which ranges are stored while others read them is the filesystem's
+// business (its locks), not a memory-safety condition here.
 unsafe impl Send for Media {}
 // SAFETY: see above.
 unsafe impl Sync for Media {}

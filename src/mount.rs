@@ -1,5 +1,7 @@
 //! Mounting: option parsing, daemonizing as mount(8) expects, clean shutdown.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};

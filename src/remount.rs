@@ -15,6 +15,8 @@
 //! Options only the daemon knows (page_model, threads, persist, ...) cannot
 //! change in a remount: a remount naming a different value is refused.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use nix::mount::MsFlags;

@@ -3,6 +3,8 @@
 //! that breaks one, fsck reports it and repairs. Each is a pure function of
 //! decoded records and the superblock; the callers keep their own reactions.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use crate::format::{

@@ -11,6 +11,8 @@
 //! `meta` (allocator, record slots, journal). File data is copied while holding
 //! only that file's inode lock.
 
+#![forbid(unsafe_code)]
+
 mod atime;
 mod attr;
 mod chunked;

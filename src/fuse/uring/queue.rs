@@ -186,8 +186,10 @@ impl Queue {
     fn push(&mut self, e: squeue::Entry128) -> io::Result<()> {
         loop {
             // SAFETY: every buffer an entry names (iovecs, header and
-            // payload buffers, the eventfd counter) lives in `self` for as
-            // long as the ring does and is not moved.
+            // payload buffers, the eventfd counter) lives in `self`, is never
+            // moved (heap allocations owned by `self`), and outlives the
+            // kernel's use of it: `Drop for Queue` leaks whatever the kernel
+            // may still write into.
             if unsafe { self.ring.submission().push(&e) }.is_ok() {
                 return Ok(());
             }
@@ -223,7 +225,10 @@ impl Queue {
     fn headers(&mut self, idx: usize) -> &mut [u8] {
         let h = &mut self.headers[idx];
         // SAFETY: a Vec<u64> of HEADERS_LEN / 8 elements is HEADERS_LEN
-        // initialized bytes; the borrow of `self` keeps it alive.
+        // initialized bytes; the borrow of `self` keeps it alive. The kernel
+        // writes an entry's header only before it completes the entry to us,
+        // and not again until we commit it, so nothing stores into it while
+        // this borrow lives (entries are used one at a time, on this thread).
         unsafe { std::slice::from_raw_parts_mut(h.as_mut_ptr().cast(), HEADERS_LEN) }
     }
 
