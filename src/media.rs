@@ -728,6 +728,24 @@ mod tests {
     }
 
     #[test]
+    fn slices_are_bounds_checked_and_read_by_copying() {
+        let m = Media::anonymous(8192).unwrap();
+        assert!(m.slice(8190, 3).is_err());
+        assert!(m.slice(u64::MAX, 2).is_err());
+        m.write_at(4096, b"first").unwrap();
+        let s = m.slice(4096, 5).unwrap();
+        let before = s.to_vec();
+        // A store while the slice lives: the copy taken before keeps its
+        // bytes, a later copy sees the new ones.
+        m.write_at(4096, b"after").unwrap();
+        assert_eq!(before, b"first");
+        let mut now = [0u8; 5];
+        s.copy_to(&mut now);
+        assert_eq!(&now, b"after");
+        assert_eq!((s.len(), s.is_empty()), (5, false));
+    }
+
+    #[test]
     fn nothing_reaches_shut_down_media() {
         let m = Media::anonymous(8192).unwrap();
         m.write_persist(0, b"before").unwrap();
