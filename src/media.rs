@@ -13,11 +13,13 @@
 //! [`MediaError::Busy`], which names the holder.
 //!
 //! Most of the project's `unsafe` code lives in this file: the mapping,
-//! the stores and cache flushes, and [`MediaSlice`], the only way to look at
-//! mapped bytes without copying them out first (it copies on read, so a
-//! store racing with it never aliases a Rust reference). The other places
-//! are listed in ARCHITECTURE.md ("Where `unsafe` lives"); the crate denies
-//! undocumented `unsafe` blocks, and the layers that need none forbid it.
+//! the stores and cache flushes, and the one way to look at mapped bytes
+//! without copying them out, [`Media::read_in_place`], an `unsafe fn` whose
+//! contract the caller keeps (no store into the range meanwhile; device
+//! stores, [`Media::device_write`], are excluded by the media itself). The
+//! other places are listed in ARCHITECTURE.md ("Where `unsafe` lives"); the
+//! crate denies undocumented `unsafe` blocks, and the layers that need none
+//! forbid it.
 
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
@@ -204,45 +206,10 @@ pub struct Media {
     active: AtomicUsize,
     /// Root's lock file (see [`lock`]), held as long as the mapping.
     _lock: Option<File>,
-}
-
-/// A range of the mapping, borrowed from a [`Media`] (see [`Media::slice`]).
-/// Other threads (and other processes mapping the image) may store into it
-/// while it lives, so it never hands out a `&[u8]` of its bytes: they are
-/// read by copying ([`MediaSlice::copy_to`]), as `vm-memory`'s
-/// `VolatileSlice` does for guest memory.
-#[derive(Clone, Copy)]
-pub struct MediaSlice<'a> {
-    ptr: *const u8,
-    len: usize,
-    _media: std::marker::PhantomData<&'a Media>,
-}
-
-impl MediaSlice<'_> {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Copy the bytes into `buf`, which must be exactly as long.
-    pub fn copy_to(&self, buf: &mut [u8]) {
-        assert_eq!(buf.len(), self.len, "MediaSlice::copy_to: length mismatch");
-        // SAFETY: `ptr..ptr+len` lies inside the mapping (checked by
-        // `Media::slice`), which outlives `'a`; `buf` is an exclusively
-        // borrowed buffer of the same length outside the mapping. A racing
-        // store into the mapping can only change the bytes copied: no Rust
-        // reference to the mapping exists.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, buf.as_mut_ptr(), self.len) };
-    }
-
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.len];
-        self.copy_to(&mut v);
-        v
-    }
+    /// Shared by [`Media::read_in_place`] while its reference lives,
+    /// exclusive for a device store ([`Media::device_write`]): the stores
+    /// the filesystem's inode locks do not order against a reader.
+    device: parking_lot::RwLock<()>,
 }
 
 /// A store or flush in progress (see [`Media::shut_down`]).
@@ -257,11 +224,11 @@ impl Drop for Active<'_> {
 // SAFETY: the mapping is plain shared memory that the `Media` owns for its
 // whole life. Every access is a raw-pointer copy, store or flush in this
 // module, bounds-checked, and no Rust reference into the mapping is ever
-// handed out (`MediaSlice` copies too): concurrent stores into the same
-// bytes (a device write or poison racing a read, another process mapping
-// the image) can tear what a reader copies, never invalidate a reference.
-// Which ranges are stored while others read them is the filesystem's
-// business (its locks), not a memory-safety condition here.
+// handed out by a safe function: concurrent stores into the same bytes can
+// tear what a reader copies, never invalidate a reference. The one reference
+// (`read_in_place`) is an `unsafe fn`: its caller promises that no store
+// reaches the range meanwhile (the filesystem's locks), and device stores
+// wait for it here (`device`).
 unsafe impl Send for Media {}
 // SAFETY: see above.
 unsafe impl Sync for Media {}
@@ -380,6 +347,7 @@ impl Media {
             down: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             _lock: lock,
+            device: parking_lot::RwLock::new(()),
         })
     }
 
@@ -399,6 +367,7 @@ impl Media {
             down: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             _lock: None,
+            device: parking_lot::RwLock::new(()),
         })
     }
 
@@ -491,20 +460,41 @@ impl Media {
         Ok(())
     }
 
-    /// The bytes at `off..off+len` as a [`MediaSlice`]: a borrowed range of
-    /// the mapping that is read only by copying out of it, so a store that
-    /// races with the read (a device write, a poison pattern, another
-    /// process sharing the image) tears the copy but never aliases a Rust
-    /// reference.
-    pub fn slice(&self, off: u64, len: usize) -> Result<MediaSlice<'_>, MediaError> {
+    /// Hand the bytes at `off..off+len` to `f` as a reference into the
+    /// mapping (no copy: for a reply the kernel copies out itself). Device
+    /// stores ([`Media::device_write`]) wait until `f` returns.
+    ///
+    /// # Safety
+    /// While `f` runs, nothing else may store into `off..off+len` through
+    /// [`Media::write_at`], [`Media::write_flushed`] or [`Media::fill`]: the
+    /// caller holds the lock that keeps the filesystem's own stores away
+    /// from those bytes (for file data, the owning inode's lock; data
+    /// blocks shared with other files are never stored into in place). A
+    /// store racing the reference would be a data race on memory a `&[u8]`
+    /// promises is not changing.
+    pub unsafe fn read_in_place<R>(
+        &self,
+        off: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, MediaError> {
         self.check(off, len as u64)?;
-        Ok(MediaSlice {
-            // SAFETY: `off + len` is inside the mapping (checked above), so the
-            // offset pointer stays inside the same allocation.
-            ptr: unsafe { self.base().add(off as usize) },
-            len,
-            _media: std::marker::PhantomData,
-        })
+        let _device = self.device.read();
+        // SAFETY: the range is inside the mapping (checked above), which is
+        // readable in every mode and lives as long as `self`, so as long as
+        // the borrow `f` gets. Device stores are excluded by `_device` until
+        // `f` returns; every other store is kept away by the caller (this
+        // function's contract).
+        let bytes = unsafe { std::slice::from_raw_parts(self.base().add(off as usize), len) };
+        Ok(f(bytes))
+    }
+
+    /// A store a (simulated) device makes, outside the filesystem's locks
+    /// (a DMA write through a pin, a memory failure's poison pattern):
+    /// `write_at`, once no [`Media::read_in_place`] reference is live.
+    pub fn device_write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        let _excl = self.device.write();
+        self.write_at(off, data)
     }
 
     pub fn read_vec(&self, off: u64, len: usize) -> Result<Vec<u8>, MediaError> {
@@ -728,21 +718,30 @@ mod tests {
     }
 
     #[test]
-    fn slices_are_bounds_checked_and_read_by_copying() {
+    fn device_stores_wait_for_in_place_readers() {
         let m = Media::anonymous(8192).unwrap();
-        assert!(m.slice(8190, 3).is_err());
-        assert!(m.slice(u64::MAX, 2).is_err());
-        m.write_at(4096, b"first").unwrap();
-        let s = m.slice(4096, 5).unwrap();
-        let before = s.to_vec();
-        // A store while the slice lives: the copy taken before keeps its
-        // bytes, a later copy sees the new ones.
-        m.write_at(4096, b"after").unwrap();
-        assert_eq!(before, b"first");
-        let mut now = [0u8; 5];
-        s.copy_to(&mut now);
-        assert_eq!(&now, b"after");
-        assert_eq!((s.len(), s.is_empty()), (5, false));
+        m.write_at(4096, b"before").unwrap();
+        assert!(m.device_write(8190, b"xyz").is_err());
+        std::thread::scope(|s| {
+            // SAFETY: nothing in this test stores into 4096..4102 except
+            // through `device_write`, which the call excludes.
+            let seen = unsafe {
+                m.read_in_place(4096, 6, |b| {
+                    let first = b.to_vec();
+                    let dma = s.spawn(|| m.device_write(4096, b"device").unwrap());
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    // The device store has not landed under the reference.
+                    (first, b.to_vec(), dma)
+                })
+            }
+            .unwrap();
+            assert_eq!(seen.0, b"before");
+            assert_eq!(seen.1, b"before");
+            seen.2.join().unwrap();
+        });
+        assert_eq!(m.read_vec(4096, 6).unwrap(), b"device");
+        // SAFETY: as above.
+        assert!(unsafe { m.read_in_place(8190, 3, |_| ()) }.is_err());
     }
 
     #[test]

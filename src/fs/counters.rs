@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 #[derive(Default)]
 pub struct Counters {
-    /// Reads answered with one copy out of one mapped run (`Fs::read_with`).
+    /// Reads answered straight from the mapping (`Fs::read_with`).
     pub reads_direct: AtomicU64,
     /// Reads answered through a buffer (holes, several runs, pins, poison).
     pub reads_buffered: AtomicU64,
