@@ -5,6 +5,8 @@
 //! reads under its feet. Block and character devices (/dev/pmemN,
 //! /dev/daxN.M) are exempt: they are root:disk 0660 by design.
 
+#![forbid(unsafe_code)]
+
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,8 @@
 //! `OTHER`, in that order; named entries need a mask; obj entries carry the
 //! id `u32::MAX`.
 
+#![forbid(unsafe_code)]
+
 use thiserror::Error;
 
 use crate::format::Le;

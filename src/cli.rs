@@ -1,6 +1,8 @@
 //! The `daxlink` subcommands that talk to a mounted filesystem through its
 //! private ioctls: reflink, dedupe, unshare, extents, stat.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -16,7 +18,7 @@ fn open_ro(p: &Path) -> io::Result<File> {
 
 /// A daxlink ioctl on `f`, opened from `p`. Anywhere else the kernel answers
 /// ENOTTY; say that plainly, naming the path.
-fn on(f: &File, p: &Path, cmd: u32, buf: &mut [u8]) -> io::Result<i32> {
+fn on(f: &File, p: &Path, cmd: ioctl::Cmd, buf: &mut [u8]) -> io::Result<i32> {
     ioctl::call(f, cmd, buf).map_err(|e| {
         if e.raw_os_error() == Some(libc::ENOTTY) {
             io::Error::new(
@@ -119,7 +121,7 @@ fn clone_into(
         len,
     };
     let mut buf = a.encode(ioctl::CLONE_SIZE);
-    on(d, dst, ioctl::CLONE, &mut buf)?;
+    on(d, dst, ioctl::Cmd::CLONE, &mut buf)?;
     Ok(ioctl::get_u64(&buf, 32).unwrap_or(0))
 }
 
@@ -175,7 +177,7 @@ pub fn dedupe(src: &Path, dst: &Path, soff: u64, doff: u64, len: u64) -> io::Res
         len,
     };
     let mut buf = a.encode(ioctl::DEDUPE_SIZE);
-    on(&d, dst, ioctl::DEDUPE, &mut buf)?;
+    on(&d, dst, ioctl::Cmd::DEDUPE, &mut buf)?;
     Ok((
         ioctl::get_u32(&buf, 32) == Some(0),
         ioctl::get_u64(&buf, 40).unwrap_or(0),
@@ -187,7 +189,7 @@ pub fn unshare(file: &Path, off: u64, len: u64) -> io::Result<()> {
     let mut buf = vec![0u8; ioctl::UNSHARE_SIZE];
     ioctl::put_u64(&mut buf, 0, off);
     ioctl::put_u64(&mut buf, 8, len);
-    on(&f, file, ioctl::UNSHARE, &mut buf)?;
+    on(&f, file, ioctl::Cmd::UNSHARE, &mut buf)?;
     Ok(())
 }
 
@@ -208,7 +210,7 @@ pub fn extents(file: &Path) -> io::Result<Vec<Extent>> {
     loop {
         let mut buf = vec![0u8; ioctl::EXTENTS_SIZE];
         ioctl::put_u64(&mut buf, 0, start);
-        on(&f, file, ioctl::EXTENTS, &mut buf)?;
+        on(&f, file, ioctl::Cmd::EXTENTS, &mut buf)?;
         let n = ioctl::get_u32(&buf, 0).unwrap_or(0) as usize;
         for i in 0..n.min(ioctl::EXTENTS_MAX) {
             let o = ioctl::EXTENTS_HDR + i * ioctl::EXTENT_ENTRY;
@@ -269,7 +271,7 @@ pub struct Stat {
 pub fn stat(path: &Path) -> io::Result<Stat> {
     let f = open_ro(path)?;
     let mut buf = vec![0u8; ioctl::STAT_SIZE];
-    on(&f, path, ioctl::STAT, &mut buf)?;
+    on(&f, path, ioctl::Cmd::STAT, &mut buf)?;
     let g = |i: usize| ioctl::get_u64(&buf, i * 8).unwrap_or(0);
     Ok(Stat {
         shared_bytes: g(0) * BLOCK_SIZE,
@@ -294,13 +296,13 @@ pub fn pin(f: &File, off: u64, len: u64, write: bool, longterm: bool) -> io::Res
     let flags =
         if write { ioctl::PIN_WRITE } else { 0 } | if longterm { ioctl::PIN_LONGTERM } else { 0 };
     ioctl::put_u32(&mut b, 16, flags);
-    ioctl::call(f, ioctl::PIN, &mut b)?;
+    ioctl::call(f, ioctl::Cmd::PIN, &mut b)?;
     Ok(ioctl::get_u64(&b, 24).unwrap_or(0))
 }
 
 pub fn unpin(f: &File, id: u64) -> io::Result<()> {
     let mut b = id.to_le_bytes().to_vec();
-    ioctl::call(f, ioctl::UNPIN, &mut b)?;
+    ioctl::call(f, ioctl::Cmd::UNPIN, &mut b)?;
     Ok(())
 }
 
@@ -314,7 +316,7 @@ pub fn dma_write(f: &File, id: u64, off: u64, data: &[u8]) -> io::Result<()> {
     ioctl::put_u64(&mut b, 8, off);
     ioctl::put_u32(&mut b, 16, data.len() as u32);
     b[24..24 + data.len()].copy_from_slice(data);
-    ioctl::call(f, ioctl::DMA_WRITE, &mut b)?;
+    ioctl::call(f, ioctl::Cmd::DMA_WRITE, &mut b)?;
     Ok(())
 }
 
@@ -324,7 +326,7 @@ pub fn dma_read(f: &File, id: u64, off: u64, len: usize) -> io::Result<Vec<u8>> 
     ioctl::put_u64(&mut b, 0, id);
     ioctl::put_u64(&mut b, 8, off);
     ioctl::put_u32(&mut b, 16, len as u32);
-    ioctl::call(f, ioctl::DMA_READ, &mut b)?;
+    ioctl::call(f, ioctl::Cmd::DMA_READ, &mut b)?;
     Ok(b[24..24 + len].to_vec())
 }
 
@@ -333,7 +335,7 @@ pub fn poison(file: &Path, off: u64) -> io::Result<(u64, u32, u32)> {
     let f = open_ro(file)?;
     let mut b = vec![0u8; ioctl::POISON_SIZE];
     ioctl::put_u64(&mut b, 0, off);
-    on(&f, file, ioctl::POISON, &mut b)?;
+    on(&f, file, ioctl::Cmd::POISON, &mut b)?;
     Ok((
         ioctl::get_u64(&b, 8).unwrap_or(0),
         ioctl::get_u32(&b, 16).unwrap_or(0),
@@ -347,7 +349,7 @@ pub fn owners(file: &Path, off: u64) -> io::Result<serde_json::Value> {
     let f = open_ro(file)?;
     let mut b = vec![0u8; ioctl::OWNERS_SIZE];
     ioctl::put_u64(&mut b, 0, off);
-    on(&f, file, ioctl::OWNERS, &mut b)?;
+    on(&f, file, ioctl::Cmd::OWNERS, &mut b)?;
     let n = ioctl::get_u32(&b, 8).unwrap_or(0) as usize;
     serde_json::from_slice(&b[16..16 + n.min(b.len() - 16)])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -357,7 +359,7 @@ pub fn owners(file: &Path, off: u64) -> io::Result<serde_json::Value> {
 pub fn check(path: &Path) -> io::Result<Vec<u8>> {
     let f = open_ro(path)?;
     let mut b = vec![0u8; 8];
-    on(&f, path, ioctl::CHECK, &mut b)?;
+    on(&f, path, ioctl::Cmd::CHECK, &mut b)?;
     let m = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
     Ok((1..=7).filter(|i| m & (1 << i) != 0).collect())
 }
@@ -375,7 +377,7 @@ pub fn snapshot(path: &Path, extra: &[u64]) -> io::Result<serde_json::Value> {
     for (i, x) in extra.iter().enumerate() {
         ioctl::put_u64(&mut b, 8 + 8 * i, *x);
     }
-    on(&f, path, ioctl::SNAPSHOT, &mut b)?;
+    on(&f, path, ioctl::Cmd::SNAPSHOT, &mut b)?;
     let n = ioctl::get_u64(&b, 0).unwrap_or(0) as usize;
     serde_json::from_slice(&b[16..16 + n.min(b.len() - 16)])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))

@@ -17,7 +17,7 @@ pub fn read(dir: &Path, reset: bool) -> io::Result<Counts> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     let mut buf = vec![0u8; ioctl::COUNTERS_SIZE];
     ioctl::put_u64(&mut buf, 0, if reset { ioctl::COUNTERS_RESET } else { 0 });
-    ioctl::call(&f, ioctl::COUNTERS, &mut buf).map_err(|e| match e.raw_os_error() {
+    ioctl::call(&f, ioctl::Cmd::COUNTERS, &mut buf).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOTTY) => io::Error::new(
             io::ErrorKind::Unsupported,
             format!("{}: not on a daxlink filesystem", dir.display()),

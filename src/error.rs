@@ -1,5 +1,7 @@
 //! Typed errors of the core filesystem and their errno mapping (the FUSE edge).
 
+#![forbid(unsafe_code)]
+
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -2,6 +2,8 @@
 //! shutdown that cannot finish can say which requests are stuck (src/mount.rs).
 //! `fuse::guarded` registers every request for the time its handler runs.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;

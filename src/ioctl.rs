@@ -193,22 +193,113 @@ pub fn put_u32(b: &mut [u8], off: usize, v: u32) {
     Le::put32(b, off, v)
 }
 
-/// Issue ioctl `cmd` on `fd` with `buf` (exactly `_IOC_SIZE(cmd)` bytes) as
-/// the in/out payload. Returns the ioctl's result.
-pub fn call(fd: &impl AsRawFd, cmd: u32, buf: &mut [u8]) -> std::io::Result<i32> {
-    let size = ((cmd >> 16) & 0x3fff) as usize;
-    if buf.len() != size {
+/// One of the ioctls above, the only commands [`call`] issues: its field is
+/// private and its values are the associated constants, so safe code cannot
+/// turn an arbitrary number into an ioctl through this module.
+///
+/// ```compile_fail
+/// let _ = daxlink::ioctl::Cmd(0x5401); // TCGETS: not a daxlink command
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cmd(u32);
+
+impl Cmd {
+    pub const CLONE: Cmd = Cmd(CLONE);
+    pub const DEDUPE: Cmd = Cmd(DEDUPE);
+    pub const UNSHARE: Cmd = Cmd(UNSHARE);
+    pub const EXTENTS: Cmd = Cmd(EXTENTS);
+    pub const STAT: Cmd = Cmd(STAT);
+    pub const PIN: Cmd = Cmd(PIN);
+    pub const UNPIN: Cmd = Cmd(UNPIN);
+    pub const DMA_WRITE: Cmd = Cmd(DMA_WRITE);
+    pub const DMA_READ: Cmd = Cmd(DMA_READ);
+    pub const POISON: Cmd = Cmd(POISON);
+    pub const OWNERS: Cmd = Cmd(OWNERS);
+    pub const CHECK: Cmd = Cmd(CHECK);
+    pub const MODEL: Cmd = Cmd(MODEL);
+    pub const SNAPSHOT: Cmd = Cmd(SNAPSHOT);
+    pub const FS_IOC_GETFLAGS: Cmd = Cmd(FS_IOC_GETFLAGS);
+    pub const FS_IOC_SETFLAGS: Cmd = Cmd(FS_IOC_SETFLAGS);
+    pub const FS_IOC_FSGETXATTR: Cmd = Cmd(FS_IOC_FSGETXATTR);
+    pub const FS_IOC_FSSETXATTR: Cmd = Cmd(FS_IOC_FSSETXATTR);
+    pub const REMOUNT: Cmd = Cmd(REMOUNT);
+    pub const OPTIONS: Cmd = Cmd(OPTIONS);
+    pub const GOINGDOWN: Cmd = Cmd(GOINGDOWN);
+    pub const FITRIM: Cmd = Cmd(FITRIM);
+    pub const FS_IOC_GETFSLABEL: Cmd = Cmd(FS_IOC_GETFSLABEL);
+    pub const FS_IOC_SETFSLABEL: Cmd = Cmd(FS_IOC_SETFSLABEL);
+    pub const COUNTERS: Cmd = Cmd(COUNTERS);
+
+    /// The command number.
+    pub const fn number(self) -> u32 {
+        self.0
+    }
+
+    /// The payload size the number encodes (`_IOC_SIZE`).
+    pub const fn size(self) -> usize {
+        ((self.0 >> 16) & 0x3fff) as usize
+    }
+}
+
+/// Issue the daxlink ioctl `cmd` on `fd` with `buf` (exactly
+/// `cmd.size()` bytes) as the in/out payload. Returns the ioctl's result.
+pub fn call(fd: &impl AsRawFd, cmd: Cmd, buf: &mut [u8]) -> std::io::Result<i32> {
+    if buf.len() != cmd.size() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "ioctl buffer does not match the command's size",
         ));
     }
-    // SAFETY: `buf` is a live, exclusively borrowed buffer of exactly the size
-    // encoded in `cmd`, which is all the kernel reads from or writes to.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, buf.as_mut_ptr()) };
+    // SAFETY: `cmd` is one of the daxlink commands (`Cmd` has no other
+    // values), each of which makes the kernel (and the daemon behind it)
+    // read and write at most `_IOC_SIZE(cmd)` bytes at the pointer; `buf` is
+    // a live, exclusively borrowed buffer of exactly that size.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd.number() as _, buf.as_mut_ptr()) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_served_and_sized() {
+        let all = [
+            Cmd::CLONE,
+            Cmd::DEDUPE,
+            Cmd::UNSHARE,
+            Cmd::EXTENTS,
+            Cmd::STAT,
+            Cmd::PIN,
+            Cmd::UNPIN,
+            Cmd::DMA_WRITE,
+            Cmd::DMA_READ,
+            Cmd::POISON,
+            Cmd::OWNERS,
+            Cmd::CHECK,
+            Cmd::MODEL,
+            Cmd::SNAPSHOT,
+            Cmd::FS_IOC_GETFLAGS,
+            Cmd::FS_IOC_SETFLAGS,
+            Cmd::FS_IOC_FSGETXATTR,
+            Cmd::FS_IOC_FSSETXATTR,
+            Cmd::REMOUNT,
+            Cmd::OPTIONS,
+            Cmd::GOINGDOWN,
+            Cmd::FITRIM,
+            Cmd::FS_IOC_GETFSLABEL,
+            Cmd::FS_IOC_SETFSLABEL,
+            Cmd::COUNTERS,
+        ];
+        assert_eq!(all.len(), SERVED.len());
+        for c in all {
+            assert!(SERVED.contains(&c.number()), "{c:?}");
+        }
+        assert_eq!(Cmd::CLONE.size(), CLONE_SIZE);
+        assert_eq!(Cmd::GOINGDOWN.size(), 4);
     }
 }

@@ -12,6 +12,8 @@
 //! is `applied_seq + 1` (steps 3 and 4 again; replay is idempotent) and ignores a
 //! torn one (no valid commit record): that transaction never happened.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use crate::format::{self, JournalHdr, TxState, BLOCK_SIZE};

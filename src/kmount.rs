@@ -13,6 +13,8 @@
 //! connection (the fuse control filesystem), which ends the session and
 //! leaves the mount to whoever covered it.
 
+#![forbid(unsafe_code)]
+
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 

@@ -6,6 +6,8 @@
 //! (free space), [`fs`] (the core filesystem), `fuse` (the FUSE adapter),
 //! and the tools ([`mkfs`], [`fsck`]).
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod access;
 pub mod acl;
 pub mod caller;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod fsck;
+pub mod heap;
 pub mod inflight;
 pub mod journal;
 pub mod kmount;

@@ -1,5 +1,8 @@
 //! The `daxlink` command: mount (also in the mount.fuse3 form `daxlink IMAGE DIR -o OPTS`).
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

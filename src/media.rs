@@ -12,7 +12,14 @@
 //! user can open (see [`lock`]). A second writer is refused with
 //! [`MediaError::Busy`], which names the holder.
 //!
-//! All `unsafe` code of the project lives in this file.
+//! Most of the project's `unsafe` code lives in this file: the mapping,
+//! the stores and cache flushes, and the one way to look at mapped bytes
+//! without copying them out, [`Media::read_in_place`], an `unsafe fn` whose
+//! contract the caller keeps (no store into the range meanwhile; device
+//! stores, [`Media::device_write`], are excluded by the media itself). The
+//! other places are listed in ARCHITECTURE.md ("Where `unsafe` lives"); the
+//! crate denies undocumented `unsafe` blocks, and the layers that need none
+//! forbid it.
 
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
@@ -199,6 +206,10 @@ pub struct Media {
     active: AtomicUsize,
     /// Root's lock file (see [`lock`]), held as long as the mapping.
     _lock: Option<File>,
+    /// Shared by [`Media::read_in_place`] while its reference lives,
+    /// exclusive for a device store ([`Media::device_write`]): the stores
+    /// the filesystem's inode locks do not order against a reader.
+    device: parking_lot::RwLock<()>,
 }
 
 /// A store or flush in progress (see [`Media::shut_down`]).
@@ -210,9 +221,14 @@ impl Drop for Active<'_> {
     }
 }
 
-// SAFETY: the mapping is plain shared memory. Concurrent access is coordinated by
-// the filesystem's locks (disjoint ranges); all access goes through raw-pointer
-// copies in this module, never through long-lived Rust references.
+// SAFETY: the mapping is plain shared memory that the `Media` owns for its
+// whole life. Every access is a raw-pointer copy, store or flush in this
+// module, bounds-checked, and no Rust reference into the mapping is ever
+// handed out by a safe function: concurrent stores into the same bytes can
+// tear what a reader copies, never invalidate a reference. The one reference
+// (`read_in_place`) is an `unsafe fn`: its caller promises that no store
+// reaches the range meanwhile (the filesystem's locks), and device stores
+// wait for it here (`device`).
 unsafe impl Send for Media {}
 // SAFETY: see above.
 unsafe impl Sync for Media {}
@@ -331,6 +347,7 @@ impl Media {
             down: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             _lock: lock,
+            device: parking_lot::RwLock::new(()),
         })
     }
 
@@ -350,6 +367,7 @@ impl Media {
             down: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             _lock: None,
+            device: parking_lot::RwLock::new(()),
         })
     }
 
@@ -442,16 +460,41 @@ impl Media {
         Ok(())
     }
 
-    /// The bytes at `off..off+len`, borrowed from the mapping (no copy): for
-    /// handing straight to the kernel in a reply. Like any view of a shared
-    /// file mapping (memmap2's `Mmap` derefs the same way), its bytes change
-    /// if something stores into the range while it is borrowed; callers take
-    /// views only of ranges they keep stores away from (`Fs::read_with`).
-    pub fn view(&self, off: u64, len: usize) -> Result<&[u8], MediaError> {
+    /// Hand the bytes at `off..off+len` to `f` as a reference into the
+    /// mapping (no copy: for a reply the kernel copies out itself). Device
+    /// stores ([`Media::device_write`]) wait until `f` returns.
+    ///
+    /// # Safety
+    /// While `f` runs, nothing else may store into `off..off+len` through
+    /// [`Media::write_at`], [`Media::write_flushed`] or [`Media::fill`]: the
+    /// caller holds the lock that keeps the filesystem's own stores away
+    /// from those bytes (for file data, the owning inode's lock; data
+    /// blocks shared with other files are never stored into in place). A
+    /// store racing the reference would be a data race on memory a `&[u8]`
+    /// promises is not changing.
+    pub unsafe fn read_in_place<R>(
+        &self,
+        off: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, MediaError> {
         self.check(off, len as u64)?;
-        // SAFETY: the range is inside the mapping (checked above), which
-        // lives as long as `self`; the mapping is readable in every mode.
-        Ok(unsafe { std::slice::from_raw_parts(self.base().add(off as usize), len) })
+        let _device = self.device.read();
+        // SAFETY: the range is inside the mapping (checked above), which is
+        // readable in every mode and lives as long as `self`, so as long as
+        // the borrow `f` gets. Device stores are excluded by `_device` until
+        // `f` returns; every other store is kept away by the caller (this
+        // function's contract).
+        let bytes = unsafe { std::slice::from_raw_parts(self.base().add(off as usize), len) };
+        Ok(f(bytes))
+    }
+
+    /// A store a (simulated) device makes, outside the filesystem's locks
+    /// (a DMA write through a pin, a memory failure's poison pattern):
+    /// `write_at`, once no [`Media::read_in_place`] reference is live.
+    pub fn device_write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        let _excl = self.device.write();
+        self.write_at(off, data)
     }
 
     pub fn read_vec(&self, off: u64, len: usize) -> Result<Vec<u8>, MediaError> {
@@ -662,129 +705,4 @@ unsafe fn flush_line(insn: FlushInsn, p: *mut u8) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounds_are_checked() {
-        let m = Media::anonymous(8192).unwrap();
-        assert!(m.write_at(8190, &[1, 2, 3]).is_err());
-        assert!(m.read_vec(u64::MAX - 1, 4).is_err());
-        m.write_persist(100, b"hello").unwrap();
-        assert_eq!(m.read_vec(100, 5).unwrap(), b"hello");
-    }
-
-    #[test]
-    fn nothing_reaches_shut_down_media() {
-        let m = Media::anonymous(8192).unwrap();
-        m.write_persist(0, b"before").unwrap();
-        m.shut_down();
-        assert!(matches!(
-            m.write_at(0, b"after!"),
-            Err(MediaError::ShutDown)
-        ));
-        assert!(matches!(m.fill(0, 6, 0), Err(MediaError::ShutDown)));
-        assert!(matches!(m.flush(0, 6), Err(MediaError::ShutDown)));
-        m.fence();
-        assert_eq!(m.read_vec(0, 6).unwrap(), b"before");
-        assert!(m.is_shut_down());
-    }
-
-    #[test]
-    fn cpu_flush_runs_on_this_cpu() {
-        // An image in memory: CPU flushes are its persist mode.
-        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
-        let p = dir.path().join("img");
-        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
-        let m = Media::open(&p, None, false).unwrap();
-        assert_eq!(m.persist_mode(), PersistMode::Cpu);
-        m.write_persist(4000, &[7u8; 300]).unwrap();
-        assert_eq!(m.read_vec(4000, 300).unwrap(), vec![7u8; 300]);
-    }
-
-    #[test]
-    fn persist_mode_follows_the_media() {
-        // A file on the disk filesystem of the build tree: without MAP_SYNC
-        // only msync makes stores durable, and persist=cpu is refused.
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let p = dir.path().join("img");
-        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
-        let f = std::fs::File::open(&p).unwrap();
-        assert!(
-            !on_ram(&f),
-            "the build tree is expected on a disk filesystem"
-        );
-        drop(f);
-        let m = Media::open(&p, None, false).unwrap();
-        assert_eq!(m.persist_mode(), PersistMode::Msync);
-        drop(m);
-        match Media::open(&p, Some(PersistMode::Cpu), false) {
-            Err(MediaError::CannotPersist(e)) => assert!(e.contains("persist=msync"), "{e}"),
-            other => panic!(
-                "persist=cpu on a disk file: {:?}",
-                other.map(|m| m.persist_mode())
-            ),
-        }
-        // Read-only, any mode is fine (nothing is stored).
-        Media::open(&p, Some(PersistMode::Cpu), true).unwrap();
-    }
-
-    #[test]
-    fn one_writer_or_many_readers() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("img");
-        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
-        let w = Media::open(&p, Some(PersistMode::Msync), false).unwrap();
-        // flock is per open file: a second open in this process conflicts too.
-        for ro in [false, true] {
-            match Media::open(&p, Some(PersistMode::Msync), ro) {
-                Err(MediaError::Busy(m)) => {
-                    assert!(m.contains(&format!("pid {}", std::process::id())), "{m}")
-                }
-                Err(e) => panic!("{e}"),
-                Ok(_) => panic!("second open (ro={ro}) of a writer-locked image succeeded"),
-            }
-        }
-        drop(w);
-        let r1 = Media::open(&p, Some(PersistMode::Msync), true).unwrap();
-        let r2 = Media::open(&p, Some(PersistMode::Msync), true).unwrap();
-        assert!(matches!(
-            Media::open(&p, Some(PersistMode::Msync), false),
-            Err(MediaError::Busy(_))
-        ));
-        drop((r1, r2));
-        Media::open(&p, Some(PersistMode::Msync), false).unwrap();
-    }
-
-    #[test]
-    fn roots_lock_is_a_file_of_its_own() {
-        if !nix::unistd::geteuid().is_root() {
-            return; // the image's own flock, as above
-        }
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
-        let p = dir.path().join("img");
-        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
-        let md = std::fs::metadata(&p).unwrap();
-        let w = Media::open(&p, None, false).unwrap();
-        let lf = std::path::Path::new(LOCK_DIR).join(format!(
-            "image-{}:{}-{}",
-            libc::major(md.dev()),
-            libc::minor(md.dev()),
-            md.ino()
-        ));
-        let lmd = std::fs::symlink_metadata(&lf).unwrap();
-        assert_eq!(lmd.mode() & 0o7777, 0o600);
-        let dmd = std::fs::symlink_metadata(LOCK_DIR).unwrap();
-        assert_eq!((dmd.uid(), dmd.mode() & 0o7777), (0, 0o700));
-        // Held there: a flock of the lock file by anyone else fails.
-        let other = std::fs::File::open(&lf).unwrap();
-        assert!(other.try_lock_shared().is_err());
-        drop(w);
-        other.try_lock().unwrap();
-        assert!(matches!(
-            Media::open(&p, None, true),
-            Err(MediaError::Busy(_))
-        ));
-    }
-}
+mod tests;

@@ -1,5 +1,7 @@
 //! Creating a filesystem: geometry and the initial on-media structures.
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,7 @@
 //! Mounting: option parsing, daemonizing as mount(8) expects, clean shutdown.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -696,7 +698,12 @@ pub fn serve(
         }
     };
     if let Some(p) = prepared {
-        crate::fuse::uring::begin(p, &session, &main, cfg.acl, o.threads);
+        // A ring queue that dies leaves its CPU's requests without a
+        // server: abort the connection (they fail, the session ends).
+        let dev = dev_slot.clone();
+        let stop: crate::fuse::uring::Stop =
+            Arc::new(move || crate::kmount::abort(dev.get().map(|d| d.1)));
+        crate::fuse::uring::begin(p, &session, &main, cfg.acl, o.threads, stop);
     }
     let _ = notifier_slot.set(session.notifier());
     match crate::caller::mount_dev(dir) {

@@ -5,6 +5,8 @@
 //! status 141 (128 + SIGPIPE, what a shell reports for one). Any other
 //! failure to write is one line on stderr and exit 1.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 
 /// The exit status after the reader of standard output went away.

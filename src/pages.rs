@@ -9,6 +9,8 @@
 //! Lock order: inode locks → meta → this module's mutex. Nothing here takes an
 //! inode or the meta lock while holding the page mutex.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -10,6 +10,8 @@
 //!
 //! [`plural`] words counts in the tools' output ("1 range", "2 ranges").
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -15,6 +15,8 @@
 //! Options only the daemon knows (page_model, threads, persist, ...) cannot
 //! change in a remount: a remount naming a different value is refused.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use nix::mount::MsFlags;
@@ -113,7 +115,7 @@ fn unchangeable(daemon: &MountOpts, want: &MountOpts) -> Result<(), String> {
 fn set_daemon_ro(root: &std::fs::File, ro: bool) -> std::io::Result<()> {
     let mut b = [0u8; 8];
     io::put_u32(&mut b, 0, ro as u32);
-    io::call(root, io::REMOUNT, &mut b).map(|_| ())
+    io::call(root, io::Cmd::REMOUNT, &mut b).map(|_| ())
 }
 
 fn remount(dir: &Path, raw: &str) -> Result<(), String> {
@@ -127,7 +129,7 @@ fn remount(dir: &Path, raw: &str) -> Result<(), String> {
     let root = std::fs::File::open(&canon).map_err(|e| e.to_string())?;
 
     let mut buf = vec![0u8; io::OPTIONS_SIZE];
-    io::call(&root, io::OPTIONS, &mut buf)
+    io::call(&root, io::Cmd::OPTIONS, &mut buf)
         .map_err(|e| format!("cannot ask the daemon for its options: {e}"))?;
     let text = String::from_utf8_lossy(&buf);
     let mut daemon = MountOpts::default();

@@ -6,6 +6,8 @@
 //! transaction commits) and cleared in DRAM only after the transaction that
 //! frees it has committed, so a block is never handed out twice.
 
+#![forbid(unsafe_code)]
+
 use crate::format::{self, Superblock, BITMAP_BYTES, BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
 use crate::journal::Tx;
 use crate::media::{Media, MediaError};

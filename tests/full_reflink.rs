@@ -30,7 +30,7 @@ fn clone_whole(src: &File, dst: &File) -> std::io::Result<()> {
         len: 0,
     }
     .encode(ioctl::CLONE_SIZE);
-    ioctl::call(dst, ioctl::CLONE, &mut b).map(|_| ())
+    ioctl::call(dst, ioctl::Cmd::CLONE, &mut b).map(|_| ())
 }
 
 fn enospc(e: &std::io::Error) -> bool {

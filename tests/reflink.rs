@@ -65,7 +65,7 @@ fn clone_ioctl(dst: &File, src_fd: i32, soff: u64, doff: u64, len: u64) -> std::
         len,
     }
     .encode(ioctl::CLONE_SIZE);
-    ioctl::call(dst, ioctl::CLONE, &mut b)?;
+    ioctl::call(dst, ioctl::Cmd::CLONE, &mut b)?;
     Ok(ioctl::get_u64(&b, 32).unwrap())
 }
 

@@ -303,7 +303,7 @@ fn snapshot_ioctl_reports_state_and_is_root_only() {
     let f = std::fs::File::open(m.root()).unwrap();
     let mut buf = vec![0u8; daxlink::ioctl::SNAPSHOT_SIZE];
     daxlink::ioctl::put_u64(&mut buf, 0, daxlink::ioctl::SNAPSHOT_EXTRA_MAX as u64 + 1);
-    let e = daxlink::ioctl::call(&f, daxlink::ioctl::SNAPSHOT, &mut buf).unwrap_err();
+    let e = daxlink::ioctl::call(&f, daxlink::ioctl::Cmd::SNAPSHOT, &mut buf).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
 
     // Not root: EPERM.

@@ -37,7 +37,7 @@ impl Counter {
 
     fn raw(&mut self) -> [[u64; OPCODES]; 2] {
         let mut buf = vec![0u8; ioctl::COUNTERS_SIZE];
-        ioctl::call(&self.root, ioctl::COUNTERS, &mut buf).expect("COUNTERS ioctl");
+        ioctl::call(&self.root, ioctl::Cmd::COUNTERS, &mut buf).expect("COUNTERS ioctl");
         self.reads += 1;
         let mut c = [[0u64; OPCODES]; 2];
         for (t, row) in c.iter_mut().enumerate() {

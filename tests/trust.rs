@@ -192,9 +192,9 @@ fn helper_raw_remap() {
         .unwrap();
     let src_fd: u64 = v[2].parse().unwrap();
     let (cmd, size) = if v[0] == "clone" {
-        (ioctl::CLONE, ioctl::CLONE_SIZE)
+        (ioctl::Cmd::CLONE, ioctl::CLONE_SIZE)
     } else {
-        (ioctl::DEDUPE, ioctl::DEDUPE_SIZE)
+        (ioctl::Cmd::DEDUPE, ioctl::DEDUPE_SIZE)
     };
     let mut b = RemapArgs {
         src_fd,
@@ -279,7 +279,7 @@ fn clone_source_is_a_descriptor_not_an_inode_number() {
         len: 0,
     }
     .encode(ioctl::CLONE_SIZE);
-    ioctl::call(&dst, ioctl::CLONE, &mut b).unwrap();
+    ioctl::call(&dst, ioctl::Cmd::CLONE, &mut b).unwrap();
     drop((src, dst));
     assert_eq!(fs::read(m.path("copy")).unwrap(), secret);
     m.cycle("");

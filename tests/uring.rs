@@ -227,3 +227,30 @@ fn allow_root_turns_other_users_away_on_both_transports() {
     }
     assert_eq!(seen[0], seen[1]);
 }
+
+/// A ring queue thread that fails (DAXLINK_FAULT_INJECT=uring-queue-exit
+/// makes each queue fail on its first request) leaves its CPU's requests
+/// without a server: the daemon aborts the connection, so the request that
+/// met the dead queue and every later one fail with an error instead of
+/// hanging.
+#[test]
+fn a_queue_that_dies_stops_the_mount_instead_of_hanging() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    let img = Image::new("uring-exit", 64 << 20);
+    let m = Mounted::with_env(
+        &img.path,
+        "transport=uring",
+        &[("DAXLINK_FAULT_INJECT", "uring-queue-exit")],
+    );
+    for name in ["a", "b", "c"] {
+        let mut c = Command::new("stat");
+        c.arg(m.path(name));
+        let out = run_deadline(c, 20);
+        assert_ne!(out.rc, 0, "{out:?}");
+        assert!(
+            out.stderr.contains("not connected") || out.stderr.contains("connection abort"),
+            "{name}: the connection should be aborted: {out:?}"
+        );
+    }
+}

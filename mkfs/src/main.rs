@@ -3,6 +3,9 @@
 //! Names itself as invoked (`mkfs.daxlink` when installed) and shows a progress
 //! bar on stderr when that is a terminal.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};

@@ -11,6 +11,9 @@
 //! Exit status: 0 clean, 1 errors corrected, 4 errors left, 8 operational
 //! error, 16 usage error.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

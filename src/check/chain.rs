@@ -6,6 +6,8 @@
 //! `next`, checking that every block lies in `[data_start, total_blocks)`,
 //! appears once (no loop), decodes, and has the chain's kind.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeSet;
 
 use crate::format::{FormatError, RecBlockHdr, RecKind, Superblock, BLOCK_SIZE, REC_HDR};

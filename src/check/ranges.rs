@@ -2,6 +2,8 @@
 //! logical range, a refcount record's range, an inode's xattr blob pointer,
 //! and overlap of a range with a map of ranges.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use crate::format::{

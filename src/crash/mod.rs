@@ -34,6 +34,8 @@
 //! gets at least its first state (nothing in flight) when the budget allows.
 //! Identical crash images of one workload are checked once.
 
+#![forbid(unsafe_code)]
+
 pub mod base;
 pub mod oracle;
 mod parallel;

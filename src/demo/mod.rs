@@ -5,6 +5,8 @@
 //! daemon's `Fs::snapshot`), which `daxlink demo --report` draws
 //! (`crate::report`).
 
+#![forbid(unsafe_code)]
+
 mod mount;
 pub mod scenarios;
 

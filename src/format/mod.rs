@@ -5,6 +5,8 @@
 //! this one (superblock, inodes, bitmap), `xattr.rs` (the xattr blob and an
 //! inode's pointer to it), `roots.rs`, `records.rs` and `txlog.rs` (journal).
 
+#![forbid(unsafe_code)]
+
 mod records;
 mod roots;
 mod txlog;

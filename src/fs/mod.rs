@@ -11,6 +11,10 @@
 //! `meta` (allocator, record slots, journal). File data is copied while holding
 //! only that file's inode lock.
 
+// Deny, not forbid: the one media call site (`Fs::read_with`'s
+// `Media::read_in_place`, in data.rs) allows it for that statement only.
+#![deny(unsafe_code)]
+
 mod admin;
 mod atime;
 mod attr;

@@ -366,12 +366,7 @@ impl Fs {
 /// list, maps rebuilt in order) in the middle of the heap, where they would
 /// stay resident for the life of the mount.
 fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the kernel; it
-    // takes no pointer and is safe to call at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::heap::release_free();
 }
 
 /// The record chains of the image being mounted.

@@ -263,7 +263,7 @@ impl Fs {
         let mut done = 0usize;
         for (b, inner, n) in &targets {
             self.media
-                .write_at(b * BS + inner, &data[done..done + *n as usize])?;
+                .device_write(b * BS + inner, &data[done..done + *n as usize])?;
             done += *n as usize;
         }
         let mut inos: Vec<u64> = owners
@@ -305,7 +305,8 @@ impl Fs {
         let pattern: Vec<u8> = (0..BS)
             .map(|i| if i % 2 == 0 { 0xDE } else { 0xAD })
             .collect();
-        self.media.write_persist(block * BS, &pattern)?;
+        self.media.device_write(block * BS, &pattern)?;
+        self.media.persist(block * BS, BS)?;
         log::warn!(
             "memory failure on block {block} ({} model): owners {:?}, notified {:?}",
             self.pages.model.name(),

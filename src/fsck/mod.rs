@@ -76,6 +76,8 @@
 //! read-only mapping, write failure). Every exit 8 but a write failure
 //! comes before anything is written.
 
+#![forbid(unsafe_code)]
+
 mod dirs;
 mod geometry;
 mod inodes;

@@ -7,6 +7,8 @@
 //! The markup is XHTML-compatible (every element closed, attributes quoted,
 //! no named entities but XML's), so a strict XML parser can check it.
 
+#![forbid(unsafe_code)]
+
 mod explain;
 mod svg;
 

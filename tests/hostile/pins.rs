@@ -156,9 +156,9 @@ fn helper() {
         "wo" => {
             let f = OpenOptions::new().write(true).open(a[1]).unwrap();
             let mut b = vec![0u8; ioctl::EXTENTS_SIZE];
-            let ex = errno_of(ioctl::call(&f, ioctl::EXTENTS, &mut b));
+            let ex = errno_of(ioctl::call(&f, ioctl::Cmd::EXTENTS, &mut b));
             let mut b = vec![0u8; ioctl::OWNERS_SIZE];
-            let ow = errno_of(ioctl::call(&f, ioctl::OWNERS, &mut b));
+            let ow = errno_of(ioctl::call(&f, ioctl::Cmd::OWNERS, &mut b));
             println!("H:extents={ex} owners={ow}");
         }
         x => panic!("unknown helper command {x}"),

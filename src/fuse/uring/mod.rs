@@ -93,6 +93,7 @@ impl Prepared {
         offer: (u64, u32, u32),
         acl: SessionACL,
         threads: usize,
+        stop: Stop,
     ) -> io::Result<Running> {
         let queues = self.rings.len();
         let (bridge, theirs) = Bridge::new(queues)?;
@@ -114,11 +115,11 @@ impl Prepared {
                 Arc::new(main.twin()),
                 bridge.clone(),
             );
-            let tx = tx.clone();
+            let (tx, stop) = (tx.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("daxlink-ring-{qid}"))
                 .spawn(move || {
-                    queue::Queue::new(qid, ring, dev, PAYLOAD, fuse, bridge, acl).run();
+                    queue::Queue::new(qid, ring, dev, PAYLOAD, fuse, bridge, acl).run(&*stop);
                     let _ = tx.send(());
                 })?;
         }
@@ -132,10 +133,23 @@ impl Prepared {
     }
 }
 
+/// What a queue thread that fails calls: it stops the mount (the mount
+/// code aborts the connection), since no other thread serves the requests
+/// the kernel routes to that CPU's queue.
+pub type Stop = Arc<dyn Fn() + Send + Sync>;
+
 /// After FUSE_INIT: start the transport if the kernel granted it, or log
 /// why not. A failure after the grant makes the kernel give io_uring up for
-/// this connection (`Ring::decline`), so requests go on over /dev/fuse.
-pub fn begin(p: Prepared, dev: &impl AsFd, main: &DaxFuse, acl: SessionACL, threads: usize) {
+/// this connection (`Ring::decline`), so requests go on over /dev/fuse. A
+/// queue that fails later calls `stop`.
+pub fn begin(
+    p: Prepared,
+    dev: &impl AsFd,
+    main: &DaxFuse,
+    acl: SessionACL,
+    threads: usize,
+    stop: Stop,
+) {
     let t = &main.transport;
     if !t.granted.load(Ordering::SeqCst) {
         log::warn!(
@@ -147,7 +161,7 @@ pub fn begin(p: Prepared, dev: &impl AsFd, main: &DaxFuse, acl: SessionACL, thre
     let Some(&offer) = t.offer.get() else {
         return;
     };
-    match p.start(dev.as_fd(), main, offer, acl, threads) {
+    match p.start(dev.as_fd(), main, offer, acl, threads, stop) {
         Ok(r) => {
             *t.running.lock() = Some(r);
             log::info!("transport=uring: serving over io_uring");

@@ -66,12 +66,22 @@ impl Ring {
     }
 }
 
+/// Field order: Rust drops fields in declaration order, so `ring` (whose
+/// descriptor's close makes the kernel cancel what is still submitted) and
+/// `dev` go before the buffers the kernel writes into. That alone is not
+/// enough (the kernel cancels asynchronously, after the close returns), so
+/// `Drop` leaks those buffers whenever the kernel may still use them (see
+/// there): they outlive the kernel's use on every exit path.
 pub struct Queue {
     qid: usize,
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
     dev: OwnedFd,
+    /// Entries registered with the kernel and not yet ended by it (counted
+    /// from before the first REGISTER is pushed).
+    live: usize,
     /// Per entry: the header buffer (u64s for alignment) and the payload;
-    /// the kernel keeps their addresses from registration on.
+    /// the kernel keeps their addresses from registration on and copies
+    /// requests into them until the entry ends.
     headers: Vec<Vec<u64>>,
     payloads: Vec<Vec<u8>>,
     iovs: Vec<[libc::iovec; 2]>,
@@ -82,7 +92,36 @@ pub struct Queue {
     acl: SessionACL,
     owner: u32,
     done: Arc<Done>,
+    /// Where the armed eventfd read stores its count (always leaked).
     event: Box<u64>,
+    /// Test hook (DAXLINK_FAULT_INJECT=uring-queue-exit): the queue fails
+    /// on its first request, as if its ring had broken.
+    exit_hook: bool,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // The eventfd read is armed for as long as the queue runs and is
+        // only cancelled by the kernel after `ring` is closed: its 8 bytes
+        // are leaked deliberately, whatever the exit path.
+        std::mem::forget(std::mem::replace(&mut self.event, Box::new(0)));
+        if self.live == 0 {
+            // The kernel ended every entry (the connection is gone): it
+            // copies nothing more into the header and payload buffers.
+            return;
+        }
+        // An early exit (an error or a panic) with entries still
+        // registered: the kernel may copy a request into any of them until
+        // the connection ends, so they must never be freed or reused.
+        log::warn!(
+            "uring queue {}: leaking the buffers of {} registered entries",
+            self.qid,
+            self.live
+        );
+        std::mem::forget(std::mem::take(&mut self.headers));
+        std::mem::forget(std::mem::take(&mut self.payloads));
+        std::mem::forget(std::mem::take(&mut self.iovs));
+    }
 }
 
 /// Set the `len` field of a submission entry (the iovec count REGISTER
@@ -129,6 +168,7 @@ impl Queue {
             qid,
             ring: ring.0,
             dev,
+            live: 0,
             headers,
             payloads,
             iovs,
@@ -139,14 +179,17 @@ impl Queue {
             owner: unsafe { libc::geteuid() },
             done,
             event: Box::new(0),
+            exit_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("uring-queue-exit"),
         }
     }
 
     fn push(&mut self, e: squeue::Entry128) -> io::Result<()> {
         loop {
             // SAFETY: every buffer an entry names (iovecs, header and
-            // payload buffers, the eventfd counter) lives in `self` for as
-            // long as the ring does and is not moved.
+            // payload buffers, the eventfd counter) lives in `self`, is never
+            // moved (heap allocations owned by `self`), and outlives the
+            // kernel's use of it: `Drop for Queue` leaks whatever the kernel
+            // may still write into.
             if unsafe { self.ring.submission().push(&e) }.is_ok() {
                 return Ok(());
             }
@@ -182,7 +225,10 @@ impl Queue {
     fn headers(&mut self, idx: usize) -> &mut [u8] {
         let h = &mut self.headers[idx];
         // SAFETY: a Vec<u64> of HEADERS_LEN / 8 elements is HEADERS_LEN
-        // initialized bytes; the borrow of `self` keeps it alive.
+        // initialized bytes; the borrow of `self` keeps it alive. The kernel
+        // writes an entry's header only before it completes the entry to us,
+        // and not again until we commit it, so nothing stores into it while
+        // this borrow lives (entries are used one at a time, on this thread).
         unsafe { std::slice::from_raw_parts_mut(h.as_mut_ptr().cast(), HEADERS_LEN) }
     }
 
@@ -196,6 +242,11 @@ impl Queue {
     /// Serve the request the kernel put in entry `idx`: here if the ring
     /// threads serve its opcode, else through the bridge.
     fn serve(&mut self, idx: usize) -> io::Result<()> {
+        if self.exit_hook {
+            return Err(io::Error::other(
+                "injected failure (DAXLINK_FAULT_INJECT=uring-queue-exit)",
+            ));
+        }
         let h: [u8; HEADERS_LEN] = self.headers(idx).try_into().unwrap_or([0; HEADERS_LEN]);
         let (Some(hd), Some(ent)) = (InHeader::decode(&h), abi::EntInOut::decode(&h)) else {
             return Err(io::Error::other("short ring header"));
@@ -391,31 +442,48 @@ impl Queue {
         Ok(())
     }
 
-    /// Register every entry, then serve until the connection ends.
-    pub fn run(mut self) {
+    /// Register every entry, then serve until the connection ends. If the
+    /// queue fails before that, `stop` is called (it stops the mount: no
+    /// other thread serves this CPU's requests); the entries' buffers are
+    /// leaked then (see `Drop`).
+    pub fn run(mut self, stop: &dyn Fn()) {
         let cpu = self.qid;
         crate::fuse::counters::on_ring_thread();
-        // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+        // SAFETY: cpu_set_t is plain data, zeroed is a valid (empty) set;
+        // CPU_SET writes inside it; sched_setaffinity reads `size_of` bytes
+        // of it.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
-        let mut live = ENTRIES;
-        let setup = (0..ENTRIES)
-            .try_for_each(|i| self.register(i))
-            .and_then(|_| self.arm_event());
-        if let Err(e) = setup {
-            log::error!("uring queue {}: cannot register: {e}", self.qid);
-            return;
+        match self.serve_all() {
+            Ok(()) => log::debug!("uring queue {} stopped", self.qid),
+            Err(e) => {
+                log::error!(
+                    "uring queue {}: {e}; stopping the mount (nothing else serves CPU {cpu})",
+                    self.qid
+                );
+                stop();
+            }
         }
-        while live > 0 {
+    }
+
+    /// Serve until every entry has ended because the connection ended.
+    fn serve_all(&mut self) -> io::Result<()> {
+        // From here on the kernel may hold any entry.
+        self.live = ENTRIES;
+        (0..ENTRIES)
+            .try_for_each(|i| self.register(i))
+            .and_then(|_| self.arm_event())
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot register: {e}")))?;
+        let mut conn_ended = false;
+        while self.live > 0 {
             if let Err(e) = self.ring.submit_and_wait(1) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                log::error!("uring queue {}: {e}", self.qid);
-                return;
+                return Err(e);
             }
             let cqes: Vec<(u64, i32)> = self
                 .ring
@@ -423,27 +491,26 @@ impl Queue {
                 .map(|c| (c.user_data(), c.result()))
                 .collect();
             for (ud, res) in cqes {
-                let r = if ud == EVENT {
-                    self.bridged_replies().and_then(|_| self.arm_event())
+                if ud == EVENT {
+                    self.bridged_replies()?;
+                    self.arm_event()?;
                 } else if res < 0 {
                     // The connection ended (ENOTCONN) or the entry failed.
-                    if res != -libc::ENOTCONN && res != -libc::ECANCELED {
+                    if res == -libc::ENOTCONN || res == -libc::ECANCELED {
+                        conn_ended = true;
+                    } else {
                         log::warn!("uring queue {}: entry {ud} ended: errno {}", self.qid, -res);
                     }
-                    live -= 1;
-                    Ok(())
+                    self.live -= 1;
                 } else if (ud as usize) < ENTRIES {
-                    self.serve_guarded(ud as usize)
-                } else {
-                    Ok(())
-                };
-                if let Err(e) = r {
-                    // The ring itself failed: this queue cannot go on.
-                    log::error!("uring queue {}: {e}", self.qid);
-                    return;
+                    // An error here means the ring itself failed.
+                    self.serve_guarded(ud as usize)?;
                 }
             }
         }
-        log::debug!("uring queue {} stopped", self.qid);
+        if !conn_ended {
+            return Err(io::Error::other("every entry failed"));
+        }
+        Ok(())
     }
 }
