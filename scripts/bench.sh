@@ -30,6 +30,7 @@
 # Prints tables, writes everything as JSON to BENCH_OUT (default
 # /tmp/daxlink-bench-DATE.json) and SVG plots next to it (OUT-fio-ratio.svg,
 # OUT-clone-vs-extents.svg, OUT-cost-vs-file-size.svg, OUT-cost-vs-dir-size.svg).
+# Ends with scripts/bench-meta.sh (metadata on daxlink, passthrough_hp and tmpfs; OUT-meta.json).
 # BENCH_BIN=DIR runs DIR/daxlink and DIR/mkfs-daxlink (e.g. target/release) instead of
 # installing; BENCH_BIG_SIZES overrides the scale sizes ("16G 1T"; "1G 4G" when quick).
 # Everything it mounted or created is unmounted and removed on exit, also on failure or
@@ -453,3 +454,6 @@ info loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 scripts/bench_report.py report "$RAW" "$OUT"
 python3 scripts/bench_report.py plots "$OUT" "$(dirname "$OUT")" "$(basename "${OUT%.json}")-"
 
+
+# Metadata side by side with passthrough_hp (issue 22): its own mounts, table and JSON.
+BENCH_META_REPEAT=$((QUICK == 1 ? 1 : 3)) BENCH_OUT="${OUT%.json}-meta.json" bash scripts/bench-meta.sh
