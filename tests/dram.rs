@@ -153,17 +153,8 @@ fn extents_listing_is_paged() {
         f.write_all_at(&[7u8; 4096], 2 * i * 4096).unwrap();
     }
     f.sync_all().unwrap();
-    let out = std::process::Command::new(DAXLINK)
-        .args(["extents", "--json"])
-        .arg(m.path("x"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = daxlink(&[&"extents", &"--json", &m.path("x")]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let logical: Vec<u64> = v
         .as_array()
         .unwrap()
