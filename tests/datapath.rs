@@ -202,17 +202,7 @@ fn cached_pages_never_hide_a_reflink_or_another_open() {
         "the kernel kept dst's pages across opens"
     );
     // The daemon replaces dst's blocks behind the kernel: it must drop them.
-    let out = Command::new(DAXLINK)
-        .arg("reflink")
-        .arg(&src)
-        .arg(&dst)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    daxlink(&[&"reflink", &src, &dst]);
     let before = reads(&m);
     assert_eq!(
         fs::read(&dst).unwrap(),

@@ -652,12 +652,7 @@ fn every_argument_and_option_in_help_has_a_description() {
     ];
     let mut bare = Vec::new();
     for sub in subs {
-        let o = Command::new(DAXLINK)
-            .args([sub, "--help"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{sub} --help");
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let text = daxlink(&[&sub, &"--help"]).stdout;
         let mut in_list = false;
         for line in text.lines() {
             if line == "Arguments:" || line == "Options:" {

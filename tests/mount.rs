@@ -53,13 +53,7 @@ fn wait_daemon_gone(img: &Path) {
 fn daemon_form_returns_once_mounted_and_unmounts_cleanly() {
     let img = Image::new("daemon", 16 << 20);
     let dir = tempfile::tempdir().unwrap();
-    let st = Command::new(DAXLINK)
-        .arg("mount")
-        .arg(&img.path)
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    daxlink(&[&"mount", &img.path, &dir.path()]);
     // Mounted by the time the command returns.
     assert!(is_mounted(dir.path()));
     let line = mounts_line(dir.path());

@@ -6,7 +6,6 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -23,17 +22,8 @@ fn errno<T>(r: std::io::Result<T>) -> i32 {
 
 #[test]
 fn demo_shows_legacy_breaking_upstream_blocking_proxy_safe() {
-    let out = Command::new(DAXLINK)
-        .args(["demo", "--page-model", "all", "--json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let out = daxlink(&[&"demo", &"--page-model", &"all", &"--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let res = v["results"].as_array().unwrap();
     assert_eq!(res.len(), 27);
     let count = |model: &str, outcome: &str| {
@@ -56,12 +46,8 @@ fn demo_shows_legacy_breaking_upstream_blocking_proxy_safe() {
     assert_eq!(get("S1", "upstream"), "blocked");
     assert_eq!(get("S9", "upstream"), "refused");
     // The table form a reader sees.
-    let out = Command::new(DAXLINK)
-        .args(["demo", "--page-model", "proxy"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let t = String::from_utf8_lossy(&out.stdout);
+    let out = daxlink(&[&"demo", &"--page-model", &"proxy"]);
+    let t = out.stdout;
     assert!(
         t.contains("S9") && t.contains("safe in all nine: yes"),
         "{t}"
@@ -78,16 +64,7 @@ fn poison_of_a_block_with_three_owners() {
         cli::reflink(&m.path("a"), &m.path("c"), 0, 0, 0).unwrap();
         // Cache b's pages in the kernel first: poison must drop them.
         assert_eq!(fs::read(m.path("b")).unwrap(), vec![b'a'; 8192]);
-        let out = Command::new(DAXLINK)
-            .args(["poison", "--offset", "4096"])
-            .arg(m.path("b"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        daxlink(&[&"poison", &"--offset", &"4096", &m.path("b")]);
         let eio = ["a", "b", "c"]
             .iter()
             .filter(|n| errno(fs::read(m.path(n))) == libc::EIO)

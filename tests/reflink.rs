@@ -526,12 +526,7 @@ fn unshare_punch_truncate_on_shared_ranges() {
         .iter()
         .all(|x| x.refcount == 1));
     assert_eq!(fs::read(m.path("a")).unwrap(), data);
-    let out = Command::new(DAXLINK)
-        .arg("unshare")
-        .arg(m.path("b"))
-        .status()
-        .unwrap();
-    assert!(out.success());
+    daxlink(&[&"unshare", &m.path("b")]);
     drop(b);
     let m = m.cycle("");
     assert_eq!(fs::read(m.path("a")).unwrap(), data);

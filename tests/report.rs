@@ -9,8 +9,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use common::*;
 use serde_json::Value;
@@ -54,42 +54,6 @@ fn need(tool: &str) {
     );
 }
 
-/// Run `cmd` with a deadline; its exit status and stdout, stderr.
-fn run_with_timeout(cmd: &mut Command, limit: Duration) -> (bool, Vec<u8>, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish in {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let o = t_out.join().unwrap();
-    let e = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-    (status.success(), o, e)
-}
-
 fn chromium(dir: &Path, args: &[&str], page: &Path) -> (bool, Vec<u8>, String) {
     let mut a = vec!["--hide-scrollbars"];
     a.extend_from_slice(args);
@@ -103,16 +67,20 @@ fn chromium_raw(dir: &Path, args: &[&str], page: &Path) -> (bool, Vec<u8>, Strin
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
         .args(args)
         .arg(format!("file://{}", page.display()));
-    run_with_timeout(&mut c, Duration::from_secs(30))
+    let o = run_deadline(c, 30);
+    (o.rc == 0, o.stdout.into_bytes(), o.stderr)
 }
 
-/// `daxlink demo --page-model all --json --report DIR`.
-fn make_report(dir: &Path) -> std::process::Output {
-    Command::new(DAXLINK)
-        .args(["demo", "--page-model", "all", "--json", "--report"])
-        .arg(dir)
-        .output()
-        .unwrap()
+/// `daxlink demo --page-model all --json --report DIR`, which must succeed.
+fn make_report(dir: &Path) -> Out {
+    daxlink(&[
+        &"demo",
+        &"--page-model",
+        &"all",
+        &"--json",
+        &"--report",
+        &dir,
+    ])
 }
 
 /// The parsed page (see `PARSE`).
@@ -137,8 +105,7 @@ fn report_is_wellformed_complete_and_renders_in_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     let out = make_report(&dir);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = &out.stderr;
     let page = dir.join("index.html");
     assert!(
         stderr.contains(&format!("report: {}", page.display())),
@@ -146,7 +113,7 @@ fn report_is_wellformed_complete_and_renders_in_chromium() {
     );
 
     // --json keeps its format: demo.json is the same document plus "frames".
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let printed: Value = serde_json::from_str(&out.stdout).unwrap();
     let data: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("demo.json")).unwrap()).unwrap();
     assert_eq!(printed["ok"], data["ok"]);
@@ -444,8 +411,7 @@ fn report_fits_1280_and_600_pixels_without_horizontal_scrolling() {
         "the scrollbar detector missed a 1590 px page at 1280 px"
     );
     let dir = tmp.path().join("r");
-    let out = make_report(&dir);
-    assert!(out.status.success());
+    make_report(&dir);
     let page = dir.join("index.html");
     let html = std::fs::read_to_string(&page).unwrap();
     for width in [1280, 600] {
@@ -483,8 +449,7 @@ fn every_step_has_a_sentence_plain_labels_glossary_and_upstream_finishes() {
     need("python3");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
-    let out = make_report(&dir);
-    assert!(out.status.success());
+    make_report(&dir);
     let v = parse_page(&dir.join("index.html"));
     let cells = v["cells"].as_array().unwrap();
     assert!(cells.len() > 100, "{} cells", cells.len());

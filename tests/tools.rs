@@ -247,8 +247,7 @@ fn reflink_and_pin_errors_say_why_and_leave_nothing() {
     assert_eq!(std::fs::read(&dst).unwrap(), b"mine");
     std::fs::remove_file(&dst).unwrap();
     // And a good one works.
-    let o = run(Command::new(DAXLINK).arg("reflink").arg(&src).arg(&dst));
-    assert_eq!(o.rc, 0, "{o:?}");
+    daxlink(&[&"reflink", &src, &dst]);
     assert_eq!(std::fs::read(&dst).unwrap(), b"hi\n");
     // pin past EOF: the README's example on a small file.
     let o = run(Command::new(DAXLINK).arg("pin").arg(&src).args([
@@ -258,10 +257,17 @@ fn reflink_and_pin_errors_say_why_and_leave_nothing() {
     one_line_naming(&o, &src, &["0..4096", "within the file (3 bytes)"]);
     // On a file of 4096 bytes it works.
     std::fs::write(&src, vec![7u8; 4096]).unwrap();
-    let o = run(Command::new(DAXLINK).arg("pin").arg(&src).args([
-        "--offset", "0", "--length", "4096", "--write", "--hold", "0",
-    ]));
-    assert_eq!(o.rc, 0, "{o:?}");
+    daxlink(&[
+        &"pin",
+        &src,
+        &"--offset",
+        &"0",
+        &"--length",
+        &"4096",
+        &"--write",
+        &"--hold",
+        &"0",
+    ]);
     m.unmount();
     fsck_clean(&img.path);
 }

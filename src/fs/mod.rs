@@ -1,11 +1,19 @@
 //! The core filesystem: the `Fs` and `Inode` types, their locks, and the
 //! helpers every part shares. The operations live one concern per file:
 //! `mount.rs`, `attr.rs`, `namespace.rs`, `data.rs`, `truncate.rs`,
-//! `xattr.rs`, `flags.rs`, `atime.rs`, `reflink.rs`, `pin.rs`, `state.rs`.
+//! `steps.rs` (long operations in journal-sized steps), `xattr.rs`,
+//! `flags.rs`, `atime.rs`, `reflink.rs`, `pin.rs`, `state.rs`, `admin.rs`
+//! (FITRIM, the label), `snapshot.rs`, `counters.rs`. Transactions:
+//! `meta.rs` ([`Ctx`], refcount records) and `recblocks.rs` (record block
+//! slots). DRAM indexes: `chunked.rs` (the two-level sorted map),
+//! `extmap.rs` (extent map and reverse map on it), `dir.rs` (directories);
+//! `node.rs`: inode locks one thread cannot take twice. Unit tests:
+//! `tests.rs`, `tests_paths.rs`, `tests_dram.rs`.
 //!
 //! An API returning `FsResult`, usable without FUSE. DRAM indexes (extent
-//! B-tree maps, directory hash maps) are rebuilt from the on-media records at
-//! mount; every metadata change goes through one journaled transaction ([`Ctx`]).
+//! and reverse maps in `Chunked` maps, directories with a hash table of
+//! names) are rebuilt from the on-media records at mount; every metadata
+//! change goes through one journaled transaction ([`Ctx`]).
 //!
 //! Lock order: `ns` (namespace) → inode locks in ascending inode number →
 //! `meta` (allocator, record slots, journal). File data is copied while holding

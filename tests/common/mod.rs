@@ -363,6 +363,24 @@ pub fn run_deadline(mut cmd: Command, secs: u64) -> Out {
     }
 }
 
+/// Run `daxlink ARGS...` (within 300 s, `run_deadline`) and assert that it
+/// succeeded, showing its stderr (and stdout) when it did not. Arguments
+/// mix strings and paths: `daxlink(&[&"reflink", &src, &dst])`.
+pub fn daxlink(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Out {
+    let mut c = Command::new(DAXLINK);
+    c.args(args.iter().map(|a| a.as_ref()));
+    let o = run_deadline(c, 300);
+    assert_eq!(
+        o.rc,
+        0,
+        "daxlink {:?} failed\nstderr: {}\nstdout: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        o.stderr,
+        o.stdout
+    );
+    o
+}
+
 /// `umount DIR`, again every 50 ms for up to 10 s while it fails: right
 /// after files on a FUSE mount are closed, the kernel's asynchronous RELEASE
 /// may still hold the mount for a moment (umount says "target is busy").

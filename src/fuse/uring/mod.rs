@@ -7,10 +7,16 @@
 //! INTERRUPT. Every other request comes through the ring of the CPU its
 //! caller ran on (`queue.rs`): one thread per CPU, pinned there, so a
 //! request and its answer need no wake-up of another CPU, and one command
-//! both answers a request and waits for the next. READ and WRITE are
-//! answered by the ring threads; the rest is passed to a second fuser
-//! session over a socket pair (`bridge.rs`), so each opcode has one
-//! implementation whatever the transport.
+//! both answers a request and waits for the next. The ring threads answer
+//! ten opcodes themselves (`queue.rs`'s `NATIVE`: LOOKUP, GETATTR, UNLINK,
+//! OPEN, READ, WRITE, RELEASE, FLUSH, CREATE, and IOCTL for commands the
+//! daemon does not serve) through the code fuser's handlers call too. The
+//! rest is passed to a second fuser session over a socket pair
+//! (`bridge.rs`), and so is a native request from a user the mount turns
+//! away or on an inode a long operation holds (except a READ or WRITE too
+//! big for the socket), so no CPU's queue waits behind a lock. Each opcode
+//! has one implementation whatever the transport; `daxlink counters` shows
+//! which requests the rings served.
 //!
 //! Falling back: when io_uring cannot be set up, or the kernel does not
 //! offer FUSE_OVER_IO_URING, the mount logs one line and runs as
