@@ -101,9 +101,10 @@ fn handle_story(root: &Path) -> Vec<String> {
     fs::remove_file(root.join("f")).unwrap();
     fs::remove_dir(root.join("d")).unwrap();
     // The opens by handle above were closed, but on FUSE the kernel sends
-    // RELEASE/RELEASEDIR asynchronously: until the daemon has it, the file
-    // is still open there, and an open-unlinked file is reachable by handle
-    // (as on ext4). So the gone state may take a moment; bounded at 10 s.
+    // RELEASE/RELEASEDIR asynchronously and holds the inode until the daemon
+    // answers, so drop_caches cannot drop it yet and a handle still opens
+    // it from the kernel's cache. The gone state may take a moment; bounded
+    // at 10 s.
     let gone = |h: &Handle| {
         let t0 = std::time::Instant::now();
         loop {
