@@ -217,6 +217,8 @@ fn try_flock(
         }
     };
     let md = f.metadata()?;
+    // The image itself (for root, `f` is the lock file); stat once, not per retry.
+    let image = std::fs::metadata(path).unwrap_or_else(|_| md.clone());
     let t0 = Instant::now();
     let mut told = false;
     let mut finishing = false;
@@ -231,8 +233,7 @@ fn try_flock(
                 }
                 // Sticky: the daemon may exit between the failed lock and
                 // the read of /proc/locks (no holder is listed then).
-                finishing =
-                    finishing || all_finishing(&pids, &image_md(path).unwrap_or(md.clone()));
+                finishing = finishing || all_finishing(&pids, &image);
                 let limit = if finishing {
                     if !told && t0.elapsed() >= Duration::from_millis(100) {
                         let who = describe(&pids).unwrap_or_default();
@@ -254,11 +255,6 @@ fn try_flock(
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-/// The image's own metadata (for root, `try_flock` locks a lock file).
-fn image_md(path: &Path) -> Option<Metadata> {
-    std::fs::metadata(path).ok()
 }
 
 /// Root's lock file for the image `md` describes, in [`LOCK_DIR`].
