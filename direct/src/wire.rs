@@ -1,0 +1,396 @@
+//! The direct-access requests: three ioctls on an open daxlink file and
+//! two messages on the daemon's socket. Fixed-size, little-endian payloads;
+//! every decode checks its lengths and counts.
+//!
+//! 1. `HELLO` (on any open file of the mount): may this mount be reached
+//!    directly, and how: the protocol version, the mount's nonce, block
+//!    size, flush instruction, the image's length, path and identity, and
+//!    the name of the daemon's socket (abstract namespace).
+//! 2. On the socket, [`Hello`] with the client's own descriptor of the
+//!    image, opened read-write (SCM_RIGHTS): the kernel let this process
+//!    open the image for writing, which is the whole test of trust. The
+//!    daemon answers [`Welcome`] with the control page's descriptor and
+//!    the client's slot range.
+//! 3. `MAP` (on the open file to be reached): the file's size, its
+//!    bucket's generation and its extents from a logical block on, each
+//!    marked writable when the file may be stored into in place there; the
+//!    daemon records a lease held by that open file.
+//! 4. `TOUCH` (on the open file): the file was written directly; the
+//!    daemon sets its mtime and ctime as its own overwrite in place does.
+
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+/// ioctl type byte ('D', as in daxlink; not claimed by the VFS).
+const TYPE: u32 = b'D' as u32;
+
+/// An ioctl number of daxlink's ('D', number `nr`, payload `size` bytes).
+pub const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (TYPE << 8) | nr
+}
+pub const fn ioc_r(nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ, nr, size)
+}
+pub const fn ioc_w(nr: u32, size: usize) -> u32 {
+    ioc(IOC_WRITE, nr, size)
+}
+pub const fn ioc_rw(nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ | IOC_WRITE, nr, size)
+}
+
+/// The protocol version both sides speak.
+pub const PROTOCOL: u32 = 1;
+
+pub const SOCKET_MAX: usize = 108;
+pub const PATH_MAX: usize = 4096;
+const HELLO_HDR: usize = 256;
+pub const HELLO_SIZE: usize = HELLO_HDR + PATH_MAX;
+pub const HELLO: u32 = ioc_r(0x70, HELLO_SIZE);
+
+pub const MAP_HDR: usize = 64;
+pub const MAP_ENTRY: usize = 32;
+pub const MAP_MAX: usize = 500;
+pub const MAP_SIZE: usize = MAP_HDR + MAP_MAX * MAP_ENTRY;
+pub const MAP: u32 = ioc_rw(0x71, MAP_SIZE);
+
+pub const TOUCH_SIZE: usize = 8;
+pub const TOUCH: u32 = ioc_w(0x72, TOUCH_SIZE);
+
+/// HELLO flags: clients may store into the image (a read-write mount whose
+/// stores are made durable by cache flushes).
+pub const HELLO_WRITABLE: u32 = 1;
+/// MAP request flags: the client wants to write (needs the file open for writing).
+pub const MAP_WANT_WRITE: u32 = 1;
+/// MAP reply flags: the lease lets the client write (entries with EXT_WRITE).
+pub const MAP_WRITE: u32 = 1;
+/// Entry flags: the extent is the file's own (unshared, allocated, below
+/// EOF) and may be overwritten in place.
+pub const EXT_WRITE: u32 = 1;
+/// TOUCH flags: set mtime and ctime.
+pub const TOUCH_MTIME: u64 = 1;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WireError {
+    Short,
+    Version(u32),
+    Count(u32),
+    Name,
+}
+
+fn u32_at(b: &[u8], o: usize) -> Result<u32, WireError> {
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        .ok_or(WireError::Short)
+}
+fn u64_at(b: &[u8], o: usize) -> Result<u64, WireError> {
+    b.get(o..o + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        .ok_or(WireError::Short)
+}
+fn put32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put64(b: &mut [u8], o: usize, v: u64) {
+    b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// HELLO's reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloReply {
+    pub flags: u32,
+    pub nonce: u64,
+    pub block_size: u32,
+    pub flush: u32,
+    pub image_len: u64,
+    /// The image's identity: (st_dev, st_ino) of an image file, (0, st_rdev)
+    /// of a device.
+    pub image_dev: u64,
+    pub image_ino: u64,
+    /// The daemon's socket in the abstract namespace (without the leading NUL).
+    pub socket: Vec<u8>,
+    /// The image's absolute path, as the daemon opened it.
+    pub path: Vec<u8>,
+}
+
+impl HelloReply {
+    pub fn encode(&self, b: &mut [u8; HELLO_SIZE]) {
+        b.fill(0);
+        put32(b, 0, PROTOCOL);
+        put32(b, 4, self.flags);
+        put64(b, 8, self.nonce);
+        put32(b, 16, self.block_size);
+        put32(b, 20, self.flush);
+        put64(b, 24, self.image_len);
+        put64(b, 32, self.image_dev);
+        put64(b, 40, self.image_ino);
+        let s = &self.socket[..self.socket.len().min(SOCKET_MAX)];
+        let p = &self.path[..self.path.len().min(PATH_MAX)];
+        put32(b, 48, s.len() as u32);
+        put32(b, 52, p.len() as u32);
+        b[64..64 + s.len()].copy_from_slice(s);
+        b[HELLO_HDR..HELLO_HDR + p.len()].copy_from_slice(p);
+    }
+
+    pub fn decode(b: &[u8]) -> Result<HelloReply, WireError> {
+        if b.len() < HELLO_SIZE {
+            return Err(WireError::Short);
+        }
+        let v = u32_at(b, 0)?;
+        if v != PROTOCOL {
+            return Err(WireError::Version(v));
+        }
+        let sl = u32_at(b, 48)? as usize;
+        let pl = u32_at(b, 52)? as usize;
+        if sl == 0 || sl > SOCKET_MAX || pl == 0 || pl > PATH_MAX {
+            return Err(WireError::Name);
+        }
+        Ok(HelloReply {
+            flags: u32_at(b, 4)?,
+            nonce: u64_at(b, 8)?,
+            block_size: u32_at(b, 16)?,
+            flush: u32_at(b, 20)?,
+            image_len: u64_at(b, 24)?,
+            image_dev: u64_at(b, 32)?,
+            image_ino: u64_at(b, 40)?,
+            socket: b[64..64 + sl].to_vec(),
+            path: b[HELLO_HDR..HELLO_HDR + pl].to_vec(),
+        })
+    }
+}
+
+/// MAP's request: extents from logical block `from` on.
+pub fn map_request(b: &mut [u8; MAP_SIZE], from: u64, flags: u32) {
+    b.fill(0);
+    put64(b, 0, from);
+    put32(b, 8, flags);
+}
+
+/// (from, flags) of a MAP request.
+pub fn decode_map_request(b: &[u8]) -> Result<(u64, u32), WireError> {
+    Ok((u64_at(b, 0)?, u32_at(b, 8)?))
+}
+
+/// One extent of a MAP reply: `count` blocks from logical block `lblock`
+/// at physical block `pblock` (image offset `pblock * block_size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub lblock: u64,
+    pub pblock: u64,
+    pub count: u64,
+    pub flags: u32,
+}
+
+/// MAP's reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapReply {
+    pub flags: u32,
+    pub size: u64,
+    pub gen: u64,
+    pub bucket: u32,
+    /// First logical block after the last extent listed; `u64::MAX` when
+    /// the list is complete.
+    pub next: u64,
+    pub lease: u64,
+    pub extents: Vec<Extent>,
+}
+
+impl MapReply {
+    pub fn encode(&self, b: &mut [u8; MAP_SIZE]) -> Result<(), WireError> {
+        if self.extents.len() > MAP_MAX {
+            return Err(WireError::Count(self.extents.len() as u32));
+        }
+        b.fill(0);
+        put32(b, 0, PROTOCOL);
+        put32(b, 4, self.flags);
+        put64(b, 8, self.size);
+        put64(b, 16, self.gen);
+        put32(b, 24, self.bucket);
+        put32(b, 28, self.extents.len() as u32);
+        put64(b, 32, self.next);
+        put64(b, 40, self.lease);
+        for (i, e) in self.extents.iter().enumerate() {
+            let o = MAP_HDR + i * MAP_ENTRY;
+            put64(b, o, e.lblock);
+            put64(b, o + 8, e.pblock);
+            put64(b, o + 16, e.count);
+            put32(b, o + 24, e.flags);
+        }
+        Ok(())
+    }
+
+    pub fn decode(b: &[u8]) -> Result<MapReply, WireError> {
+        let v = u32_at(b, 0)?;
+        if v != PROTOCOL {
+            return Err(WireError::Version(v));
+        }
+        let n = u32_at(b, 28)?;
+        if n as usize > MAP_MAX {
+            return Err(WireError::Count(n));
+        }
+        let mut extents = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            let o = MAP_HDR + i * MAP_ENTRY;
+            extents.push(Extent {
+                lblock: u64_at(b, o)?,
+                pblock: u64_at(b, o + 8)?,
+                count: u64_at(b, o + 16)?,
+                flags: u32_at(b, o + 24)?,
+            });
+        }
+        Ok(MapReply {
+            flags: u32_at(b, 4)?,
+            size: u64_at(b, 8)?,
+            gen: u64_at(b, 16)?,
+            bucket: u32_at(b, 24)?,
+            next: u64_at(b, 32)?,
+            lease: u64_at(b, 40)?,
+            extents,
+        })
+    }
+}
+
+pub const HELLO_MSG: usize = 16;
+pub const WELCOME_MSG: usize = 24;
+
+/// Client → daemon on the socket (with the image descriptor attached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub nonce: u64,
+}
+
+impl Hello {
+    pub fn encode(&self) -> [u8; HELLO_MSG] {
+        let mut b = [0u8; HELLO_MSG];
+        put32(&mut b, 0, PROTOCOL);
+        put64(&mut b, 8, self.nonce);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Hello, WireError> {
+        let v = u32_at(b, 0)?;
+        if v != PROTOCOL {
+            return Err(WireError::Version(v));
+        }
+        Ok(Hello {
+            nonce: u64_at(b, 8)?,
+        })
+    }
+}
+
+/// Daemon → client: `status` 0 (with the control page's descriptor
+/// attached) or an errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub status: i32,
+    pub slot_first: u32,
+    pub slot_count: u32,
+    pub client: u64,
+}
+
+impl Welcome {
+    pub fn encode(&self) -> [u8; WELCOME_MSG] {
+        let mut b = [0u8; WELCOME_MSG];
+        put32(&mut b, 0, self.status as u32);
+        put32(&mut b, 8, self.slot_first);
+        put32(&mut b, 12, self.slot_count);
+        put64(&mut b, 16, self.client);
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Welcome, WireError> {
+        Ok(Welcome {
+            status: u32_at(b, 0)? as i32,
+            slot_first: u32_at(b, 8)?,
+            slot_count: u32_at(b, 12)?,
+            client: u64_at(b, 16)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_distinct_and_sized() {
+        let all = [HELLO, MAP, TOUCH];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+            assert!(((a >> 16) & 0x3fff) as usize <= 16383);
+        }
+        assert_eq!((MAP >> 16) & 0x3fff, MAP_SIZE as u32);
+    }
+
+    #[test]
+    fn hello_round_trips_and_refuses_bad_lengths() {
+        let h = HelloReply {
+            flags: HELLO_WRITABLE,
+            nonce: 0xfeed,
+            block_size: 4096,
+            flush: 1,
+            image_len: 1 << 30,
+            image_dev: 3,
+            image_ino: 99,
+            socket: b"daxlink-direct-1-abc".to_vec(),
+            path: b"/dev/shm/x.img".to_vec(),
+        };
+        let mut b = [0u8; HELLO_SIZE];
+        h.encode(&mut b);
+        assert_eq!(HelloReply::decode(&b), Ok(h));
+        put32(&mut b, 52, PATH_MAX as u32 + 1);
+        assert_eq!(HelloReply::decode(&b), Err(WireError::Name));
+        put32(&mut b, 0, 9);
+        assert_eq!(HelloReply::decode(&b), Err(WireError::Version(9)));
+        assert_eq!(HelloReply::decode(&b[..100]), Err(WireError::Short));
+    }
+
+    #[test]
+    fn map_round_trips_and_refuses_bad_counts() {
+        let m = MapReply {
+            flags: MAP_WRITE,
+            size: 12345,
+            gen: 7,
+            bucket: 4095,
+            next: u64::MAX,
+            lease: 3,
+            extents: vec![
+                Extent {
+                    lblock: 0,
+                    pblock: 100,
+                    count: 3,
+                    flags: EXT_WRITE,
+                },
+                Extent {
+                    lblock: 5,
+                    pblock: 7,
+                    count: 1,
+                    flags: 0,
+                },
+            ],
+        };
+        let mut b = Box::new([0u8; MAP_SIZE]);
+        m.encode(&mut b).unwrap();
+        assert_eq!(MapReply::decode(&b[..]), Ok(m));
+        put32(&mut b[..], 28, MAP_MAX as u32 + 1);
+        assert_eq!(
+            MapReply::decode(&b[..]),
+            Err(WireError::Count(MAP_MAX as u32 + 1))
+        );
+        let mut r = Box::new([0u8; MAP_SIZE]);
+        map_request(&mut r, 42, MAP_WANT_WRITE);
+        assert_eq!(decode_map_request(&r[..]), Ok((42, MAP_WANT_WRITE)));
+    }
+
+    #[test]
+    fn socket_messages_round_trip() {
+        let h = Hello { nonce: 5 };
+        assert_eq!(Hello::decode(&h.encode()), Ok(h));
+        let w = Welcome {
+            status: libc::EACCES,
+            slot_first: 16,
+            slot_count: 16,
+            client: 2,
+        };
+        assert_eq!(Welcome::decode(&w.encode()), Ok(w));
+        assert_eq!(Welcome::decode(&[0u8; 3]), Err(WireError::Short));
+    }
+}
