@@ -108,14 +108,14 @@ impl Control {
     /// `base..base+len` must be a shared mapping (readable and writable)
     /// that stays mapped for as long as the `Control` lives.
     pub unsafe fn from_raw(base: *mut u8, len: usize) -> Result<Control, ControlError> {
-        if len < LEN || (base as usize) % 8 != 0 {
+        if len < LEN || !(base as usize).is_multiple_of(8) {
             return Err(ControlError::Size);
         }
         Ok(Control { base })
     }
 
     fn word(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off + 8 <= LEN && off % 8 == 0);
+        debug_assert!(off + 8 <= LEN && off.is_multiple_of(8));
         // SAFETY: `off` is one of this module's constant offsets (or a
         // bucket/slot index bounds-checked by the caller), inside the LEN
         // bytes `from_raw` was promised, 8-byte aligned; AtomicU64 has the
