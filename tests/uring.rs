@@ -81,14 +81,34 @@ fn exercise_data(root: &Path) {
     assert_eq!(fs::read(&p).unwrap(), want[..100]);
 }
 
+/// The per-opcode counters of the mount on `root` (`daxlink counters --json`).
+fn counters(root: &Path) -> serde_json::Value {
+    let out = daxlink(&[&"counters", &root, &"--json"]);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+/// Requests of `op` that `side` ("ring": a queue thread answered it itself;
+/// "dev": fuser's session, which over io_uring is the bridge) served.
+fn served(c: &serde_json::Value, side: &str, op: &str) -> u64 {
+    c[side][op].as_u64().unwrap_or(0)
+}
+
+/// The common requests (READ, WRITE, CREATE, LOOKUP, ...) are answered by
+/// the ring threads themselves, the rest (names, xattrs) goes over the
+/// bridge to fuser: read from the daemon's per-opcode counters, so a mount
+/// that silently serves everything through the bridge, or through
+/// /dev/fuse, fails. One ring thread per possible CPU.
 #[test]
-fn requests_are_served_by_one_ring_thread_per_cpu() {
+fn common_requests_are_served_on_the_rings_and_the_rest_bridged() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let _on = Switch::set(true);
     let img = Image::new("uring", 256 << 20);
     let m = Mounted::new(&img.path, "transport=uring");
     let pid = m.pid().unwrap();
+    daxlink(&[&"counters", &m.root(), &"--reset"]);
     exercise_data(m.root());
+    // A name that is not there: a LOOKUP (ENOENT), served on the ring.
+    assert_eq!(errno_of(fs::metadata(m.path("nosuch"))), libc::ENOENT);
     // Everything else goes through the bridge: names, xattrs, copy_file_range.
     fs::create_dir(m.path("d")).unwrap();
     fs::write(m.path("d/x"), b"x").unwrap();
@@ -113,6 +133,17 @@ fn requests_are_served_by_one_ring_thread_per_cpu() {
         .unwrap();
     assert!(st.success());
     assert_eq!(fs::read(m.path("clone")).unwrap().len(), 100);
+    let c = counters(m.root());
+    for op in ["READ", "WRITE", "CREATE", "LOOKUP", "OPEN", "RELEASE"] {
+        assert!(served(&c, "ring", op) > 0, "{op} not served on a ring: {c}");
+    }
+    // 3 MiB written and read back: more than one request each way.
+    assert!(served(&c, "ring", "WRITE") >= 2, "{c}");
+    assert!(served(&c, "ring", "READ") >= 2, "{c}");
+    for op in ["MKDIR", "RENAME", "SETXATTR", "GETXATTR", "COPY_FILE_RANGE"] {
+        assert_eq!(served(&c, "ring", op), 0, "{op} served on a ring: {c}");
+        assert!(served(&c, "dev", op) > 0, "{op} not bridged: {c}");
+    }
     let names = threads(pid);
     let rings = names
         .iter()
@@ -182,10 +213,11 @@ fn other_users_meet_the_same_permissions_over_the_ring() {
 }
 
 /// `allow_root`: the kernel lets everyone in (allow_other) and fuser turns
-/// away users other than root and the owner; the ring threads pass such
-/// users' requests to fuser. (Here the kernel's ACL lookup on the directory,
-/// a GETXATTR that always goes to fuser, already turns them away: this
-/// checks that both transports end the same, not which step refuses.)
+/// away users other than root and the owner; both transports end the same
+/// for another user's stat, cat, touch and rm. (Here the kernel's ACL
+/// lookup on the directory, a GETXATTR that always goes to fuser, already
+/// turns them away; `a_user_the_mount_turns_away_is_bridged_not_served_on_a_ring`
+/// checks the ring side's own rule.)
 #[test]
 fn allow_root_turns_other_users_away_on_both_transports() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,6 +258,57 @@ fn allow_root_turns_other_users_away_on_both_transports() {
         m.unmount();
     }
     assert_eq!(seen[0], seen[1]);
+}
+
+/// A request from a user the mount turns away (`allow_root`: anyone but
+/// root and the owner) is passed to fuser over the bridge, which refuses it
+/// (EACCES), instead of being answered on a ring. User 1234 looks up a name
+/// that is not there: answered on a ring it would get ENOENT and count as
+/// ring-served. Root reads the root directory's ACL first, so the kernel
+/// has it cached and lets the user's path walk through without asking the
+/// daemon (that GETXATTR, always bridged, would refuse before any LOOKUP).
+/// The same steps on an `allow_other` mount show the user's LOOKUP does
+/// reach a ring there (ENOENT, counted), so the refusal is the mount's rule.
+#[test]
+fn a_user_the_mount_turns_away_is_bridged_not_served_on_a_ring() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    for acl in ["allow_other", "allow_root"] {
+        let img = Image::new("uring-outsider", 64 << 20);
+        let m = Mounted::new(&img.path, &format!("transport=uring,{acl}"));
+        fs::set_permissions(
+            m.root(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let out = run_deadline(
+            {
+                let mut c = Command::new("getfacl");
+                c.arg("-p").arg(m.root());
+                c
+            },
+            30,
+        );
+        assert_eq!(out.rc, 0, "getfacl (package acl) is needed: {out:?}");
+        daxlink(&[&"counters", &m.root(), &"--reset"]);
+        // Root's LOOKUP of a missing name: a ring serves it.
+        assert_eq!(errno_of(fs::metadata(m.path("by-root"))), libc::ENOENT);
+        let before = counters(m.root());
+        assert_eq!(served(&before, "ring", "LOOKUP"), 1, "{acl}: {before}");
+        let (rc, err) = run_as(1234, 1234, &format!("stat {}", m.path("by-user").display()));
+        assert_ne!(rc, 0, "{acl}: {err}");
+        let after = counters(m.root());
+        let ring = served(&after, "ring", "LOOKUP") - served(&before, "ring", "LOOKUP");
+        if acl == "allow_other" {
+            assert!(err.contains("No such file"), "{acl}: {err}");
+            assert_eq!(ring, 1, "{acl}: the user's LOOKUP: {after}");
+        } else {
+            assert!(err.contains("Permission denied"), "{acl}: {err}");
+            assert_eq!(ring, 0, "{acl}: a ring served the user's LOOKUP: {after}");
+        }
+        m.unmount();
+        fsck_clean(&img.path);
+    }
 }
 
 /// A ring queue thread that fails (DAXLINK_FAULT_INJECT=uring-queue-exit
