@@ -303,6 +303,103 @@ fn a_user_the_mount_turns_away_is_bridged_not_served_on_a_ring() {
     }
 }
 
+/// A child process killed when dropped (a `daxlink pin --hold` that must
+/// not outlive a failed test).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `path` opened for O_DIRECT reads (the page cache cannot answer them:
+/// each reaches the daemon as one READ).
+fn open_direct(path: &Path) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap()
+}
+
+/// One O_DIRECT read of 4 KiB at `off` of `f` (from `open_direct`).
+fn read_direct(f: &fs::File, off: u64) -> Vec<u8> {
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    let mut buf = Box::new(Page([0; 4096]));
+    let n = f.read_at(&mut buf.0, off).unwrap();
+    buf.0[..n].to_vec()
+}
+
+/// A READ of an inode that a long operation holds locked goes over the
+/// bridge, so it does not hold up its CPU's ring; once the inode is free
+/// again, the same READ is served on a ring. The long operation: a punch
+/// of a pinned block under `page_model=upstream`, which waits (inode
+/// locked) until the pin ends, as Linux's break_layouts does.
+#[test]
+fn a_read_of_a_busy_inode_is_bridged_and_of_a_free_one_served_on_a_ring() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    let img = Image::new("uring-busy", 64 << 20);
+    let m = Mounted::new(&img.path, "transport=uring,page_model=upstream");
+    let f = m.path("f");
+    let data = pattern(11, 8192);
+    fs::write(&f, &data).unwrap();
+    // A pin of block 0 for 2 s, held by another process.
+    let mut pin = KillOnDrop(
+        Command::new(DAXLINK)
+            .arg("pin")
+            .arg(&f)
+            .args(["--offset", "0", "--length", "4096", "--hold", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(pin.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("pin "), "daxlink pin: {line}");
+    // Opened now: an OPEN of the busy inode would wait on the bridge too.
+    let direct = open_direct(&f);
+    daxlink(&[&"counters", &m.root(), &"--reset"]);
+    // The punch waits for the pin with the inode locked.
+    let punch = {
+        let f = f.clone();
+        std::thread::spawn(move || {
+            let mut c = Command::new("fallocate");
+            c.args(["-p", "-o", "0", "-l", "4096"]).arg(&f);
+            run_deadline(c, 30)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let t = std::time::Instant::now();
+    assert_eq!(read_direct(&direct, 4096), data[4096..]);
+    let waited = t.elapsed();
+    let out = punch.join().unwrap();
+    assert_eq!(out.rc, 0, "fallocate -p: {out:?}");
+    let busy = counters(m.root());
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "the READ did not wait for the punch ({waited:?}): was the inode busy?"
+    );
+    assert_eq!(served(&busy, "ring", "READ"), 0, "busy inode: {busy}");
+    assert_eq!(served(&busy, "dev", "READ"), 1, "busy inode: {busy}");
+    // The inode is free again: the same READ is served on a ring.
+    assert_eq!(read_direct(&direct, 4096), data[4096..]);
+    let free = counters(m.root());
+    assert_eq!(served(&free, "ring", "READ"), 1, "free inode: {free}");
+    assert_eq!(served(&free, "dev", "READ"), 1, "free inode: {free}");
+    drop((direct, pin));
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
 /// A ring queue thread that fails (DAXLINK_FAULT_INJECT=uring-queue-exit
 /// makes each queue fail on its first request) leaves its CPU's requests
 /// without a server: the daemon aborts the connection, so the request that
