@@ -1,7 +1,7 @@
 //! The crash-consistency harness (src/crash): a bounded enumeration that a
 //! correct daxlink survives, and proof that the harness catches every kind of
 //! injected bug. The full enumeration is `daxlink crashtest --workload all`
-//! (README, "Crash consistency").
+//! (docs/CRASH.md).
 
 use daxlink::crash::{replay, run, Bug, Config, Failure, Summary};
 use daxlink::format::JournalHdr;

@@ -8,7 +8,7 @@
 //! DAXLINK_STRESS_THREADS (default 3), DAXLINK_STRESS_ROUNDS (remounts, default 4).
 //! On a terminal it shows a progress bar (with `--nocapture`). For an hour (3
 //! threads x 1.2 million operations, about 1,000 a second on two busy cores;
-//! the same recipe as README's):
+//! the same recipe as docs/TESTING.md's):
 //!
 //!     DAXLINK_STRESS_OPS=1200000 DAXLINK_STRESS_ROUNDS=40 cargo test --release --test reflink_stress -- --nocapture
 

@@ -1,10 +1,12 @@
-//! Cost of the page model (a benchmark, run by scripts/bench.sh; ignored by
-//! `cargo test`): DRAM per GiB of pmem with no pins and with 100,000 pins,
-//! pin + unpin latency (in the core and through FUSE ioctls), and the
-//! slow-down of normal I/O under page_model=proxy versus legacy.
+//! Cost of the page model (a benchmark, run by scripts/bench.sh;
+//! `harness = false`, so `cargo test` does not run it): DRAM per GiB of pmem
+//! with no pins and with 100,000 pins, pin + unpin latency (in the core and
+//! through FUSE ioctls), and the slow-down of normal I/O under
+//! page_model=proxy versus legacy. It mounts (root and /dev/fuse needed).
 //!
-//! `cargo test --release --test page_cost -- --ignored --nocapture`
+//! `cargo bench --bench page_cost`
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
@@ -45,9 +47,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[test]
-#[ignore]
-fn page_model_cost() {
+fn main() {
     let mut json = serde_json::Map::new();
     // 1. Memory: a 1 GiB file on a 1.25 GiB fs, no pins, then 100,000 one-page pins.
     let fs = fs_with(PageModel::Proxy, 1280 << 20);

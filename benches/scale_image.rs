@@ -1,8 +1,9 @@
 //! Makes a large sparse image holding many files, for the scale figures of
-//! scripts/bench.sh (a benchmark step, ignored by `cargo test`):
+//! scripts/bench.sh (a benchmark step; `harness = false`, so `cargo test`
+//! does not run it):
 //!
 //!     BENCH_SCALE_IMAGE=/var/tmp/big.img BENCH_SCALE_SIZE=1T BENCH_SCALE_FILES=100000 \
-//!       cargo test --release --test bench_scale -- --ignored --nocapture
+//!       cargo bench --bench scale_image
 //!
 //! The image is a sparse file (no fallocate, unlike `mkfs.daxlink` on a disk
 //! filesystem, so a 1 TiB image fits on a smaller disk) formatted in process
@@ -36,9 +37,7 @@ fn fsync(path: &PathBuf) {
         .unwrap();
 }
 
-#[test]
-#[ignore]
-fn scale_image() {
+fn main() {
     let path = PathBuf::from(std::env::var("BENCH_SCALE_IMAGE").expect("BENCH_SCALE_IMAGE"));
     let size = std::env::var("BENCH_SCALE_SIZE")
         .ok()
