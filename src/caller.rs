@@ -249,7 +249,7 @@ pub fn ioctl_arg_u32(tid: u32) -> Option<u32> {
     Some(u32::from_ne_bytes(b))
 }
 
-pub use crate::mountinfo::{mountinfo_lines, self_mounts, MountLine};
+pub use crate::util::mountinfo::{mountinfo_lines, self_mounts, MountLine};
 
 /// The device of the daxlink mount on `dir` as this process sees it now
 /// (the last one there: call right after mounting).

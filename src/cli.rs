@@ -382,24 +382,3 @@ pub fn snapshot(path: &Path, extra: &[u64]) -> io::Result<serde_json::Value> {
     serde_json::from_slice(&b[16..16 + n.min(b.len() - 16)])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
-
-/// The name a tool was invoked by (the basename of argv[0], e.g. `mkfs.daxlink`
-/// through the installed name, `mkfs-daxlink` from the build directory), for its
-/// usage and error lines; `default` when argv[0] is missing or empty.
-/// Prints a tool's status line on stderr as "PROG: line" (PROG as invoked);
-/// given to `media::lock::on_wait` at start-up.
-pub fn stderr_notice(msg: &str) {
-    eprintln!("{}: {msg}", invoked_name("daxlink"));
-}
-
-pub fn invoked_name(default: &str) -> String {
-    std::env::args_os()
-        .next()
-        .and_then(|a| {
-            Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| default.to_string())
-}

@@ -32,17 +32,14 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod fsck;
-pub mod heap;
 pub mod inflight;
 pub mod journal;
 pub mod kmount;
 pub mod media;
 pub mod mkfs;
-pub mod mountinfo;
-pub mod out;
-pub mod progress;
 pub mod signature;
 pub mod space;
+pub mod util;
 
 pub use error::{FsError, FsResult};
 pub mod fuse;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use daxlink::cli;
 use daxlink::mount::{mount_main, parse_opts, MountOpts};
-use daxlink::progress::plural;
+use daxlink::util::progress::plural;
 
 #[derive(Parser)]
 #[command(
@@ -217,9 +217,9 @@ const SUBCOMMANDS: &[&str] = &[
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
+    daxlink::media::lock::on_wait(daxlink::util::out::stderr_notice);
     let mut args: Vec<String> = std::env::args().collect();
-    if cli::invoked_name("daxlink") == "mount.daxlink" {
+    if daxlink::util::out::invoked_name("daxlink") == "mount.daxlink" {
         args = mount_helper_args(&args);
     }
     // mount.fuse3 calls `daxlink SOURCE DIR -o opts`.

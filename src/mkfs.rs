@@ -16,7 +16,7 @@ use crate::format::{
 use crate::fs::{read_superblock, write_superblocks};
 use crate::journal::{Journal, JournalGeometry};
 use crate::media::{lock_file, open_image, Media, MediaError};
-use crate::progress::Progress;
+use crate::util::progress::Progress;
 use crate::space::Space;
 
 #[derive(Clone, Debug, Default)]

@@ -20,7 +20,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 
 use common::*;
-use daxlink::{cli, progress};
+use daxlink::cli;
+use daxlink::util::progress;
 
 const BS: u64 = 4096;
 const MAX: u64 = 768 * 1024;

@@ -631,7 +631,7 @@ fn point_quotas(wants: &[(u64, bool)], budget: u64) -> Vec<u64> {
 /// Run the harness.
 pub fn run(cfg: &Config) -> Result<Summary, String> {
     let t0 = Instant::now();
-    let p = crate::progress::Progress::steps("crashtest: counting crash points", 0);
+    let p = crate::util::progress::Progress::steps("crashtest: counting crash points", 0);
     let bases = Bases::make()?;
     let ws = select(all_workloads(&bases)?, &cfg.workload)?;
     // Pass 1: what every crash point wants; share the budget.
@@ -656,7 +656,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
         })
         .collect();
     // Pass 2: check.
-    let p = crate::progress::Progress::steps("crashtest: checking workloads", ws.len() as u64);
+    let p = crate::util::progress::Progress::steps("crashtest: checking workloads", ws.len() as u64);
     let results = parallel(ws.len(), cfg.jobs, |i| {
         let r = check_workload(bases.of(&ws[i]), &ws[i], &quotas[i], cfg);
         p.inc(1);
@@ -784,7 +784,7 @@ pub struct CrashArgs {
 
 /// Run `daxlink crashtest`; returns the exit status (0 no failure, 1 failures, 2 usage).
 pub fn cli(a: CrashArgs) -> i32 {
-    crate::progress::enable_on_terminal();
+    crate::util::progress::enable_on_terminal();
     let inject = match a.inject.as_deref().map(|s| (s, Bug::parse(s))) {
         None => None,
         Some((_, Some(b))) => Some(b),
@@ -881,7 +881,7 @@ pub fn cli(a: CrashArgs) -> i32 {
             s.crash_states,
             s.recovery_states,
             s.failures,
-            crate::progress::plural(s.failed_workloads.len() as u64, "workload", "workloads"),
+            crate::util::progress::plural(s.failed_workloads.len() as u64, "workload", "workloads"),
             s.in_flight_at_return,
             s.seed,
             s.seconds

@@ -366,7 +366,7 @@ impl Fs {
 /// list, maps rebuilt in order) in the middle of the heap, where they would
 /// stay resident for the life of the mount.
 fn release_free_heap() {
-    crate::heap::release_free();
+    crate::util::heap::release_free();
 }
 
 /// The record chains of the image being mounted.

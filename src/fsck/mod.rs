@@ -645,7 +645,7 @@ impl Ck<'_> {
 
     /// The passes, in order (each names its file).
     fn run(&mut self) -> Result<(), String> {
-        let p = crate::progress::Progress::steps("fsck", if self.repair { 21 } else { 20 });
+        let p = crate::util::progress::Progress::steps("fsck", if self.repair { 21 } else { 20 });
         p.step("journal");
         self.journal()?; // sb
         p.step("marks");

@@ -1,7 +1,7 @@
 //! The report of a check: findings, notes, counts, the exit status (fsck(8)),
 //! the summary and advice lines and the JSON document.
 
-use crate::progress::plural;
+use crate::util::progress::plural;
 
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::path::Path;
 
 /// The exit status after the reader of standard output went away.
 pub const EXIT_PIPE: i32 = 128 + libc::SIGPIPE;
@@ -22,20 +23,41 @@ pub fn write(args: std::fmt::Arguments<'_>) {
         let _ = writeln!(
             std::io::stderr(),
             "{}: writing to standard output: {e}",
-            crate::cli::invoked_name("daxlink")
+            invoked_name("daxlink")
         );
         std::process::exit(1);
     }
+}
+
+/// Prints a tool's status line on stderr as "PROG: line" (PROG as invoked);
+/// given to `media::lock::on_wait` at start-up.
+pub fn stderr_notice(msg: &str) {
+    eprintln!("{}: {msg}", invoked_name("daxlink"));
+}
+
+/// The name a tool was invoked by (the basename of argv[0], e.g. `mkfs.daxlink`
+/// through the installed name, `mkfs-daxlink` from the build directory), for its
+/// usage and error lines; `default` when argv[0] is missing or empty.
+pub fn invoked_name(default: &str) -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| default.to_string())
 }
 
 /// `println!` that stops the program quietly when the reader has gone away.
 #[macro_export]
 macro_rules! outln {
     () => {
-        $crate::out::write(format_args!("\n"))
+        $crate::util::out::write(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::out::write(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::util::out::write(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -43,6 +65,6 @@ macro_rules! outln {
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::out::write(format_args!($($arg)*))
+        $crate::util::out::write(format_args!($($arg)*))
     };
 }
