@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::format::BLOCK_SIZE;
-use crate::ioctl::{self, RemapArgs};
+use crate::fuse::ioctl::{self, RemapArgs};
 
 fn open_ro(p: &Path) -> io::Result<File> {
     File::open(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))

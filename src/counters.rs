@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 
 use crate::fuse::counters::{name, DEV, OPCODES, RING};
-use crate::ioctl;
+use crate::fuse::ioctl;
 
 /// Requests per opcode since mount or the last reset: `[dev, ring]`.
 pub struct Counts(pub [[u64; OPCODES]; 2]);

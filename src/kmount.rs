@@ -70,7 +70,7 @@ pub fn mount(dir: &Path, k: &KernelOpts) -> Result<Option<OwnedFd>, String> {
 /// connection. Never unmounts another mount.
 pub fn unmount_own(dir: &Path, id: u64, minor: Option<u32>) {
     let point = dir.to_string_lossy();
-    let top = crate::caller::self_mounts()
+    let top = crate::util::mountinfo::self_mounts()
         .into_iter()
         .rfind(|m| m.point == point);
     match top {
@@ -82,7 +82,7 @@ pub fn unmount_own(dir: &Path, id: u64, minor: Option<u32>) {
                 }
             }
         }
-        _ if !crate::caller::self_mounts().iter().any(|m| m.id == id) => {
+        _ if !crate::util::mountinfo::self_mounts().iter().any(|m| m.id == id) => {
             log::info!("{} is no longer mounted", dir.display())
         }
         _ => {

@@ -22,7 +22,6 @@
 
 pub mod access;
 pub mod acl;
-pub mod caller;
 pub mod check;
 pub mod cli;
 pub mod counters;
@@ -32,7 +31,6 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod fsck;
-pub mod inflight;
 pub mod journal;
 pub mod kmount;
 pub mod media;
@@ -43,7 +41,6 @@ pub mod util;
 
 pub use error::{FsError, FsResult};
 pub mod fuse;
-pub mod ioctl;
 pub mod mount;
 pub mod pages;
 pub mod remount;

@@ -521,7 +521,7 @@ impl Shutdown {
 
 /// One line of /proc/self/mountinfo: (mount id, mount point, fs type).
 fn mountinfo() -> Vec<(u64, String, String)> {
-    crate::caller::self_mounts()
+    crate::util::mountinfo::self_mounts()
         .into_iter()
         .map(|m| (m.id, m.point, m.fstype))
         .collect()
@@ -587,7 +587,7 @@ fn watchdog(
     if st.1 {
         return;
     }
-    let stuck = crate::inflight::snapshot();
+    let stuck = crate::fuse::inflight::snapshot();
     log::error!(
         "shutdown ({why}) did not finish within {:.1} s: {} request(s) in flight",
         limit.as_secs_f64(),
@@ -706,7 +706,7 @@ pub fn serve(
         crate::fuse::uring::begin(p, &session, &main, cfg.acl, o.threads, stop);
     }
     let _ = notifier_slot.set(session.notifier());
-    match crate::caller::mount_dev(dir) {
+    match crate::util::mountinfo::mount_dev(dir) {
         Some(d) => {
             let _ = dev_slot.set(d);
         }

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use nix::mount::MsFlags;
 
-use crate::ioctl as io;
+use crate::fuse::ioctl as io;
 use crate::mount::{parse_opts, MountOpts};
 
 /// Run a remount of the daxlink mount on `dir` with the options `raw`; exit
@@ -121,7 +121,7 @@ fn set_daemon_ro(root: &std::fs::File, ro: bool) -> std::io::Result<()> {
 fn remount(dir: &Path, raw: &str) -> Result<(), String> {
     let canon = dir.canonicalize().map_err(|e| e.to_string())?;
     let point = canon.to_string_lossy().into_owned();
-    let m = crate::caller::self_mounts()
+    let m = crate::util::mountinfo::self_mounts()
         .into_iter()
         .rfind(|m| m.point == point)
         .filter(|m| m.fstype == "fuse.daxlink")

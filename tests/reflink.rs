@@ -15,7 +15,7 @@ use std::process::Command;
 
 use common::*;
 use daxlink::cli;
-use daxlink::ioctl::{self, RemapArgs};
+use daxlink::fuse::ioctl::{self, RemapArgs};
 
 const BS: u64 = 4096;
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use daxlink::fuse::counters::{name, OPCODES};
-use daxlink::ioctl;
+use daxlink::fuse::ioctl;
 
 type Counts = BTreeMap<String, u64>;
 

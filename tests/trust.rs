@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use daxlink::ioctl::{self, RemapArgs};
+use daxlink::fuse::ioctl::{self, RemapArgs};
 
 const BS: u64 = 4096;
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::cli;
-use crate::ioctl::SNAPSHOT_EXTRA_MAX;
+use crate::fuse::ioctl::SNAPSHOT_EXTRA_MAX;
 use crate::pages::PageModel;
 use mount::DemoMount;
 pub use scenarios::{Scenario, SCENARIOS};

@@ -2,6 +2,8 @@
 //! the image lock and the daemon share. What it reads is information only:
 //! nothing here grants anything (ARCHITECTURE.md, "What the daemon trusts").
 
+use std::path::Path;
+
 /// One line of a mountinfo file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountLine {
@@ -64,6 +66,17 @@ fn unescape(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The device of the daxlink mount on `dir` as this process sees it now
+/// (the last one there: call right after mounting).
+pub fn mount_dev(dir: &Path) -> Option<(u32, u32)> {
+    let want = dir.canonicalize().ok()?;
+    let want = want.to_str()?;
+    self_mounts()
+        .into_iter()
+        .rfind(|m| m.point == want && m.fstype == "fuse.daxlink")
+        .map(|m| m.dev)
 }
 
 #[cfg(test)]

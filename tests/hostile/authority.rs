@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::common::*;
 use crate::*;
-use daxlink::ioctl;
+use daxlink::fuse::ioctl;
 
 /// nobody inside `unshare -Ur` holds every capability of its own user
 /// namespace; none of them counts for the mount (the kernel's

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{errno_of, run_deadline, Image, Mounted, Out, DAXLINK};
 use daxlink::cli;
-use daxlink::ioctl;
+use daxlink::fuse::ioctl;
 
 const BS: u64 = 4096;
 const GIB: u64 = 1 << 30;

@@ -1,4 +1,4 @@
-//! The FUSE adapter's ioctls: daxlink's private ones (`crate::ioctl`), the
+//! The FUSE adapter's ioctls: daxlink's private ones (`crate::fuse::ioctl`), the
 //! inode-flag ioctls the kernel re-sends to FUSE (chattr, lsattr), remount
 //! and FS_IOC_SHUTDOWN. Each lets a caller do only what ordinary syscalls
 //! would let it do (ARCHITECTURE.md, "FUSE ioctls and notifier").
@@ -62,7 +62,7 @@ impl DaxFuse {
         }
     }
 
-    /// Serve one of daxlink's private ioctls (see `crate::ioctl`).
+    /// Serve one of daxlink's private ioctls (see `crate::fuse::ioctl`).
     pub(super) fn do_ioctl(
         &self,
         o: Origin,
@@ -71,7 +71,7 @@ impl DaxFuse {
         cmd: u32,
         input: &[u8],
     ) -> Result<Vec<u8>, FsError> {
-        use crate::ioctl as io;
+        use crate::fuse::ioctl as io;
         if !io::SERVED.contains(&cmd) {
             return Err(FsError::NotTty);
         }
@@ -378,7 +378,7 @@ impl DaxFuse {
         cmd: u32,
         input: &[u8],
     ) -> Result<Vec<u8>, FsError> {
-        use crate::ioctl as io;
+        use crate::fuse::ioctl as io;
         if !o.caller().has_cap(who::CAP_SYS_ADMIN) {
             return Err(FsError::Perm);
         }
@@ -394,7 +394,7 @@ impl DaxFuse {
         });
         let mode = crate::fs::ShutdownMode::from_flags(flags).ok_or(FsError::Invalid)?;
         self.fs.shutdown(mode);
-        crate::inflight::refuse_all();
+        crate::fuse::inflight::refuse_all();
         // Cached attributes and pages would still answer stat and read.
         for ino in self.fs.inode_numbers() {
             self.invalidate(ino);

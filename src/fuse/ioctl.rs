@@ -8,7 +8,7 @@
 //! not forward FICLONERANGE / FIDEDUPERANGE / FIEMAP to FUSE, so these carry
 //! the same semantics instead; the clone and dedupe source is named, as
 //! there, by a descriptor the caller holds open for reading (the daemon finds
-//! it through /proc, see `crate::caller`).
+//! it through /proc, see `crate::fuse::caller`).
 
 use std::os::fd::AsRawFd;
 
@@ -198,7 +198,7 @@ pub fn put_u32(b: &mut [u8], off: usize, v: u32) {
 /// turn an arbitrary number into an ioctl through this module.
 ///
 /// ```compile_fail
-/// let _ = daxlink::ioctl::Cmd(0x5401); // TCGETS: not a daxlink command
+/// let _ = daxlink::fuse::ioctl::Cmd(0x5401); // TCGETS: not a daxlink command
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cmd(u32);

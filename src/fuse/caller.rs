@@ -25,7 +25,6 @@
 //!   (closing that file sends FLUSH to this daemon).
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::acl::Who;
@@ -247,19 +246,6 @@ pub fn ioctl_arg_u32(tid: u32) -> Option<u32> {
     let mut b = [0u8; 4];
     mem.read_exact_at(&mut b, ptr).ok()?;
     Some(u32::from_ne_bytes(b))
-}
-
-pub use crate::util::mountinfo::{mountinfo_lines, self_mounts, MountLine};
-
-/// The device of the daxlink mount on `dir` as this process sees it now
-/// (the last one there: call right after mounting).
-pub fn mount_dev(dir: &Path) -> Option<(u32, u32)> {
-    let want = dir.canonicalize().ok()?;
-    let want = want.to_str()?;
-    self_mounts()
-        .into_iter()
-        .rfind(|m| m.point == want && m.fstype == "fuse.daxlink")
-        .map(|m| m.dev)
 }
 
 #[cfg(test)]
