@@ -20,28 +20,17 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod access;
 pub mod acl;
 pub mod check;
-pub mod cli;
-pub mod counters;
-pub mod crash;
-pub mod demo;
 pub mod error;
 pub mod format;
 pub mod fs;
-pub mod fsck;
 pub mod journal;
-pub mod kmount;
 pub mod media;
-pub mod mkfs;
-pub mod signature;
 pub mod space;
+pub mod tools;
 pub mod util;
 
 pub use error::{FsError, FsResult};
 pub mod fuse;
-pub mod mount;
 pub mod pages;
-pub mod remount;
-pub mod report;

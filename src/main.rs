@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use daxlink::cli;
-use daxlink::mount::{mount_main, parse_opts, MountOpts};
+use daxlink::tools::client;
+use daxlink::tools::mount::mount_main;
+use daxlink::tools::mount::opts::{parse_opts, MountOpts};
 use daxlink::util::progress::plural;
 
 #[derive(Parser)]
@@ -186,7 +187,7 @@ enum Cmd {
         reset: bool,
     },
     /// Crash-consistency test: record workloads, enumerate crash states, check each.
-    Crashtest(daxlink::crash::CrashArgs),
+    Crashtest(daxlink::tools::crash::CrashArgs),
 }
 
 fn fail(what: &str, e: std::io::Error) -> i32 {
@@ -251,14 +252,16 @@ fn main() {
             }
             mount_main(image, dir, &raw, o, foreground)
         }
-        Cmd::Remount { dir, options } => daxlink::remount::remount_main(&dir, &options.join(",")),
+        Cmd::Remount { dir, options } => {
+            daxlink::tools::mount::remount::remount_main(&dir, &options.join(","))
+        }
         Cmd::Reflink {
             src,
             dst,
             src_offset,
             dst_offset,
             length,
-        } => match cli::reflink_described(&src, &dst, src_offset, dst_offset, length) {
+        } => match client::reflink_described(&src, &dst, src_offset, dst_offset, length) {
             Ok(n) => {
                 daxlink::outln!("cloned {}", plural(n, "byte", "bytes"));
                 0
@@ -271,7 +274,7 @@ fn main() {
             src_offset,
             dst_offset,
             length,
-        } => match cli::dedupe(&src, &dst, src_offset, dst_offset, length) {
+        } => match client::dedupe(&src, &dst, src_offset, dst_offset, length) {
             Ok((true, n)) => {
                 daxlink::outln!("deduped {}", plural(n, "byte", "bytes"));
                 0
@@ -286,13 +289,13 @@ fn main() {
             file,
             offset,
             length,
-        } => match cli::unshare(&file, offset, length) {
+        } => match client::unshare(&file, offset, length) {
             Ok(()) => 0,
             Err(e) => fail("unshare", e),
         },
-        Cmd::Extents { file, json } => match cli::extents(&file) {
+        Cmd::Extents { file, json } => match client::extents(&file) {
             Ok(e) => {
-                daxlink::out!("{}", cli::extents_report(&e, json));
+                daxlink::out!("{}", client::extents_report(&e, json));
                 if json {
                     daxlink::outln!();
                 }
@@ -308,7 +311,7 @@ fn main() {
             longterm,
             hold,
         } => pin_cmd(&file, offset, length, write, longterm, hold),
-        Cmd::Owners { file, offset, json } => match cli::owners(&file, offset) {
+        Cmd::Owners { file, offset, json } => match client::owners(&file, offset) {
             Ok(v) => {
                 if json {
                     daxlink::outln!("{v}");
@@ -355,7 +358,7 @@ fn main() {
             }
             Err(e) => fail("owners", e),
         },
-        Cmd::Poison { file, offset } => match cli::poison(&file, offset) {
+        Cmd::Poison { file, offset } => match client::poison(&file, offset) {
             Ok((b, n, all)) => {
                 daxlink::outln!(
                     "block {b} poisoned: {n} of {} notified (their reads fail with EIO)",
@@ -384,9 +387,9 @@ fn main() {
                     }
                 },
             };
-            daxlink::demo::main(&models, json, verbose, report.as_deref())
+            daxlink::tools::demo::main(&models, json, verbose, report.as_deref())
         }
-        Cmd::Stat { path, json } => match cli::stat(&path) {
+        Cmd::Stat { path, json } => match client::stat(&path) {
             Ok(s) => {
                 if json {
                     daxlink::outln!(
@@ -417,7 +420,7 @@ fn main() {
             }
             Err(e) => fail("stat", e),
         },
-        Cmd::Counters { dir, json, reset } => match daxlink::counters::read(&dir, reset) {
+        Cmd::Counters { dir, json, reset } => match daxlink::tools::counters::read(&dir, reset) {
             Ok(c) if json => {
                 daxlink::outln!("{}", c.json());
                 0
@@ -428,7 +431,7 @@ fn main() {
             }
             Err(e) => fail("counters", e),
         },
-        Cmd::Crashtest(a) => daxlink::crash::cli(a),
+        Cmd::Crashtest(a) => daxlink::tools::crash::cli(a),
     };
     std::process::exit(code);
 }
@@ -509,7 +512,7 @@ fn pin_cmd(
         },
         Err(e) => return fail("pin", named(file, e)),
     };
-    match cli::pin(&f, offset, length, write, longterm) {
+    match client::pin(&f, offset, length, write, longterm) {
         Ok(id) => {
             daxlink::outln!(
                 "pin {id}: {} at {offset} of {} ({})",
@@ -524,7 +527,7 @@ fn pin_cmd(
                 },
             }
             // Closing the file releases the pin too; unpin explicitly first.
-            if let Err(e) = cli::unpin(&f, id) {
+            if let Err(e) = client::unpin(&f, id) {
                 return fail("unpin", e);
             }
             0

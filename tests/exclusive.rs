@@ -82,7 +82,8 @@ fn second_writer_mkfs_and_fsck_of_a_mounted_image_are_refused() {
         refused_naming(&out, pid, &format!("fsck {flag}"));
     }
 
-    let e = daxlink::mkfs::mkfs_path(&img.path, None, true, &Default::default()).unwrap_err();
+    let e =
+        daxlink::tools::mkfs::mkfs_path(&img.path, None, true, &Default::default()).unwrap_err();
     assert!(e.contains(&format!("in use by pid {pid} (daxlink)")), "{e}");
     match mkfs_bin() {
         Some(mkfs) => {

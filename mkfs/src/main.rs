@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use daxlink::format::BLOCK_SIZE;
-use daxlink::mkfs::{mkfs_image, parse_size, MkfsOptions};
+use daxlink::tools::mkfs::{mkfs_image, parse_size, MkfsOptions};
 
 #[derive(Parser)]
 #[command(

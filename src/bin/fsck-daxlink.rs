@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             if repair { " (repairing)" } else { "" }
         );
     }
-    let report = daxlink::fsck::check_path(&args.image, repair);
+    let report = daxlink::tools::fsck::check_path(&args.image, repair);
     if args.json {
         daxlink::outln!("{}", report.to_json(&name));
     } else {

@@ -196,8 +196,8 @@ mod tests {
     use super::head_label;
     use crate::fs::{Cred, Fs, FsOptions, ROOT_INO};
     use crate::media::Media;
-    use crate::mkfs::{mkfs, MkfsOptions};
     use crate::pages::PageModel;
+    use crate::tools::mkfs::{mkfs, MkfsOptions};
 
     const C: Cred = Cred {
         uid: 0,

@@ -36,9 +36,9 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
-use crate::fuse::caller::{self as who, Caller, Origin};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
+use crate::fuse::caller::{self as who, Caller, Origin};
 
 /// How long the kernel may trust an entry (positive or negative) or
 /// attributes it was given: a day, as libfuse's passthrough_hp. The daemon

@@ -8,7 +8,7 @@ use daxlink::format::{self, JournalHdr, RecKind, Roots, Superblock, TxState, ROO
 use daxlink::fs::{journal_geometry, walk_chain, Cred, Fs, FsOptions};
 use daxlink::journal::Journal;
 use daxlink::media::Media;
-use daxlink::mkfs::{mkfs, MkfsOptions};
+use daxlink::tools::mkfs::{mkfs, MkfsOptions};
 
 pub const BS: u64 = format::BLOCK_SIZE;
 /// 4 MiB: room for a few hundred files, small enough for thousands of cases.

@@ -247,10 +247,9 @@ pub fn check_path(path: &Path, repair: bool) -> Report {
     // A repair writes what others could change under it: refused (before
     // the lock, whoever holds it) if group or other users can write the image.
     if repair {
-        let r = file
-            .metadata()
-            .map_err(|e| e.to_string())
-            .and_then(|md| crate::access::check_repair(path, &md).map_err(|e| e.to_string()));
+        let r = file.metadata().map_err(|e| e.to_string()).and_then(|md| {
+            crate::tools::access::check_repair(path, &md).map_err(|e| e.to_string())
+        });
         if let Err(e) = r {
             return Report::failed(e, repair);
         }

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::{errno, free_blocks, Run, BS};
-use crate::cli;
+use crate::tools::client;
 
 fn block(b: u8) -> Vec<u8> {
     vec![b; BS as usize]
@@ -36,7 +36,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     let fa = r.open_rw("A")?;
     let free0 = free_blocks(&r.m.dir);
-    let h = cli::pin(&fa, 0, BS, true, false)?;
+    let h = client::pin(&fa, 0, BS, true, false)?;
     r.step(format!("write A; h = pin(A, 0, W)  -> pin {h}"));
     let res = if punch {
         let rc = nix_fallocate(
@@ -57,7 +57,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
                 "{} -> EBUSY (waited for the pin)",
                 if punch { "punch A" } else { "truncate A" }
             ));
-            cli::unpin(&fa, h)?;
+            client::unpin(&fa, h)?;
             r.step("unpin h");
             // The layout change goes through once nothing pins the block.
             if punch {
@@ -106,7 +106,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
             r.broke(&[2], "after remount C does not hold its data");
         }
     } else {
-        cli::unpin(&fa, h)?;
+        client::unpin(&fa, h)?;
         r.step("unpin h");
     }
     Ok(())
@@ -127,7 +127,7 @@ fn s3(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = cli::pin(&fb, 0, BS, false, false)?;
+    let h = client::pin(&fb, 0, BS, false, false)?;
     if r.m.opts.contains("page_model=upstream") {
         r.step("A = a; clone A->B; h = pin(B, 0, R): B unshared first");
         fb.write_all_at(&block(b'b'), 0)?;
@@ -149,7 +149,7 @@ fn s3(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("A reads a");
     }
-    cli::unpin(&fb, h)?;
+    client::unpin(&fb, h)?;
     r.step("unpin h");
     Ok(())
 }
@@ -158,7 +158,7 @@ fn s4(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = cli::pin(&fb, 0, BS, true, false)?;
+    let h = client::pin(&fb, 0, BS, true, false)?;
     r.step("A = a; clone A->B; h = pin(B, 0, W)");
     r.dma_write(&fb, h, MARK)?;
     r.step("dma_write(h, X)");
@@ -173,7 +173,7 @@ fn s4(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("B reads X");
     }
-    cli::unpin(&fb, h)?;
+    client::unpin(&fb, h)?;
     r.step("unpin h");
     Ok(())
 }
@@ -182,13 +182,13 @@ fn s5(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = cli::pin(&fb, 0, BS, true, false)?;
+    let h = client::pin(&fb, 0, BS, true, false)?;
     r.step("A = a (A maps it first); clone A->B; h = pin(B, 0, W)");
     r.open_rw("A")?.write_all_at(&block(b'2'), 0)?;
     r.step("write(A, 0, a2): A copied on write");
     r.dma_write(&fb, h, MARK)?;
     r.step("dma_write(h, X)");
-    cli::unpin(&fb, h)?;
+    client::unpin(&fb, h)?;
     r.step("unpin h (dirty)");
     fb.sync_all()?;
     r.step("fsync(B)");
@@ -198,7 +198,7 @@ fn s5(r: &mut Run) -> io::Result<()> {
     if r.read("A")? != block(b'2') {
         r.broke(&[2], "A lost its own write");
     }
-    let o = cli::owners(&r.m.p("B"), 0)?;
+    let o = client::owners(&r.m.p("B"), 0)?;
     let names: Vec<String> = o["owners"]
         .as_array()
         .map(|a| {
@@ -221,7 +221,7 @@ fn s6(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = cli::pin(&fb, 0, BS, false, false)?;
+    let h = client::pin(&fb, 0, BS, false, false)?;
     r.step(if r.m.opts.contains("page_model=upstream") {
         "A = a; clone A->B; h = pin(B, 0, R): B unshared first"
     } else {
@@ -256,7 +256,7 @@ fn s6(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("dma_read(h) returns the pinned data");
     }
-    cli::unpin(&fb, h)?;
+    client::unpin(&fb, h)?;
     r.step("unpin h");
     // What waited for the pin goes through now.
     let again: Vec<&str> = [("B", retry_b), ("A", retry_a)]
@@ -281,7 +281,7 @@ fn s7(r: &mut Run) -> io::Result<()> {
     r.clone("A", "B")?;
     r.clone("A", "C")?;
     r.step("A = a; clone A->B, A->C (three owners)");
-    let (blk, notified, owners) = cli::poison(&r.m.p("A"), 0)?;
+    let (blk, notified, owners) = client::poison(&r.m.p("A"), 0)?;
     r.step(format!(
         "poison the block ({blk}): {notified} of {owners} owners notified"
     ));
@@ -321,14 +321,14 @@ fn s7(r: &mut Run) -> io::Result<()> {
 fn s8(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     let fa = r.open_rw("A")?;
-    let h = cli::pin(&fa, 0, BS, true, false)?;
+    let h = client::pin(&fa, 0, BS, true, false)?;
     r.step("A = a; h = pin(A, 0, W)");
     match r.clone("A", "B") {
         Ok(_) => r.step("clone A->B"),
         Err(e) if errno(&e) == libc::EBUSY => {
             r.mark_blocked();
             r.step("clone A->B -> EBUSY (break_layouts on both inodes)");
-            cli::unpin(&fa, h)?;
+            client::unpin(&fa, h)?;
             r.step("unpin h");
             r.clone("A", "B")?;
             r.step("clone A->B again: done, A and B share the block");
@@ -343,14 +343,14 @@ fn s8(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("B reads a; A reads X");
     }
-    cli::unpin(&fa, h)?;
+    client::unpin(&fa, h)?;
     Ok(())
 }
 
 fn s9(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     let fa = r.open_rw("A")?;
-    let h = match cli::pin(&fa, 0, BS, true, true) {
+    let h = match client::pin(&fa, 0, BS, true, true) {
         Ok(h) => h,
         Err(e) if errno(&e) == libc::EOPNOTSUPP => {
             r.mark_refused();
@@ -372,7 +372,7 @@ fn s9(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("dma_write(h, X): C unaffected");
     }
-    cli::unpin(&fa, h)?;
+    client::unpin(&fa, h)?;
     r.step("unpin h");
     Ok(())
 }

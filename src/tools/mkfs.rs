@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::access::{check_mkfs_target, mkfs_warnings, AccessError};
 use crate::error::{FsError, FsResult};
 use crate::format::{
     InodeRec, Roots, Superblock, Timespec, BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, FORMAT_VERSION,
@@ -16,8 +15,9 @@ use crate::format::{
 use crate::fs::{read_superblock, write_superblocks};
 use crate::journal::{Journal, JournalGeometry};
 use crate::media::{lock_file, open_image, Media, MediaError};
-use crate::util::progress::Progress;
 use crate::space::Space;
+use crate::tools::access::{check_mkfs_target, mkfs_warnings, AccessError};
+use crate::util::progress::Progress;
 
 #[derive(Clone, Debug, Default)]
 pub struct MkfsOptions {
@@ -255,7 +255,7 @@ fn refuse_existing(media: &Media, path: &Path) -> Result<(), MkfsError> {
             path: path.to_path_buf(),
         });
     }
-    match crate::signature::foreign(media) {
+    match crate::tools::signature::foreign(media) {
         Ok(Some(kind)) => Err(MkfsError::Foreign {
             path: path.to_path_buf(),
             kind,
@@ -285,7 +285,7 @@ pub fn mkfs_path(
 /// A new image is created 0600 (`O_CREAT|O_EXCL|O_NOFOLLOW`: never through a
 /// link, never a file someone put there first) and removed again if mkfs then
 /// fails. An existing path is opened with `O_NOFOLLOW` and must be a device
-/// or a regular file of the user running mkfs (see [`crate::access`]). The
+/// or a regular file of the user running mkfs (see [`crate::tools::access`]). The
 /// image is locked exclusively (see [`crate::media::lock`]) before anything is
 /// checked or changed, so a mounted image is refused.
 pub fn mkfs_image(

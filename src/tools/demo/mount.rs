@@ -56,7 +56,7 @@ impl DemoMount {
             .create_new(true)
             .mode(0o600)
             .open(&m.image)?;
-        crate::mkfs::mkfs_path(&m.image, Some(64 << 20), true, &Default::default())
+        crate::tools::mkfs::mkfs_path(&m.image, Some(64 << 20), true, &Default::default())
             .map_err(io::Error::other)?;
         m.start()?;
         Ok(m)

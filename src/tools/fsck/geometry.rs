@@ -27,7 +27,7 @@ use crate::format::{
     INODE_SIZE, SB_MAGIC, SB_SIZE,
 };
 use crate::media::Media;
-use crate::mkfs::{geometry, MkfsOptions, MIN_BLOCKS};
+use crate::tools::mkfs::{geometry, MkfsOptions, MIN_BLOCKS};
 
 /// Smallest journal the format allows (FORMAT.md).
 const MIN_JOURNAL: u64 = 16;

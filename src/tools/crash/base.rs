@@ -24,7 +24,7 @@ use super::workload::{Falloc, Op, Workload, IMAGE_BLOCKS};
 use crate::format::BLOCK_SIZE;
 use crate::fs::{Fs, FsOptions};
 use crate::media::Media;
-use crate::mkfs::{mkfs, MkfsOptions};
+use crate::tools::mkfs::{mkfs, MkfsOptions};
 
 const BS: u64 = BLOCK_SIZE;
 

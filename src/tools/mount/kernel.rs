@@ -82,7 +82,10 @@ pub fn unmount_own(dir: &Path, id: u64, minor: Option<u32>) {
                 }
             }
         }
-        _ if !crate::util::mountinfo::self_mounts().iter().any(|m| m.id == id) => {
+        _ if !crate::util::mountinfo::self_mounts()
+            .iter()
+            .any(|m| m.id == id) =>
+        {
             log::info!("{} is no longer mounted", dir.display())
         }
         _ => {

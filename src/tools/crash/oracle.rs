@@ -390,7 +390,7 @@ pub fn compare(r: &Snapshot, window: &[&Snapshot]) -> Result<usize, String> {
 
 /// The filesystem checker (`fsck-daxlink -n`) must find nothing.
 pub fn fsck_clean(media: &Media) -> Result<(), String> {
-    let r = crate::fsck::check(media, false);
+    let r = crate::tools::fsck::check(media, false);
     if r.is_clean() {
         return Ok(());
     }

@@ -656,7 +656,8 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
         })
         .collect();
     // Pass 2: check.
-    let p = crate::util::progress::Progress::steps("crashtest: checking workloads", ws.len() as u64);
+    let p =
+        crate::util::progress::Progress::steps("crashtest: checking workloads", ws.len() as u64);
     let results = parallel(ws.len(), cfg.jobs, |i| {
         let r = check_workload(bases.of(&ws[i]), &ws[i], &quotas[i], cfg);
         p.inc(1);

@@ -3,7 +3,7 @@
 //! syscalls under each page model, with invariants 1-7 checked after every
 //! step. Every step also records the page model's state after it (the
 //! daemon's `Fs::snapshot`), which `daxlink demo --report` draws
-//! (`crate::report`).
+//! (`crate::tools::report`).
 
 #![forbid(unsafe_code)]
 
@@ -18,9 +18,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::cli;
 use crate::fuse::ioctl::SNAPSHOT_EXTRA_MAX;
 use crate::pages::PageModel;
+use crate::tools::client;
 use mount::DemoMount;
 pub use scenarios::{Scenario, SCENARIOS};
 
@@ -98,7 +98,7 @@ fn errno(e: &io::Error) -> i32 {
 }
 
 fn free_blocks(p: &Path) -> u64 {
-    cli::stat(p).map(|s| s.free_bytes / BS).unwrap_or(0)
+    client::stat(p).map(|s| s.free_bytes / BS).unwrap_or(0)
 }
 
 /// Runs one scenario, recording steps, observed violations and snapshots.
@@ -118,7 +118,7 @@ pub(crate) struct Run<'a> {
 impl Run<'_> {
     fn push(&mut self, text: String, breaks: Vec<u8>) {
         let extra: Vec<u64> = self.seen.iter().copied().take(SNAPSHOT_EXTRA_MAX).collect();
-        let state = cli::snapshot(&self.m.dir, &extra).ok();
+        let state = client::snapshot(&self.m.dir, &extra).ok();
         if let Some(bs) = state.as_ref().and_then(|s| s["blocks"].as_array()) {
             self.seen
                 .extend(bs.iter().filter_map(|b| b["block"].as_u64()));
@@ -134,7 +134,7 @@ impl Run<'_> {
 
     fn step(&mut self, s: impl Into<String>) {
         // Invariants the daemon can see (1, 3, 4, 6, 7 and the sticky 2, 5).
-        let new: Vec<u8> = match cli::check(&self.m.dir) {
+        let new: Vec<u8> = match client::check(&self.m.dir) {
             Ok(v) => v.into_iter().filter(|i| self.violated.insert(*i)).collect(),
             Err(_) => Vec::new(),
         };
@@ -158,7 +158,7 @@ impl Run<'_> {
 
     /// The device writes `data` at the start of the pinned range.
     fn dma_write(&mut self, f: &File, h: u64, data: &[u8]) -> io::Result<()> {
-        let r = cli::dma_write(f, h, 0, data);
+        let r = client::dma_write(f, h, 0, data);
         self.device = Some(Device {
             pin: h,
             write: true,
@@ -169,7 +169,7 @@ impl Run<'_> {
 
     /// The device reads `len` bytes at the start of the pinned range.
     fn dma_read(&mut self, f: &File, h: u64, len: usize) -> io::Result<Vec<u8>> {
-        let r = cli::dma_read(f, h, 0, len);
+        let r = client::dma_read(f, h, 0, len);
         self.device = Some(Device {
             pin: h,
             write: false,
@@ -192,7 +192,7 @@ impl Run<'_> {
     }
 
     fn clone(&self, src: &str, dst: &str) -> io::Result<u64> {
-        cli::reflink(&self.m.p(src), &self.m.p(dst), 0, 0, 0)
+        client::reflink(&self.m.p(src), &self.m.p(dst), 0, 0, 0)
     }
 
     fn open_rw(&self, name: &str) -> io::Result<File> {
@@ -337,7 +337,7 @@ pub fn main(models: &[PageModel], json: bool, verbose: bool, report: Option<&Pat
         }
     }
     if let Some(dir) = report {
-        match crate::report::write(dir, models, &results, ok) {
+        match crate::tools::report::write(dir, models, &results, ok) {
             Ok(page) => {
                 let line = format!("report: {}", page.display());
                 // Keep stdout one JSON document under --json.

@@ -32,7 +32,7 @@ use crate::media::Media;
 
 const BS: u64 = BLOCK_SIZE;
 /// Size of the test filesystem (the smallest mkfs makes).
-pub const IMAGE_BLOCKS: u64 = crate::mkfs::MIN_BLOCKS;
+pub const IMAGE_BLOCKS: u64 = crate::tools::mkfs::MIN_BLOCKS;
 
 pub const FILES: [&str; 4] = ["A/foo", "A/bar", "B/foo", "B/bar"];
 pub const DIRS: [&str; 2] = ["A/C", "B/C"];

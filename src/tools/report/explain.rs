@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::demo::scenarios::and_list;
+use crate::tools::demo::scenarios::and_list;
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)

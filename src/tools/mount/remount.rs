@@ -21,8 +21,8 @@ use std::path::Path;
 
 use nix::mount::MsFlags;
 
+use super::opts::{parse_opts, MountOpts};
 use crate::fuse::ioctl as io;
-use crate::mount::{parse_opts, MountOpts};
 
 /// Run a remount of the daxlink mount on `dir` with the options `raw`; exit
 /// status as mount(8) expects: 0, or one line and 32.
@@ -248,7 +248,7 @@ mod tests {
         )
         .unwrap();
         let mut back = MountOpts::default();
-        parse_opts(&mut back, &crate::mount::daemon_options(&o)).unwrap();
+        parse_opts(&mut back, &crate::tools::mount::opts::daemon_options(&o)).unwrap();
         unchangeable(&o, &back).unwrap();
         assert_eq!(back.threads, 3);
     }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::demo::{to_json, ScenarioResult, SCENARIOS};
 use crate::pages::PageModel;
+use crate::tools::demo::{to_json, ScenarioResult, SCENARIOS};
 
 /// Escape text for XML/HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -338,7 +338,7 @@ invariant broke, in orange why the model stopped, otherwise what changed.</p>
 
 fn section<'a>(
     h: &mut String,
-    sc: &crate::demo::Scenario,
+    sc: &crate::tools::demo::Scenario,
     models: &[PageModel],
     find: &dyn Fn(&str, PageModel) -> Option<&'a ScenarioResult>,
 ) {
@@ -406,7 +406,7 @@ fn section<'a>(
                     h,
                     " <b class=\"brk\">(breaks invariant{} {})</b>",
                     if b.len() > 1 { "s" } else { "" },
-                    crate::demo::scenarios::and_list(&b)
+                    crate::tools::demo::scenarios::and_list(&b)
                 );
             }
             h.push_str("</p>");
