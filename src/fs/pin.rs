@@ -204,7 +204,7 @@ impl Fs {
         let m = self.meta.lock();
         g.segments(first, end).into_iter().any(|(_, n, p)| {
             p.is_some_and(|p| {
-                meta::ref_pieces(&m.refs, p, n)
+                ctx::ref_pieces(&m.refs, p, n)
                     .into_iter()
                     .any(|(_, _, c)| c > 1)
             })

@@ -101,7 +101,7 @@ impl Fs {
             let refs: Vec<u32> = blocks
                 .iter()
                 .map(|b| {
-                    meta::ref_pieces(&m.refs, *b, 1)
+                    ctx::ref_pieces(&m.refs, *b, 1)
                         .first()
                         .map(|p| p.2)
                         .unwrap_or(1)

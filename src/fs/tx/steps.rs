@@ -6,7 +6,7 @@
 //! unsharing) therefore run as steps: each step fills its transaction up to
 //! `Ctx::step_budget` (half the journal) with work whose journal bytes are
 //! bounded in advance (`Ctx::drop_cost`, `Ctx::share_cost`,
-//! `meta::bitmap_cost`), cutting an extent or a run in two where one alone
+//! `ctx::bitmap_cost`), cutting an extent or a run in two where one alone
 //! would not fit.
 //!
 //! A step is a consistent state, but a user sees a punch, a zero range or an
@@ -15,9 +15,9 @@
 //! and the last step frees it; a mount that finds one finishes the change
 //! ([`Fs::resume_range`]), as it finishes an unfinished truncate (kind 3).
 
-use super::*;
+use super::ctx::{bitmap_cost, REC_COST};
 use crate::format::RangeOp;
-use meta::{bitmap_cost, REC_COST};
+use crate::fs::*;
 
 /// Journal bytes of the extent-record changes of one unmapped cut: the record
 /// freed or rewritten, and a new one for a tail.
@@ -25,7 +25,7 @@ const CUT_COST: usize = 3 * REC_COST;
 
 /// How far one unmap walk (`Fs::unmap_walk`) may go.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Budget {
+pub(in crate::fs) enum Budget {
     /// The whole range, not sized against the journal: the caller has
     /// bounded it (a write engine piece, a remap batch).
     Caller,
@@ -37,13 +37,13 @@ pub(super) enum Budget {
 
 /// New blocks for a hole: (logical block, physical block, blocks), reserved
 /// in DRAM and zeroed on media before a step maps them.
-pub(super) type Fresh = (u64, u64, u64);
+pub(in crate::fs) type Fresh = (u64, u64, u64);
 
 /// How far a list of [`Fresh`] runs is mapped: whole items, then blocks of the next.
 type Cursor = (usize, u64);
 
 /// A range change in steps (see [`Fs::run_range`]).
-pub(super) struct RangeJob {
+pub(in crate::fs) struct RangeJob {
     /// Written by the first step when it is not also the last.
     pub intent: Option<OrphanRec>,
     /// An intent record already on media (a change resumed by mount).
@@ -65,7 +65,7 @@ pub(super) struct RangeJob {
 impl Fs {
     /// The largest transaction a batched step should build outside a `Ctx`
     /// (the unshare planner): half the journal.
-    pub(super) fn step_budget(&self) -> usize {
+    pub(in crate::fs) fn step_budget(&self) -> usize {
         self.meta.lock().journal.capacity() / 2
     }
 
@@ -73,7 +73,7 @@ impl Fs {
     /// `(s, e)` of `g`: drop their references and rewrite the extent's
     /// records (a head keeps the slot, a tail gets one). DRAM changes go to `ops`.
     #[allow(clippy::too_many_arguments)] // the extent and its cut, as unmap_walk has them
-    pub(super) fn unmap_cut(
+    pub(in crate::fs) fn unmap_cut(
         &self,
         ctx: &mut Ctx<'_>,
         g: &Inode,
@@ -116,7 +116,7 @@ impl Fs {
     }
 
     /// The extents of `g` that overlap logical blocks `[first, end)`.
-    pub(super) fn extents_in(g: &Inode, first: u64, end: u64) -> Vec<(u64, Ext)> {
+    pub(in crate::fs) fn extents_in(g: &Inode, first: u64, end: u64) -> Vec<(u64, Ext)> {
         let mut items: Vec<(u64, Ext)> = Vec::new();
         if first >= end {
             return items;
@@ -133,7 +133,7 @@ impl Fs {
     /// The one unmap walk: remove the mappings of logical blocks `[first,
     /// end)` and free the blocks, within `budget`. Returns the DRAM changes
     /// and whether the range is now empty.
-    pub(super) fn unmap_walk(
+    pub(in crate::fs) fn unmap_walk(
         &self,
         ctx: &mut Ctx<'_>,
         g: &Inode,
@@ -224,7 +224,7 @@ impl Fs {
     /// the last; the last frees the intent when `finish`. If a step fails,
     /// the blocks not mapped yet are unreserved and the intent record is
     /// dropped (the change stops where it was, a consistent state).
-    pub(super) fn run_range(&self, g: &mut Inode, job: RangeJob) -> FsResult<()> {
+    pub(in crate::fs) fn run_range(&self, g: &mut Inode, job: RangeJob) -> FsResult<()> {
         let mut slot = job.slot;
         let mut rec = job.rec;
         let mut punch = job.punch;
@@ -323,7 +323,11 @@ impl Fs {
     /// New zeroed blocks for the logical runs `holes`, reserved in DRAM
     /// (ENOSPC before anything changes unless `freeing`) and zeroed, flushed
     /// and fenced with no lock but the caller's inode lock.
-    pub(super) fn plan_fresh(&self, holes: &[(u64, u64)], freeing: bool) -> FsResult<Vec<Fresh>> {
+    pub(in crate::fs) fn plan_fresh(
+        &self,
+        holes: &[(u64, u64)],
+        freeing: bool,
+    ) -> FsResult<Vec<Fresh>> {
         let need: u64 = holes.iter().map(|h| h.1).sum();
         if need == 0 {
             return Ok(Vec::new());
@@ -375,7 +379,7 @@ impl Fs {
     }
 
     /// The holes of `g` in logical blocks `[first, end)`.
-    pub(super) fn holes(g: &Inode, first: u64, end: u64) -> Vec<(u64, u64)> {
+    pub(in crate::fs) fn holes(g: &Inode, first: u64, end: u64) -> Vec<(u64, u64)> {
         g.segments(first, end)
             .into_iter()
             .filter(|(_, _, p)| p.is_none())
@@ -384,7 +388,7 @@ impl Fs {
     }
 
     /// Mount: finish the range change an intent record (at `slot`) names.
-    pub(super) fn resume_range(
+    pub(in crate::fs) fn resume_range(
         &self,
         slot: u64,
         op: RangeOp,
@@ -440,7 +444,7 @@ impl Fs {
     /// whose transactions fit the journal (each chunk changes no byte, so
     /// any prefix of them is a correct state). No time changes: the caller
     /// stamps its operation's.
-    pub(super) fn unshare_steps(&self, g: &mut Inode, off: u64, end: u64) -> FsResult<()> {
+    pub(in crate::fs) fn unshare_steps(&self, g: &mut Inode, off: u64, end: u64) -> FsResult<()> {
         let budget = self.step_budget();
         let (mut a, lend) = (off / BS, end.div_ceil(BS));
         while a < lend {
@@ -454,7 +458,7 @@ impl Fs {
                         b = l + n;
                         continue;
                     };
-                    for (pp, pl, c) in meta::ref_pieces(&m.refs, p, n) {
+                    for (pp, pl, c) in ctx::ref_pieces(&m.refs, p, n) {
                         let pl_start = l + (pp - p);
                         if c < 2 {
                             b = pl_start + pl;

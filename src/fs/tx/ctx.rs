@@ -351,7 +351,12 @@ impl<'a> Ctx<'a> {
     /// (into `e.slot`) and return its DRAM change: `e` replaces whatever
     /// the map holds at `logical`, all of its blocks counted as newly mapped
     /// (an extent it rewrites is removed first, by `ExtOp::Remove`).
-    pub(super) fn write_extent(&mut self, ino: u64, logical: u64, e: super::Ext) -> super::ExtOp {
+    pub(in crate::fs) fn write_extent(
+        &mut self,
+        ino: u64,
+        logical: u64,
+        e: crate::fs::Ext,
+    ) -> crate::fs::ExtOp {
         let rec = format::ExtentRec {
             ino,
             logical,
@@ -359,7 +364,7 @@ impl<'a> Ctx<'a> {
             len: e.len as u32,
         };
         self.tx.write(e.slot, &rec.encode());
-        super::ExtOp::Put(logical, e, e.len)
+        crate::fs::ExtOp::Put(logical, e, e.len)
     }
 
     pub fn slot_free(&mut self, kind: RecKind, off: u64) {

@@ -9,7 +9,7 @@
 //! outside these (`src/check/ranges.rs`), so every extent in DRAM fits.
 
 use super::chunked::{AugTree, Chunked, Entry};
-use super::Ext;
+use crate::fs::Ext;
 
 const L40: u64 = (1 << 40) - 1;
 const P56: u64 = (1 << 56) - 1;
