@@ -20,7 +20,6 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod acl;
 pub mod check;
 pub mod error;
 pub mod format;

@@ -694,7 +694,7 @@ impl Filesystem for DaxFuse {
         guarded("setxattr", || {
             // Only an access ACL needs to know the caller's groups (setgid
             // clearing): read /proc for that one name alone.
-            let who = (name.as_bytes() == crate::acl::ACCESS).then(|| caller(req).who());
+            let who = (name.as_bytes() == crate::check::acl::ACCESS).then(|| caller(req).who());
             empty(
                 self.fs
                     .setxattr_by(ino.0, name.as_bytes(), Some(value), flags, who.as_ref()),

@@ -190,16 +190,16 @@ impl Ck<'_> {
 
     /// The ACL xattrs of inode `ino` (whose blob decoded to `m`) must be
     /// valid ACLs, and a default ACL only on a directory, as mount and the
-    /// kernel require (`crate::acl` is the one definition). Bad ones are
+    /// kernel require (`crate::check::acl` is the one definition). Bad ones are
     /// dropped: the blob is rewritten in place, smaller. Returns the blocks
     /// the blob keeps, or `None` when nothing is left of it.
     fn check_acls(&mut self, ino: u64, r: &InodeRec, mut m: format::XattrMap) -> Option<u64> {
         let mut bad = Vec::new();
-        for name in [crate::acl::ACCESS, crate::acl::DEFAULT] {
+        for name in [crate::check::acl::ACCESS, crate::check::acl::DEFAULT] {
             let Some(v) = m.get(name) else { continue };
-            let why = match crate::acl::Acl::decode(v) {
+            let why = match crate::check::acl::Acl::decode(v) {
                 Err(e) => Some(e.to_string()),
-                Ok(_) if name == crate::acl::DEFAULT => {
+                Ok(_) if name == crate::check::acl::DEFAULT => {
                     crate::check::default_acl(r.mode).map(str::to_string)
                 }
                 Ok(_) => None,

@@ -58,7 +58,7 @@ fn wrong_nlink_is_found_and_fixed() {
 
 #[test]
 fn malformed_acl_is_found_and_removed() {
-    use crate::acl::{Acl, Entry, ACCESS, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
+    use crate::check::acl::{Acl, Entry, ACCESS, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
     let fs = Fs::mount(fresh(), FsOptions::default()).unwrap();
     let a = fs
         .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, Cred::ROOT)
