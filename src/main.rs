@@ -3,7 +3,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -387,7 +387,7 @@ fn main() {
                     }
                 },
             };
-            daxlink::tools::demo::main(&models, json, verbose, report.as_deref())
+            demo(&models, json, verbose, report.as_deref())
         }
         Cmd::Stat { path, json } => match client::stat(&path) {
             Ok(s) => {
@@ -553,5 +553,41 @@ fn named(p: &std::path::Path, e: std::io::Error) -> std::io::Error {
         std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
     } else {
         e
+    }
+}
+
+/// `daxlink demo`: the exit status. With `report`, also writes the HTML
+/// report and its JSON into that directory and prints the page's path.
+fn demo(
+    models: &[daxlink::pages::PageModel],
+    json: bool,
+    verbose: bool,
+    report: Option<&Path>,
+) -> i32 {
+    let (results, ok) = match daxlink::tools::demo::main(models, json, verbose) {
+        Ok(r) => r,
+        Err(status) => return status,
+    };
+    if let Some(dir) = report {
+        match daxlink::tools::report::write(dir, models, &results, ok) {
+            Ok(page) => {
+                let line = format!("report: {}", page.display());
+                // Keep stdout one JSON document under --json.
+                if json {
+                    eprintln!("{line}");
+                } else {
+                    daxlink::outln!("{line}");
+                }
+            }
+            Err(e) => {
+                eprintln!("daxlink demo: writing the report to {}: {e}", dir.display());
+                return 2;
+            }
+        }
+    }
+    if ok {
+        0
+    } else {
+        1
     }
 }

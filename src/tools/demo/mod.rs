@@ -297,9 +297,16 @@ pub fn to_json(results: &[ScenarioResult], ok: bool, frames: bool) -> Value {
     json!({ "results": v, "ok": ok })
 }
 
-/// `daxlink demo`: returns the exit status. With `report`, also writes the
-/// HTML report and its JSON into that directory and prints the page's path.
-pub fn main(models: &[PageModel], json: bool, verbose: bool, report: Option<&Path>) -> i32 {
+/// `daxlink demo`: runs every scenario under each of `models` and prints the
+/// table (or, with `json`, one JSON document). Returns the results and
+/// whether every model behaved as expected; `Err` holds the exit status
+/// after a scenario could not run. The HTML report is `tools::report`'s,
+/// written from these results by the command.
+pub fn main(
+    models: &[PageModel],
+    json: bool,
+    verbose: bool,
+) -> Result<(Vec<ScenarioResult>, bool), i32> {
     let mut results: Vec<ScenarioResult> = Vec::new();
     for model in models {
         for (i, sc) in SCENARIOS.iter().enumerate() {
@@ -307,7 +314,7 @@ pub fn main(models: &[PageModel], json: bool, verbose: bool, report: Option<&Pat
                 Ok(r) => results.push(r),
                 Err(e) => {
                     eprintln!("daxlink demo: {} under {}: {e}", sc.name, model.name());
-                    return 2;
+                    return Err(2);
                 }
             }
         }
@@ -336,28 +343,7 @@ pub fn main(models: &[PageModel], json: bool, verbose: bool, report: Option<&Pat
             );
         }
     }
-    if let Some(dir) = report {
-        match crate::tools::report::write(dir, models, &results, ok) {
-            Ok(page) => {
-                let line = format!("report: {}", page.display());
-                // Keep stdout one JSON document under --json.
-                if json {
-                    eprintln!("{line}");
-                } else {
-                    crate::outln!("{line}");
-                }
-            }
-            Err(e) => {
-                eprintln!("daxlink demo: writing the report to {}: {e}", dir.display());
-                return 2;
-            }
-        }
-    }
-    if ok {
-        0
-    } else {
-        1
-    }
+    Ok((results, ok))
 }
 
 /// Lay out rows of cells in columns as wide as their widest cell, two
