@@ -2,7 +2,7 @@
 //!
 //! - The **small** one (`seq0`, `seq1`, `seq2`): the smallest image mkfs
 //!   makes, with directories `A`, `B`, `A/C` and the files `A/foo`, `B/foo`
-//!   (see `workload.rs`).
+//!   (see `ops.rs`).
 //! - The **big** one (`big/...`): a 6 MiB image with the smallest journal
 //!   (16 blocks, so each step of a long operation holds a few dozen extents),
 //!   a file of [`BIG_EXTENTS`] one-block extents (`F/frag`, every other block
@@ -17,10 +17,10 @@
 
 use std::sync::Arc;
 
+use super::ops::{Falloc, Op, Workload, IMAGE_BLOCKS};
 use super::oracle::{capture, Snapshot};
 use super::record::{Event, Recorder};
 use super::states::Walker;
-use super::workload::{Falloc, Op, Workload, IMAGE_BLOCKS};
 use crate::format::BLOCK_SIZE;
 use crate::fs::{Fs, FsOptions};
 use crate::media::Media;
@@ -140,106 +140,6 @@ pub fn make_big_base() -> Result<Base, String> {
         ..Default::default()
     };
     make_image(BIG_BLOCKS, &opts, &big_setup_ops())
-}
-
-/// The workloads of the big image: one operation each on the many-extent
-/// files, and a few pairs.
-pub fn generate_big() -> Vec<Workload> {
-    let o = |s: &str| s.to_string();
-    let (frag, clone, empty) = (o("F/frag"), o("F/clone"), o("F/empty"));
-    let size = (2 * BIG_EXTENTS - 1) * BS;
-    let fall = |path: &String, off: u64, len: u64, mode| Op::Fallocate {
-        path: path.clone(),
-        off,
-        len,
-        mode,
-    };
-    let remap = |k: usize, src: &String, dst: &String, len: u64| {
-        let (src, dst) = (src.clone(), dst.clone());
-        match k {
-            0 => Op::Clone {
-                src,
-                dst,
-                soff: 0,
-                doff: 0,
-                len,
-            },
-            1 => Op::CopyRange {
-                src,
-                dst,
-                soff: 0,
-                doff: 0,
-                len,
-            },
-            _ => Op::Dedupe {
-                src,
-                dst,
-                soff: 0,
-                doff: 0,
-                len,
-            },
-        }
-    };
-    let singles = vec![
-        fall(&frag, 0, size, Falloc::Punch),
-        fall(&clone, 100 * BS + 10, 300 * BS, Falloc::Punch),
-        fall(&frag, 0, 160 * BS, Falloc::Zero),
-        fall(&clone, 1000, 120 * BS, Falloc::Zero),
-        fall(&frag, 0, size, Falloc::Zero),
-        fall(&clone, 0, 300 * BS, Falloc::KeepSize),
-        fall(&frag, size - 200 * BS, 300 * BS, Falloc::Alloc),
-        fall(&frag, 0, size, Falloc::KeepSize),
-        Op::Truncate {
-            path: frag.clone(),
-            size: 0,
-        },
-        Op::Truncate {
-            path: clone.clone(),
-            size: 201 * BS + 7,
-        },
-        Op::Unlink { path: frag.clone() },
-        Op::Unlink {
-            path: clone.clone(),
-        },
-        remap(0, &frag, &empty, 0),
-        remap(0, &frag, &clone, 0),
-        remap(1, &frag, &empty, size),
-        remap(2, &frag, &clone, size),
-        Op::Unshare {
-            path: clone.clone(),
-            off: 0,
-            len: 0,
-        },
-        Op::PinWrite {
-            path: clone.clone(),
-            off: 0,
-            len: 300 * BS,
-        },
-    ];
-    let pairs = vec![
-        vec![
-            remap(0, &frag, &empty, 0),
-            Op::Unlink { path: frag.clone() },
-        ],
-        vec![
-            fall(&frag, 0, size, Falloc::Punch),
-            Op::Unlink {
-                path: clone.clone(),
-            },
-        ],
-        vec![
-            fall(&clone, 0, 160 * BS, Falloc::Zero),
-            Op::Truncate {
-                path: clone.clone(),
-                size: 0,
-            },
-        ],
-    ];
-    singles
-        .into_iter()
-        .map(|op| Workload::new("big", vec![op]))
-        .chain(pairs.into_iter().map(|ops| Workload::new("big", ops)))
-        .collect()
 }
 
 /// Make a base image: mkfs, the set-up operations, unmount. The set-up is

@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod base;
+pub mod ops;
 pub mod oracle;
 mod parallel;
 pub mod record;
@@ -52,12 +53,13 @@ use crate::fs::{Fs, FsOptions};
 use crate::journal::Inject;
 use crate::media::Media;
 use base::{Base, Bases};
+use ops::Workload;
 use oracle::Snapshot;
 use parallel::parallel;
 use record::{Event, Recorder};
 use rng::hash_str;
 use states::{Epoch, Walker};
-use workload::{Recorded, Workload};
+use workload::Recorded;
 
 /// Known bug kinds the harness must catch (switches in the journal and core).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -481,7 +483,7 @@ pub fn water_fill(demands: &[u64], total: u64) -> Vec<u64> {
 /// those of the big one (big).
 pub fn all_workloads(bases: &Bases) -> Result<Vec<Workload>, String> {
     let mut out = workload::generate(&bases.small)?;
-    out.extend(base::generate_big());
+    out.extend(workload::generate_big());
     Ok(out)
 }
 
