@@ -18,6 +18,8 @@
 //! - `acl`: POSIX ACLs: the xattr value, its validation, how it ties to the
 //!   mode and how it grants access (the core, the FUSE edge and fsck use it).
 
+#![forbid(unsafe_code)]
+
 pub mod acl;
 pub mod chain;
 mod ranges;

@@ -5,6 +5,8 @@
 //! [`access`] (image ownership rules) and [`signature`] (foreign-image
 //! detection).
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod client;
 pub mod counters;

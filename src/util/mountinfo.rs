@@ -2,6 +2,8 @@
 //! the image lock and the daemon share. What it reads is information only:
 //! nothing here grants anything (ARCHITECTURE.md, "What the daemon trusts").
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 /// One line of a mountinfo file.
