@@ -1,6 +1,6 @@
 //! The docs that cannot drift silently: every source file is named in ARCHITECTURE.md.
 //!
-//! A file counts as named when ARCHITECTURE.md holds its path (`src/fs/dir.rs`), or when one
+//! A file counts as named when ARCHITECTURE.md holds its path (`src/fs/index/dir.rs`), or when one
 //! table row holds its folder (`src/fuse/uring/`, or any path under it) and its file name in
 //! backquotes (`` `queue.rs` ``).
 

@@ -1,4 +1,4 @@
-//! One writer per image: a mount locks its image (flock, see src/media.rs), and
+//! One writer per image: a mount locks its image (flock, see src/media/lock.rs), and
 //! mkfs and fsck take the same lock. A second read-write mount, `fsck -y` or
 //! mkfs of a mounted image is refused with one line naming the holder; `ro`
 //! mounts share with each other and with `fsck -n`; a killed daemon's lock

@@ -340,7 +340,9 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
         let n = path.len();
         path[1..n - 1].reverse();
         // One loop per group: every file on a loop with `start` is done.
-        let group = reach(start).into_iter().filter(|n| reach(n).contains(start));
+        let group = reach(start)
+            .into_iter()
+            .filter(|n| reach(n).contains(start));
         done.extend(group);
         out.push(path.iter().map(|p| format!("src/{p}")).collect());
     }

@@ -1,5 +1,5 @@
 //! The FUSE requests being served right now, with their start times, so that a
-//! shutdown that cannot finish can say which requests are stuck (src/mount.rs).
+//! shutdown that cannot finish can say which requests are stuck (src/tools/mount/mod.rs).
 //! `fuse::guarded` registers every request for the time its handler runs.
 
 #![forbid(unsafe_code)]
