@@ -14,8 +14,8 @@ use std::time::Instant;
 use common::*;
 use daxlink::fs::{Cred, Fs, FsOptions};
 use daxlink::media::Media;
-use daxlink::mkfs::{mkfs, MkfsOptions};
 use daxlink::pages::PageModel;
+use daxlink::tools::mkfs::{mkfs, MkfsOptions};
 
 const BS: u64 = 4096;
 const C: Cred = Cred::ROOT;
@@ -145,8 +145,9 @@ fn main() {
                 let n = 5000u64;
                 let t0 = Instant::now();
                 for i in 0..n {
-                    let id = daxlink::cli::pin(&f, (i % 256) * BS, BS, false, false).unwrap();
-                    daxlink::cli::unpin(&f, id).unwrap();
+                    let id =
+                        daxlink::tools::client::pin(&f, (i % 256) * BS, BS, false, false).unwrap();
+                    daxlink::tools::client::unpin(&f, id).unwrap();
                 }
                 ioctl_us = t0.elapsed().as_secs_f64() / n as f64 * 1e6;
                 println!("pin + unpin through FUSE ioctls: {ioctl_us:.1} us");

@@ -3,8 +3,8 @@
 //! injected bug. The full enumeration is `daxlink crashtest --workload all`
 //! (docs/CRASH.md).
 
-use daxlink::crash::{replay, run, Bug, Config, Failure, Summary};
 use daxlink::format::JournalHdr;
+use daxlink::tools::crash::{replay, run, Bug, Config, Failure, Summary};
 
 /// Workloads that every injected bug breaks somewhere and a correct daxlink survives.
 const PROOF_SET: &str = "seq1/create:A/bar,seq1/mkdir:B/C,seq1/symlink:B/bar,\

@@ -2,7 +2,7 @@
 //! relative link in README.md and docs/*.md points at a file that exists, and the README stays
 //! short (the details live in docs/).
 //!
-//! A file counts as named when ARCHITECTURE.md holds its path (`src/fs/dir.rs`), or when one
+//! A file counts as named when ARCHITECTURE.md holds its path (`src/fs/index/dir.rs`), or when one
 //! table row holds its folder (`src/fuse/uring/`, or any path under it) and its file name in
 //! backquotes (`` `queue.rs` ``).
 

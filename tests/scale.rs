@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::*;
 use daxlink::format::{Roots, Superblock, BITS_PER_BITMAP_BLOCK, BS, INODE_CHUNK, ROOTS_SIZE};
-use daxlink::mkfs::{mkfs_path, MkfsOptions};
+use daxlink::tools::mkfs::{mkfs_path, MkfsOptions};
 
 /// A sparse image file, removed on drop.
 struct Sparse(PathBuf);

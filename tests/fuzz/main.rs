@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use daxlink::format::ROOT_INO;
 use daxlink::fs::{Cred, Fs, FsOptions};
-use daxlink::fsck::{self, Report};
+use daxlink::tools::fsck::{self, Report};
 
 use images::{bytes_of, into_media, mem, Base, BS};
 use mutate::Rng;
