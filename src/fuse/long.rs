@@ -10,16 +10,56 @@
 //! replies may be sent from any thread.
 //!
 //! The pool has as many threads as the mount has workers; a long request
-//! waits in its queue when all are busy, short requests never do.
+//! waits when all are busy, short requests never do. Waiting requests are
+//! queued per user (the request header's uid) and the users are served in
+//! turn, one request each, so a user who queues a hundred long operations
+//! delays another user's one by at most one operation per thread, not by
+//! a hundred.
 
-use std::sync::mpsc::{channel, Sender};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Waiting jobs, per user, and the order in which users take turns.
+#[derive(Default)]
+struct Queues {
+    by_user: HashMap<u32, VecDeque<Job>>,
+    /// Users with waiting jobs, each once, in the order they are served.
+    turn: VecDeque<u32>,
+    closed: bool,
+}
+
+impl Queues {
+    fn push(&mut self, uid: u32, job: Job) {
+        let q = self.by_user.entry(uid).or_default();
+        if q.is_empty() {
+            self.turn.push_back(uid);
+        }
+        q.push_back(job);
+    }
+
+    /// The next job: the first waiting job of the user whose turn it is;
+    /// that user goes to the back of the line if more of theirs wait.
+    fn pop(&mut self) -> Option<Job> {
+        let uid = self.turn.pop_front()?;
+        let q = self.by_user.get_mut(&uid)?;
+        let job = q.pop_front();
+        if q.is_empty() {
+            self.by_user.remove(&uid);
+        } else {
+            self.turn.push_back(uid);
+        }
+        job
+    }
+}
+
+type Shared = Arc<(Mutex<Queues>, Condvar)>;
+
 pub struct LongPool {
     threads: usize,
-    tx: OnceLock<Mutex<Option<Sender<Job>>>>,
+    /// The queues, once the threads are started (None: none could be).
+    queues: OnceLock<Option<Shared>>,
     /// Jobs queued or running, for `wait_idle`.
     busy: Arc<(Mutex<usize>, Condvar)>,
 }
@@ -28,7 +68,7 @@ impl LongPool {
     pub fn new(threads: usize) -> LongPool {
         LongPool {
             threads: threads.max(1),
-            tx: OnceLock::new(),
+            queues: OnceLock::new(),
             busy: Arc::new((Mutex::new(0), Condvar::new())),
         }
     }
@@ -45,9 +85,9 @@ impl LongPool {
         }
     }
 
-    /// Run `job` on a pool thread (started at first use); on this thread if
-    /// none can be started.
-    pub fn run(&self, job: Job) {
+    /// Run `job` for user `uid` on a pool thread (started at first use); on
+    /// this thread if none can be started.
+    pub fn run(&self, uid: u32, job: Job) {
         let busy = self.busy.clone();
         *busy.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let job: Job = Box::new(move || {
@@ -64,30 +104,40 @@ impl LongPool {
             let _done = Done(busy);
             job()
         });
-        let slot = self.tx.get_or_init(|| Mutex::new(self.start()));
-        let job = match slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return,
-                Err(e) => e.0,
-            },
-            None => job,
-        };
-        job()
+        match self.queues.get_or_init(|| self.start()) {
+            Some(shared) => {
+                let (q, cv) = &**shared;
+                q.lock().unwrap_or_else(|e| e.into_inner()).push(uid, job);
+                cv.notify_one();
+            }
+            None => job(),
+        }
     }
 
-    fn start(&self) -> Option<Sender<Job>> {
-        let (tx, rx) = channel::<Job>();
-        let rx = std::sync::Arc::new(Mutex::new(rx));
+    fn start(&self) -> Option<Shared> {
+        let shared: Shared = Arc::new((Mutex::new(Queues::default()), Condvar::new()));
         let mut started = 0;
         for i in 0..self.threads {
-            let rx = rx.clone();
+            let shared = shared.clone();
             let r = std::thread::Builder::new()
                 .name(format!("daxlink-long-{i}"))
                 .spawn(move || loop {
-                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let job = {
+                        let (q, cv) = &*shared;
+                        let mut g = q.lock().unwrap_or_else(|e| e.into_inner());
+                        loop {
+                            if let Some(j) = g.pop() {
+                                break Some(j);
+                            }
+                            if g.closed {
+                                break None;
+                            }
+                            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                        }
+                    };
                     match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                        Some(job) => job(),
+                        None => return,
                     }
                 });
             match r {
@@ -95,6 +145,55 @@ impl LongPool {
                 Err(e) => log::warn!("cannot start a thread for long operations: {e}"),
             }
         }
-        (started > 0).then_some(tx)
+        (started > 0).then_some(shared)
+    }
+}
+
+impl Drop for LongPool {
+    /// The threads end once the queues are empty.
+    fn drop(&mut self) {
+        if let Some(Some(shared)) = self.queues.get() {
+            let (q, cv) = &**shared;
+            q.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+            cv.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_take_turns() {
+        let mut q = Queues::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let job = |tag: &'static str| -> Job {
+            let log = log.clone();
+            Box::new(move || log.lock().unwrap().push(tag))
+        };
+        for _ in 0..3 {
+            q.push(1000, job("a"));
+        }
+        q.push(0, job("root"));
+        q.push(1001, job("b"));
+        q.push(1000, job("a"));
+        while let Some(j) = q.pop() {
+            j();
+        }
+        assert_eq!(*log.lock().unwrap(), ["a", "root", "b", "a", "a", "a"]);
+        assert!(q.by_user.is_empty() && q.turn.is_empty());
+    }
+
+    #[test]
+    fn every_job_runs_on_the_pool() {
+        let pool = LongPool::new(2);
+        let n = Arc::new(Mutex::new(0));
+        for uid in 0..50u32 {
+            let n = n.clone();
+            pool.run(uid % 3, Box::new(move || *n.lock().unwrap() += 1));
+        }
+        pool.wait_idle();
+        assert_eq!(*n.lock().unwrap(), 50);
     }
 }

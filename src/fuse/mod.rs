@@ -78,9 +78,10 @@ pub struct DaxFuse {
     /// Test hook (DAXLINK_FAULT_INJECT=hang-on-xattr): reading the xattr
     /// `user.daxlink.inject-hang` never returns (a wedged request).
     hang_hook: bool,
-    /// Test hook (DAXLINK_FAULT_INJECT=slow-long): every long operation
-    /// first sleeps 10 s, as a huge clone or punch would run.
-    slow_long_hook: bool,
+    /// Test hook (DAXLINK_FAULT_INJECT=slow-long, or slow-long:MS): every
+    /// long operation first sleeps 10 s (or MS milliseconds), as a huge
+    /// clone or punch would run.
+    slow_long_hook: Option<Duration>,
     /// The daemon's mount options (what the OPTIONS ioctl answers; remount
     /// compares against them).
     pub options: String,
@@ -107,6 +108,18 @@ pub struct CacheMode {
     /// cache and reach the daemon later; durable only at fsync, sync or
     /// unmount, as on a disk filesystem. Off by default.
     pub writeback: bool,
+}
+
+/// The delay of the slow-long test hook: `slow-long` (10 s) or `slow-long:MS`.
+fn slow_long_hook(inject: Option<&str>) -> Option<Duration> {
+    match inject?.strip_prefix("slow-long")? {
+        "" => Some(Duration::from_secs(10)),
+        ms => ms
+            .strip_prefix(':')?
+            .parse()
+            .ok()
+            .map(Duration::from_millis),
+    }
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -165,7 +178,7 @@ impl DaxFuse {
             dev: Arc::new(std::sync::OnceLock::new()),
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
             hang_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("hang-on-xattr"),
-            slow_long_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("slow-long"),
+            slow_long_hook: slow_long_hook(std::env::var("DAXLINK_FAULT_INJECT").ok().as_deref()),
             options: String::new(),
             cache: CacheMode {
                 keep: true,
@@ -179,16 +192,20 @@ impl DaxFuse {
 
     /// Finish a request on the long-operation threads (`long.rs`), in
     /// `guarded` there: `f` gets a twin of this `DaxFuse`.
-    fn long(&self, what: &'static str, f: impl FnOnce(&DaxFuse) + Send + 'static) {
+    /// Requests wait their turn per user (`req`'s uid).
+    fn long(&self, req: &Request, what: &'static str, f: impl FnOnce(&DaxFuse) + Send + 'static) {
         let me = self.twin();
-        self.long.run(Box::new(move || {
-            guarded(what, || {
-                if me.slow_long_hook {
-                    std::thread::sleep(Duration::from_secs(10));
-                }
-                f(&me)
-            })
-        }));
+        self.long.run(
+            req.uid(),
+            Box::new(move || {
+                guarded(what, || {
+                    if let Some(d) = me.slow_long_hook {
+                        std::thread::sleep(d);
+                    }
+                    f(&me)
+                })
+            }),
+        );
     }
 
     /// Mark the filesystem clean (idempotent).
@@ -390,7 +407,7 @@ impl Filesystem for DaxFuse {
         };
         // A truncate may free a whole file's blocks.
         if size.is_some() {
-            self.long("setattr", body);
+            self.long(req, "setattr", body);
         } else {
             guarded("setattr", || body(self));
         }
@@ -792,7 +809,7 @@ impl Filesystem for DaxFuse {
         };
         use crate::fuse::ioctl as io;
         if [io::CLONE, io::DEDUPE, io::UNSHARE, io::PIN].contains(&cmd) {
-            self.long("ioctl", body);
+            self.long(req, "ioctl", body);
         } else {
             guarded("ioctl", || body(self));
         }
@@ -809,7 +826,7 @@ impl Filesystem for DaxFuse {
         reply: ReplyEmpty,
     ) {
         let o = origin(req);
-        self.long("fallocate", move |me| {
+        self.long(req, "fallocate", move |me| {
             let r = me
                 .file_modified(o, ino.0)
                 .and_then(|()| me.fs.fallocate(ino.0, offset, length, mode));
@@ -852,7 +869,7 @@ impl Filesystem for DaxFuse {
     ) {
         // Block-aligned parts become shared extents; the rest is copied.
         let o = origin(req);
-        self.long("copy_file_range", move |me| {
+        self.long(req, "copy_file_range", move |me| {
             let len = len.min(u32::MAX as u64 & !4095);
             // Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves the set-ID
             // bits of the destination to us, as for a write.

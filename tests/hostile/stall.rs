@@ -75,3 +75,62 @@ fn long_operations_of_one_user_leave_the_workers_to_everyone() {
     }
     m.cycle("");
 }
+
+/// Long operations wait their turn per user: nobody queues three times as
+/// many slow long operations as the pool has threads, then root queues
+/// one; root's must finish while most of nobody's are still waiting or
+/// running (first in, first out it would finish after all of them).
+#[test]
+fn long_operations_take_turns_between_users() {
+    const MS: u64 = 2000;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let img = Image::new("turns", 64 << 20);
+    let m = Mounted::with_env(
+        &img.path,
+        "allow_other",
+        &[("DAXLINK_FAULT_INJECT", &format!("slow-long:{MS}"))],
+    );
+    fs::set_permissions(m.root(), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(m.path("rootfile"), pattern(1, 8192)).unwrap();
+    let root = m.root().display().to_string();
+    let n = 3 * threads;
+    let mut bg = Vec::new();
+    for i in 0..n {
+        bg.push(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .args([
+                    "timeout",
+                    "300",
+                    "truncate",
+                    "-s",
+                    "1m",
+                    &format!("{root}/n{i}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("setpriv"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(MS / 4));
+    let mut c = Command::new("truncate");
+    c.args(["-s", "1m", &format!("{root}/rootfile")]);
+    let o = run_deadline(c, 300);
+    assert_eq!(o.rc, 0, "root's truncate: {o:?}");
+    let left = bg
+        .iter_mut()
+        .map(|c| c.try_wait().unwrap().is_none())
+        .filter(|&r| r)
+        .count();
+    eprintln!("{threads} long threads; {left} of nobody's {n} operations left when root's ended");
+    assert!(
+        left >= threads,
+        "root's long operation waited behind nobody's: only {left} of {n} were left"
+    );
+    for mut c in bg {
+        let st = c.wait().unwrap();
+        assert!(st.success(), "a long operation failed: {st}");
+    }
+    m.cycle("");
+}
