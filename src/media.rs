@@ -73,10 +73,10 @@ pub enum PersistMode {
     None,
 }
 
+use daxlink_direct::persist;
 /// The cache-flush instruction chosen at run time (one definition, shared
 /// with direct-access clients, which flush their own stores the same way).
 pub use daxlink_direct::persist::FlushInsn;
-use daxlink_direct::persist;
 
 /// Sees every store, flush and fence (the recording backend used by crash tests).
 pub trait MediaObserver: Send + Sync {
@@ -379,6 +379,24 @@ impl Media {
         while self.active.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
+    }
+
+    /// Which object the media is: `(st_dev, st_ino)` of an image file,
+    /// `(0, st_rdev)` of a device (as direct-access clients prove they
+    /// opened it); None for anonymous memory.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let f = match &self.backing {
+            Backing::Mapped { _file, .. } | Backing::Sync { _file, .. } => _file,
+            Backing::Anon { .. } => return None,
+        };
+        let m = f.metadata().ok()?;
+        let t = m.file_type();
+        Some(if t.is_block_device() || t.is_char_device() {
+            (0, m.rdev())
+        } else {
+            (m.dev(), m.ino())
+        })
     }
 
     pub fn is_shut_down(&self) -> bool {

@@ -105,7 +105,11 @@ impl Fs {
                 }
                 let own = may_write && c < 2;
                 // Split at the last whole block below EOF.
-                let w = if own { whole.saturating_sub(lo).min(n) } else { 0 };
+                let w = if own {
+                    whole.saturating_sub(lo).min(n)
+                } else {
+                    0
+                };
                 if w > 0 && !push((lo, po, w, true)) {
                     return Ok(LeaseMap {
                         size,

@@ -109,7 +109,12 @@ impl Leases {
     /// The leases on `ino`, by id.
     pub fn on(&self, ino: u64) -> Vec<Lease> {
         let t = self.t.lock();
-        let mut v: Vec<Lease> = t.by_holder.values().filter(|l| l.ino == ino).cloned().collect();
+        let mut v: Vec<Lease> = t
+            .by_holder
+            .values()
+            .filter(|l| l.ino == ino)
+            .cloned()
+            .collect();
         v.sort_by_key(|l| l.id);
         v
     }
