@@ -336,6 +336,15 @@ fn main() {
                             plural(n, "other owner", "other owners")
                         );
                     }
+                    for l in v["leases"].as_array().into_iter().flatten() {
+                        daxlink::outln!(
+                            "  lease {} inode {} pid {} {}",
+                            l["id"],
+                            l["inode"],
+                            l["pid"],
+                            if l["write"] == true { "write" } else { "read" },
+                        );
+                    }
                     for p in v["pins"].as_array().into_iter().flatten() {
                         daxlink::outln!(
                             "  pin {} inode {} offset {} {}{}",

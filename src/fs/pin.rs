@@ -71,6 +71,9 @@ pub struct OwnersReport {
     /// Owners left out because the asker could not read them.
     pub hidden_owners: usize,
     pub pins: Vec<PinInfo>,
+    /// Direct-access leases on the owners shown (short-term pins, with the
+    /// process holding each).
+    pub leases: Vec<crate::pages::lease::Lease>,
     pub poisoned: bool,
 }
 
@@ -382,11 +385,20 @@ impl Fs {
                 holder: p.holder,
             })
             .collect();
+        let mut shown: Vec<u64> = owners.iter().map(|o: &Owner| o.ino).collect();
+        shown.push(ino);
+        shown.sort_unstable();
+        shown.dedup();
+        let leases = shown
+            .into_iter()
+            .flat_map(|i| self.pages.leases.on(i))
+            .collect();
         Ok(OwnersReport {
             block,
             owners,
             hidden_owners,
             pins,
+            leases,
             poisoned: self.pages.is_poisoned(block),
         })
     }

@@ -20,6 +20,10 @@ pub fn owners_json(r: &crate::fs::OwnersReport) -> String {
             "id": p.id, "inode": p.ino, "offset": p.offset, "write": p.write,
             "longterm": p.longterm, "holder": p.holder,
         })).collect::<Vec<_>>(),
+        "leases": r.leases.iter().map(|l| serde_json::json!({
+            "id": l.id, "inode": l.ino, "pid": l.pid, "uid": l.uid, "write": l.write,
+            "holder": l.holder,
+        })).collect::<Vec<_>>(),
         "hidden_owners": r.hidden_owners,
         "poisoned": r.poisoned,
     })
