@@ -231,6 +231,17 @@ fn a_client_reads_a_block_straight_from_the_image() {
     assert!(w.flags & wire::MAP_WRITE != 0);
     assert_eq!(w.extents.iter().map(|e| e.count).sum::<u64>(), 3);
     assert!(w.extents.iter().all(|e| e.flags & wire::EXT_WRITE != 0));
+    // A clone from the file shares its blocks: a recall of the source (an
+    // access under the old map cannot begin), and no block of either file
+    // is writable in place any more.
+    let g = m.path("g");
+    daxlink(&[&"reflink", &p, &g]);
+    assert!(!c.ctl.enter(c.slot, w.bucket, w.gen), "clone did not recall the source");
+    for q in [&p, &g] {
+        let s = map(&rw(q), 0, true).unwrap();
+        assert_eq!(s.extents.iter().map(|e| e.count).sum::<u64>(), 3);
+        assert!(s.extents.iter().all(|e| e.flags & wire::EXT_WRITE == 0), "{s:?}");
+    }
     drop((c, f, wo));
     m.unmount();
     fsck_clean(&img.path);
