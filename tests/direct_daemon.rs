@@ -458,33 +458,36 @@ fn a_kernel_reader_sees_a_direct_store_at_once() {
     let img = Image::new("direct-coherent", 64 << 20);
     let m = Mounted::new(&img.path, "");
     let p = write_file(&m, "f", &pattern(6, 2 * BS));
+    let f = rw(&p);
+    let c = Client::connect(&f);
     // A reader opened before the lease; the kernel caches its pages
     // (cache=keep).
     let early = File::open(&p).unwrap();
     let mut b = vec![0u8; 2 * BS];
     early.read_exact_at(&mut b, 0).unwrap();
-    let f = rw(&p);
-    let c = Client::connect(&f);
-    // The first writable lease drops what the kernel cached.
+    // The first writable lease drops what the kernel cached: the early
+    // reader (no open since, which would drop it too) sees a direct store.
     let r = map(&f, 0, true).unwrap();
     let e = r.extents[0];
     assert!(e.flags & wire::EXT_WRITE != 0, "{r:?}");
-    // A kernel-path open now bypasses the page cache (FOPEN_DIRECT_IO):
-    // reading through it caches nothing for later opens either.
-    let mut b = vec![0u8; 2 * BS];
-    File::open(&p).unwrap().read_exact(&mut b).unwrap();
-    let new = pattern(7, BS);
-    assert!(c.ctl.enter(c.slot, r.bucket, r.gen));
-    c.store(e.pblock, &new);
-    c.ctl.exit(c.slot);
+    let store = |data: &[u8]| {
+        assert!(c.ctl.enter(c.slot, r.bucket, r.gen));
+        c.store(e.pblock, data);
+        c.ctl.exit(c.slot);
+    };
+    let one = pattern(7, BS);
+    store(&one);
     let mut seen = vec![0u8; BS];
-    File::open(&p).unwrap().read_exact(&mut seen).unwrap();
-    assert_eq!(seen, new, "a kernel-path open read a stale page");
     early.read_exact_at(&mut seen, 0).unwrap();
-    assert_eq!(
-        seen, new,
-        "the reader opened before the lease read a stale page"
-    );
+    assert_eq!(seen, one, "the reader opened before the lease read a stale page");
+    // Kernel-path opens now bypass the page cache (FOPEN_DIRECT_IO): what
+    // they read is not served again from the cache after the next store.
+    File::open(&p).unwrap().read_exact(&mut seen).unwrap();
+    assert_eq!(seen, one);
+    let two = pattern(8, BS);
+    store(&two);
+    File::open(&p).unwrap().read_exact(&mut seen).unwrap();
+    assert_eq!(seen, two, "a kernel-path open read a stale page");
     drop((c, f, early));
     m.unmount();
     fsck_clean(&img.path);
