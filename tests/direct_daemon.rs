@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use daxlink::ioctl::{self, Cmd};
+use daxlink::fuse::ioctl::{self, Cmd};
 use daxlink_direct::control::{self, Control};
 use daxlink_direct::persist;
 use daxlink_direct::wire::{self, HelloReply, MapReply, Welcome};
@@ -236,11 +236,17 @@ fn a_client_reads_a_block_straight_from_the_image() {
     // is writable in place any more.
     let g = m.path("g");
     daxlink(&[&"reflink", &p, &g]);
-    assert!(!c.ctl.enter(c.slot, w.bucket, w.gen), "clone did not recall the source");
+    assert!(
+        !c.ctl.enter(c.slot, w.bucket, w.gen),
+        "clone did not recall the source"
+    );
     for q in [&p, &g] {
         let s = map(&rw(q), 0, true).unwrap();
         assert_eq!(s.extents.iter().map(|e| e.count).sum::<u64>(), 3);
-        assert!(s.extents.iter().all(|e| e.flags & wire::EXT_WRITE == 0), "{s:?}");
+        assert!(
+            s.extents.iter().all(|e| e.flags & wire::EXT_WRITE == 0),
+            "{s:?}"
+        );
     }
     drop((c, f, wo));
     m.unmount();
@@ -479,7 +485,10 @@ fn a_kernel_reader_sees_a_direct_store_at_once() {
     store(&one);
     let mut seen = vec![0u8; BS];
     early.read_exact_at(&mut seen, 0).unwrap();
-    assert_eq!(seen, one, "the reader opened before the lease read a stale page");
+    assert_eq!(
+        seen, one,
+        "the reader opened before the lease read a stale page"
+    );
     // Kernel-path opens now bypass the page cache (FOPEN_DIRECT_IO): what
     // they read is not served again from the cache after the next store.
     File::open(&p).unwrap().read_exact(&mut seen).unwrap();

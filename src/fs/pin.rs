@@ -207,7 +207,7 @@ impl Fs {
         let m = self.meta.lock();
         g.segments(first, end).into_iter().any(|(_, n, p)| {
             p.is_some_and(|p| {
-                meta::ref_pieces(&m.refs, p, n)
+                ctx::ref_pieces(&m.refs, p, n)
                     .into_iter()
                     .any(|(_, _, c)| c > 1)
             })
@@ -333,7 +333,7 @@ impl Fs {
         &self,
         ino: u64,
         off: u64,
-        who: Option<&crate::acl::Who>,
+        who: Option<&crate::check::acl::Who>,
     ) -> FsResult<OwnersReport> {
         let block = {
             let r = self.get(ino)?;
@@ -404,12 +404,12 @@ impl Fs {
     }
 
     /// May `who` read inode `ino` (mode, owner and access ACL)?
-    fn may_read_ino(&self, ino: u64, who: &crate::acl::Who) -> bool {
+    fn may_read_ino(&self, ino: u64, who: &crate::check::acl::Who) -> bool {
         let Ok(r) = self.get(ino) else { return false };
         let Ok(mut g) = r.write() else { return false };
         let acl = self.access_acl(&mut g);
         let rec = &g.rec;
-        crate::acl::may_read(who, rec.mode, rec.uid, rec.gid, acl.as_ref())
+        crate::check::acl::may_read(who, rec.mode, rec.uid, rec.gid, acl.as_ref())
     }
 
     /// One path of an inode (relative to the mount root), found by walking the
@@ -460,14 +460,14 @@ impl Fs {
     /// every directory from the root down (mode, owner and access ACL), as
     /// path resolution would check. `None` when it could not (or there is
     /// no path).
-    pub fn visible_path(&self, ino: u64, who: &crate::acl::Who) -> Option<String> {
+    pub fn visible_path(&self, ino: u64, who: &crate::check::acl::Who) -> Option<String> {
         let (path, chain) = self.path_of(ino)?;
         for d in chain {
             let r = self.get(d).ok()?;
             let mut g = r.write().ok()?;
             let acl = self.access_acl(&mut g);
             let rec = &g.rec;
-            if !crate::acl::may_search(who, rec.mode, rec.uid, rec.gid, acl.as_ref()) {
+            if !crate::check::acl::may_search(who, rec.mode, rec.uid, rec.gid, acl.as_ref()) {
                 return None;
             }
         }

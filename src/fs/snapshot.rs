@@ -101,7 +101,7 @@ impl Fs {
             let refs: Vec<u32> = blocks
                 .iter()
                 .map(|b| {
-                    meta::ref_pieces(&m.refs, *b, 1)
+                    ctx::ref_pieces(&m.refs, *b, 1)
                         .first()
                         .map(|p| p.2)
                         .unwrap_or(1)
@@ -201,8 +201,8 @@ mod tests {
     use super::head_label;
     use crate::fs::{Cred, Fs, FsOptions, ROOT_INO};
     use crate::media::Media;
-    use crate::mkfs::{mkfs, MkfsOptions};
     use crate::pages::PageModel;
+    use crate::tools::mkfs::{mkfs, MkfsOptions};
 
     const C: Cred = Cred {
         uid: 0,
