@@ -130,6 +130,15 @@ impl Client {
         }
     }
 
+    /// The daemon keeps the connection open while it counts us admitted.
+    fn still_admitted(&self) -> bool {
+        let mut b = [0u8; 1];
+        self._sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        matches!((&self._sock).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Copy block `pblock` out of the image (inside an access).
     fn load(&self, pblock: u64) -> Vec<u8> {
         let mut v = vec![0u8; BS];
@@ -181,6 +190,10 @@ fn a_client_reads_a_block_straight_from_the_image() {
     let p = write_file(&m, "f", &data);
     let f = File::open(&p).unwrap();
     let c = Client::connect(&f);
+    assert!(
+        c.still_admitted(),
+        "the daemon closed an admitted client's connection"
+    );
     assert_eq!(c.hello.block_size as usize, BS);
     assert!(
         c.hello.flags & wire::HELLO_WRITABLE != 0,
@@ -525,6 +538,213 @@ fn direct_off_and_writeback_refuse_hello() {
     assert!(name.starts_with(&format!("daxlink-direct-{}-", m.pid().unwrap())));
     let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
     assert!(unix.contains(&format!("@{name}")));
+    drop(f);
+    m.unmount();
+}
+
+/// Each change that takes a block out of a file's map or shares it waits
+/// for an access under the old map (`Fs::break_layouts`, the write
+/// engine's copy-on-write and unshare), and goes on once it is over.
+#[test]
+fn every_layout_change_recalls_the_files_leases() {
+    let img = Image::new("direct-sites", 64 << 20);
+    let m = Mounted::new(&img.path, "recall_timeout_ms=60000");
+    let dx = |args: &[&str]| {
+        let mut c = Command::new(DAXLINK);
+        c.args(args);
+        c
+    };
+    let sh = |s: String| {
+        let mut c = Command::new("sh");
+        c.args(["-c", &s]);
+        c
+    };
+    let shared = |f: &Path| {
+        daxlink(&[&"reflink", &f, &f.with_extension("copy")]);
+    };
+    type Setup<'a> = &'a dyn Fn(&Path);
+    let none: Setup = &|_| {};
+    let cases: Vec<(&str, Setup, Box<dyn Fn(&Path) -> Command>)> = vec![
+        (
+            "truncate down",
+            none,
+            Box::new(|f| sh(format!("truncate -s 4096 '{}'", f.display()))),
+        ),
+        (
+            "punch",
+            none,
+            Box::new(|f| sh(format!("fallocate -p -o 4096 -l 4096 '{}'", f.display()))),
+        ),
+        (
+            "zero range",
+            none,
+            Box::new(|f| sh(format!("fallocate -z -o 4096 -l 4096 '{}'", f.display()))),
+        ),
+        (
+            "copy-on-write",
+            &shared,
+            Box::new(|f| {
+                sh(format!(
+                    "dd if=/dev/zero of='{}' bs=4096 count=1 conv=notrunc status=none",
+                    f.display()
+                ))
+            }),
+        ),
+        (
+            "unshare",
+            &shared,
+            Box::new(|f| dx(&["unshare", f.to_str().unwrap()])),
+        ),
+        (
+            "clone onto it",
+            none,
+            Box::new(|f| {
+                let s = f.with_extension("src");
+                std::fs::write(&s, pattern(9, 4 * BS)).unwrap();
+                dx(&["reflink", s.to_str().unwrap(), f.to_str().unwrap()])
+            }),
+        ),
+        (
+            "clone from it",
+            none,
+            Box::new(|f| {
+                dx(&[
+                    "reflink",
+                    f.to_str().unwrap(),
+                    f.with_extension("dst").to_str().unwrap(),
+                ])
+            }),
+        ),
+    ];
+    let any = File::open(m.root()).unwrap();
+    let c = Client::connect(&any);
+    for (i, (what, setup, op)) in cases.iter().enumerate() {
+        let f = write_file(&m, &format!("f{i}"), &pattern(i as u64, 4 * BS));
+        setup(&f);
+        let h = File::open(&f).unwrap();
+        let r = map(&h, 0, false).unwrap();
+        assert!(c.ctl.enter(c.slot, r.bucket, r.gen), "{what}");
+        let mut cmd = op(&f);
+        let mut t = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            !finished_within(&mut t, Duration::from_millis(500)),
+            "{what} went on while a client was inside an access"
+        );
+        c.ctl.exit(c.slot);
+        assert!(
+            finished_within(&mut t, Duration::from_secs(20)),
+            "{what} never finished"
+        );
+        assert!(
+            !c.ctl.enter(c.slot, r.bucket, r.gen),
+            "{what}: the old map still enters"
+        );
+    }
+    // Growth recalls nothing: an append, a hole filled.
+    let f = write_file(&m, "grow", &pattern(20, BS + 100));
+    let h = rw(&f);
+    let r = map(&h, 0, true).unwrap();
+    // The block holding EOF is listed, but not writable in place.
+    assert_eq!(
+        r.extents
+            .iter()
+            .map(|e| (e.count, e.flags & wire::EXT_WRITE))
+            .collect::<Vec<_>>(),
+        vec![(1, wire::EXT_WRITE), (1, 0)]
+    );
+    h.write_all_at(b"more", 2 * BS as u64 + 7).unwrap();
+    h.write_all_at(b"hole", 10 * BS as u64).unwrap();
+    assert!(
+        c.ctl.enter(c.slot, r.bucket, r.gen),
+        "growth recalled the map"
+    );
+    c.ctl.exit(c.slot);
+    drop((c, any, h));
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+/// Rude clients: no Hello, garbage, too many descriptors, an early close.
+/// The daemon answers or drops each, leaks no descriptor, and still admits
+/// a proper client.
+#[test]
+fn rude_socket_clients_leak_nothing_and_block_no_one() {
+    let img = Image::new("direct-rude", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let p = write_file(&m, "f", b"x");
+    let f = File::open(&p).unwrap();
+    let h = hello(&f).unwrap();
+    let list = |pid: u32| {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|l| l.display().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let pid = m.pid().unwrap();
+    let ro = File::open(&img.path).unwrap();
+    let addr = SocketAddr::from_abstract_name(&h.socket).unwrap();
+    // A first client, so that the daemon's own descriptors settle.
+    drop(Client::connect(&f));
+    std::thread::sleep(Duration::from_millis(200));
+    let before = fds(pid);
+    let before_list = list(pid);
+    // Silent connections, held open (each is dropped after 5 s).
+    let silent: Vec<UnixStream> = (0..10)
+        .map(|_| UnixStream::connect_addr(&addr).unwrap())
+        .collect();
+    for round in 0..20 {
+        // Too many descriptors, and more than the daemon reads.
+        let many = vec![ro.as_raw_fd(); 3 + round % 20];
+        let (_s, w, fd) = say_hello(&h.socket, h.nonce, &many);
+        assert_eq!((w.status, fd.is_none()), (libc::EPERM, true));
+        // Garbage.
+        let s = UnixStream::connect_addr(&addr).unwrap();
+        sendmsg::<()>(
+            s.as_raw_fd(),
+            &[IoSlice::new(b"abc")],
+            &[],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; wire::WELCOME_MSG];
+        (&s).read_exact(&mut b).unwrap();
+        assert_eq!(Welcome::decode(&b).unwrap().status, libc::EPROTO);
+        // Gone before it said anything.
+        drop(UnixStream::connect_addr(&addr).unwrap());
+    }
+    // While the silent ones wait, a proper client is admitted at once.
+    let t0 = Instant::now();
+    drop(Client::connect(&f));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // The silent ones are dropped (end of file within the 5 s, and a bit).
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+    }
+    let t0 = Instant::now();
+    while fds(pid) > before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the daemon holds {:?}, before {before_list:?}",
+            list(pid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(f);
     m.unmount();
 }

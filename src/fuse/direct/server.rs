@@ -242,6 +242,9 @@ pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
         let (p_ready, a_ready) = ready[1..].split_at(pending.len());
         let now = Instant::now();
         let mut keep = Vec::with_capacity(pending.len());
+        // Added to `admitted` after its own loop below, which zips the
+        // connections polled with their results.
+        let mut new = Vec::new();
         for ((s, since), r) in pending.drain(..).zip(p_ready) {
             if !r {
                 if now.duration_since(since) < HELLO_WAIT {
@@ -251,7 +254,7 @@ pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
             }
             match hear(&sh, &s, &mut next_id) {
                 Heard::Wait => keep.push((s, since)),
-                Heard::Admitted(range) => admitted.push((s, range)),
+                Heard::Admitted(range) => new.push((s, range)),
                 Heard::Refused => {}
             }
         }
@@ -277,6 +280,7 @@ pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
                 stay.push((s, range));
             }
         }
+        stay.append(&mut new);
         admitted = stay;
         // New connections.
         while let Ok((s, _)) = l.accept() {
