@@ -130,8 +130,9 @@ fn every_layout_change_recalls_the_files_leases() {
         daxlink(&[&"reflink", &f, &f.with_extension("copy")]);
     };
     type Setup<'a> = &'a dyn Fn(&Path);
+    type Op = Box<dyn Fn(&Path) -> Command>;
     let none: Setup = &|_| {};
-    let cases: Vec<(&str, Setup, Box<dyn Fn(&Path) -> Command>)> = vec![
+    let cases: Vec<(&str, Setup, Op)> = vec![
         (
             "truncate down",
             none,
