@@ -130,7 +130,7 @@ fn every_layout_change_recalls_the_files_leases() {
         daxlink(&[&"reflink", &f, &f.with_extension("copy")]);
     };
     type Setup<'a> = &'a dyn Fn(&Path);
-    type Op = Box<dyn Fn(&Path) -> Command>;
+    type Op<'a> = Box<dyn Fn(&Path) -> Command + 'a>;
     let none: Setup = &|_| {};
     let cases: Vec<(&str, Setup, Op)> = vec![
         (
