@@ -227,3 +227,46 @@ fn rude_socket_clients_leak_nothing_and_block_no_one() {
     drop(f);
     m.unmount();
 }
+
+/// Clients may store only while the mount is writable and its stores are
+/// made durable by cache flushes: remount read-only takes WRITABLE away
+/// (and recalls every map), read-write gives it back, an msync image or a
+/// read-only mount never has it, and unmount closes the page.
+#[test]
+fn stores_only_on_a_writable_cpu_flushed_mount() {
+    let img = Image::new("direct-ro", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let p = write_file(&m, "f", &pattern(11, 2 * BS));
+    let f = File::open(&p).unwrap();
+    let c = Client::connect(&f);
+    assert_eq!(c.ctl.state(), control::OPEN | control::WRITABLE);
+    let r = map(&f, 0, false).unwrap();
+    daxlink(&[&"remount", &m.root(), &"-o", &"ro"]);
+    assert_eq!(c.ctl.state(), control::OPEN);
+    assert!(
+        !c.ctl.enter(c.slot, r.bucket, r.gen),
+        "remount ro recalled nothing"
+    );
+    assert_eq!(hello(&f).unwrap().flags & wire::HELLO_WRITABLE, 0);
+    daxlink(&[&"remount", &m.root(), &"-o", &"rw"]);
+    assert_eq!(c.ctl.state(), control::OPEN | control::WRITABLE);
+    assert!(hello(&f).unwrap().flags & wire::HELLO_WRITABLE != 0);
+    drop(f);
+    m.unmount();
+    assert_eq!(c.ctl.state(), 0, "unmount left the page open");
+    for opts in ["persist=msync", "ro"] {
+        let m = Mounted::new(&img.path, opts);
+        let p = m.path("f");
+        let f = File::open(&p).unwrap();
+        let c = Client::connect(&f);
+        assert_eq!(c.hello.flags & wire::HELLO_WRITABLE, 0, "{opts}");
+        assert_eq!(c.ctl.state(), control::OPEN, "{opts}");
+        if opts != "ro" {
+            let w = map(&rw(&p), 0, true).unwrap();
+            assert_eq!(w.flags & wire::MAP_WRITE, 0, "{opts}");
+            assert!(w.extents.iter().all(|e| e.flags & wire::EXT_WRITE == 0));
+        }
+        drop((c, f));
+        m.unmount();
+    }
+}
