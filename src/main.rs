@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod run;
+
 use daxlink::cli;
 use daxlink::mount::{mount_main, parse_opts, MountOpts};
 use daxlink::progress::plural;
@@ -187,6 +189,14 @@ enum Cmd {
     },
     /// Crash-consistency test: record workloads, enumerate crash states, check each.
     Crashtest(daxlink::crash::CrashArgs),
+    /// Run CMD with direct access (the libdaxlink_client.so shim preloaded):
+    /// its reads and overwrites of daxlink files are loads and stores into
+    /// the image when the mount offers it and this user may write the image.
+    Run {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<std::ffi::OsString>,
+    },
 }
 
 fn fail(what: &str, e: std::io::Error) -> i32 {
@@ -208,6 +218,7 @@ const SUBCOMMANDS: &[&str] = &[
     "stat",
     "counters",
     "crashtest",
+    "run",
     "help",
     "-h",
     "--help",
@@ -429,6 +440,7 @@ fn main() {
             Err(e) => fail("counters", e),
         },
         Cmd::Crashtest(a) => daxlink::crash::cli(a),
+        Cmd::Run { cmd } => run::run(&cmd),
     };
     std::process::exit(code);
 }
