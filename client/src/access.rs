@@ -183,13 +183,13 @@ enum Cover {
 fn walk(
     v: &MapView,
     from: u64,
-    bs: u64,
     m: &Mount,
     off: u64,
     len: u64,
     write: bool,
     f: &mut dyn FnMut(usize, usize),
 ) -> Cover {
+    let bs = m.block;
     let end = off + len;
     let mut p = off;
     while p < end {
@@ -306,7 +306,7 @@ fn access(e: &Entry, m: &Mount, off: u64, total: u64, iov: &[iovec], write: bool
         return Step::Kernel("the lease is read-only");
     }
     let from = e.from.load(Relaxed);
-    match walk(&v, from, m.block, m, off, total, write, &mut |_, _| {}) {
+    match walk(&v, from, m, off, total, write, &mut |_, _| {}) {
         Cover::Yes => {}
         Cover::Window(lb) => return Step::Window(lb),
         Cover::No => {
@@ -329,7 +329,7 @@ fn access(e: &Entry, m: &Mount, off: u64, total: u64, iov: &[iovec], write: bool
         return Step::Stale;
     }
     let mut cur = Cursor { iov, i: 0, o: 0 };
-    walk(&v, from, m.block, m, off, total, write, &mut |img, n| {
+    walk(&v, from, m, off, total, write, &mut |img, n| {
         cur.copy(m, img, n, write)
     });
     if write {

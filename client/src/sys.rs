@@ -18,6 +18,7 @@ fn ret(r: c_long) -> Sys {
 }
 
 /// Put `e` in errno and return -1 (the C convention of the wrappers).
+#[cfg_attr(any(test, not(feature = "shim")), allow(dead_code))]
 pub fn fail(e: c_int) -> c_long {
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = e };
@@ -33,6 +34,7 @@ macro_rules! raw {
         unsafe { libc::syscall($nr $(, $a)*) }
     };
 }
+#[cfg_attr(any(test, not(feature = "shim")), allow(unused_imports))]
 pub(crate) use raw;
 
 pub fn lseek(fd: c_int, off: i64, whence: c_int) -> Sys {
