@@ -341,7 +341,7 @@ fn handshake(name: &[u8], nonce: u64, image: c_int) -> Result<(Fd, Fd, u32, u32)
     }
     let alen = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as u32;
     let mut sock = Fd(-1);
-    for ty in [libc::SOCK_SEQPACKET, libc::SOCK_STREAM] {
+    for ty in [libc::SOCK_STREAM, libc::SOCK_SEQPACKET] {
         let s =
             Fd(sys::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC).map_err(|_| "socket")? as c_int);
         match sys::connect(s.0, &addr, alen) {
