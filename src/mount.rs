@@ -38,6 +38,11 @@ pub struct MountOpts {
     /// media layer choose what makes stores durable on this media.
     pub persist: Option<PersistMode>,
     pub read_only: bool,
+    /// `direct=on` (the default): direct access for trusted clients
+    /// (`fuse::direct`); `off`: HELLO answers EOPNOTSUPP, no socket.
+    pub direct: bool,
+    /// How long a recall waits for a direct client inside one access.
+    pub recall_timeout_ms: u64,
     pub allow_other: bool,
     pub allow_root: bool,
     pub auto_unmount: bool,
@@ -70,6 +75,8 @@ impl Default for MountOpts {
             uring: false,
             persist: None,
             read_only: false,
+            direct: true,
+            recall_timeout_ms: 5000,
             allow_other: false,
             allow_root: false,
             auto_unmount: false,
@@ -160,6 +167,18 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
                     "uring" => true,
                     x => return Err(format!("transport={x}: expected dev or uring")),
                 }
+            }
+            "direct" => {
+                opts.direct = match need(v)? {
+                    "on" => true,
+                    "off" => false,
+                    x => return Err(format!("direct={x}: expected on or off")),
+                }
+            }
+            "recall_timeout_ms" => {
+                opts.recall_timeout_ms = need(v)?
+                    .parse()
+                    .map_err(|_| format!("recall_timeout_ms={}: not a number", v.unwrap_or("")))?;
             }
             "writeback" => opts.writeback = true,
             "nowriteback" => opts.writeback = false,
@@ -349,6 +368,8 @@ pub fn daemon_options(o: &MountOpts) -> String {
             }
         ),
         (if o.read_only { "ro" } else { "rw" }).to_string(),
+        format!("direct={}", if o.direct { "on" } else { "off" }),
+        format!("recall_timeout_ms={}", o.recall_timeout_ms),
     ];
     for (on, name) in [
         (o.allow_other, "allow_other"),
@@ -666,6 +687,20 @@ pub fn serve(
         want_uring: prepared.is_some(),
         ..Default::default()
     });
+    if o.direct && !o.writeback {
+        // Direct access (issue 23); refused under the write-back cache,
+        // which holds writes the image does not have yet.
+        let started = crate::fuse::direct::DirectConfig::new(image, &fs.media, o.recall_timeout_ms)
+            .ok_or_else(|| std::io::Error::other("the image has no path or identity"))
+            .and_then(|c| crate::fuse::direct::Direct::start(c, !fs.read_only()));
+        match started {
+            Ok(d) => {
+                fs.set_recall(d.recall_hook());
+                dax.direct = Some(Arc::new(d));
+            }
+            Err(e) => log::warn!("direct access is off: {e}"),
+        }
+    }
     let main = dax.twin();
     let notifier_slot = dax.notifier.clone();
     let dev_slot = dax.dev.clone();

@@ -32,6 +32,7 @@ mod data;
 mod dir;
 pub mod extmap;
 pub mod flags;
+mod lease;
 pub mod meta;
 mod mount;
 mod namespace;
@@ -49,6 +50,7 @@ mod xattr;
 pub use admin::FSLABEL_MAX;
 pub use atime::AtimeMode;
 pub use data::setid_cleared_by_data_change;
+pub use lease::{LeaseMap, Recall};
 pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 pub use state::ShutdownMode;
@@ -321,6 +323,8 @@ pub struct Fs {
     rmap: Mutex<RMap>,
     /// Which paths ran (`counters.rs`), for tests through SNAPSHOT.
     pub counters: counters::Counters,
+    /// Direct access's recall hook, installed by the FUSE edge (`lease.rs`).
+    recall: std::sync::OnceLock<Arc<dyn lease::Recall>>,
 }
 
 fn now() -> Timespec {

@@ -470,9 +470,13 @@ impl Fs {
         self.pages.check(&owners, &allocated)
     }
 
-    /// upstream's break_layouts for blocks `[first, end)` of `g`: wait (bounded)
+    /// The layout of `g` is about to change (truncate down, punch, zero
+    /// range, clone or dedupe onto it or from it): first every direct-access
+    /// lease on it is recalled (a short-term pin, in every model), then
+    /// upstream's break_layouts for blocks `[first, end)`: wait (bounded)
     /// until none of them is pinned, else EBUSY. Other models proceed at once.
     pub(super) fn break_layouts(&self, g: &Inode, first: u64, end: u64) -> FsResult<()> {
+        self.recall_layout(g.ino);
         if self.pages.model != PageModel::Upstream || !self.pages.any_pins() {
             return Ok(());
         }

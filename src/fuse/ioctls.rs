@@ -296,6 +296,9 @@ impl DaxFuse {
                 Ok(mask.to_le_bytes().to_vec())
             }
             io::REMOUNT | io::GOINGDOWN => self.state_ioctl(o, cmd, input),
+            io::HELLO => self.direct_hello(),
+            io::MAP => self.direct_map(o, ino, fh, input),
+            io::TOUCH => self.direct_touch(ino, fh, input),
             io::FITRIM => {
                 // As ext4: CAP_SYS_ADMIN; the range comes in and goes back
                 // with len = the bytes trimmed (src/fs/admin.rs says which).
