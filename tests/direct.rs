@@ -88,17 +88,22 @@ fn total(stderr: &str) -> Served {
 /// the shim) for "another process".
 const PRELUDE: &str = r#"
 import os, sys, subprocess
+import functools
+@functools.lru_cache(maxsize=None)
 def pat(seed, n):
-    x = (seed * 0x9E3779B97F4A7C15 | 1) & 0xFFFFFFFFFFFFFFFF
-    b = bytearray()
-    while len(b) < n:
-        x ^= (x << 13) & 0xFFFFFFFFFFFFFFFF; x ^= x >> 7; x ^= (x << 17) & 0xFFFFFFFFFFFFFFFF
-        b += x.to_bytes(8, 'little')
-    return bytes(b[:n])
+    # tests/common's pattern(): one byte of xorshift64 per step.
+    M = 0xFFFFFFFFFFFFFFFF
+    x = (seed * 0x9E3779B97F4A7C15 | 1) & M
+    b = bytearray(n)
+    for i in range(n):
+        x ^= (x << 13) & M; x ^= x >> 7; x ^= (x << 17) & M
+        b[i] = x & 0xFF
+    return bytes(b)
 PLAIN = {k: v for k, v in os.environ.items() if k not in ('LD_PRELOAD', 'DAXLINK_DIRECT_DEBUG')}
-def kernel(code, *args):
+def kernel(code, *args, data=None):
+    # data: bytes on the child's stdin (arguments are limited to 128 KiB)
     r = subprocess.run([sys.executable, '-c', 'import os, sys\n' + code] + [str(a) for a in args],
-                       env=PLAIN, capture_output=True)
+                       env=PLAIN, capture_output=True, input=data)
     assert r.returncode == 0, r.stderr
     return r.stdout
 def check(cond, what):
@@ -360,7 +365,7 @@ import fcntl
 fcntl.fcntl(fa, fcntl.F_SETFL, 0)
 os.lseek(fa, 0, 0); os.write(fa, b'Z' * 10)
 check(os.pread(fa, 10, 0) == b'Z' * 10 and os.fstat(fa).st_size == (256 << 10) + 5000, 'O_APPEND cleared: an overwrite')
-check(kernel('print(open(sys.argv[1],"rb").read() == bytes.fromhex(sys.argv[2]))', sys.argv[1], (b'Z' * 10 + want[10:]).hex()).strip() == b'True', 'kernel view')
+check(kernel('print(open(sys.argv[1],"rb").read() == sys.stdin.buffer.read())', sys.argv[1], data=b'Z' * 10 + want[10:]).strip() == b'True', 'kernel view')
 "#,
         &[&a],
     );
@@ -466,11 +471,11 @@ for i in range(10):
     kernel('os.truncate(sys.argv[1], 4096)', path)
     check(os.pread(fa, 8192, 8192) == b'', 'past the new end: 0 (%d)' % i)
     check(os.pread(fa, 8192, 0) == old[:4096], 'short read at the end (%d)' % i)
-    kernel('fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT); os.pwrite(fd, b"\xee" * (256 << 10), 0); os.fsync(fd)', other)
+    kernel('fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT); os.pwrite(fd, b"\\xee" * (256 << 10), 0); os.fsync(fd)', other)
     kernel('os.truncate(sys.argv[1], 256 << 10)', path)
     check(os.pread(fa, 8192, 8192) == bytes(8192), 'zeros after extending, not old bytes (%d)' % i)
     kernel('os.unlink(sys.argv[1])', other)
-    kernel('fd=os.open(sys.argv[1], os.O_RDWR); os.pwrite(fd, bytes.fromhex(sys.argv[2]), 0)', path, old.hex())
+    kernel('fd=os.open(sys.argv[1], os.O_RDWR); os.pwrite(fd, sys.stdin.buffer.read(), 0)', path, data=old)
 # Concurrent: every 4 KiB block read is the file's pattern, zeros, or short.
 stop = False; bad = []; n = [0]
 def reader():
@@ -482,8 +487,8 @@ def reader():
                 bad.append((off, b[:8].hex()))
 t = threading.Thread(target=reader); t.start()
 for i in range(10):
-    kernel('os.truncate(sys.argv[1], 4096); fd=os.open(sys.argv[2], os.O_RDWR|os.O_CREAT); os.pwrite(fd, b"\xee" * (256 << 10), 0); os.truncate(sys.argv[1], 256 << 10); os.unlink(sys.argv[2])', path, other)
-    kernel('fd=os.open(sys.argv[1], os.O_RDWR); os.pwrite(fd, bytes.fromhex(sys.argv[2]), 0)', path, old.hex())
+    kernel('os.truncate(sys.argv[1], 4096); fd=os.open(sys.argv[2], os.O_RDWR|os.O_CREAT); os.pwrite(fd, b"\\xee" * (256 << 10), 0); os.truncate(sys.argv[1], 256 << 10); os.unlink(sys.argv[2])', path, other)
+    kernel('fd=os.open(sys.argv[1], os.O_RDWR); os.pwrite(fd, sys.stdin.buffer.read(), 0)', path, data=old)
 stop = True; t.join()
 check(not bad, 'reads saw old or foreign bytes: %r' % bad[:5])
 print('reads', n[0])
