@@ -262,6 +262,11 @@ fn close_and_reopen_of_another_file_on_the_same_fd_number() {
     let (a, b) = two_files(&m);
     let o = py_ok(
         r#"
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fopen.restype = ctypes.c_void_p
+libc.fileno.argtypes = [ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
 for i in range(20):
     fa = os.open(sys.argv[1], os.O_RDONLY)
     check(os.pread(fa, 4096, 4096) == pat(1, 256 << 10)[4096:8192], 'a')
@@ -270,11 +275,27 @@ for i in range(20):
     check(fb == fa, 'same number')
     check(os.pread(fb, 4096, 4096) == pat(2, 256 << 10)[4096:8192], 'b on the same number')
     os.close(fb)
-    # stdio closes behind libc's back: fclose is seen too
-    f = open(sys.argv[1], 'rb', buffering=0); n = f.fileno()
-    check(os.pread(n, 100, 0) == pat(1, 100), 'stdio a'); f.close()
+    # stdio closes behind the shim's back: fclose is seen too
+    fp = libc.fopen(sys.argv[1].encode(), b'r'); n = libc.fileno(fp)
+    check(os.pread(n, 100, 0) == pat(1, 100), 'stdio a'); libc.fclose(fp)
     fb = os.open(sys.argv[2], os.O_RDONLY); check(fb == n, 'same number after close')
     check(os.pread(fb, 100, 0) == pat(2, 100), 'b after a buffered close'); os.close(fb)
+    # A number reused by a call the shim does not interpose (pipe2): the
+    # close (or fclose) must have forgotten the file.
+    for how in ('close', 'fclose'):
+        if how == 'close':
+            fa = os.open(sys.argv[1], os.O_RDONLY); os.pread(fa, 100, 0); os.close(fa)
+        else:
+            # stdio's fclose closes through libc's internal close
+            fp = libc.fopen(sys.argv[1].encode(), b'r'); fa = libc.fileno(fp)
+            os.pread(fa, 100, 0); libc.fclose(fp)
+        r, w = os.pipe()
+        check(r == fa, 'the pipe has the number')
+        try:
+            os.pread(r, 100, 0); check(False, 'pread of a pipe after ' + how + ' gave bytes')
+        except OSError as e:
+            check(e.errno == 29, 'ESPIPE after ' + how)
+        os.close(r); os.close(w)
 "#,
         &[&a, &b],
     );
