@@ -248,6 +248,15 @@ import fcntl
 ff = fcntl.fcntl(fc, fcntl.F_DUPFD, fe)
 check(ff == fe, 'F_DUPFD reuses the number')
 check(os.pread(ff, 4096, 0) == pat(2, 256 << 10)[:4096], 'F_DUPFD onto a closed direct number')
+# Duplicates share one file offset; closing one leaves the other direct.
+g = os.open(sys.argv[1], os.O_RDONLY); h = os.dup(g)
+check(os.read(g, 4096) == pat(1, 8192)[:4096], 'read through the first')
+check(os.read(h, 4096) == pat(1, 8192)[4096:], 'read through the duplicate goes on from the shared offset')
+check(os.lseek(g, 0, 1) == 8192, 'shared offset')
+os.close(h)
+check(os.pread(g, 4096, 0) == pat(1, 4096), 'the original after closing its duplicate')
+d3 = os.dup2(fb if False else fc, g, inheritable=False)
+check(os.pread(g, 4096, 0) == pat(2, 4096), 'dup3 (dup2 with O_CLOEXEC)')
 "#,
         &[&a, &b],
     );
@@ -296,6 +305,15 @@ for i in range(20):
         except OSError as e:
             check(e.errno == 29, 'ESPIPE after ' + how)
         os.close(r); os.close(w)
+    # close_range (os.closerange) over a direct descriptor
+    fa = os.open(sys.argv[1], os.O_RDONLY); os.pread(fa, 100, 0)
+    os.closerange(fa, fa + 1)
+    r, w = os.pipe(); check(r == fa, 'the pipe has the number after close_range')
+    try:
+        os.pread(r, 100, 0); check(False, 'pread of a pipe after close_range gave bytes')
+    except OSError as e:
+        check(e.errno == 29, 'ESPIPE after close_range')
+    os.close(r); os.close(w)
 "#,
         &[&a, &b],
     );
@@ -447,7 +465,7 @@ fn hex(b: &[u8]) -> String {
 fn kernel_and_direct_writers_interleave_without_stale_reads() {
     let img = Image::new("dinter", 256 << 20);
     let m = Mounted::new(&img.path, "");
-    let (a, _) = two_files(&m);
+    let (a, b) = two_files(&m);
     let o = py_ok(
         r#"
 fa = os.open(sys.argv[1], os.O_RDWR)
@@ -463,8 +481,32 @@ for i in range(15):
     os.lseek(fa, off, 0)
     check(os.read(fa, 4096) == pat(200 + i, 4096), 'read at the offset %d' % i)
     check(os.lseek(fa, 0, 1) == off + 4096, 'offset moved')
+# Writes the shim never sees: stdio (libc's internal write), a raw system
+# call, copy_file_range. Reads after them are right.
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fopen.restype = ctypes.c_void_p
+libc.fwrite.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+libc.fseek.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
+libc.fclose.argtypes = [ctypes.c_void_p]
+fp = libc.fopen(sys.argv[1].encode(), b'r+')
+libc.fseek(fp, 4096, 0); libc.fwrite(pat(300, 4096), 1, 4096, fp)
+libc.fseek(fp, 0, 2); libc.fwrite(pat(301, 8192), 1, 8192, fp)
+libc.fclose(fp)
+check(os.pread(fa, 4096, 4096) == pat(300, 4096), 'after an stdio overwrite')
+check(os.pread(fa, 8192, 256 << 10) == pat(301, 8192), 'after an stdio append')
+buf = pat(302, 4096)
+n = libc.syscall(18, fa, ctypes.c_char_p(buf), ctypes.c_size_t(4096), ctypes.c_long(12288))  # SYS_pwrite64
+check(n == 4096, 'raw pwrite64')
+check(os.pread(fa, 4096, 12288) == buf, 'after a raw pwrite64')
+src = os.open(sys.argv[2], os.O_RDONLY)
+check(os.copy_file_range(src, fa, 8192, 0, 16384) == 8192, 'copy_file_range')
+check(os.pread(fa, 8192, 16384) == pat(2, 8192), 'after copy_file_range')
+os.pwrite(fa, pat(303, 4096), 16384)
+check(os.pread(src, 4096, 0) == pat(2, 4096), 'the copy source unchanged by a write to the copy')
+check(os.pread(fa, 4096, 16384) == pat(303, 4096), 'the copy written')
 "#,
-        &[&a],
+        &[&a, &b],
     );
     let s = total(&o.stderr);
     assert!(s.writes >= 15 && s.reads >= 15, "{s:?}\n{}", o.stderr);
@@ -571,4 +613,74 @@ fn kill9_of_a_writing_client_then_umount_and_fsck_clean() {
     m.unmount();
     assert!(!is_mounted(&dir));
     fsck_clean(&img.path);
+}
+
+/// Threads reading one descriptor share its offset as the kernel's f_pos:
+/// every block is read exactly once.
+#[test]
+fn threads_reading_one_fd_share_its_offset() {
+    let img = Image::new("dthreads", 256 << 20);
+    let m = Mounted::new(&img.path, "");
+    let a = m.path("t");
+    // Every 4 KiB block starts with its own number.
+    let mut data = Vec::new();
+    for i in 0..1024u32 {
+        let mut blk = vec![0u8; 4096];
+        blk[..4].copy_from_slice(&i.to_le_bytes());
+        data.extend_from_slice(&blk);
+    }
+    std::fs::write(&a, &data).unwrap();
+    let o = py_ok(
+        r#"
+import threading
+fa = os.open(sys.argv[1], os.O_RDONLY)
+os.pread(fa, 4096, 0)
+seen = [[] for _ in range(4)]
+def worker(k):
+    while True:
+        b = os.read(fa, 4096)
+        if not b: return
+        seen[k].append(int.from_bytes(b[:4], 'little'))
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+allb = sorted(x for s in seen for x in s)
+check(allb == list(range(1024)), 'each block once: %d reads, %d distinct' % (len(allb), len(set(allb))))
+"#,
+        &[&a],
+    );
+    assert!(total(&o.stderr).reads >= 1000, "{}", o.stderr);
+}
+
+/// A direct write sets mtime and ctime at once (TOUCH at the first write),
+/// and fsync reports the writes made since (at most 10 ms apart otherwise).
+#[test]
+fn direct_writes_set_mtime_and_fsync_reports_them() {
+    let img = Image::new("dmtime", 256 << 20);
+    let m = Mounted::new(&img.path, "");
+    let a = m.path("m");
+    std::fs::write(&a, pattern(5, 64 << 10)).unwrap();
+    let o = py_ok(
+        r#"
+import time
+path = sys.argv[1]
+fa = os.open(path, os.O_RDWR)
+def mtime():  # as another process sees it
+    return float(kernel('print(os.stat(sys.argv[1]).st_mtime)', path))
+os.utime(path, (1e9, 1e9))
+t0 = time.time()
+os.pwrite(fa, b'a' * 4096, 0)
+check(mtime() >= t0 - 1, 'the first direct write set mtime')
+for i in range(20):
+    # The first write reports itself; the second, within 10 ms of it and
+    # after the times were set back, is reported by fsync.
+    os.pwrite(fa, b'b' * 4096, 4096)
+    os.utime(path, (1e9, 1e9))
+    os.pwrite(fa, b'c' * 4096, 8192)
+    os.fsync(fa)
+    check(mtime() >= t0 - 1, 'fsync after a direct write: mtime set (%d)' % i)
+"#,
+        &[&a],
+    );
+    assert!(total(&o.stderr).writes >= 41, "{}", o.stderr);
 }

@@ -13,7 +13,7 @@
 //! vector-register count of a variadic call, is ignored by a fixed callee).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
 
 use libc::{c_char, c_int, c_long, c_uint, c_void, iovec, off_t, size_t, ssize_t};
 
@@ -236,9 +236,23 @@ pub extern "C" fn lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
     lseek64(fd, off, whence)
 }
 
+/// The process the descriptor table describes (0: not known yet).
+static OWNER: AtomicI32 = AtomicI32::new(0);
+
+/// Are we a vfork child (posix_spawn, python's subprocess), running in the
+/// parent's memory until it execs? Its close/dup2 of its own descriptors
+/// must not touch the parent's table: the parent's descriptors stay open.
+fn borrowed() -> bool {
+    let o = OWNER.load(Relaxed);
+    o != 0 && o != sys::getpid()
+}
+
 /// Forget `fd` (it is being closed or replaced), reporting its direct
 /// writes first.
 fn forget(fd: c_int) {
+    if borrowed() {
+        return;
+    }
     let _ = catch_unwind(|| {
         access::flush_touches(fd);
         if let Some(e) = fds::entry(fd) {
@@ -251,7 +265,7 @@ fn forget(fd: c_int) {
 /// A descriptor the kernel just handed out: whatever the table said about
 /// that number is about a file that is gone.
 fn fresh(fd: c_long) -> c_int {
-    if fd >= 0 {
+    if fd >= 0 && !borrowed() {
         if let Some(e) = fds::entry(fd as c_int) {
             e.reset();
         }
@@ -267,7 +281,7 @@ pub extern "C" fn close(fd: c_int) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC == 0 && first <= last {
+    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC == 0 && first <= last && !borrowed() {
         let hi = (last as usize).min(fds::MAX_FDS - 1);
         for fd in first as usize..=hi {
             forget(fd as c_int);
@@ -446,6 +460,7 @@ pub extern "C" fn fclose(fp: *mut libc::FILE) -> c_int {
 }
 
 extern "C" fn in_child() {
+    OWNER.store(sys::getpid(), Relaxed);
     fds::reset_in_child();
     mount::drop_in_child();
 }
@@ -454,6 +469,7 @@ extern "C" fn init() {
     // SAFETY: registers a child handler that only touches this crate's
     // atomics and makes raw system calls (safe after fork).
     unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    OWNER.store(sys::getpid(), Relaxed);
     crate::debug::enabled();
 }
 
