@@ -380,10 +380,34 @@ r = subprocess.run([sys.executable, '-c', 'import os,sys; sys.stdout.write(os.pr
                    env=PLAIN, capture_output=True, close_fds=False)
 check(r.stdout == pat(9, 8192).hex().encode(), 'exec without the shim reads the direct write')
 check(os.pread(fa, 8192, 4096) == pat(9, 8192), 'and so does the shim')
+# Spawned children (vfork: they run in this process's memory until exec)
+# close their copies of our descriptors: ours stay known.
+for i in range(5):
+    subprocess.run(['true'], env=PLAIN)
+    check(os.pread(fa, 8192, 4096) == pat(9, 8192), 'after a spawn')
+print('pid', os.getpid())
 "#,
         &[&a],
     );
     assert!(total(&o.stderr).writes >= 1, "{}", o.stderr);
+    let pid = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .unwrap()
+        .trim();
+    let probes = o
+        .stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!("daxlink-direct[{pid}]:")) && l.contains(": direct (ino")
+        })
+        .count();
+    assert_eq!(
+        probes, 1,
+        "the descriptor was forgotten by a spawn: {}",
+        o.stderr
+    );
 }
 
 #[test]
