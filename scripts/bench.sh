@@ -23,10 +23,10 @@
 #    verify jobs);
 #  - on daxlink: clone time of a large single-extent file against a small one and against
 #    the source's extent count, copy-on-write random writes on a fresh clone, mount time
-#    and daemon memory, the page-model cost (tests/page_cost.rs), and DRAM per file and
+#    and daemon memory, the page-model cost (benches/page_cost.rs), and DRAM per file and
 #    per extent (tests/dram.rs);
 #  - scale: for a 16 GiB and a 1 TiB sparse image in BENCH_BIG_DIR (default /var/tmp, a
-#    disk directory) holding 100,000 files (tests/bench_scale.rs makes them): mkfs time
+#    disk directory) holding 100,000 files (benches/scale_image.rs makes them): mkfs time
 #    and bytes written, mount time, daemon VmRSS/VmHWM, and how much of the image the
 #    mount faulted in (`fincore` of the image, Rss of the daemon's mapping).
 # Timings are repeated (BENCH_REPEAT, default 5; 3 when quick) and the median reported.
@@ -397,7 +397,7 @@ done
 
 echo "== page model cost: DRAM per GiB and with 100,000 pins, pin + unpin latency, proxy vs legacy I/O"
 # In process (an anonymous 1.25 GiB image) and through two FUSE mounts of its own.
-if cargo test --release --quiet --test page_cost -- --ignored --nocapture >"$RAW/page_cost.txt" 2>&1; then
+if cargo bench --quiet --bench page_cost >"$RAW/page_cost.txt" 2>&1; then
   grep -v '^PAGE_COST_JSON\|^running\|^test \|^$' "$RAW/page_cost.txt" | sed 's/^/  /'
 else
   echo "  page_cost failed: see $RAW/page_cost.txt"
@@ -419,13 +419,13 @@ fi
 # ---------------------------------------------------------------- scale
 # Sparse images of BIG_SIZES in BIG_DIR (a disk directory: today mkfs writes 1/64 of the
 # device, ~17 GB for 1 TiB), each made and filled with BIG_FILES empty files in process by
-# tests/bench_scale.rs (mkfs time and bytes written come from there), then, with the
+# benches/scale_image.rs (mkfs time and bytes written come from there), then, with the
 # image's pages dropped from the page cache: mount time, the daemon's VmRSS/VmHWM, and how
 # much of the image the mount faulted in (fincore: resident pages of the image file;
 # smaps: Rss of the daemon's mapping of it).
 echo "== scale: sparse images of $BIG_SIZES in $BIG_DIR with $BIG_FILES files"
-cargo test --release --quiet --test bench_scale --no-run >"$RAW/bench_scale_build.txt" 2>&1 \
-  || { cat "$RAW/bench_scale_build.txt" >&2; die "cannot build tests/bench_scale.rs"; }
+cargo bench --quiet --bench scale_image --no-run >"$RAW/bench_scale_build.txt" 2>&1 \
+  || { cat "$RAW/bench_scale_build.txt" >&2; die "cannot build benches/scale_image.rs"; }
 for sz in $BIG_SIZES; do
   BIMG=$BIG_DIR/daxlink-bench-$$-$sz.img
   CLEAN_BIG=$BIMG
@@ -439,8 +439,8 @@ for sz in $BIG_SIZES; do
     continue
   fi
   BENCH_SCALE_IMAGE=$BIMG BENCH_SCALE_SIZE=$sz BENCH_SCALE_FILES=$BIG_FILES \
-    cargo test --release --quiet --test bench_scale -- --ignored --nocapture >"$RAW/scale-$sz.txt" 2>&1 \
-    || { cat "$RAW/scale-$sz.txt" >&2; die "tests/bench_scale.rs failed for $sz"; }
+    cargo bench --quiet --bench scale_image >"$RAW/scale-$sz.txt" 2>&1 \
+    || { cat "$RAW/scale-$sz.txt" >&2; die "benches/scale_image.rs failed for $sz"; }
   grep '^BENCH_SCALE_JSON ' "$RAW/scale-$sz.txt" | cut -d' ' -f2- >"$RAW/scale--$sz.json"
   for i in $(seq 1 "$SCALE_REPEAT"); do
     python3 scripts/bench_report.py dropcache "$BIMG"

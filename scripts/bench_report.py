@@ -13,7 +13,7 @@
   bench_report.py plots OUT DIR [PREFIX]
                                     draw the SVG plots of report OUT into DIR
   bench_report.py markdown OUT      print the headline and scale tables of report OUT
-                                    as markdown (for README)
+                                    as markdown (for docs/BENCHMARKS.md)
 """
 
 import glob

@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "== mkfs -t daxlink (1 GiB image on /dev/shm)"
-(umask 077; truncate -s 1G "$IMG")  # the image is root's alone (README, "Images and other users")
+(umask 077; truncate -s 1G "$IMG")  # the image is root's alone (docs/SECURITY.md)
 mkfs -t daxlink -L demo "$IMG"
 echo "== mount -t fuse.daxlink $IMG $MNT"
 mount -t fuse.daxlink "$IMG" "$MNT"

@@ -190,10 +190,10 @@ pub struct Inject {
     pub apply_before_commit: bool,
     /// Skip the flush of the first in-place store of each commit.
     pub skip_apply_flush: bool,
-    /// Core hook (fs/meta.rs `Ctx::slot_free`): zero a freed directory entry
+    /// Core hook (fs/tx/ctx.rs `Ctx::slot_free`): zero a freed directory entry
     /// in place, persisted at once, instead of through the transaction.
     pub dirent_in_place: bool,
-    /// Core hook (fs/steps.rs, fs/reflink.rs): a change cut into several
+    /// Core hook (fs/tx/steps.rs, fs/reflink.rs): a change cut into several
     /// transactions writes no intent record, so a crash between its steps
     /// leaves it half done.
     pub no_intent: bool,

@@ -1,53 +1,35 @@
 //! daxlink: a persistent-memory filesystem served through FUSE.
 //!
-//! Layers, bottom up (nothing below knows what is above; ARCHITECTURE.md
-//! has one row per file):
+//! Layers, bottom up, one folder each (nothing below knows what is above;
+//! `tests/layers.rs` checks it, ARCHITECTURE.md has one row per file):
 //! - [`media`]: the mapping, the only code that stores into pmem.
-//! - [`format`]: byte layout of every on-media structure, no I/O; [`acl`]:
-//!   POSIX ACL values and their rules.
-//! - [`check`]: the rules mount and fsck both apply to what they read.
+//! - [`format`]: byte layout of every on-media structure, no I/O.
+//! - [`check`]: the rules mount and fsck both apply to what they read, and
+//!   the POSIX ACL rules ([`check::acl`]).
 //! - [`journal`]: atomic metadata (redo journal).
 //! - [`space`]: the allocation bitmap and free space.
 //! - [`pages`]: the page model (DRAM only, given its ground truth by `fs`).
-//! - [`fs`]: the core filesystem, usable without FUSE; [`error`]: its typed
-//!   errors.
-//! - [`fuse`]: the FUSE edge (adapter, transports, [`caller`] identity,
-//!   [`inflight`] requests, [`ioctl`] numbers and payloads).
-//! - tools: [`mkfs`], [`fsck`], [`mount`], [`kmount`], [`remount`],
-//!   [`cli`] (the ioctl client), [`counters`], [`crash`] (crashtest),
-//!   [`demo`] and [`report`]; with [`access`] (image ownership rules),
-//!   [`mountinfo`], [`signature`], [`progress`], [`out`] and [`heap`].
+//! - [`fs`]: the core filesystem, usable without FUSE: transactions in
+//!   [`fs::tx`], the DRAM maps in [`fs::index`]; [`error`]: its typed errors.
+//! - [`fuse`]: the FUSE edge (adapter, transports, caller identity, in-flight
+//!   requests, the ioctl numbers and payloads).
+//! - [`tools`]: mkfs, fsck, the mount helper, the ioctl client, counters,
+//!   crashtest, demo and its report.
+//! - [`util`]: helpers any layer may use (tool output, progress bars, the heap,
+//!   mountinfo).
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod access;
-pub mod acl;
-pub mod caller;
 pub mod check;
-pub mod cli;
-pub mod counters;
-pub mod crash;
-pub mod demo;
 pub mod error;
 pub mod format;
 pub mod fs;
-pub mod fsck;
-pub mod heap;
-pub mod inflight;
+pub mod fuse;
 pub mod journal;
-pub mod kmount;
 pub mod media;
-pub mod mkfs;
-pub mod mountinfo;
-pub mod out;
-pub mod progress;
-pub mod signature;
+pub mod pages;
 pub mod space;
+pub mod tools;
+pub mod util;
 
 pub use error::{FsError, FsResult};
-pub mod fuse;
-pub mod ioctl;
-pub mod mount;
-pub mod pages;
-pub mod remount;
-pub mod report;

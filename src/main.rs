@@ -3,15 +3,14 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-mod run;
-
-use daxlink::cli;
-use daxlink::mount::{mount_main, parse_opts, MountOpts};
-use daxlink::progress::plural;
+use daxlink::tools::client;
+use daxlink::tools::mount::mount_main;
+use daxlink::tools::mount::opts::{parse_opts, MountOpts};
+use daxlink::util::progress::plural;
 
 #[derive(Parser)]
 #[command(
@@ -188,7 +187,7 @@ enum Cmd {
         reset: bool,
     },
     /// Crash-consistency test: record workloads, enumerate crash states, check each.
-    Crashtest(daxlink::crash::CrashArgs),
+    Crashtest(daxlink::tools::crash::CrashArgs),
     /// Run CMD with direct access (the libdaxlink_client.so shim preloaded):
     /// its reads and overwrites of daxlink files are loads and stores into
     /// the image when the mount offers it and this user may write the image.
@@ -228,9 +227,9 @@ const SUBCOMMANDS: &[&str] = &[
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
+    daxlink::media::lock::on_wait(daxlink::util::out::stderr_notice);
     let mut args: Vec<String> = std::env::args().collect();
-    if cli::invoked_name("daxlink") == "mount.daxlink" {
+    if daxlink::util::out::invoked_name("daxlink") == "mount.daxlink" {
         args = mount_helper_args(&args);
     }
     // mount.fuse3 calls `daxlink SOURCE DIR -o opts`.
@@ -262,14 +261,16 @@ fn main() {
             }
             mount_main(image, dir, &raw, o, foreground)
         }
-        Cmd::Remount { dir, options } => daxlink::remount::remount_main(&dir, &options.join(",")),
+        Cmd::Remount { dir, options } => {
+            daxlink::tools::mount::remount::remount_main(&dir, &options.join(","))
+        }
         Cmd::Reflink {
             src,
             dst,
             src_offset,
             dst_offset,
             length,
-        } => match cli::reflink_described(&src, &dst, src_offset, dst_offset, length) {
+        } => match client::reflink_described(&src, &dst, src_offset, dst_offset, length) {
             Ok(n) => {
                 daxlink::outln!("cloned {}", plural(n, "byte", "bytes"));
                 0
@@ -282,7 +283,7 @@ fn main() {
             src_offset,
             dst_offset,
             length,
-        } => match cli::dedupe(&src, &dst, src_offset, dst_offset, length) {
+        } => match client::dedupe(&src, &dst, src_offset, dst_offset, length) {
             Ok((true, n)) => {
                 daxlink::outln!("deduped {}", plural(n, "byte", "bytes"));
                 0
@@ -297,13 +298,13 @@ fn main() {
             file,
             offset,
             length,
-        } => match cli::unshare(&file, offset, length) {
+        } => match client::unshare(&file, offset, length) {
             Ok(()) => 0,
             Err(e) => fail("unshare", e),
         },
-        Cmd::Extents { file, json } => match cli::extents(&file) {
+        Cmd::Extents { file, json } => match client::extents(&file) {
             Ok(e) => {
-                daxlink::out!("{}", cli::extents_report(&e, json));
+                daxlink::out!("{}", client::extents_report(&e, json));
                 if json {
                     daxlink::outln!();
                 }
@@ -319,7 +320,7 @@ fn main() {
             longterm,
             hold,
         } => pin_cmd(&file, offset, length, write, longterm, hold),
-        Cmd::Owners { file, offset, json } => match cli::owners(&file, offset) {
+        Cmd::Owners { file, offset, json } => match client::owners(&file, offset) {
             Ok(v) => {
                 if json {
                     daxlink::outln!("{v}");
@@ -347,6 +348,15 @@ fn main() {
                             plural(n, "other owner", "other owners")
                         );
                     }
+                    for l in v["leases"].as_array().into_iter().flatten() {
+                        daxlink::outln!(
+                            "  lease {} inode {} pid {} {}",
+                            l["id"],
+                            l["inode"],
+                            l["pid"],
+                            if l["write"] == true { "write" } else { "read" },
+                        );
+                    }
                     for p in v["pins"].as_array().into_iter().flatten() {
                         daxlink::outln!(
                             "  pin {} inode {} offset {} {}{}",
@@ -366,7 +376,7 @@ fn main() {
             }
             Err(e) => fail("owners", e),
         },
-        Cmd::Poison { file, offset } => match cli::poison(&file, offset) {
+        Cmd::Poison { file, offset } => match client::poison(&file, offset) {
             Ok((b, n, all)) => {
                 daxlink::outln!(
                     "block {b} poisoned: {n} of {} notified (their reads fail with EIO)",
@@ -395,9 +405,9 @@ fn main() {
                     }
                 },
             };
-            daxlink::demo::main(&models, json, verbose, report.as_deref())
+            demo(&models, json, verbose, report.as_deref())
         }
-        Cmd::Stat { path, json } => match cli::stat(&path) {
+        Cmd::Stat { path, json } => match client::stat(&path) {
             Ok(s) => {
                 if json {
                     daxlink::outln!(
@@ -428,7 +438,7 @@ fn main() {
             }
             Err(e) => fail("stat", e),
         },
-        Cmd::Counters { dir, json, reset } => match daxlink::counters::read(&dir, reset) {
+        Cmd::Counters { dir, json, reset } => match daxlink::tools::counters::read(&dir, reset) {
             Ok(c) if json => {
                 daxlink::outln!("{}", c.json());
                 0
@@ -439,8 +449,8 @@ fn main() {
             }
             Err(e) => fail("counters", e),
         },
-        Cmd::Crashtest(a) => daxlink::crash::cli(a),
-        Cmd::Run { cmd } => run::run(&cmd),
+        Cmd::Crashtest(a) => daxlink::tools::crash::cli(a),
+        Cmd::Run { cmd } => daxlink::tools::run::run(&cmd),
     };
     std::process::exit(code);
 }
@@ -521,7 +531,7 @@ fn pin_cmd(
         },
         Err(e) => return fail("pin", named(file, e)),
     };
-    match cli::pin(&f, offset, length, write, longterm) {
+    match client::pin(&f, offset, length, write, longterm) {
         Ok(id) => {
             daxlink::outln!(
                 "pin {id}: {} at {offset} of {} ({})",
@@ -536,7 +546,7 @@ fn pin_cmd(
                 },
             }
             // Closing the file releases the pin too; unpin explicitly first.
-            if let Err(e) = cli::unpin(&f, id) {
+            if let Err(e) = client::unpin(&f, id) {
                 return fail("unpin", e);
             }
             0
@@ -562,5 +572,41 @@ fn named(p: &std::path::Path, e: std::io::Error) -> std::io::Error {
         std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
     } else {
         e
+    }
+}
+
+/// `daxlink demo`: the exit status. With `report`, also writes the HTML
+/// report and its JSON into that directory and prints the page's path.
+fn demo(
+    models: &[daxlink::pages::PageModel],
+    json: bool,
+    verbose: bool,
+    report: Option<&Path>,
+) -> i32 {
+    let (results, ok) = match daxlink::tools::demo::main(models, json, verbose) {
+        Ok(r) => r,
+        Err(status) => return status,
+    };
+    if let Some(dir) = report {
+        match daxlink::tools::report::write(dir, models, &results, ok) {
+            Ok(page) => {
+                let line = format!("report: {}", page.display());
+                // Keep stdout one JSON document under --json.
+                if json {
+                    eprintln!("{line}");
+                } else {
+                    daxlink::outln!("{line}");
+                }
+            }
+            Err(e) => {
+                eprintln!("daxlink demo: writing the report to {}: {e}", dir.display());
+                return 2;
+            }
+        }
+    }
+    if ok {
+        0
+    } else {
+        1
     }
 }

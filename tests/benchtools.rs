@@ -1,6 +1,6 @@
 //! The tools' surface: progress bars on a terminal and none elsewhere, tools
 //! naming themselves as invoked, plurals, `daxlink mount --help` against the
-//! README's option list, the stress recipe in one form, and the benchmark
+//! docs/USAGE.md's option list, the stress recipe in one form, and the benchmark
 //! report's SVG plots (well-formed, with axes, labels and a legend).
 
 mod common;
@@ -212,14 +212,14 @@ fn counts_are_worded_in_the_right_number() {
     fsck_clean(&img.path);
 }
 
-/// The backquoted options of README's "Mount options" paragraph.
-fn readme_mount_options() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme
+/// The backquoted options of docs/USAGE.md's "Mount options" paragraph.
+fn documented_mount_options() -> Vec<String> {
+    let usage =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/USAGE.md")).unwrap();
+    let start = usage
         .find("Mount options (`-o`")
-        .expect("README has a Mount options paragraph");
-    let para = &readme[start..];
+        .expect("docs/USAGE.md has a Mount options paragraph");
+    let para = &usage[start..];
     let para = &para[..para.find("An unknown option is an").expect("paragraph end")];
     let mut out = Vec::new();
     for (i, chunk) in para.split('`').enumerate() {
@@ -231,9 +231,9 @@ fn readme_mount_options() -> Vec<String> {
 }
 
 #[test]
-fn mount_help_lists_every_readme_option() {
-    let opts = readme_mount_options();
-    assert!(opts.len() >= 20, "README options: {opts:?}");
+fn mount_help_lists_every_documented_option() {
+    let opts = documented_mount_options();
+    assert!(opts.len() >= 20, "docs/USAGE.md options: {opts:?}");
     let out = run(Command::new(DAXLINK).args(["mount", "--help"]), 30);
     let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
     let words: Vec<&str> = help
@@ -255,9 +255,9 @@ fn mount_help_lists_every_readme_option() {
 }
 
 #[test]
-fn the_hour_long_stress_recipe_is_the_same_in_readme_and_the_test() {
+fn the_hour_long_stress_recipe_is_the_same_in_the_docs_and_the_test() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/docs/TESTING.md")).unwrap();
     let test = std::fs::read_to_string(format!("{root}/tests/reflink_stress.rs")).unwrap();
     let recipe = |t: &str| -> Vec<String> {
         t.lines()
@@ -271,10 +271,10 @@ fn the_hour_long_stress_recipe_is_the_same_in_readme_and_the_test() {
             .collect()
     };
     let (a, b) = (recipe(&readme), recipe(&test));
-    assert_eq!(a.len(), 1, "README: {a:?}");
+    assert_eq!(a.len(), 1, "docs/TESTING.md: {a:?}");
     assert_eq!(
         a, b,
-        "README and tests/reflink_stress.rs give different recipes"
+        "docs/TESTING.md and tests/reflink_stress.rs give different recipes"
     );
 }
 /// bench_report.py draws the plots of a committed sample (tests/bench/sample.json):
@@ -324,7 +324,7 @@ fn bench_plots_are_well_formed_svg() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    // The plots of the last full run that README shows pass the same check.
+    // The plots of the last full run that docs/BENCHMARKS.md shows pass the same check.
     let docs: Vec<String> = [
         "fio-ratio.svg",
         "clone-vs-extents.svg",
@@ -334,12 +334,12 @@ fn bench_plots_are_well_formed_svg() {
     .iter()
     .map(|n| format!("{root}/docs/bench/{n}"))
     .collect();
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let bench = std::fs::read_to_string(format!("{root}/docs/BENCHMARKS.md")).unwrap();
     for d in &docs {
-        let rel = d.strip_prefix(&format!("{root}/")).unwrap();
+        let rel = d.strip_prefix(&format!("{root}/docs/")).unwrap();
         assert!(
-            readme.contains(&format!("]({rel})")),
-            "README does not show {rel}"
+            bench.contains(&format!("]({rel})")),
+            "docs/BENCHMARKS.md does not show {rel}"
         );
     }
     let check = run(

@@ -1,10 +1,10 @@
 //! The crash-consistency harness (src/crash): a bounded enumeration that a
 //! correct daxlink survives, and proof that the harness catches every kind of
 //! injected bug. The full enumeration is `daxlink crashtest --workload all`
-//! (README, "Crash consistency").
+//! (docs/CRASH.md).
 
-use daxlink::crash::{replay, run, Bug, Config, Failure, Summary};
 use daxlink::format::JournalHdr;
+use daxlink::tools::crash::{replay, run, Bug, Config, Failure, Summary};
 
 /// Workloads that every injected bug breaks somewhere and a correct daxlink survives.
 const PROOF_SET: &str = "seq1/create:A/bar,seq1/mkdir:B/C,seq1/symlink:B/bar,\

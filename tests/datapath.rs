@@ -107,7 +107,7 @@ fn overwrite_in_place_keeps_times_lazily_and_data_durably() {
 /// (direct, buffered) reads the daemon has answered since mount: which
 /// path each took (the SNAPSHOT ioctl's counters).
 fn read_counts(m: &Mounted) -> (u64, u64) {
-    let s = daxlink::cli::snapshot(m.root(), &[]).unwrap();
+    let s = daxlink::tools::client::snapshot(m.root(), &[]).unwrap();
     let c = &s["counters"];
     (
         c["reads_direct"].as_u64().unwrap(),
@@ -305,7 +305,7 @@ fn set_id_bits_are_cleared_as_on_tmpfs() {
     let t = Tmpfs::new();
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o777)).unwrap();
     let cleared = || {
-        let s = daxlink::cli::snapshot(m.root(), &[]).unwrap();
+        let s = daxlink::tools::client::snapshot(m.root(), &[]).unwrap();
         s["counters"]["setid_cleared"].as_u64().unwrap()
     };
     let c0 = cleared();

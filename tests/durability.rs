@@ -68,7 +68,7 @@ fn mount_err(dev: &Path, opts: &str) -> (Option<i32>, String) {
 #[test]
 fn fsync_on_a_block_device_survives_a_power_cut() {
     let lp = Loop::new(64 << 20);
-    daxlink::mkfs::mkfs_path(&lp.dev, None, true, &Default::default()).expect("mkfs");
+    daxlink::tools::mkfs::mkfs_path(&lp.dev, None, true, &Default::default()).expect("mkfs");
     // persist=cpu cannot make stores on a block device durable: refused.
     let (code, err) = mount_err(&lp.dev, "persist=cpu");
     assert_eq!(code, Some(32), "{err}");
@@ -100,7 +100,7 @@ fn mkfs_preallocates_images_on_disk_but_not_in_memory() {
     let size = 32u64 << 20;
     for (dir, full) in [(disk.path(), true), (shm.path(), false)] {
         let p = dir.join("img");
-        daxlink::mkfs::mkfs_path(&p, Some(size), false, &Default::default()).unwrap();
+        daxlink::tools::mkfs::mkfs_path(&p, Some(size), false, &Default::default()).unwrap();
         let allocated = fs::metadata(&p).unwrap().blocks() * 512;
         if full {
             assert!(

@@ -1,4 +1,4 @@
-//! One writer per image: a mount locks its image (flock, see src/media.rs), and
+//! One writer per image: a mount locks its image (flock, see src/media/lock.rs), and
 //! mkfs and fsck take the same lock. A second read-write mount, `fsck -y` or
 //! mkfs of a mounted image is refused with one line naming the holder; `ro`
 //! mounts share with each other and with `fsck -n`; a killed daemon's lock
@@ -82,7 +82,8 @@ fn second_writer_mkfs_and_fsck_of_a_mounted_image_are_refused() {
         refused_naming(&out, pid, &format!("fsck {flag}"));
     }
 
-    let e = daxlink::mkfs::mkfs_path(&img.path, None, true, &Default::default()).unwrap_err();
+    let e =
+        daxlink::tools::mkfs::mkfs_path(&img.path, None, true, &Default::default()).unwrap_err();
     assert!(e.contains(&format!("in use by pid {pid} (daxlink)")), "{e}");
     match mkfs_bin() {
         Some(mkfs) => {

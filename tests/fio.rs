@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use daxlink::cli;
+use daxlink::tools::client;
 use serde_json::Value;
 
 const JOBS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fio");
@@ -167,7 +167,7 @@ fn verifies(m: &Mounted, name: &str) {
 }
 
 fn assert_shared(m: &Mounted, name: &str) {
-    let ex = cli::extents(&m.path(name)).unwrap();
+    let ex = client::extents(&m.path(name)).unwrap();
     let mapped: u64 = ex.iter().map(|e| e.length).sum();
     assert_eq!(mapped, VERIFY_SIZE, "{name}: {ex:?}");
     assert!(
@@ -201,7 +201,7 @@ fn verify_after_remount_and_on_reflinked_copies() {
     verifies(&m, "data");
 
     // Reflinked copies: the clone ioctl and cp (copy_file_range).
-    let n = cli::reflink(&m.path("data"), &m.path("clone"), 0, 0, 0).unwrap();
+    let n = client::reflink(&m.path("data"), &m.path("clone"), 0, 0, 0).unwrap();
     assert_eq!(n, VERIFY_SIZE);
     let st = Command::new("cp")
         .arg(m.path("data"))
@@ -212,7 +212,7 @@ fn verify_after_remount_and_on_reflinked_copies() {
     for f in ["data", "clone", "copy"] {
         assert_shared(&m, f);
     }
-    let extents = cli::extents(&m.path("data")).unwrap().len();
+    let extents = client::extents(&m.path("data")).unwrap().len();
     eprintln!("verified file: {extents} extents");
     verifies(&m, "clone");
     verifies(&m, "copy");
@@ -253,7 +253,7 @@ fn verify_after_remount_and_on_reflinked_copies() {
     );
     // Only the overwritten blocks were unshared: 16 aligned blocks, and
     // 4000..9000 past 5 MiB touches 3 blocks.
-    let ex = cli::extents(&m.path("clone")).unwrap();
+    let ex = client::extents(&m.path("clone")).unwrap();
     let private: u64 = ex.iter().filter(|e| e.refcount < 2).map(|e| e.length).sum();
     assert_eq!(private, (16 + 3) * 4096, "{ex:?}");
 

@@ -11,7 +11,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 
 use common::*;
-use daxlink::ioctl::{self, RemapArgs};
+use daxlink::fuse::ioctl::{self, RemapArgs};
 
 fn avail(p: &std::path::Path) -> u64 {
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();

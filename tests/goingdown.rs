@@ -29,7 +29,7 @@ fn superblock_clean(img: &Path) -> bool {
 fn goingdown(path: &Path, flags: u32) -> std::io::Result<()> {
     let f = fs::File::open(path)?;
     let mut b = flags.to_ne_bytes();
-    daxlink::ioctl::call(&f, daxlink::ioctl::Cmd::GOINGDOWN, &mut b).map(|_| ())
+    daxlink::fuse::ioctl::call(&f, daxlink::fuse::ioctl::Cmd::GOINGDOWN, &mut b).map(|_| ())
 }
 
 fn xfs_io_shutdown(path: &Path, force: bool) -> (i32, String) {

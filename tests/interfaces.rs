@@ -685,7 +685,7 @@ fn every_argument_and_option_in_help_has_a_description() {
 
 /// FITRIM (fstrim MOUNTPOINT) reaches the daemon and is served as ext4
 /// serves it: the bytes "trimmed" (the free space considered; daxlink
-/// discards nothing, README) come back in the range, a minlen larger than
+/// discards nothing, docs/USAGE.md) come back in the range, a minlen larger than
 /// the filesystem is EINVAL, and another user gets EPERM.
 #[test]
 fn fstrim_reports_the_free_space() {

@@ -455,7 +455,7 @@ fn mount_t_daxlink_works_with_the_defaults_of_fuse_daxlink() {
     );
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("pm.img");
-    daxlink::mkfs::mkfs_path(&img, Some(32 << 20), false, &Default::default()).unwrap();
+    daxlink::tools::mkfs::mkfs_path(&img, Some(32 << 20), false, &Default::default()).unwrap();
     let mnt = dir.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     struct Guard<'a>(&'a Path);

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::*;
-use daxlink::cli;
+use daxlink::tools::client;
 
 const BS: u64 = 4096;
 
@@ -60,8 +60,8 @@ fn poison_of_a_block_with_three_owners() {
         let img = Image::new(&format!("poison-{model}"), 32 << 20);
         let m = Mounted::new(&img.path, &format!("page_model={model}"));
         fs::write(m.path("a"), vec![b'a'; 8192]).unwrap();
-        cli::reflink(&m.path("a"), &m.path("b"), 0, 0, 0).unwrap();
-        cli::reflink(&m.path("a"), &m.path("c"), 0, 0, 0).unwrap();
+        client::reflink(&m.path("a"), &m.path("b"), 0, 0, 0).unwrap();
+        client::reflink(&m.path("a"), &m.path("c"), 0, 0, 0).unwrap();
         // Cache b's pages in the kernel first: poison must drop them.
         assert_eq!(fs::read(m.path("b")).unwrap(), vec![b'a'; 8192]);
         daxlink(&[&"poison", &"--offset", &"4096", &m.path("b")]);
@@ -78,7 +78,7 @@ fn poison_of_a_block_with_three_owners() {
             .unwrap();
         assert_eq!(buf, vec![b'a'; 4096]);
         // owners lists all three (legacy: only page->mapping).
-        let o = cli::owners(&m.path("a"), 4096).unwrap();
+        let o = client::owners(&m.path("a"), 4096).unwrap();
         let n = o["owners"].as_array().unwrap().len();
         assert_eq!(n, if model == "legacy" { 1 } else { 3 }, "{o}");
         assert_eq!(o["poisoned"], true);
@@ -90,8 +90,8 @@ fn pinned_truncated_block_is_not_reused_and_is_reclaimed_after_remount() {
     let img = Image::new("pintrunc", 32 << 20);
     let mut m = Mounted::new(&img.path, "page_model=proxy");
     fs::write(m.path("a"), vec![b'a'; BS as usize]).unwrap();
-    let p = cli::extents(&m.path("a")).unwrap()[0].physical;
-    let s0 = cli::stat(m.root()).unwrap();
+    let p = client::extents(&m.path("a")).unwrap()[0].physical;
+    let s0 = client::stat(m.root()).unwrap();
     let free0 = s0.free_bytes + s0.metadata_bytes;
     {
         let fa = OpenOptions::new()
@@ -99,23 +99,23 @@ fn pinned_truncated_block_is_not_reused_and_is_reclaimed_after_remount() {
             .write(true)
             .open(m.path("a"))
             .unwrap();
-        let h = cli::pin(&fa, 0, BS, true, false).unwrap();
-        let o = cli::owners(&m.path("a"), 0).unwrap();
+        let h = client::pin(&fa, 0, BS, true, false).unwrap();
+        let o = client::owners(&m.path("a"), 0).unwrap();
         assert_eq!(o["pins"][0]["id"], h);
         fa.set_len(0).unwrap();
         // The block stays allocated while pinned: no space comes back ...
-        let s1 = cli::stat(m.root()).unwrap();
+        let s1 = client::stat(m.root()).unwrap();
         assert_eq!(s1.free_bytes + s1.metadata_bytes, free0);
         // ... and new files never get it.
         for i in 0..20 {
             fs::write(m.path(&format!("c{i}")), vec![b'c'; BS as usize]).unwrap();
-            let e = cli::extents(&m.path(&format!("c{i}"))).unwrap();
+            let e = client::extents(&m.path(&format!("c{i}"))).unwrap();
             assert!(
                 e.iter().all(|x| x.physical != p),
                 "block {p} reused while pinned"
             );
         }
-        cli::dma_write(&fa, h, 0, b"DEVICE").unwrap();
+        client::dma_write(&fa, h, 0, b"DEVICE").unwrap();
         for i in 0..20 {
             assert_eq!(
                 fs::read(m.path(&format!("c{i}"))).unwrap(),
@@ -130,7 +130,7 @@ fn pinned_truncated_block_is_not_reused_and_is_reclaimed_after_remount() {
         fs::remove_file(m.path(&format!("c{i}"))).unwrap();
     }
     // Everything came back: the deferred block was reclaimed at mount.
-    let s = cli::stat(m.root()).unwrap();
+    let s = client::stat(m.root()).unwrap();
     assert_eq!(s.free_bytes + s.metadata_bytes, free0 + BS);
     m.cycle("");
 }
@@ -148,30 +148,36 @@ fn pin_errors_and_release() {
         .unwrap();
     // Beyond EOF, zero length: EINVAL. A write pin on a read-only fd: EBADF.
     assert_eq!(
-        errno(cli::pin(&rw, 2 * BS, 2 * BS, false, false)),
+        errno(client::pin(&rw, 2 * BS, 2 * BS, false, false)),
         libc::EINVAL
     );
-    assert_eq!(errno(cli::pin(&rw, 0, 0, false, false)), libc::EINVAL);
-    assert_eq!(errno(cli::pin(&ro, 0, BS, true, false)), libc::EBADF);
+    assert_eq!(errno(client::pin(&rw, 0, 0, false, false)), libc::EINVAL);
+    assert_eq!(errno(client::pin(&ro, 0, BS, true, false)), libc::EBADF);
     // Too many pages at once: ENOMEM (checked before the size).
-    assert_eq!(errno(cli::pin(&rw, 0, 1 << 30, false, false)), libc::ENOMEM);
+    assert_eq!(
+        errno(client::pin(&rw, 0, 1 << 30, false, false)),
+        libc::ENOMEM
+    );
     // upstream refuses long-term pins, and pins through a descriptor not
     // open for writing (they would be long-term pins of a mere reader).
-    assert_eq!(errno(cli::pin(&rw, 0, BS, true, true)), libc::EOPNOTSUPP);
-    assert_eq!(errno(cli::pin(&ro, 0, BS, false, false)), libc::EOPNOTSUPP);
+    assert_eq!(errno(client::pin(&rw, 0, BS, true, true)), libc::EOPNOTSUPP);
+    assert_eq!(
+        errno(client::pin(&ro, 0, BS, false, false)),
+        libc::EOPNOTSUPP
+    );
     let pinner = OpenOptions::new()
         .read(true)
         .write(true)
         .open(m.path("a"))
         .unwrap();
-    let h = cli::pin(&pinner, 0, BS, false, false).unwrap();
+    let h = client::pin(&pinner, 0, BS, false, false).unwrap();
     // Device writes through a read pin are refused.
-    assert_eq!(errno(cli::dma_write(&pinner, h, 0, b"x")), libc::EPERM);
+    assert_eq!(errno(client::dma_write(&pinner, h, 0, b"x")), libc::EPERM);
     // Beyond the pinned range.
-    assert_eq!(errno(cli::dma_read(&pinner, h, BS, 1)), libc::EINVAL);
+    assert_eq!(errno(client::dma_read(&pinner, h, BS, 1)), libc::EINVAL);
     // Unknown pin; a pin of another open file.
-    assert_eq!(errno(cli::unpin(&ro, 9999)), libc::EINVAL);
-    assert_eq!(errno(cli::unpin(&rw, h)), libc::EPERM);
+    assert_eq!(errno(client::unpin(&ro, 9999)), libc::EINVAL);
+    assert_eq!(errno(client::unpin(&rw, h)), libc::EPERM);
     // Truncate waits for the pin, then EBUSY.
     let t0 = Instant::now();
     assert_eq!(errno(rw.set_len(0)), libc::EBUSY);
@@ -206,15 +212,18 @@ fn device_writes_are_not_hidden_by_the_page_cache() {
     let mut buf = vec![0u8; 16];
     f.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(&buf, b"aaaaaaaaaaaaaaaa");
-    let h = cli::pin(&f, 0, BS, true, false).unwrap();
-    cli::dma_write(&f, h, 0, b"0123456789abcdef").unwrap();
+    let h = client::pin(&f, 0, BS, true, false).unwrap();
+    client::dma_write(&f, h, 0, b"0123456789abcdef").unwrap();
     // The same open file, its pages cached before: the device's bytes show.
     f.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(&buf, b"0123456789abcdef");
-    assert_eq!(&cli::dma_read(&f, h, 0, 16).unwrap(), b"0123456789abcdef");
+    assert_eq!(
+        &client::dma_read(&f, h, 0, 16).unwrap(),
+        b"0123456789abcdef"
+    );
     // fsync makes them durable; after a remount they are there.
     f.sync_all().unwrap();
-    cli::unpin(&f, h).unwrap();
+    client::unpin(&f, h).unwrap();
     drop(f);
     let m = m.cycle("");
     assert_eq!(&fs::read(m.path("a")).unwrap()[..16], b"0123456789abcdef");

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use daxlink::cli;
-use daxlink::ioctl::{self, RemapArgs};
+use daxlink::fuse::ioctl::{self, RemapArgs};
+use daxlink::tools::client;
 
 const BS: u64 = 4096;
 
@@ -94,12 +94,12 @@ fn cp_of_256_mib_shares_blocks_and_writes_copy_on_write() {
     eprintln!("cp of 256 MiB: {took:?}, {used} bytes of new space");
     assert!(same_content(&a, &m.path("b")));
     for f in ["a", "b"] {
-        let e = cli::extents(&m.path(f)).unwrap();
+        let e = client::extents(&m.path(f)).unwrap();
         assert!(!e.is_empty());
         assert!(e.iter().all(|x| x.refcount == 2), "{f}: {e:?}");
         assert_eq!(e.iter().map(|x| x.length).sum::<u64>(), 256 << 20);
     }
-    let s = cli::stat(m.root()).unwrap();
+    let s = client::stat(m.root()).unwrap();
     assert_eq!(s.saved_bytes, 256 << 20);
     // Writing into b changes b only, and moves only the written block.
     let orig = {
@@ -127,7 +127,7 @@ fn cp_of_256_mib_shares_blocks_and_writes_copy_on_write() {
         .read_exact_at(&mut v, 5_000_000)
         .unwrap();
     assert_eq!(v, vec![0xEE; 100]);
-    let eb = cli::extents(&m.path("b")).unwrap();
+    let eb = client::extents(&m.path("b")).unwrap();
     assert_eq!(
         eb.iter()
             .filter(|x| x.refcount == 1)
@@ -136,17 +136,17 @@ fn cp_of_256_mib_shares_blocks_and_writes_copy_on_write() {
         BS
     );
     let m = m.cycle("");
-    assert_eq!(cli::extents(&m.path("b")).unwrap(), eb);
+    assert_eq!(client::extents(&m.path("b")).unwrap(), eb);
     // Deleting a frees nothing shared with b; deleting b frees everything.
     let f0 = free_bytes(m.root());
     fs::remove_file(m.path("a")).unwrap();
     assert!(free_bytes(m.root()) - f0 <= 2 * BS);
-    assert!(cli::extents(&m.path("b"))
+    assert!(client::extents(&m.path("b"))
         .unwrap()
         .iter()
         .all(|x| x.refcount == 1));
     fs::remove_file(m.path("b")).unwrap();
-    // The kernel sends the RELEASE of the last open of b (by `cli::extents`)
+    // The kernel sends the RELEASE of the last open of b (by `client::extents`)
     // asynchronously: b's blocks are freed at that release if it comes late.
     let t0 = std::time::Instant::now();
     while free_bytes(m.root()) - f0 < (256 << 20) - BS && t0.elapsed().as_secs() < 10 {
@@ -164,7 +164,7 @@ fn reflink_command_and_clone_errors() {
     fs::write(&src, pattern(1, 5 * BS as usize + 100)).unwrap();
     // Whole file (length 0), creating the destination.
     assert_eq!(
-        cli::reflink(&src, &m.path("dst"), 0, 0, 0).unwrap(),
+        client::reflink(&src, &m.path("dst"), 0, 0, 0).unwrap(),
         5 * BS + 100
     );
     assert!(same_content(&src, &m.path("dst")));
@@ -197,35 +197,41 @@ fn reflink_command_and_clone_errors() {
     assert_eq!(b, pattern(1, 5 * BS as usize + 100)[4096..8192]);
     // Unaligned offsets.
     assert_eq!(
-        errno(cli::reflink(&src, &m.path("e1"), 1, 0, BS)),
+        errno(client::reflink(&src, &m.path("e1"), 1, 0, BS)),
         libc::EINVAL
     );
     assert_eq!(
-        errno(cli::reflink(&src, &m.path("e1"), 0, 100, BS)),
+        errno(client::reflink(&src, &m.path("e1"), 0, 100, BS)),
         libc::EINVAL
     );
     // Unaligned length not ending at EOF.
     assert_eq!(
-        errno(cli::reflink(&src, &m.path("e1"), 0, 0, 100)),
+        errno(client::reflink(&src, &m.path("e1"), 0, 0, 100)),
         libc::EINVAL
     );
     // ... but a tail ending at the source EOF is fine.
     assert_eq!(
-        cli::reflink(&src, &m.path("tail"), 4 * BS, 0, BS + 100).unwrap(),
+        client::reflink(&src, &m.path("tail"), 4 * BS, 0, BS + 100).unwrap(),
         BS + 100
     );
     // Past the source EOF.
     assert_eq!(
-        errno(cli::reflink(&src, &m.path("e1"), 8 * BS, 0, BS)),
+        errno(client::reflink(&src, &m.path("e1"), 8 * BS, 0, BS)),
         libc::EINVAL
     );
     assert_eq!(
-        errno(cli::reflink(&src, &m.path("e1"), 4 * BS, 0, 2 * BS)),
+        errno(client::reflink(&src, &m.path("e1"), 4 * BS, 0, 2 * BS)),
         libc::EINVAL
     );
     // Same file: overlapping ranges refused, disjoint ones allowed.
-    assert_eq!(errno(cli::reflink(&src, &src, 0, BS, 2 * BS)), libc::EINVAL);
-    assert_eq!(cli::reflink(&src, &src, 0, 8 * BS, 2 * BS).unwrap(), 2 * BS);
+    assert_eq!(
+        errno(client::reflink(&src, &src, 0, BS, 2 * BS)),
+        libc::EINVAL
+    );
+    assert_eq!(
+        client::reflink(&src, &src, 0, 8 * BS, 2 * BS).unwrap(),
+        2 * BS
+    );
     let mut x = vec![0u8; 2 * BS as usize];
     File::open(&src)
         .unwrap()
@@ -233,7 +239,7 @@ fn reflink_command_and_clone_errors() {
         .unwrap();
     assert_eq!(x, pattern(1, 2 * BS as usize));
     // Blocks 8 and 9 of src are now blocks 0 and 1 of src.
-    let e = cli::extents(&src).unwrap();
+    let e = client::extents(&src).unwrap();
     let phys_at = |l: u64| {
         e.iter()
             .find(|x| x.logical <= l && l < x.logical + x.length)
@@ -274,7 +280,7 @@ fn reflink_command_and_clone_errors() {
     let other = tempfile::NamedTempFile::new().unwrap();
     fs::write(other.path(), b"x").unwrap();
     assert_eq!(
-        errno(cli::reflink(other.path(), &m.path("x"), 0, 0, 0)),
+        errno(client::reflink(other.path(), &m.path("x"), 0, 0, 0)),
         libc::EXDEV
     );
     // The kernel itself refuses FICLONE on FUSE.
@@ -327,33 +333,33 @@ fn dedupe_shares_only_identical_ranges() {
     other[3 * BS as usize + 7] ^= 1;
     fs::write(m.path("c"), &other).unwrap();
     let before = free_bytes(m.root());
-    let (same, n) = cli::dedupe(&m.path("a"), &m.path("b"), 0, 0, 8 * BS).unwrap();
+    let (same, n) = client::dedupe(&m.path("a"), &m.path("b"), 0, 0, 8 * BS).unwrap();
     assert!(same);
     assert_eq!(n, 8 * BS);
     assert!(free_bytes(m.root()) >= before + 8 * BS - BS);
-    assert!(cli::extents(&m.path("b"))
+    assert!(client::extents(&m.path("b"))
         .unwrap()
         .iter()
         .all(|e| e.refcount == 2));
-    let (same, n) = cli::dedupe(&m.path("a"), &m.path("c"), 0, 0, 8 * BS).unwrap();
+    let (same, n) = client::dedupe(&m.path("a"), &m.path("c"), 0, 0, 8 * BS).unwrap();
     assert!(!same);
     assert_eq!(n, 0);
-    assert!(cli::extents(&m.path("c"))
+    assert!(client::extents(&m.path("c"))
         .unwrap()
         .iter()
         .all(|e| e.refcount == 1));
     // The identical part of c can be deduped.
-    let (same, _) = cli::dedupe(&m.path("a"), &m.path("c"), 4 * BS, 4 * BS, 4 * BS).unwrap();
+    let (same, _) = client::dedupe(&m.path("a"), &m.path("c"), 4 * BS, 4 * BS, 4 * BS).unwrap();
     assert!(same);
     assert_eq!(fs::read(m.path("c")).unwrap(), other);
     // Beyond EOF of the destination and unaligned offsets: EINVAL.
     fs::write(m.path("short"), &data[..BS as usize]).unwrap();
     assert_eq!(
-        errno(cli::dedupe(&m.path("a"), &m.path("short"), 0, 0, 2 * BS)),
+        errno(client::dedupe(&m.path("a"), &m.path("short"), 0, 0, 2 * BS)),
         libc::EINVAL
     );
     assert_eq!(
-        errno(cli::dedupe(&m.path("a"), &m.path("b"), 1, 1, BS)),
+        errno(client::dedupe(&m.path("a"), &m.path("b"), 1, 1, BS)),
         libc::EINVAL
     );
     let out = Command::new(DAXLINK)
@@ -413,7 +419,7 @@ fn copy_file_range_aligned_unaligned_and_errors() {
     let mut got = vec![0u8; 6 * BS as usize];
     d.read_exact_at(&mut got, 100).unwrap();
     assert_eq!(got, data[100..100 + 6 * BS as usize]);
-    let e = cli::extents(&m.path("d")).unwrap();
+    let e = client::extents(&m.path("d")).unwrap();
     let shared: u64 = e.iter().filter(|x| x.refcount > 1).map(|x| x.length).sum();
     assert_eq!(shared, 5 * BS);
     // Incongruent offsets: copied, nothing shared.
@@ -428,7 +434,7 @@ fn copy_file_range_aligned_unaligned_and_errors() {
     let mut got = vec![0u8; 1000];
     d2.read_exact_at(&mut got, 5).unwrap();
     assert_eq!(got, data[3..1003]);
-    assert!(cli::extents(&m.path("d2"))
+    assert!(client::extents(&m.path("d2"))
         .unwrap()
         .iter()
         .all(|x| x.refcount == 1));
@@ -446,7 +452,7 @@ fn copy_file_range_aligned_unaligned_and_errors() {
         data.len()
     );
     assert_eq!(fs::read(m.path("d3")).unwrap(), data);
-    assert!(cli::extents(&m.path("d3"))
+    assert!(client::extents(&m.path("d3"))
         .unwrap()
         .iter()
         .all(|x| x.refcount > 1));
@@ -474,7 +480,7 @@ fn copy_file_range_aligned_unaligned_and_errors() {
         .status()
         .expect("xfs_io (xfsprogs) must be installed: scripts/test.sh installs it");
     assert!(st.success());
-    assert!(cli::extents(&m.path("x"))
+    assert!(client::extents(&m.path("x"))
         .unwrap()
         .iter()
         .all(|x| x.refcount > 1));
@@ -488,9 +494,9 @@ fn unshare_punch_truncate_on_shared_ranges() {
     let m = Mounted::new(&img.path, "");
     let data = pattern(11, 16 * BS as usize);
     fs::write(m.path("a"), &data).unwrap();
-    cli::reflink(&m.path("a"), &m.path("b"), 0, 0, 0).unwrap();
-    cli::reflink(&m.path("a"), &m.path("c"), 0, 0, 0).unwrap();
-    assert!(cli::extents(&m.path("a"))
+    client::reflink(&m.path("a"), &m.path("b"), 0, 0, 0).unwrap();
+    client::reflink(&m.path("a"), &m.path("c"), 0, 0, 0).unwrap();
+    assert!(client::extents(&m.path("a"))
         .unwrap()
         .iter()
         .all(|x| x.refcount == 3));
@@ -520,8 +526,8 @@ fn unshare_punch_truncate_on_shared_ranges() {
     assert_eq!(fs::read(m.path("a")).unwrap(), data);
     assert_eq!(fs::read(m.path("c")).unwrap(), data[..BS as usize + 1]);
     // Unshare a: private copies, same bytes.
-    cli::unshare(&m.path("a"), 0, 0).unwrap();
-    assert!(cli::extents(&m.path("a"))
+    client::unshare(&m.path("a"), 0, 0).unwrap();
+    assert!(client::extents(&m.path("a"))
         .unwrap()
         .iter()
         .all(|x| x.refcount == 1));

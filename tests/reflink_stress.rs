@@ -8,7 +8,7 @@
 //! DAXLINK_STRESS_THREADS (default 3), DAXLINK_STRESS_ROUNDS (remounts, default 4).
 //! On a terminal it shows a progress bar (with `--nocapture`). For an hour (3
 //! threads x 1.2 million operations, about 1,000 a second on two busy cores;
-//! the same recipe as README's):
+//! the same recipe as docs/TESTING.md's):
 //!
 //!     DAXLINK_STRESS_OPS=1200000 DAXLINK_STRESS_ROUNDS=40 cargo test --release --test reflink_stress -- --nocapture
 
@@ -20,7 +20,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 
 use common::*;
-use daxlink::{cli, progress};
+use daxlink::tools::client;
+use daxlink::util::progress;
 
 const BS: u64 = 4096;
 const MAX: u64 = 768 * 1024;
@@ -119,14 +120,14 @@ impl Worker {
                 let sb = self.model[b].len() as u64;
                 if !sa.is_multiple_of(BS) && sa < sb {
                     assert_eq!(
-                        cli::reflink(&self.path(a), &self.path(b), 0, 0, 0)
+                        client::reflink(&self.path(a), &self.path(b), 0, 0, 0)
                             .unwrap_err()
                             .raw_os_error(),
                         Some(libc::EINVAL)
                     );
                     return;
                 }
-                cli::reflink(&self.path(a), &self.path(b), 0, 0, 0).unwrap();
+                client::reflink(&self.path(a), &self.path(b), 0, 0, 0).unwrap();
                 let src = self.model[a].clone();
                 if self.model[b].len() < src.len() {
                     self.model[b].resize(src.len(), 0);
@@ -144,11 +145,11 @@ impl Worker {
                 let n = 1 + r.below((nblk - s).min(32));
                 let d = r.below(MAX / BS - n);
                 if a == b && d < s + n && s < d + n {
-                    let e = cli::reflink(&self.path(a), &self.path(b), s * BS, d * BS, n * BS);
+                    let e = client::reflink(&self.path(a), &self.path(b), s * BS, d * BS, n * BS);
                     assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EINVAL));
                     return;
                 }
-                cli::reflink(&self.path(a), &self.path(b), s * BS, d * BS, n * BS).unwrap();
+                client::reflink(&self.path(a), &self.path(b), s * BS, d * BS, n * BS).unwrap();
                 let src = self.model[a][(s * BS) as usize..((s + n) * BS) as usize].to_vec();
                 let end = ((d + n) * BS) as usize;
                 if self.model[b].len() < end {
@@ -163,7 +164,7 @@ impl Worker {
                 let s = r.below(nblk);
                 let n = 1 + r.below((nblk - s).min(16));
                 let d = r.below(MAX / BS - n);
-                cli::reflink(&base, &self.path(a), s * BS, d * BS, n * BS).unwrap();
+                client::reflink(&base, &self.path(a), s * BS, d * BS, n * BS).unwrap();
                 let end = ((d + n) * BS) as usize;
                 if self.model[a].len() < end {
                     self.model[a].resize(end, 0);
@@ -237,7 +238,7 @@ impl Worker {
                 }
                 let same = self.model[b][(d * BS) as usize..((d + n) * BS) as usize] == src[..];
                 let (ok, bytes) =
-                    cli::dedupe(&self.path(a), &self.path(b), s * BS, d * BS, n * BS).unwrap();
+                    client::dedupe(&self.path(a), &self.path(b), s * BS, d * BS, n * BS).unwrap();
                 assert_eq!(ok, same);
                 assert_eq!(bytes, if same { n * BS } else { 0 });
                 self.verify(b, "dedupe");
@@ -276,8 +277,8 @@ impl Worker {
                 self.verify(a, "truncate");
             }
             14 => {
-                cli::unshare(&self.path(a), 0, 0).unwrap();
-                assert!(cli::extents(&self.path(a))
+                client::unshare(&self.path(a), 0, 0).unwrap();
+                assert!(client::extents(&self.path(a))
                     .unwrap()
                     .iter()
                     .all(|e| e.refcount == 1));
@@ -327,7 +328,7 @@ fn reflink_stress() {
     let t0 = std::time::Instant::now();
     let img = Image::new("stress", 512 << 20);
     let mut m = Mounted::new(&img.path, "threads=4");
-    let initial = cli::stat(m.root()).unwrap();
+    let initial = client::stat(m.root()).unwrap();
     let base = m.path("base");
     let base_data = pattern(seed, 256 * BS as usize);
     fs::write(&base, &base_data).unwrap();
@@ -388,7 +389,7 @@ fn reflink_stress() {
         }
     }
     fs::remove_file(m.path("base")).unwrap();
-    let end = cli::stat(m.root()).unwrap();
+    let end = client::stat(m.root()).unwrap();
     assert_eq!(end.shared_bytes, 0);
     assert_eq!(
         end.free_bytes + end.metadata_bytes,

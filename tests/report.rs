@@ -247,13 +247,13 @@ fn snapshot_ioctl_reports_state_and_is_root_only() {
     let img = Image::new("report-snapshot", 32 << 20);
     let m = Mounted::new(&img.path, "allow_other");
     std::fs::write(m.path("a"), vec![b'a'; 8192]).unwrap();
-    daxlink::cli::reflink(&m.path("a"), &m.path("b"), 0, 0, 0).unwrap();
+    daxlink::tools::client::reflink(&m.path("a"), &m.path("b"), 0, 0, 0).unwrap();
     std::fs::set_permissions(
         m.path("a"),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let s = daxlink::cli::snapshot(m.root(), &[]).unwrap();
+    let s = daxlink::tools::client::snapshot(m.root(), &[]).unwrap();
     assert_eq!(s["model"], "proxy");
     let files = s["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
@@ -268,9 +268,14 @@ fn snapshot_ioctl_reports_state_and_is_root_only() {
 
     // More than SNAPSHOT_EXTRA_MAX blocks: EINVAL from the daemon.
     let f = std::fs::File::open(m.root()).unwrap();
-    let mut buf = vec![0u8; daxlink::ioctl::SNAPSHOT_SIZE];
-    daxlink::ioctl::put_u64(&mut buf, 0, daxlink::ioctl::SNAPSHOT_EXTRA_MAX as u64 + 1);
-    let e = daxlink::ioctl::call(&f, daxlink::ioctl::Cmd::SNAPSHOT, &mut buf).unwrap_err();
+    let mut buf = vec![0u8; daxlink::fuse::ioctl::SNAPSHOT_SIZE];
+    daxlink::fuse::ioctl::put_u64(
+        &mut buf,
+        0,
+        daxlink::fuse::ioctl::SNAPSHOT_EXTRA_MAX as u64 + 1,
+    );
+    let e =
+        daxlink::fuse::ioctl::call(&f, daxlink::fuse::ioctl::Cmd::SNAPSHOT, &mut buf).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
 
     // Not root: EPERM.
@@ -281,8 +286,8 @@ fn snapshot_ioctl_reports_state_and_is_root_only() {
     );
     let script = format!(
         "{py} -c 'import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\ntry:\n    fcntl.ioctl(fd, {cmd}, bytearray({size}))\nexcept OSError as e:\n    sys.exit(\"errno %d\" % e.errno)' {path}",
-        cmd = daxlink::ioctl::SNAPSHOT,
-        size = daxlink::ioctl::SNAPSHOT_SIZE,
+        cmd = daxlink::fuse::ioctl::SNAPSHOT,
+        size = daxlink::fuse::ioctl::SNAPSHOT_SIZE,
         path = m.path("a").display()
     );
     let (rc, err) = run_as(65534, 65534, &script);

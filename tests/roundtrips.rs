@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use daxlink::fuse::counters::{name, OPCODES};
-use daxlink::ioctl;
+use daxlink::fuse::ioctl;
 
 type Counts = BTreeMap<String, u64>;
 
@@ -352,7 +352,7 @@ fn nothing_goes_stale() {
     fs::write(m.path("dst"), b"old").unwrap();
     assert_eq!(fs::metadata(m.path("dst")).unwrap().len(), 3);
     assert_eq!(fs::read(m.path("dst")).unwrap(), b"old");
-    daxlink::cli::reflink(&m.path("src"), &m.path("dst"), 0, 0, 0).unwrap();
+    daxlink::tools::client::reflink(&m.path("src"), &m.path("dst"), 0, 0, 0).unwrap();
     assert_eq!(fs::metadata(m.path("dst")).unwrap().len(), 3 * 4096);
     assert_eq!(fs::read(m.path("dst")).unwrap(), pattern(1, 3 * 4096));
 

@@ -2,7 +2,7 @@
 //! A 1 TiB sparse image costs a few hundred KiB; files past the first inode
 //! chunk and data past the first bitmap block raise the roots block's marks;
 //! a mark beyond the geometry is refused by mount and repaired by fsck.
-//! Bytes are asserted, never times (the timings are in README.md).
+//! Bytes are asserted, never times (the timings are in docs/BENCHMARKS.md).
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::*;
 use daxlink::format::{Roots, Superblock, BITS_PER_BITMAP_BLOCK, BS, INODE_CHUNK, ROOTS_SIZE};
-use daxlink::mkfs::{mkfs_path, MkfsOptions};
+use daxlink::tools::mkfs::{mkfs_path, MkfsOptions};
 
 /// A sparse image file, removed on drop.
 struct Sparse(PathBuf);

@@ -249,7 +249,7 @@ fn reflink_and_pin_errors_say_why_and_leave_nothing() {
     // And a good one works.
     daxlink(&[&"reflink", &src, &dst]);
     assert_eq!(std::fs::read(&dst).unwrap(), b"hi\n");
-    // pin past EOF: the README's example on a small file.
+    // pin past EOF: docs/USAGE.md's example on a small file.
     let o = run(Command::new(DAXLINK).arg("pin").arg(&src).args([
         "--offset", "0", "--length", "4096", "--write", "--hold", "0",
     ]));
@@ -272,7 +272,7 @@ fn reflink_and_pin_errors_say_why_and_leave_nothing() {
     fsck_clean(&img.path);
 }
 
-/// threads= out of range: one line, exit 32, with the range the README gives.
+/// threads= out of range: one line, exit 32, with the range docs/USAGE.md gives.
 #[test]
 fn threads_out_of_range_says_the_range() {
     let img = Image::new("tools-threads", 32 << 20);
@@ -288,29 +288,32 @@ fn threads_out_of_range_says_the_range() {
         assert!(o.stderr.contains("between 1 and 64"), "{o:?}");
         assert!(!is_mounted(mnt.path()));
     }
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let usage =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/USAGE.md"))
+            .unwrap();
     assert!(
-        readme.contains("`threads=N` (FUSE worker threads, 1 to 64;"),
-        "README disagrees"
+        usage.contains("`threads=N` (FUSE worker threads, 1 to 64;"),
+        "docs/USAGE.md disagrees"
     );
 }
 
-/// The README agrees with the tools and the package (issue 20 item 8):
-/// every `persist=` value and crashtest workload `--help` offers is in it,
-/// it names the toolchain the build needs, it does not claim the report
-/// path is main.sh's last line, and the license files Cargo.toml's
-/// "MIT OR Apache-2.0" points at exist.
+/// The docs agree with the tools and the package (issue 20 item 8): every
+/// `persist=` value `--help` offers is in docs/USAGE.md and every crashtest
+/// workload in docs/CRASH.md, the README names the toolchain the build
+/// needs and does not claim the report path is main.sh's last line, and the
+/// license files Cargo.toml's "MIT OR Apache-2.0" points at exist.
 #[test]
 fn readme_and_licenses_agree_with_the_tools() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let usage = std::fs::read_to_string(root.join("docs/USAGE.md")).unwrap();
+    let crash = std::fs::read_to_string(root.join("docs/CRASH.md")).unwrap();
     let mount_help = run(Command::new(DAXLINK).args(["mount", "--help"])).stdout;
     assert!(
         mount_help.contains("persist=cpu|msync|auto"),
         "{mount_help}"
     );
-    assert!(readme.contains("persist=cpu|msync|auto"));
+    assert!(usage.contains("persist=cpu|msync|auto"));
     let crash_help = run(Command::new(DAXLINK).args(["crashtest", "--help"])).stdout;
     let line = crash_help
         .lines()
@@ -320,8 +323,8 @@ fn readme_and_licenses_agree_with_the_tools() {
     for w in ["seq0", "seq1", "seq2", "big"] {
         assert!(line.contains(w), "{line}");
         assert!(
-            readme.contains(&format!("`{w}`")),
-            "README lacks workload {w}"
+            crash.contains(&format!("`{w}`")),
+            "docs/CRASH.md lacks workload {w}"
         );
     }
     assert!(

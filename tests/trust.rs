@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use daxlink::ioctl::{self, RemapArgs};
+use daxlink::fuse::ioctl::{self, RemapArgs};
 
 const BS: u64 = 4096;
 
@@ -132,7 +132,7 @@ fn poison_is_root_only_and_owners_hides_unreachable_paths() {
     fs::set_permissions(m.path("f"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::create_dir(m.path("secret")).unwrap();
     fs::set_permissions(m.path("secret"), fs::Permissions::from_mode(0o700)).unwrap();
-    daxlink::cli::reflink(&m.path("f"), &m.path("secret/hidden-name"), 0, 0, 0).unwrap();
+    daxlink::tools::client::reflink(&m.path("f"), &m.path("secret/hidden-name"), 0, 0, 0).unwrap();
     let root = m.root().display().to_string();
     let o = nobody(&format!("{DAXLINK} poison {root}/f --offset 0"));
     assert_ne!(o.rc, 0);
@@ -165,7 +165,7 @@ fn poison_is_root_only_and_owners_hides_unreachable_paths() {
         20,
     );
     assert!(o.stdout.contains("/secret/hidden-name"), "{o:?}");
-    let r = daxlink::cli::owners(&m.path("f"), 0).unwrap();
+    let r = daxlink::tools::client::owners(&m.path("f"), 0).unwrap();
     assert!(r.to_string().contains("/secret/hidden-name"), "{r}");
     // Root may poison: every owner's read fails.
     let o = root_sh(&format!("{DAXLINK} poison {root}/f --offset 0"));
@@ -295,7 +295,7 @@ fn every_private_ioctl_as_an_unprivileged_user() {
     fs::set_permissions(m.root(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(m.path("ro"), pattern(1, 2 * BS as usize)).unwrap();
     fs::set_permissions(m.path("ro"), fs::Permissions::from_mode(0o644)).unwrap();
-    daxlink::cli::reflink(&m.path("ro"), &m.path("ro2"), 0, 0, 0).unwrap();
+    daxlink::tools::client::reflink(&m.path("ro"), &m.path("ro2"), 0, 0, 0).unwrap();
     let root = m.root().display().to_string();
     let as_nobody = |args: &str| nobody(&format!("{DAXLINK} {args}"));
     // Reading what one may read: allowed.
@@ -322,7 +322,7 @@ fn every_private_ioctl_as_an_unprivileged_user() {
         fs::read(m.path("ro2")).unwrap(),
         pattern(1, 2 * BS as usize)
     );
-    let st = daxlink::cli::extents(&m.path("ro2")).unwrap();
+    let st = daxlink::tools::client::extents(&m.path("ro2")).unwrap();
     assert!(
         st.iter().all(|e| e.refcount == 2),
         "unshare or dedupe by nobody took effect"

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use daxlink::format::{BLOCK_SIZE, ROOT_INO};
 use daxlink::fs::{Cred, Fs, FsOptions};
 use daxlink::media::Media;
-use daxlink::mkfs::{mkfs, MkfsOptions};
+use daxlink::tools::mkfs::{mkfs, MkfsOptions};
 use daxlink::FsError;
 
 const BS: u64 = BLOCK_SIZE;
@@ -51,7 +51,7 @@ fn remount_clean(fs: Fs) -> Fs {
     fs.unmount().unwrap();
     let Fs { media, .. } = fs;
     let media = Arc::try_unwrap(media).ok().expect("sole owner");
-    let r = daxlink::fsck::check(&media, false);
+    let r = daxlink::tools::fsck::check(&media, false);
     assert!(r.is_clean(), "fsck: {:?} {:?}", r.findings, r.error);
     Fs::mount(media, FsOptions::default()).unwrap()
 }

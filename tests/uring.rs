@@ -81,14 +81,34 @@ fn exercise_data(root: &Path) {
     assert_eq!(fs::read(&p).unwrap(), want[..100]);
 }
 
+/// The per-opcode counters of the mount on `root` (`daxlink counters --json`).
+fn counters(root: &Path) -> serde_json::Value {
+    let out = daxlink(&[&"counters", &root, &"--json"]);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+/// Requests of `op` that `side` ("ring": a queue thread answered it itself;
+/// "dev": fuser's session, which over io_uring is the bridge) served.
+fn served(c: &serde_json::Value, side: &str, op: &str) -> u64 {
+    c[side][op].as_u64().unwrap_or(0)
+}
+
+/// The common requests (READ, WRITE, CREATE, LOOKUP, ...) are answered by
+/// the ring threads themselves, the rest (names, xattrs) goes over the
+/// bridge to fuser: read from the daemon's per-opcode counters, so a mount
+/// that silently serves everything through the bridge, or through
+/// /dev/fuse, fails. One ring thread per possible CPU.
 #[test]
-fn requests_are_served_by_one_ring_thread_per_cpu() {
+fn common_requests_are_served_on_the_rings_and_the_rest_bridged() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let _on = Switch::set(true);
     let img = Image::new("uring", 256 << 20);
     let m = Mounted::new(&img.path, "transport=uring");
     let pid = m.pid().unwrap();
+    daxlink(&[&"counters", &m.root(), &"--reset"]);
     exercise_data(m.root());
+    // A name that is not there: a LOOKUP (ENOENT), served on the ring.
+    assert_eq!(errno_of(fs::metadata(m.path("nosuch"))), libc::ENOENT);
     // Everything else goes through the bridge: names, xattrs, copy_file_range.
     fs::create_dir(m.path("d")).unwrap();
     fs::write(m.path("d/x"), b"x").unwrap();
@@ -113,6 +133,17 @@ fn requests_are_served_by_one_ring_thread_per_cpu() {
         .unwrap();
     assert!(st.success());
     assert_eq!(fs::read(m.path("clone")).unwrap().len(), 100);
+    let c = counters(m.root());
+    for op in ["READ", "WRITE", "CREATE", "LOOKUP", "OPEN", "RELEASE"] {
+        assert!(served(&c, "ring", op) > 0, "{op} not served on a ring: {c}");
+    }
+    // 3 MiB written and read back: more than one request each way.
+    assert!(served(&c, "ring", "WRITE") >= 2, "{c}");
+    assert!(served(&c, "ring", "READ") >= 2, "{c}");
+    for op in ["MKDIR", "RENAME", "SETXATTR", "GETXATTR", "COPY_FILE_RANGE"] {
+        assert_eq!(served(&c, "ring", op), 0, "{op} served on a ring: {c}");
+        assert!(served(&c, "dev", op) > 0, "{op} not bridged: {c}");
+    }
     let names = threads(pid);
     let rings = names
         .iter()
@@ -182,10 +213,11 @@ fn other_users_meet_the_same_permissions_over_the_ring() {
 }
 
 /// `allow_root`: the kernel lets everyone in (allow_other) and fuser turns
-/// away users other than root and the owner; the ring threads pass such
-/// users' requests to fuser. (Here the kernel's ACL lookup on the directory,
-/// a GETXATTR that always goes to fuser, already turns them away: this
-/// checks that both transports end the same, not which step refuses.)
+/// away users other than root and the owner; both transports end the same
+/// for another user's stat, cat, touch and rm. (Here the kernel's ACL
+/// lookup on the directory, a GETXATTR that always goes to fuser, already
+/// turns them away; `a_user_the_mount_turns_away_is_bridged_not_served_on_a_ring`
+/// checks the ring side's own rule.)
 #[test]
 fn allow_root_turns_other_users_away_on_both_transports() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,6 +258,146 @@ fn allow_root_turns_other_users_away_on_both_transports() {
         m.unmount();
     }
     assert_eq!(seen[0], seen[1]);
+}
+
+/// A request from a user the mount turns away (`allow_root`: anyone but
+/// root and the owner) is passed to fuser over the bridge, which refuses it
+/// (EACCES), instead of being answered on a ring. User 1234 looks up a name
+/// that is not there: answered on a ring it would get ENOENT and count as
+/// ring-served. The root directory is mode 0707: with no group bits the
+/// kernel's permission check does not read its ACL (a GETXATTR, always
+/// bridged, which would refuse the user before any LOOKUP), so the user's
+/// LOOKUP reaches the daemon. The same steps on an `allow_other` mount show
+/// that it does reach a ring there (ENOENT, counted), so the refusal is the
+/// mount's rule.
+#[test]
+fn a_user_the_mount_turns_away_is_bridged_not_served_on_a_ring() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    for acl in ["allow_other", "allow_root"] {
+        let img = Image::new("uring-outsider", 64 << 20);
+        let m = Mounted::new(&img.path, &format!("transport=uring,{acl}"));
+        fs::set_permissions(
+            m.root(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o707),
+        )
+        .unwrap();
+        daxlink(&[&"counters", &m.root(), &"--reset"]);
+        // Root's LOOKUP of a missing name: a ring serves it.
+        assert_eq!(errno_of(fs::metadata(m.path("by-root"))), libc::ENOENT);
+        let before = counters(m.root());
+        assert_eq!(served(&before, "ring", "LOOKUP"), 1, "{acl}: {before}");
+        let (rc, err) = run_as(1234, 1234, &format!("stat {}", m.path("by-user").display()));
+        assert_ne!(rc, 0, "{acl}: {err}");
+        let after = counters(m.root());
+        let ring = served(&after, "ring", "LOOKUP") - served(&before, "ring", "LOOKUP");
+        if acl == "allow_other" {
+            assert!(err.contains("No such file"), "{acl}: {err}");
+            assert_eq!(ring, 1, "{acl}: the user's LOOKUP: {after}");
+        } else {
+            assert!(err.contains("Permission denied"), "{acl}: {err}");
+            assert_eq!(ring, 0, "{acl}: a ring served the user's LOOKUP: {after}");
+        }
+        m.unmount();
+        fsck_clean(&img.path);
+    }
+}
+
+/// A child process killed when dropped (a `daxlink pin --hold` that must
+/// not outlive a failed test).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `path` opened for O_DIRECT reads (the page cache cannot answer them:
+/// each reaches the daemon as one READ).
+fn open_direct(path: &Path) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap()
+}
+
+/// One O_DIRECT read of 4 KiB at `off` of `f` (from `open_direct`).
+fn read_direct(f: &fs::File, off: u64) -> Vec<u8> {
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    let mut buf = Box::new(Page([0; 4096]));
+    let n = f.read_at(&mut buf.0, off).unwrap();
+    buf.0[..n].to_vec()
+}
+
+/// A READ of an inode that a long operation holds locked goes over the
+/// bridge, so it does not hold up its CPU's ring; once the inode is free
+/// again, the same READ is served on a ring. The long operation: a punch
+/// of a pinned block under `page_model=upstream`, which waits (inode
+/// locked) until the pin ends, as Linux's break_layouts does.
+#[test]
+fn a_read_of_a_busy_inode_is_bridged_and_of_a_free_one_served_on_a_ring() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    let img = Image::new("uring-busy", 64 << 20);
+    let m = Mounted::new(&img.path, "transport=uring,page_model=upstream");
+    let f = m.path("f");
+    let data = pattern(11, 8192);
+    fs::write(&f, &data).unwrap();
+    // A pin of block 0 for 2 s, held by another process.
+    let mut pin = KillOnDrop(
+        Command::new(DAXLINK)
+            .arg("pin")
+            .arg(&f)
+            .args(["--offset", "0", "--length", "4096", "--hold", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(pin.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("pin "), "daxlink pin: {line}");
+    // Opened now: an OPEN of the busy inode would wait on the bridge too.
+    let direct = open_direct(&f);
+    daxlink(&[&"counters", &m.root(), &"--reset"]);
+    // The punch waits for the pin with the inode locked.
+    let punch = {
+        let f = f.clone();
+        std::thread::spawn(move || {
+            let mut c = Command::new("fallocate");
+            c.args(["-p", "-o", "0", "-l", "4096"]).arg(&f);
+            run_deadline(c, 30)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let t = std::time::Instant::now();
+    assert_eq!(read_direct(&direct, 4096), data[4096..]);
+    let waited = t.elapsed();
+    let out = punch.join().unwrap();
+    assert_eq!(out.rc, 0, "fallocate -p: {out:?}");
+    let busy = counters(m.root());
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "the READ did not wait for the punch ({waited:?}): was the inode busy?"
+    );
+    assert_eq!(served(&busy, "ring", "READ"), 0, "busy inode: {busy}");
+    assert_eq!(served(&busy, "dev", "READ"), 1, "busy inode: {busy}");
+    // The inode is free again: the same READ is served on a ring.
+    assert_eq!(read_direct(&direct, 4096), data[4096..]);
+    let free = counters(m.root());
+    assert_eq!(served(&free, "ring", "READ"), 1, "free inode: {free}");
+    assert_eq!(served(&free, "dev", "READ"), 1, "free inode: {free}");
+    drop((direct, pin));
+    m.unmount();
+    fsck_clean(&img.path);
 }
 
 /// A ring queue thread that fails (DAXLINK_FAULT_INJECT=uring-queue-exit

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use daxlink::format::BLOCK_SIZE;
-use daxlink::mkfs::{mkfs_image, parse_size, MkfsOptions};
+use daxlink::tools::mkfs::{mkfs_image, parse_size, MkfsOptions};
 
 #[derive(Parser)]
 #[command(
@@ -51,8 +51,8 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 }
 
 fn main() {
-    let prog = daxlink::cli::invoked_name("mkfs.daxlink");
-    daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
+    let prog = daxlink::util::out::invoked_name("mkfs.daxlink");
+    daxlink::media::lock::on_wait(daxlink::util::out::stderr_notice);
     let a = Args::command()
         .bin_name(&prog)
         .display_name(&prog)
@@ -63,7 +63,7 @@ fn main() {
         std::process::exit(1);
     }
     if !a.quiet {
-        daxlink::progress::enable_on_terminal();
+        daxlink::util::progress::enable_on_terminal();
     }
     let o = MkfsOptions {
         label: a.label.clone(),

@@ -50,8 +50,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let prog = daxlink::cli::invoked_name("fsck.daxlink");
-    daxlink::media::lock::on_wait(daxlink::cli::stderr_notice);
+    let prog = daxlink::util::out::invoked_name("fsck.daxlink");
+    daxlink::media::lock::on_wait(daxlink::util::out::stderr_notice);
     let parsed = Args::command()
         .bin_name(&prog)
         .display_name(&prog)
@@ -68,13 +68,13 @@ fn main() -> ExitCode {
     let _ = args.force; // every run is a full check
     let repair = (args.yes || args.preen || args.auto) && !args.no;
     let name = args.image.display().to_string();
-    if !args.json && daxlink::progress::enable_on_terminal() {
+    if !args.json && daxlink::util::progress::enable_on_terminal() {
         eprintln!(
             "{prog}: checking {name}{}",
             if repair { " (repairing)" } else { "" }
         );
     }
-    let report = daxlink::fsck::check_path(&args.image, repair);
+    let report = daxlink::tools::fsck::check_path(&args.image, repair);
     if args.json {
         daxlink::outln!("{}", report.to_json(&name));
     } else {

@@ -2,9 +2,10 @@
 //! (as XFS's libxfs serves both the kernel and xfs_repair): mount refuses an
 //! image that breaks one, fsck reports it (with the same words) and repairs.
 //!
-//! Layer: between `format` and the core. Nothing here decodes bytes or does
-//! I/O: every rule is a pure function of decoded records, the superblock and
-//! what the caller has built so far; the callers keep their own reactions.
+//! Layer: between `format` and the core. Nothing here does I/O: every rule
+//! is a pure function of decoded records (or, for ACLs, of an xattr value),
+//! the superblock and what the caller has built so far; the callers keep
+//! their own reactions.
 //!
 //! - `ranges`: block ranges, extent and refcount records on their own, the
 //!   xattr blob pointer, overlap with a map of ranges.
@@ -14,7 +15,12 @@
 //! - `tree`: the directory tree (an entry against its parent and child, a
 //!   directory named once, the walk up to the root that finds cycles).
 //! - `chain`: the walk of a record chain.
+//! - `acl`: POSIX ACLs: the xattr value, its validation, how it ties to the
+//!   mode and how it grants access (the core, the FUSE edge and fsck use it).
 
+#![forbid(unsafe_code)]
+
+pub mod acl;
 pub mod chain;
 mod ranges;
 mod records;

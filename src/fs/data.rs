@@ -243,7 +243,7 @@ impl Fs {
             let m = self.meta.lock();
             mapped
                 .iter()
-                .any(|(_, n, p)| meta::ref_pieces(&m.refs, *p, *n).iter().any(|x| x.2 >= 2))
+                .any(|(_, n, p)| ctx::ref_pieces(&m.refs, *p, *n).iter().any(|x| x.2 >= 2))
         };
         if shared {
             self.unshare_steps(g, size, upto)?;
@@ -320,7 +320,7 @@ impl Fs {
                         }
                     }
                     Some(p) => {
-                        for (pp, pl, c) in meta::ref_pieces(&m.refs, p, n) {
+                        for (pp, pl, c) in ctx::ref_pieces(&m.refs, p, n) {
                             pieces.push(Piece {
                                 l: l + (pp - p),
                                 n: pl,

@@ -94,7 +94,7 @@ impl Fs {
             true
         };
         for (l, e) in g.extents.range(first, u64::MAX) {
-            for (p, n, c) in meta::ref_pieces(&m.refs, e.phys, e.len) {
+            for (p, n, c) in ctx::ref_pieces(&m.refs, e.phys, e.len) {
                 let (mut lo, mut po, mut n) = (l + (p - e.phys), p, n);
                 if lo + n <= from {
                     continue;

@@ -1,14 +1,15 @@
 //! The core filesystem: the `Fs` and `Inode` types, their locks, and the
 //! helpers every part shares. The operations live one concern per file:
 //! `mount.rs`, `attr.rs`, `namespace.rs`, `data.rs`, `truncate.rs`,
-//! `steps.rs` (long operations in journal-sized steps), `xattr.rs`,
-//! `flags.rs`, `atime.rs`, `reflink.rs`, `pin.rs`, `state.rs`, `admin.rs`
-//! (FITRIM, the label), `snapshot.rs`, `counters.rs`. Transactions:
-//! `meta.rs` ([`Ctx`], refcount records) and `recblocks.rs` (record block
-//! slots). DRAM indexes: `chunked.rs` (the two-level sorted map),
-//! `extmap.rs` (extent map and reverse map on it), `dir.rs` (directories);
-//! `node.rs`: inode locks one thread cannot take twice. Unit tests:
-//! `tests.rs`, `tests_paths.rs`, `tests_dram.rs`.
+//! `xattr.rs`, `flags.rs`, `atime.rs`, `reflink.rs`, `pin.rs`, `state.rs`,
+//! `admin.rs` (FITRIM, the label), `snapshot.rs`, `counters.rs`;
+//! `node.rs`: inode locks one thread cannot take twice. Transactions, in
+//! [`tx`]: `tx/ctx.rs` ([`Ctx`], refcount records), `tx/steps.rs` (long
+//! operations in journal-sized steps) and `tx/recblocks.rs` (record block
+//! slots). DRAM indexes, in [`index`]: `index/chunked.rs` (the two-level
+//! sorted map), `index/extmap.rs` (extent map and reverse map on it),
+//! `index/dir.rs` (directories). Unit tests: `tests.rs`, `tests_paths.rs`,
+//! `tests_dram.rs`.
 //!
 //! An API returning `FsResult`, usable without FUSE. DRAM indexes (extent
 //! and reverse maps in `Chunked` maps, directories with a hash table of
@@ -26,25 +27,20 @@
 mod admin;
 mod atime;
 mod attr;
-mod chunked;
 mod counters;
 mod data;
-mod dir;
-pub mod extmap;
 pub mod flags;
+pub mod index;
 mod lease;
-pub mod meta;
 mod mount;
 mod namespace;
 mod node;
 mod pin;
-mod recblocks;
 mod reflink;
 mod snapshot;
 mod state;
-mod steps;
-use steps::Budget;
 mod truncate;
+pub mod tx;
 mod xattr;
 
 pub use admin::FSLABEL_MAX;
@@ -71,14 +67,15 @@ use crate::journal::{Journal, JournalGeometry, Recovery};
 use crate::media::Media;
 use crate::pages::{PageModel, Pages};
 use crate::space::Space;
-use dir::{DEnt, Dir};
-use extmap::{ExtentMap, RMap};
-use meta::{Ctx, Meta, Records};
+use index::dir::{DEnt, Dir};
+use index::extmap::{ExtentMap, RMap};
+use tx::ctx::{self, Ctx, Meta, Records};
+use tx::steps::{self, Budget};
 
 const BS: u64 = BLOCK_SIZE;
 /// Extent records changed per step at most when freeing or mapping in steps
 /// (a bound on a step's length; its journal bytes are bounded by
-/// `Ctx::step_budget`, see `steps.rs`).
+/// `Ctx::step_budget`, see `tx/steps.rs`).
 const FREE_BATCH: usize = 1024;
 /// Largest xattr value and total per inode.
 pub use format::{XATTR_TOTAL_MAX, XATTR_VALUE_MAX};

@@ -54,7 +54,7 @@ impl Fs {
 
         // Inodes.
         let mut inodes: HashMap<u64, Inode> = HashMap::new();
-        let mut free_inos = meta::InoMap::new(sb.inode_count, roots.inode_init);
+        let mut free_inos = ctx::InoMap::new(sb.inode_count, roots.inode_init);
         // Read the inode table a chunk at a time.
         let per_chunk = 4096u64;
         let mut ino = 1u64;
@@ -169,7 +169,7 @@ impl Fs {
             Ok(())
         })?;
         // Reference counts of shared ranges, by the rules fsck applies.
-        let mut refs: BTreeMap<u64, meta::Ref> = BTreeMap::new();
+        let mut refs: BTreeMap<u64, ctx::Ref> = BTreeMap::new();
         chains.load(|off, r: RefcountRec| {
             let overlap = |p, n| check::overlapping(&refs, p, n, |x| x.len);
             if let Some(why) = check::refcount(&sb, &r, overlap) {
@@ -179,7 +179,7 @@ impl Fs {
             }
             refs.insert(
                 r.phys,
-                meta::Ref {
+                ctx::Ref {
                     len: r.len,
                     count: r.count,
                     slot: off,
@@ -203,7 +203,7 @@ impl Fs {
             journal,
             free_inos,
             broken: false,
-            reserved: meta::reserve_for(sb.data_blocks()),
+            reserved: ctx::reserve_for(sb.data_blocks()),
         };
         let fs = Fs {
             media: Arc::new(media),
@@ -367,7 +367,7 @@ impl Fs {
 /// list, maps rebuilt in order) in the middle of the heap, where they would
 /// stay resident for the life of the mount.
 fn release_free_heap() {
-    crate::heap::release_free();
+    crate::util::heap::release_free();
 }
 
 /// The record chains of the image being mounted.

@@ -71,6 +71,9 @@ pub struct OwnersReport {
     /// Owners left out because the asker could not read them.
     pub hidden_owners: usize,
     pub pins: Vec<PinInfo>,
+    /// Direct-access leases on the owners shown (short-term pins, with the
+    /// process holding each).
+    pub leases: Vec<crate::pages::lease::Lease>,
     pub poisoned: bool,
 }
 
@@ -204,7 +207,7 @@ impl Fs {
         let m = self.meta.lock();
         g.segments(first, end).into_iter().any(|(_, n, p)| {
             p.is_some_and(|p| {
-                meta::ref_pieces(&m.refs, p, n)
+                ctx::ref_pieces(&m.refs, p, n)
                     .into_iter()
                     .any(|(_, _, c)| c > 1)
             })
@@ -330,7 +333,7 @@ impl Fs {
         &self,
         ino: u64,
         off: u64,
-        who: Option<&crate::acl::Who>,
+        who: Option<&crate::check::acl::Who>,
     ) -> FsResult<OwnersReport> {
         let block = {
             let r = self.get(ino)?;
@@ -382,22 +385,31 @@ impl Fs {
                 holder: p.holder,
             })
             .collect();
+        let mut shown: Vec<u64> = owners.iter().map(|o: &Owner| o.ino).collect();
+        shown.push(ino);
+        shown.sort_unstable();
+        shown.dedup();
+        let leases = shown
+            .into_iter()
+            .flat_map(|i| self.pages.leases.on(i))
+            .collect();
         Ok(OwnersReport {
             block,
             owners,
             hidden_owners,
             pins,
+            leases,
             poisoned: self.pages.is_poisoned(block),
         })
     }
 
     /// May `who` read inode `ino` (mode, owner and access ACL)?
-    fn may_read_ino(&self, ino: u64, who: &crate::acl::Who) -> bool {
+    fn may_read_ino(&self, ino: u64, who: &crate::check::acl::Who) -> bool {
         let Ok(r) = self.get(ino) else { return false };
         let Ok(mut g) = r.write() else { return false };
         let acl = self.access_acl(&mut g);
         let rec = &g.rec;
-        crate::acl::may_read(who, rec.mode, rec.uid, rec.gid, acl.as_ref())
+        crate::check::acl::may_read(who, rec.mode, rec.uid, rec.gid, acl.as_ref())
     }
 
     /// One path of an inode (relative to the mount root), found by walking the
@@ -448,14 +460,14 @@ impl Fs {
     /// every directory from the root down (mode, owner and access ACL), as
     /// path resolution would check. `None` when it could not (or there is
     /// no path).
-    pub fn visible_path(&self, ino: u64, who: &crate::acl::Who) -> Option<String> {
+    pub fn visible_path(&self, ino: u64, who: &crate::check::acl::Who) -> Option<String> {
         let (path, chain) = self.path_of(ino)?;
         for d in chain {
             let r = self.get(d).ok()?;
             let mut g = r.write().ok()?;
             let acl = self.access_acl(&mut g);
             let rec = &g.rec;
-            if !crate::acl::may_search(who, rec.mode, rec.uid, rec.gid, acl.as_ref()) {
+            if !crate::check::acl::may_search(who, rec.mode, rec.uid, rec.gid, acl.as_ref()) {
                 return None;
             }
         }

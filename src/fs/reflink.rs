@@ -71,7 +71,7 @@ impl Fs {
         let first = g.find(start).map_or(start, |(s, _)| s);
         let mut out = Vec::new();
         for (l, e) in g.extents.range(first, u64::MAX) {
-            for (p, n, c) in meta::ref_pieces(&m.refs, e.phys, e.len) {
+            for (p, n, c) in ctx::ref_pieces(&m.refs, e.phys, e.len) {
                 let logical = l + (p - e.phys);
                 if logical + n <= start {
                     continue;
@@ -440,7 +440,7 @@ impl Fs {
         (from, upto): (u64, u64),
         (sb, db): (u64, u64),
     ) -> usize {
-        let rec = meta::REC_COST;
+        let rec = ctx::REC_COST;
         let (df, de) = (db + (from - sb), db + (upto - sb));
         let mut cost = 0usize;
         for (s, e) in Self::extents_in(g, df, de) {
@@ -450,7 +450,7 @@ impl Fs {
         for &(l, n, p, copy) in segs.iter().take_while(|s| s.0 < upto) {
             let (a, b) = (l.max(from), (l + n).min(upto));
             cost += if copy {
-                meta::bitmap_cost(b - a) + 2 * rec
+                ctx::bitmap_cost(b - a) + 2 * rec
             } else {
                 ctx.share_cost(p + (a - l), b - a) + 2 * rec
             };

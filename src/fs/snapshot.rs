@@ -101,7 +101,7 @@ impl Fs {
             let refs: Vec<u32> = blocks
                 .iter()
                 .map(|b| {
-                    meta::ref_pieces(&m.refs, *b, 1)
+                    ctx::ref_pieces(&m.refs, *b, 1)
                         .first()
                         .map(|p| p.2)
                         .unwrap_or(1)
@@ -182,6 +182,11 @@ impl Fs {
             "files": fj,
             "blocks": bj,
             "pins": pj,
+            // The first 32 (the reply is bounded).
+            "leases": self.pages.leases.all().iter().take(32).map(|l| json!({
+                "id": l.id, "inode": l.ino, "pid": l.pid, "uid": l.uid,
+                "write": l.write, "holder": l.holder,
+            })).collect::<Vec<_>>(),
             "proxies": xj,
             "dirty": dj,
             "free": {"count": free_count, "next": free_next},
@@ -196,8 +201,8 @@ mod tests {
     use super::head_label;
     use crate::fs::{Cred, Fs, FsOptions, ROOT_INO};
     use crate::media::Media;
-    use crate::mkfs::{mkfs, MkfsOptions};
     use crate::pages::PageModel;
+    use crate::tools::mkfs::{mkfs, MkfsOptions};
 
     const C: Cred = Cred {
         uid: 0,

@@ -1,7 +1,7 @@
 //! Core filesystem tests over the in-memory media backend (no FUSE).
 
 use super::*;
-use crate::mkfs::{mkfs, MkfsOptions};
+use crate::tools::mkfs::{mkfs, MkfsOptions};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -779,7 +779,7 @@ fn a_full_filesystem_can_always_be_emptied() {
     );
     fs.unmount().unwrap();
     let Fs { media, .. } = fs;
-    let r = crate::fsck::check(&media, false);
+    let r = crate::tools::fsck::check(&media, false);
     assert!(r.is_clean(), "{r:?}");
 }
 

@@ -3,7 +3,7 @@
 //! blocks going back to free space.
 
 use super::*;
-use crate::mkfs::{mkfs, MkfsOptions};
+use crate::tools::mkfs::{mkfs, MkfsOptions};
 
 const C: Cred = Cred::ROOT;
 

@@ -19,7 +19,7 @@ fn dram_maps(fs: &Fs, inos: &[u64]) -> (Vec<MapCopy>, RmapCopy) {
     (maps, fs.rmap.lock().clone())
 }
 
-type MapCopy = (extmap::ExtentMap, u64);
+type MapCopy = (index::extmap::ExtentMap, u64);
 type RmapCopy = RMap;
 type Step = (&'static str, Box<dyn Fn(&Fs)>);
 

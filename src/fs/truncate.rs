@@ -38,7 +38,7 @@ impl Fs {
         if size < old && !size.is_multiple_of(BS) {
             if let Some((s, e)) = g.find(size / BS) {
                 let p = e.phys + (size / BS - s);
-                let shared = meta::ref_pieces(&self.meta.lock().refs, p, 1)[0].2 >= 2;
+                let shared = ctx::ref_pieces(&self.meta.lock().refs, p, 1)[0].2 >= 2;
                 if shared {
                     let b = size / BS * BS;
                     self.write_locked(g, b, b + 1, Fill::Unshare, false)?;

@@ -3,7 +3,7 @@
 //! An inode's xattrs are one blob (`format::encode_xattrs`) in contiguous
 //! data blocks, rewritten copy-on-write: new blocks are written and persisted,
 //! then one transaction switches the inode's pointer and frees the old blob.
-//! The two ACL xattrs (`crate::acl`) are stored the same way, validated on
+//! The two ACL xattrs (`crate::check::acl`) are stored the same way, validated on
 //! the way in, and kept consistent with the mode: setting an access ACL sets
 //! the mode's permission bits (and an ACL the mode says in full is not
 //! stored), chmod rewrites the access ACL, and a directory's default ACL is
@@ -11,8 +11,8 @@
 //! with the inode change it belongs to.
 
 use super::*;
-use crate::acl::{self, Acl, Who};
 use crate::check;
+use crate::check::acl::{self, Acl, Who};
 
 /// An xattr blob on fresh blocks, not yet linked to its inode.
 struct Blob {

@@ -172,7 +172,7 @@ pub fn read(reset: bool) -> [[u64; OPCODES]; 2] {
 }
 
 impl DaxFuse {
-    /// The COUNTERS ioctl (`crate::ioctl::COUNTERS`), on the mount's root
+    /// The COUNTERS ioctl (`crate::fuse::ioctl::COUNTERS`), on the mount's root
     /// only (EINVAL elsewhere): for CAP_SYS_ADMIN in the mount's namespace or
     /// the owner of the root directory (EPERM for anyone else), as the
     /// counts tell what other users do.
@@ -182,7 +182,7 @@ impl DaxFuse {
         ino: u64,
         input: &[u8],
     ) -> Result<Vec<u8>, FsError> {
-        use crate::ioctl as io;
+        use crate::fuse::ioctl as io;
         if ino != fuser::INodeNo::ROOT.0 {
             return Err(FsError::Invalid);
         }

@@ -4,19 +4,23 @@
 //! (fuser answers EIO for a dropped reply) and is logged; the daemon goes on.
 
 mod attr;
+pub mod caller;
 pub mod counters;
 mod dir;
 pub mod direct;
-mod ioctls;
+pub mod inflight;
+pub mod ioctl;
+mod ioctl_handlers;
 mod long;
 mod serve;
 mod setid;
+mod transport;
 pub mod uring;
 pub use attr::{file_attr, wire_mode};
 use attr::{kind, timespec};
 use dir::walk_dir;
-pub use ioctls::{extents_json, owners_json};
-pub use serve::Transport;
+pub use ioctl_handlers::{extents_json, owners_json};
+pub use transport::Transport;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -33,9 +37,9 @@ use fuser::{
 };
 use parking_lot::Mutex;
 
-use crate::caller::{self as who, Caller, Origin};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred, Fs, SetAttr, SetTime};
+use crate::fuse::caller::{self as who, Caller, Origin};
 
 /// How long the kernel may trust an entry (positive or negative) or
 /// attributes it was given: a day, as libfuse's passthrough_hp. The daemon
@@ -137,11 +141,11 @@ fn caller(req: &Request) -> Caller {
 /// Run a handler body, turning a panic into a logged failure of this request.
 fn guarded(what: &'static str, f: impl FnOnce()) {
     counters::entered(what);
-    if crate::inflight::refusing() {
+    if crate::fuse::inflight::refusing() {
         // Shut down: dropping `f` drops its reply, which fuser answers with EIO.
         return;
     }
-    let _in_flight = crate::inflight::enter(what);
+    let _in_flight = crate::fuse::inflight::enter(what);
     if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
         let msg = p
             .downcast_ref::<&str>()
@@ -701,7 +705,7 @@ impl Filesystem for DaxFuse {
         guarded("setxattr", || {
             // Only an access ACL needs to know the caller's groups (setgid
             // clearing): read /proc for that one name alone.
-            let who = (name.as_bytes() == crate::acl::ACCESS).then(|| caller(req).who());
+            let who = (name.as_bytes() == crate::check::acl::ACCESS).then(|| caller(req).who());
             empty(
                 self.fs
                     .setxattr_by(ino.0, name.as_bytes(), Some(value), flags, who.as_ref()),
@@ -797,7 +801,7 @@ impl Filesystem for DaxFuse {
             }
             Err(e) => reply.error(errno(&e)),
         };
-        use crate::ioctl as io;
+        use crate::fuse::ioctl as io;
         if [io::CLONE, io::DEDUPE, io::UNSHARE, io::PIN].contains(&cmd) {
             self.long("ioctl", body);
         } else {

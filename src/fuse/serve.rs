@@ -3,24 +3,10 @@
 //! and the twin `DaxFuse` the io_uring transport serves with.
 
 use fuser::{FopenFlags, WriteFlags};
-use parking_lot::Mutex;
 
-use super::{guarded, uring, DaxFuse};
+use super::{guarded, DaxFuse};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred};
-
-/// The FUSE transport (`transport=dev|uring`, see `uring`).
-#[derive(Default)]
-pub struct Transport {
-    /// `transport=uring` was asked for and its rings could be made.
-    pub want_uring: bool,
-    /// FUSE_INIT: the kernel's offer (capabilities, ABI major, minor) and
-    /// whether it granted FUSE_OVER_IO_URING.
-    pub offer: std::sync::OnceLock<(u64, u32, u32)>,
-    pub granted: std::sync::atomic::AtomicBool,
-    /// The running io_uring transport, stopped at FUSE destroy.
-    pub running: Mutex<Option<uring::Running>>,
-}
 
 impl DaxFuse {
     /// Another `DaxFuse` over the same filesystem, handles and settings,

@@ -188,7 +188,7 @@ fn all_finishing(pids: &[u32], md: &Metadata) -> bool {
         && pids.iter().all(|&pid| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             comm.trim() == "daxlink"
-                && !crate::mountinfo::mounts_of(&pid.to_string())
+                && !crate::util::mountinfo::mounts_of(&pid.to_string())
                     .iter()
                     .any(|m| {
                         m.fstype == "fuse.daxlink"

@@ -35,7 +35,8 @@ impl Image {
             n
         ));
         let _ = std::fs::remove_file(&path);
-        daxlink::mkfs::mkfs_path(&path, Some(size), false, &Default::default()).expect("mkfs");
+        daxlink::tools::mkfs::mkfs_path(&path, Some(size), false, &Default::default())
+            .expect("mkfs");
         Image { path }
     }
 }

@@ -500,10 +500,10 @@ The reference image is made through the core `Fs` API on in-memory media: `/hell
 xattr `user.comment`, hard link `/dir/hello-hardlink`), `/data.bin` (14000 bytes, 4 blocks),\n\
 `/dir/nested.txt`, `/dir/link` -> `../hello.txt`, `/empty`, `/sparse` (one block after a\n\
 16-block hole), `/fifo`, `/data-clone.bin` (a reflink clone of `/data.bin`: one refcount record).\n\n\
-Columns: finding codes of `fsck-daxlink -n` (see `daxlink::fsck::CODES`), exit status of\n\
+Columns: finding codes of `fsck-daxlink -n` (see `daxlink::tools::fsck::CODES`), exit status of\n\
 `fsck-daxlink -n` and of `fsck-daxlink -y` on a fresh copy, what `Fs::mount` says about the image\n\
 as it is, and after `-y`. After `-y`, `-n` exits 0 on every image (with both superblock copies\n\
-bad, fsck recovers the geometry: `src/fsck/geometry.rs`), except where `-n` and `-y` both refuse\n\
+bad, fsck recovers the geometry: `src/tools/fsck/geometry.rs`), except where `-n` and `-y` both refuse\n\
 (exit 8) and `-y` writes nothing: unknown read-only-compatible features in the superblock copy mount\n\
 trusts, which fsck, as e2fsck, neither checks nor repairs, and mount mounts only read-only (`-o ro`).\n\
 A torn transaction is informational (a note, exit 0): it is the normal trace of a crash\n\

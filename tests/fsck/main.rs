@@ -17,10 +17,10 @@ use daxlink::format::{
     INODE_SIZE, ROOT_INO,
 };
 use daxlink::fs::{journal_geometry, read_superblock, walk_chain, Cred, Fs, FsOptions};
-use daxlink::fsck::{self, Report};
 use daxlink::journal::Journal;
 use daxlink::media::{Media, PersistMode};
-use daxlink::mkfs::{geometry as mkfs_geometry, mkfs, MkfsOptions};
+use daxlink::tools::fsck::{self, Report};
+use daxlink::tools::mkfs::{geometry as mkfs_geometry, mkfs, MkfsOptions};
 use daxlink::FsError;
 
 const BS: u64 = BLOCK_SIZE;
@@ -160,7 +160,7 @@ fn fresh_mkfs_is_clean() {
     }
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("fresh.img");
-    daxlink::mkfs::mkfs_path(&p, Some(4 << 20), false, &MkfsOptions::default()).unwrap();
+    daxlink::tools::mkfs::mkfs_path(&p, Some(4 << 20), false, &MkfsOptions::default()).unwrap();
     let (code, out) = run_cli(&["-n"], &p);
     assert_eq!(code, 0, "{out}");
 }
@@ -519,7 +519,7 @@ fn large_image() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20000);
     let _ = std::fs::remove_file(&path);
-    daxlink::mkfs::mkfs_path(&path, Some(mb << 20), true, &MkfsOptions::default()).unwrap();
+    daxlink::tools::mkfs::mkfs_path(&path, Some(mb << 20), true, &MkfsOptions::default()).unwrap();
     let fs = Fs::mount(
         Media::open(&path, Some(PersistMode::None), false).unwrap(),
         FsOptions::default(),

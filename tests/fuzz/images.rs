@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use daxlink::acl::{Acl, Entry, GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
+use daxlink::check::acl::{Acl, Entry, GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
 use daxlink::format::{self, JournalHdr, RecKind, Roots, Superblock, TxState, ROOT_INO};
 use daxlink::fs::{journal_geometry, walk_chain, Cred, Fs, FsOptions};
 use daxlink::journal::Journal;
 use daxlink::media::Media;
-use daxlink::mkfs::{mkfs, MkfsOptions};
+use daxlink::tools::mkfs::{mkfs, MkfsOptions};
 
 pub const BS: u64 = format::BLOCK_SIZE;
 /// 4 MiB: room for a few hundred files, small enough for thousands of cases.
@@ -168,10 +168,20 @@ pub fn populated() -> Vec<u8> {
             },
         ],
     };
-    fs.setxattr(files[4], daxlink::acl::ACCESS, Some(&acl.encode()), 0)
-        .unwrap();
-    fs.setxattr(dirs[4], daxlink::acl::DEFAULT, Some(&acl.encode()), 0)
-        .unwrap();
+    fs.setxattr(
+        files[4],
+        daxlink::check::acl::ACCESS,
+        Some(&acl.encode()),
+        0,
+    )
+    .unwrap();
+    fs.setxattr(
+        dirs[4],
+        daxlink::check::acl::DEFAULT,
+        Some(&acl.encode()),
+        0,
+    )
+    .unwrap();
     file(&fs, dirs[4], "inherits", b"default acl");
     // Reflink: a whole clone of a multi-block file, and a partial one.
     let big = file(&fs, ROOT_INO, "big.bin", &pattern(99, 12 * BS as usize));

@@ -23,7 +23,7 @@
 //!
 //! `FUZZ_SEED` (default below) and `FUZZ_CASES` (default 300) choose the run,
 //! `FUZZ_CASE=N` runs case N alone, `FUZZ_VERBOSE=1` prints every case.
-//! The long run (README, Testing):
+//! The long run (docs/TESTING.md, "Image fuzzer"):
 //! `FUZZ_CASES=10000 cargo test --release --test fuzz -- --nocapture`.
 
 mod images;
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use daxlink::format::ROOT_INO;
 use daxlink::fs::{Cred, Fs, FsOptions};
-use daxlink::fsck::{self, Report};
+use daxlink::tools::fsck::{self, Report};
 
 use images::{bytes_of, into_media, mem, Base, BS};
 use mutate::Rng;

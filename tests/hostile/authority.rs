@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::common::*;
 use crate::*;
-use daxlink::ioctl;
+use daxlink::fuse::ioctl;
 
 /// nobody inside `unshare -Ur` holds every capability of its own user
 /// namespace; none of them counts for the mount (the kernel's
@@ -17,7 +17,7 @@ fn capabilities_of_a_user_namespace_count_for_nothing() {
     let (_img, m) = scene("userns-caps", "");
     let root = m.root().display().to_string();
     let before = fs::read(m.path("rootfile")).unwrap();
-    daxlink::cli::reflink(&m.path("secret/f"), &m.path("rootfile"), 0, 0, 0).unwrap();
+    daxlink::tools::client::reflink(&m.path("secret/f"), &m.path("rootfile"), 0, 0, 0).unwrap();
     let shared = fs::read(m.path("rootfile")).unwrap();
     assert_ne!(before, shared);
     // A set-ID file that everyone may write.

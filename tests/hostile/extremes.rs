@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::*;
-use daxlink::ioctl;
+use daxlink::fuse::ioctl;
 
 const CALLS: &str = r#"
 import ctypes, errno, fcntl, os, struct, sys

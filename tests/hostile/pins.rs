@@ -14,8 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::common::{errno_of, run_deadline, Image, Mounted, Out, DAXLINK};
-use daxlink::cli;
-use daxlink::ioctl;
+use daxlink::fuse::ioctl;
+use daxlink::tools::client;
 
 const BS: u64 = 4096;
 const GIB: u64 = 1 << 30;
@@ -128,9 +128,9 @@ fn helper() {
             let (off, len) = (a[3].parse().unwrap(), a[4].parse().unwrap());
             // zeros: the first 16 bytes a device reads through the pin are 0.
             let (e, zeros) = match &f {
-                Ok(f) => match cli::pin(f, off, len, a[5] == "w", false) {
+                Ok(f) => match client::pin(f, off, len, a[5] == "w", false) {
                     Ok(id) => {
-                        let d = cli::dma_read(f, id, 0, 16).unwrap_or_default();
+                        let d = client::dma_read(f, id, 0, 16).unwrap_or_default();
                         (0, (d.len() == 16 && d.iter().all(|c| *c == 0)) as i32)
                     }
                     Err(e) => (e.raw_os_error().unwrap_or(-1), -1),
@@ -146,7 +146,7 @@ fn helper() {
             let mut pinned = 0;
             let mut e = 0;
             while pinned < n {
-                e = errno_of(cli::pin(&f, 0, len, false, false));
+                e = errno_of(client::pin(&f, 0, len, false, false));
                 if e != 0 {
                     break;
                 }
@@ -157,8 +157,8 @@ fn helper() {
         }
         "dma" => {
             let f = File::open(a[1]).unwrap();
-            let id = cli::pin(&f, 0, BS, false, false).unwrap();
-            let e = errno_of(cli::dma_write(&f, id, 0, b"XXXXXXXX"));
+            let id = client::pin(&f, 0, BS, false, false).unwrap();
+            let e = errno_of(client::dma_write(&f, id, 0, b"XXXXXXXX"));
             println!("H:errno={e}");
         }
         "wo" => {
@@ -266,11 +266,14 @@ fn pins_past_the_caps_are_refused_and_the_daemon_stays_up() {
     // per-user ones): 12 - 8 more.
     let rf = File::open(m.path("f")).unwrap();
     let mut mine = 0;
-    while mine < 20 && cli::pin(&rf, 0, BS, false, false).is_ok() {
+    while mine < 20 && client::pin(&rf, 0, BS, false, false).is_ok() {
         mine += 1;
     }
     assert_eq!(mine, 4);
-    assert_eq!(errno_of(cli::pin(&rf, 0, BS, false, false)), libc::ENOMEM);
+    assert_eq!(
+        errno_of(client::pin(&rf, 0, BS, false, false)),
+        libc::ENOMEM
+    );
     drop(rf);
     // nobody's pins end with its open file: it may pin again.
     drop(many);
@@ -385,7 +388,7 @@ fn owners_and_extents_show_only_what_the_caller_may_read() {
     let m = hostile_mount(&img, "");
     // root's private file and a public clone of it: one block, two owners.
     ws(&m.path("private"), &vec![b'p'; 2 * BS as usize], 0o600);
-    cli::reflink(&m.path("private"), &m.path("shared"), 0, 0, 0).unwrap();
+    client::reflink(&m.path("private"), &m.path("shared"), 0, 0, 0).unwrap();
     fs::set_permissions(m.path("shared"), fs::Permissions::from_mode(0o644)).unwrap();
     let private_ino = fs::metadata(m.path("private")).unwrap().ino();
     let shared_ino = fs::metadata(m.path("shared")).unwrap().ino();
@@ -395,9 +398,9 @@ fn owners_and_extents_show_only_what_the_caller_may_read() {
         .write(true)
         .open(m.path("private"))
         .unwrap();
-    cli::pin(&rf, 0, BS, false, false).unwrap();
+    client::pin(&rf, 0, BS, false, false).unwrap();
     // root sees both owners and the pin.
-    let o = cli::owners(&m.path("shared"), 0).unwrap();
+    let o = client::owners(&m.path("shared"), 0).unwrap();
     assert_eq!(o["owners"].as_array().unwrap().len(), 2, "{o}");
     assert_eq!(o["pins"].as_array().unwrap().len(), 1, "{o}");
     // nobody sees the file it may read, not the other's inode, path or pin.
@@ -471,6 +474,6 @@ fn a_pin_of_a_block_with_many_owners_is_refused_not_recorded_without_bound() {
     let l = h.line();
     drop(h);
     assert_eq!(field(&l, "errno"), 0, "{l}");
-    assert!(cli::check(m.root()).unwrap().is_empty());
+    assert!(client::check(m.root()).unwrap().is_empty());
     root_stat_answers(&m);
 }

@@ -156,7 +156,7 @@ impl Shared {
     fn alive(&self, slot: usize) -> bool {
         let c = self.clients.lock();
         match c.get(slot / SLOTS_PER_CLIENT) {
-            Some(Some(cl)) => crate::caller::pidfd_alive(&cl.pidfd),
+            Some(Some(cl)) => crate::fuse::caller::pidfd_alive(&cl.pidfd),
             _ => false,
         }
     }
@@ -407,7 +407,7 @@ impl DaxFuse {
         if !self.writable(fh) {
             return Err(FsError::BadFd);
         }
-        let flags = crate::ioctl::get_u64(input, 0).ok_or(FsError::Invalid)?;
+        let flags = crate::fuse::ioctl::get_u64(input, 0).ok_or(FsError::Invalid)?;
         if flags & !wire::TOUCH_MTIME != 0 {
             return Err(FsError::Invalid);
         }

@@ -182,7 +182,7 @@ fn hear(sh: &Shared, s: &UnixStream, next_id: &mut u64) -> Heard {
         return refuse(libc::EPERM);
     };
     let (pid, uid) = (cred.pid() as u32, cred.uid());
-    let Some(pidfd) = crate::caller::process_pidfd(pid) else {
+    let Some(pidfd) = crate::fuse::caller::process_pidfd(pid) else {
         return refuse(libc::EPERM);
     };
     let range = {
@@ -269,7 +269,7 @@ pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
                 let c = sh.clients.lock();
                 c[range]
                     .as_ref()
-                    .is_some_and(|cl| crate::caller::pidfd_alive(&cl.pidfd))
+                    .is_some_and(|cl| crate::fuse::caller::pidfd_alive(&cl.pidfd))
             };
             if gone || !alive {
                 sh.drop_client(range);

@@ -259,7 +259,7 @@ impl Queue {
             && io.is_some_and(|io| io.size as usize + 4096 > self.bridge.max_msg);
         let here = match hd.opcode {
             abi::OP_IOCTL => {
-                abi::op_u32(op, 12).is_some_and(|cmd| !crate::ioctl::SERVED.contains(&cmd))
+                abi::op_u32(op, 12).is_some_and(|cmd| !crate::fuse::ioctl::SERVED.contains(&cmd))
             }
             o => NATIVE.contains(&o),
         };
