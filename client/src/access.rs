@@ -5,8 +5,12 @@
 //! size as the map knows it, every block mapped (and, for a write, the
 //! file's own writable block), and the map's generation still current at
 //! `enter`; anything else takes the kernel path (the real system call),
-//! which is always correct, and marks the map stale so that growth, filled
-//! holes and copies on write made through the kernel are seen next time.
+//! which is always correct, and marks the map changed so that growth and
+//! filled holes made through the kernel are seen later (a change that takes
+//! a block away — truncate, punch, copy on write — is the daemon's to
+//! recall: it bumps the generation and the next `enter` fails, so the
+//! client's map is never trusted past it; growth needs no recall because
+//! what the map does not hold goes to the kernel).
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
@@ -15,7 +19,9 @@ use daxlink_direct::wire;
 use libc::{c_int, iovec};
 
 use crate::debug::debug;
-use crate::fds::{self, Entry, MapView, DIRECT, F_APPEND, F_WRITE, KERNEL, PROBING, UNKNOWN};
+use crate::fds::{
+    self, Entry, MapView, DIRECT, F_APPEND, F_WRITE, KERNEL, PROBING, UNKNOWN, WINDOWS,
+};
 use crate::mount::{self, Mount};
 use crate::sys;
 
@@ -27,6 +33,10 @@ pub const TOUCH_EVERY_MS: u64 = 10;
 /// (nobody reads them back from the cache right away; 1.9x store + clwb for
 /// 4 KiB random writes, see `persist::store_flushed_nt_from`).
 const NT_FROM: usize = 4096;
+/// A map marked `changed` is fetched again once it is this old (so a
+/// program filling a sparse file through the kernel path does not pay a
+/// MAP per write).
+pub const REFETCH_MS: u64 = 10;
 /// Tries of an access whose map went stale under it before the kernel path.
 const TRIES: usize = 3;
 
@@ -101,8 +111,9 @@ fn decide(fd: c_int, e: &Entry) -> (u32, Option<Mount>) {
     e.dev.store(st.st_dev, Relaxed);
     e.ino.store(st.st_ino, Relaxed);
     e.flags.store(flags, Relaxed);
-    e.valid.store(false, Relaxed);
+    e.valid.store(0, Relaxed);
     e.stale.store(false, Relaxed);
+    e.changed.store(false, Relaxed);
     e.pending.store(false, Relaxed);
     e.touched.store(0, Relaxed);
     debug!(
@@ -122,13 +133,24 @@ fn decide(fd: c_int, e: &Entry) -> (u32, Option<Mount>) {
     (DIRECT, Some(m))
 }
 
-/// Fetch the map window from logical block `from` (MAP on the fd).
-fn refresh(fd: c_int, e: &Entry, m: &Mount, from: u64) -> bool {
+/// Fetch a map window from logical block `from` (MAP on the fd). `all`:
+/// every other window is dropped (they are stale, or the file changed);
+/// else the new window replaces an invalid one, or the oldest.
+fn refresh(fd: c_int, e: &Entry, m: &Mount, from: u64, all: bool) -> bool {
     if !e.write_lock() {
         return false;
     }
     let ok = (|| {
-        let win = e.window()?;
+        if all {
+            e.valid.store(0, Relaxed);
+        }
+        let valid = e.valid.load(Relaxed);
+        let i = (0..WINDOWS)
+            .find(|&i| valid & (1 << i) != 0 && e.from[i].load(Relaxed) == from)
+            .or_else(|| (0..WINDOWS).find(|&i| valid & (1 << i) == 0))
+            .unwrap_or_else(|| e.victim.fetch_add(1, Relaxed) as usize % WINDOWS);
+        e.valid.fetch_and(!(1 << i), Relaxed);
+        let win = e.window(i)?;
         // SAFETY: the window is WIN_LEN >= MAP_SIZE bytes, mapped for the
         // process's life, and this thread holds it exclusively.
         let buf = unsafe { &mut *(win as *mut [u8; wire::MAP_SIZE]) };
@@ -138,7 +160,6 @@ fn refresh(fd: c_int, e: &Entry, m: &Mount, from: u64) -> bool {
             0
         };
         wire::map_request(buf, from, want);
-        e.valid.store(false, Relaxed);
         match sys::ioctl(fd, wire::MAP, win.cast()) {
             Ok(_) => {}
             Err(err) => {
@@ -162,9 +183,13 @@ fn refresh(fd: c_int, e: &Entry, m: &Mount, from: u64) -> bool {
                 ""
             }
         );
-        e.from.store(from, Relaxed);
-        e.stale.store(false, Relaxed);
-        e.valid.store(true, Relaxed);
+        e.from[i].store(from, Relaxed);
+        if all {
+            e.stale.store(false, Relaxed);
+            e.changed.store(false, Relaxed);
+            e.mapped.store(sys::now_ms(), Relaxed);
+        }
+        e.valid.fetch_or(1 << i, Relaxed);
         Some(())
     })()
     .is_some();
@@ -239,12 +264,19 @@ pub fn try_rw(fd: c_int, off: i64, iov: &[iovec], write: bool) -> Option<usize> 
             return None;
         }
     }
-    let bs = m.block;
-    let mut from = off / bs;
+    // A full refresh starts the chain of windows at block 0.
+    let mut from = 0;
+    // A window to add (the range starts outside every window held).
+    let mut add = false;
     for _ in 0..TRIES {
-        if (!e.valid.load(Acquire) || e.stale.load(Acquire)) && !refresh(fd, e, &m, from) {
+        let all = e.valid.load(Acquire) == 0
+            || e.stale.load(Acquire)
+            || (e.changed.load(Acquire)
+                && sys::now_ms().saturating_sub(e.mapped.load(Relaxed)) >= REFETCH_MS);
+        if (all || add) && !refresh(fd, e, &m, from, all) {
             return None;
         }
+        add = false;
         if !e.read_lock() {
             return None;
         }
@@ -260,21 +292,18 @@ pub fn try_rw(fd: c_int, off: i64, iov: &[iovec], write: bool) -> Option<usize> 
                 }
                 return Some(total as usize);
             }
-            Step::Window(lb) => {
-                from = lb.min(off / bs);
-                e.stale.store(true, Release);
-                if lb != off / bs {
-                    // The range spans more than one window: not worth it.
-                    return None;
-                }
+            Step::Window(start) => {
+                from = start;
+                add = true;
             }
+            Step::Spans => return None,
             Step::Stale => e.stale.store(true, Release),
             Step::Kernel(why) => {
                 debug!(
                     "fd {fd}: kernel path for {} {total} at {off}: {why}",
                     if write { "write" } else { "read" }
                 );
-                e.stale.store(true, Release);
+                e.changed.store(true, Release);
                 return None;
             }
         }
@@ -285,23 +314,57 @@ pub fn try_rw(fd: c_int, off: i64, iov: &[iovec], write: bool) -> Option<usize> 
 
 enum Step {
     Done,
+    /// No window holds the range's start: fetch one from this block.
     Window(u64),
+    /// The range runs past the end of its window: kernel path.
+    Spans,
     Stale,
     Kernel(&'static str),
 }
 
 fn access(e: &Entry, m: &Mount, off: u64, total: u64, iov: &[iovec], write: bool) -> Step {
-    if !e.valid.load(Acquire) {
+    let valid = e.valid.load(Acquire);
+    if valid == 0 {
         return Step::Stale;
     }
-    let Some(win) = e.window() else {
-        return Step::Kernel("no window");
-    };
-    // SAFETY: the window is mapped for the process's life; this thread holds
-    // it shared, so no refresh writes it meanwhile.
-    let buf = unsafe { std::slice::from_raw_parts(win, wire::MAP_SIZE) };
-    let Some(v) = MapView::new(buf) else {
-        return Step::Kernel("bad map");
+    // The window holding the range's first block.
+    let lb = off / m.block;
+    let mut found = None;
+    for i in (0..WINDOWS).filter(|&i| valid & (1 << i) != 0) {
+        let Some(win) = e.window(i) else {
+            return Step::Kernel("no window");
+        };
+        // SAFETY: the windows are mapped for the process's life; this
+        // thread holds them shared, so no refresh writes them meanwhile.
+        let buf = unsafe { std::slice::from_raw_parts(win, wire::MAP_SIZE) };
+        let Some(v) = MapView::new(buf) else {
+            return Step::Kernel("bad map");
+        };
+        let from = e.from[i].load(Relaxed);
+        if from <= lb && (lb < v.next() || v.next() == u64::MAX) {
+            found = Some((v, from));
+            break;
+        }
+    }
+    let Some((v, from)) = found else {
+        // Windows chain: the next one starts where a held one ends, so a
+        // file of up to WINDOWS * MAP_MAX extents ends up wholly held; once
+        // every window is in use, a miss fetches from the block itself.
+        let mut start = 0;
+        let mut held = 0;
+        for i in (0..WINDOWS).filter(|&i| valid & (1 << i) != 0) {
+            held += 1;
+            if let Some(buf) = e.window(i) {
+                // SAFETY: as above.
+                let b = unsafe { std::slice::from_raw_parts(buf, wire::MAP_SIZE) };
+                if let Some(v) = MapView::new(b) {
+                    if v.next() <= lb && v.next() > start {
+                        start = v.next();
+                    }
+                }
+            }
+        }
+        return Step::Window(if held < WINDOWS { start } else { lb });
     };
     if off + total > v.size() {
         return Step::Kernel("beyond the size the map knows");
@@ -309,10 +372,10 @@ fn access(e: &Entry, m: &Mount, off: u64, total: u64, iov: &[iovec], write: bool
     if write && v.flags() & wire::MAP_WRITE == 0 {
         return Step::Kernel("the lease is read-only");
     }
-    let from = e.from.load(Relaxed);
     match walk(&v, from, m, off, total, write, &mut |_, _| {}) {
         Cover::Yes => {}
-        Cover::Window(lb) => return Step::Window(lb),
+        // The range runs past its window: rare, not worth a second one.
+        Cover::Window(_) => return Step::Spans,
         Cover::No => {
             return Step::Kernel(if write {
                 "a hole or a block not writable in place"
@@ -435,7 +498,7 @@ pub fn flush_touches(fd: c_int) {
 pub fn kernel_changed(fd: c_int) {
     if let Some(e) = fds::entry(fd) {
         if e.state.load(Acquire) == DIRECT {
-            fds::stale_file(e.dev.load(Relaxed), e.ino.load(Relaxed));
+            fds::changed_file(e.dev.load(Relaxed), e.ino.load(Relaxed));
         }
     }
 }

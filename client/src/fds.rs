@@ -36,6 +36,9 @@ const EXCL: u32 = 1 << 31;
 
 /// Bytes of a window buffer: one MAP reply, page-rounded.
 pub const WIN_LEN: usize = wire::MAP_SIZE.div_ceil(4096) * 4096;
+/// Windows per descriptor: a file of up to WINDOWS * MAP_MAX extents is
+/// mapped once however it is accessed (a buffer is touched only when used).
+pub const WINDOWS: usize = 32;
 
 pub struct Entry {
     pub state: AtomicU32,
@@ -45,12 +48,21 @@ pub struct Entry {
     excl_owner: AtomicUsize,
     /// The file-offset lock of read/write (owner thread, 0 if free).
     pos_owner: AtomicUsize,
-    /// The window must be fetched again before its next use.
+    /// The window must be fetched again before its next use (a recall
+    /// made it stale, or it must move).
     pub stale: AtomicBool,
-    /// The window holds a valid MAP reply.
-    pub valid: AtomicBool,
-    /// Logical block the window starts at (MAP's `from`).
-    pub from: AtomicU64,
+    /// The file changed in ways no recall announces (growth, filled holes:
+    /// a kernel-path write, truncate or fallocate): fetch the window again
+    /// when it is older than `REFETCH_MS`, for the new blocks' sake only.
+    pub changed: AtomicBool,
+    /// CLOCK_MONOTONIC ms of the window's MAP.
+    pub mapped: AtomicU64,
+    /// The windows holding a valid MAP reply (bit i: window i).
+    pub valid: AtomicU32,
+    /// Logical block each window starts at (MAP's `from`).
+    pub from: [AtomicU64; WINDOWS],
+    /// The window a new MAP replaces next when all are valid.
+    pub victim: AtomicU32,
     pub win: AtomicPtr<u8>,
     pub dev: AtomicU64,
     pub ino: AtomicU64,
@@ -68,8 +80,11 @@ const EMPTY: Entry = Entry {
     excl_owner: AtomicUsize::new(0),
     pos_owner: AtomicUsize::new(0),
     stale: AtomicBool::new(false),
-    valid: AtomicBool::new(false),
-    from: AtomicU64::new(0),
+    changed: AtomicBool::new(false),
+    mapped: AtomicU64::new(0),
+    valid: AtomicU32::new(0),
+    from: [const { AtomicU64::new(0) }; WINDOWS],
+    victim: AtomicU32::new(0),
     win: AtomicPtr::new(std::ptr::null_mut()),
     dev: AtomicU64::new(0),
     ino: AtomicU64::new(0),
@@ -98,12 +113,12 @@ pub fn direct_entries() -> impl Iterator<Item = (libc::c_int, &'static Entry)> {
         .filter(|(_, e)| e.state.load(Acquire) == DIRECT)
 }
 
-/// Mark every direct entry of the same file as needing a new map (after a
+/// Mark every direct entry of the same file as changed (after a
 /// kernel-path write, truncate or fallocate through any of them).
-pub fn stale_file(dev: u64, ino: u64) {
+pub fn changed_file(dev: u64, ino: u64) {
     for (_, e) in direct_entries() {
         if e.ino.load(Relaxed) == ino && e.dev.load(Relaxed) == dev {
-            e.stale.store(true, Release);
+            e.changed.store(true, Release);
         }
     }
 }
@@ -111,19 +126,20 @@ pub fn stale_file(dev: u64, ino: u64) {
 impl Entry {
     /// Forget what is known about this fd (closed, replaced, flags changed).
     pub fn reset(&self) {
-        self.valid.store(false, Release);
+        self.valid.store(0, Release);
         self.pending.store(false, Relaxed);
         self.state.store(UNKNOWN, Release);
     }
 
-    /// The window buffer, mapped at the first use of the entry.
-    pub fn window(&self) -> Option<*mut u8> {
+    /// Window `i`'s buffer; the buffers are mapped at the first use of the
+    /// entry (untouched pages cost nothing).
+    pub fn window(&self, i: usize) -> Option<*mut u8> {
         let p = self.win.load(Acquire);
         if !p.is_null() {
-            return Some(p);
+            return Some(p.wrapping_add(i % WINDOWS * WIN_LEN));
         }
         let n = sys::mmap(
-            WIN_LEN,
+            WIN_LEN * WINDOWS,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -133,10 +149,10 @@ impl Entry {
             .win
             .compare_exchange(std::ptr::null_mut(), n, AcqRel, Acquire)
         {
-            Ok(_) => Some(n),
+            Ok(_) => Some(n.wrapping_add(i % WINDOWS * WIN_LEN)),
             Err(other) => {
-                sys::munmap(n, WIN_LEN);
-                Some(other)
+                sys::munmap(n, WIN_LEN * WINDOWS);
+                Some(other.wrapping_add(i % WINDOWS * WIN_LEN))
             }
         }
     }
