@@ -270,3 +270,27 @@ fn stores_only_on_a_writable_cpu_flushed_mount() {
         m.unmount();
     }
 }
+
+/// FS_IOC_SHUTDOWN closes the control page before the media is cut: no
+/// access can begin after it.
+#[test]
+fn shutdown_closes_the_page() {
+    let img = Image::new("direct-down", 64 << 20);
+    let m = Mounted::new(&img.path, "");
+    let p = write_file(&m, "f", &pattern(13, BS));
+    let f = File::open(&p).unwrap();
+    let c = Client::connect(&f);
+    let r = map(&f, 0, false).unwrap();
+    assert!(c.ctl.enter(c.slot, r.bucket, r.gen));
+    c.ctl.exit(c.slot);
+    let root = File::open(m.root()).unwrap();
+    let mut flags = 0u32.to_ne_bytes();
+    ioctl::call(&root, Cmd::GOINGDOWN, &mut flags).unwrap();
+    assert_eq!(c.ctl.state(), 0);
+    assert!(
+        !c.ctl.enter(c.slot, r.bucket, r.gen),
+        "an access began after shutdown"
+    );
+    drop((c, f, root));
+    m.unmount();
+}

@@ -235,3 +235,38 @@ fn every_layout_change_recalls_the_files_leases() {
     m.unmount();
     fsck_clean(&img.path);
 }
+
+/// A live client still inside one access after `recall_timeout_ms` is
+/// treated as gone: its slot is cleared, the change goes on, and the
+/// daemon's warning names its pid.
+#[test]
+fn a_stuck_client_is_cleared_at_the_recall_deadline() {
+    let img = Image::new("direct-stuck", 64 << 20);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let m = Mounted::try_new_logging(&img.path, "recall_timeout_ms=400", Some(log.path()))
+        .expect("mount");
+    let p = write_file(&m, "f", &pattern(12, 2 * BS));
+    let f = File::open(&p).unwrap();
+    let c = Client::connect(&f);
+    let r = map(&f, 0, false).unwrap();
+    assert!(c.ctl.enter(c.slot, r.bucket, r.gen));
+    let t0 = Instant::now();
+    let mut t = truncate_bg(&p);
+    assert!(
+        finished_within(&mut t, Duration::from_secs(10)),
+        "truncate never finished"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "truncate did not wait for the deadline"
+    );
+    assert!(!c.ctl.busy(c.slot), "the stuck slot was not cleared");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.contains(&format!("pid {} stayed inside", std::process::id())),
+        "{text}"
+    );
+    drop((c, f));
+    m.unmount();
+    fsck_clean(&img.path);
+}
