@@ -147,6 +147,29 @@ fn direct_off_and_writeback_refuse_hello() {
     m.unmount();
 }
 
+/// `n` connections to `addr` made with effective uid `uid` (SO_PEERCRED
+/// records it), from a thread of their own.
+fn connect_as(uid: u32, addr: &SocketAddr, n: usize) -> Vec<UnixStream> {
+    let addr = addr.clone();
+    std::thread::spawn(move || {
+        let set = |e: u32| {
+            // SAFETY: the raw system call changes only this thread's
+            // credentials (glibc's setresuid would change every thread's);
+            // it takes three ids by value.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, e as i32, -1i32) };
+            assert_eq!(r, 0, "setresuid");
+        };
+        set(uid);
+        let v: Vec<UnixStream> = (0..n)
+            .map(|_| UnixStream::connect_addr(&addr).unwrap())
+            .collect();
+        set(0);
+        v
+    })
+    .join()
+    .unwrap()
+}
+
 /// Rude clients: no Hello, garbage, too many descriptors, an early close.
 /// The daemon answers or drops each, leaks no descriptor, and still admits
 /// a proper client.
@@ -179,10 +202,22 @@ fn rude_socket_clients_leak_nothing_and_block_no_one() {
     std::thread::sleep(Duration::from_millis(200));
     let before = fds(pid);
     let before_list = list(pid);
-    // Silent connections, held open (each is dropped after 5 s).
-    let silent: Vec<UnixStream> = (0..10)
-        .map(|_| UnixStream::connect_addr(&addr).unwrap())
-        .collect();
+    // Silent connections of another user, held open: each is dropped after
+    // 5 s, and past 8 of one user's at once.
+    let silent = connect_as(65534, &addr, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let dropped = silent
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            let mut r: &UnixStream = s;
+            matches!(r.read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert_eq!(
+        dropped, 2,
+        "one user's silent connections past 8 are dropped"
+    );
     for round in 0..20 {
         // Too many descriptors, and more than the daemon reads.
         let many = vec![ro.as_raw_fd(); 3 + round % 20];
@@ -211,6 +246,7 @@ fn rude_socket_clients_leak_nothing_and_block_no_one() {
     assert!(t0.elapsed() < Duration::from_secs(2));
     // The silent ones are dropped (end of file within the 5 s, and a bit).
     for mut s in silent {
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut b = [0u8; 1];
         assert_eq!(s.read(&mut b).unwrap(), 0);
