@@ -12,8 +12,11 @@
 #    alternating): sequential write and read 1 MiB, random read and write 4 KiB, with
 #    numjobs 1, 2 and 4 (a file per job, 1 GiB in all), and 100,000 file creates from a
 #    python loop; ratio daxlink/tmpfs against the targets, for daxlink over /dev/fuse (the
-#    default transport) and over io_uring (a second image mounted with transport=uring;
-#    the script turns the kernel's /sys/module/fuse/parameters/enable_uring on);
+#    default transport), over io_uring (a second image mounted with transport=uring;
+#    the script turns the kernel's /sys/module/fuse/parameters/enable_uring on) and
+#    "direct": the same fio jobs on the /dev/fuse mount under `daxlink run` (the direct-
+#    access shim libdaxlink_client.so preloaded: reads and overwrites are loads and
+#    stores into the image), with the direct-access targets of issue 23;
 #  - cost against directory size (create and missed-lookup time as the directory grows to
 #    100,000 entries) and against file size (cp and daxlink reflink of 4 MiB to 1 GiB);
 #  - the other tests/fio/*.fio jobs on both (randrw, mmap, fsync-append, small files, the
@@ -76,6 +79,8 @@ else
   DAXLINK=/usr/local/sbin/daxlink MKFS=/usr/local/sbin/mkfs.daxlink
 fi
 [ -x "$DAXLINK" ] && [ -x "$MKFS" ] || die "daxlink is not installed (run scripts/install.sh)"
+[ -f "$(dirname "$DAXLINK")/libdaxlink_client.so" ] \
+  || die "libdaxlink_client.so is not next to $DAXLINK (the direct column runs fio under \`daxlink run\`)"
 
 WORK=$(mktemp -d /tmp/daxlink-bench.XXXXXX)
 IMG=/dev/shm/daxlink-bench-$$.img
@@ -85,8 +90,11 @@ UIMG=/dev/shm/daxlink-bench-uring-$$.img
 UMNT=$WORK/uring
 RAW=$WORK/raw
 mkdir -p "$DMNT" "$TMNT" "$UMNT" "$RAW"
-# mnt_of FS: where daxlink (transport=dev), uring (transport=uring) or tmpfs is mounted.
-mnt_of() { case $1 in daxlink) echo "$DMNT" ;; uring) echo "$UMNT" ;; *) echo "$TMNT" ;; esac; }
+# mnt_of FS: where daxlink (transport=dev), direct (the same mount, fio under `daxlink run`),
+# uring (transport=uring) or tmpfs is mounted.
+mnt_of() { case $1 in daxlink | direct) echo "$DMNT" ;; uring) echo "$UMNT" ;; *) echo "$TMNT" ;; esac; }
+# run_of FS: the command prefix fio runs under on FS.
+run_of() { [ "$1" = direct ] && echo "$DAXLINK run --"; true; }
 
 CLEAN_BIG=
 daemon_pid() { pgrep -f -- "daxlink mount $IMG " | head -n1; }
@@ -209,8 +217,10 @@ hl_fio() { # hl_fio FS DIR NJ RW BS [fio options]
   echo --name=hl --directory="$dir" --numjobs="$nj" --size=$(( $(numfmt --from=iec "$HL_SIZE") / nj )) \
     --rw="$rw" --bs="$bs" --ioengine=psync --time_based --runtime="$HL_RUNTIME" "$@"
 }
-# The order of the three filesystems turns by one each run.
+# The order of the filesystems turns by one each run (creates: the three mounts; fio: and
+# direct, which shares daxlink's files).
 order_of() { case $(($1 % 3)) in 1) echo daxlink uring tmpfs ;; 2) echo uring tmpfs daxlink ;; *) echo tmpfs daxlink uring ;; esac; }
+hl_order_of() { case $(($1 % 4)) in 1) echo daxlink direct uring tmpfs ;; 2) echo direct uring tmpfs daxlink ;; 3) echo uring tmpfs daxlink direct ;; *) echo tmpfs daxlink direct uring ;; esac; }
 for nj in 1 2 4; do
   for fs in daxlink uring tmpfs; do
     mnt=$(mnt_of $fs)
@@ -220,18 +230,18 @@ for nj in 1 2 4; do
     fio --output=/dev/null $(hl_fio $fs "$mnt/hl" $nj read 1M --create_only=1) >/dev/null
   done
   for i in $(seq 1 "$HL_REPEAT"); do
-    order=$(order_of "$i")
+    order=$(hl_order_of "$i")
     for j in $HL_JOBS; do
       IFS=: read -r name rw bs <<<"$j"
       for fs in $order; do
         mnt=$(mnt_of $fs)
         printf '   %-10s j%-2s %-8s run %s\n' "$name" "$nj" "$fs" "$i"
         base="$RAW/fio--$fs--hl.$name.j$nj--$i"
-        [ "$fs" = daxlink ] && c0=$(daemon_cpu_ms)
+        case $fs in daxlink | direct) c0=$(daemon_cpu_ms) ;; esac
         # shellcheck disable=SC2046
-        fio --output-format=json --output="$base.json" $(hl_fio $fs "$mnt/hl" $nj "$rw" "$bs") \
+        $(run_of $fs) fio --output-format=json --output="$base.json" $(hl_fio $fs "$mnt/hl" $nj "$rw" "$bs") \
           2>"$RAW/fio.err" || { cat "$RAW/fio.err" >&2; die "fio headline $name j$nj on $fs"; }
-        [ "$fs" = daxlink ] && echo $(( $(daemon_cpu_ms) - c0 )) >"$base.cpu"
+        case $fs in daxlink | direct) echo $(( $(daemon_cpu_ms) - c0 )) >"$base.cpu" ;; esac
       done
     done
   done

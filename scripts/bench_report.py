@@ -136,10 +136,13 @@ def ratio(a, b):
 HL_JOBS = [("seqwrite", "sequential write 1 MiB"), ("seqread", "sequential read 1 MiB"),
            ("randread", "random read 4 KiB"), ("randwrite", "random write 4 KiB")]
 TARGETS = {"seqwrite": 0.40, "seqread": 0.50, "randread": 0.35, "randwrite": 0.30, "creates": 0.50}
+# Direct access (fio under `daxlink run`), issue 23: ratio to tmpfs, 1 job.
+TARGETS_DIRECT = {"seqwrite": 0.8, "seqread": 1.2, "randread": 1.5, "randwrite": 0.9}
 
 
 def headline_report(fio, raw, samples):
-    """daxlink over /dev/fuse ("daxlink"), over io_uring ("uring") and tmpfs."""
+    """daxlink over /dev/fuse ("daxlink"), over io_uring ("uring"), direct (fio under
+    `daxlink run` on the /dev/fuse mount) and tmpfs."""
     rows, out = [], {"fio": [], "creates": None}
     yes = lambda m: "-" if m is None else ("yes" if m else "NO")  # noqa: E731
     for nj in (1, 2, 4):
@@ -148,21 +151,27 @@ def headline_report(fio, raw, samples):
             if not runs:
                 continue
             d, u, t = runs.get("daxlink"), runs.get("uring"), runs.get("tmpfs")
+            x = runs.get("direct")
             mib = lambda x: med(x["all_kib_s"]) / 1024 if x else None  # noqa: E731
             allr = lambda x: [k / 1024 for k in x["all_kib_s"]] if x else []  # noqa: E731
-            dm, um, tm = mib(d), mib(u), mib(t)
-            r, ru = ratio(dm, tm), ratio(um, tm)
+            dm, um, tm, xm = mib(d), mib(u), mib(t), mib(x)
+            r, ru, rx = ratio(dm, tm), ratio(um, tm), ratio(xm, tm)
+            tx = TARGETS_DIRECT[name] if nj == 1 else None
+            meets_x = None if tx is None or rx is None else rx >= tx
             tg = TARGETS[name] if nj == 1 else None
             meets = None if tg is None or r is None else r >= tg
             meets_u = None if tg is None or ru is None else ru >= tg
-            rows.append([f"{desc}, {nj} job{'s' if nj > 1 else ''}", dm, um, tm, fmt_ratio(r),
-                         fmt_ratio(ru), "-" if tg is None else f">= {tg:.2f}",
-                         f"{yes(meets)} / {yes(meets_u)}"])
+            rows.append([f"{desc}, {nj} job{'s' if nj > 1 else ''}", dm, um, xm, tm, fmt_ratio(r),
+                         fmt_ratio(ru), fmt_ratio(rx),
+                         "-" if tg is None else f">= {tg:.2f} / {tx:.2f}",
+                         f"{yes(meets)} / {yes(meets_u)} / {yes(meets_x)}"])
             out["fio"].append({"job": name, "desc": desc, "numjobs": nj, "daxlink_mib_s": dm,
                                "uring_mib_s": um, "tmpfs_mib_s": tm,
                                "daxlink_runs_mib_s": allr(d), "uring_runs_mib_s": allr(u),
                                "tmpfs_runs_mib_s": allr(t), "ratio": r, "ratio_uring": ru,
-                               "target": tg, "meets_target": meets, "meets_target_uring": meets_u})
+                               "target": tg, "meets_target": meets, "meets_target_uring": meets_u,
+                               "direct_mib_s": xm, "direct_runs_mib_s": allr(x), "ratio_direct": rx,
+                               "target_direct": tx, "meets_target_direct": meets_x})
     rates = {}
     for p in glob.glob(os.path.join(raw, "creates--*.json")):
         _, fs, _ = os.path.basename(p)[:-5].split("--", 2)
@@ -175,17 +184,19 @@ def headline_report(fio, raw, samples):
         n = next(iter(rates.values()))[0]["files"]
         meets = None if r is None else r >= TARGETS["creates"]
         meets_u = None if ru is None else ru >= TARGETS["creates"]
-        rows.append([f"{n:,} file creates (python loop), creates/s", dr, ur, tr, fmt_ratio(r),
-                     fmt_ratio(ru), f">= {TARGETS['creates']:.2f}", f"{yes(meets)} / {yes(meets_u)}"])
+        rows.append([f"{n:,} file creates (python loop), creates/s", dr, ur, "-", tr, fmt_ratio(r),
+                     fmt_ratio(ru), "-", f">= {TARGETS['creates']:.2f}", f"{yes(meets)} / {yes(meets_u)}"])
         out["creates"] = {"files": n, "daxlink_per_s": dr, "uring_per_s": ur, "tmpfs_per_s": tr,
                           "daxlink_runs_per_s": per_s("daxlink"), "uring_runs_per_s": per_s("uring"),
                           "tmpfs_runs_per_s": per_s("tmpfs"),
                           "ratio": r, "ratio_uring": ru, "target": TARGETS["creates"],
                           "meets_target": meets, "meets_target_uring": meets_u, "runs": rates}
     table("headline: fio psync, 1 GiB in all (a file per job), daxlink over /dev/fuse, daxlink over "
-          "io_uring (transport=uring) and tmpfs alternating,\n median of the runs (MiB/s; creates/s "
-          "for creates); ratio = daxlink/tmpfs; meets: /dev/fuse / io_uring",
-          ["job", "daxlink", "daxlink uring", "tmpfs", "ratio", "ratio uring", "target", "meets"],
+          "io_uring (transport=uring), direct (fio under `daxlink run`) and tmpfs alternating,\n median "
+          "of the runs (MiB/s; creates/s for creates); ratio = daxlink/tmpfs; target: kernel path / "
+          "direct; meets: /dev/fuse / io_uring / direct",
+          ["job", "daxlink", "daxlink uring", "direct", "tmpfs", "ratio", "ratio uring",
+           "ratio direct", "target", "meets"],
           rows)
     return out
 
@@ -284,7 +295,7 @@ def plots(result_path, outdir, prefix=""):
     hl = r.get("headline") or {}
     short = ["seq write 1M", "seq read 1M", "rand read 4k", "rand write 4k", "creates"]
     series = []
-    for key, label in (("ratio", ""), ("ratio_uring", ", uring")):
+    for key, label in (("ratio", ""), ("ratio_uring", ", uring"), ("ratio_direct", ", direct")):
         for nj in (1, 2, 4):
             vals = []
             for name, _ in HL_JOBS:
@@ -332,6 +343,14 @@ def met(e):
     return f"({word(e['meets_target'])} / {word(e.get('meets_target_uring'))})"
 
 
+def met_direct(e):
+    """The direct column's target and whether it is met."""
+    if e.get("target_direct") is None:
+        return "-"
+    m = e.get("meets_target_direct")
+    return f">= {e['target_direct']:.2f} (" + ("-" if m is None else ("met" if m else "**not met**")) + ")"
+
+
 def markdown(result_path):
     with open(result_path) as f:
         r = json.load(f)
@@ -341,21 +360,23 @@ def markdown(result_path):
           f"kernel {i.get('kernel', '?')}, {i.get('fio_version', '?')}; load average "
           f"{i.get('loadavg_start', '?')} at the start, {i.get('loadavg_end', '?')} at the end")
     print()
-    print("| job | daxlink MiB/s | daxlink uring MiB/s | tmpfs MiB/s | ratio | ratio uring | target |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| job | daxlink MiB/s | daxlink uring MiB/s | direct MiB/s | tmpfs MiB/s | ratio | ratio uring "
+          "| ratio direct | target | target direct |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     hl = r.get("headline", {})
     for e in hl.get("fio", []):
         nj = e["numjobs"]
         tg = "-" if e["target"] is None else f">= {e['target']:.2f} " + met(e)
         print(f"| {e['desc']}, {nj} job{'s' if nj > 1 else ''} | {fmt(e['daxlink_mib_s'])} | "
-              f"{fmt(e.get('uring_mib_s'))} | {fmt(e['tmpfs_mib_s'])} | {fmt_ratio(e['ratio'])} | "
-              f"{fmt_ratio(e.get('ratio_uring'))} | {tg} |")
+              f"{fmt(e.get('uring_mib_s'))} | {fmt(e.get('direct_mib_s'))} | {fmt(e['tmpfs_mib_s'])} | "
+              f"{fmt_ratio(e['ratio'])} | {fmt_ratio(e.get('ratio_uring'))} | "
+              f"{fmt_ratio(e.get('ratio_direct'))} | {tg} | {met_direct(e)} |")
     c = hl.get("creates")
     if c:
         tg = f">= {c['target']:.2f} " + met(c)
         print(f"| {c['files']:,} file creates (python loop), creates/s | {fmt(c['daxlink_per_s'], 0)} | "
-              f"{fmt(c.get('uring_per_s'), 0)} | {fmt(c['tmpfs_per_s'], 0)} | {fmt_ratio(c['ratio'])} | "
-              f"{fmt_ratio(c.get('ratio_uring'))} | {tg} |")
+              f"{fmt(c.get('uring_per_s'), 0)} | - | {fmt(c['tmpfs_per_s'], 0)} | {fmt_ratio(c['ratio'])} | "
+              f"{fmt_ratio(c.get('ratio_uring'))} | - | {tg} | - |")
     sc = r.get("scale", [])
     if sc:
         print()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build daxlink in release mode and install daxlink, mkfs.daxlink and fsck.daxlink
-# into /usr/local/sbin, so that `mkfs -t daxlink`, `fsck -t daxlink`,
-# `mount -t daxlink IMAGE DIR` and `mount -t fuse.daxlink IMAGE DIR` (and
+# Build daxlink in release mode and install daxlink, mkfs.daxlink, fsck.daxlink and
+# libdaxlink_client.so (the shim of `daxlink run`) into /usr/local/sbin, so that
+# `mkfs -t daxlink`, `fsck -t daxlink`, `mount -t daxlink IMAGE DIR` and `mount -t fuse.daxlink IMAGE DIR` (and
 # /etc/fstab) work. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ cargo build --release --workspace
 install -m 0755 target/release/daxlink /usr/local/sbin/daxlink
 install -m 0755 target/release/mkfs-daxlink /usr/local/sbin/mkfs.daxlink
 install -m 0755 target/release/fsck-daxlink /usr/local/sbin/fsck.daxlink
+# The direct-access shim, next to daxlink: `daxlink run` looks for it there.
+install -m 0755 target/release/libdaxlink_client.so /usr/local/sbin/libdaxlink_client.so
 # mount(8) runs mount.fuse3 for type fuse.daxlink; it looks for `daxlink` on a standard PATH.
 # For type daxlink (`mount -t daxlink`, fstab type daxlink) mount(8) runs
 # /sbin/mount.daxlink SPEC DIR -o OPTS, looking only in /sbin, /sbin/fs.d and
@@ -25,4 +27,4 @@ install -m 0755 target/release/fsck-daxlink /usr/local/sbin/fsck.daxlink
 # the helper, linked from /usr/local/sbin and from /sbin.
 ln -sfn daxlink /usr/local/sbin/mount.daxlink
 ln -sfn /usr/local/sbin/mount.daxlink /sbin/mount.daxlink
-echo "installed: $(ls /usr/local/sbin/{daxlink,mkfs.daxlink,fsck.daxlink,mount.daxlink} /sbin/mount.daxlink | tr '\n' ' ')"
+echo "installed: $(ls /usr/local/sbin/{daxlink,mkfs.daxlink,fsck.daxlink,mount.daxlink,libdaxlink_client.so} /sbin/mount.daxlink | tr '\n' ' ')"

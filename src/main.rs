@@ -188,6 +188,14 @@ enum Cmd {
     },
     /// Crash-consistency test: record workloads, enumerate crash states, check each.
     Crashtest(daxlink::tools::crash::CrashArgs),
+    /// Run CMD with direct access (the libdaxlink_client.so shim preloaded):
+    /// its reads and overwrites of daxlink files are loads and stores into
+    /// the image when the mount offers it and this user may write the image.
+    Run {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<std::ffi::OsString>,
+    },
 }
 
 fn fail(what: &str, e: std::io::Error) -> i32 {
@@ -209,6 +217,7 @@ const SUBCOMMANDS: &[&str] = &[
     "stat",
     "counters",
     "crashtest",
+    "run",
     "help",
     "-h",
     "--help",
@@ -339,6 +348,15 @@ fn main() {
                             plural(n, "other owner", "other owners")
                         );
                     }
+                    for l in v["leases"].as_array().into_iter().flatten() {
+                        daxlink::outln!(
+                            "  lease {} inode {} pid {} {}",
+                            l["id"],
+                            l["inode"],
+                            l["pid"],
+                            if l["write"] == true { "write" } else { "read" },
+                        );
+                    }
                     for p in v["pins"].as_array().into_iter().flatten() {
                         daxlink::outln!(
                             "  pin {} inode {} offset {} {}{}",
@@ -432,6 +450,7 @@ fn main() {
             Err(e) => fail("counters", e),
         },
         Cmd::Crashtest(a) => daxlink::tools::crash::cli(a),
+        Cmd::Run { cmd } => daxlink::tools::run::run(&cmd),
     };
     std::process::exit(code);
 }

@@ -343,6 +343,11 @@ impl Fs {
                 m.reserve_data(need, goal)?
             }
         };
+        if pieces.iter().any(|p| p.cow) {
+            // Copy-on-write (or unshare): the file leaves these blocks, so
+            // a direct access under the current map must be over first.
+            self.recall_layout(g.ino);
+        }
         // Assign reserved runs to the pieces that need new blocks, splitting pieces at run ends.
         let mut assigned: Vec<Piece> = Vec::with_capacity(pieces.len());
         let (mut ri, mut rused) = (0usize, 0u64);

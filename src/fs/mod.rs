@@ -31,6 +31,7 @@ mod counters;
 mod data;
 pub mod flags;
 pub mod index;
+mod lease;
 mod mount;
 mod namespace;
 mod node;
@@ -45,6 +46,7 @@ mod xattr;
 pub use admin::FSLABEL_MAX;
 pub use atime::AtimeMode;
 pub use data::setid_cleared_by_data_change;
+pub use lease::{LeaseMap, Recall};
 pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 pub use state::ShutdownMode;
@@ -318,6 +320,8 @@ pub struct Fs {
     rmap: Mutex<RMap>,
     /// Which paths ran (`counters.rs`), for tests through SNAPSHOT.
     pub counters: counters::Counters,
+    /// Direct access's recall hook, installed by the FUSE edge (`lease.rs`).
+    recall: std::sync::OnceLock<Arc<dyn lease::Recall>>,
 }
 
 fn now() -> Timespec {

@@ -227,6 +227,7 @@ impl Fs {
             counters: Default::default(),
             recovery,
             lazy_times: Default::default(),
+            recall: Default::default(),
         };
         {
             // In the map's order, so that its chunks fill (inserted in the

@@ -379,6 +379,8 @@ impl Fs {
     /// batches (each a consistent state), then the inode and its orphan record.
     pub(super) fn free_inode(&self, g: &mut Inode) -> FsResult<()> {
         let ino = g.ino;
+        // Its blocks go back to the allocator: no direct access may outlive them.
+        self.recall_layout(ino);
         loop {
             let mut ctx = self.ctx_freeing()?;
             // As many extents as the step's journal budget holds.

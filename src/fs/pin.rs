@@ -71,6 +71,9 @@ pub struct OwnersReport {
     /// Owners left out because the asker could not read them.
     pub hidden_owners: usize,
     pub pins: Vec<PinInfo>,
+    /// Direct-access leases on the owners shown (short-term pins, with the
+    /// process holding each).
+    pub leases: Vec<crate::pages::lease::Lease>,
     pub poisoned: bool,
 }
 
@@ -379,11 +382,20 @@ impl Fs {
                 holder: p.holder,
             })
             .collect();
+        let mut shown: Vec<u64> = owners.iter().map(|o: &Owner| o.ino).collect();
+        shown.push(ino);
+        shown.sort_unstable();
+        shown.dedup();
+        let leases = shown
+            .into_iter()
+            .flat_map(|i| self.pages.leases.on(i))
+            .collect();
         Ok(OwnersReport {
             block,
             owners,
             hidden_owners,
             pins,
+            leases,
             poisoned: self.pages.is_poisoned(block),
         })
     }
@@ -467,9 +479,13 @@ impl Fs {
         self.pages.check(&owners, &allocated)
     }
 
-    /// upstream's break_layouts for blocks `[first, end)` of `g`: wait (bounded)
+    /// The layout of `g` is about to change (truncate down, punch, zero
+    /// range, clone or dedupe onto it or from it): first every direct-access
+    /// lease on it is recalled (a short-term pin, in every model), then
+    /// upstream's break_layouts for blocks `[first, end)`: wait (bounded)
     /// until none of them is pinned, else EBUSY. Other models proceed at once.
     pub(super) fn break_layouts(&self, g: &Inode, first: u64, end: u64) -> FsResult<()> {
+        self.recall_layout(g.ino);
         if self.pages.model != PageModel::Upstream || !self.pages.any_pins() {
             return Ok(());
         }

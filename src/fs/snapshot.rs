@@ -182,6 +182,11 @@ impl Fs {
             "files": fj,
             "blocks": bj,
             "pins": pj,
+            // The first 32 (the reply is bounded).
+            "leases": self.pages.leases.all().iter().take(32).map(|l| json!({
+                "id": l.id, "inode": l.ino, "pid": l.pid, "uid": l.uid,
+                "write": l.write, "holder": l.holder,
+            })).collect::<Vec<_>>(),
             "proxies": xj,
             "dirty": dj,
             "free": {"count": free_count, "next": free_next},

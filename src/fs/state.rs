@@ -73,6 +73,8 @@ impl Fs {
         }
         if ro {
             self.ro.store(true, Ordering::SeqCst);
+            // No direct store may land after the image is marked clean.
+            self.recall_everything(true, false);
             self.flush_all_dirty()?;
             let (mut sb, _) = read_superblock(&self.media)?;
             sb.clean = !meta.broken;
@@ -95,6 +97,7 @@ impl Fs {
             sb.next_generation();
             write_superblocks(&self.media, &sb)?;
             self.ro.store(false, Ordering::SeqCst);
+            self.recall_everything(true, true);
             log::info!("remounted read-write");
         }
         Ok(())
@@ -108,6 +111,8 @@ impl Fs {
     /// and writes back device writes through pins, `LogFlush` lets the transaction being
     /// committed finish, `NoLogFlush` cuts everything where it stands.
     pub fn shutdown(&self, mode: ShutdownMode) {
+        // Direct clients stop first: nothing reaches the image after the cut.
+        self.recall_everything(false, false);
         match mode {
             ShutdownMode::Default => {
                 // As sync(2) before the cut: lazy times first (they take inode

@@ -179,6 +179,22 @@ impl Pidfd {
     }
 }
 
+/// A pidfd for a whole process (direct access's liveness check of a
+/// client, `fuse::direct`): readable once the process has exited.
+pub(crate) fn process_pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)?;
+    // SAFETY: pidfd_open takes a pid and flags by value and touches no
+    // memory of this process.
+    sys_fd(|| unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+}
+
+/// Has the process behind `pidfd` not exited yet?
+pub(crate) fn pidfd_alive(pidfd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut p = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut p, PollTimeout::ZERO), Ok(0))
+}
+
 /// Own the descriptor a descriptor-returning system call gave, if any.
 fn sys_fd(call: impl FnOnce() -> libc::c_long) -> Option<OwnedFd> {
     let r = call();

@@ -14,14 +14,10 @@ use std::os::fd::AsRawFd;
 
 use crate::format::Le;
 
+use daxlink_direct::wire::ioc;
+
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
-/// ioctl type byte ('D', as in daxlink; not claimed by the VFS).
-const TYPE: u32 = b'D' as u32;
-
-const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
-    (dir << 30) | ((size as u32) << 16) | (TYPE << 8) | nr
-}
 
 pub const CLONE_SIZE: usize = 40;
 pub const DEDUPE_SIZE: usize = 48;
@@ -115,6 +111,13 @@ pub const FS_IOC_GETFSLABEL: u32 = (IOC_READ << 30) | (256 << 16) | (0x94 << 8) 
 /// FS_IOC_SETFSLABEL = `_IOW(0x94, 50, char[FSLABEL_MAX])`.
 pub const FS_IOC_SETFSLABEL: u32 = (IOC_WRITE << 30) | (256 << 16) | (0x94 << 8) | 50;
 
+/// Direct access (issue 23; payloads in `daxlink_direct::wire`): HELLO
+/// (how to reach this mount directly), MAP (a file's extents and a lease on
+/// them), TOUCH (a direct write happened: set mtime and ctime).
+pub const HELLO: u32 = daxlink_direct::wire::HELLO;
+pub const MAP: u32 = daxlink_direct::wire::MAP;
+pub const TOUCH: u32 = daxlink_direct::wire::TOUCH;
+
 /// Every ioctl the daemon serves; any other fails with ENOTTY before
 /// anything else is looked at (so a transport may answer those itself).
 pub const SERVED: &[u32] = &[
@@ -143,6 +146,9 @@ pub const SERVED: &[u32] = &[
     FS_IOC_GETFSLABEL,
     FS_IOC_SETFSLABEL,
     COUNTERS,
+    HELLO,
+    MAP,
+    TOUCH,
 ];
 
 /// Arguments of CLONE and DEDUPE.
@@ -229,6 +235,9 @@ impl Cmd {
     pub const FS_IOC_GETFSLABEL: Cmd = Cmd(FS_IOC_GETFSLABEL);
     pub const FS_IOC_SETFSLABEL: Cmd = Cmd(FS_IOC_SETFSLABEL);
     pub const COUNTERS: Cmd = Cmd(COUNTERS);
+    pub const HELLO: Cmd = Cmd(HELLO);
+    pub const MAP: Cmd = Cmd(MAP);
+    pub const TOUCH: Cmd = Cmd(TOUCH);
 
     /// The command number.
     pub const fn number(self) -> u32 {
@@ -294,6 +303,9 @@ mod tests {
             Cmd::FS_IOC_GETFSLABEL,
             Cmd::FS_IOC_SETFSLABEL,
             Cmd::COUNTERS,
+            Cmd::HELLO,
+            Cmd::MAP,
+            Cmd::TOUCH,
         ];
         assert_eq!(all.len(), SERVED.len());
         for c in all {

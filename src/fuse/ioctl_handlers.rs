@@ -20,6 +20,10 @@ pub fn owners_json(r: &crate::fs::OwnersReport) -> String {
             "id": p.id, "inode": p.ino, "offset": p.offset, "write": p.write,
             "longterm": p.longterm, "holder": p.holder,
         })).collect::<Vec<_>>(),
+        "leases": r.leases.iter().map(|l| serde_json::json!({
+            "id": l.id, "inode": l.ino, "pid": l.pid, "uid": l.uid, "write": l.write,
+            "holder": l.holder,
+        })).collect::<Vec<_>>(),
         "hidden_owners": r.hidden_owners,
         "poisoned": r.poisoned,
     })
@@ -296,6 +300,9 @@ impl DaxFuse {
                 Ok(mask.to_le_bytes().to_vec())
             }
             io::REMOUNT | io::GOINGDOWN => self.state_ioctl(o, cmd, input),
+            io::HELLO => self.direct_hello(),
+            io::MAP => self.direct_map(o, ino, fh, input),
+            io::TOUCH => self.direct_touch(ino, fh, input),
             io::FITRIM => {
                 // As ext4: CAP_SYS_ADMIN; the range comes in and goes back
                 // with len = the bytes trimmed (src/fs/admin.rs says which).

@@ -7,6 +7,7 @@ mod attr;
 pub mod caller;
 pub mod counters;
 mod dir;
+pub mod direct;
 pub mod inflight;
 pub mod ioctl;
 mod ioctl_handlers;
@@ -89,6 +90,8 @@ pub struct DaxFuse {
     pub cache: CacheMode,
     /// Threads for long operations, so they never hold every worker.
     long: Arc<long::LongPool>,
+    /// The direct-access server (`direct=on`, not under `writeback`).
+    pub direct: Option<Arc<direct::Direct>>,
 }
 
 /// How the kernel may cache file data between opens.
@@ -187,6 +190,7 @@ impl DaxFuse {
             long: Arc::new(long::LongPool::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             )),
+            direct: None,
         }
     }
 
@@ -250,8 +254,12 @@ impl DaxFuse {
     /// What an open of `ino` tells the kernel about its cached pages.
     /// FOPEN_NOFLUSH always: the daemon has nothing to do at close (no
     /// POSIX locks of its own, every write already durable), so no FLUSH.
+    /// While a writable direct-access lease exists on the file, no page
+    /// cache (FOPEN_DIRECT_IO): direct stores bypass the kernel.
     fn open_flags(&self, ino: u64) -> FopenFlags {
-        if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
+        if self.direct_io_now(ino) {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+        } else if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         } else {
             FopenFlags::FOPEN_NOFLUSH
@@ -348,6 +356,9 @@ impl Filesystem for DaxFuse {
             r.stop();
         }
         self.long.wait_idle();
+        if let Some(d) = &self.direct {
+            d.stop();
+        }
         self.finish();
     }
 

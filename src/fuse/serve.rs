@@ -26,6 +26,7 @@ impl DaxFuse {
             options: self.options.clone(),
             cache: self.cache,
             long: self.long.clone(),
+            direct: self.direct.clone(),
         }
     }
 
@@ -170,6 +171,8 @@ impl DaxFuse {
     pub fn serve_release(&self, ino: u64, fh: u64) -> Result<(), i32> {
         self.serve("release", || {
             let known = self.handles.lock().remove(&fh).is_some();
+            // So does its direct-access lease.
+            self.fs.pages.leases.release(fh);
             // Pins end when the open file that made them is released.
             if let Err(e) = self.fs.unpin_holder(fh) {
                 log::error!("unpin at release: {e}");

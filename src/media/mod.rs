@@ -34,9 +34,9 @@ pub mod lock;
 pub use lock::{lock_file, open_image, Locked, LOCK_DIR};
 
 /// CPU cache line size assumed for flushing.
-pub const CACHE_LINE: u64 = 64;
+pub const CACHE_LINE: u64 = persist::CACHE_LINE as u64;
 /// Stores at least this long bypass the cache (`write_flushed`).
-const NT_MIN: usize = 16 * 1024;
+const NT_MIN: usize = persist::NT_MIN;
 
 #[derive(Debug, Error)]
 pub enum MediaError {
@@ -73,41 +73,10 @@ pub enum PersistMode {
     None,
 }
 
-/// The cache-flush instruction chosen at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlushInsn {
-    Clwb,
-    Clflushopt,
-    Clflush,
-    /// Not x86_64: fall back to a full memory fence (no cache control available).
-    Fence,
-}
-
-impl FlushInsn {
-    pub fn detect() -> FlushInsn {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // Leaf 7 is valid only when the max leaf (leaf 0, eax) is at least 7.
-            let l0 = core::arch::x86_64::__cpuid(0);
-            let l7ebx = if l0.eax >= 7 {
-                core::arch::x86_64::__cpuid_count(7, 0).ebx
-            } else {
-                0
-            };
-            let l1edx = core::arch::x86_64::__cpuid(1).edx;
-            if l7ebx & (1 << 24) != 0 {
-                return FlushInsn::Clwb;
-            }
-            if l7ebx & (1 << 23) != 0 {
-                return FlushInsn::Clflushopt;
-            }
-            if l1edx & (1 << 19) != 0 {
-                return FlushInsn::Clflush;
-            }
-        }
-        FlushInsn::Fence
-    }
-}
+use daxlink_direct::persist;
+/// The cache-flush instruction chosen at run time (one definition, shared
+/// with direct-access clients, which flush their own stores the same way).
+pub use daxlink_direct::persist::FlushInsn;
 
 /// Sees every store, flush and fence (the recording backend used by crash tests).
 pub trait MediaObserver: Send + Sync {
@@ -412,6 +381,24 @@ impl Media {
         }
     }
 
+    /// Which object the media is: `(st_dev, st_ino)` of an image file,
+    /// `(0, st_rdev)` of a device (as direct-access clients prove they
+    /// opened it); None for anonymous memory.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let f = match &self.backing {
+            Backing::Mapped { _file, .. } | Backing::Sync { _file, .. } => _file,
+            Backing::Anon { .. } => return None,
+        };
+        let m = f.metadata().ok()?;
+        let t = m.file_type();
+        Some(if t.is_block_device() || t.is_char_device() {
+            (0, m.rdev())
+        } else {
+            (m.dev(), m.ino())
+        })
+    }
+
     pub fn is_shut_down(&self) -> bool {
         self.down.load(Ordering::SeqCst)
     }
@@ -541,35 +528,16 @@ impl Media {
             return Err(MediaError::ReadOnly);
         }
         self.check(off, data.len() as u64)?;
-        // Head and tail up to cache-line boundaries: ordinary stores.
-        let head = ((CACHE_LINE - off % CACHE_LINE) % CACHE_LINE) as usize;
-        let body = (data.len() - head) / CACHE_LINE as usize * CACHE_LINE as usize;
-        let tail = head + body;
-        self.write_at(off, &data[..head])?;
-        self.flush(off, head as u64)?;
-        self.write_at(off + tail as u64, &data[tail..])?;
-        self.flush(off + tail as u64, (data.len() - tail) as u64)?;
         let _a = self.admit()?;
-        let at = off + head as u64;
         if let Some(o) = &self.observer {
-            o.store(at, &data[head..tail]);
-            o.flush(at, body as u64);
+            o.store(off, data);
+            o.flush(off, data.len() as u64);
         }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: [at, at + body) was bounds-checked above (inside
-        // [off, off + len)) and the mapping is writable; `at` is 64-byte
-        // aligned (so every 16-byte stream store is aligned, as movntdq
-        // requires); the source is read with unaligned loads from a slice
-        // that cannot overlap the mapping's private view. SSE2 is part of
-        // x86_64.
-        unsafe {
-            use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
-            let src = data.as_ptr().add(head) as *const __m128i;
-            let dst = self.base().add(at as usize) as *mut __m128i;
-            for i in 0..body / 16 {
-                _mm_stream_si128(dst.add(i), _mm_loadu_si128(src.add(i)));
-            }
-        }
+        // SAFETY: [off, off + len) was bounds-checked above and the mapping
+        // is writable (not read_only); the source slice cannot overlap the
+        // mapping's private view, and no Rust reference into the mapping is
+        // handed out by safe code (see `unsafe impl Send for Media`).
+        unsafe { persist::store_flushed(self.insn, self.base().add(off as usize), data) };
         Ok(())
     }
 
@@ -637,7 +605,7 @@ impl Media {
                 while p < end {
                     // SAFETY: p lies within the bounds-checked mapped range (rounded down
                     // to its cache line, which is inside the same page of the mapping).
-                    unsafe { flush_line(self.insn, self.base().add(p as usize)) };
+                    unsafe { persist::flush_line(self.insn, self.base().add(p as usize)) };
                     p += CACHE_LINE;
                 }
             }
@@ -654,13 +622,7 @@ impl Media {
             o.fence();
         }
         if self.mode == PersistMode::Cpu {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: sfence has no memory-safety preconditions.
-            unsafe {
-                core::arch::x86_64::_mm_sfence()
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            persist::fence();
         }
     }
 
@@ -675,32 +637,6 @@ impl Media {
     pub fn write_persist(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
         self.write_at(off, data)?;
         self.persist(off, data.len() as u64)
-    }
-}
-
-/// # Safety
-/// `p` must point into a live mapping.
-#[inline]
-unsafe fn flush_line(insn: FlushInsn, p: *mut u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the caller guarantees p is a valid mapped address; these
-    // instructions only write back / evict the cache line holding p.
-    unsafe {
-        match insn {
-            FlushInsn::Clwb => {
-                std::arch::asm!("clwb [{0}]", in(reg) p, options(nostack, preserves_flags))
-            }
-            FlushInsn::Clflushopt => {
-                std::arch::asm!("clflushopt [{0}]", in(reg) p, options(nostack, preserves_flags))
-            }
-            FlushInsn::Clflush => core::arch::x86_64::_mm_clflush(p),
-            FlushInsn::Fence => std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (insn, p);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 }
 

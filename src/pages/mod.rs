@@ -19,6 +19,7 @@ use parking_lot::{Condvar, Mutex};
 
 mod check;
 mod free;
+pub mod lease;
 mod limits;
 
 use limits::Usage;
@@ -215,6 +216,8 @@ pub struct Pages {
     /// Fast path for the I/O paths: any pins / poisoned blocks at all?
     npins: AtomicUsize,
     npoisoned: AtomicUsize,
+    /// Direct-access leases (short-term pins, recalled, never waited for).
+    pub leases: lease::Leases,
 }
 
 /// A new pin's description, as the filesystem resolved it.
@@ -245,6 +248,7 @@ impl Pages {
             changed: Condvar::new(),
             npins: AtomicUsize::new(0),
             npoisoned: AtomicUsize::new(0),
+            leases: lease::Leases::default(),
         }
     }
 

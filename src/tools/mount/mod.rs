@@ -425,6 +425,20 @@ pub fn serve(
         want_uring: prepared.is_some(),
         ..Default::default()
     });
+    if o.direct && !o.writeback {
+        // Direct access (issue 23); refused under the write-back cache,
+        // which holds writes the image does not have yet.
+        let started = crate::fuse::direct::DirectConfig::new(image, &fs.media, o.recall_timeout_ms)
+            .ok_or_else(|| std::io::Error::other("the image has no path or identity"))
+            .and_then(|c| crate::fuse::direct::Direct::start(c, !fs.read_only()));
+        match started {
+            Ok(d) => {
+                fs.set_recall(d.recall_hook());
+                dax.direct = Some(Arc::new(d));
+            }
+            Err(e) => log::warn!("direct access is off: {e}"),
+        }
+    }
     let main = dax.twin();
     let notifier_slot = dax.notifier.clone();
     let dev_slot = dax.dev.clone();

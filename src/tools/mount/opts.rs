@@ -25,6 +25,11 @@ pub struct MountOpts {
     /// media layer choose what makes stores durable on this media.
     pub persist: Option<PersistMode>,
     pub read_only: bool,
+    /// `direct=on` (the default): direct access for trusted clients
+    /// (`fuse::direct`); `off`: HELLO answers EOPNOTSUPP, no socket.
+    pub direct: bool,
+    /// How long a recall waits for a direct client inside one access.
+    pub recall_timeout_ms: u64,
     pub allow_other: bool,
     pub allow_root: bool,
     pub auto_unmount: bool,
@@ -57,6 +62,8 @@ impl Default for MountOpts {
             uring: false,
             persist: None,
             read_only: false,
+            direct: true,
+            recall_timeout_ms: 5000,
             allow_other: false,
             allow_root: false,
             auto_unmount: false,
@@ -148,6 +155,18 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
                     x => return Err(format!("transport={x}: expected dev or uring")),
                 }
             }
+            "direct" => {
+                opts.direct = match need(v)? {
+                    "on" => true,
+                    "off" => false,
+                    x => return Err(format!("direct={x}: expected on or off")),
+                }
+            }
+            "recall_timeout_ms" => {
+                opts.recall_timeout_ms = need(v)?
+                    .parse()
+                    .map_err(|_| format!("recall_timeout_ms={}: not a number", v.unwrap_or("")))?;
+            }
             "writeback" => opts.writeback = true,
             "nowriteback" => opts.writeback = false,
             "persist" => {
@@ -234,6 +253,8 @@ pub fn daemon_options(o: &MountOpts) -> String {
             }
         ),
         (if o.read_only { "ro" } else { "rw" }).to_string(),
+        format!("direct={}", if o.direct { "on" } else { "off" }),
+        format!("recall_timeout_ms={}", o.recall_timeout_ms),
     ];
     for (on, name) in [
         (o.allow_other, "allow_other"),

@@ -90,6 +90,9 @@ fn unchangeable(daemon: &MountOpts, want: &MountOpts) -> Result<(), String> {
     if want.persist != daemon.persist {
         diffs.push("persist".to_string());
     }
+    if want.direct != daemon.direct || want.recall_timeout_ms != daemon.recall_timeout_ms {
+        diffs.push("direct/recall_timeout_ms".to_string());
+    }
     // The kernel lists allow_other for allow_root mounts too.
     if (want.allow_other && !(daemon.allow_other || daemon.allow_root))
         || (want.allow_root && !daemon.allow_root)

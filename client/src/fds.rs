@@ -1,0 +1,382 @@
+//! The per-descriptor state: a fixed array of atomics indexed by fd (no
+//! allocation, no lock a signal handler could already hold).
+//!
+//! Each entry says whether the fd was found to be a file of the direct
+//! mount, and holds its map window: the raw reply of one MAP (up to
+//! `wire::MAP_MAX` extents from a logical block on), in a buffer mapped
+//! once per entry and kept for the life of the process. The window is read
+//! under a shared hold of the entry's lock and replaced under an exclusive
+//! one; nobody ever waits without bound: a reader that finds a refresh in
+//! progress, or a refresher that finds readers for too long, takes the
+//! kernel path for that call.
+//!
+//! The table must never trust an entry of an fd number that was closed and
+//! reused: every call the shim sees that closes or produces a descriptor
+//! (close, close_range, dup*, fcntl F_DUPFD*, open*, fclose) resets it.
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+use daxlink_direct::wire;
+
+use crate::sys;
+
+/// Descriptors the shim handles directly (higher ones take the kernel path).
+pub const MAX_FDS: usize = 8192;
+
+pub const UNKNOWN: u32 = 0;
+pub const KERNEL: u32 = 1;
+pub const DIRECT: u32 = 2;
+pub const PROBING: u32 = 3;
+
+/// Entry flags.
+pub const F_WRITE: u32 = 1;
+pub const F_APPEND: u32 = 2;
+
+const EXCL: u32 = 1 << 31;
+
+/// Bytes of a window buffer: one MAP reply, page-rounded.
+pub const WIN_LEN: usize = wire::MAP_SIZE.div_ceil(4096) * 4096;
+/// Windows per descriptor: a file of up to WINDOWS * MAP_MAX extents is
+/// mapped once however it is accessed (a buffer is touched only when used).
+pub const WINDOWS: usize = 32;
+
+pub struct Entry {
+    pub state: AtomicU32,
+    pub flags: AtomicU32,
+    /// Readers of the window, or EXCL while it is replaced.
+    lock: AtomicU32,
+    excl_owner: AtomicUsize,
+    /// The file-offset lock of read/write (owner thread, 0 if free).
+    pos_owner: AtomicUsize,
+    /// The window must be fetched again before its next use (a recall
+    /// made it stale, or it must move).
+    pub stale: AtomicBool,
+    /// The file changed in ways no recall announces (growth, filled holes:
+    /// a kernel-path write, truncate or fallocate): fetch the window again
+    /// when it is older than `REFETCH_MS`, for the new blocks' sake only.
+    pub changed: AtomicBool,
+    /// CLOCK_MONOTONIC ms of the window's MAP.
+    pub mapped: AtomicU64,
+    /// The windows holding a valid MAP reply (bit i: window i).
+    pub valid: AtomicU32,
+    /// Logical block each window starts at (MAP's `from`).
+    pub from: [AtomicU64; WINDOWS],
+    /// The window a new MAP replaces next when all are valid.
+    pub victim: AtomicU32,
+    pub win: AtomicPtr<u8>,
+    pub dev: AtomicU64,
+    pub ino: AtomicU64,
+    /// CLOCK_MONOTONIC ms of the last TOUCH, and whether direct writes
+    /// since then are not yet reported.
+    pub touched: AtomicU64,
+    pub pending: AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Entry = Entry {
+    state: AtomicU32::new(UNKNOWN),
+    flags: AtomicU32::new(0),
+    lock: AtomicU32::new(0),
+    excl_owner: AtomicUsize::new(0),
+    pos_owner: AtomicUsize::new(0),
+    stale: AtomicBool::new(false),
+    changed: AtomicBool::new(false),
+    mapped: AtomicU64::new(0),
+    valid: AtomicU32::new(0),
+    from: [const { AtomicU64::new(0) }; WINDOWS],
+    victim: AtomicU32::new(0),
+    win: AtomicPtr::new(std::ptr::null_mut()),
+    dev: AtomicU64::new(0),
+    ino: AtomicU64::new(0),
+    touched: AtomicU64::new(0),
+    pending: AtomicBool::new(false),
+};
+
+static TABLE: [Entry; MAX_FDS] = [EMPTY; MAX_FDS];
+/// One more than the highest fd ever made DIRECT (bounds scans).
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+
+pub fn entry(fd: libc::c_int) -> Option<&'static Entry> {
+    TABLE.get(usize::try_from(fd).ok()?)
+}
+
+pub fn note_direct(fd: libc::c_int) {
+    HIGH.fetch_max(fd as usize + 1, Relaxed);
+}
+
+/// Entries that may be DIRECT.
+pub fn direct_entries() -> impl Iterator<Item = (libc::c_int, &'static Entry)> {
+    TABLE[..HIGH.load(Relaxed).min(MAX_FDS)]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as libc::c_int, e))
+        .filter(|(_, e)| e.state.load(Acquire) == DIRECT)
+}
+
+/// Mark every direct entry of the same file as changed (after a
+/// kernel-path write, truncate or fallocate through any of them).
+pub fn changed_file(dev: u64, ino: u64) {
+    for (_, e) in direct_entries() {
+        if e.ino.load(Relaxed) == ino && e.dev.load(Relaxed) == dev {
+            e.changed.store(true, Release);
+        }
+    }
+}
+
+impl Entry {
+    /// Forget what is known about this fd (closed, replaced, flags changed).
+    pub fn reset(&self) {
+        self.valid.store(0, Release);
+        self.pending.store(false, Relaxed);
+        self.state.store(UNKNOWN, Release);
+    }
+
+    /// Window `i`'s buffer; the buffers are mapped at the first use of the
+    /// entry (untouched pages cost nothing).
+    pub fn window(&self, i: usize) -> Option<*mut u8> {
+        let p = self.win.load(Acquire);
+        if !p.is_null() {
+            return Some(p.wrapping_add(i % WINDOWS * WIN_LEN));
+        }
+        let n = sys::mmap(
+            WIN_LEN * WINDOWS,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        )
+        .ok()?;
+        match self
+            .win
+            .compare_exchange(std::ptr::null_mut(), n, AcqRel, Acquire)
+        {
+            Ok(_) => Some(n.wrapping_add(i % WINDOWS * WIN_LEN)),
+            Err(other) => {
+                sys::munmap(n, WIN_LEN * WINDOWS);
+                Some(other.wrapping_add(i % WINDOWS * WIN_LEN))
+            }
+        }
+    }
+
+    /// A shared hold of the window; false: a refresh is in progress.
+    pub fn read_lock(&self) -> bool {
+        let me = sys::thread_id();
+        for i in 0..200 {
+            let cur = self.lock.load(Relaxed);
+            if cur & EXCL == 0 {
+                if self
+                    .lock
+                    .compare_exchange_weak(cur, cur + 1, Acquire, Relaxed)
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
+            }
+            if self.excl_owner.load(Relaxed) == me {
+                return false; // a signal handler inside our own refresh
+            }
+            if i > 20 {
+                sys::sched_yield();
+            }
+        }
+        false
+    }
+
+    pub fn read_unlock(&self) {
+        self.lock.fetch_sub(1, Release);
+    }
+
+    /// The exclusive hold, to replace the window; false: readers stayed.
+    pub fn write_lock(&self) -> bool {
+        for i in 0..2000 {
+            if self
+                .lock
+                .compare_exchange_weak(0, EXCL, Acquire, Relaxed)
+                .is_ok()
+            {
+                self.excl_owner.store(sys::thread_id(), Relaxed);
+                return true;
+            }
+            if i > 20 {
+                sys::sched_yield();
+            }
+        }
+        false
+    }
+
+    pub fn write_unlock(&self) {
+        self.excl_owner.store(0, Relaxed);
+        self.lock.store(0, Release);
+    }
+
+    /// The offset lock of read/write/readv/writev: the kernel updates a
+    /// file's offset atomically with the access (f_pos_lock), and so do
+    /// we: lseek(SEEK_CUR), copy, lseek(SEEK_SET) under this lock. False:
+    /// this very thread holds it (a signal handler): kernel path.
+    pub fn pos_lock(&self) -> bool {
+        let me = sys::thread_id();
+        loop {
+            match self
+                .pos_owner
+                .compare_exchange_weak(0, me, Acquire, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(o) if o == me => return false,
+                Err(_) => sys::sched_yield(),
+            }
+        }
+    }
+
+    pub fn pos_unlock(&self) {
+        self.pos_owner.store(0, Release);
+    }
+
+    fn clear_locks(&self) {
+        self.lock.store(0, Relaxed);
+        self.excl_owner.store(0, Relaxed);
+        self.pos_owner.store(0, Relaxed);
+    }
+}
+
+/// In a forked child (single-threaded): locks held by the parent's other
+/// threads are nobody's here, and every entry must be probed again (the
+/// child says Hello again).
+pub fn reset_in_child() {
+    for e in &TABLE[..HIGH.load(Relaxed).min(MAX_FDS)] {
+        e.clear_locks();
+        e.reset();
+    }
+}
+
+/// The MAP reply in a window, read in place (`wire::MapReply::decode`
+/// would allocate): offsets of `MapReply::encode`, checked by a unit test.
+pub struct MapView<'a> {
+    b: &'a [u8],
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+impl<'a> MapView<'a> {
+    /// None: not a reply of this protocol.
+    pub fn new(b: &'a [u8]) -> Option<MapView<'a>> {
+        if b.len() < wire::MAP_SIZE
+            || u32_at(b, 0) != wire::PROTOCOL
+            || u32_at(b, 28) as usize > wire::MAP_MAX
+        {
+            return None;
+        }
+        Some(MapView { b })
+    }
+    pub fn flags(&self) -> u32 {
+        u32_at(self.b, 4)
+    }
+    pub fn size(&self) -> u64 {
+        u64_at(self.b, 8)
+    }
+    pub fn gen(&self) -> u64 {
+        u64_at(self.b, 16)
+    }
+    pub fn bucket(&self) -> u32 {
+        u32_at(self.b, 24)
+    }
+    pub fn count(&self) -> usize {
+        u32_at(self.b, 28) as usize
+    }
+    pub fn next(&self) -> u64 {
+        u64_at(self.b, 32)
+    }
+    /// Extent i: (lblock, pblock, count, flags).
+    pub fn extent(&self, i: usize) -> (u64, u64, u64, u32) {
+        let o = wire::MAP_HDR + i * wire::MAP_ENTRY;
+        (
+            u64_at(self.b, o),
+            u64_at(self.b, o + 8),
+            u64_at(self.b, o + 16),
+            u32_at(self.b, o + 24),
+        )
+    }
+
+    /// The extent holding logical block `lb`: (first block of it from `lb`
+    /// on, physical block of `lb`, blocks left in the extent, flags). None:
+    /// a hole (or outside the window).
+    pub fn find(&self, lb: u64) -> Option<(u64, u64, u32)> {
+        // Extents are in logical order: the last one starting at or before lb.
+        let (mut lo, mut hi) = (0usize, self.count());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.extent(mid).0 <= lb {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            return None;
+        }
+        let (l, p, n, f) = self.extent(lo - 1);
+        let end = l.checked_add(n)?;
+        if lb >= end {
+            return None;
+        }
+        Some((p.checked_add(lb - l)?, end - lb, f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daxlink_direct::wire::{Extent, MapReply, EXT_WRITE, MAP_WRITE};
+
+    #[test]
+    fn map_view_reads_what_encode_wrote_and_finds_blocks() {
+        let m = MapReply {
+            flags: MAP_WRITE,
+            size: 40960,
+            gen: 9,
+            bucket: 12,
+            next: u64::MAX,
+            lease: 1,
+            extents: vec![
+                Extent {
+                    lblock: 0,
+                    pblock: 100,
+                    count: 2,
+                    flags: EXT_WRITE,
+                },
+                Extent {
+                    lblock: 4,
+                    pblock: 7,
+                    count: 3,
+                    flags: 0,
+                },
+            ],
+        };
+        let mut b = vec![0u8; wire::MAP_SIZE];
+        m.encode((&mut b[..]).try_into().unwrap()).unwrap();
+        let v = MapView::new(&b).unwrap();
+        assert_eq!(
+            (
+                v.flags(),
+                v.size(),
+                v.gen(),
+                v.bucket(),
+                v.count(),
+                v.next()
+            ),
+            (MAP_WRITE, 40960, 9, 12, 2, u64::MAX)
+        );
+        assert_eq!(v.find(0), Some((100, 2, EXT_WRITE)));
+        assert_eq!(v.find(1), Some((101, 1, EXT_WRITE)));
+        assert_eq!(v.find(2), None, "a hole");
+        assert_eq!(v.find(3), None);
+        assert_eq!(v.find(5), Some((8, 2, 0)));
+        assert_eq!(v.find(7), None, "past the last extent");
+        b[0] = 2;
+        assert!(MapView::new(&b).is_none());
+    }
+}
