@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Metadata benchmarks side by side (issue 22, item 4): daxlink over /dev/fuse (the default
+# Metadata benchmarks side by side: daxlink over /dev/fuse (the default
 # transport), daxlink over io_uring (transport=uring, if the kernel lets
 # /sys/module/fuse/parameters/enable_uring be turned on), libfuse's passthrough_hp over a
 # tmpfs directory (if its binary is there) and tmpfs itself, in one run:
@@ -10,7 +10,7 @@
 #   ls -l     of a 10,000-entry directory, warm (listed just before) and cold (after
 #             `echo 2 > /proc/sys/vm/drop_caches`).
 # Each is run BENCH_META_REPEAT times (default 3) and the median kept; the table gives the
-# time, the ratio tmpfs time / fs time (1.0 = as fast as tmpfs, as in issue 22's targets)
+# time, the ratio tmpfs time / fs time (1.0 = as fast as tmpfs)
 # and, on daxlink, the FUSE requests of the operation (`daxlink counters --json`, reset
 # before and read after, less what the counter read itself costs).
 #

@@ -16,7 +16,7 @@
 #    the script turns the kernel's /sys/module/fuse/parameters/enable_uring on) and
 #    "direct": the same fio jobs on the /dev/fuse mount under `daxlink run` (the direct-
 #    access shim libdaxlink_client.so preloaded: reads and overwrites are loads and
-#    stores into the image), with the direct-access targets of issue 23;
+#    stores into the image), with the direct-access targets (docs/BENCHMARKS.md);
 #  - cost against directory size (create and missed-lookup time as the directory grows to
 #    100,000 entries) and against file size (cp and daxlink reflink of 4 MiB to 1 GiB);
 #  - the other tests/fio/*.fio jobs on both (randrw, mmap, fsync-append, small files, the
@@ -465,5 +465,5 @@ python3 scripts/bench_report.py report "$RAW" "$OUT"
 python3 scripts/bench_report.py plots "$OUT" "$(dirname "$OUT")" "$(basename "${OUT%.json}")-"
 
 
-# Metadata side by side with passthrough_hp (issue 22): its own mounts, table and JSON.
+# Metadata side by side with passthrough_hp: its own mounts, table and JSON.
 BENCH_META_REPEAT=$((QUICK == 1 ? 1 : 3)) BENCH_OUT="${OUT%.json}-meta.json" bash scripts/bench-meta.sh

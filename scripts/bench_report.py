@@ -136,7 +136,7 @@ def ratio(a, b):
 HL_JOBS = [("seqwrite", "sequential write 1 MiB"), ("seqread", "sequential read 1 MiB"),
            ("randread", "random read 4 KiB"), ("randwrite", "random write 4 KiB")]
 TARGETS = {"seqwrite": 0.40, "seqread": 0.50, "randread": 0.35, "randwrite": 0.30, "creates": 0.50}
-# Direct access (fio under `daxlink run`), issue 23: ratio to tmpfs, 1 job.
+# Direct access (fio under `daxlink run`): ratio to tmpfs, 1 job.
 TARGETS_DIRECT = {"seqwrite": 0.8, "seqread": 1.2, "randread": 1.5, "randwrite": 0.9}
 
 

@@ -1,4 +1,4 @@
-//! Direct access (issue 23), from the client's side: programs run under
+//! Direct access, from the client's side: programs run under
 //! `daxlink run` (the libdaxlink_client.so shim preloaded) on real mounts.
 //! The programs are fio and python3 (its `os.pread`, `os.dup2`, `os.fork`
 //! are libc's, so the shim serves them); `DAXLINK_DIRECT_DEBUG=1` makes the

@@ -1,4 +1,4 @@
-//! The tools' messages and leftovers, as a user meets them (issue 20 item 7):
+//! The tools' messages and leftovers, as a user meets them:
 //! one line naming the path and saying what to do, as e2fsprogs and
 //! xfsprogs write them, and no file left behind by a tool that failed.
 
@@ -297,7 +297,7 @@ fn threads_out_of_range_says_the_range() {
     );
 }
 
-/// The docs agree with the tools and the package (issue 20 item 8): every
+/// The docs agree with the tools and the package: every
 /// `persist=` value `--help` offers is in docs/USAGE.md and every crashtest
 /// workload in docs/CRASH.md, the README names the toolchain the build
 /// needs and does not claim the report path is main.sh's last line, and the

@@ -1,4 +1,4 @@
-//! The filesystem side of direct access (issue 23): the map a lease is
+//! The filesystem side of direct access: the map a lease is
 //! granted on, the times of a direct write, and the recall hook.
 //!
 //! The core knows nothing of sockets or of the control page: the FUSE edge

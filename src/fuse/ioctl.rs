@@ -111,7 +111,7 @@ pub const FS_IOC_GETFSLABEL: u32 = (IOC_READ << 30) | (256 << 16) | (0x94 << 8) 
 /// FS_IOC_SETFSLABEL = `_IOW(0x94, 50, char[FSLABEL_MAX])`.
 pub const FS_IOC_SETFSLABEL: u32 = (IOC_WRITE << 30) | (256 << 16) | (0x94 << 8) | 50;
 
-/// Direct access (issue 23; payloads in `daxlink_direct::wire`): HELLO
+/// Direct access (payloads in `daxlink_direct::wire`): HELLO
 /// (how to reach this mount directly), MAP (a file's extents and a lease on
 /// them), TOUCH (a direct write happened: set mtime and ctime).
 pub const HELLO: u32 = daxlink_direct::wire::HELLO;

@@ -1,5 +1,5 @@
 //! Leases: what a direct-access client holds while it loads and stores into
-//! a file's blocks through its own mapping of the image (issue 23).
+//! a file's blocks through its own mapping of the image.
 //!
 //! A lease is the kernel's short-term pin (`pin_user_pages` without
 //! FOLL_LONGTERM, held for one copy): it never blocks a layout change, it is

@@ -1,4 +1,4 @@
-//! The daemon's side of direct access (issue 23), through real mounts and a
+//! The daemon's side of direct access, through real mounts and a
 //! minimal client written here with raw system calls (not the client
 //! library): HELLO, the image opened by the client itself, the socket's
 //! Hello/Welcome, the control page, MAP, loads and stores into the image

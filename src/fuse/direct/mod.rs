@@ -1,4 +1,4 @@
-//! The daemon's half of direct access (issue 23): the control page, the
+//! The daemon's half of direct access: the control page, the
 //! socket that admits clients, the recall hook the core calls, and the
 //! HELLO / MAP / TOUCH ioctls. The protocol (the control page's words and
 //! their rule, the payloads) is the `daxlink_direct` crate; ARCHITECTURE.md,

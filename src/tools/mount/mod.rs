@@ -426,7 +426,7 @@ pub fn serve(
         ..Default::default()
     });
     if o.direct && !o.writeback {
-        // Direct access (issue 23); refused under the write-back cache,
+        // Direct access; refused under the write-back cache,
         // which holds writes the image does not have yet.
         let started = crate::fuse::direct::DirectConfig::new(image, &fs.media, o.recall_timeout_ms)
             .ok_or_else(|| std::io::Error::other("the image has no path or identity"))
