@@ -31,7 +31,7 @@ enum Cmd {
         image: PathBuf,
         /// The directory to mount on.
         dir: PathBuf,
-        /// Mount options, comma-separated (README lists each): threads=N (FUSE
+        /// Mount options, comma-separated (docs/USAGE.md lists each): threads=N (FUSE
         /// worker threads, 1 to 64; default one per CPU, 2 to 16), cache=keep|open
         /// (default keep), writeback (off by default), transport=dev|uring (default
         /// dev), persist=cpu|msync|auto, ro, rw,
@@ -41,7 +41,9 @@ enum Cmd {
         /// (default 16384), max_pinned_per_user=BYTES (default 256M; the
         /// per-user caps spare CAP_IPC_LOCK), relatime (default),
         /// strictatime, noatime, nodiratime, lazytime, dev, nodev, suid, nosuid,
-        /// exec, noexec, sync, dirsync.
+        /// exec, noexec, sync, dirsync, direct=on|off (default on: direct access
+        /// for processes that can write the image), recall_timeout_ms=N
+        /// (default 5000).
         #[arg(short = 'o', action = clap::ArgAction::Append)]
         options: Vec<String>,
         /// Stay in the foreground.
@@ -461,7 +463,7 @@ fn main() {
 /// front (which a `nodev`/`nosuid` in OPTS overrides) is what mount.fuse3
 /// passes for `mount -t fuse.daxlink`, so both types mount alike, with the
 /// kernel's defaults as for ext4; `daxlink mount` run directly keeps
-/// fusermount3's `nosuid,nodev` (README, "Mount options").
+/// fusermount3's `nosuid,nodev` (docs/USAGE.md, mount options).
 fn mount_helper_args(args: &[String]) -> Vec<String> {
     let mut pos = Vec::new();
     let mut opts = vec!["dev".to_string(), "suid".to_string()];

@@ -20,7 +20,7 @@ impl Fs {
     /// no discard, and an image file keeps its blocks allocated (mkfs
     /// allocates every block of an image on a disk so that no store lands
     /// in a hole); so "trimmed" is the free space the call considered, as
-    /// README ("Linux interfaces") says. ext4's errors: EINVAL for a range
+    /// docs/USAGE.md ("Linux interfaces") says. ext4's errors: EINVAL for a range
     /// that starts past the end, is shorter than a block, or a minlen
     /// larger than the data area; EROFS when read-only.
     pub fn trim(&self, start: u64, len: u64, minlen: u64) -> FsResult<u64> {

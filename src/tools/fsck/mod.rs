@@ -111,7 +111,7 @@ const MAX_ROUNDS: usize = 3;
 /// Words of the DRAM bitmap per on-media bitmap block (32704 bits = 511 words).
 const WORDS_PER_BITMAP_BLOCK: usize = (BITS_PER_BITMAP_BLOCK / 64) as usize;
 
-/// Every finding code, with what it means (the table of README/images docs).
+/// Every finding code, with what it means (the table of images/README.md).
 pub const CODES: &[(&str, &str)] = &[
     (
         "superblock-bad",
