@@ -32,12 +32,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Mounted tests use /dev/fuse and mount(2): run as root. Tests run in parallel
 # (each mounts its own image); cap threads on small machines.
-cargo test --workspace --release -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --release --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 # The suites that use the data path, names, permissions, reflinks and the
 # page model, again over FUSE-over-io_uring (transport=uring; the kernel's
 # switch on; tests/uring.rs checks that the ring threads serve).
 echo Y > /sys/module/fuse/parameters/enable_uring
-DAXLINK_TEST_OPTS=transport=uring cargo test --release \
+DAXLINK_TEST_OPTS=transport=uring cargo test --release --no-fail-fast \
   --test posix --test trust --test reflink --test fio --test interfaces --test datapath \
   --test pages --test goingdown --test shutdown --test reflink_stress -- --test-threads="${TEST_THREADS:-4}"
 echo "all tests passed"
