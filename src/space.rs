@@ -413,6 +413,31 @@ impl Space {
     }
 
     /// Every used run (for fsck comparisons).
+    /// The free runs of physical blocks `from..to` (clipped to the data
+    /// area), as (first, end) pairs in order: bounded work for callers
+    /// that walk the bitmap a window at a time.
+    pub fn free_runs_in(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let ds = self.data_start;
+        let lo = from.max(ds) - ds;
+        let hi = to.min(ds + self.data_blocks()).saturating_sub(ds);
+        let covered = self.covered();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut i = lo;
+        while i < hi {
+            // Blocks past the initialized bitmap are free.
+            if i >= covered || !self.bit(i) {
+                let s = i;
+                while i < hi && (i >= covered || !self.bit(i)) {
+                    i += 1;
+                }
+                out.push((ds + s, ds + i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
     pub fn used_runs(&self) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         let n = self.covered();
@@ -494,6 +519,51 @@ mod tests {
             all.sort();
             all.dedup();
             prop_assert_eq!(all.len(), n);
+        }
+    }
+
+    #[test]
+    fn free_runs_in_windows_are_the_complement_of_the_used_runs() {
+        let (m, sb) = setup(40000);
+        let mut sp = Space::load(&m, &sb, 1).unwrap();
+        // Used runs with free gaps between them: take 300 blocks, give
+        // back every other run of a few.
+        let runs = sp.reserve_many(300, None).unwrap();
+        let mut tx = Tx::new();
+        for (p, l) in &runs {
+            sp.tx_set(&m, &mut tx, *p, *l, true).unwrap();
+        }
+        let (p0, _) = runs[0];
+        for k in [5u64, 40, 41, 42, 100, 250] {
+            sp.unreserve(p0 + k, 1);
+        }
+        sp.unreserve(p0 + 120, 30);
+        let (ds, n) = (sp.data_start(), sp.data_blocks());
+        let mut want = Vec::new();
+        let mut at = ds;
+        for (p, l) in sp.used_runs() {
+            if p > at {
+                want.push((at, p));
+            }
+            at = p + l;
+        }
+        if ds + n > at {
+            want.push((at, ds + n));
+        }
+        assert!(want.len() > 2, "{want:?}");
+        for window in [1u64, 7, 64, 1000, 1 << 20] {
+            let mut got: Vec<(u64, u64)> = Vec::new();
+            let mut w = 0;
+            while w < ds + n {
+                for (s, e) in sp.free_runs_in(w, w + window) {
+                    match got.last_mut() {
+                        Some(last) if last.1 == s => last.1 = e,
+                        _ => got.push((s, e)),
+                    }
+                }
+                w += window;
+            }
+            assert_eq!(got, want, "window {window}");
         }
     }
 

@@ -363,8 +363,10 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let bad = Arc::new(A64::new(0));
         let lock = Arc::new(std::sync::Mutex::new(()));
+        let entries = Arc::new(A64::new(0));
         let mut clients = Vec::new();
         for slot in 0..2 {
+            let entries = entries.clone();
             let (c2, block, retired, stop, bad, lock) = (
                 c.clone(),
                 block.clone(),
@@ -387,6 +389,7 @@ mod tests {
                         continue;
                     }
                     entered += 1;
+                    entries.fetch_add(1, Ordering::SeqCst);
                     for _ in 0..50 {
                         if retired.load(Ordering::SeqCst) >= map.1 {
                             bad.fetch_add(1, Ordering::SeqCst);
@@ -397,12 +400,23 @@ mod tests {
                 entered
             }));
         }
-        for _ in 0..2000 {
-            let _g = lock.lock().unwrap();
-            c.recall(b, Instant::now() + Duration::from_secs(10), &mut |_| true)
-                .unwrap();
-            let old = block.fetch_add(1, Ordering::SeqCst);
-            retired.store(old, Ordering::SeqCst);
+        // At least 2000 changes, and on until the clients have entered
+        // 2000 times (a loaded machine may not run them at first), for 30 s
+        // at most.
+        let t0 = Instant::now();
+        let mut rounds = 0;
+        while rounds < 2000
+            || (entries.load(Ordering::SeqCst) < 2000 && t0.elapsed() < Duration::from_secs(30))
+        {
+            {
+                let _g = lock.lock().unwrap();
+                c.recall(b, Instant::now() + Duration::from_secs(10), &mut |_| true)
+                    .unwrap();
+                let old = block.fetch_add(1, Ordering::SeqCst);
+                retired.store(old, Ordering::SeqCst);
+            }
+            rounds += 1;
+            std::thread::yield_now();
         }
         stop.store(true, Ordering::SeqCst);
         let entered: u64 = clients.into_iter().map(|t| t.join().unwrap()).sum();

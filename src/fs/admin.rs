@@ -9,6 +9,10 @@ use crate::format::LABEL_MAX;
 /// FSLABEL_MAX of <linux/fs.h>: the label buffer of the ioctls, NUL included.
 pub const FSLABEL_MAX: usize = 256;
 
+/// Blocks of the bitmap FITRIM reads under one hold of the meta lock
+/// (128 KiB of bitmap, 4 GiB of data).
+const TRIM_WINDOW: u64 = 1 << 20;
+
 impl Fs {
     /// FITRIM over the byte range `start..start+len` of the device: the free
     /// runs of at least `minlen` bytes in it, as ext4_trim_fs walks them.
@@ -25,26 +29,47 @@ impl Fs {
         }
         let total = self.sb.total_blocks;
         let first = start / BS;
-        let m = self.meta.lock();
-        let (ds, nblocks) = (m.space.data_start(), m.space.data_blocks());
+        let (ds, nblocks) = {
+            let m = self.meta.lock();
+            (m.space.data_start(), m.space.data_blocks())
+        };
         if first >= total || len < BS || minlen > nblocks.saturating_mul(BS) {
             return Err(FsError::Invalid);
         }
-        let end = first.saturating_add(len / BS).min(total);
+        let end = first.saturating_add(len / BS).min(total).min(ds + nblocks);
         let min_blocks = minlen.div_ceil(BS).max(1);
         let mut trimmed = 0u64;
-        let mut at = ds;
-        let mut free_run = |s: u64, e: u64| {
-            let (s, e) = (s.max(first), e.min(end));
-            if e > s && e - s >= min_blocks {
-                trimmed += e - s;
+        // The bitmap a window at a time, the meta lock taken per window, so
+        // that a trim of a large filesystem never holds every transaction
+        // for the whole walk (ext4 trims a group at a time). A free run
+        // that reaches a window's end is carried into the next.
+        let mut carry: Option<(u64, u64)> = None;
+        let mut w = first.max(ds);
+        while w < end {
+            if self.media.is_shut_down() {
+                return Err(FsError::Io("the filesystem was shut down".into()));
             }
-        };
-        for (p, n) in m.space.used_runs() {
-            free_run(at, p);
-            at = p + n;
+            let we = w.saturating_add(TRIM_WINDOW).min(end);
+            let runs = self.meta.lock().space.free_runs_in(w, we);
+            for (s, e) in runs {
+                match carry {
+                    Some((cs, ce)) if ce == s => carry = Some((cs, e)),
+                    Some((cs, ce)) => {
+                        if ce - cs >= min_blocks {
+                            trimmed += ce - cs;
+                        }
+                        carry = Some((s, e));
+                    }
+                    None => carry = Some((s, e)),
+                }
+            }
+            w = we;
         }
-        free_run(at, ds + nblocks);
+        if let Some((cs, ce)) = carry {
+            if ce - cs >= min_blocks {
+                trimmed += ce - cs;
+            }
+        }
         Ok(trimmed * BS)
     }
 

@@ -292,17 +292,20 @@ impl Fs {
         Ok(out)
     }
 
+    /// The physical block under byte `off` of `ino` (EINVAL in a hole).
+    fn block_under(&self, ino: u64, off: u64) -> FsResult<u64> {
+        let r = self.get(ino)?;
+        let g = r.read()?;
+        let l = off / BS;
+        let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
+        Ok(e.phys + (l - s))
+    }
+
     /// Memory failure of the block under `off` of `ino`. Its contents are
     /// lost (overwritten with a poison pattern); the owners the model reaches
     /// get EIO on reads of it. Returns (block, notified inodes, all owners).
     pub fn poison(&self, ino: u64, off: u64) -> FsResult<Poisoned> {
-        let block = {
-            let r = self.get(ino)?;
-            let g = r.read()?;
-            let l = off / BS;
-            let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
-            e.phys + (l - s)
-        };
+        let block = self.block_under(ino, off)?;
         let owners = self.owners_of(block);
         let notified = self.pages.poison(block, &owners);
         let pattern: Vec<u8> = (0..BS)
@@ -335,13 +338,7 @@ impl Fs {
         off: u64,
         who: Option<&crate::check::acl::Who>,
     ) -> FsResult<OwnersReport> {
-        let block = {
-            let r = self.get(ino)?;
-            let g = r.read()?;
-            let l = off / BS;
-            let (s, e) = g.find(l).ok_or(FsError::Invalid)?;
-            e.phys + (l - s)
-        };
+        let block = self.block_under(ino, off)?;
         let mut seen: std::collections::HashMap<u64, Option<Option<String>>> = Default::default();
         // None: hidden; Some(path): shown, with the path if it may be looked up.
         let mut look = |i: u64| -> Option<Option<String>> {

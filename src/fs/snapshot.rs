@@ -58,7 +58,7 @@ fn head_label(b: &[u8]) -> String {
 }
 
 impl Fs {
-    /// The snapshot as JSON (format: ARCHITECTURE.md, "Report snapshots").
+    /// The snapshot as JSON (format: docs/INTERNALS.md, "Report snapshots").
     /// `extra` names blocks to describe even if nothing refers to them now
     /// (a block freed since an earlier snapshot).
     pub fn snapshot(&self, extra: &[u64]) -> FsResult<Value> {

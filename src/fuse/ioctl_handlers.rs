@@ -1,7 +1,7 @@
 //! The FUSE adapter's ioctls: daxlink's private ones (`crate::fuse::ioctl`), the
 //! inode-flag ioctls the kernel re-sends to FUSE (chattr, lsattr), remount
 //! and FS_IOC_SHUTDOWN. Each lets a caller do only what ordinary syscalls
-//! would let it do (ARCHITECTURE.md, "FUSE ioctls and notifier").
+//! would let it do (docs/INTERNALS.md, "FUSE ioctls and notifier").
 
 use super::*;
 

@@ -45,7 +45,7 @@ use crate::fuse::caller::{self as who, Caller, Origin};
 /// attributes it was given: a day, as libfuse's passthrough_hp. The daemon
 /// is the only writer of its image, and every change to a name or an
 /// attribute reaches it through this kernel, which invalidates what the
-/// change touches (ARCHITECTURE.md, "Round trips"); what changes behind the
+/// change touches (docs/INTERNALS.md, "Round trips"); what changes behind the
 /// kernel's back (clone and dedupe destinations, pins, device writes,
 /// poison, set-ID bits the daemon clears, inode flags, shutdown) is
 /// invalidated with `invalidate` / `invalidate_attrs`.

@@ -1,4 +1,4 @@
-//! The single-writer lock of an image (ARCHITECTURE.md, "One writer per image").
+//! The single-writer lock of an image (docs/INTERNALS.md, "One writer per image").
 //!
 //! Not root: an exclusive (writer) or shared (reader) `flock` on the image
 //! itself, as any user who can open the image can take.

@@ -22,8 +22,11 @@ use nix::sys::socket::{getsockopt, recvmsg, sendmsg, sockopt, ControlMessage, Ms
 
 use super::{Client, Shared, SLOTS_PER_CLIENT};
 
-/// Connections that have not said Hello yet, at most.
+/// Connections that have not said Hello yet, at most, and at most per
+/// user (so that one user holding silent connections cannot keep another
+/// user's clients out).
 const MAX_PENDING: usize = 64;
+const MAX_PENDING_PER_USER: usize = 8;
 /// A connection must say Hello within this.
 const HELLO_WAIT: Duration = Duration::from_secs(5);
 /// Descriptors a Hello may carry before it is cut (one is expected).
@@ -219,7 +222,8 @@ fn hear(sh: &Shared, s: &UnixStream, next_id: &mut u64) -> Heard {
 
 /// The server loop, until `stop`.
 pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
-    let mut pending: Vec<(UnixStream, Instant)> = Vec::new();
+    // (connection, since, peer uid)
+    let mut pending: Vec<(UnixStream, Instant, u32)> = Vec::new();
     let mut admitted: Vec<(UnixStream, usize)> = Vec::new();
     let mut next_id = 0u64;
     while !sh.stop.load(Ordering::SeqCst) {
@@ -227,7 +231,7 @@ pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
         let ready: Vec<bool> = {
             let mut fds = Vec::with_capacity(1 + pending.len() + admitted.len());
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-            for (s, _) in &pending {
+            for (s, _, _) in &pending {
                 fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
             }
             for (s, _) in &admitted {
@@ -242,16 +246,19 @@ pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
         let (p_ready, a_ready) = ready[1..].split_at(pending.len());
         let now = Instant::now();
         let mut keep = Vec::with_capacity(pending.len());
-        for ((s, since), r) in pending.drain(..).zip(p_ready) {
+        // Added to `admitted` after its own loop below, which zips the
+        // connections polled with their results.
+        let mut new = Vec::new();
+        for ((s, since, uid), r) in pending.drain(..).zip(p_ready) {
             if !r {
                 if now.duration_since(since) < HELLO_WAIT {
-                    keep.push((s, since));
+                    keep.push((s, since, uid));
                 }
                 continue;
             }
             match hear(&sh, &s, &mut next_id) {
-                Heard::Wait => keep.push((s, since)),
-                Heard::Admitted(range) => admitted.push((s, range)),
+                Heard::Wait => keep.push((s, since, uid)),
+                Heard::Admitted(range) => new.push((s, range)),
                 Heard::Refused => {}
             }
         }
@@ -277,11 +284,19 @@ pub(super) fn run(sh: Arc<Shared>, l: UnixListener) {
                 stay.push((s, range));
             }
         }
+        stay.append(&mut new);
         admitted = stay;
         // New connections.
         while let Ok((s, _)) = l.accept() {
-            if pending.len() < MAX_PENDING && s.set_nonblocking(true).is_ok() {
-                pending.push((s, Instant::now()));
+            let Ok(uid) = getsockopt(&s, sockopt::PeerCredentials).map(|c| c.uid()) else {
+                continue;
+            };
+            let mine = pending.iter().filter(|p| p.2 == uid).count();
+            if pending.len() < MAX_PENDING
+                && mine < MAX_PENDING_PER_USER
+                && s.set_nonblocking(true).is_ok()
+            {
+                pending.push((s, Instant::now(), uid));
             }
         }
     }

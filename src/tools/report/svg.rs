@@ -225,7 +225,18 @@ pub fn picture(state: &Value, device: &Value, label: &str) -> String {
     // Files: a row of page boxes each, and an arrow from each page to its block.
     let mut fy = TOP;
     for f in &files {
-        let name = names.get(&u(&f["inode"])).cloned().unwrap_or_default();
+        let mut name = names.get(&u(&f["inode"])).cloned().unwrap_or_default();
+        // Direct-access leases on the file: the process holding each.
+        for l in state["leases"].as_array().into_iter().flatten() {
+            if u(&l["inode"]) == u(&f["inode"]) {
+                let w = if l["write"].as_bool() == Some(true) {
+                    "W"
+                } else {
+                    "R"
+                };
+                let _ = write!(name, " [lease pid {} {w}]", u(&l["pid"]));
+            }
+        }
         text(&mut body, FILE_X, fy + 15, "fname", &name);
         let pages = f["pages"].as_array().cloned().unwrap_or_default();
         if pages.is_empty() {
@@ -451,5 +462,9 @@ mod tests {
         assert!(s.contains("a&lt;&amp;&gt;[0]"));
         assert!(s.contains("device writes X"));
         assert!(!s.contains("/a<"));
+        let mut leased = state.clone();
+        leased["leases"] = json!([{"id": 1, "inode": 3, "pid": 4242, "write": true}]);
+        let s = picture(&leased, &Value::Null, "t");
+        assert!(s.contains("[lease pid 4242 W]"), "{s}");
     }
 }
