@@ -38,6 +38,7 @@ const JOB_FILES: &[&str] = &[
     "seq-write.fio",
     "small-files.fio",
     "verify-only.fio",
+    "verify-seq.fio",
     "verify-write.fio",
 ];
 
