@@ -233,12 +233,14 @@ impl DaxFuse {
     /// What an open of `ino` tells the kernel about its cached pages.
     /// FOPEN_NOFLUSH always: the daemon has nothing to do at close (no
     /// POSIX locks of its own, every write already durable), so no FLUSH.
-    fn open_flags(&self, ino: u64) -> FopenFlags {
-        if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
-        } else {
-            FopenFlags::FOPEN_NOFLUSH
-        }
+    fn open_flags(&self, ino: u64) -> Result<FopenFlags, FsError> {
+        Ok(
+            if self.cache.keep && !self.fs.read_would_touch_atime(ino)? {
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+            } else {
+                FopenFlags::FOPEN_NOFLUSH
+            },
+        )
     }
 
     fn writable(&self, fh: u64) -> bool {
