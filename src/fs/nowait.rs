@@ -43,7 +43,10 @@ pub fn no_wait<R>(f: impl FnOnce() -> R) -> (R, bool) {
             BLOCKED.with(|b| b.set(self.1));
         }
     }
-    let _restore = Restore(MODE.with(|m| m.replace(Mode::Try)), BLOCKED.with(|b| b.replace(false)));
+    let _restore = Restore(
+        MODE.with(|m| m.replace(Mode::Try)),
+        BLOCKED.with(|b| b.replace(false)),
+    );
     let r = f();
     (r, BLOCKED.with(Cell::get))
 }

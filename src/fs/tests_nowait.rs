@@ -35,8 +35,12 @@ fn blocked<T: std::fmt::Debug>(r: (FsResult<T>, bool)) {
 #[test]
 fn busy_locks_fail_no_wait_requests_before_any_change() {
     let fs = fresh(4096);
-    let a = fs.mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C).unwrap();
-    let b = fs.mknod(ROOT_INO, b"b", libc::S_IFREG | 0o644, 0, C).unwrap();
+    let a = fs
+        .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    let b = fs
+        .mknod(ROOT_INO, b"b", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
     fs.write(a.ino, 0, &[1; 8192], false).unwrap();
     fs.write(b.ino, 0, &[2; 8192], false).unwrap();
     let fh = fs.open(a.ino).unwrap();
@@ -102,7 +106,10 @@ fn busy_locks_fail_no_wait_requests_before_any_change() {
     assert_eq!(fs.getattr(b.ino).unwrap().size, 8202);
     assert_eq!(fs.read(b.ino, 0, 1).unwrap(), vec![2]);
     // Free again: the same requests succeed in no-wait mode.
-    assert_eq!(no_wait(|| fs.write(a.ino, 0, &[5; 2], false)), (Ok(2), false));
+    assert_eq!(
+        no_wait(|| fs.write(a.ino, 0, &[5; 2], false)),
+        (Ok(2), false)
+    );
     assert_eq!(no_wait(|| fs.close(a.ino)), (Ok(()), false));
     assert_eq!(no_wait(|| fs.unlink(ROOT_INO, b"a")), (Ok(()), false));
     let _ = fh;
