@@ -62,7 +62,7 @@ impl Fs {
     /// Would a read of `ino` now update its access time? (An open asks, to
     /// let the kernel keep cached pages only when no read needs to reach
     /// the daemon for the access time.)
-    /// (No only in no-wait mode, when the inode is busy: WouldBlock.)
+    /// In no-wait mode a busy inode is WouldBlock, not an answer.
     pub fn read_would_touch_atime(&self, ino: u64) -> FsResult<bool> {
         if self.opts.atime == AtimeMode::Never {
             return Ok(false);
