@@ -120,3 +120,39 @@ fn busy_locks_fail_no_wait_requests_before_any_change() {
     assert_eq!(no_wait(|| fs.unlink(ROOT_INO, b"a")), (Ok(()), false));
     let _ = fh;
 }
+
+/// A read that updates the access time (strictatime) takes the write lock
+/// for it: with another reader in, a no-wait read fails and leaves the
+/// time alone (it used to skip the update and read on); free, it updates
+/// the time and reads under the downgraded lock.
+#[test]
+fn a_no_wait_read_that_must_set_the_atime_fails_while_another_reader_is_in() {
+    let m = Media::anonymous(4096 * BS).unwrap();
+    crate::tools::mkfs::mkfs(&m, &crate::tools::mkfs::MkfsOptions::default()).unwrap();
+    let opts = FsOptions {
+        atime: AtimeMode::Strict,
+        ..FsOptions::default()
+    };
+    let fs = Fs::mount(m, opts).unwrap();
+    let a = fs
+        .mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
+        .unwrap();
+    fs.write(a.ino, 0, &[1; 100], false).unwrap();
+    let before = fs.getattr(a.ino).unwrap().atime;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let node = fs.get(a.ino).unwrap();
+    while_held(
+        || node.read().unwrap(),
+        || {
+            blocked(no_wait(|| fs.read(a.ino, 0, 10)));
+            // A getattr shares the lock.
+            assert_eq!(
+                no_wait(|| fs.getattr(a.ino).map(|x| x.atime)),
+                (Ok(before), false)
+            );
+        },
+    );
+    assert_eq!(fs.getattr(a.ino).unwrap().atime, before);
+    assert_eq!(no_wait(|| fs.read(a.ino, 0, 2)), (Ok(vec![1, 1]), false));
+    assert!(fs.getattr(a.ino).unwrap().atime > before);
+}
