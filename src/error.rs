@@ -52,6 +52,11 @@ pub enum FsError {
     NotTty,
     #[error("resource deadlock avoided: a lock was requested again by its holder")]
     Reentrant,
+    /// A lock was busy and the thread may not wait (`fs::no_wait`): the
+    /// request changed nothing and goes to a thread that may wait. Never
+    /// reaches a user (the io_uring transport bridges the request).
+    #[error("a lock is busy and this thread may not wait")]
+    WouldBlock,
     #[error("filesystem corrupted: {0}")]
     Corrupt(String),
     /// An intact image of a format version this code does not read.
@@ -102,6 +107,7 @@ impl FsError {
             FsError::BadFd => libc::EBADF,
             FsError::NotTty => libc::ENOTTY,
             FsError::Reentrant => libc::EDEADLK,
+            FsError::WouldBlock => libc::EAGAIN,
             // A checksum or structure error reaches the caller as EIO (docs/REQUIREMENTS.md §3).
             FsError::Corrupt(_) => libc::EIO,
             FsError::Version(_) | FsError::NotDaxlink => libc::EINVAL,

@@ -334,6 +334,45 @@ fn read_direct(f: &fs::File, off: u64) -> Vec<u8> {
     buf.0[..n].to_vec()
 }
 
+/// Make `f` busy for about `secs` s: a pin of its block 0, held by
+/// another process, then a punch of that block under `page_model=upstream`,
+/// which waits (inode locked) until the pin ends, as Linux's break_layouts
+/// does. `between` runs after the pin and before the punch. Returns the
+/// pin's process, `between`'s value and the punch's thread.
+fn busy_inode<T>(
+    f: &Path,
+    secs: u32,
+    between: impl FnOnce(&Path) -> T,
+) -> (KillOnDrop, T, std::thread::JoinHandle<Out>) {
+    let mut pin = KillOnDrop(
+        Command::new(DAXLINK)
+            .arg("pin")
+            .arg(f)
+            .args(["--offset", "0", "--length", "4096", "--hold"])
+            .arg(secs.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(pin.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("pin "), "daxlink pin: {line}");
+    let t = between(f);
+    let punch = {
+        let f = f.to_path_buf();
+        std::thread::spawn(move || {
+            let mut c = Command::new("fallocate");
+            c.args(["-p", "-o", "0", "-l", "4096"]).arg(&f);
+            run_deadline(c, 30)
+        })
+    };
+    (pin, t, punch)
+}
+
 /// A READ of an inode that a long operation holds locked goes over the
 /// bridge, so it does not hold up its CPU's ring; once the inode is free
 /// again, the same READ is served on a ring. The long operation: a punch
@@ -348,35 +387,12 @@ fn a_read_of_a_busy_inode_is_bridged_and_of_a_free_one_served_on_a_ring() {
     let f = m.path("f");
     let data = pattern(11, 8192);
     fs::write(&f, &data).unwrap();
-    // A pin of block 0 for 2 s, held by another process.
-    let mut pin = KillOnDrop(
-        Command::new(DAXLINK)
-            .arg("pin")
-            .arg(&f)
-            .args(["--offset", "0", "--length", "4096", "--hold", "2"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(pin.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.starts_with("pin "), "daxlink pin: {line}");
-    // Opened now: an OPEN of the busy inode would wait on the bridge too.
-    let direct = open_direct(&f);
-    daxlink(&[&"counters", &m.root(), &"--reset"]);
-    // The punch waits for the pin with the inode locked.
-    let punch = {
-        let f = f.clone();
-        std::thread::spawn(move || {
-            let mut c = Command::new("fallocate");
-            c.args(["-p", "-o", "0", "-l", "4096"]).arg(&f);
-            run_deadline(c, 30)
-        })
-    };
+    let (pin, direct, punch) = busy_inode(&f, 2, |f| {
+        // Opened now: an OPEN of the busy inode would wait on the bridge too.
+        let direct = open_direct(f);
+        daxlink(&[&"counters", &m.root(), &"--reset"]);
+        direct
+    });
     std::thread::sleep(std::time::Duration::from_millis(400));
     let t = std::time::Instant::now();
     assert_eq!(read_direct(&direct, 4096), data[4096..]);
@@ -396,6 +412,82 @@ fn a_read_of_a_busy_inode_is_bridged_and_of_a_free_one_served_on_a_ring() {
     assert_eq!(served(&free, "ring", "READ"), 1, "free inode: {free}");
     assert_eq!(served(&free, "dev", "READ"), 1, "free inode: {free}");
     drop((direct, pin));
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+/// `dd` of one 4 KiB O_DIRECT block at `skip` of `path` (one OPEN, READ,
+/// RELEASE), pinned to `cpu` with taskset, so its requests go to that
+/// CPU's ring.
+fn dd_on_cpu(cpu: usize, path: &Path, skip: u64) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", &cpu.to_string(), "dd"])
+        .arg(format!("if={}", path.display()))
+        .args(["of=/dev/null", "bs=4096", "count=1", "iflag=direct"])
+        .arg(format!("skip={skip}"));
+    c
+}
+
+/// A ring thread never waits for a busy inode: while a long operation holds
+/// file f, a process on CPU 0 reads f (its OPEN and READ meet the lock, fail
+/// on the ring before changing anything and are served, waiting, by the
+/// bridge), and another process on the same CPU reads file g: g's requests
+/// go to the same ring, which serves them at once (counted on the ring)
+/// while the read of f still waits. A ring thread that waited for f's lock
+/// would hold g's requests until the punch ends.
+#[test]
+fn a_ring_serves_other_files_while_a_request_on_a_busy_inode_waits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _on = Switch::set(true);
+    let img = Image::new("uring-nowait", 64 << 20);
+    let m = Mounted::new(&img.path, "transport=uring,page_model=upstream");
+    let (f, g) = (m.path("f"), m.path("g"));
+    fs::write(&f, pattern(12, 8192)).unwrap();
+    fs::write(&g, pattern(13, 8192)).unwrap();
+    // Looked up now: the reads below send no LOOKUP of their own.
+    fs::metadata(&f).unwrap();
+    fs::metadata(&g).unwrap();
+    // The punch waits at most 2 s (the layout timeout) for the pin: it
+    // starts a little after the pin, so the pin ends first.
+    let (pin, (), punch) = busy_inode(&f, 2, |_| {
+        std::thread::sleep(std::time::Duration::from_millis(300))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    daxlink(&[&"counters", &m.root(), &"--reset"]);
+    let t = std::time::Instant::now();
+    let of_f = {
+        let c = dd_on_cpu(0, &f, 1);
+        std::thread::spawn(move || run_deadline(c, 30))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = run_deadline(dd_on_cpu(0, &g, 1), 30);
+    let g_done = t.elapsed();
+    assert_eq!(out.rc, 0, "dd of g: {out:?}");
+    let f_waiting = !of_f.is_finished();
+    let c = counters(m.root());
+    let of_f = of_f.join().unwrap();
+    let f_done = t.elapsed();
+    let punch = punch.join().unwrap();
+    // (A blocked ring also holds up the RELEASE that ends the pin: the
+    // punch then gives up after its layout timeout, EBUSY.)
+    assert!(
+        g_done < std::time::Duration::from_millis(1000),
+        "the read of g waited {g_done:?} (f's read ended after {f_done:?}, the punch: \
+         {punch:?}): its ring was blocked"
+    );
+    assert!(
+        f_waiting && f_done >= std::time::Duration::from_millis(1200),
+        "f was not busy: its read took {f_done:?}"
+    );
+    assert_eq!(of_f.rc, 0, "dd of f: {of_f:?}");
+    assert_eq!(punch.rc, 0, "fallocate -p: {punch:?}");
+    // While f's OPEN waited on the bridge, g's OPEN and READ were served
+    // on the ring.
+    assert_eq!(served(&c, "dev", "OPEN"), 1, "{c}");
+    assert_eq!(served(&c, "ring", "OPEN"), 1, "{c}");
+    assert_eq!(served(&c, "ring", "READ"), 1, "{c}");
+    assert_eq!(served(&c, "dev", "READ"), 0, "{c}");
+    drop(pin);
     m.unmount();
     fsck_clean(&img.path);
 }

@@ -62,14 +62,42 @@ impl Fs {
     /// Would a read of `ino` now update its access time? (An open asks, to
     /// let the kernel keep cached pages only when no read needs to reach
     /// the daemon for the access time.)
-    pub fn read_would_touch_atime(&self, ino: u64) -> bool {
+    /// In no-wait mode a busy inode is WouldBlock, not an answer.
+    pub fn read_would_touch_atime(&self, ino: u64) -> FsResult<bool> {
         if self.opts.atime == AtimeMode::Never {
-            return false;
+            return Ok(false);
         }
-        match self.get(ino) {
-            Ok(r) => r.read().is_ok_and(|g| self.wants_atime(&g, now())),
-            Err(_) => false,
+        let Ok(r) = self.get(ino) else {
+            return Ok(false);
+        };
+        match r.read() {
+            Ok(g) => Ok(self.wants_atime(&g, now())),
+            Err(FsError::WouldBlock) => Err(FsError::WouldBlock),
+            Err(_) => Ok(false),
         }
+    }
+
+    /// The read lock of `r` for a read of its data, its access time
+    /// updated first when due: under the write lock, then downgraded with
+    /// no writer in between (so that once the reply is out, the reader may
+    /// stat the file at once and see it).
+    pub(super) fn read_lock_for_data(&self, r: &InodeRef) -> FsResult<RGuard> {
+        if self.opts.atime == AtimeMode::Never {
+            return r.read();
+        }
+        let t = now();
+        let g = r.read()?;
+        if !self.wants_atime(&g, t) {
+            return Ok(g);
+        }
+        drop(g);
+        let mut w = r.write()?;
+        if self.wants_atime(&w, t) {
+            nowait::changing();
+            w.rec.atime = t;
+            self.lazy_time(w.ino);
+        }
+        Ok(w.downgrade())
     }
 
     /// After a read of `ino` (data, or a directory listing from its start).

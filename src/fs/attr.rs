@@ -22,7 +22,7 @@ impl Fs {
         if name.len() > MAX_NAME {
             return Err(FsError::NameTooLong);
         }
-        let _ns = self.ns.read();
+        let _ns = nowait::read(&self.ns)?;
         let p = self.get(parent)?;
         let child = {
             let g = p.read()?;

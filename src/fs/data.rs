@@ -11,7 +11,9 @@ impl Fs {
 
     pub fn open(&self, ino: u64) -> FsResult<u64> {
         let r = self.get(ino)?;
-        r.write()?.open += 1;
+        let mut g = r.write()?;
+        nowait::changing();
+        g.open += 1;
         Ok(self.new_fh())
     }
 
@@ -20,6 +22,7 @@ impl Fs {
     pub fn close(&self, ino: u64) -> FsResult<()> {
         let r = self.get(ino)?;
         let mut g = r.write()?;
+        nowait::changing();
         g.open = g.open.saturating_sub(1);
         if g.open == 0 && g.rec.nlink == 0 && g.orphan_slot.is_some() && !self.read_only() {
             self.free_inode(&mut g)?;
@@ -46,11 +49,10 @@ impl Fs {
         size: usize,
         reply: impl FnOnce(&[u8]) -> R,
     ) -> FsResult<R> {
+        let r = self.get(ino)?;
         // The access time first: once the reply is out, the reader may stat
         // the file at once and must see it.
-        self.touch_atime(ino);
-        let r = self.get(ino)?;
-        let g = r.read()?;
+        let g = self.read_lock_for_data(&r)?;
         if let Some((at, n)) = self.direct_run(&g, off, size) {
             Counters::bump(&self.counters.reads_direct);
             // The core's one `unsafe` call (fs/mod.rs denies the rest).
@@ -240,11 +242,13 @@ impl Fs {
             return Ok(());
         }
         let shared = {
-            let m = self.meta.lock();
+            let m = nowait::lock(&self.meta)?;
             mapped
                 .iter()
                 .any(|(_, n, p)| ctx::ref_pieces(&m.refs, *p, *n).iter().any(|x| x.2 >= 2))
         };
+        // From here on the blocks past EOF change (copied, zeroed).
+        nowait::changing();
         if shared {
             self.unshare_steps(g, size, upto)?;
         }
@@ -302,7 +306,7 @@ impl Fs {
         }
         let mut pieces: Vec<Piece> = Vec::new();
         let runs = {
-            let mut m = self.meta.lock();
+            let mut m = nowait::lock(&self.meta)?;
             if m.broken {
                 return Err(FsError::ReadOnly);
             }
@@ -348,6 +352,9 @@ impl Fs {
             // a direct access under the current map must be over first.
             self.recall_layout(g.ino);
         }
+        // Blocks are reserved and data is copied next: a no-wait request
+        // finishes from here on.
+        nowait::changing();
         // Assign reserved runs to the pieces that need new blocks, splitting pieces at run ends.
         let mut assigned: Vec<Piece> = Vec::with_capacity(pieces.len());
         let (mut ri, mut rused) = (0usize, 0u64);

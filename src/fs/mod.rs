@@ -3,7 +3,9 @@
 //! `mount.rs`, `attr.rs`, `namespace.rs`, `data.rs`, `truncate.rs`,
 //! `xattr.rs`, `flags.rs`, `atime.rs`, `reflink.rs`, `pin.rs`, `state.rs`,
 //! `admin.rs` (FITRIM, the label), `snapshot.rs`, `counters.rs`;
-//! `node.rs`: inode locks one thread cannot take twice. Transactions, in
+//! `node.rs`: inode locks one thread cannot take twice; `nowait.rs`: the
+//! no-wait mode of the io_uring ring threads (busy locks fail with
+//! WouldBlock). Transactions, in
 //! [`tx`]: `tx/ctx.rs` ([`Ctx`], refcount records), `tx/steps.rs` (long
 //! operations in journal-sized steps) and `tx/recblocks.rs` (record block
 //! slots). DRAM indexes, in [`index`]: `index/chunked.rs` (the two-level
@@ -35,6 +37,7 @@ mod lease;
 mod mount;
 mod namespace;
 mod node;
+mod nowait;
 mod pin;
 mod reflink;
 mod snapshot;
@@ -47,6 +50,7 @@ pub use admin::FSLABEL_MAX;
 pub use atime::AtimeMode;
 pub use data::setid_cleared_by_data_change;
 pub use lease::{LeaseMap, Recall};
+pub use nowait::no_wait;
 pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};
 pub use reflink::{DedupeStatus, ExtentInfo, ShareStats};
 pub use state::ShutdownMode;
@@ -273,7 +277,7 @@ impl Inode {
 }
 
 type InodeRef = node::Node;
-use node::WGuard;
+use node::{RGuard, WGuard};
 
 /// Mount-time options the core cares about.
 #[derive(Clone, Debug)]
@@ -487,7 +491,10 @@ impl Fs {
         if self.read_only() {
             return Err(FsError::ReadOnly);
         }
-        let meta = self.meta.lock();
+        let meta = nowait::lock(&self.meta)?;
+        // A transaction changes things: a no-wait request must finish from
+        // here on (its later locks wait).
+        nowait::changing();
         // Again under `meta`: a remount to read-only may have marked the
         // superblock clean while this thread waited for the lock.
         if self.read_only() {
@@ -501,13 +508,6 @@ impl Fs {
     /// use the reserved blocks, so these work on a full filesystem.
     fn ctx_freeing(&self) -> FsResult<Ctx<'_>> {
         Ok(self.ctx()?.freeing())
-    }
-
-    /// Whether inode `ino`'s lock is held right now (a hint for a caller
-    /// that would rather not wait: the io_uring transport passes such a
-    /// request to a thread that may block).
-    pub fn inode_busy(&self, ino: u64) -> bool {
-        self.get(ino).is_ok_and(|n| n.is_locked())
     }
 
     fn get(&self, ino: u64) -> FsResult<InodeRef> {
@@ -617,5 +617,7 @@ enum ExtOp {
 mod tests;
 #[cfg(test)]
 mod tests_dram;
+#[cfg(test)]
+mod tests_nowait;
 #[cfg(test)]
 mod tests_paths;

@@ -104,7 +104,7 @@ impl Fs {
         } else {
             mode
         };
-        let _ns = self.ns.write();
+        let _ns = nowait::write(&self.ns)?;
         let pr = self.get(parent)?;
         let mut pg = pr.write()?;
         {
@@ -300,7 +300,7 @@ impl Fs {
         if self.read_only() {
             return Err(FsError::ReadOnly);
         }
-        let ns = self.ns.write();
+        let ns = nowait::write(&self.ns)?;
         let child = {
             let p = self.get(parent)?;
             let g = p.read()?;

@@ -9,6 +9,9 @@
 //! the inode and the daemon stay usable. The rule the code follows is that
 //! code holding a guard calls only functions that take the guard itself
 //! (`*_locked`, or `&Inode` / `&mut Inode` parameters).
+//!
+//! In no-wait mode (`nowait.rs`) a busy inode fails with
+//! [`FsError::WouldBlock`] instead of being waited for.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
@@ -16,7 +19,7 @@ use std::sync::Arc;
 
 use parking_lot::{ArcRwLockReadGuard, ArcRwLockWriteGuard, RawRwLock, RwLock};
 
-use super::Inode;
+use super::{nowait, Inode};
 use crate::error::{FsError, FsResult};
 
 thread_local! {
@@ -63,30 +66,52 @@ impl Node {
 
     pub fn read(&self) -> FsResult<RGuard> {
         enter(self.ino)?;
+        let g = if nowait::trying() {
+            self.lock.try_read_arc()
+        } else {
+            Some(self.lock.read_arc())
+        };
+        let Some(g) = g else {
+            leave(self.ino);
+            return Err(nowait::would_block());
+        };
         Ok(RGuard {
-            ino: self.ino,
-            g: self.lock.read_arc(),
+            g,
+            _held: Held(self.ino),
         })
-    }
-
-    /// Whether some thread holds this inode's lock right now (a hint: it
-    /// may change at once).
-    pub fn is_locked(&self) -> bool {
-        self.lock.is_locked()
     }
 
     pub fn write(&self) -> FsResult<WGuard> {
         enter(self.ino)?;
+        let g = if nowait::trying() {
+            self.lock.try_write_arc()
+        } else {
+            Some(self.lock.write_arc())
+        };
+        let Some(g) = g else {
+            leave(self.ino);
+            return Err(nowait::would_block());
+        };
         Ok(WGuard {
-            ino: self.ino,
-            g: self.lock.write_arc(),
+            g,
+            held: Held(self.ino),
         })
     }
 }
 
+/// This thread's record of holding an inode: forgotten when dropped.
+struct Held(u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        leave(self.0);
+    }
+}
+
 pub struct RGuard {
-    ino: u64,
+    // Field order: the lock is released before the record is forgotten.
     g: ArcRwLockReadGuard<RawRwLock, Inode>,
+    _held: Held,
 }
 
 impl Deref for RGuard {
@@ -96,15 +121,20 @@ impl Deref for RGuard {
     }
 }
 
-impl Drop for RGuard {
-    fn drop(&mut self) {
-        leave(self.ino);
-    }
+pub struct WGuard {
+    g: ArcRwLockWriteGuard<RawRwLock, Inode>,
+    held: Held,
 }
 
-pub struct WGuard {
-    ino: u64,
-    g: ArcRwLockWriteGuard<RawRwLock, Inode>,
+impl WGuard {
+    /// The read lock, without letting a writer in between.
+    pub fn downgrade(self) -> RGuard {
+        let WGuard { g, held } = self;
+        RGuard {
+            g: ArcRwLockWriteGuard::downgrade(g),
+            _held: held,
+        }
+    }
 }
 
 impl Deref for WGuard {
@@ -117,12 +147,6 @@ impl Deref for WGuard {
 impl DerefMut for WGuard {
     fn deref_mut(&mut self) -> &mut Inode {
         &mut self.g
-    }
-}
-
-impl Drop for WGuard {
-    fn drop(&mut self) {
-        leave(self.ino);
     }
 }
 

@@ -220,7 +220,8 @@ impl Fs {
         // pin's blocks (Ctx::blocks_free) registers the deferral before we
         // look for it, so the last unpin always finds and frees it.
         let (_pin, release) = {
-            let _m = self.meta.lock();
+            let _m = nowait::lock(&self.meta)?;
+            nowait::changing();
             self.pages.unpin(id).ok_or(FsError::NotFound)?
         };
         if release.is_empty() {

@@ -9,7 +9,7 @@ impl DaxFuse {
     /// kept across opens as a file's pages are (`open_flags`): not when a
     /// listing now would update the access time.
     pub(super) fn opendir_flags(&self, ino: u64) -> FopenFlags {
-        if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
+        if self.cache.keep && !self.fs.read_would_touch_atime(ino).unwrap_or(false) {
             FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::FOPEN_CACHE_DIR

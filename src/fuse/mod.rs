@@ -256,14 +256,14 @@ impl DaxFuse {
     /// POSIX locks of its own, every write already durable), so no FLUSH.
     /// While a writable direct-access lease exists on the file, no page
     /// cache (FOPEN_DIRECT_IO): direct stores bypass the kernel.
-    fn open_flags(&self, ino: u64) -> FopenFlags {
-        if self.direct_io_now(ino) {
+    fn open_flags(&self, ino: u64) -> Result<FopenFlags, FsError> {
+        Ok(if self.direct_io_now(ino) {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
-        } else if self.cache.keep && !self.fs.read_would_touch_atime(ino) {
+        } else if self.cache.keep && !self.fs.read_would_touch_atime(ino)? {
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
         } else {
             FopenFlags::FOPEN_NOFLUSH
-        }
+        })
     }
 
     fn writable(&self, fh: u64) -> bool {

@@ -142,7 +142,10 @@ impl DaxFuse {
     /// A new handle and what the kernel may keep of the file's cached pages.
     pub fn serve_open(&self, ino: u64, flags: i32) -> Result<(u64, FopenFlags), i32> {
         self.serve("open", || {
-            Ok((self.open_handle(ino, flags)?, self.open_flags(ino)))
+            // The flags first: in no-wait mode (a ring thread) nothing may
+            // change before the last lock that can be busy.
+            let keep = self.open_flags(ino)?;
+            Ok((self.open_handle(ino, flags)?, keep))
         })
     }
 
@@ -163,25 +166,30 @@ impl DaxFuse {
             };
             let a = self.fs.mknod(parent, name, mode, 0, who)?;
             let fh = self.open_handle(a.ino, flags)?;
-            let keep = self.open_flags(a.ino);
+            let keep = self.open_flags(a.ino)?;
             Ok((a, fh, keep))
         })
     }
 
     pub fn serve_release(&self, ino: u64, fh: u64) -> Result<(), i32> {
         self.serve("release", || {
-            let known = self.handles.lock().remove(&fh).is_some();
-            // So does its direct-access lease.
-            self.fs.pages.leases.release(fh);
+            // The handle goes last: in no-wait mode (a ring thread) a busy
+            // lock below fails the release before anything changed, and
+            // the bridge serves it again.
+            let known = self.handles.lock().contains_key(&fh);
             // Pins end when the open file that made them is released.
-            if let Err(e) = self.fs.unpin_holder(fh) {
-                log::error!("unpin at release: {e}");
+            match self.fs.unpin_holder(fh) {
+                Err(FsError::WouldBlock) => return Err(FsError::WouldBlock),
+                Err(e) => log::error!("unpin at release: {e}"),
+                Ok(()) => {}
             }
-            if known {
-                self.fs.close(ino)
-            } else {
-                Ok(())
+            let r = if known { self.fs.close(ino) } else { Ok(()) };
+            if r != Err(FsError::WouldBlock) {
+                self.handles.lock().remove(&fh);
+                // So does its direct-access lease.
+                self.fs.pages.leases.release(fh);
             }
+            r
         })
     }
 

@@ -1,6 +1,6 @@
 //! The requests the ring threads do not answer themselves (every opcode
 //! outside `queue.rs`'s `NATIVE`, and a native one from a user the mount
-//! turns away or on a busy inode) go to a second fuser session that serves the same
+//! turns away or that met a busy lock) go to a second fuser session that serves the same
 //! `DaxFuse` state over a socket pair instead of /dev/fuse: one datagram per
 //! request, one per reply, exactly what fuser reads from and writes to the
 //! device. So every opcode keeps one implementation (fuser's decoding, the

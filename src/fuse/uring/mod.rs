@@ -13,8 +13,11 @@
 //! daemon does not serve) through the code fuser's handlers call too. The
 //! rest is passed to a second fuser session over a socket pair
 //! (`bridge.rs`), and so is a native request from a user the mount turns
-//! away or on an inode a long operation holds (except a READ or WRITE too
-//! big for the socket), so no CPU's queue waits behind a lock. Each opcode
+//! away, or one that meets a lock a long operation holds (the rings serve
+//! in the core's no-wait mode, `fs::no_wait`: such a request fails before
+//! changing anything and the bridge serves it again; a READ or WRITE too
+//! big for the socket is served on the ring, waiting), so no CPU's queue
+//! waits behind a long operation. Each opcode
 //! has one implementation whatever the transport; `daxlink counters` shows
 //! which requests the rings served.
 //!

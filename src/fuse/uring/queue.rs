@@ -6,7 +6,10 @@
 //! The common requests (NATIVE: data, lookups, attributes, open, create,
 //! release, unlink) are served right here through the code fuser's
 //! handlers call too (`fuse/serve.rs`); everything else goes to the bridge
-//! (`bridge.rs`) and is committed when its reply comes back.
+//! (`bridge.rs`) and is committed when its reply comes back. The thread
+//! never waits for a lock a long operation may hold: it serves in the
+//! core's no-wait mode (`fs/nowait.rs`), and a request that meets a busy
+//! lock goes to the bridge before it changed anything.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -271,13 +274,25 @@ impl Queue {
             SessionACL::RootAndOwner => hd.uid != self.owner && hd.uid != 0,
             SessionACL::Owner => hd.uid != self.owner,
         } && !matches!(hd.opcode, abi::OP_READ | abi::OP_WRITE | abi::OP_RELEASE);
-        // A request whose inode is locked (a long clone, truncate or punch
-        // holds it) would hold up every later request of this CPU: the
-        // bridge's threads wait instead.
-        if !here || outsider || (!big && self.fuse.fs.inode_busy(hd.nodeid)) {
+        if !here || outsider {
             return self.bridge_out(idx, hd, payload_sz);
         }
-        let served = self.serve_here(idx, hd, op, io, payload_sz);
+        // A request that would wait for a lock (a long clone, truncate or
+        // punch holds its inode, another request the namespace or `meta`)
+        // would hold up every later request of this CPU: it runs in no-wait
+        // mode, fails with WouldBlock before changing anything, and the
+        // bridge's threads serve it again, waiting. A READ or WRITE too big
+        // for the socket can only be served here: it waits.
+        let served = if big {
+            self.serve_here(idx, hd, op, io, payload_sz)
+        } else {
+            let (served, blocked) =
+                crate::fs::no_wait(|| self.serve_here(idx, hd, op, io, payload_sz));
+            if blocked {
+                return self.bridge_out(idx, hd, payload_sz);
+            }
+            served
+        };
         if served.is_some() {
             crate::fuse::counters::bump(crate::fuse::counters::RING, hd.opcode);
         }
