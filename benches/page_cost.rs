@@ -12,10 +12,10 @@ mod common;
 use std::time::Instant;
 
 use common::*;
+use daxlink::fs::make::{mkfs, MkfsOptions};
 use daxlink::fs::{Cred, Fs, FsOptions};
 use daxlink::media::Media;
 use daxlink::pages::PageModel;
-use daxlink::tools::mkfs::{mkfs, MkfsOptions};
 
 const BS: u64 = 4096;
 const C: Cred = Cred::ROOT;

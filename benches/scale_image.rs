@@ -7,7 +7,7 @@
 //!
 //! The image is a sparse file (no fallocate, unlike `mkfs.daxlink` on a disk
 //! filesystem, so a 1 TiB image fits on a smaller disk) formatted in process
-//! with `daxlink::tools::mkfs::mkfs`, timed, with the bytes it wrote (the file's
+//! with `daxlink::fs::make::mkfs`, timed, with the bytes it wrote (the file's
 //! allocated blocks after an fsync). The files (empty, 1,000 to a directory)
 //! are then created in process without per-operation flushes (a FUSE mount of
 //! a disk image runs in msync mode, ~30 creates a second here, which would take
@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use daxlink::format::ROOT_INO;
+use daxlink::fs::make::{mkfs, MkfsOptions};
 use daxlink::fs::{Cred, Fs, FsOptions};
 use daxlink::media::{Media, PersistMode};
-use daxlink::tools::mkfs::{mkfs, parse_size, MkfsOptions};
+use daxlink::tools::mkfs::parse_size;
 
 fn allocated(path: &PathBuf) -> u64 {
     std::fs::metadata(path)

@@ -17,9 +17,10 @@ use std::path::Path;
 
 use common::*;
 use daxlink::format::ROOT_INO;
+use daxlink::fs::make::MkfsOptions;
 use daxlink::fs::{Cred, Fs, FsOptions};
 use daxlink::media::{Media, PersistMode};
-use daxlink::tools::mkfs::{mkfs_path, MkfsOptions};
+use daxlink::tools::mkfs::mkfs_path;
 
 /// The two sizes the slopes are taken between: four times apart, so the
 /// hash tables that grow by doubling are equally full at both.

@@ -13,7 +13,8 @@ use std::process::Command;
 
 use common::*;
 use daxlink::format::{Roots, Superblock, BITS_PER_BITMAP_BLOCK, BS, INODE_CHUNK, ROOTS_SIZE};
-use daxlink::tools::mkfs::{mkfs_path, MkfsOptions};
+use daxlink::fs::make::MkfsOptions;
+use daxlink::tools::mkfs::mkfs_path;
 
 /// A sparse image file, removed on drop.
 struct Sparse(PathBuf);

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use daxlink::format::{BLOCK_SIZE, ROOT_INO};
+use daxlink::fs::make::{mkfs, MkfsOptions};
 use daxlink::fs::{Cred, Fs, FsOptions};
 use daxlink::media::Media;
-use daxlink::tools::mkfs::{mkfs, MkfsOptions};
 use daxlink::FsError;
 
 const BS: u64 = BLOCK_SIZE;

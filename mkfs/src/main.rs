@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use daxlink::format::BLOCK_SIZE;
-use daxlink::tools::mkfs::{mkfs_image, parse_size, MkfsOptions};
+use daxlink::fs::make::MkfsOptions;
+use daxlink::tools::mkfs::{mkfs_image, parse_size};
 
 #[derive(Parser)]
 #[command(

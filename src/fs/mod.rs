@@ -34,6 +34,7 @@ mod data;
 pub mod flags;
 pub mod index;
 mod lease;
+pub mod make;
 mod mount;
 mod namespace;
 mod node;

@@ -199,10 +199,10 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::head_label;
+    use crate::fs::make::{mkfs, MkfsOptions};
     use crate::fs::{Cred, Fs, FsOptions, ROOT_INO};
     use crate::media::Media;
     use crate::pages::PageModel;
-    use crate::tools::mkfs::{mkfs, MkfsOptions};
 
     const C: Cred = Cred {
         uid: 0,

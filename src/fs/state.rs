@@ -151,7 +151,7 @@ mod tests {
 
     fn fresh() -> Fs {
         let media = Media::anonymous(32 << 20).unwrap();
-        crate::tools::mkfs::mkfs(&media, &Default::default()).unwrap();
+        crate::fs::make::mkfs(&media, &Default::default()).unwrap();
         Fs::mount(media, FsOptions::default()).unwrap()
     }
 

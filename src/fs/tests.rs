@@ -1,7 +1,7 @@
 //! Core filesystem tests over the in-memory media backend (no FUSE).
 
 use super::*;
-use crate::tools::mkfs::{mkfs, MkfsOptions};
+use crate::fs::make::{mkfs, MkfsOptions};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 

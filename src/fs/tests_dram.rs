@@ -3,7 +3,7 @@
 //! blocks going back to free space.
 
 use super::*;
-use crate::tools::mkfs::{mkfs, MkfsOptions};
+use crate::fs::make::{mkfs, MkfsOptions};
 
 const C: Cred = Cred::ROOT;
 

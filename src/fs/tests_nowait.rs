@@ -128,7 +128,7 @@ fn busy_locks_fail_no_wait_requests_before_any_change() {
 #[test]
 fn a_no_wait_read_that_must_set_the_atime_fails_while_another_reader_is_in() {
     let m = Media::anonymous(4096 * BS).unwrap();
-    crate::tools::mkfs::mkfs(&m, &crate::tools::mkfs::MkfsOptions::default()).unwrap();
+    crate::fs::make::mkfs(&m, &crate::fs::make::MkfsOptions::default()).unwrap();
     let opts = FsOptions {
         atime: AtimeMode::Strict,
         ..FsOptions::default()

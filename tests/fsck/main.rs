@@ -16,11 +16,11 @@ use daxlink::format::{
     self, ExtentRec, InodeRec, JournalHdr, RecKind, Roots, Superblock, TxState, BLOCK_SIZE,
     INODE_SIZE, ROOT_INO,
 };
+use daxlink::fs::make::{geometry as mkfs_geometry, mkfs, MkfsOptions};
 use daxlink::fs::{journal_geometry, read_superblock, walk_chain, Cred, Fs, FsOptions};
 use daxlink::journal::Journal;
 use daxlink::media::{Media, PersistMode};
 use daxlink::tools::fsck::{self, Report};
-use daxlink::tools::mkfs::{geometry as mkfs_geometry, mkfs, MkfsOptions};
 use daxlink::FsError;
 
 const BS: u64 = BLOCK_SIZE;

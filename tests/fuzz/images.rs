@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use daxlink::check::acl::{Acl, Entry, GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
 use daxlink::format::{self, JournalHdr, RecKind, Roots, Superblock, TxState, ROOT_INO};
+use daxlink::fs::make::{mkfs, MkfsOptions};
 use daxlink::fs::{journal_geometry, walk_chain, Cred, Fs, FsOptions};
 use daxlink::journal::Journal;
 use daxlink::media::Media;
-use daxlink::tools::mkfs::{mkfs, MkfsOptions};
 
 pub const BS: u64 = format::BLOCK_SIZE;
 /// 4 MiB: room for a few hundred files, small enough for thousands of cases.

@@ -22,9 +22,9 @@ use super::oracle::{capture, Snapshot};
 use super::record::{Event, Recorder};
 use super::states::Walker;
 use crate::format::BLOCK_SIZE;
+use crate::fs::make::{mkfs, MkfsOptions};
 use crate::fs::{Fs, FsOptions};
 use crate::media::Media;
-use crate::tools::mkfs::{mkfs, MkfsOptions};
 
 const BS: u64 = BLOCK_SIZE;
 

@@ -11,7 +11,7 @@ use crate::fs::{Cred, Fs};
 
 pub(super) const BS: u64 = BLOCK_SIZE;
 /// Size of the test filesystem (the smallest mkfs makes).
-pub const IMAGE_BLOCKS: u64 = crate::tools::mkfs::MIN_BLOCKS;
+pub const IMAGE_BLOCKS: u64 = crate::fs::make::MIN_BLOCKS;
 
 pub const FILES: [&str; 4] = ["A/foo", "A/bar", "B/foo", "B/bar"];
 pub const DIRS: [&str; 2] = ["A/C", "B/C"];

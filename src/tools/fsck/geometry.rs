@@ -26,8 +26,8 @@ use crate::format::{
     self, InodeRec, JournalHdr, Roots, Superblock, BITS_PER_BITMAP_BLOCK, INODES_PER_BLOCK,
     INODE_SIZE, SB_MAGIC, SB_SIZE,
 };
+use crate::fs::make::{geometry, MkfsOptions, MIN_BLOCKS};
 use crate::media::Media;
-use crate::tools::mkfs::{geometry, MkfsOptions, MIN_BLOCKS};
 
 /// Smallest journal the format allows (FORMAT.md).
 const MIN_JOURNAL: u64 = 16;

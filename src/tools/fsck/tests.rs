@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::format::{self, INODE_SIZE, ROOT_INO, SB_SIZE, TX_HDR_SIZE, TX_MAGIC};
+use crate::fs::make::{mkfs, MkfsOptions};
 use crate::fs::{Cred, Fs, FsOptions};
-use crate::tools::mkfs::{mkfs, MkfsOptions};
 use std::sync::Arc;
 
 fn fresh() -> Media {
