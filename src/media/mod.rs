@@ -404,6 +404,17 @@ impl Media {
     }
 
     /// Admit one store or flush, unless the media is shut down.
+    /// Every store's admission: the media is writable, `off..off+len` is
+    /// inside it, and it is not shut down (the guard counts the store as
+    /// active until it is dropped).
+    fn admit_store(&self, off: u64, len: u64) -> Result<Active<'_>, MediaError> {
+        if self.read_only {
+            return Err(MediaError::ReadOnly);
+        }
+        self.check(off, len)?;
+        self.admit()
+    }
+
     fn admit(&self) -> Result<Active<'_>, MediaError> {
         self.active.fetch_add(1, Ordering::SeqCst);
         let a = Active(&self.active);
@@ -498,11 +509,7 @@ impl Media {
 
     /// Store bytes into the media (not yet durable: see [`Media::persist`]).
     pub fn write_at(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
-        if self.read_only {
-            return Err(MediaError::ReadOnly);
-        }
-        self.check(off, data.len() as u64)?;
-        let _a = self.admit()?;
+        let _a = self.admit_store(off, data.len() as u64)?;
         if let Some(o) = &self.observer {
             o.store(off, data);
         }
@@ -524,16 +531,12 @@ impl Media {
             self.write_at(off, data)?;
             return self.flush(off, data.len() as u64);
         }
-        if self.read_only {
-            return Err(MediaError::ReadOnly);
-        }
-        self.check(off, data.len() as u64)?;
-        let _a = self.admit()?;
+        let _a = self.admit_store(off, data.len() as u64)?;
         if let Some(o) = &self.observer {
             o.store(off, data);
             o.flush(off, data.len() as u64);
         }
-        // SAFETY: [off, off + len) was bounds-checked above and the mapping
+        // SAFETY: [off, off + len) was bounds-checked (`admit_store`) and the mapping
         // is writable (not read_only); the source slice cannot overlap the
         // mapping's private view, and no Rust reference into the mapping is
         // handed out by safe code (see `unsafe impl Send for Media`).
@@ -543,11 +546,7 @@ impl Media {
 
     /// Store `len` copies of `byte`.
     pub fn fill(&self, off: u64, len: u64, byte: u8) -> Result<(), MediaError> {
-        if self.read_only {
-            return Err(MediaError::ReadOnly);
-        }
-        self.check(off, len)?;
-        let _a = self.admit()?;
+        let _a = self.admit_store(off, len)?;
         if let Some(o) = &self.observer {
             o.store(off, &vec![byte; len as usize]);
         }
