@@ -126,7 +126,7 @@ pub fn map(
     fd: c_int,
     off: i64,
 ) -> Option<usize> {
-    if fd < 0 || len == 0 || addr != 0 || off < 0 || off as usize % PAGE != 0 {
+    if fd < 0 || len == 0 || addr != 0 || off < 0 || !(off as usize).is_multiple_of(PAGE) {
         return None;
     }
     let extra = flags & !libc::MAP_SHARED;

@@ -1,0 +1,244 @@
+//! Direct mmap (issue 23 item 5): a python3 process under `daxlink run`
+//! maps a daxlink file with its `mmap` module (libc's mmap/munmap, which
+//! the shim serves: the image's blocks themselves, under a pin for the
+//! mapping's life), while other processes (python3 or coreutils without
+//! the shim: the kernel path) truncate the file and write others. What the
+//! page models decide, with real processes: upstream makes the truncate
+//! wait for the munmap (EBUSY after layout_timeout_ms), proxy lets it go
+//! ahead while the mapping keeps its blocks (freed at munmap), legacy frees
+//! and reuses them under the mapping: the process's stores land in another
+//! file. Every test asserts that the mapping was direct (the shim's debug
+//! line), so none can pass on the kernel's FUSE mmap.
+//!
+//! Needs the shim built beside daxlink: `cargo build --release --workspace`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn shim() -> PathBuf {
+    let p = Path::new(DAXLINK)
+        .parent()
+        .unwrap()
+        .join("libdaxlink_client.so");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo build --release --workspace`",
+        p.display()
+    );
+    p
+}
+
+fn need(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "{tool} is needed by this test (apt-get install {tool})");
+}
+
+/// Python prelude: `other(argv)` runs a command without the shim (another
+/// process, on the kernel path); `check` fails the script with a message.
+const PRELUDE: &str = r#"
+import os, sys, subprocess, time, mmap
+PLAIN = {k: v for k, v in os.environ.items() if k not in ('LD_PRELOAD', 'DAXLINK_DIRECT_DEBUG')}
+def other(*argv):
+    return subprocess.run([str(a) for a in argv], env=PLAIN, capture_output=True)
+def kread(path):
+    r = other(sys.executable, '-c', 'import sys; sys.stdout.buffer.write(open(sys.argv[1], "rb").read())', path)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+def free(d):
+    return os.statvfs(d).f_bfree
+def check(cond, what):
+    if not cond:
+        print('FAILED:', what, flush=True); sys.exit(1)
+def rw_map(path, n):
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, n, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    os.close(fd)  # the mapping, not the descriptor, holds the pin
+    return m
+"#;
+
+/// Run `script` under `daxlink run` (debug lines on) with `args`; it must
+/// succeed, and the shim must have mapped `direct` files directly.
+fn py_direct(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>], direct: usize) -> Out {
+    shim();
+    need("python3");
+    need("truncate");
+    let mut c = Command::new(DAXLINK);
+    c.args(["run", "--", "python3", "-c"])
+        .arg(format!("{PRELUDE}\n{script}"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .env("DAXLINK_DIRECT_DEBUG", "1");
+    let o = run_deadline(c, 120);
+    assert_eq!(
+        o.rc, 0,
+        "python under daxlink run failed\nstdout: {}\nstderr: {}",
+        o.stdout, o.stderr
+    );
+    let maps = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("mmap of fd") && l.contains(": direct,"))
+        .count();
+    let ends = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("munmap: direct mapping at"))
+        .count();
+    assert_eq!(
+        (maps, ends),
+        (direct, direct),
+        "expected {direct} direct mappings made and ended\n{}",
+        o.stderr
+    );
+    o
+}
+
+fn mount(model: &str) -> (Image, Mounted) {
+    let img = Image::new("dmmap", 64 << 20);
+    let m = Mounted::new(
+        &img.path,
+        &format!("page_model={model},layout_timeout_ms=300"),
+    );
+    (img, m)
+}
+
+#[test]
+fn a_mapping_reads_the_file_and_its_stores_reach_kernel_readers() {
+    let (img, m) = mount("proxy");
+    let f = m.path("f");
+    std::fs::write(&f, pattern(1, 20000)).unwrap();
+    // A sparse file: a read pin maps its holes as zero pages.
+    let s = m.path("sparse");
+    let sf = std::fs::File::create(&s).unwrap();
+    sf.set_len(3 * 4096).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sf, &[b'D'; 4096], 4096).unwrap();
+    drop(sf);
+    py_direct(
+        r#"
+f, s = sys.argv[1], sys.argv[2]
+want = kread(f)
+m = rw_map(f, 20000)
+check(m[:20000] == want, 'the mapping reads the file')
+m[100:200] = b'Q' * 100
+m[19990:20000] = b'E' * 10
+got = kread(f)
+check(got[100:200] == b'Q' * 100 and got[19990:] == b'E' * 10, 'a kernel-path reader sees the stores')
+check(got[:100] == want[:100] and got[200:19990] == want[200:19990], 'nothing else changed')
+m.close()
+fd = os.open(s, os.O_RDONLY)
+r = mmap.mmap(fd, 3 * 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+os.close(fd)
+check(r[:4096] == bytes(4096) and r[4096:8192] == b'D' * 4096 and r[8192:] == bytes(4096), 'holes read as zeros')
+r.close()
+check(len(kread(s)) == 3 * 4096, 'the read mapping allocated nothing and changed no size')
+"#,
+        &[&f, &s],
+        2,
+    );
+    assert_eq!(&std::fs::read(&f).unwrap()[100..104], b"QQQQ");
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+#[test]
+fn upstream_a_truncate_of_a_mapped_file_waits_for_the_munmap() {
+    let (img, m) = mount("upstream");
+    let f = m.path("f");
+    std::fs::write(&f, vec![b'A'; 16384]).unwrap();
+    py_direct(
+        r#"
+f = sys.argv[1]
+m = rw_map(f, 16384)
+m[0:4] = b'WXYZ'
+t = time.monotonic()
+r = other('truncate', '-s', '0', f)
+took = time.monotonic() - t
+check(r.returncode != 0 and b'busy' in r.stderr.lower(), 'truncate under the mapping: EBUSY, got %r' % (r,))
+check(took >= 0.25, 'EBUSY after layout_timeout_ms (took %.3f s)' % took)
+check(os.stat(f).st_size == 16384 and kread(f)[:4] == b'WXYZ', 'the file is untouched')
+m.close()
+r = other('truncate', '-s', '0', f)
+check(r.returncode == 0, 'after munmap the truncate goes through: %r' % (r,))
+check(os.stat(f).st_size == 0, 'truncated')
+"#,
+        &[&f],
+        1,
+    );
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+#[test]
+fn proxy_a_truncate_goes_ahead_and_the_mapping_keeps_its_blocks_until_munmap() {
+    let (img, m) = mount("proxy");
+    let f = m.path("f");
+    let c = m.path("c");
+    std::fs::write(&f, vec![b'A'; 16384]).unwrap();
+    std::fs::write(&c, vec![b'C'; 16384]).unwrap();
+    py_direct(
+        r#"
+f, c, g, d = sys.argv[1:5]
+m = rw_map(f, 16384)
+before = free(d)
+r = other('truncate', '-s', '0', f)
+check(r.returncode == 0, 'truncate under the mapping goes ahead: %r' % (r,))
+check(os.stat(f).st_size == 0, 'truncated')
+check(free(d) <= before, 'the mapped blocks are not freed yet (%d, was %d)' % (free(d), before))
+r = other('sh', '-c', 'head -c 16384 /dev/zero | tr "\\0" G > "$0"', g)
+check(r.returncode == 0, r)
+for p in range(4):
+    m[p * 4096:p * 4096 + 8] = b'MAPPED%02d' % p
+check(m[4096:4104] == b'MAPPED01', 'the mapping keeps its blocks')
+check(kread(g) == b'G' * 16384, 'no other file changed (new file)')
+check(kread(c) == b'C' * 16384, 'no other file changed (old file)')
+check(kread(f) == b'', 'the truncated file stays empty')
+held = free(d)
+m.close()
+check(free(d) >= held + 4, 'munmap frees the 4 blocks (%d, was %d)' % (free(d), held))
+"#,
+        &[&f, &c, &m.path("g"), &m.root()],
+        1,
+    );
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
+#[test]
+fn legacy_the_mapping_writes_into_the_file_that_reuses_its_blocks() {
+    // The bug the project demonstrates: expected to break isolation.
+    let (img, m) = mount("legacy");
+    let f = m.path("f");
+    std::fs::write(&f, vec![b'A'; 16384]).unwrap();
+    py_direct(
+        r#"
+f, g = sys.argv[1:3]
+m = rw_map(f, 16384)
+r = other('truncate', '-s', '0', f)
+check(r.returncode == 0, 'truncate under the mapping goes ahead: %r' % (r,))
+r = other('sh', '-c', 'head -c 16384 /dev/zero | tr "\\0" G > "$0"', g)
+check(r.returncode == 0, r)
+for p in range(4):
+    m[p * 4096:p * 4096 + 8] = b'MAPPED%02d' % p
+got = kread(g)
+hits = [p for p in range(4) if b'MAPPED%02d' % p in got]
+check(hits, 'the freed blocks went to the new file and the stores landed there: %r' % got[:64])
+print('corrupted pages of the new file:', hits, flush=True)
+m.close()
+"#,
+        &[&f, &m.path("g")],
+        1,
+    );
+    let g = std::fs::read(m.path("g")).unwrap();
+    assert!(
+        g.windows(6).any(|w| w == b"MAPPED"),
+        "another process's stores are in g"
+    );
+    m.unmount();
+    drop(img);
+}
