@@ -48,6 +48,7 @@ struct Mapping {
     /// The private open file holding the pin.
     fd: c_int,
     pin: u64,
+    write: bool,
     /// The process that made it (a forked child's copy is not its own).
     pid: c_int,
 }
@@ -302,6 +303,7 @@ pub fn map(
             len: total,
             fd: own,
             pin,
+            write,
             pid: me,
         });
     }
@@ -358,6 +360,36 @@ pub fn unmap(addr: usize, len: usize) -> Option<c_int> {
         }
     }
     Some(0)
+}
+
+/// The pin of this process's direct mapping at `addr` (its start).
+pub fn pin_of(addr: usize) -> Option<u64> {
+    let me = sys::getpid();
+    table()
+        .iter()
+        .flatten()
+        .find(|m| m.pid == me && m.addr == addr)
+        .map(|m| m.pin)
+}
+
+/// Store `data` at byte `off` of this process's writable direct mapping at
+/// `addr` (a Rust program's safe way to write through it, for the demo's
+/// real device): false, storing nothing, unless the mapping is there,
+/// writable, and holds the whole range.
+pub fn store(addr: usize, off: usize, data: &[u8]) -> bool {
+    let me = sys::getpid();
+    let t = table();
+    let Some(m) = t.iter().flatten().find(|m| m.pid == me && m.addr == addr) else {
+        return false;
+    };
+    if !m.write || off.checked_add(data.len()).is_none_or(|e| e > m.len) {
+        return false;
+    }
+    // SAFETY: [addr + off, + len) lies in a writable shared mapping this
+    // library made and has not unmapped (munmap, served here, removes it
+    // under the table's lock, which we hold); it aliases no Rust object.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (addr + off) as *mut u8, data.len()) };
+    true
 }
 
 /// How many direct mappings this process holds now.
