@@ -242,3 +242,63 @@ m.close()
     m.unmount();
     drop(img);
 }
+
+/// `daxlink demo --real`: the scenarios' write pins are daxlink-holder
+/// processes' direct mappings and the device's writes their stores; legacy
+/// still corrupts another file (S1: C reads the holder's bytes), upstream
+/// blocks, proxy stays safe, and the steps name the holder process.
+#[test]
+fn demo_real_a_holder_process_corrupts_under_legacy_only() {
+    shim();
+    let holder = Path::new(DAXLINK).parent().unwrap().join("daxlink-holder");
+    assert!(holder.is_file(), "{} is missing", holder.display());
+    let mut c = Command::new(DAXLINK);
+    c.args(["demo", "--real", "--page-model", "all", "--json"]);
+    let out = run_deadline(c, 300);
+    assert_eq!(out.rc, 0, "{}\n{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let res = v["results"].as_array().unwrap();
+    let get = |s: &str, m: &str| {
+        res.iter()
+            .find(|r| r["scenario"] == s && r["model"] == m)
+            .unwrap()
+            .clone()
+    };
+    let held = |r: &serde_json::Value| {
+        r["steps"].as_array().unwrap().iter().any(|s| {
+            s.as_str()
+                .unwrap()
+                .contains("(daxlink-holder) stores through its mapping")
+        })
+    };
+    for s in ["S1", "S2", "S4", "S5", "S8"] {
+        for m in ["legacy", "proxy"] {
+            assert!(
+                held(&get(s, m)),
+                "{s} under {m}: no holder process stored\n{}",
+                get(s, m)
+            );
+        }
+    }
+    let s1 = get("S1", "legacy");
+    assert_eq!(s1["outcome"], "corrupted");
+    assert!(
+        s1["steps"].as_array().unwrap().iter().any(|s| s
+            .as_str()
+            .unwrap()
+            .contains("C reads X (the block was reused) [pid")),
+        "{s1}"
+    );
+    for s in ["S1", "S2", "S8"] {
+        assert_eq!(get(s, "upstream")["outcome"], "blocked", "{s}");
+    }
+    assert!(res
+        .iter()
+        .filter(|r| r["model"] == "proxy")
+        .all(|r| r["outcome"] == "safe"));
+    assert!(res
+        .iter()
+        .filter(|r| r["model"] == "upstream")
+        .all(|r| r["outcome"] != "corrupted"));
+    assert_eq!(v["ok"], true);
+}
