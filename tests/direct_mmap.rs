@@ -243,6 +243,62 @@ m.close()
     drop(img);
 }
 
+/// A mapping's pin lives in its process: kill -9 of the process (no
+/// munmap) ends it, as the kernel closes the process's files (RELEASE).
+#[test]
+fn upstream_the_pin_of_a_killed_process_goes_with_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    shim();
+    need("python3");
+    let (img, m) = mount("upstream");
+    let f = m.path("f");
+    std::fs::write(&f, vec![b'A'; 8192]).unwrap();
+    let mut c = Command::new(DAXLINK);
+    c.args(["run", "--", "python3", "-c"])
+        .arg(format!(
+            "{PRELUDE}\nm = rw_map(sys.argv[1], 8192)\nprint('mapped', flush=True)\ntime.sleep(120)"
+        ))
+        .arg(&f)
+        .env("DAXLINK_DIRECT_DEBUG", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "mapped");
+    let t = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    let busy = t.set_len(0);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains(": direct, 2 pages"),
+        "not mapped directly:\n{err}"
+    );
+    assert_eq!(
+        errno_of(busy),
+        libc::EBUSY,
+        "the mapping's pin holds the truncate"
+    );
+    // The kernel closes the dead process's files; the daemon's RELEASE unpins.
+    let t0 = std::time::Instant::now();
+    loop {
+        match t.set_len(0) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && t0.elapsed().as_secs() < 10 => {}
+            Err(e) => panic!("truncate after the holder died: {e}"),
+        }
+    }
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 0);
+    drop(t);
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
 /// `daxlink demo --real`: the scenarios' write pins are daxlink-holder
 /// processes' direct mappings and the device's writes their stores; legacy
 /// still corrupts another file (S1: C reads the holder's bytes), upstream
