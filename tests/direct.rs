@@ -719,3 +719,41 @@ for i in range(20):
     );
     assert!(total(&o.stderr).writes >= 41, "{}", o.stderr);
 }
+
+/// `daxlink run` says in one line why it cannot run a command: the shim
+/// missing (a daxlink copied alone elsewhere), or the command missing;
+/// an LD_PRELOAD already set is kept after the shim.
+#[test]
+fn daxlink_run_errors_and_preload_order() {
+    let lib = shim();
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("daxlink");
+    std::fs::copy(DAXLINK, &alone).unwrap();
+    let mut c = Command::new(&alone);
+    c.args(["run", "true"]);
+    let o = run_deadline(c, 60);
+    assert_eq!(o.rc, 127, "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("libdaxlink_client.so not found"),
+        "{}",
+        o.stderr
+    );
+    let mut c = Command::new(DAXLINK);
+    c.args(["run", "--", "no-such-command-daxlink"]);
+    let o = run_deadline(c, 60);
+    assert_eq!(o.rc, 127, "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    let mut c = Command::new(DAXLINK);
+    c.args(["run", "sh", "-c", "echo $LD_PRELOAD"])
+        .env("LD_PRELOAD", "/nonexistent-other.so");
+    let o = run_deadline(c, 60);
+    assert_eq!(o.rc, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stdout.trim(),
+        format!(
+            "{}:/nonexistent-other.so",
+            lib.canonicalize().unwrap().display()
+        )
+    );
+}
