@@ -243,6 +243,47 @@ m.close()
     drop(img);
 }
 
+/// A clone *from* a mapped file: the mapping's block must not become
+/// shared with the clone (its stores would show in the other file). Proxy
+/// gives the clone a copy of the pinned block (PAGES.md), upstream waits
+/// (EBUSY), legacy shares it and the stores show through the clone.
+#[test]
+fn a_clone_from_a_mapped_file_shares_its_block_under_legacy_only() {
+    for model in ["proxy", "upstream", "legacy"] {
+        let (img, m) = mount(model);
+        let f = m.path("f");
+        std::fs::write(&f, vec![b'A'; 8192]).unwrap();
+        let o = py_direct(
+            r#"
+f, g, daxlink, model = sys.argv[1:5]
+m = rw_map(f, 8192)
+r = other(daxlink, 'reflink', f, g)
+if model == 'upstream':
+    check(r.returncode != 0 and b'busy' in (r.stderr + r.stdout).lower(), 'clone from a mapped file: EBUSY, got %r' % (r,))
+    m.close()
+    sys.exit(0)
+check(r.returncode == 0, 'clone: %r' % (r,))
+m[0:8] = b'MAPPED00'
+got = kread(g)
+print('clone reads:', got[:8], flush=True)
+check(kread(f)[:8] == b'MAPPED00', 'the mapped file has the stores')
+if model == 'proxy':
+    check(got == b'A' * 8192, 'the clone does not see the mapping\'s stores')
+else:
+    check(got[:8] == b'MAPPED00', 'legacy: the clone shares the pinned block and sees the stores')
+m.close()
+"#,
+            &[&f, &m.path("g"), &DAXLINK, &model],
+            1,
+        );
+        assert!(o.rc == 0, "{model}: {}", o.stdout);
+        m.unmount();
+        if model != "legacy" {
+            fsck_clean(&img.path);
+        }
+    }
+}
+
 /// A mapping's pin lives in its process: kill -9 of the process (no
 /// munmap) ends it, as the kernel closes the process's files (RELEASE).
 #[test]
