@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use daxlink::fuse::ioctl;
+use daxlink::tools::client;
+use daxlink_direct::wire;
 
 fn shim() -> PathBuf {
     let p = Path::new(DAXLINK)
@@ -282,6 +285,74 @@ m.close()
             fsck_clean(&img.path);
         }
     }
+}
+
+fn pinmap(f: &std::fs::File, pin: u64, from: u64) -> std::io::Result<wire::PinMapReply> {
+    let mut b = vec![0u8; wire::PINMAP_SIZE];
+    wire::pinmap_request((&mut b[..]).try_into().unwrap(), pin, from);
+    ioctl::call(f, ioctl::Cmd::PINMAP, &mut b)?;
+    Ok(wire::PinMapReply::decode(&b).unwrap())
+}
+
+/// PINMAP (what the client maps): a pin's blocks are the file's blocks as
+/// EXTENTS shows them, in runs; a read pin's hole is the zero page; only
+/// the open file holding the pin may ask, for pages the pin has.
+#[test]
+fn pinmap_gives_the_pins_blocks_to_its_holder_only() {
+    let (img, m) = mount("proxy");
+    let f = m.path("f");
+    std::fs::write(&f, pattern(3, 3 * 4096)).unwrap();
+    let rw = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&f)
+            .unwrap()
+    };
+    let (a, b) = (rw(), rw());
+    let h = client::pin(&a, 0, 3 * 4096, true, true).unwrap();
+    let r = pinmap(&a, h, 0).unwrap();
+    assert_eq!((r.index, r.pages, r.next), (0, 3, u64::MAX));
+    assert_eq!(r.flags, wire::PINMAP_WRITE);
+    let ext = client::extents(&f).unwrap();
+    let mut want = Vec::new();
+    for e in &ext {
+        want.extend((0..e.length / 4096).map(|i| e.physical + i));
+    }
+    let mut got = Vec::new();
+    for run in &r.runs {
+        got.extend((0..run.count).map(|i| run.pblock + i));
+    }
+    assert_eq!(got, want, "the pin's blocks are the file's");
+    let tail = pinmap(&a, h, 2).unwrap();
+    assert_eq!(tail.runs.iter().map(|r| r.count).sum::<u64>(), 1);
+    assert_eq!(errno_of(pinmap(&b, h, 0)), libc::EPERM, "another open file");
+    assert_eq!(errno_of(pinmap(&a, h, 4)), libc::EINVAL, "past the pin");
+    assert_eq!(
+        errno_of(pinmap(&a, h + 100, 0)),
+        libc::EINVAL,
+        "no such pin"
+    );
+    // A read pin over a hole: the zero page, nothing allocated.
+    let s = m.path("sparse");
+    std::fs::File::create(&s)
+        .unwrap()
+        .set_len(2 * 4096)
+        .unwrap();
+    let sf = std::fs::File::open(&s).unwrap();
+    let hs = client::pin(&sf, 0, 2 * 4096, false, true).unwrap();
+    let r = pinmap(&sf, hs, 0).unwrap();
+    assert_eq!(r.flags, 0);
+    assert_eq!(
+        r.runs,
+        vec![wire::PinRun {
+            pblock: wire::PIN_ZERO,
+            count: 2
+        }]
+    );
+    drop((a, b, sf));
+    m.unmount();
+    fsck_clean(&img.path);
 }
 
 /// A mapping's pin lives in its process: kill -9 of the process (no
