@@ -133,7 +133,10 @@ m[19990:20000] = b'E' * 10
 got = kread(f)
 check(got[100:200] == b'Q' * 100 and got[19990:] == b'E' * 10, 'a kernel-path reader sees the stores')
 check(got[:100] == want[:100] and got[200:19990] == want[200:19990], 'nothing else changed')
+t0 = os.stat(f).st_mtime_ns
+time.sleep(0.05)
 m.close()
+check(os.stat(f).st_mtime_ns > t0, 'munmap of a written mapping sets mtime')
 fd = os.open(s, os.O_RDONLY)
 r = mmap.mmap(fd, 3 * 4096, mmap.MAP_SHARED, mmap.PROT_READ)
 os.close(fd)

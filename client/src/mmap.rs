@@ -351,6 +351,13 @@ pub fn unmap(addr: usize, len: usize) -> Option<c_int> {
         }
         let whole = addr <= m.addr && m.addr + m.len <= end;
         if whole || !any_mapped(m.addr, m.len) {
+            if m.write {
+                // Stores through the mapping changed the file: its times,
+                // as the daemon's overwrite in place sets them (the kernel
+                // sets them at the first write fault; see docs/USAGE.md).
+                let mut t = wire::TOUCH_MTIME.to_le_bytes();
+                let _ = sys::ioctl(m.fd, wire::TOUCH, t.as_mut_ptr().cast());
+            }
             unpin(m.fd, m.pin);
             *s = None;
             debug!(
