@@ -152,6 +152,38 @@ check(len(kread(s)) == 3 * 4096, 'the read mapping allocated nothing and changed
     fsck_clean(&img.path);
 }
 
+/// A forked child inherits the mapping; its munmap (and exit) leaves the
+/// parent's pin alone: the truncate still waits until the parent's munmap.
+#[test]
+fn upstream_a_forked_childs_munmap_leaves_the_parents_pin() {
+    let (img, m) = mount("upstream");
+    let f = m.path("f");
+    std::fs::write(&f, vec![b'A'; 8192]).unwrap();
+    py_direct(
+        r#"
+f = sys.argv[1]
+m = rw_map(f, 8192)
+pid = os.fork()
+if pid == 0:
+    m[0:5] = b'CHILD'
+    m.close()
+    os._exit(0)
+_, st = os.waitpid(pid, 0)
+check(st == 0, 'child')
+check(m[0:5] == b'CHILD', 'the child stored through the shared mapping')
+r = other('truncate', '-s', '0', f)
+check(r.returncode != 0 and b'busy' in r.stderr.lower(), 'the parent still pins: %r' % (r,))
+m.close()
+r = other('truncate', '-s', '0', f)
+check(r.returncode == 0, 'after the parent\'s munmap: %r' % (r,))
+"#,
+        &[&f],
+        1,
+    );
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
 #[test]
 fn upstream_a_truncate_of_a_mapped_file_waits_for_the_munmap() {
     let (img, m) = mount("upstream");
