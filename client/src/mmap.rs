@@ -54,6 +54,8 @@ struct Mapping {
 }
 
 static MAPS: Mutex<[Option<Mapping>; MAX_MAPS]> = Mutex::new([None; MAX_MAPS]);
+/// Entries in MAPS (of any process: a forked child's copies too).
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Direct mappings made and ended by this process (debug counters).
 pub static MAPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -298,6 +300,7 @@ pub fn map(
     {
         let mut t = table();
         let slot = t.iter_mut().find(|s| s.is_none())?;
+        LIVE.fetch_add(1, std::sync::atomic::Ordering::Release);
         *slot = Some(Mapping {
             addr: start,
             len: total,
@@ -360,6 +363,7 @@ pub fn unmap(addr: usize, len: usize) -> Option<c_int> {
             }
             unpin(m.fd, m.pin);
             *s = None;
+            LIVE.fetch_sub(1, std::sync::atomic::Ordering::Release);
             debug!(
                 "munmap: direct mapping at {:#x} ended, pin {}",
                 m.addr, m.pin
@@ -397,6 +401,63 @@ pub fn store(addr: usize, off: usize, data: &[u8]) -> bool {
     // under the table's lock, which we hold); it aliases no Rust object.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (addr + off) as *mut u8, data.len()) };
     true
+}
+
+/// Is `fd` the private open file of one of this process's direct
+/// mappings? Then the program's `close` of it is refused (EBADF: the
+/// program never opened it) and its `close_range` spares it, so a program
+/// closing descriptors it did not open cannot end a mapping's pin. Never
+/// waits: a table busy (a signal handler interrupting an mmap) says no.
+pub fn holds_fd(fd: c_int) -> bool {
+    if LIVE.load(std::sync::atomic::Ordering::Acquire) == 0 || fd < 0 {
+        return false;
+    }
+    let Ok(t) = MAPS.try_lock() else { return false };
+    let me = sys::getpid();
+    t.iter().flatten().any(|m| m.fd == fd && m.pid == me)
+}
+
+/// `close_range(first, last, flags)` that spares the mappings' own open
+/// files (the range is closed around them).
+pub fn close_range_sparing(first: u32, last: u32, flags: c_int) -> c_int {
+    let whole = || raw!(libc::SYS_close_range, first, last, flags) as c_int;
+    if flags as u32 & libc::CLOSE_RANGE_CLOEXEC != 0
+        || LIVE.load(std::sync::atomic::Ordering::Acquire) == 0
+    {
+        return whole();
+    }
+    let mut own = [0u32; MAX_MAPS];
+    let mut n = 0;
+    {
+        let Ok(t) = MAPS.try_lock() else {
+            return whole();
+        };
+        let me = sys::getpid();
+        for m in t.iter().flatten() {
+            if m.pid == me && (first..=last).contains(&(m.fd as u32)) {
+                own[n] = m.fd as u32;
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        return whole();
+    }
+    own[..n].sort_unstable();
+    let mut from = first;
+    for &fd in &own[..n] {
+        if fd > from {
+            let r = raw!(libc::SYS_close_range, from, fd - 1, flags) as c_int;
+            if r != 0 {
+                return r;
+            }
+        }
+        from = fd + 1;
+    }
+    if from <= last && from != 0 {
+        return raw!(libc::SYS_close_range, from, last, flags) as c_int;
+    }
+    0
 }
 
 /// How many direct mappings this process holds now.
