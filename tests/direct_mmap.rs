@@ -193,7 +193,8 @@ check(r.returncode == 0, 'after the parent\'s munmap: %r' % (r,))
 }
 
 #[test]
-fn upstream_a_truncate_of_a_mapped_file_waits_for_the_munmap() {
+fn upstream_a_truncate_or_punch_of_a_mapped_file_waits_for_the_munmap() {
+    need("fallocate");
     let (img, m) = mount("upstream");
     let f = m.path("f");
     std::fs::write(&f, vec![b'A'; 16384]).unwrap();
@@ -208,6 +209,8 @@ took = time.monotonic() - t
 check(r.returncode != 0 and b'busy' in r.stderr.lower(), 'truncate under the mapping: EBUSY, got %r' % (r,))
 check(took >= 0.25, 'EBUSY after layout_timeout_ms (took %.3f s)' % took)
 check(os.stat(f).st_size == 16384 and kread(f)[:4] == b'WXYZ', 'the file is untouched')
+r = other('fallocate', '-p', '-o', '4096', '-l', '4096', f)
+check(r.returncode != 0 and b'busy' in r.stderr.lower(), 'a punch under the mapping: EBUSY, got %r' % (r,))
 m.close()
 r = other('truncate', '-s', '0', f)
 check(r.returncode == 0, 'after munmap the truncate goes through: %r' % (r,))
