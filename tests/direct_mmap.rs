@@ -66,6 +66,19 @@ def rw_map(path, n):
     return m
 "#;
 
+/// Run `script` under `daxlink run` (debug lines on) with `args`.
+fn py_direct_rc(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Out {
+    shim();
+    need("python3");
+    need("truncate");
+    let mut c = Command::new(DAXLINK);
+    c.args(["run", "--", "python3", "-c"])
+        .arg(format!("{PRELUDE}\n{script}"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .env("DAXLINK_DIRECT_DEBUG", "1");
+    run_deadline(c, 180)
+}
+
 /// Run `script` under `daxlink run` (debug lines on) with `args`; it must
 /// succeed, and the shim must have mapped `direct` files directly.
 fn py_direct(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>], direct: usize) -> Out {
@@ -515,4 +528,93 @@ fn demo_real_a_holder_process_corrupts_under_legacy_only() {
         .filter(|r| r["model"] == "upstream")
         .all(|r| r["outcome"] != "corrupted"));
     assert_eq!(v["ok"], true);
+}
+
+/// A small coherence run with direct mmap holds (issue 23 item 7): one
+/// client maps files and stores through its mappings while other
+/// processes overwrite, truncate and rewrite them; after every step every
+/// file must read as a model says (a store through an attached mapping
+/// lands in its file; once the file's layout changed under it, the
+/// mapping's stores must land nowhere a reader sees). Proxy and upstream
+/// never fail; legacy is expected to fail its isolation check (the freed
+/// blocks are reused and the mapping writes into them).
+#[test]
+fn coherence_with_mmap_holds_fails_isolation_under_legacy_only() {
+    for (model, expect) in [("proxy", 0), ("upstream", 0), ("legacy", 3)] {
+        let (img, m) = mount(model);
+        let o = py_direct_rc(
+            r#"
+import random
+d, model = sys.argv[1], sys.argv[2]
+rnd = random.Random(1)
+N, SZ = 3, 16384
+files = [os.path.join(d, 'f%d' % i) for i in range(N)]
+model_ = []
+for i, f in enumerate(files):
+    b = bytes([65 + i]) * SZ
+    other(sys.executable, '-c', 'import sys; open(sys.argv[1], "wb").write(bytes.fromhex(sys.argv[2]))', f, b.hex())
+    model_.append(bytearray(b))
+maps = {}  # i -> [mmap, attached]
+def kwrite(i, off, data):
+    return other(sys.executable, '-c', 'import sys; f = open(sys.argv[1], "r+b"); f.seek(int(sys.argv[2])); f.write(bytes.fromhex(sys.argv[3]))', files[i], off, data.hex())
+for step in range(60):
+    i = rnd.randrange(N)
+    op = rnd.choice(['map', 'store', 'store', 'store', 'kwrite', 'renew', 'unmap'])
+    what = '%d %s f%d' % (step, op, i)
+    if op == 'map' and i not in maps:
+        maps[i] = [rw_map(files[i], SZ), True]
+    elif op == 'unmap' and i in maps:
+        maps.pop(i)[0].close()
+    elif op == 'store' and i in maps:
+        off = rnd.randrange(SZ - 64)
+        data = bytes(rnd.randrange(256) for _ in range(64))
+        mm, attached = maps[i]
+        mm[off:off + 64] = data
+        if attached:
+            model_[i][off:off + 64] = data
+    elif op == 'kwrite':
+        off = rnd.randrange(SZ - 64)
+        data = bytes(rnd.randrange(256) for _ in range(64))
+        check(kwrite(i, off, data).returncode == 0, what)
+        model_[i][off:off + 64] = data
+        if i in maps and maps[i][1]:
+            check(maps[i][0][off:off + 64] == data, what + ': the mapping sees a kernel write')
+    elif op == 'renew':
+        # Another process truncates the file and writes it anew.
+        r = other('truncate', '-s', '0', files[i])
+        if r.returncode != 0:
+            check(model == 'upstream' and i in maps and b'busy' in r.stderr.lower(), what + ': %r' % (r,))
+            continue
+        check(not (model == 'upstream' and i in maps), what + ': upstream truncated under a mapping')
+        b = bytes(rnd.randrange(256) for _ in range(SZ))
+        check(kwrite(i, 0, b).returncode == 0, what)
+        model_[i][:] = b
+        if i in maps:
+            maps[i][1] = False
+    for j in range(N):
+        if kread(files[j]) != bytes(model_[j]):
+            print('ISOLATION BROKEN at step', what, ': f%d differs from the model' % j, flush=True)
+            sys.exit(3)
+for mm, _ in maps.values():
+    mm.close()
+print('coherent', flush=True)
+"#,
+            &[&m.root(), &model],
+        );
+        assert_eq!(
+            o.rc, expect,
+            "{model}\nstdout: {}\nstderr: {}",
+            o.stdout, o.stderr
+        );
+        assert!(
+            o.stderr.contains(": direct,"),
+            "{model}: no direct mapping\n{}",
+            o.stderr
+        );
+        m.unmount();
+        if model != "legacy" {
+            fsck_clean(&img.path);
+        }
+        drop(img);
+    }
 }
