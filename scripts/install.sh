@@ -20,6 +20,8 @@ install -m 0755 target/release/mkfs-daxlink /usr/local/sbin/mkfs.daxlink
 install -m 0755 target/release/fsck-daxlink /usr/local/sbin/fsck.daxlink
 # The direct-access shim, next to daxlink: `daxlink run` looks for it there.
 install -m 0755 target/release/libdaxlink_client.so /usr/local/sbin/libdaxlink_client.so
+# The holder process of `daxlink demo --real`, next to daxlink: the demo looks for it there.
+install -m 0755 target/release/daxlink-holder /usr/local/sbin/daxlink-holder
 # mount(8) runs mount.fuse3 for type fuse.daxlink; it looks for `daxlink` on a standard PATH.
 # For type daxlink (`mount -t daxlink`, fstab type daxlink) mount(8) runs
 # /sbin/mount.daxlink SPEC DIR -o OPTS, looking only in /sbin, /sbin/fs.d and
@@ -27,4 +29,4 @@ install -m 0755 target/release/libdaxlink_client.so /usr/local/sbin/libdaxlink_c
 # the helper, linked from /usr/local/sbin and from /sbin.
 ln -sfn daxlink /usr/local/sbin/mount.daxlink
 ln -sfn /usr/local/sbin/mount.daxlink /sbin/mount.daxlink
-echo "installed: $(ls /usr/local/sbin/{daxlink,mkfs.daxlink,fsck.daxlink,mount.daxlink,libdaxlink_client.so} /sbin/mount.daxlink | tr '\n' ' ')"
+echo "installed: $(ls /usr/local/sbin/{daxlink,mkfs.daxlink,fsck.daxlink,mount.daxlink,libdaxlink_client.so,daxlink-holder} /sbin/mount.daxlink | tr '\n' ' ')"

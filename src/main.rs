@@ -167,6 +167,11 @@ enum Cmd {
         /// print the page's path.
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+        /// The device is a real process (daxlink-holder, next to daxlink): a
+        /// write pin is its direct mmap of the file and it stores through
+        /// it, instead of the simulated DMA_WRITE ioctl.
+        #[arg(long)]
+        real: bool,
     },
     /// Show sharing statistics of the filesystem holding PATH.
     Stat {
@@ -393,6 +398,7 @@ fn main() {
             json,
             verbose,
             report,
+            real,
         } => {
             use daxlink::pages::PageModel;
             let models = match page_model.as_str() {
@@ -407,7 +413,7 @@ fn main() {
                     }
                 },
             };
-            demo(&models, json, verbose, report.as_deref())
+            demo(&models, json, verbose, report.as_deref(), real)
         }
         Cmd::Stat { path, json } => match client::stat(&path) {
             Ok(s) => {
@@ -584,8 +590,9 @@ fn demo(
     json: bool,
     verbose: bool,
     report: Option<&Path>,
+    real: bool,
 ) -> i32 {
-    let (results, ok) = match daxlink::tools::demo::main(models, json, verbose) {
+    let (results, ok) = match daxlink::tools::demo::main(models, json, verbose, real) {
         Ok(r) => r,
         Err(status) => return status,
     };

@@ -36,6 +36,7 @@
 pub mod access;
 mod debug;
 pub mod fds;
+pub mod mmap;
 pub mod mount;
 #[cfg(all(feature = "shim", not(test)))]
 mod shim;

@@ -275,6 +275,9 @@ fn fresh(fd: c_long) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn close(fd: c_int) -> c_int {
+    if crate::mmap::holds_fd(fd) {
+        return sys::fail(libc::EBADF) as c_int;
+    }
     forget(fd);
     raw!(libc::SYS_close, fd) as c_int
 }
@@ -291,7 +294,7 @@ pub extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_in
             let _ = catch_unwind(|| mount::forget_socket_range(first, last));
         }
     }
-    raw!(libc::SYS_close_range, first, last, flags) as c_int
+    crate::mmap::close_range_sparing(first, last, flags)
 }
 
 #[no_mangle]

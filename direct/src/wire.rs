@@ -17,6 +17,12 @@
 //!    daemon records a lease held by that open file.
 //! 4. `TOUCH` (on the open file): the file was written directly; the
 //!    daemon sets its mtime and ctime as its own overwrite in place does.
+//! 5. `PINMAP` (on the open file holding a pin made by daxlink's `PIN`):
+//!    the physical blocks the pin holds, fixed when it was made (as
+//!    get_user_pages' result), in runs; a direct `mmap` maps them and the
+//!    pin lives as long as the mapping. The daemon records a lease held by
+//!    that open file (so the process shows as the holder, and kernel-path
+//!    opens bypass the page cache while a writable one exists).
 
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
@@ -54,6 +60,26 @@ pub const MAP: u32 = ioc_rw(0x71, MAP_SIZE);
 
 pub const TOUCH_SIZE: usize = 8;
 pub const TOUCH: u32 = ioc_w(0x72, TOUCH_SIZE);
+
+/// daxlink's pin_user_pages on an open file (served since before direct
+/// access; `PINMAP` reads its blocks): in {off u64, len u64, flags u32
+/// (PIN_WRITE | PIN_LONGTERM)}, out {pin id u64 at 24}. The pin ends on
+/// UNPIN {pin id u64} or when that open file is released.
+pub const PIN_SIZE: usize = 32;
+pub const PIN: u32 = ioc_rw(0x50, PIN_SIZE);
+pub const UNPIN: u32 = ioc_w(0x51, 8);
+pub const PIN_WRITE: u32 = 1;
+pub const PIN_LONGTERM: u32 = 2;
+
+pub const PINMAP_HDR: usize = 64;
+pub const PINMAP_ENTRY: usize = 16;
+pub const PINMAP_MAX: usize = 1000;
+pub const PINMAP_SIZE: usize = PINMAP_HDR + PINMAP_MAX * PINMAP_ENTRY;
+pub const PINMAP: u32 = ioc_rw(0x73, PINMAP_SIZE);
+/// A run of a read pin over a hole: the zero page (no block of the image).
+pub const PIN_ZERO: u64 = u64::MAX;
+/// PINMAP reply flags: the pin is a write pin.
+pub const PINMAP_WRITE: u32 = 1;
 
 /// HELLO flags: clients may store into the image (a read-write mount whose
 /// stores are made durable by cache flushes).
@@ -248,6 +274,88 @@ impl MapReply {
     }
 }
 
+/// PINMAP's request: the runs of pin `pin` from its page `from` on.
+pub fn pinmap_request(b: &mut [u8; PINMAP_SIZE], pin: u64, from: u64) {
+    b.fill(0);
+    put64(b, 0, pin);
+    put64(b, 8, from);
+}
+
+/// (pin, from) of a PINMAP request.
+pub fn decode_pinmap_request(b: &[u8]) -> Result<(u64, u64), WireError> {
+    Ok((u64_at(b, 0)?, u64_at(b, 8)?))
+}
+
+/// `count` pages of a pin at physical block `pblock` ([`PIN_ZERO`]: the
+/// zero page, for each of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinRun {
+    pub pblock: u64,
+    pub count: u64,
+}
+
+/// PINMAP's reply: the pin covers pages `[index, index + pages)` of the
+/// file; `runs` cover its pages from the request's `from` on, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinMapReply {
+    pub flags: u32,
+    pub index: u64,
+    pub pages: u64,
+    /// Page of the pin after the last run listed; `u64::MAX` when complete.
+    pub next: u64,
+    pub lease: u64,
+    pub runs: Vec<PinRun>,
+}
+
+impl PinMapReply {
+    pub fn encode(&self, b: &mut [u8; PINMAP_SIZE]) -> Result<(), WireError> {
+        if self.runs.len() > PINMAP_MAX {
+            return Err(WireError::Count(self.runs.len() as u32));
+        }
+        b.fill(0);
+        put32(b, 0, PROTOCOL);
+        put32(b, 4, self.flags);
+        put64(b, 8, self.index);
+        put64(b, 16, self.pages);
+        put64(b, 24, self.next);
+        put64(b, 32, self.lease);
+        put32(b, 40, self.runs.len() as u32);
+        for (i, r) in self.runs.iter().enumerate() {
+            let o = PINMAP_HDR + i * PINMAP_ENTRY;
+            put64(b, o, r.pblock);
+            put64(b, o + 8, r.count);
+        }
+        Ok(())
+    }
+
+    pub fn decode(b: &[u8]) -> Result<PinMapReply, WireError> {
+        let v = u32_at(b, 0)?;
+        if v != PROTOCOL {
+            return Err(WireError::Version(v));
+        }
+        let n = u32_at(b, 40)?;
+        if n as usize > PINMAP_MAX {
+            return Err(WireError::Count(n));
+        }
+        let mut runs = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            let o = PINMAP_HDR + i * PINMAP_ENTRY;
+            runs.push(PinRun {
+                pblock: u64_at(b, o)?,
+                count: u64_at(b, o + 8)?,
+            });
+        }
+        Ok(PinMapReply {
+            flags: u32_at(b, 4)?,
+            index: u64_at(b, 8)?,
+            pages: u64_at(b, 16)?,
+            next: u64_at(b, 24)?,
+            lease: u64_at(b, 32)?,
+            runs,
+        })
+    }
+}
+
 pub const HELLO_MSG: usize = 16;
 pub const WELCOME_MSG: usize = 24;
 
@@ -310,7 +418,7 @@ mod tests {
 
     #[test]
     fn numbers_are_distinct_and_sized() {
-        let all = [HELLO, MAP, TOUCH];
+        let all = [HELLO, MAP, TOUCH, PINMAP];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a, b);
@@ -378,6 +486,40 @@ mod tests {
         let mut r = Box::new([0u8; MAP_SIZE]);
         map_request(&mut r, 42, MAP_WANT_WRITE);
         assert_eq!(decode_map_request(&r[..]), Ok((42, MAP_WANT_WRITE)));
+    }
+
+    #[test]
+    fn pinmap_round_trips_and_refuses_bad_counts() {
+        let m = PinMapReply {
+            flags: PINMAP_WRITE,
+            index: 3,
+            pages: 5,
+            next: u64::MAX,
+            lease: 9,
+            runs: vec![
+                PinRun {
+                    pblock: 40,
+                    count: 2,
+                },
+                PinRun {
+                    pblock: PIN_ZERO,
+                    count: 3,
+                },
+            ],
+        };
+        let mut b = Box::new([0u8; PINMAP_SIZE]);
+        m.encode(&mut b).unwrap();
+        assert_eq!(PinMapReply::decode(&b[..]), Ok(m));
+        put32(&mut b[..], 40, PINMAP_MAX as u32 + 1);
+        assert_eq!(
+            PinMapReply::decode(&b[..]),
+            Err(WireError::Count(PINMAP_MAX as u32 + 1))
+        );
+        assert_eq!(PinMapReply::decode(&b[..30]), Err(WireError::Short));
+        let mut r = Box::new([0u8; PINMAP_SIZE]);
+        pinmap_request(&mut r, 7, 2);
+        assert_eq!(decode_pinmap_request(&r[..]), Ok((7, 2)));
+        const { assert!(PINMAP_SIZE <= 16383) };
     }
 
     #[test]

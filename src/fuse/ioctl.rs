@@ -42,19 +42,20 @@ pub const EXTENTS: u32 = ioc(IOC_READ | IOC_WRITE, 0x43, EXTENTS_SIZE);
 /// Out: {shared blocks, saved blocks, refcount records, data blocks, free blocks, record blocks}.
 pub const STAT: u32 = ioc(IOC_READ, 0x44, STAT_SIZE);
 
-pub const PIN_SIZE: usize = 32;
+pub const PIN_SIZE: usize = daxlink_direct::wire::PIN_SIZE;
 pub const DMA_MAX: usize = 4096;
 pub const DMA_SIZE: usize = 24 + DMA_MAX;
 pub const POISON_SIZE: usize = 24;
 pub const OWNERS_SIZE: usize = 16016;
-pub const PIN_WRITE: u32 = 1;
-pub const PIN_LONGTERM: u32 = 2;
+pub const PIN_WRITE: u32 = daxlink_direct::wire::PIN_WRITE;
+pub const PIN_LONGTERM: u32 = daxlink_direct::wire::PIN_LONGTERM;
 
 /// pin_user_pages on the open file: in {off, len, flags (PIN_WRITE | PIN_LONGTERM)},
 /// out {pin id at 24}. The pin ends on UNPIN or when this open file is released.
-pub const PIN: u32 = ioc(IOC_READ | IOC_WRITE, 0x50, PIN_SIZE);
+/// (Numbers in `daxlink_direct::wire`: a direct mmap's client pins too.)
+pub const PIN: u32 = daxlink_direct::wire::PIN;
 /// in {pin id}.
-pub const UNPIN: u32 = ioc(IOC_WRITE, 0x51, 8);
+pub const UNPIN: u32 = daxlink_direct::wire::UNPIN;
 /// A device write through a pin: in {pin id, offset in the pinned range, len u32, 0u32, data}.
 pub const DMA_WRITE: u32 = ioc(IOC_WRITE, 0x52, DMA_SIZE);
 /// A device read through a pin: in {pin id, offset, len u32, 0u32}, out data at 24.
@@ -113,10 +114,12 @@ pub const FS_IOC_SETFSLABEL: u32 = (IOC_WRITE << 30) | (256 << 16) | (0x94 << 8)
 
 /// Direct access (payloads in `daxlink_direct::wire`): HELLO
 /// (how to reach this mount directly), MAP (a file's extents and a lease on
-/// them), TOUCH (a direct write happened: set mtime and ctime).
+/// them), TOUCH (a direct write happened: set mtime and ctime), PINMAP (the
+/// blocks of a pin, for a direct mmap).
 pub const HELLO: u32 = daxlink_direct::wire::HELLO;
 pub const MAP: u32 = daxlink_direct::wire::MAP;
 pub const TOUCH: u32 = daxlink_direct::wire::TOUCH;
+pub const PINMAP: u32 = daxlink_direct::wire::PINMAP;
 
 /// Every ioctl the daemon serves; any other fails with ENOTTY before
 /// anything else is looked at (so a transport may answer those itself).
@@ -149,6 +152,7 @@ pub const SERVED: &[u32] = &[
     HELLO,
     MAP,
     TOUCH,
+    PINMAP,
 ];
 
 /// Arguments of CLONE and DEDUPE.
@@ -238,6 +242,7 @@ impl Cmd {
     pub const HELLO: Cmd = Cmd(HELLO);
     pub const MAP: Cmd = Cmd(MAP);
     pub const TOUCH: Cmd = Cmd(TOUCH);
+    pub const PINMAP: Cmd = Cmd(PINMAP);
 
     /// The command number.
     pub const fn number(self) -> u32 {
@@ -306,6 +311,7 @@ mod tests {
             Cmd::HELLO,
             Cmd::MAP,
             Cmd::TOUCH,
+            Cmd::PINMAP,
         ];
         assert_eq!(all.len(), SERVED.len());
         for c in all {

@@ -303,6 +303,7 @@ impl DaxFuse {
             io::HELLO => self.direct_hello(),
             io::MAP => self.direct_map(o, ino, fh, input),
             io::TOUCH => self.direct_touch(ino, fh, input),
+            io::PINMAP => self.direct_pinmap(o, ino, fh, input),
             io::FITRIM => {
                 // As ext4: CAP_SYS_ADMIN; the range comes in and goes back
                 // with len = the bytes trimmed (src/fs/admin.rs says which).

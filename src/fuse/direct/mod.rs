@@ -418,6 +418,83 @@ impl DaxFuse {
         Ok(Vec::new())
     }
 
+    /// PINMAP: the physical blocks of pin `id` (made through this open file,
+    /// on this file), fixed when it was made, in runs from its page `from`
+    /// on; a lease held by this open file records the process, for
+    /// `daxlink owners` and the report (a direct mmap holds the pin for the
+    /// mapping's life). The blocks are the file's layout: a reader's, as MAP.
+    pub(super) fn direct_pinmap(
+        &self,
+        o: Origin,
+        ino: u64,
+        fh: u64,
+        input: &[u8],
+    ) -> Result<Vec<u8>, FsError> {
+        self.direct_on()?;
+        if !self.readable(fh) {
+            return Err(FsError::BadFd);
+        }
+        let (id, from) = wire::decode_pinmap_request(input).map_err(|_| FsError::Invalid)?;
+        match self.fs.pages.pin_owner(id) {
+            Some((holder, i)) if holder == fh && i == ino => {}
+            Some(_) => return Err(FsError::Perm),
+            None => return Err(FsError::Invalid),
+        }
+        let pin = self.fs.pages.get_pin(id).ok_or(FsError::Invalid)?;
+        let pages = pin.blocks.len() as u64;
+        if from > pages {
+            return Err(FsError::Invalid);
+        }
+        let mut runs: Vec<wire::PinRun> = Vec::new();
+        let mut next = u64::MAX;
+        for (i, &b) in pin.blocks.iter().enumerate().skip(from as usize) {
+            let b = if b == crate::pages::ZERO_PAGE {
+                wire::PIN_ZERO
+            } else {
+                b
+            };
+            let n = runs.len();
+            match runs.last_mut() {
+                Some(r) if r.pblock == wire::PIN_ZERO && b == wire::PIN_ZERO => r.count += 1,
+                Some(r)
+                    if r.pblock != wire::PIN_ZERO && r.pblock.checked_add(r.count) == Some(b) =>
+                {
+                    r.count += 1
+                }
+                _ if n == wire::PINMAP_MAX => {
+                    next = i as u64;
+                    break;
+                }
+                _ => runs.push(wire::PinRun {
+                    pblock: b,
+                    count: 1,
+                }),
+            }
+        }
+        let write = pin.write && self.writable(fh);
+        let g = self
+            .fs
+            .pages
+            .leases
+            .grant(fh, tgid(o.pid), o.uid, ino, write);
+        if g.first_writer {
+            self.invalidate(ino);
+        }
+        let reply = wire::PinMapReply {
+            flags: if pin.write { wire::PINMAP_WRITE } else { 0 },
+            index: pin.index,
+            pages,
+            next,
+            lease: g.id,
+            runs,
+        };
+        let mut b = vec![0u8; wire::PINMAP_SIZE];
+        let arr: &mut [u8; wire::PINMAP_SIZE] =
+            b.as_mut_slice().try_into().map_err(|_| FsError::Invalid)?;
+        reply.encode(arr).map_err(|_| FsError::Invalid)?;
+        Ok(b)
+    }
+
     /// A new open of `ino` bypasses the page cache while a writable lease
     /// exists on it: direct stores do not pass through the kernel.
     pub(super) fn direct_io_now(&self, ino: u64) -> bool {

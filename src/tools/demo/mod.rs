@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod device;
 mod mount;
 pub mod scenarios;
 
@@ -57,6 +58,8 @@ pub struct Device {
     pub write: bool,
     /// False when the model refused it (a write through a read pin).
     pub accepted: bool,
+    /// `--real`: the process that stored through its direct mapping.
+    pub process: Option<u32>,
 }
 
 /// One step of a scenario as it ran.
@@ -113,10 +116,18 @@ pub(crate) struct Run<'a> {
     device: Option<Device>,
     /// Every block an earlier snapshot showed: later ones describe them too.
     seen: BTreeSet<u64>,
+    /// `--real`: write pins are real processes' direct mappings.
+    real: bool,
+    holders: Vec<device::Holder>,
+    /// Said at the next step (who holds a pin just made).
+    note: Option<String>,
 }
 
 impl Run<'_> {
-    fn push(&mut self, text: String, breaks: Vec<u8>) {
+    fn push(&mut self, mut text: String, breaks: Vec<u8>) {
+        if let Some(n) = self.note.take() {
+            text = format!("{text} [{n}]");
+        }
         let extra: Vec<u64> = self.seen.iter().copied().take(SNAPSHOT_EXTRA_MAX).collect();
         let state = client::snapshot(&self.m.dir, &extra).ok();
         if let Some(bs) = state.as_ref().and_then(|s| s["blocks"].as_array()) {
@@ -156,13 +167,59 @@ impl Run<'_> {
         self.stop_pending = true;
     }
 
+    /// Pin the first block of `name` (open as `f`). With `--real`, a write
+    /// pin that is not long-term is a real process's direct mmap.
+    fn pin(&mut self, f: &File, name: &str, write: bool, longterm: bool) -> io::Result<u64> {
+        if !(self.real && write && !longterm) {
+            return client::pin(f, 0, BS, write, longterm);
+        }
+        let h = device::Holder::start(&self.m.p(name))?;
+        self.note = Some(format!("held by {}: its direct mmap of {name}", h.who()));
+        let pin = h.pin;
+        self.holders.push(h);
+        Ok(pin)
+    }
+
+    fn unpin(&mut self, f: &File, h: u64) -> io::Result<()> {
+        match self.holders.iter().position(|x| x.pin == h) {
+            Some(i) => {
+                let x = self.holders.remove(i);
+                self.note = Some(format!("{} munmaps and exits", x.who()));
+                x.unmap()
+            }
+            None => client::unpin(f, h),
+        }
+    }
+
+    /// Kill the daemon and mount again; a holder process is killed first
+    /// (its pin ends with it, as the ioctl's pin ends with the daemon).
+    fn crash_and_remount(&mut self) -> io::Result<()> {
+        for mut h in self.holders.drain(..) {
+            self.note = Some(format!("{} was killed first", h.who()));
+            h.kill();
+        }
+        self.m.crash_and_remount()
+    }
+
     /// The device writes `data` at the start of the pinned range.
     fn dma_write(&mut self, f: &File, h: u64, data: &[u8]) -> io::Result<()> {
+        if let Some(x) = self.holders.iter_mut().find(|x| x.pin == h) {
+            let r = x.store(data);
+            self.note = Some(format!("{} stores through its mapping", x.who()));
+            self.device = Some(Device {
+                pin: h,
+                write: true,
+                accepted: r.is_ok(),
+                process: Some(x.pid()),
+            });
+            return r;
+        }
         let r = client::dma_write(f, h, 0, data);
         self.device = Some(Device {
             pin: h,
             write: true,
             accepted: r.is_ok(),
+            process: None,
         });
         r
     }
@@ -174,6 +231,7 @@ impl Run<'_> {
             pin: h,
             write: false,
             accepted: r.is_ok(),
+            process: None,
         });
         r
     }
@@ -210,7 +268,7 @@ fn list(v: &[u8]) -> String {
         .join(",")
 }
 
-pub fn run_scenario(idx: usize, model: PageModel) -> io::Result<ScenarioResult> {
+pub fn run_scenario(idx: usize, model: PageModel, real: bool) -> io::Result<ScenarioResult> {
     let sc = &SCENARIOS[idx];
     let mut m = DemoMount::new(&format!("{}-{}", sc.name, model.name()), model)?;
     let mut r = Run {
@@ -222,6 +280,9 @@ pub fn run_scenario(idx: usize, model: PageModel) -> io::Result<ScenarioResult> 
         stop_pending: false,
         device: None,
         seen: BTreeSet::new(),
+        real,
+        holders: Vec::new(),
+        note: None,
     };
     (sc.run)(&mut r)?;
     // A last check: kept as a step only if it finds something new.
@@ -285,6 +346,7 @@ pub fn to_json(results: &[ScenarioResult], ok: bool, frames: bool) -> Value {
                             "text": s.text, "breaks": s.breaks, "stopped": s.stopped,
                             "device": s.device.as_ref().map(|d| json!({
                                 "pin": d.pin, "write": d.write, "accepted": d.accepted,
+                                "process": d.process,
                             })),
                             "state": s.state,
                         })
@@ -306,11 +368,12 @@ pub fn main(
     models: &[PageModel],
     json: bool,
     verbose: bool,
+    real: bool,
 ) -> Result<(Vec<ScenarioResult>, bool), i32> {
     let mut results: Vec<ScenarioResult> = Vec::new();
     for model in models {
         for (i, sc) in SCENARIOS.iter().enumerate() {
-            match run_scenario(i, *model) {
+            match run_scenario(i, *model, real) {
                 Ok(r) => results.push(r),
                 Err(e) => {
                     eprintln!("daxlink demo: {} under {}: {e}", sc.name, model.name());

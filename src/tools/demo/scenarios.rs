@@ -36,7 +36,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     let fa = r.open_rw("A")?;
     let free0 = free_blocks(&r.m.dir);
-    let h = client::pin(&fa, 0, BS, true, false)?;
+    let h = r.pin(&fa, "A", true, false)?;
     r.step(format!("write A; h = pin(A, 0, W)  -> pin {h}"));
     let res = if punch {
         let rc = nix_fallocate(
@@ -57,7 +57,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
                 "{} -> EBUSY (waited for the pin)",
                 if punch { "punch A" } else { "truncate A" }
             ));
-            client::unpin(&fa, h)?;
+            r.unpin(&fa, h)?;
             r.step("unpin h");
             // The layout change goes through once nothing pins the block.
             if punch {
@@ -89,7 +89,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
     }
     if !punch {
         // Crash with the pin held: the deferred free must not leak.
-        r.m.crash_and_remount()?;
+        r.crash_and_remount()?;
         let free1 = free_blocks(&r.m.dir);
         let leaked = free0.saturating_sub(free1).saturating_sub(1);
         if leaked > 1 {
@@ -106,7 +106,7 @@ fn s_truncate_reuse(r: &mut Run, punch: bool) -> io::Result<()> {
             r.broke(&[2], "after remount C does not hold its data");
         }
     } else {
-        client::unpin(&fa, h)?;
+        r.unpin(&fa, h)?;
         r.step("unpin h");
     }
     Ok(())
@@ -127,7 +127,7 @@ fn s3(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = client::pin(&fb, 0, BS, false, false)?;
+    let h = r.pin(&fb, "B", false, false)?;
     if r.m.opts.contains("page_model=upstream") {
         r.step("A = a; clone A->B; h = pin(B, 0, R): B unshared first");
         fb.write_all_at(&block(b'b'), 0)?;
@@ -149,7 +149,7 @@ fn s3(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("A reads a");
     }
-    client::unpin(&fb, h)?;
+    r.unpin(&fb, h)?;
     r.step("unpin h");
     Ok(())
 }
@@ -158,7 +158,7 @@ fn s4(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = client::pin(&fb, 0, BS, true, false)?;
+    let h = r.pin(&fb, "B", true, false)?;
     r.step("A = a; clone A->B; h = pin(B, 0, W)");
     r.dma_write(&fb, h, MARK)?;
     r.step("dma_write(h, X)");
@@ -173,7 +173,7 @@ fn s4(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("B reads X");
     }
-    client::unpin(&fb, h)?;
+    r.unpin(&fb, h)?;
     r.step("unpin h");
     Ok(())
 }
@@ -182,13 +182,13 @@ fn s5(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = client::pin(&fb, 0, BS, true, false)?;
+    let h = r.pin(&fb, "B", true, false)?;
     r.step("A = a (A maps it first); clone A->B; h = pin(B, 0, W)");
     r.open_rw("A")?.write_all_at(&block(b'2'), 0)?;
     r.step("write(A, 0, a2): A copied on write");
     r.dma_write(&fb, h, MARK)?;
     r.step("dma_write(h, X)");
-    client::unpin(&fb, h)?;
+    r.unpin(&fb, h)?;
     r.step("unpin h (dirty)");
     fb.sync_all()?;
     r.step("fsync(B)");
@@ -221,7 +221,7 @@ fn s6(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     r.clone("A", "B")?;
     let fb = r.open_rw("B")?;
-    let h = client::pin(&fb, 0, BS, false, false)?;
+    let h = r.pin(&fb, "B", false, false)?;
     r.step(if r.m.opts.contains("page_model=upstream") {
         "A = a; clone A->B; h = pin(B, 0, R): B unshared first"
     } else {
@@ -256,7 +256,7 @@ fn s6(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("dma_read(h) returns the pinned data");
     }
-    client::unpin(&fb, h)?;
+    r.unpin(&fb, h)?;
     r.step("unpin h");
     // What waited for the pin goes through now.
     let again: Vec<&str> = [("B", retry_b), ("A", retry_a)]
@@ -321,14 +321,14 @@ fn s7(r: &mut Run) -> io::Result<()> {
 fn s8(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     let fa = r.open_rw("A")?;
-    let h = client::pin(&fa, 0, BS, true, false)?;
+    let h = r.pin(&fa, "A", true, false)?;
     r.step("A = a; h = pin(A, 0, W)");
     match r.clone("A", "B") {
         Ok(_) => r.step("clone A->B"),
         Err(e) if errno(&e) == libc::EBUSY => {
             r.mark_blocked();
             r.step("clone A->B -> EBUSY (break_layouts on both inodes)");
-            client::unpin(&fa, h)?;
+            r.unpin(&fa, h)?;
             r.step("unpin h");
             r.clone("A", "B")?;
             r.step("clone A->B again: done, A and B share the block");
@@ -343,14 +343,14 @@ fn s8(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("B reads a; A reads X");
     }
-    client::unpin(&fa, h)?;
+    r.unpin(&fa, h)?;
     Ok(())
 }
 
 fn s9(r: &mut Run) -> io::Result<()> {
     r.write("A", &block(b'a'))?;
     let fa = r.open_rw("A")?;
-    let h = match client::pin(&fa, 0, BS, true, true) {
+    let h = match r.pin(&fa, "A", true, true) {
         Ok(h) => h,
         Err(e) if errno(&e) == libc::EOPNOTSUPP => {
             r.mark_refused();
@@ -372,7 +372,7 @@ fn s9(r: &mut Run) -> io::Result<()> {
     } else {
         r.step("dma_write(h, X): C unaffected");
     }
-    client::unpin(&fa, h)?;
+    r.unpin(&fa, h)?;
     r.step("unpin h");
     Ok(())
 }

@@ -414,7 +414,7 @@ fn section<'a>(
                 .device
                 .as_ref()
                 .map(
-                    |d| serde_json::json!({"pin": d.pin, "write": d.write, "accepted": d.accepted}),
+                    |d| serde_json::json!({"pin": d.pin, "write": d.write, "accepted": d.accepted, "process": d.process}),
                 )
                 .unwrap_or(Value::Null);
             // One sentence per step: why it broke, why it stopped, or what changed.
