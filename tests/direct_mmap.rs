@@ -1,4 +1,4 @@
-//! Direct mmap (issue 23 item 5): a python3 process under `daxlink run`
+//! Direct mmap: a python3 process under `daxlink run`
 //! maps a daxlink file with its `mmap` module (libc's mmap/munmap, which
 //! the shim serves: the image's blocks themselves, under a pin for the
 //! mapping's life), while other processes (python3 or coreutils without
@@ -530,7 +530,7 @@ fn demo_real_a_holder_process_corrupts_under_legacy_only() {
     assert_eq!(v["ok"], true);
 }
 
-/// A small coherence run with direct mmap holds (issue 23 item 7): one
+/// A small coherence run with direct mmap holds: one
 /// client maps files and stores through its mappings while other
 /// processes overwrite, truncate and rewrite them; after every step every
 /// file must read as a model says (a store through an attached mapping
