@@ -17,27 +17,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn shim() -> PathBuf {
-    let p = Path::new(DAXLINK)
-        .parent()
-        .unwrap()
-        .join("libdaxlink_client.so");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build --release --workspace`",
-        p.display()
-    );
-    p
-}
-
-fn need(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "{tool} is needed by this test (apt-get install {tool})");
-}
-
 /// What one process's shim said at exit: (direct reads, direct writes,
 /// kernel-path reads/writes).
 #[derive(Debug, Default, Clone, Copy)]

@@ -14,34 +14,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use daxlink::fuse::ioctl;
 use daxlink::tools::client;
 use daxlink_direct::wire;
-
-fn shim() -> PathBuf {
-    let p = Path::new(DAXLINK)
-        .parent()
-        .unwrap()
-        .join("libdaxlink_client.so");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build --release --workspace`",
-        p.display()
-    );
-    p
-}
-
-fn need(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "{tool} is needed by this test (apt-get install {tool})");
-}
 
 /// Python prelude: `other(argv)` runs a command without the shim (another
 /// process, on the kernel path); `check` fails the script with a message.

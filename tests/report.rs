@@ -44,16 +44,6 @@ print(json.dumps({'cells': cells, 'outcomes': outcomes, 'glossary': glossary,
                   'title': root.find(X + 'head/' + X + 'title').text}))
 "#;
 
-fn need(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is missing (scripts/test.sh installs it with apt-get)"
-    );
-}
-
 fn chromium(dir: &Path, args: &[&str], page: &Path) -> (bool, Vec<u8>, String) {
     let mut a = vec!["--hide-scrollbars"];
     a.extend_from_slice(args);

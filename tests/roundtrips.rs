@@ -112,14 +112,6 @@ fn sh(script: &str) {
     assert_eq!(o.rc, 0, "{script}: {}", o.stderr);
 }
 
-fn need(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "this test needs {tool}");
-}
-
 /// Note a count that is off, with the line that expected it, and go on
 /// (so that a failing run still prints the whole table).
 #[track_caller]

@@ -404,3 +404,31 @@ pub fn umount_retrying(dir: &Path) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Fail (never skip) when a tool a test needs is not installed; the
+/// suite's scripts/test.sh installs every one with apt-get.
+pub fn need(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{tool} is needed by this test (scripts/test.sh installs it with apt-get)"
+    );
+}
+
+/// The direct-access client library `daxlink run` preloads, next to the
+/// daxlink binary under test.
+pub fn shim() -> PathBuf {
+    let p = Path::new(DAXLINK)
+        .parent()
+        .unwrap()
+        .join("libdaxlink_client.so");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo build --release --workspace`",
+        p.display()
+    );
+    p
+}
