@@ -328,6 +328,28 @@ impl DaxFuse {
         }
     }
 
+    /// Record the lease `fh` holds on `ino` (replacing its previous one)
+    /// for the caller's process. From a file's first writable lease on,
+    /// kernel-path opens bypass the page cache (`open_flags`); what it
+    /// cached before goes now.
+    fn grant_lease(
+        &self,
+        fh: u64,
+        o: &Origin,
+        ino: u64,
+        write: bool,
+    ) -> crate::pages::lease::Granted {
+        let g = self
+            .fs
+            .pages
+            .leases
+            .grant(fh, tgid(o.pid), o.uid, ino, write);
+        if g.first_writer {
+            self.invalidate(ino);
+        }
+        g
+    }
+
     /// HELLO: how to reach this mount directly (any open file of it).
     pub(super) fn direct_hello(&self) -> Result<Vec<u8>, FsError> {
         let d = self.direct_on()?;
@@ -366,16 +388,7 @@ impl DaxFuse {
         let m = self
             .fs
             .lease_map(ino, from, wire::MAP_MAX, write, &mut || control.gen(bucket))?;
-        let g = self
-            .fs
-            .pages
-            .leases
-            .grant(fh, tgid(o.pid), o.uid, ino, write);
-        if g.first_writer {
-            // From now on kernel-path opens bypass the page cache
-            // (`open_flags`); what it cached before goes now.
-            self.invalidate(ino);
-        }
+        let g = self.grant_lease(fh, &o, ino, write);
         let reply = wire::MapReply {
             flags: if write { wire::MAP_WRITE } else { 0 },
             size: m.size,
@@ -472,14 +485,7 @@ impl DaxFuse {
             }
         }
         let write = pin.write && self.writable(fh);
-        let g = self
-            .fs
-            .pages
-            .leases
-            .grant(fh, tgid(o.pid), o.uid, ino, write);
-        if g.first_writer {
-            self.invalidate(ino);
-        }
+        let g = self.grant_lease(fh, &o, ino, write);
         let reply = wire::PinMapReply {
             flags: if pin.write { wire::PINMAP_WRITE } else { 0 },
             index: pin.index,
