@@ -346,7 +346,7 @@ fn random_workload_shut_down_at_a_random_moment() {
         let model = Arc::try_unwrap(model).ok().unwrap().into_inner().unwrap();
         m.unmount();
         assert!(!superblock_clean(&img.path));
-        fsck_clean(&img.path);
+        fsck_clean_but_pending_orphans(&img.path);
         let m = Mounted::new(&img.path, "");
         let (mut exact, mut synced) = (0, 0);
         for i in 0..NAMES {
@@ -442,4 +442,25 @@ fn ro_ro_to_rw_and_rw_mounts_after_a_crash_end_fsck_clean() {
     assert_eq!(fs::read(m.path("after-rw")).unwrap(), b"rw again");
     m.unmount();
     fsck_clean(&img.path);
+}
+
+/// `fsck -n` of an image a shutdown left: clean, or its only findings are
+/// orphan records mount will finish (a file the workload held open when
+/// its unlink was the last name: its RELEASE came after the shutdown, so
+/// nothing could reclaim it; seed 1796625799944903985 left one).
+fn fsck_clean_but_pending_orphans(image: &std::path::Path) {
+    let out = Command::new(FSCK).arg("-n").arg(image).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+    let only_orphans =
+        !findings.is_empty() && findings.iter().all(|l| l.starts_with("[orphan-reclaim]"));
+    assert!(
+        out.status.code() == Some(0) || (out.status.code() == Some(4) && only_orphans),
+        "fsck -n of the shut-down image ({:?}):\n{text}",
+        out.status
+    );
 }
