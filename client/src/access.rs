@@ -19,9 +19,7 @@ use daxlink_direct::wire;
 use libc::{c_int, iovec};
 
 use crate::debug::debug;
-use crate::fds::{
-    self, Entry, MapView, DIRECT, F_APPEND, F_WRITE, KERNEL, PROBING, UNKNOWN, WINDOWS,
-};
+use crate::fds::{self, Entry, DIRECT, F_APPEND, F_WRITE, KERNEL, PROBING, UNKNOWN, WINDOWS};
 use crate::mount::{self, Mount};
 use crate::sys;
 
@@ -170,7 +168,7 @@ fn refresh(fd: c_int, e: &Entry, m: &Mount, from: u64, all: bool) -> bool {
                 return None;
             }
         }
-        let v = MapView::new(&buf[..])?;
+        let v = wire::MapView::decode(&buf[..]).ok()?;
         MAPS.fetch_add(1, Relaxed);
         debug!(
             "fd {fd}: map from block {from}: size {}, gen {}, {} extents{}",
@@ -210,7 +208,7 @@ enum Cover {
 /// Walk the file range `off..off+len` through the window, calling `f(image
 /// offset, bytes)` for each physically contiguous piece.
 fn walk(
-    v: &MapView,
+    v: &wire::MapView,
     from: u64,
     m: &Mount,
     off: u64,
@@ -337,7 +335,7 @@ fn access(e: &Entry, m: &Mount, off: u64, total: u64, iov: &[iovec], write: bool
         // SAFETY: the windows are mapped for the process's life; this
         // thread holds them shared, so no refresh writes them meanwhile.
         let buf = unsafe { std::slice::from_raw_parts(win, wire::MAP_SIZE) };
-        let Some(v) = MapView::new(buf) else {
+        let Some(v) = wire::MapView::decode(buf).ok() else {
             return Step::Kernel("bad map");
         };
         let from = e.from[i].load(Relaxed);
@@ -357,7 +355,7 @@ fn access(e: &Entry, m: &Mount, off: u64, total: u64, iov: &[iovec], write: bool
             if let Some(buf) = e.window(i) {
                 // SAFETY: as above.
                 let b = unsafe { std::slice::from_raw_parts(buf, wire::MAP_SIZE) };
-                if let Some(v) = MapView::new(b) {
+                if let Ok(v) = wire::MapView::decode(b) {
                     if v.next() <= lb && v.next() > start {
                         start = v.next();
                     }

@@ -158,52 +158,6 @@ struct SetupBuf(UnsafeCell<[u8; wire::HELLO_SIZE + 8]>);
 unsafe impl Sync for SetupBuf {}
 static HELLO_BUF: SetupBuf = SetupBuf(UnsafeCell::new([0; wire::HELLO_SIZE + 8]));
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-
-/// HELLO's reply fields, read in place (`wire::HelloReply::decode` would
-/// allocate): offsets of `HelloReply::encode`, checked by a unit test.
-pub struct HelloView<'a> {
-    pub flags: u32,
-    pub nonce: u64,
-    pub block_size: u32,
-    pub flush: u32,
-    pub image_len: u64,
-    pub image_dev: u64,
-    pub image_ino: u64,
-    pub socket: &'a [u8],
-    pub path: &'a [u8],
-}
-
-pub fn hello_view(b: &[u8]) -> Result<HelloView<'_>, &'static str> {
-    if b.len() < wire::HELLO_SIZE {
-        return Err("HELLO reply too short");
-    }
-    if u32_at(b, 0) != wire::PROTOCOL {
-        return Err("HELLO: another protocol version");
-    }
-    let sl = u32_at(b, 48) as usize;
-    let pl = u32_at(b, 52) as usize;
-    if sl == 0 || sl > wire::SOCKET_MAX || pl == 0 || pl >= wire::PATH_MAX {
-        return Err("HELLO: bad name lengths");
-    }
-    Ok(HelloView {
-        flags: u32_at(b, 4),
-        nonce: u64_at(b, 8),
-        block_size: u32_at(b, 16),
-        flush: u32_at(b, 20),
-        image_len: u64_at(b, 24),
-        image_dev: u64_at(b, 32),
-        image_ino: u64_at(b, 40),
-        socket: &b[64..64 + sl],
-        path: &b[256..256 + pl],
-    })
-}
-
 struct Fd(c_int);
 impl Drop for Fd {
     fn drop(&mut self) {
@@ -223,7 +177,11 @@ fn setup(fd: c_int, dev: u64) -> Result<(), &'static str> {
         Err(libc::EOPNOTSUPP) => return Err("HELLO refused (EOPNOTSUPP)"),
         Err(_) => return Err("HELLO failed"),
     }
-    let h = hello_view(&buf[..])?;
+    let h = wire::HelloView::decode(&buf[..]).map_err(|e| match e {
+        wire::WireError::Version(_) => "HELLO: another protocol version",
+        wire::WireError::Name => "HELLO: bad name lengths",
+        _ => "HELLO reply too short",
+    })?;
     if h.block_size == 0 || !h.block_size.is_power_of_two() || h.image_len == 0 {
         return Err("HELLO: bad block size or image length");
     }
@@ -512,52 +470,4 @@ pub fn live(c: &Control, write: bool) -> Result<(), &'static str> {
         return Err("stale heartbeat");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hello_view_reads_what_encode_wrote() {
-        let h = wire::HelloReply {
-            flags: wire::HELLO_WRITABLE,
-            nonce: 0x1234_5678_9abc,
-            block_size: 4096,
-            flush: 2,
-            image_len: 1 << 30,
-            image_dev: 77,
-            image_ino: 88,
-            socket: b"daxlink-direct-x".to_vec(),
-            path: b"/dev/shm/img".to_vec(),
-        };
-        let mut b = [0u8; wire::HELLO_SIZE];
-        h.encode(&mut b);
-        let v = hello_view(&b).unwrap();
-        assert_eq!(
-            (
-                v.flags,
-                v.nonce,
-                v.block_size,
-                v.flush,
-                v.image_len,
-                v.image_dev,
-                v.image_ino
-            ),
-            (
-                h.flags,
-                h.nonce,
-                h.block_size,
-                h.flush,
-                h.image_len,
-                h.image_dev,
-                h.image_ino
-            )
-        );
-        assert_eq!(v.socket, &h.socket[..]);
-        assert_eq!(v.path, &h.path[..]);
-        b[52] = 0;
-        b[53] = 0;
-        assert!(hello_view(&b).is_err());
-    }
 }

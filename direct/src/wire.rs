@@ -138,7 +138,12 @@ pub struct HelloReply {
 }
 
 impl HelloReply {
-    pub fn encode(&self, b: &mut [u8; HELLO_SIZE]) {
+    /// Fails (`WireError::Name`) where a name does not fit: the socket's
+    /// 1..=SOCKET_MAX bytes, the path's 1..PATH_MAX (room for its NUL), no
+    /// NUL inside either.
+    pub fn encode(&self, b: &mut [u8; HELLO_SIZE]) -> Result<(), WireError> {
+        let (s, p) = (&self.socket[..], &self.path[..]);
+        names_fit(s, p)?;
         b.fill(0);
         put32(b, 0, PROTOCOL);
         put32(b, 4, self.flags);
@@ -148,15 +153,56 @@ impl HelloReply {
         put64(b, 24, self.image_len);
         put64(b, 32, self.image_dev);
         put64(b, 40, self.image_ino);
-        let s = &self.socket[..self.socket.len().min(SOCKET_MAX)];
-        let p = &self.path[..self.path.len().min(PATH_MAX)];
         put32(b, 48, s.len() as u32);
         put32(b, 52, p.len() as u32);
         b[64..64 + s.len()].copy_from_slice(s);
         b[HELLO_HDR..HELLO_HDR + p.len()].copy_from_slice(p);
+        Ok(())
     }
 
     pub fn decode(b: &[u8]) -> Result<HelloReply, WireError> {
+        let v = HelloView::decode(b)?;
+        Ok(HelloReply {
+            flags: v.flags,
+            nonce: v.nonce,
+            block_size: v.block_size,
+            flush: v.flush,
+            image_len: v.image_len,
+            image_dev: v.image_dev,
+            image_ino: v.image_ino,
+            socket: v.socket.to_vec(),
+            path: v.path.to_vec(),
+        })
+    }
+}
+
+fn names_fit(socket: &[u8], path: &[u8]) -> Result<(), WireError> {
+    let ok = |n: &[u8], max: usize| !n.is_empty() && n.len() <= max && !n.contains(&0);
+    if ok(socket, SOCKET_MAX) && ok(path, PATH_MAX - 1) {
+        Ok(())
+    } else {
+        Err(WireError::Name)
+    }
+}
+
+/// HELLO's reply read in place, borrowing its names: the one decoder of
+/// HELLO (the client's setup cannot allocate; [`HelloReply::decode`] copies
+/// from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloView<'a> {
+    pub flags: u32,
+    pub nonce: u64,
+    pub block_size: u32,
+    pub flush: u32,
+    pub image_len: u64,
+    pub image_dev: u64,
+    pub image_ino: u64,
+    pub socket: &'a [u8],
+    pub path: &'a [u8],
+}
+
+impl<'a> HelloView<'a> {
+    pub fn decode(b: &'a [u8]) -> Result<HelloView<'a>, WireError> {
         if b.len() < HELLO_SIZE {
             return Err(WireError::Short);
         }
@@ -164,12 +210,11 @@ impl HelloReply {
         if v != PROTOCOL {
             return Err(WireError::Version(v));
         }
-        let sl = u32_at(b, 48)? as usize;
-        let pl = u32_at(b, 52)? as usize;
-        if sl == 0 || sl > SOCKET_MAX || pl == 0 || pl > PATH_MAX {
-            return Err(WireError::Name);
-        }
-        Ok(HelloReply {
+        let sl = (u32_at(b, 48)? as usize).min(SOCKET_MAX + 1);
+        let pl = (u32_at(b, 52)? as usize).min(PATH_MAX);
+        let (socket, path) = (&b[64..64 + sl], &b[HELLO_HDR..HELLO_HDR + pl]);
+        names_fit(socket, path)?;
+        Ok(HelloView {
             flags: u32_at(b, 4)?,
             nonce: u64_at(b, 8)?,
             block_size: u32_at(b, 16)?,
@@ -177,8 +222,8 @@ impl HelloReply {
             image_len: u64_at(b, 24)?,
             image_dev: u64_at(b, 32)?,
             image_ino: u64_at(b, 40)?,
-            socket: b[64..64 + sl].to_vec(),
-            path: b[HELLO_HDR..HELLO_HDR + pl].to_vec(),
+            socket,
+            path,
         })
     }
 }
@@ -244,6 +289,39 @@ impl MapReply {
     }
 
     pub fn decode(b: &[u8]) -> Result<MapReply, WireError> {
+        let v = MapView::decode(b)?;
+        Ok(MapReply {
+            flags: v.flags(),
+            size: v.size(),
+            gen: v.gen(),
+            bucket: v.bucket(),
+            next: v.next(),
+            lease: v.lease(),
+            extents: (0..v.count()).map(|i| v.extent(i)).collect(),
+        })
+    }
+}
+
+/// MAP's reply read in place: the one decoder of MAP (the client reads its
+/// windows with it, allocating nothing; [`MapReply::decode`] copies from it).
+/// `decode` checked the length and the count, so the accessors cannot fail.
+#[derive(Clone, Copy, Debug)]
+pub struct MapView<'a> {
+    b: &'a [u8],
+}
+
+fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn le64(b: &[u8], o: usize) -> u64 {
+    u64::from(le32(b, o)) | u64::from(le32(b, o + 4)) << 32
+}
+
+impl<'a> MapView<'a> {
+    pub fn decode(b: &'a [u8]) -> Result<MapView<'a>, WireError> {
+        if b.len() < MAP_HDR {
+            return Err(WireError::Short);
+        }
         let v = u32_at(b, 0)?;
         if v != PROTOCOL {
             return Err(WireError::Version(v));
@@ -252,25 +330,63 @@ impl MapReply {
         if n as usize > MAP_MAX {
             return Err(WireError::Count(n));
         }
-        let mut extents = Vec::with_capacity(n as usize);
-        for i in 0..n as usize {
-            let o = MAP_HDR + i * MAP_ENTRY;
-            extents.push(Extent {
-                lblock: u64_at(b, o)?,
-                pblock: u64_at(b, o + 8)?,
-                count: u64_at(b, o + 16)?,
-                flags: u32_at(b, o + 24)?,
-            });
+        if b.len() < MAP_HDR + n as usize * MAP_ENTRY {
+            return Err(WireError::Short);
         }
-        Ok(MapReply {
-            flags: u32_at(b, 4)?,
-            size: u64_at(b, 8)?,
-            gen: u64_at(b, 16)?,
-            bucket: u32_at(b, 24)?,
-            next: u64_at(b, 32)?,
-            lease: u64_at(b, 40)?,
-            extents,
-        })
+        Ok(MapView { b })
+    }
+    pub fn flags(&self) -> u32 {
+        le32(self.b, 4)
+    }
+    pub fn size(&self) -> u64 {
+        le64(self.b, 8)
+    }
+    pub fn gen(&self) -> u64 {
+        le64(self.b, 16)
+    }
+    pub fn bucket(&self) -> u32 {
+        le32(self.b, 24)
+    }
+    pub fn count(&self) -> usize {
+        le32(self.b, 28) as usize
+    }
+    pub fn next(&self) -> u64 {
+        le64(self.b, 32)
+    }
+    pub fn lease(&self) -> u64 {
+        le64(self.b, 40)
+    }
+    /// Extent `i` (< `count()`).
+    pub fn extent(&self, i: usize) -> Extent {
+        let o = MAP_HDR + i * MAP_ENTRY;
+        Extent {
+            lblock: le64(self.b, o),
+            pblock: le64(self.b, o + 8),
+            count: le64(self.b, o + 16),
+            flags: le32(self.b, o + 24),
+        }
+    }
+
+    /// The extent holding logical block `lb`: (physical block of `lb`,
+    /// blocks left in the extent from `lb` on, flags). None: a hole, or
+    /// past the last extent listed. Extents are in logical order.
+    pub fn find(&self, lb: u64) -> Option<(u64, u64, u32)> {
+        // The last extent starting at or before lb.
+        let (mut lo, mut hi) = (0usize, self.count());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.extent(mid).lblock <= lb {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let e = self.extent(lo.checked_sub(1)?);
+        let off = lb - e.lblock;
+        if off >= e.count {
+            return None;
+        }
+        Some((e.pblock.checked_add(off)?, e.count - off, e.flags))
     }
 }
 
@@ -442,8 +558,28 @@ mod tests {
             path: b"/dev/shm/x.img".to_vec(),
         };
         let mut b = [0u8; HELLO_SIZE];
-        h.encode(&mut b);
-        assert_eq!(HelloReply::decode(&b), Ok(h));
+        h.encode(&mut b).unwrap();
+        let v = HelloView::decode(&b).unwrap();
+        assert_eq!((v.socket, v.path), (&h.socket[..], &h.path[..]));
+        assert_eq!(HelloReply::decode(&b), Ok(h.clone()));
+        // The path and its NUL fit PATH_MAX: PATH_MAX - 1 bytes is the most.
+        for (len, ok) in [(PATH_MAX - 1, true), (PATH_MAX, false)] {
+            let long = HelloReply {
+                path: vec![b'a'; len],
+                ..h.clone()
+            };
+            let mut lb = [0u8; HELLO_SIZE];
+            assert_eq!(long.encode(&mut lb).is_ok(), ok, "path of {len}");
+            put32(&mut lb, 52, len as u32);
+            assert_eq!(HelloView::decode(&lb).is_ok(), ok, "path of {len}");
+        }
+        let nul = HelloReply {
+            path: b"/dev/shm/x\0y".to_vec(),
+            ..h.clone()
+        };
+        assert_eq!(nul.encode(&mut [0u8; HELLO_SIZE]), Err(WireError::Name));
+        put32(&mut b, 52, 0);
+        assert_eq!(HelloReply::decode(&b), Err(WireError::Name));
         put32(&mut b, 52, PATH_MAX as u32 + 1);
         assert_eq!(HelloReply::decode(&b), Err(WireError::Name));
         put32(&mut b, 0, 9);
@@ -478,6 +614,17 @@ mod tests {
         let mut b = Box::new([0u8; MAP_SIZE]);
         m.encode(&mut b).unwrap();
         assert_eq!(MapReply::decode(&b[..]), Ok(m));
+        let v = MapView::decode(&b[..]).unwrap();
+        assert_eq!(v.find(0), Some((100, 3, EXT_WRITE)));
+        assert_eq!(v.find(2), Some((102, 1, EXT_WRITE)));
+        assert_eq!(v.find(3), None, "a hole");
+        assert_eq!(v.find(5), Some((7, 1, 0)));
+        assert_eq!(v.find(6), None, "past the last extent");
+        // A reply cut before its last extent is refused, not read past.
+        assert_eq!(
+            MapView::decode(&b[..MAP_HDR + MAP_ENTRY]).err(),
+            Some(WireError::Short)
+        );
         put32(&mut b[..], 28, MAP_MAX as u32 + 1);
         assert_eq!(
             MapReply::decode(&b[..]),

@@ -356,7 +356,11 @@ impl DaxFuse {
         let mut b = vec![0u8; wire::HELLO_SIZE];
         let arr: &mut [u8; wire::HELLO_SIZE] =
             b.as_mut_slice().try_into().map_err(|_| FsError::Invalid)?;
-        d.hello(&self.fs).encode(arr);
+        // An image path that does not fit HELLO (PATH_MAX with its NUL)
+        // cannot be opened by a client: the kernel path serves it.
+        d.hello(&self.fs)
+            .encode(arr)
+            .map_err(|_| FsError::NotSupported)?;
         Ok(b)
     }
 
