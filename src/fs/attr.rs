@@ -87,6 +87,11 @@ impl Fs {
             rec.mtime = at(v);
         }
         rec.ctime = t;
+        // A set-ID bit gained: a direct write could not clear it, so direct
+        // writers map again and get no writable extents (`lease_map`).
+        if (rec.mode & !g.rec.mode) & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            self.recall_layout(ino);
+        }
         // A mode change rewrites the access ACL's owner, mask (or group) and
         // other entries (POSIX 1003.1e chmod), in the same transaction.
         let acl_blob = match s.mode {

@@ -100,6 +100,11 @@ impl Fs {
             return Ok(());
         }
         rec.ctime = now();
+        // Immutable or append-only gained: direct writers map again and get
+        // no writable extents (`lease_map`).
+        if (rec.flags & !g.rec.flags) & (FL_IMMUTABLE | FL_APPEND) != 0 {
+            self.recall_layout(ino);
+        }
         let mut ctx = self.ctx()?;
         ctx.put_inode(ino, &rec);
         ctx.commit()?;

@@ -86,14 +86,28 @@ impl Fs {
         let m = self.meta.lock();
         let first = g.find(from).map_or(from, |(s, _)| s);
         let mut extents = Vec::new();
-        let mut push = |e: (u64, u64, u64, bool)| -> bool {
-            if extents.len() == max {
-                return false;
+        // Push a run of the file's blocks, split at the last whole block
+        // below EOF; `Some(next)` when the page is full.
+        let mut emit = |lo: u64, po: u64, n: u64, own: bool| -> Option<u64> {
+            let w = if own {
+                whole.saturating_sub(lo).min(n)
+            } else {
+                0
+            };
+            for (l, p, k, wr) in [(lo, po, w, true), (lo + w, po + w, n - w, false)] {
+                if k == 0 {
+                    continue;
+                }
+                if extents.len() == max {
+                    return Some(l);
+                }
+                extents.push((l, p, k, wr));
             }
-            extents.push(e);
-            true
+            None
         };
-        for (l, e) in g.extents.range(first, u64::MAX) {
+        let poison = self.pages.any_poisoned();
+        let mut next = None;
+        'outer: for (l, e) in g.extents.range(first, u64::MAX) {
             for (p, n, c) in ctx::ref_pieces(&m.refs, e.phys, e.len) {
                 let (mut lo, mut po, mut n) = (l + (p - e.phys), p, n);
                 if lo + n <= from {
@@ -104,27 +118,26 @@ impl Fs {
                     (lo, po, n) = (from, po + skip, n - skip);
                 }
                 let own = may_write && c < 2;
-                // Split at the last whole block below EOF.
-                let w = if own {
-                    whole.saturating_sub(lo).min(n)
-                } else {
-                    0
-                };
-                if w > 0 && !push((lo, po, w, true)) {
-                    return Ok(LeaseMap {
-                        size,
-                        gen,
-                        extents,
-                        next: Some(lo),
-                    });
+                // A poisoned block whose read this file is refused is left
+                // out, a hole to the client, which then reads it through
+                // the kernel and gets EIO as the page model says.
+                let mut runs = vec![(lo, po, n)];
+                if poison {
+                    runs = (0..n)
+                        .filter(|&i| !self.pages.poison_check(po + i, ino).0)
+                        .fold(Vec::new(), |mut v: Vec<(u64, u64, u64)>, i| {
+                            match v.last_mut() {
+                                Some(r) if r.0 + r.2 == lo + i => r.2 += 1,
+                                _ => v.push((lo + i, po + i, 1)),
+                            }
+                            v
+                        });
                 }
-                if n > w && !push((lo + w, po + w, n - w, false)) {
-                    return Ok(LeaseMap {
-                        size,
-                        gen,
-                        extents,
-                        next: Some(lo + w),
-                    });
+                for (lo, po, n) in runs {
+                    next = emit(lo, po, n, own);
+                    if next.is_some() {
+                        break 'outer;
+                    }
                 }
             }
         }
@@ -132,7 +145,7 @@ impl Fs {
             size,
             gen,
             extents,
-            next: None,
+            next,
         })
     }
 

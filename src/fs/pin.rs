@@ -314,6 +314,20 @@ impl Fs {
             .collect();
         self.media.device_write(block * BS, &pattern)?;
         self.media.persist(block * BS, BS)?;
+        // Direct readers of the block's owners map it again: a file the
+        // model told finds it left out of its map (a hole to the client,
+        // whose kernel-path read gets EIO); the others read what is there,
+        // as the model says they would.
+        let mut inos: Vec<u64> = owners.iter().map(|o| o.0).collect();
+        inos.sort_unstable();
+        inos.dedup();
+        for i in inos {
+            if let Ok(r) = self.get(i) {
+                if let Ok(_g) = r.write() {
+                    self.recall_layout(i);
+                }
+            }
+        }
         log::warn!(
             "memory failure on block {block} ({} model): owners {:?}, notified {:?}",
             self.pages.model.name(),

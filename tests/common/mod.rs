@@ -4,6 +4,8 @@
 //! lazily if needed) and reaps the daemon when dropped, even on test failure.
 #![allow(dead_code)]
 
+pub mod direct;
+
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
