@@ -28,7 +28,8 @@
 //! DIRECT_COST_QUICK=1 cargo bench --bench direct_cost     # 1 round, short runs
 //! DIRECT_COST_ROUNDS=5 cargo bench --bench direct_cost    # more rounds (a busy machine)
 //! DIRECT_COST_PERF=DIR cargo bench --bench direct_cost    # + perf of the daemon per model
-//!   (during the figures DIRECT_COST_PERF_FIGURES, default pin_r_256; reports in DIR)
+//!   (during the figures DIRECT_COST_PERF_FIGURES, default pin_r_256; reports in DIR;
+//!   DIRECT_COST_PERF_DWARF=1 for DWARF call graphs)
 //! ```
 
 #[path = "direct_cost/child.rs"]
@@ -287,7 +288,17 @@ fn perf_profile(md: &Model, cfg: &Cfg, dir: &Path, fig: &str) {
     let pid = md.m.pid().expect("daemon");
     let data = dir.join(format!("perf-{}-{fig}.data", md.name));
     let mut p = Command::new("perf")
-        .args(["record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-p"])
+        .args(["record", "-q", "-e", "cpu-clock"])
+        // DIRECT_COST_PERF_DWARF=1: call graphs from DWARF (who called
+        // malloc), at a lower rate; frame pointers otherwise.
+        .args(
+            if std::env::var("DIRECT_COST_PERF_DWARF").is_ok_and(|v| v == "1") {
+                ["-F", "500", "--call-graph", "dwarf,16384"]
+            } else {
+                ["-F", "4000", "--call-graph", "fp"]
+            },
+        )
+        .arg("-p")
         .arg(pid.to_string())
         .arg("-o")
         .arg(&data)
