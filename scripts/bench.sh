@@ -2,7 +2,8 @@
 # Benchmarks: daxlink against tmpfs, plus reflink, scale, mount and memory figures, and SVG plots.
 #
 #   bash scripts/bench.sh                # full run (26 minutes on 2 cores under load 7-10,
-#                                        # 8 of them for the 1 TiB image)
+#                                        # 8 of them for the 1 TiB image; and about 5 more
+#                                        # for benches/direct_cost.rs)
 #   BENCH_QUICK=1 bash scripts/bench.sh  # small sizes, about 2 minutes: checks the script works
 #
 # As root: builds and installs daxlink (scripts/install.sh; BENCH_NO_INSTALL=1 skips it),
