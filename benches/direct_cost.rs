@@ -36,9 +36,11 @@
 mod child;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "direct_cost/dio.rs"]
+mod dio;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -438,10 +440,8 @@ fn main() {
     println!("DIRECT_COST_JSON {}", serde_json::Value::Object(json));
 }
 
-#[path = "direct_cost/dio.rs"]
-mod dio;
-
-/// Used by dio.rs: the holder of a writable lease on `file`, started.
+/// The holder of a writable lease on `file` (dio.rs), started; its stdout
+/// stays open with it.
 fn hold_lease(file: &Path) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let mut c = under_run("hold", &[file.display().to_string()]);
     c.stdin(Stdio::piped())
@@ -462,5 +462,4 @@ fn end_hold(mut ch: std::process::Child) {
     assert!(o.status.success(), "holder failed");
     let (_, w, _) = served(&String::from_utf8_lossy(&o.stderr));
     assert_eq!(w, 1, "the holder's write was not direct");
-    let _ = std::io::stdout().flush();
 }
