@@ -2,7 +2,8 @@
 # Benchmarks: daxlink against tmpfs, plus reflink, scale, mount and memory figures, and SVG plots.
 #
 #   bash scripts/bench.sh                # full run (26 minutes on 2 cores under load 7-10,
-#                                        # 8 of them for the 1 TiB image)
+#                                        # 8 of them for the 1 TiB image; and about 5 more
+#                                        # for benches/direct_cost.rs)
 #   BENCH_QUICK=1 bash scripts/bench.sh  # small sizes, about 2 minutes: checks the script works
 #
 # As root: builds and installs daxlink (scripts/install.sh; BENCH_NO_INSTALL=1 skips it),
@@ -23,7 +24,9 @@
 #    verify jobs);
 #  - on daxlink: clone time of a large single-extent file against a small one and against
 #    the source's extent count, copy-on-write random writes on a fresh clone, mount time
-#    and daemon memory, the page-model cost (benches/page_cost.rs), and DRAM per file and
+#    and daemon memory, the page-model cost (benches/page_cost.rs), what direct access costs
+#    each page model and what its FOPEN_DIRECT_IO costs the kernel path
+#    (benches/direct_cost.rs), and DRAM per file and
 #    per extent (tests/dram.rs);
 #  - scale: for a 16 GiB and a 1 TiB sparse image in BENCH_BIG_DIR (default /var/tmp, a
 #    disk directory) holding 100,000 files (benches/scale_image.rs makes them): mkfs time
@@ -401,6 +404,15 @@ if cargo bench --quiet --bench page_cost >"$RAW/page_cost.txt" 2>&1; then
   grep -v '^PAGE_COST_JSON\|^running\|^test \|^$' "$RAW/page_cost.txt" | sed 's/^/  /'
 else
   echo "  page_cost failed: see $RAW/page_cost.txt"
+fi
+
+echo "== direct access per page model (MAP grants/s, pins for direct mmap/s, direct accesses/s) and FOPEN_DIRECT_IO's cost"
+# benches/direct_cost.rs: mounts of its own (one per page model, one for fio), processes under
+# `daxlink run` (the library built beside target/release/daxlink); BENCH_QUICK=1 runs its short mode.
+if DIRECT_COST_QUICK=$QUICK cargo bench --quiet --bench direct_cost >"$RAW/direct_cost.txt" 2>&1; then
+  grep -v '^DIRECT_COST_JSON\|^$' "$RAW/direct_cost.txt" | sed 's/^/  /'
+else
+  echo "  direct_cost failed: see $RAW/direct_cost.txt"
 fi
 
 echo "== DRAM per file and per extent: daemon RssAnon with 100,000 of each, minus an empty mount"
