@@ -113,6 +113,7 @@ fn decide(fd: c_int, e: &Entry) -> (u32, Option<Mount>) {
     e.stale.store(false, Relaxed);
     e.changed.store(false, Relaxed);
     e.pending.store(false, Relaxed);
+    e.uncached.store(false, Relaxed);
     e.touched.store(0, Relaxed);
     debug!(
         "fd {fd}: direct (ino {}{}{})",
@@ -284,6 +285,7 @@ pub fn try_rw(fd: c_int, off: i64, iov: &[iovec], write: bool) -> Option<usize> 
             Step::Done => {
                 if write {
                     DIRECT_WRITES.fetch_add(1, Relaxed);
+                    e.uncached.store(true, Release);
                     touch_after_write(fd, e);
                 } else {
                     DIRECT_READS.fetch_add(1, Relaxed);
@@ -491,6 +493,35 @@ pub fn flush_touches(fd: c_int) {
     }
 }
 
+/// Before a read of `fd` through the kernel: if this process wrote the
+/// file directly since its cached pages were last dropped, drop them now
+/// (TOUCH_INVAL), so the kernel cannot answer from pages older than those
+/// writes. (The daemon grants a writable map only while no other open of
+/// the file uses the page cache: this process's own opens are the only
+/// ones whose reads the cache may answer.)
+pub fn before_kernel_read(fd: c_int) {
+    let Some(e) = fds::entry(fd) else { return };
+    if e.state.load(Acquire) != DIRECT {
+        return;
+    }
+    let (dev, ino) = (e.dev.load(Relaxed), e.ino.load(Relaxed));
+    let mut any = false;
+    for (_, o) in fds::direct_entries() {
+        if o.ino.load(Relaxed) == ino
+            && o.dev.load(Relaxed) == dev
+            && o.uncached.swap(false, AcqRel)
+        {
+            any = true;
+        }
+    }
+    if any {
+        let mut flags = wire::TOUCH_INVAL.to_le_bytes();
+        if let Err(err) = sys::ioctl(fd, wire::TOUCH, flags.as_mut_ptr().cast()) {
+            debug!("fd {fd}: TOUCH_INVAL failed (errno {err})");
+        }
+    }
+}
+
 /// After a kernel-path write, truncate or fallocate on `fd`: every map of
 /// that file is refetched before its next use.
 pub fn kernel_changed(fd: c_int) {
@@ -526,6 +557,9 @@ pub fn at_offset(
             }
             None => {
                 KERNEL_RW.fetch_add(1, Relaxed);
+                if !write {
+                    before_kernel_read(fd);
+                }
                 let r = kernel();
                 if write {
                     kernel_changed(fd);

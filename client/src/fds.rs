@@ -70,6 +70,9 @@ pub struct Entry {
     /// since then are not yet reported.
     pub touched: AtomicU64,
     pub pending: AtomicBool,
+    /// Direct writes through it since the kernel's cached pages of the
+    /// file were last dropped (`access::before_kernel_read`).
+    pub uncached: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -90,6 +93,7 @@ const EMPTY: Entry = Entry {
     ino: AtomicU64::new(0),
     touched: AtomicU64::new(0),
     pending: AtomicBool::new(false),
+    uncached: AtomicBool::new(false),
 };
 
 static TABLE: [Entry; MAX_FDS] = [EMPTY; MAX_FDS];
@@ -128,6 +132,7 @@ impl Entry {
     pub fn reset(&self) {
         self.valid.store(0, Release);
         self.pending.store(false, Relaxed);
+        self.uncached.store(false, Relaxed);
         self.state.store(UNKNOWN, Release);
     }
 

@@ -91,8 +91,11 @@ pub const MAP_WRITE: u32 = 1;
 /// Entry flags: the extent is the file's own (unshared, allocated, below
 /// EOF) and may be overwritten in place.
 pub const EXT_WRITE: u32 = 1;
-/// TOUCH flags: set mtime and ctime.
+/// TOUCH flags: set mtime and ctime (through a writable open file only).
 pub const TOUCH_MTIME: u64 = 1;
+/// TOUCH flag: drop the kernel's cached pages of the file (before a read
+/// through the kernel that cached pages may answer, after direct writes).
+pub const TOUCH_INVAL: u64 = 2;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum WireError {

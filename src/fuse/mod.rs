@@ -8,6 +8,7 @@ pub mod caller;
 pub mod counters;
 mod dir;
 pub mod direct;
+mod handles;
 pub mod inflight;
 pub mod ioctl;
 mod ioctl_handlers;
@@ -23,7 +24,6 @@ use dir::walk_dir;
 pub use ioctl_handlers::{extents_json, owners_json};
 pub use transport::Transport;
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -55,13 +55,9 @@ pub(crate) const TTL: Duration = Duration::from_secs(86400);
 /// Read-only virtual xattr: the file's extents as JSON (what `daxlink extents --json` prints).
 pub const EXTENTS_XATTR: &[u8] = b"user.daxlink.extents";
 
-struct Handle {
-    flags: i32,
-}
-
 pub struct DaxFuse {
     pub fs: Arc<Fs>,
-    handles: Arc<Mutex<HashMap<u64, Handle>>>,
+    handles: Arc<Mutex<handles::Handles>>,
     unmounted: Arc<std::sync::atomic::AtomicBool>,
     /// A second `DaxFuse` over the same state (`twin`), serving requests
     /// that came through io_uring; its `destroy` does nothing.
@@ -174,7 +170,7 @@ impl DaxFuse {
     pub fn new(fs: Arc<Fs>) -> DaxFuse {
         DaxFuse {
             fs,
-            handles: Arc::new(Mutex::new(HashMap::new())),
+            handles: Arc::new(Mutex::new(handles::Handles::default())),
             unmounted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             is_twin: false,
             transport: Arc::new(Transport::default()),
@@ -284,8 +280,27 @@ impl DaxFuse {
     fn open_handle(&self, ino: u64, flags: i32) -> Result<u64, FsError> {
         self.fs.check_open(ino, flags)?;
         let fh = self.fs.open(ino)?;
-        self.handles.lock().insert(fh, Handle { flags });
+        self.handles.lock().insert(fh, ino, flags);
         Ok(fh)
+    }
+
+    /// The cache flags open `fh` of `ino` is answered with: `keep` as
+    /// decided before the open was counted, bypassing the page cache if a
+    /// writable lease was granted meanwhile, and dropping what the kernel
+    /// cached if a direct writer's open may have left stale pages
+    /// (`handles.rs`).
+    fn settle_open(&self, fh: u64, ino: u64, keep: FopenFlags) -> FopenFlags {
+        let mut h = self.handles.lock();
+        let mut keep = if !keep.contains(FopenFlags::FOPEN_DIRECT_IO) && self.direct_io_now(ino) {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+        } else {
+            keep
+        };
+        if h.take_stale(ino) {
+            keep.remove(FopenFlags::FOPEN_KEEP_CACHE);
+        }
+        h.settle(fh, !keep.contains(FopenFlags::FOPEN_DIRECT_IO));
+        keep
     }
 }
 

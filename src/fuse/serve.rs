@@ -145,7 +145,8 @@ impl DaxFuse {
             // The flags first: in no-wait mode (a ring thread) nothing may
             // change before the last lock that can be busy.
             let keep = self.open_flags(ino)?;
-            Ok((self.open_handle(ino, flags)?, keep))
+            let fh = self.open_handle(ino, flags)?;
+            Ok((fh, self.settle_open(fh, ino, keep)))
         })
     }
 
@@ -167,6 +168,7 @@ impl DaxFuse {
             let a = self.fs.mknod(parent, name, mode, 0, who)?;
             let fh = self.open_handle(a.ino, flags)?;
             let keep = self.open_flags(a.ino)?;
+            let keep = self.settle_open(fh, a.ino, keep);
             Ok((a, fh, keep))
         })
     }
@@ -186,8 +188,12 @@ impl DaxFuse {
             let r = if known { self.fs.close(ino) } else { Ok(()) };
             if r != Err(FsError::WouldBlock) {
                 self.handles.lock().remove(&fh);
-                // So does its direct-access lease.
-                self.fs.pages.leases.release(fh);
+                // So does its direct-access lease. A writer's open may have
+                // cached pages its own direct writes then overwrote: the
+                // file's next open drops them (`settle_open`).
+                if self.fs.pages.leases.release(fh).is_some_and(|l| l.write) {
+                    self.handles.lock().mark_stale(ino);
+                }
             }
             r
         })

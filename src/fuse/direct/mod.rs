@@ -331,23 +331,31 @@ impl DaxFuse {
     /// Record the lease `fh` holds on `ino` (replacing its previous one)
     /// for the caller's process. From a file's first writable lease on,
     /// kernel-path opens bypass the page cache (`open_flags`); what it
-    /// cached before goes now.
+    /// cached before goes now. With `exclusive`, a writable lease is
+    /// granted only while no other open of the file uses the page cache
+    /// (`handles.rs`), and the lease returned says whether it was.
     fn grant_lease(
         &self,
         fh: u64,
         o: &Origin,
         ino: u64,
         write: bool,
-    ) -> crate::pages::lease::Granted {
-        let g = self
-            .fs
-            .pages
-            .leases
-            .grant(fh, tgid(o.pid), o.uid, ino, write);
+        exclusive: bool,
+    ) -> (crate::pages::lease::Granted, bool) {
+        let (g, write) = {
+            let h = self.handles.lock();
+            let write = write && !(exclusive && h.cached_elsewhere(ino, fh));
+            let g = self
+                .fs
+                .pages
+                .leases
+                .grant(fh, tgid(o.pid), o.uid, ino, write);
+            (g, write)
+        };
         if g.first_writer {
             self.invalidate(ino);
         }
-        g
+        (g, write)
     }
 
     /// HELLO: how to reach this mount directly (any open file of it).
@@ -386,13 +394,18 @@ impl DaxFuse {
         if want_write && !self.writable(fh) {
             return Err(FsError::BadFd);
         }
-        let write = want_write && d.shared.cfg.stores_ok && !self.fs.read_only();
+        // Not while another open of the file reads through the page cache
+        // (asked again under the handle table's lock at the grant).
+        let write = want_write
+            && d.shared.cfg.stores_ok
+            && !self.fs.read_only()
+            && !self.handles.lock().cached_elsewhere(ino, fh);
         let bucket = control::bucket_of(ino);
         let control = d.shared.control();
         let m = self
             .fs
             .lease_map(ino, from, wire::MAP_MAX, write, &mut || control.gen(bucket))?;
-        let g = self.grant_lease(fh, &o, ino, write);
+        let (g, write) = self.grant_lease(fh, &o, ino, write, true);
         let reply = wire::MapReply {
             flags: if write { wire::MAP_WRITE } else { 0 },
             size: m.size,
@@ -407,7 +420,7 @@ impl DaxFuse {
                     lblock: l,
                     pblock: p,
                     count: n,
-                    flags: if w { wire::EXT_WRITE } else { 0 },
+                    flags: if w && write { wire::EXT_WRITE } else { 0 },
                 })
                 .collect(),
         };
@@ -418,19 +431,26 @@ impl DaxFuse {
         Ok(b)
     }
 
-    /// TOUCH: the file was written directly through this open file.
+    /// TOUCH: the file was written directly through this open file
+    /// (TOUCH_MTIME), and the kernel's cached pages of it must go before
+    /// the caller reads it through the kernel (TOUCH_INVAL).
     pub(super) fn direct_touch(&self, ino: u64, fh: u64, input: &[u8]) -> Result<Vec<u8>, FsError> {
         self.direct_on()?;
-        if !self.writable(fh) {
-            return Err(FsError::BadFd);
-        }
         let flags = crate::fuse::ioctl::get_u64(input, 0).ok_or(FsError::Invalid)?;
-        if flags & !wire::TOUCH_MTIME != 0 {
+        if flags & !(wire::TOUCH_MTIME | wire::TOUCH_INVAL) != 0 {
             return Err(FsError::Invalid);
         }
         if flags & wire::TOUCH_MTIME != 0 {
+            if !self.writable(fh) {
+                return Err(FsError::BadFd);
+            }
             self.fs.touch_direct(ino)?;
             self.invalidate_attrs(ino);
+        }
+        if flags & wire::TOUCH_INVAL != 0 {
+            // The caller's request holds no page of the file: waiting here
+            // for pages other reads hold locked is safe.
+            self.invalidate(ino);
         }
         Ok(Vec::new())
     }
@@ -489,7 +509,9 @@ impl DaxFuse {
             }
         }
         let write = pin.write && self.writable(fh);
-        let g = self.grant_lease(fh, &o, ino, write);
+        // The mapping stores whatever the page cache holds: not exclusive
+        // (ARCHITECTURE.md "Direct mmap").
+        let (g, _) = self.grant_lease(fh, &o, ino, write, false);
         let reply = wire::PinMapReply {
             flags: if pin.write { wire::PINMAP_WRITE } else { 0 },
             index: pin.index,

@@ -1,0 +1,150 @@
+//! The open files (FUSE file handles) of a mount: each one's open(2) flags,
+//! and which of them read through the kernel's page cache.
+//!
+//! A direct writer stores into the image behind the kernel's back, so while
+//! a file has a writable lease no open of it may keep cached pages that a
+//! direct write can make stale. Opens made while a writable lease exists
+//! bypass the cache (FOPEN_DIRECT_IO); an open made before (a "cached
+//! open") keeps it. So a writable map is granted only while no cached
+//! open of the file exists but the asking one's own (whose kernel-path
+//! reads the library precedes with TOUCH_INVAL after direct writes). Both
+//! decisions are taken under this table's lock (a leaf lock), so an open
+//! and a grant cannot cross: `settle` decides an open's cache mode seeing
+//! every lease granted before it, and a grant sees every open settled
+//! before it. When a writable lease ends, the pages its own cached open
+//! may have kept are stale: the file's next open is answered without
+//! FOPEN_KEEP_CACHE, so the kernel drops them (`stale`).
+
+use std::collections::{HashMap, HashSet};
+
+pub(super) struct Handle {
+    pub flags: i32,
+    pub ino: u64,
+    /// Opened with the page cache (not FOPEN_DIRECT_IO).
+    pub cached: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Handles {
+    by_fh: HashMap<u64, Handle>,
+    /// Cached opens per inode.
+    cached: HashMap<u64, u32>,
+    /// Files whose cached pages may be older than a direct write.
+    stale: HashSet<u64>,
+}
+
+impl Handles {
+    pub fn get(&self, fh: &u64) -> Option<&Handle> {
+        self.by_fh.get(fh)
+    }
+
+    pub fn contains_key(&self, fh: &u64) -> bool {
+        self.by_fh.contains_key(fh)
+    }
+
+    /// A new open of `ino`, not yet settled (counted as not cached).
+    pub fn insert(&mut self, fh: u64, ino: u64, flags: i32) {
+        if let Some(old) = self.by_fh.insert(
+            fh,
+            Handle {
+                flags,
+                ino,
+                cached: false,
+            },
+        ) {
+            self.uncount(&old);
+        }
+    }
+
+    pub fn remove(&mut self, fh: &u64) {
+        if let Some(h) = self.by_fh.remove(fh) {
+            self.uncount(&h);
+        }
+    }
+
+    /// Record whether open `fh` uses the page cache.
+    pub fn settle(&mut self, fh: u64, cached: bool) {
+        let Some(h) = self.by_fh.get_mut(&fh) else {
+            return;
+        };
+        if h.cached == cached {
+            return;
+        }
+        h.cached = cached;
+        let ino = h.ino;
+        let n = self.cached.entry(ino).or_insert(0);
+        if cached {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.cached.remove(&ino);
+            }
+        }
+    }
+
+    /// Does an open of `ino` other than `fh` use the page cache?
+    pub fn cached_elsewhere(&self, ino: u64, fh: u64) -> bool {
+        let n = self.cached.get(&ino).copied().unwrap_or(0);
+        let own = self
+            .by_fh
+            .get(&fh)
+            .is_some_and(|h| h.cached && h.ino == ino);
+        n > u32::from(own)
+    }
+
+    /// A writable lease on `ino` ended.
+    pub fn mark_stale(&mut self, ino: u64) {
+        self.stale.insert(ino);
+    }
+
+    /// Must this open of `ino` drop the kernel's cached pages? (Once.)
+    pub fn take_stale(&mut self, ino: u64) -> bool {
+        self.stale.remove(&ino)
+    }
+
+    fn uncount(&mut self, h: &Handle) {
+        if h.cached {
+            if let Some(n) = self.cached.get_mut(&h.ino) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.cached.remove(&h.ino);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_opens_are_counted_per_file_and_forgotten_at_release() {
+        let mut h = Handles::default();
+        h.insert(1, 10, 0);
+        h.insert(2, 10, 0);
+        h.insert(3, 11, 0);
+        assert!(
+            !h.cached_elsewhere(10, 1),
+            "unsettled opens count as uncached"
+        );
+        h.settle(1, true);
+        assert!(!h.cached_elsewhere(10, 1), "its own cached open");
+        assert!(h.cached_elsewhere(10, 2));
+        assert!(!h.cached_elsewhere(11, 3), "another file");
+        h.settle(2, true);
+        h.settle(2, true);
+        assert!(h.cached_elsewhere(10, 1));
+        h.remove(&2);
+        assert!(!h.cached_elsewhere(10, 1));
+        h.settle(1, false);
+        assert!(!h.cached_elsewhere(10, 2));
+        h.settle(1, true);
+        h.insert(1, 11, 0);
+        assert!(
+            !h.cached_elsewhere(10, 2),
+            "a reused handle uncounts its old open"
+        );
+    }
+}

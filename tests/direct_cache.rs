@@ -1,0 +1,115 @@
+//! The kernel's page cache beside direct writers: no read through the
+//! kernel returns data older than a direct write that has returned, whether
+//! the reader's open came before the writer's lease, is the writer's own,
+//! or comes after the writer closed.
+//!
+//! Needs root, /dev/fuse and python3; builds with
+//! `cargo build --release --workspace` (the shim beside the binaries).
+
+mod common;
+
+use common::direct::*;
+use common::*;
+
+fn file(m: &Mounted) -> std::path::PathBuf {
+    let f = m.path("f");
+    std::fs::write(&f, pattern(1, 64 << 10)).unwrap();
+    f
+}
+
+/// A reader without the shim opens the file and reads it (its pages are
+/// cached) before a client under `daxlink run` opens it for writing; then
+/// they alternate: one write, one read, 300 times. Every read sees the
+/// write before it. (The daemon gives no writable map while another open
+/// of the file reads through the page cache; the writes take the kernel
+/// path, which keeps the cache right.)
+#[test]
+fn a_reader_opened_before_the_writer_never_reads_stale_bytes() {
+    let img = Image::new("dcbefore", 128 << 20);
+    let m = Mounted::new(&img.path, "");
+    let f = file(&m);
+    let o = py(
+        r#"
+READER = '''
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.pread(fd, 65536, 0)
+print('ready', flush=True)
+for line in sys.stdin:
+    print(os.pread(fd, 4, 0).hex(), flush=True)
+'''
+rd = subprocess.Popen([sys.executable, '-c', READER, sys.argv[1]], env=PLAIN,
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+check(rd.stdout.readline() == b'ready\n', 'reader started')
+fd = os.open(sys.argv[1], os.O_RDWR)
+stale = 0
+for i in range(300):
+    v = (i + 1).to_bytes(4, 'little')
+    os.pwrite(fd, v, 0)
+    rd.stdin.write(b'r\n'); rd.stdin.flush()
+    if rd.stdout.readline().strip() != v.hex().encode():
+        stale += 1
+rd.stdin.close(); rd.wait()
+check(stale == 0, '%d of 300 reads were stale' % stale)
+"#,
+        &[&f],
+    );
+    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
+}
+
+/// The writer's own open reads through the kernel (a range past EOF, which
+/// the library leaves to the kernel) between its direct writes: the kernel
+/// path never answers from pages cached before the last direct write.
+#[test]
+fn the_writers_own_kernel_path_reads_follow_its_direct_writes() {
+    let img = Image::new("dcown", 128 << 20);
+    let m = Mounted::new(&img.path, "");
+    let f = file(&m);
+    let o = py(
+        r#"
+fd = os.open(sys.argv[1], os.O_RDWR)
+stale = 0
+for i in range(20):
+    whole = os.pread(fd, 65536 + 4096, 0)   # past EOF: the kernel path
+    check(len(whole) == 65536, 'short read %d' % len(whole))
+    if i > 0 and whole[:4096] != pat(100 + i - 1, 4096):
+        stale += 1
+    os.pwrite(fd, pat(100 + i, 4096), 0)      # direct
+check(stale == 0, '%d of 19 kernel-path reads were stale' % stale)
+"#,
+        &[&f],
+    );
+    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
+    let s = total(&o.stderr);
+    assert!(
+        s.writes >= 20 && s.kernel >= 20,
+        "writes not direct or reads not through the kernel: {s:?}\n{}",
+        o.stderr
+    );
+}
+
+/// A direct writer whose own open cached pages writes and closes; an open
+/// made afterwards by another process reads the new bytes, not the pages
+/// the writer's open had cached. (With noatime, the later open is one the
+/// kernel may let keep the file's cached pages.)
+#[test]
+fn an_open_after_the_writer_closed_reads_its_writes() {
+    let img = Image::new("dcafter", 128 << 20);
+    let m = Mounted::new(&img.path, "noatime");
+    let f = file(&m);
+    let o = py(
+        r#"
+for i in range(10):
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    os.pread(fd, 65536 + 4096, 0)             # the kernel path caches the file
+    os.pwrite(fd, pat(200 + i, 4096), 0)      # direct
+    os.close(fd)
+    got = kernel('fd = os.open(sys.argv[1], os.O_RDONLY); sys.stdout.write(os.pread(fd, 4096, 0).hex())', sys.argv[1])
+    check(got == pat(200 + i, 4096).hex().encode(), 'round %d: a later open read stale bytes' % i)
+"#,
+        &[&f],
+    );
+    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
+    let s = total(&o.stderr);
+    assert!(s.writes >= 10, "writes not direct: {s:?}\n{}", o.stderr);
+}
