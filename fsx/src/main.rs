@@ -62,6 +62,11 @@ struct Args {
     /// worker process on the kernel path (no LD_PRELOAD), strictly in turn.
     #[arg(long, default_value_t = 0)]
     kernel_share: u32,
+    /// Start the worker after the main process's first 50 operations (its
+    /// file then opened while the main process holds a direct-access
+    /// lease) instead of before the first one.
+    #[arg(long)]
+    late_worker: bool,
     /// Internal: serve as the kernel-path worker on FILE.
     #[arg(long, hide = true)]
     worker: bool,
@@ -166,7 +171,7 @@ fn run(a: Args, path: PathBuf) -> i32 {
             return 2;
         }
     };
-    let worker = if a.kernel_share > 0 {
+    let worker = if a.kernel_share > 0 && !a.late_worker {
         match worker::Worker::start(&path) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -230,7 +235,19 @@ fn exercise(fsx: &mut Fsx, a: &Args) -> Res {
     }
     fsx.f[1].m.write(0, &d);
     for i in 1..=a.ops {
-        let k = fsx.pick();
+        let mut k = fsx.pick();
+        if a.kernel_share > 0 && fsx.worker.is_none() {
+            // --late-worker: the main process alone first.
+            while k == Kind::Kernel {
+                k = fsx.pick();
+            }
+            if i > 50 {
+                let w = worker::Worker::start(&fsx.f[0].path)
+                    .map_err(|e| Fail::Wrong(format!("cannot start the worker: {e}")))?;
+                fsx.note("the kernel-path worker opens FILE".into());
+                fsx.worker = Some(w);
+            }
+        }
         fsx.step(k)?;
         if a.check_every > 0 && i % a.check_every == 0 {
             check_all(fsx)?;

@@ -6,8 +6,11 @@
 //! punches, zero ranges; its reads check what the kernel path sees after
 //! the main process's direct writes.
 //!
-//! A request is five little-endian u64s {op, a, b, c, 0}; the answer two
-//! i64s {result, errno}, then for a read `result` bytes.
+//! The worker opens the file and answers once ({0, 0}, or {-1, errno})
+//! before the main process makes its first access: its open file predates
+//! any direct-access lease, as a long-running reader's would. A request is
+//! five little-endian u64s {op, a, b, c, 0}; the answer two i64s {result,
+//! errno}, then for a read `result` bytes.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -43,7 +46,17 @@ impl Worker {
             .stdout(Stdio::piped())
             .spawn()?;
         let to = child.stdin.take().unwrap();
-        let from = child.stdout.take().unwrap();
+        let mut from = child.stdout.take().unwrap();
+        // Its answer to nothing: the file is open (before the main
+        // process's first access, so before any direct-access lease).
+        let mut a = [0u8; 16];
+        from.read_exact(&mut a)?;
+        if i64::from_le_bytes(a[..8].try_into().unwrap()) != 0 {
+            let _ = child.wait();
+            return Err(std::io::Error::from_raw_os_error(i64::from_le_bytes(
+                a[8..].try_into().unwrap(),
+            ) as i32));
+        }
         Ok(Worker { child, to, from })
     }
 
@@ -85,14 +98,17 @@ impl Worker {
 
 /// The worker's side: serve requests on stdin until QUIT or end of input.
 pub fn serve(file: &Path) -> i32 {
-    let mut fd: c_int = match sys::open(file, libc::O_RDWR) {
-        Ok(fd) => fd,
-        Err(e) => {
-            eprintln!("daxlink-fsx worker: open {}: errno {e}", file.display());
-            return 1;
-        }
-    };
     let (mut inp, mut out) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let opened = sys::open(file, libc::O_RDWR);
+    let mut a = [0u8; 16];
+    if let Err(e) = opened {
+        a[..8].copy_from_slice(&(-1i64).to_le_bytes());
+        a[8..].copy_from_slice(&(e as i64).to_le_bytes());
+    }
+    if out.write_all(&a).and_then(|_| out.flush()).is_err() {
+        return 1;
+    }
+    let Ok(mut fd) = opened else { return 1 };
     let mut b = [0u8; 40];
     while inp.read_exact(&mut b).is_ok() {
         let v: Vec<u64> = (0..5)
@@ -147,14 +163,16 @@ impl Fsx {
             .call(req)
     }
 
-    /// One operation by the kernel-path worker, on the file under test.
+    /// One operation by the kernel-path worker, on the file under test:
+    /// writes 30%, truncates 5%, punches and zero ranges 10%, reopens 5%,
+    /// reads (what sees a stale page) 50%.
     pub fn op_kernel(&mut self) -> Res {
-        let which = self.rng.below(10);
+        let which = self.rng.below(20);
         let size = self.f[0].m.size();
         let max = self.cfg.max_size;
         let bs = self.cfg.block;
         match which {
-            0..=3 => {
+            0..=5 => {
                 let len = self.rng.between(1, self.cfg.max_len.min(max));
                 let off = if self.rng.one_in(2) {
                     self.rng.below(size.max(1)).min(max - len)
@@ -172,7 +190,7 @@ impl Fsx {
                 self.f[0].m.write(off, &d);
                 Ok(())
             }
-            4 => {
+            6 => {
                 let mut to = self.rng.below(size + 1);
                 if self.rng.one_in(2) {
                     to -= to % bs;
@@ -182,11 +200,11 @@ impl Fsx {
                 self.f[0].m.resize(to);
                 Ok(())
             }
-            5 | 6 => {
+            7 | 8 => {
                 let off = self.rng.below(size.max(1));
                 let len = self.rng.between(1, self.cfg.max_len).min(max - off).max(1);
                 let zero = self.cfg.weights.iter().any(|w| w.0 == Kind::Zero);
-                let (mode, what) = if which == 5 || !zero {
+                let (mode, what) = if which == 7 || !zero {
                     (
                         libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                         "punch hole",
@@ -202,7 +220,7 @@ impl Fsx {
                 self.f[0].m.zero(off, len);
                 Ok(())
             }
-            7 => {
+            9 => {
                 self.note("kernel close and reopen".into());
                 self.kcall([REOPEN, 0, 0, 0])?;
                 Ok(())
