@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build daxlink in release mode and install daxlink, mkfs.daxlink, fsck.daxlink and
-# libdaxlink_client.so (the shim of `daxlink run`), daxlink-holder and daxlink-fsx into /usr/local/sbin, so that
+# Build daxlink in release mode and install daxlink, mkfs.daxlink, fsck.daxlink,
+# libdaxlink_client.so (the shim of `daxlink run`), daxlink-holder and daxlink-fsx (the
+# file system exerciser) into /usr/local/sbin, so that
 # `mkfs -t daxlink`, `fsck -t daxlink`, `mount -t daxlink IMAGE DIR` and `mount -t fuse.daxlink IMAGE DIR` (and
 # /etc/fstab) work. Run as root.
 set -euo pipefail
