@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build daxlink in release mode and install daxlink, mkfs.daxlink, fsck.daxlink and
-# libdaxlink_client.so (the shim of `daxlink run`) into /usr/local/sbin, so that
+# Build daxlink in release mode and install daxlink, mkfs.daxlink, fsck.daxlink,
+# libdaxlink_client.so (the shim of `daxlink run`), daxlink-holder and daxlink-fsx (the
+# file system exerciser) into /usr/local/sbin, so that
 # `mkfs -t daxlink`, `fsck -t daxlink`, `mount -t daxlink IMAGE DIR` and `mount -t fuse.daxlink IMAGE DIR` (and
 # /etc/fstab) work. Run as root.
 set -euo pipefail
@@ -22,6 +23,8 @@ install -m 0755 target/release/fsck-daxlink /usr/local/sbin/fsck.daxlink
 install -m 0755 target/release/libdaxlink_client.so /usr/local/sbin/libdaxlink_client.so
 # The holder process of `daxlink demo --real`, next to daxlink: the demo looks for it there.
 install -m 0755 target/release/daxlink-holder /usr/local/sbin/daxlink-holder
+# The file system exerciser (docs/TESTING.md, "fsx under daxlink run").
+install -m 0755 target/release/daxlink-fsx /usr/local/sbin/daxlink-fsx
 # mount(8) runs mount.fuse3 for type fuse.daxlink; it looks for `daxlink` on a standard PATH.
 # For type daxlink (`mount -t daxlink`, fstab type daxlink) mount(8) runs
 # /sbin/mount.daxlink SPEC DIR -o OPTS, looking only in /sbin, /sbin/fs.d and
@@ -29,4 +32,4 @@ install -m 0755 target/release/daxlink-holder /usr/local/sbin/daxlink-holder
 # the helper, linked from /usr/local/sbin and from /sbin.
 ln -sfn daxlink /usr/local/sbin/mount.daxlink
 ln -sfn /usr/local/sbin/mount.daxlink /sbin/mount.daxlink
-echo "installed: $(ls /usr/local/sbin/{daxlink,mkfs.daxlink,fsck.daxlink,mount.daxlink,libdaxlink_client.so,daxlink-holder} /sbin/mount.daxlink | tr '\n' ' ')"
+echo "installed: $(ls /usr/local/sbin/{daxlink,mkfs.daxlink,fsck.daxlink,mount.daxlink,libdaxlink_client.so,daxlink-holder,daxlink-fsx} /sbin/mount.daxlink | tr '\n' ' ')"

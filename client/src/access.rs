@@ -38,7 +38,8 @@ pub const REFETCH_MS: u64 = 10;
 /// Tries of an access whose map went stale under it before the kernel path.
 const TRIES: usize = 3;
 
-/// Counters of this process, printed at exit under DAXLINK_DIRECT_DEBUG.
+/// Counters of this process, printed at exit under DAXLINK_DIRECT_DEBUG or
+/// DAXLINK_DIRECT_STATS.
 pub static DIRECT_READS: AtomicU64 = AtomicU64::new(0);
 pub static DIRECT_WRITES: AtomicU64 = AtomicU64::new(0);
 pub static KERNEL_RW: AtomicU64 = AtomicU64::new(0);
@@ -529,6 +530,24 @@ pub fn kernel_changed(fd: c_int) {
         if e.state.load(Acquire) == DIRECT {
             fds::changed_file(e.dev.load(Relaxed), e.ino.load(Relaxed));
         }
+    }
+}
+
+/// Before a kernel-path read of `fd` (a hole, past the size the map knows,
+/// a stale map): drop the file's clean pages from the kernel's page cache
+/// (fadvise DONTNEED of the whole file). Only opens made while a writable
+/// lease exists bypass the page cache (FOPEN_DIRECT_IO); a descriptor
+/// opened before it (the one that asked for the lease, always) reads
+/// through the cache, which direct stores do not pass through, so without
+/// this such a read returns a page as it was cached before a direct write.
+/// Async-signal-safe: atomics and one raw system call.
+pub fn before_kernel_read(fd: c_int) {
+    let Some(e) = fds::entry(fd) else { return };
+    if e.state.load(Acquire) != DIRECT {
+        return;
+    }
+    if mount::ready(e.dev.load(Relaxed)).is_some_and(|m| m.writable) {
+        let _ = sys::fadvise_dontneed(fd);
     }
 }
 

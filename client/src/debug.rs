@@ -1,5 +1,6 @@
 //! `DAXLINK_DIRECT_DEBUG=1`: one line on stderr per decision (for tests and
-//! diagnosis), silent otherwise. Lines are formatted into a stack buffer and
+//! diagnosis), silent otherwise; `DAXLINK_DIRECT_STATS=1`: only the line at
+//! exit (how many reads and writes were served directly). Lines are formatted into a stack buffer and
 //! written with one raw write(2): no allocation, async-signal-safe.
 
 use std::fmt::Write;
@@ -18,6 +19,27 @@ pub fn enabled() -> bool {
             // SAFETY: a non-null getenv result is a NUL-terminated string.
             let on = !v.is_null() && unsafe { *v } == b'1' as libc::c_char;
             DEBUG.store(if on { 2 } else { 1 }, Relaxed);
+            on
+        }
+    }
+}
+
+/// 0: not read yet, 1: off, 2: on.
+#[cfg_attr(any(test, not(feature = "shim")), allow(dead_code))]
+static STATS: AtomicU32 = AtomicU32::new(0);
+
+/// The exit line is wanted (DAXLINK_DIRECT_STATS=1 or debug).
+#[cfg_attr(any(test, not(feature = "shim")), allow(dead_code))]
+pub fn stats() -> bool {
+    match STATS.load(Relaxed) {
+        2 => true,
+        1 => false,
+        _ => {
+            // SAFETY: as in `enabled`.
+            let v = unsafe { libc::getenv(c"DAXLINK_DIRECT_STATS".as_ptr()) };
+            // SAFETY: as in `enabled`.
+            let on = enabled() || (!v.is_null() && unsafe { *v } == b'1' as libc::c_char);
+            STATS.store(if on { 2 } else { 1 }, Relaxed);
             on
         }
     }

@@ -103,6 +103,12 @@ impl Direct {
         access::flush_touches(fd)
     }
 
+    /// Before a read of yours through the kernel (`pread` answered None):
+    /// drops the file's cached pages, which direct writes do not update.
+    pub fn before_kernel_read(fd: c_int) {
+        access::before_kernel_read(fd)
+    }
+
     /// After a write, truncate or fallocate of yours through the kernel.
     pub fn kernel_changed(fd: c_int) {
         access::kernel_changed(fd)

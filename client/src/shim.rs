@@ -56,6 +56,11 @@ fn positioned(fd: c_int, iov: &[iovec], off: i64, write: bool) -> Option<isize> 
     r
 }
 
+/// Before a read through the kernel: see `access::before_kernel_read`.
+fn kernel_read(fd: c_int) {
+    let _ = catch_unwind(|| access::before_kernel_read(fd));
+}
+
 fn after_kernel_write(fd: c_int, r: isize) -> isize {
     if r > 0 {
         access::kernel_changed(fd);
@@ -67,7 +72,10 @@ fn after_kernel_write(fd: c_int, r: isize) -> isize {
 pub extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: off_t) -> ssize_t {
     guard(
         || positioned(fd, &one(buf, n), off, false),
-        || raw!(libc::SYS_pread64, fd, buf, n, off) as ssize_t,
+        || {
+            kernel_read(fd);
+            raw!(libc::SYS_pread64, fd, buf, n, off) as ssize_t
+        },
     )
 }
 
@@ -92,7 +100,13 @@ pub extern "C" fn pwrite(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -
 #[no_mangle]
 pub extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     let k = || raw!(libc::SYS_read, fd, buf, n) as ssize_t;
-    guard(|| at_offset(fd, &one(buf, n), false, &mut { k }), k)
+    guard(
+        || at_offset(fd, &one(buf, n), false, &mut { k }),
+        || {
+            kernel_read(fd);
+            k()
+        },
+    )
 }
 
 #[no_mangle]
@@ -107,7 +121,13 @@ pub extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
 #[no_mangle]
 pub extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
     let k = || raw!(libc::SYS_readv, fd, iov, cnt) as ssize_t;
-    guard(|| at_offset(fd, iovs(iov, cnt)?, false, &mut { k }), k)
+    guard(
+        || at_offset(fd, iovs(iov, cnt)?, false, &mut { k }),
+        || {
+            kernel_read(fd);
+            k()
+        },
+    )
 }
 
 #[no_mangle]
@@ -149,7 +169,10 @@ pub extern "C" fn preadv2(
                 positioned(fd, v, off, false)
             }
         },
-        k,
+        || {
+            kernel_read(fd);
+            k()
+        },
     )
 }
 
@@ -477,6 +500,7 @@ extern "C" fn init() {
     unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
     OWNER.store(sys::getpid(), Relaxed);
     crate::debug::enabled();
+    crate::debug::stats();
 }
 
 extern "C" fn fini() {
@@ -485,16 +509,16 @@ extern "C" fn fini() {
         access::DIRECT_WRITES.load(Relaxed),
         access::KERNEL_RW.load(Relaxed),
     );
-    if r + w == 0 && access::MAPS.load(Relaxed) == 0 {
+    if (r + w == 0 && access::MAPS.load(Relaxed) == 0) || !crate::debug::stats() {
         return;
     }
-    crate::debug::debug!(
+    crate::debug::emit(format_args!(
         "exit: {} direct reads, {} direct writes, {} kernel-path reads/writes, {} maps",
         r,
         w,
         k,
         access::MAPS.load(Relaxed)
-    );
+    ));
 }
 
 #[used]
