@@ -533,24 +533,6 @@ pub fn kernel_changed(fd: c_int) {
     }
 }
 
-/// Before a kernel-path read of `fd` (a hole, past the size the map knows,
-/// a stale map): drop the file's clean pages from the kernel's page cache
-/// (fadvise DONTNEED of the whole file). Only opens made while a writable
-/// lease exists bypass the page cache (FOPEN_DIRECT_IO); a descriptor
-/// opened before it (the one that asked for the lease, always) reads
-/// through the cache, which direct stores do not pass through, so without
-/// this such a read returns a page as it was cached before a direct write.
-/// Async-signal-safe: atomics and one raw system call.
-pub fn before_kernel_read(fd: c_int) {
-    let Some(e) = fds::entry(fd) else { return };
-    if e.state.load(Acquire) != DIRECT {
-        return;
-    }
-    if mount::ready(e.dev.load(Relaxed)).is_some_and(|m| m.writable) {
-        let _ = sys::fadvise_dontneed(fd);
-    }
-}
-
 /// read/write/readv/writev: at the file offset, under the fd's offset
 /// lock, with the kernel path inside the same lock (so a concurrent direct
 /// access cannot interleave its lseek pair with a kernel read's update).

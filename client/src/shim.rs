@@ -49,9 +49,6 @@ fn positioned(fd: c_int, iov: &[iovec], off: i64, write: bool) -> Option<isize> 
     let r = try_rw(fd, off, iov, write).map(|n| n as isize);
     if r.is_none() {
         access::KERNEL_RW.fetch_add(1, Relaxed);
-        if !write {
-            access::before_kernel_read(fd);
-        }
     }
     r
 }

@@ -37,18 +37,6 @@ macro_rules! raw {
 #[cfg_attr(any(test, not(feature = "shim")), allow(unused_imports))]
 pub(crate) use raw;
 
-/// posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED): the file's clean cached
-/// pages are dropped.
-pub fn fadvise_dontneed(fd: c_int) -> Sys {
-    ret(raw!(
-        libc::SYS_fadvise64,
-        fd,
-        0 as c_long,
-        0 as c_long,
-        libc::POSIX_FADV_DONTNEED
-    ))
-}
-
 pub fn lseek(fd: c_int, off: i64, whence: c_int) -> Sys {
     ret(raw!(libc::SYS_lseek, fd, off, whence))
 }
