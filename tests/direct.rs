@@ -484,18 +484,22 @@ print('reads', n[0])
 }
 
 /// kill -9 of clients in the middle of direct writes: the mount keeps
-/// working, unmounts, and fsck finds the image clean.
+/// working, the killed client's leases go with it, it unmounts, fsck finds
+/// the image clean, and each client's direct write fsynced before the kill
+/// is there after a remount.
 #[test]
 fn kill9_of_a_writing_client_then_umount_and_fsck_clean() {
     let img = Image::new("dkill", 256 << 20);
-    let m = Mounted::new(&img.path, "");
+    let mut m = Mounted::new(&img.path, "");
     let a = m.path("k");
     std::fs::write(&a, pattern(4, 1 << 20)).unwrap();
     for round in 0..5 {
         let mut c = Command::new(DAXLINK);
         c.args(["run", "python3", "-c"])
             .arg(format!(
-                "{PRELUDE}\nfa=os.open(sys.argv[1], os.O_RDWR)\nb=pat({round}, 4096)\nprint('go', flush=True)\ni=0\nwhile True:\n    os.pwrite(fa, b, (i % 256) * 4096); i += 1\n"
+                "{PRELUDE}\nfa=os.open(sys.argv[1], os.O_RDWR)\nos.pwrite(fa, pat({}, 4096), {} * 4096)\nos.fsync(fa)\nb=pat({round}, 4096)\nprint('go', flush=True)\ni=0\nwhile True:\n    os.pwrite(fa, b, (i % 128) * 4096); i += 1\n",
+                1000 + round,
+                128 + round
             ))
             .arg(&a)
             .env("DAXLINK_DIRECT_DEBUG", "1")
@@ -509,6 +513,13 @@ fn kill9_of_a_writing_client_then_umount_and_fsck_clean() {
             .unwrap();
         assert_eq!(line.trim(), "go");
         std::thread::sleep(Duration::from_millis(300));
+        let pid = child.id();
+        let leased = || {
+            daxlink::tools::client::owners(&a, 0).unwrap()["leases"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|l| l["pid"] == pid))
+        };
+        assert!(leased(), "round {round}: the client holds no lease");
         child.kill().unwrap();
         child.wait().unwrap();
         let mut err = String::new();
@@ -523,6 +534,15 @@ fn kill9_of_a_writing_client_then_umount_and_fsck_clean() {
             err.contains("direct access to mount"),
             "round {round}: not direct: {err}"
         );
+        // Its lease goes with its last descriptor (RELEASE is asynchronous).
+        let t0 = std::time::Instant::now();
+        while leased() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "round {round}: the killed client's lease stayed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     // The file is still served, and a later client writes directly again.
     let o = py_ok(
@@ -531,9 +551,16 @@ fn kill9_of_a_writing_client_then_umount_and_fsck_clean() {
     );
     assert!(total(&o.stderr).writes >= 1, "{}", o.stderr);
     let dir = m.root().to_path_buf();
-    m.unmount();
+    m = m.cycle("");
     assert!(!is_mounted(&dir));
-    fsck_clean(&img.path);
+    let got = std::fs::read(m.path("k")).unwrap();
+    for round in 0..5 {
+        let b = (128 + round) * 4096;
+        assert!(
+            got[b..b + 4096] == pattern(1000 + round as u64, 4096)[..],
+            "round {round}: the write fsynced before the kill is lost"
+        );
+    }
 }
 
 /// Threads reading one descriptor share its offset as the kernel's f_pos:

@@ -396,6 +396,7 @@ fn access(e: &Entry, m: &Mount, off: u64, total: u64, iov: &[iovec], write: bool
         mount::release_slot(bit);
         return Step::Stale;
     }
+    crate::fault::in_access(slot, write);
     let mut cur = Cursor { iov, i: 0, o: 0 };
     walk(&v, from, m, off, total, write, &mut |img, n| {
         cur.copy(m, img, n, write)

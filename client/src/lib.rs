@@ -35,6 +35,7 @@
 
 pub mod access;
 mod debug;
+mod fault;
 pub mod fds;
 pub mod mmap;
 pub mod mount;

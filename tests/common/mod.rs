@@ -90,6 +90,16 @@ impl Mounted {
         Self::spawn(image, opts, &[], log)
     }
 
+    /// `with_env` and `try_new_logging` at once (a test hook that logs).
+    pub fn with_env_logging(
+        image: &Path,
+        opts: &str,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Mounted, String> {
+        Self::spawn(image, opts, env, Some(log))
+    }
+
     fn spawn(
         image: &Path,
         opts: &str,

@@ -182,12 +182,22 @@ impl Shared {
 
     fn recall_bucket(&self, bucket: u32) {
         let deadline = Instant::now() + self.cfg.recall_timeout;
+        // Said once per slot a recall has to wait for (at debug level: a
+        // client inside one copy is the common, short case).
+        let mut waited = usize::MAX;
+        let mut alive = |s: usize| {
+            if waited != s {
+                waited = s;
+                log::debug!(
+                    "direct access: a recall of bucket {bucket} waits for slot {s} (pid {})",
+                    self.pid_of(s)
+                        .map_or_else(|| "?".to_string(), |p| p.to_string())
+                );
+            }
+            self.alive(s)
+        };
         loop {
-            match self
-                .page
-                .control
-                .recall(bucket, deadline, &mut |s| self.alive(s))
-            {
+            match self.page.control.recall(bucket, deadline, &mut alive) {
                 Ok(_) => return,
                 Err(s) => self.stuck(s),
             }
