@@ -113,3 +113,48 @@ for i in range(10):
     let s = total(&o.stderr);
     assert!(s.writes >= 10, "writes not direct: {s:?}\n{}", o.stderr);
 }
+
+/// Two direct clients opened the file before either mapped it: one writes
+/// directly, the other reads through the kernel (a range past EOF) after
+/// each write and sees it (its map says another open writes the file, so
+/// it drops the cached pages first).
+#[test]
+fn a_direct_reader_beside_a_direct_writer_reads_its_writes_through_the_kernel() {
+    let img = Image::new("dctwo", 128 << 20);
+    let m = Mounted::new(&img.path, "");
+    let f = file(&m);
+    let o = py(
+        r#"
+READER = '''
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.pread(fd, 4096, 0)                       # direct: its lease
+print('ready', flush=True)
+for line in sys.stdin:
+    whole = os.pread(fd, 65536 + 4096, 0)   # past EOF: the kernel path
+    print(whole[:4].hex(), flush=True)
+'''
+fd = os.open(sys.argv[1], os.O_RDWR)
+rd = subprocess.Popen([sys.executable, '-c', READER, sys.argv[1]],
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+check(rd.stdout.readline() == b'ready\n', 'reader started')
+stale = 0
+for i in range(30):
+    v = (i + 1).to_bytes(4, 'little')
+    os.pwrite(fd, v, 0)
+    rd.stdin.write(b'r\n'); rd.stdin.flush()
+    if rd.stdout.readline().strip() != v.hex().encode():
+        stale += 1
+rd.stdin.close(); rd.wait()
+check(stale == 0, '%d of 30 reads were stale' % stale)
+"#,
+        &[&f],
+    );
+    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
+    let s = total(&o.stderr);
+    assert!(
+        s.writes >= 25,
+        "the writes were not direct: {s:?}\n{}",
+        o.stderr
+    );
+}

@@ -115,6 +115,7 @@ fn decide(fd: c_int, e: &Entry) -> (u32, Option<Mount>) {
     e.changed.store(false, Relaxed);
     e.pending.store(false, Relaxed);
     e.uncached.store(false, Relaxed);
+    e.others.store(false, Relaxed);
     e.touched.store(0, Relaxed);
     debug!(
         "fd {fd}: direct (ino {}{}{})",
@@ -184,6 +185,7 @@ fn refresh(fd: c_int, e: &Entry, m: &Mount, from: u64, all: bool) -> bool {
             }
         );
         e.from[i].store(from, Relaxed);
+        e.others.store(v.flags() & wire::MAP_OTHERS != 0, Release);
         if all {
             e.stale.store(false, Relaxed);
             e.changed.store(false, Relaxed);
@@ -495,19 +497,20 @@ pub fn flush_touches(fd: c_int) {
     }
 }
 
-/// Before a read of `fd` through the kernel: if this process wrote the
-/// file directly since its cached pages were last dropped, drop them now
-/// (TOUCH_INVAL), so the kernel cannot answer from pages older than those
-/// writes. (The daemon grants a writable map only while no other open of
-/// the file uses the page cache: this process's own opens are the only
-/// ones whose reads the cache may answer.)
+/// Before a read of `fd` through the kernel: drop the kernel's cached
+/// pages of the file (TOUCH_INVAL) if they may be older than a direct
+/// write: this process wrote the file directly since they were last
+/// dropped, or another open file writes it directly (MAP_OTHERS), or a
+/// recall made this fd's map stale (a writer may have arrived since). The
+/// daemon grants a writable map only while every other open of the file
+/// that uses the page cache is a direct client's, which does this.
 pub fn before_kernel_read(fd: c_int) {
     let Some(e) = fds::entry(fd) else { return };
     if e.state.load(Acquire) != DIRECT {
         return;
     }
     let (dev, ino) = (e.dev.load(Relaxed), e.ino.load(Relaxed));
-    let mut any = false;
+    let mut any = e.others.load(Acquire) || map_outdated(e, dev);
     for (_, o) in fds::direct_entries() {
         if o.ino.load(Relaxed) == ino
             && o.dev.load(Relaxed) == dev
@@ -522,6 +525,34 @@ pub fn before_kernel_read(fd: c_int) {
             debug!("fd {fd}: TOUCH_INVAL failed (errno {err})");
         }
     }
+}
+
+/// Is any map window of `e` older than its bucket's generation (or is
+/// there none to tell)?
+fn map_outdated(e: &Entry, dev: u64) -> bool {
+    let Some(m) = mount::ready(dev) else {
+        return true;
+    };
+    if !e.read_lock() {
+        return true;
+    }
+    let c = m.control();
+    let valid = e.valid.load(Acquire);
+    let mut old = valid == 0;
+    for i in (0..WINDOWS).filter(|&i| valid & (1 << i) != 0) {
+        let Some(win) = e.window(i) else {
+            old = true;
+            continue;
+        };
+        // SAFETY: as in `access`: mapped for the process's life, held shared.
+        let buf = unsafe { std::slice::from_raw_parts(win, wire::MAP_SIZE) };
+        match wire::MapView::decode(buf) {
+            Ok(v) if c.gen(v.bucket()) == v.gen() => {}
+            _ => old = true,
+        }
+    }
+    e.read_unlock();
+    old
 }
 
 /// After a kernel-path write, truncate or fallocate on `fd`: every map of

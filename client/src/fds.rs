@@ -73,6 +73,9 @@ pub struct Entry {
     /// Direct writes through it since the kernel's cached pages of the
     /// file were last dropped (`access::before_kernel_read`).
     pub uncached: AtomicBool,
+    /// Its last MAP said another open file writes the file directly
+    /// (MAP_OTHERS).
+    pub others: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -94,6 +97,7 @@ const EMPTY: Entry = Entry {
     touched: AtomicU64::new(0),
     pending: AtomicBool::new(false),
     uncached: AtomicBool::new(false),
+    others: AtomicBool::new(false),
 };
 
 static TABLE: [Entry; MAX_FDS] = [EMPTY; MAX_FDS];
@@ -133,6 +137,7 @@ impl Entry {
         self.valid.store(0, Release);
         self.pending.store(false, Relaxed);
         self.uncached.store(false, Relaxed);
+        self.others.store(false, Relaxed);
         self.state.store(UNKNOWN, Release);
     }
 

@@ -88,6 +88,10 @@ pub const HELLO_WRITABLE: u32 = 1;
 pub const MAP_WANT_WRITE: u32 = 1;
 /// MAP reply flags: the lease lets the client write (entries with EXT_WRITE).
 pub const MAP_WRITE: u32 = 1;
+/// MAP reply flag: another open file holds a writable lease on the file;
+/// its direct writes bypass the pages this open may have cached, so drop
+/// them (TOUCH_INVAL) before every read through the kernel.
+pub const MAP_OTHERS: u32 = 2;
 /// Entry flags: the extent is the file's own (unshared, allocated, below
 /// EOF) and may be overwritten in place.
 pub const EXT_WRITE: u32 = 1;

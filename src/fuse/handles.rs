@@ -5,9 +5,11 @@
 //! a file has a writable lease no open of it may keep cached pages that a
 //! direct write can make stale. Opens made while a writable lease exists
 //! bypass the cache (FOPEN_DIRECT_IO); an open made before (a "cached
-//! open") keeps it. So a writable map is granted only while no cached
-//! open of the file exists but the asking one's own (whose kernel-path
-//! reads the library precedes with TOUCH_INVAL after direct writes). Both
+//! open") keeps it. So a writable map is granted only while every cached
+//! open of the file but the asking one's own is a direct client's (it holds
+//! a lease): a direct client drops the file's cached pages (TOUCH_INVAL)
+//! before a kernel-path read after its own direct writes, or when its map
+//! says another open writes the file (MAP_OTHERS) or is stale. Both
 //! decisions are taken under this table's lock (a leaf lock), so an open
 //! and a grant cannot cross: `settle` decides an open's cache mode seeing
 //! every lease granted before it, and a grant sees every open settled
@@ -28,7 +30,7 @@ pub(super) struct Handle {
 pub(super) struct Handles {
     by_fh: HashMap<u64, Handle>,
     /// Cached opens per inode.
-    cached: HashMap<u64, u32>,
+    cached: HashMap<u64, HashSet<u64>>,
     /// Files whose cached pages may be older than a direct write.
     stale: HashSet<u64>,
 }
@@ -52,13 +54,13 @@ impl Handles {
                 cached: false,
             },
         ) {
-            self.uncount(&old);
+            self.forget(old.ino, fh);
         }
     }
 
     pub fn remove(&mut self, fh: &u64) {
         if let Some(h) = self.by_fh.remove(fh) {
-            self.uncount(&h);
+            self.forget(h.ino, *fh);
         }
     }
 
@@ -67,30 +69,22 @@ impl Handles {
         let Some(h) = self.by_fh.get_mut(&fh) else {
             return;
         };
-        if h.cached == cached {
-            return;
-        }
         h.cached = cached;
         let ino = h.ino;
-        let n = self.cached.entry(ino).or_insert(0);
         if cached {
-            *n += 1;
+            self.cached.entry(ino).or_default().insert(fh);
         } else {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.cached.remove(&ino);
-            }
+            self.forget(ino, fh);
         }
     }
 
-    /// Does an open of `ino` other than `fh` use the page cache?
-    pub fn cached_elsewhere(&self, ino: u64, fh: u64) -> bool {
-        let n = self.cached.get(&ino).copied().unwrap_or(0);
-        let own = self
-            .by_fh
-            .get(&fh)
-            .is_some_and(|h| h.cached && h.ino == ino);
-        n > u32::from(own)
+    /// Does an open of `ino` other than `fh` use the page cache, other
+    /// than those `cooperates` says take care of their own cached pages
+    /// (direct clients' opens, which drop them before kernel-path reads)?
+    pub fn cached_elsewhere(&self, ino: u64, fh: u64, cooperates: impl Fn(u64) -> bool) -> bool {
+        self.cached
+            .get(&ino)
+            .is_some_and(|s| s.iter().any(|&f| f != fh && !cooperates(f)))
     }
 
     /// A writable lease on `ino` ended.
@@ -103,13 +97,11 @@ impl Handles {
         self.stale.remove(&ino)
     }
 
-    fn uncount(&mut self, h: &Handle) {
-        if h.cached {
-            if let Some(n) = self.cached.get_mut(&h.ino) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.cached.remove(&h.ino);
-                }
+    fn forget(&mut self, ino: u64, fh: u64) {
+        if let Some(s) = self.cached.get_mut(&ino) {
+            s.remove(&fh);
+            if s.is_empty() {
+                self.cached.remove(&ino);
             }
         }
     }
@@ -126,24 +118,28 @@ mod tests {
         h.insert(2, 10, 0);
         h.insert(3, 11, 0);
         assert!(
-            !h.cached_elsewhere(10, 1),
+            !h.cached_elsewhere(10, 1, |_| false),
             "unsettled opens count as uncached"
         );
         h.settle(1, true);
-        assert!(!h.cached_elsewhere(10, 1), "its own cached open");
-        assert!(h.cached_elsewhere(10, 2));
-        assert!(!h.cached_elsewhere(11, 3), "another file");
+        assert!(!h.cached_elsewhere(10, 1, |_| false), "its own cached open");
+        assert!(h.cached_elsewhere(10, 2, |_| false));
+        assert!(!h.cached_elsewhere(11, 3, |_| false), "another file");
         h.settle(2, true);
         h.settle(2, true);
-        assert!(h.cached_elsewhere(10, 1));
+        assert!(h.cached_elsewhere(10, 1, |_| false));
+        assert!(
+            !h.cached_elsewhere(10, 1, |f| f == 2),
+            "a direct client's open"
+        );
         h.remove(&2);
-        assert!(!h.cached_elsewhere(10, 1));
+        assert!(!h.cached_elsewhere(10, 1, |_| false));
         h.settle(1, false);
-        assert!(!h.cached_elsewhere(10, 2));
+        assert!(!h.cached_elsewhere(10, 2, |_| false));
         h.settle(1, true);
         h.insert(1, 11, 0);
         assert!(
-            !h.cached_elsewhere(10, 2),
+            !h.cached_elsewhere(10, 2, |_| false),
             "a reused handle uncounts its old open"
         );
     }

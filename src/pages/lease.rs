@@ -58,14 +58,18 @@ pub struct Granted {
     pub id: u64,
     /// The inode had no writable lease before this one.
     pub first_writer: bool,
+    /// This open file's lease on the inode became writable now.
+    pub new_writer: bool,
 }
 
 impl Leases {
     /// Record (or replace) the lease of open file `holder`.
     pub fn grant(&self, holder: u64, pid: u32, uid: u32, ino: u64, write: bool) -> Granted {
         let mut t = self.t.lock();
+        let mut was_writer = false;
         if let Some(old) = t.by_holder.remove(&holder) {
             if old.write {
+                was_writer = old.ino == ino;
                 t.drop_writer(old.ino);
             }
         }
@@ -88,7 +92,11 @@ impl Leases {
                 write,
             },
         );
-        Granted { id, first_writer }
+        Granted {
+            id,
+            first_writer,
+            new_writer: write && !was_writer,
+        }
     }
 
     /// Drop the lease of open file `holder` (its RELEASE).
@@ -99,6 +107,30 @@ impl Leases {
             t.drop_writer(l.ino);
         }
         Some(l)
+    }
+
+    /// Does open file `holder` hold a lease (it is a direct client's)?
+    pub fn holds(&self, holder: u64) -> bool {
+        self.t.lock().by_holder.contains_key(&holder)
+    }
+
+    /// Does an open file other than `holder` hold a writable lease on `ino`?
+    pub fn other_writer(&self, ino: u64, holder: u64) -> bool {
+        let t = self.t.lock();
+        let own = t
+            .by_holder
+            .get(&holder)
+            .is_some_and(|l| l.write && l.ino == ino);
+        t.writers.get(&ino).copied().unwrap_or(0) > u32::from(own)
+    }
+
+    /// Does an open file other than `holder` hold a lease on `ino`?
+    pub fn others_on(&self, ino: u64, holder: u64) -> bool {
+        self.t
+            .lock()
+            .by_holder
+            .values()
+            .any(|l| l.ino == ino && l.holder != holder)
     }
 
     /// Does any open file hold a writable lease on `ino`?

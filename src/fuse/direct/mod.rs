@@ -351,21 +351,25 @@ impl DaxFuse {
         ino: u64,
         write: bool,
         exclusive: bool,
-    ) -> (crate::pages::lease::Granted, bool) {
-        let (g, write) = {
+    ) -> (crate::pages::lease::Granted, bool, bool) {
+        let leases = &self.fs.pages.leases;
+        let (g, write, others) = {
             let h = self.handles.lock();
-            let write = write && !(exclusive && h.cached_elsewhere(ino, fh));
-            let g = self
-                .fs
-                .pages
-                .leases
-                .grant(fh, tgid(o.pid), o.uid, ino, write);
-            (g, write)
+            let write = write && !(exclusive && h.cached_elsewhere(ino, fh, |f| leases.holds(f)));
+            let g = leases.grant(fh, tgid(o.pid), o.uid, ino, write);
+            (g, write, leases.other_writer(ino, fh))
         };
         if g.first_writer {
             self.invalidate(ino);
         }
-        (g, write)
+        if g.new_writer && leases.others_on(ino, fh) {
+            // Other direct clients of the file learn of this writer at
+            // their next MAP (MAP_OTHERS): make their maps stale now.
+            if let Some(d) = &self.direct {
+                d.shared.recall_bucket(control::bucket_of(ino));
+            }
+        }
+        (g, write, others)
     }
 
     /// HELLO: how to reach this mount directly (any open file of it).
@@ -409,15 +413,19 @@ impl DaxFuse {
         let write = want_write
             && d.shared.cfg.stores_ok
             && !self.fs.read_only()
-            && !self.handles.lock().cached_elsewhere(ino, fh);
+            && !self
+                .handles
+                .lock()
+                .cached_elsewhere(ino, fh, |f| self.fs.pages.leases.holds(f));
         let bucket = control::bucket_of(ino);
         let control = d.shared.control();
         let m = self
             .fs
             .lease_map(ino, from, wire::MAP_MAX, write, &mut || control.gen(bucket))?;
-        let (g, write) = self.grant_lease(fh, &o, ino, write, true);
+        let (g, write, others) = self.grant_lease(fh, &o, ino, write, true);
         let reply = wire::MapReply {
-            flags: if write { wire::MAP_WRITE } else { 0 },
+            flags: if write { wire::MAP_WRITE } else { 0 }
+                | if others { wire::MAP_OTHERS } else { 0 },
             size: m.size,
             gen: m.gen,
             bucket,
@@ -521,7 +529,7 @@ impl DaxFuse {
         let write = pin.write && self.writable(fh);
         // The mapping stores whatever the page cache holds: not exclusive
         // (ARCHITECTURE.md "Direct mmap").
-        let (g, _) = self.grant_lease(fh, &o, ino, write, false);
+        let (g, _, _) = self.grant_lease(fh, &o, ino, write, false);
         let reply = wire::PinMapReply {
             flags: if pin.write { wire::PINMAP_WRITE } else { 0 },
             index: pin.index,
