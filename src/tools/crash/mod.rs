@@ -32,7 +32,8 @@
 //! to count the wants, and the budget is shared by water-filling, over
 //! workloads and then over each workload's crash points, so every crash point
 //! gets at least its first state (nothing in flight) when the budget allows.
-//! Identical crash images of one workload are checked once.
+//! Identical crash images of one workload are checked once per window (a
+//! later window accepts fewer states).
 
 #![forbid(unsafe_code)]
 
@@ -558,7 +559,9 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
         while taken < q && tries < 4 * q + 16 {
             let Some(choice) = it.next() else { break };
             tries += 1;
-            if !seen.insert(walker.state_hash(ep, &choice)) {
+            // The same image is checked once per window: a later window
+            // accepts less (what completed before it must be there).
+            if !seen.insert((walker.state_hash(ep, &choice), ep.op_lo, ep.op_hi)) {
                 continue;
             }
             taken += 1;
