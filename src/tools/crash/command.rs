@@ -8,7 +8,7 @@ use super::*;
 /// `daxlink crashtest` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CrashArgs {
-    /// Workload: all, seq0, seq1, seq2, big, an exact name (see --list) or a prefix ending in '*'.
+    /// Workload: all, seq0, seq1, seq2, big, direct, an exact name (see --list) or a prefix ending in '*'.
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Crash states to check in the whole run at most.
