@@ -274,7 +274,7 @@ fn cover(m: &LeaseMap, off: u64, len: u64) -> Option<Vec<(u64, u64)>> {
 
 /// What a direct write that returned must have done, read from the states
 /// before and after it: the written range reads `data`, nothing else of any
-/// file changed (no byte landing in another file or block), and a write
+/// file changed (no byte landing in another file), and a write
 /// served directly changed no metadata.
 pub fn check_effect(
     before: &Snapshot,
