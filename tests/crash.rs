@@ -192,10 +192,10 @@ const DIRECT_SET: &str = "direct";
 
 #[test]
 fn bounded_direct_workloads_find_no_failure() {
-    let s = run(&cfg(DIRECT_SET, 400, None)).unwrap();
+    let s = run(&cfg(DIRECT_SET, 300, None)).unwrap();
     show(&s);
     assert!(s.workloads >= 5, "{} workloads", s.workloads);
-    assert!(s.crash_states >= 250, "{} crash states", s.crash_states);
+    assert!(s.crash_states >= 200, "{} crash states", s.crash_states);
     // Both paths ran, and a recall made a map stale under the client.
     eprintln!("direct client: {:?}", s.direct);
     assert!(s.direct.direct >= 10, "{:?}", s.direct);
@@ -219,7 +219,7 @@ fn caught_with(s: &Summary, what: &str) -> bool {
 
 #[test]
 fn catches_a_direct_store_not_written_back() {
-    let s = direct_with(Bug::DirectSkipFlush, 150);
+    let s = direct_with(Bug::DirectSkipFlush, 100);
     assert!(
         caught_with(&s, "file contents:"),
         "no crash state lost the unflushed stores: {:#?}",
@@ -238,7 +238,7 @@ fn catches_a_direct_access_ended_without_a_fence() {
 
 #[test]
 fn catches_a_direct_store_into_the_wrong_block() {
-    let s = direct_with(Bug::DirectWrongBlock, 150);
+    let s = direct_with(Bug::DirectWrongBlock, 100);
     assert!(
         caught_with(&s, "do not read back what the direct write stored"),
         "{:#?}",
@@ -248,7 +248,7 @@ fn catches_a_direct_store_into_the_wrong_block() {
 
 #[test]
 fn catches_a_direct_store_through_a_recalled_map() {
-    let s = direct_with(Bug::DirectStaleMap, 150);
+    let s = direct_with(Bug::DirectStaleMap, 100);
     // Into a block shared with another file since the map was taken, and
     // into blocks the file no longer has (punched, truncated).
     assert!(
@@ -265,7 +265,7 @@ fn catches_a_direct_store_through_a_recalled_map() {
 
 #[test]
 fn catches_an_fsync_that_leaves_the_times_in_dram() {
-    let s = direct_with(Bug::FsyncNoTimes, 150);
+    let s = direct_with(Bug::FsyncNoTimes, 100);
     assert!(
         caught_with(&s, "older than an fsync that returned before the crash"),
         "{:#?}",
