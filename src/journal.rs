@@ -197,6 +197,9 @@ pub struct Inject {
     /// transactions writes no intent record, so a crash between its steps
     /// leaves it half done.
     pub no_intent: bool,
+    /// Core hook (fs/truncate.rs `Fs::fsync`): fsync leaves the inode's
+    /// lazy times in DRAM.
+    pub fsync_no_times: bool,
 }
 
 impl Journal {

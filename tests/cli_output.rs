@@ -28,7 +28,7 @@ fn into_closed_pipe(cmd: &mut Command) -> (Option<i32>, String) {
 
 #[test]
 fn long_listings_stop_quietly_when_the_reader_goes_away() {
-    // The crash harness's workload list (2,099 lines).
+    // The crash harness's workload list (2,348 lines).
     let (code, err) = into_closed_pipe(Command::new(DAXLINK).args(["crashtest", "--list"]));
     assert_eq!((code, err.as_str()), (Some(141), ""), "crashtest --list");
 

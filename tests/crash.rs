@@ -185,3 +185,103 @@ fn a_torn_journal_header_decodes_to_the_older_sequence() {
     c[9] ^= 0x10;
     assert!(JournalHdr::decode(&c).is_err());
 }
+
+/// The direct-access client's workloads: direct overwrites among the clones,
+/// punches, zero ranges and truncates that recall its maps.
+const DIRECT_SET: &str = "direct";
+
+#[test]
+fn bounded_direct_workloads_find_no_failure() {
+    let s = run(&cfg(DIRECT_SET, 300, None)).unwrap();
+    show(&s);
+    assert!(s.workloads >= 5, "{} workloads", s.workloads);
+    assert!(s.crash_states >= 200, "{} crash states", s.crash_states);
+    // Both paths ran, and a recall made a map stale under the client.
+    eprintln!("direct client: {:?}", s.direct);
+    assert!(s.direct.direct >= 10, "{:?}", s.direct);
+    assert!(s.direct.kernel >= 3, "{:?}", s.direct);
+    assert!(s.direct.stale >= 3, "{:?}", s.direct);
+    assert_eq!(s.in_flight_at_return, 0);
+    assert!(s.failed.is_empty(), "{:#?}", s.failed);
+}
+
+/// Runs the direct workloads with `bug` planted (at most `states` crash
+/// states); returns what was reported.
+fn direct_with(bug: Bug, states: u64) -> Summary {
+    let s = run(&cfg(DIRECT_SET, states, Some(bug))).unwrap();
+    show(&s);
+    s
+}
+
+fn caught_with(s: &Summary, what: &str) -> bool {
+    s.failed.iter().any(|f| f.error.contains(what))
+}
+
+#[test]
+fn catches_a_direct_store_not_written_back() {
+    let s = direct_with(Bug::DirectSkipFlush, 100);
+    assert!(
+        caught_with(&s, "file contents:"),
+        "no crash state lost the unflushed stores: {:#?}",
+        s.failed
+    );
+}
+
+#[test]
+fn catches_a_direct_access_ended_without_a_fence() {
+    // The next fence (of any later operation) covers the stores, so no
+    // crash state loses them; but the write returned with its stores in
+    // flight, which no operation may do.
+    let s = direct_with(Bug::DirectSkipFence, 20);
+    assert!(s.in_flight_at_return > 0, "{s:?}");
+}
+
+#[test]
+fn catches_a_direct_store_into_the_wrong_block() {
+    let s = direct_with(Bug::DirectWrongBlock, 100);
+    assert!(
+        caught_with(&s, "do not read back what the direct write stored"),
+        "{:#?}",
+        s.failed
+    );
+}
+
+#[test]
+fn catches_a_direct_store_through_a_recalled_map() {
+    let s = direct_with(Bug::DirectStaleMap, 100);
+    // Into a block shared with another file since the map was taken, and
+    // into blocks the file no longer has (punched, truncated).
+    assert!(
+        caught_with(&s, "bytes outside the direct write"),
+        "{:#?}",
+        s.failed
+    );
+    assert!(
+        caught_with(&s, "do not read back what the direct write stored"),
+        "{:#?}",
+        s.failed
+    );
+}
+
+#[test]
+fn catches_an_fsync_that_leaves_the_times_in_dram() {
+    let s = direct_with(Bug::FsyncNoTimes, 100);
+    assert!(
+        caught_with(&s, "older than an fsync that returned before the crash"),
+        "{:#?}",
+        s.failed
+    );
+    let f = s
+        .failed
+        .iter()
+        .find(|f| f.error.contains("older than an fsync"))
+        .unwrap();
+    let r = replay(&f.repro(), Some(Bug::FsyncNoTimes));
+    assert!(r.is_err(), "replay of {} passed: {r:?}", f.repro());
+    if let Err(e) = replay(&f.repro(), None) {
+        assert!(
+            e.contains("not in flight") || e.contains("no crash point"),
+            "{e}"
+        );
+    }
+}

@@ -320,7 +320,7 @@ fn readme_and_licenses_agree_with_the_tools() {
         .find(|l| l.contains("--workload"))
         .unwrap()
         .to_string();
-    for w in ["seq0", "seq1", "seq2", "big"] {
+    for w in ["seq0", "seq1", "seq2", "big", "direct"] {
         assert!(line.contains(w), "{line}");
         assert!(
             crash.contains(&format!("`{w}`")),

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use super::direct::Client;
 use super::ops::{Falloc, Op, Workload, IMAGE_BLOCKS};
 use super::oracle::{capture, Snapshot};
 use super::record::{Event, Recorder};
@@ -150,8 +151,9 @@ fn make_image(blocks: u64, opts: &MkfsOptions, setup: &[Op]) -> Result<Base, Str
     media.set_observer(Some(rec.clone()));
     mkfs(&media, opts).map_err(|e| format!("mkfs: {e}"))?;
     let fs = Fs::mount(media, FsOptions::default()).map_err(|e| format!("mount: {e}"))?;
+    let mut client = Client::attach(&fs, None);
     for op in setup {
-        op.apply(&fs)
+        op.apply(&fs, &mut client)
             .map_err(|e| format!("set-up {}: {e}", op.name()))?;
     }
     fs.unmount().map_err(|e| e.to_string())?;
@@ -193,8 +195,9 @@ pub fn state_after(base: &Base, ops: &[Op]) -> Result<Snapshot, String> {
     let m = Media::anonymous(base.image.len() as u64).map_err(|e| e.to_string())?;
     m.write_at(0, &base.image).map_err(|e| e.to_string())?;
     let fs = Fs::mount(m, FsOptions::default()).map_err(|e| e.to_string())?;
+    let mut client = Client::attach(&fs, None);
     for op in ops {
-        let _ = op.apply(&fs);
+        let _ = op.apply(&fs, &mut client);
     }
     capture(&fs).map_err(|e| e.to_string())
 }

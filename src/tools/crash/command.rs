@@ -8,7 +8,7 @@ use super::*;
 /// `daxlink crashtest` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CrashArgs {
-    /// Workload: all, seq0, seq1, seq2, big, an exact name (see --list) or a prefix ending in '*'.
+    /// Workload: all, seq0, seq1, seq2, big, direct, an exact name (see --list) or a prefix ending in '*'.
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Crash states to check in the whole run at most.
@@ -30,7 +30,9 @@ pub struct CrashArgs {
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
     /// Inject a known bug (skip-flush, skip-fence, dirent-in-place,
-    /// apply-before-commit, no-intent) to see the harness catch it.
+    /// apply-before-commit, no-intent, fsync-no-times, direct-skip-flush,
+    /// direct-skip-fence, direct-wrong-block, direct-stale-map) to see the
+    /// harness catch it.
     #[arg(long)]
     pub inject: Option<String>,
     /// List the workloads and exit.

@@ -32,12 +32,16 @@
 //! to count the wants, and the budget is shared by water-filling, over
 //! workloads and then over each workload's crash points, so every crash point
 //! gets at least its first state (nothing in flight) when the budget allows.
-//! Identical crash images of one workload are checked once.
+//! Identical crash images of one workload are checked once per window (a
+//! later window accepts fewer states).
 
 #![forbid(unsafe_code)]
 
 pub mod base;
+mod bug;
+pub use bug::Bug;
 mod command;
+pub mod direct;
 pub use command::{cli, CrashArgs};
 pub mod ops;
 pub mod oracle;
@@ -52,7 +56,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fs::{Fs, FsOptions};
-use crate::journal::Inject;
 use crate::media::Media;
 use base::{Base, Bases};
 use ops::Workload;
@@ -62,57 +65,6 @@ use record::{Event, Recorder};
 use rng::hash_str;
 use states::{Epoch, Walker};
 use workload::Recorded;
-
-/// Known bug kinds the harness must catch (switches in the journal and core).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bug {
-    /// The journal skips the flush of the first in-place store of each commit.
-    SkipFlush,
-    /// The journal skips the fence between the commit record and the in-place stores.
-    SkipFence,
-    /// Removing a directory entry zeroes it in place, before and outside the journal.
-    DirentInPlace,
-    /// The journal stores the entries in place before writing the commit record.
-    ApplyBeforeCommit,
-    /// A change cut into several transactions writes no intent record.
-    NoIntent,
-}
-
-impl Bug {
-    pub const ALL: [Bug; 5] = [
-        Bug::SkipFlush,
-        Bug::SkipFence,
-        Bug::DirentInPlace,
-        Bug::ApplyBeforeCommit,
-        Bug::NoIntent,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Bug::SkipFlush => "skip-flush",
-            Bug::SkipFence => "skip-fence",
-            Bug::DirentInPlace => "dirent-in-place",
-            Bug::ApplyBeforeCommit => "apply-before-commit",
-            Bug::NoIntent => "no-intent",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Bug> {
-        Bug::ALL.into_iter().find(|b| b.name() == s)
-    }
-
-    pub fn inject(self) -> Inject {
-        let mut i = Inject::default();
-        match self {
-            Bug::SkipFlush => i.skip_apply_flush = true,
-            Bug::SkipFence => i.skip_commit_fence = true,
-            Bug::DirentInPlace => i.dirent_in_place = true,
-            Bug::ApplyBeforeCommit => i.apply_before_commit = true,
-            Bug::NoIntent => i.no_intent = true,
-        }
-        i
-    }
-}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -193,6 +145,8 @@ pub struct Summary {
     /// Largest number of 8-byte units still in flight when an operation
     /// returned, over all workloads (0: every operation is durable on return).
     pub in_flight_at_return: usize,
+    /// What the direct-access client did in all workloads.
+    pub direct: direct::Counts,
     /// Up to a few per workload.
     pub failed: Vec<Failure>,
     /// Workloads with at least one failure.
@@ -211,6 +165,11 @@ impl Summary {
             "recovery_crash_states": self.recovery_states,
             "failures": self.failures,
             "in_flight_at_return": self.in_flight_at_return,
+            "direct_writes": {
+                "stored": self.direct.direct,
+                "kernel_path": self.direct.kernel,
+                "stale_maps": self.direct.stale,
+            },
             "failed_workloads": self.failed_workloads.len(),
             "seed": self.seed,
             "max_states": self.max_states,
@@ -326,6 +285,20 @@ fn window<'a>(rec: &'a Recorded, ep: &Epoch) -> Vec<&'a Snapshot> {
     (lo..=ep.op_hi).map(|j| &rec.snaps[j]).collect()
 }
 
+/// The times fsyncs made durable before the window: (mtime, ctime) of each
+/// inode fsynced by an operation that returned before the window began.
+fn synced_times(rec: &Recorded, ep: &Epoch) -> oracle::Times {
+    let mut out = oracle::Times::new();
+    for j in 1..ep.op_lo {
+        if let Some(ino) = rec.synced[j] {
+            if let Some(t) = rec.snaps[j].times.get(&ino) {
+                out.insert(ino, *t);
+            }
+        }
+    }
+    out
+}
+
 fn op_label(w: &Workload, j: usize) -> String {
     if j == 0 {
         "mount".into()
@@ -357,7 +330,11 @@ const RECOVERY_SAMPLE: usize = 6;
 /// flight, everything, the first store alone): mounting that image again
 /// must give exactly the same state. Returns how many such interrupted
 /// recoveries were checked.
-pub fn check_image(image: &[u8], window: &[&Snapshot]) -> Result<u64, String> {
+pub fn check_image(
+    image: &[u8],
+    window: &[&Snapshot],
+    synced: &oracle::Times,
+) -> Result<u64, String> {
     guarded(|| {
         let mut media = Media::anonymous(image.len() as u64).map_err(|e| e.to_string())?;
         media.write_at(0, image).map_err(|e| e.to_string())?;
@@ -372,7 +349,7 @@ pub fn check_image(image: &[u8], window: &[&Snapshot]) -> Result<u64, String> {
             return Err(format!("inconsistent after recovery: {}", probs.join("; ")));
         }
         let snap = oracle::capture(&fs).map_err(|e| format!("reading the tree: {e}"))?;
-        oracle::compare(&snap, window)?;
+        oracle::compare(&snap, window, synced)?;
         let n = check_recovery_crashes(image, &trace, &snap)?;
         oracle::usability(fs).map_err(|e| format!("not usable after recovery: {e}"))?;
         Ok(n)
@@ -481,21 +458,22 @@ pub fn water_fill(demands: &[u64], total: u64) -> Vec<u64> {
 // Running
 // ---------------------------------------------------------------------------
 
-/// Every workload: those of the small base image (seq0, seq1, seq2), then
-/// those of the big one (big).
+/// Every workload: those of the small base image (seq0, seq1, seq2,
+/// direct), then those of the big one (big).
 pub fn all_workloads(bases: &Bases) -> Result<Vec<Workload>, String> {
     let mut out = workload::generate(&bases.small)?;
+    out.extend(workload::generate_direct());
     out.extend(workload::generate_big());
     Ok(out)
 }
 
 /// Select workloads: a comma-separated list of `all`, `seq0`, `seq1`,
-/// `seq2`, `big`, exact names, or prefixes ending in `*` (in generation order).
+/// `seq2`, `big`, `direct`, exact names, or prefixes ending in `*` (in generation order).
 pub fn select(all: Vec<Workload>, sel: &str) -> Result<Vec<Workload>, String> {
     let parts: Vec<&str> = sel.split(',').filter(|p| !p.is_empty()).collect();
     let matches = |name: &str, p: &str| match p {
         "all" => true,
-        "seq0" | "seq1" | "seq2" | "big" => name.starts_with(&format!("{p}/")),
+        "seq0" | "seq1" | "seq2" | "big" | "direct" => name.starts_with(&format!("{p}/")),
         p if p.ends_with('*') => name.starts_with(&p[..p.len() - 1]),
         p => name == p,
     };
@@ -516,6 +494,7 @@ pub fn select(all: Vec<Workload>, sel: &str) -> Result<Vec<Workload>, String> {
 
 struct WorkResult {
     points: usize,
+    direct: direct::Counts,
     recovery_states: u64,
     /// Largest number of units in flight when an operation returned.
     in_flight_at_return: usize,
@@ -528,6 +507,7 @@ struct WorkResult {
 fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> WorkResult {
     let mut res = WorkResult {
         points: 0,
+        direct: direct::Counts::default(),
         recovery_states: 0,
         in_flight_at_return: 0,
         states: 0,
@@ -535,14 +515,14 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
         failed: Vec::new(),
         error: None,
     };
-    let inject = cfg.inject.map(|b| b.inject()).unwrap_or_default();
-    let rec = match guarded(|| workload::record(base, w, inject)) {
+    let rec = match guarded(|| workload::record(base, w, cfg.inject)) {
         Ok(r) => r,
         Err(e) => {
             res.error = Some(format!("recording failed: {e}"));
             return res;
         }
     };
+    res.direct = rec.direct;
     let mut seen = HashSet::new();
     let wseed = cfg.seed ^ hash_str(&w.name);
     let at_return = walk(base, w, &rec, |walker, ep| {
@@ -552,19 +532,22 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
         }
         let q = quotas.get(ep.point).copied().unwrap_or(1);
         let win = window(&rec, ep);
+        let synced = synced_times(&rec, ep);
         let mut taken = 0u64;
         let mut tries = 0u64;
         let mut it = ep.choices(wseed ^ (ep.point as u64).wrapping_mul(0x9e37_79b9));
         while taken < q && tries < 4 * q + 16 {
             let Some(choice) = it.next() else { break };
             tries += 1;
-            if !seen.insert(walker.state_hash(ep, &choice)) {
+            // The same image is checked once per window: a later window
+            // accepts less (what completed before it must be there).
+            if !seen.insert((walker.state_hash(ep, &choice), ep.op_lo, ep.op_hi)) {
                 continue;
             }
             taken += 1;
             res.states += 1;
             let img = walker.image(ep, &choice);
-            let r = check_image(&img, &win);
+            let r = check_image(&img, &win, &synced);
             if let Ok(n) = r {
                 res.recovery_states += n;
             }
@@ -599,8 +582,7 @@ fn check_workload(base: &Base, w: &Workload, quotas: &[u64], cfg: &Config) -> Wo
 /// lies at an operation boundary (its window spans the end of an operation,
 /// or it is the end of the last one).
 fn wants(base: &Base, w: &Workload, cfg: &Config) -> Result<Vec<(u64, bool)>, String> {
-    let inject = cfg.inject.map(|b| b.inject()).unwrap_or_default();
-    let rec = guarded(|| workload::record(base, w, inject))?;
+    let rec = guarded(|| workload::record(base, w, cfg.inject))?;
     let mut out = Vec::new();
     walk(base, w, &rec, |_, ep| {
         out.push((ep.wanted(cfg.point_cap), ep.op_lo != ep.op_hi))
@@ -676,6 +658,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     };
     for (w, r) in ws.iter().zip(results) {
         s.crash_points += r.points;
+        s.direct.add(r.direct);
         s.crash_states += r.states;
         s.recovery_states += r.recovery_states;
         s.in_flight_at_return = s.in_flight_at_return.max(r.in_flight_at_return);
@@ -717,7 +700,6 @@ pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
     let bases = Bases::make()?;
     let w = select(all_workloads(&bases)?, name)?.remove(0);
     let base = bases.of(&w);
-    let inject = inject.map(|b| b.inject()).unwrap_or_default();
     let rec = guarded(|| workload::record(base, &w, inject))?;
     let mut out = None;
     walk(base, &w, &rec, |walker, ep| {
@@ -738,7 +720,7 @@ pub fn replay(repro: &str, inject: Option<Bug>) -> Result<String, String> {
                 ep.op_lo.max(1) - 1,
                 ep.op_hi
             );
-            (desc, check_image(&img, &win).map(|_| ()))
+            (desc, check_image(&img, &win, &synced_times(&rec, ep)).map(|_| ()))
         });
         out = Some(r);
     });

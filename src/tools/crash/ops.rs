@@ -4,6 +4,7 @@
 //! they name and the data they write. Shared by the base images (`base.rs`),
 //! which are made by running operations, and the workloads (`workload.rs`).
 
+use super::direct::Client;
 use super::rng::hash_str;
 use crate::error::FsResult;
 use crate::format::{BLOCK_SIZE, ROOT_INO};
@@ -143,6 +144,17 @@ pub enum Op {
         off: u64,
         len: u64,
     },
+    /// pwrite by a direct-access client (`direct.rs`): stored into the
+    /// file's blocks where its map allows, else through the kernel path.
+    DirectWrite {
+        path: String,
+        off: u64,
+        len: u64,
+    },
+    /// fsync by the direct-access client: its pending TOUCH, then fsync.
+    DirectFsync {
+        path: String,
+    },
 }
 
 /// Deterministic, non-zero, position-dependent bytes.
@@ -243,6 +255,8 @@ impl Op {
             Op::PinTruncate { path, size } => format!("pin-truncate:{path}:{size}"),
             Op::Unshare { path, off, len } => format!("unshare:{path}:{off}:{len}"),
             Op::PinWrite { path, off, len } => format!("pin-write:{path}:{off}:{len}"),
+            Op::DirectWrite { path, off, len } => format!("direct-write:{path}:{off}:{len}"),
+            Op::DirectFsync { path } => format!("direct-fsync:{path}"),
         }
     }
 
@@ -269,7 +283,9 @@ impl Op {
             | Op::UnlinkOpen { path }
             | Op::PinTruncate { path, .. }
             | Op::Unshare { path, .. }
-            | Op::PinWrite { path, .. } => vec![path],
+            | Op::PinWrite { path, .. }
+            | Op::DirectWrite { path, .. }
+            | Op::DirectFsync { path } => vec![path],
             Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
             Op::Clone { src, dst, .. }
             | Op::CopyRange { src, dst, .. }
@@ -277,8 +293,13 @@ impl Op {
         }
     }
 
-    /// Run it against a mounted filesystem.
-    pub fn apply(&self, fs: &Fs) -> FsResult<()> {
+    /// The bytes a write of this operation stores at `off`.
+    pub fn data(&self, off: u64, len: u64) -> Vec<u8> {
+        pattern(hash_str(&self.name()), off, len)
+    }
+
+    /// Run it against a mounted filesystem, direct writes through `client`.
+    pub fn apply(&self, fs: &Fs, client: &mut Client) -> FsResult<()> {
         let c = Cred::ROOT;
         let tag = hash_str(&self.name());
         match self {
@@ -397,6 +418,10 @@ impl Op {
                 let fh = fs.open(ino)?;
                 fs.pin(ino, fh, *off, *len, true, false)?;
             }
+            Op::DirectWrite { path, off, len } => {
+                client.write(fs, resolve(fs, path)?, *off, &pattern(tag, *off, *len))?;
+            }
+            Op::DirectFsync { path } => client.fsync(fs, resolve(fs, path)?)?,
         }
         Ok(())
     }

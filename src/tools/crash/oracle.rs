@@ -28,9 +28,12 @@
 //!    later state's bytes appear only where that state wrote them.
 //!
 //! 3. **Times**: no recovered mtime or ctime is later than the latest one
-//!    its inode had in the window. An overwrite in place keeps its new
-//!    times in DRAM only (lazytime, `fs/atime.rs`), so a crash may recover
-//!    older times than the last state's, never newer ones.
+//!    its inode had in the window. An overwrite in place (and a direct
+//!    client's write, whose TOUCH sets the same times) keeps its new times
+//!    in DRAM only (lazytime, `fs/atime.rs`), so a crash may recover older
+//!    times than the last state's, never newer ones; but none older than
+//!    what an fsync that returned before the window made durable (the
+//!    inode's times when that fsync returned).
 //!
 //! [`consistency`] is the structural check (every name resolves, `..` is the
 //! parent, link counts, no used inode unreachable, no orphan left after
@@ -99,7 +102,7 @@ pub struct Snapshot {
     pub layout: BTreeMap<u64, Vec<(u64, u64, u64)>>,
     /// (mtime, ctime) by inode: not part of the all-or-nothing match (see
     /// rule 3 of the module comment).
-    pub times: BTreeMap<u64, (Timespec, Timespec)>,
+    pub times: Times,
 }
 
 /// Logical runs of an extent list, merged.
@@ -327,11 +330,24 @@ fn check_bytes(r: &Snapshot, window: &[&Snapshot], x: usize) -> Result<(), Strin
     Ok(())
 }
 
+/// (mtime, ctime) by inode.
+pub type Times = BTreeMap<u64, (Timespec, Timespec)>;
+
 /// Rule 3: no recovered modification or change time is later than the
 /// latest one its inode had in the window. (Times of in-place overwrites are
-/// written lazily, so a crash may leave older ones; never newer.)
-fn check_times(r: &Snapshot, window: &[&Snapshot]) -> Result<(), String> {
+/// written lazily, so a crash may leave older ones; never newer.) Nor
+/// older than the times `synced` says an fsync made durable.
+fn check_times(r: &Snapshot, window: &[&Snapshot], synced: &Times) -> Result<(), String> {
     for (ino, (m, c)) in &r.times {
+        if let Some((sm, sc)) = synced.get(ino) {
+            if m < sm || c < sc {
+                return Err(format!(
+                    "inode {ino}: recovered times (mtime {m:?}, ctime {c:?}) are older than \
+                     an fsync that returned before the crash made durable (mtime {sm:?}, \
+                     ctime {sc:?})"
+                ));
+            }
+        }
         let latest = window.iter().filter_map(|w| w.times.get(ino)).fold(
             None,
             |acc: Option<(Timespec, Timespec)>, (wm, wc)| {
@@ -355,13 +371,13 @@ fn check_times(r: &Snapshot, window: &[&Snapshot]) -> Result<(), String> {
 
 /// Check a recovered snapshot against the window of acceptable states.
 /// Returns the index of the matching window state.
-pub fn compare(r: &Snapshot, window: &[&Snapshot]) -> Result<usize, String> {
+pub fn compare(r: &Snapshot, window: &[&Snapshot], synced: &Times) -> Result<usize, String> {
     let mut byte_err = None;
     for (x, w) in window.iter().enumerate() {
         if w.nodes != r.nodes {
             continue;
         }
-        match check_bytes(r, window, x).and_then(|()| check_times(r, window)) {
+        match check_bytes(r, window, x).and_then(|()| check_times(r, window, synced)) {
             Ok(()) => return Ok(x),
             Err(e) => {
                 byte_err.get_or_insert(e);

@@ -9,10 +9,13 @@
 //! overwrite, truncate down and up, punch, zero-range, fallocate, rename
 //! (plain, NOREPLACE, EXCHANGE), link, unlink, rmdir, setxattr (new, replace,
 //! on a directory), removexattr, fsync, fdatasync, the reflink operations
-//! clone, copy_file_range and dedupe, unlink of an open file, and pin +
-//! truncate (the proxy page model's deferred free). seq-1 is every candidate of the base
+//! clone, copy_file_range and dedupe, unlink of an open file, pin +
+//! truncate (the proxy page model's deferred free), and a direct-access
+//! client's overwrite and fsync (`direct.rs`). seq-1 is every candidate of the base
 //! state; seq-2 is every candidate pair whose second operation touches a path
-//! the first one touched.
+//! the first one touched. The `direct` workloads ([`generate_direct`]) are
+//! longer hand-made sequences of the client's writes among the changes
+//! that recall its maps.
 //!
 //! To add an operation: a variant of [`Op`], its name in [`Op::name`], what it
 //! does in [`Op::apply`], the paths it touches in [`Op::paths`], and where it
@@ -21,12 +24,13 @@
 use std::sync::Arc;
 
 use super::base::{state_after, Base, BIG_EXTENTS};
+use super::direct::{self, Client};
 use super::ops::*;
 use super::oracle::{capture, Kind, Snapshot};
 use super::record::{Event, Recorder};
+use super::Bug;
 use crate::error::FsError;
 use crate::fs::{Fs, FsOptions};
-use crate::journal::Inject;
 use crate::media::Media;
 
 /// Every operation that applies to the state `s`, in a fixed order.
@@ -88,6 +92,16 @@ pub fn candidates(s: &Snapshot) -> Vec<Op> {
                 overwrite: true,
             });
         }
+        if size > 1000 {
+            // The same range by a direct-access client: stored in place
+            // where every block is the file's own and wholly below EOF, else
+            // through the kernel path.
+            out.push(Op::DirectWrite {
+                path: p.clone(),
+                off: 1000,
+                len: (size - 1000).min(6000),
+            });
+        }
         if size > 0 {
             out.push(Op::Truncate {
                 path: p.clone(),
@@ -140,6 +154,7 @@ pub fn candidates(s: &Snapshot) -> Vec<Op> {
                 data_only,
             });
         }
+        out.push(Op::DirectFsync { path: p.clone() });
         for t in FILES {
             if !exists(t) && parent_ok(t) {
                 out.push(Op::Link {
@@ -351,6 +366,88 @@ pub fn generate_big() -> Vec<Workload> {
         .collect()
 }
 
+/// Hand-made sequences of a direct-access client on the small image: direct
+/// overwrites mixed with the changes that recall its maps (clone from and
+/// onto the file, punch, zero range, truncate), TOUCHes left pending until
+/// fsync, and an operation after each fsync (a crash there must keep the
+/// fsynced bytes and times).
+pub fn generate_direct() -> Vec<Workload> {
+    let o = |s: &str| s.to_string();
+    let (a, b) = (o("A/foo"), o("B/foo"));
+    let dw = |p: &String, off: u64, len: u64| Op::DirectWrite {
+        path: p.clone(),
+        off,
+        len,
+    };
+    let sync = |p: &String| Op::DirectFsync { path: p.clone() };
+    let clone = |src: &String, dst: &String| Op::Clone {
+        src: src.clone(),
+        dst: dst.clone(),
+        soff: 0,
+        doff: 0,
+        len: BS,
+    };
+    let fall = |p: &String, off: u64, len: u64, mode| Op::Fallocate {
+        path: p.clone(),
+        off,
+        len,
+        mode,
+    };
+    let seqs = vec![
+        // Pending TOUCH at fsync, then a direct write after it.
+        vec![
+            dw(&a, 0, 2 * BS),
+            dw(&a, 100, 200),
+            sync(&a),
+            dw(&a, 5000, 100),
+        ],
+        // Clone from the file: block 0 becomes shared (kernel path, copy on
+        // write), block 1 stays its own.
+        vec![
+            dw(&a, 0, BS),
+            clone(&a, &b),
+            dw(&a, 0, BS),
+            dw(&a, BS, 100),
+            sync(&a),
+            dw(&a, 10, 10),
+        ],
+        // Clone onto the file, then write it and its source.
+        vec![
+            dw(&a, 0, 2 * BS),
+            clone(&b, &a),
+            dw(&a, 0, 300),
+            dw(&b, 8, 4000),
+            sync(&b),
+            sync(&a),
+        ],
+        // Punch and zero range under a map: holes go to the kernel path.
+        vec![
+            dw(&a, 0, 2 * BS),
+            fall(&a, 0, BS, Falloc::Punch),
+            dw(&a, 0, 100),
+            dw(&a, BS, 300),
+            sync(&a),
+            fall(&a, 1000, BS, Falloc::Zero),
+            dw(&a, 0, 2 * BS),
+        ],
+        // Truncate under a map: the old last blocks are gone.
+        vec![
+            dw(&a, 1000, 6000),
+            Op::Truncate {
+                path: a.clone(),
+                size: BS + 1,
+            },
+            dw(&a, BS, 1),
+            dw(&a, 0, BS),
+            sync(&a),
+            dw(&a, 0, 8),
+        ],
+    ];
+    seqs.into_iter()
+        .map(|ops| Workload::new("direct", ops))
+        .collect()
+}
+
 /// Every workload: the mount/unmount one, seq-1, and seq-2.
 pub fn generate(base: &Base) -> Result<Vec<Workload>, String> {
     let mut out = vec![Workload::new("seq0", Vec::new())];
@@ -377,11 +474,20 @@ pub struct Recorded {
     pub snaps: Vec<Snapshot>,
     /// What each workload operation returned (index 0 = the first op).
     pub results: Vec<Result<(), FsError>>,
+    /// `synced[j]`: the inode operation j fsynced, if it is an fsync that
+    /// returned (0 = mount).
+    pub synced: Vec<Option<u64>>,
+    /// What the direct-access client did.
+    pub direct: direct::Counts,
 }
 
 /// Run a workload on a recording copy of the base image: operation 0 is the
-/// mount, 1..=n the workload, n+1 the unmount.
-pub fn record(base: &Base, w: &Workload, inject: Inject) -> Result<Recorded, String> {
+/// mount, 1..=n the workload, n+1 the unmount. A direct write that returned
+/// must have done what a write does ([`direct::check_effect`]), and after a
+/// direct fsync the file's mtime is later than before its direct writes
+/// (their TOUCH happened); else the recording fails.
+pub fn record(base: &Base, w: &Workload, bug: Option<Bug>) -> Result<Recorded, String> {
+    let inject = bug.map(|b| b.inject()).unwrap_or_default();
     let mut media = Media::anonymous(base.image.len() as u64).map_err(|e| e.to_string())?;
     media.write_at(0, &base.image).map_err(|e| e.to_string())?;
     let rec = Arc::new(Recorder::new());
@@ -389,24 +495,64 @@ pub fn record(base: &Base, w: &Workload, inject: Inject) -> Result<Recorded, Str
     rec.mark(0);
     let fs = Fs::mount(media, FsOptions::default()).map_err(|e| format!("mount: {e}"))?;
     fs.set_inject(inject);
+    let mut client = Client::attach(&fs, bug);
     let mut snaps = vec![capture(&fs).map_err(|e| format!("capture: {e}"))?];
     let mut results = Vec::new();
+    let mut synced = vec![None];
+    // Per inode: its mtime before its first direct write since the last fsync.
+    let mut untouched = std::collections::HashMap::new();
     for (i, op) in w.ops.iter().enumerate() {
         rec.mark(i + 1);
-        results.push(op.apply(&fs));
+        let ino = op.paths().first().and_then(|p| resolve(&fs, p).ok());
+        let r = op.apply(&fs, &mut client);
+        let ok = r.is_ok();
+        results.push(r);
         let n = rec.len();
         snaps.push(capture(&fs).map_err(|e| format!("capture after {}: {e}", op.name()))?);
         if rec.stores_since(n) > 0 {
             return Err("reading the state stored into the media".into());
+        }
+        let (before, after) = (&snaps[i], &snaps[i + 1]);
+        let what = |e: String| format!("{}: {e}", op.name());
+        synced.push(None);
+        match (op, ino) {
+            (Op::DirectWrite { off, len, .. }, Some(ino)) if ok => {
+                let path = client.last.ok_or("no path taken")?;
+                direct::check_effect(before, after, ino, *off, &op.data(*off, *len), path)
+                    .map_err(what)?;
+                if path == direct::Path::Direct {
+                    if let Some(t) = before.times.get(&ino) {
+                        untouched.entry(ino).or_insert(t.0);
+                    }
+                }
+            }
+            // Another process's fsync does not send the client's pending TOUCH.
+            (Op::Fsync { .. }, Some(ino)) if ok => synced[i + 1] = Some(ino),
+            (Op::DirectFsync { .. }, Some(ino)) if ok => {
+                synced[i + 1] = Some(ino);
+                if let (Some(m0), Some(t)) = (untouched.remove(&ino), after.times.get(&ino)) {
+                    if t.0 <= m0 {
+                        return Err(what(format!(
+                            "inode {ino}: mtime {:?} after fsync is not later than before \
+                             its direct writes ({m0:?})",
+                            t.0
+                        )));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     rec.mark(w.ops.len() + 1);
     fs.unmount().map_err(|e| format!("unmount: {e}"))?;
     snaps.push(snaps.last().expect("mount snapshot").clone());
     rec.mark(w.ops.len() + 2);
+    synced.push(None);
     Ok(Recorded {
         events: rec.take(),
         snaps,
         results,
+        synced,
+        direct: client.counts,
     })
 }
