@@ -723,6 +723,10 @@ impl Fs {
         let chunk = 1u64 << 20;
         let mut done = 0u64;
         while done < len {
+            // A caller that is gone gets the short count of what is copied.
+            if done > 0 && super::stop::between_steps().is_err() {
+                break;
+            }
             let n = chunk.min(len - done) as usize;
             let d = self.read(src, soff + done, n)?;
             if d.is_empty() {
