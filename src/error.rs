@@ -57,6 +57,10 @@ pub enum FsError {
     /// reaches a user (the io_uring transport bridges the request).
     #[error("a lock is busy and this thread may not wait")]
     WouldBlock,
+    /// A long operation stopped between two steps because its caller was
+    /// killed (`fs::stop`); everything before the stop is committed.
+    #[error("interrupted")]
+    Interrupted,
     #[error("filesystem corrupted: {0}")]
     Corrupt(String),
     /// An intact image of a format version this code does not read.
@@ -108,6 +112,7 @@ impl FsError {
             FsError::NotTty => libc::ENOTTY,
             FsError::Reentrant => libc::EDEADLK,
             FsError::WouldBlock => libc::EAGAIN,
+            FsError::Interrupted => libc::EINTR,
             // A checksum or structure error reaches the caller as EIO (docs/REQUIREMENTS.md §3).
             FsError::Corrupt(_) => libc::EIO,
             FsError::Version(_) | FsError::NotDaxlink => libc::EINVAL,

@@ -43,6 +43,7 @@ mod pin;
 mod reflink;
 mod snapshot;
 mod state;
+pub mod stop;
 mod truncate;
 pub mod tx;
 mod xattr;

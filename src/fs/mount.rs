@@ -347,8 +347,8 @@ impl Fs {
     /// every pin and free every unlinked inode here, as the RELEASEs would
     /// have, so that no orphan survives a clean unmount.
     fn close_everything(&self) -> FsResult<()> {
-        for p in self.pages.pins() {
-            self.unpin(p.id)?;
+        for id in self.pages.pin_ids() {
+            self.unpin(id)?;
         }
         for ino in self.inode_numbers() {
             let Ok(r) = self.get(ino) else { continue };

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::pages::{PageModel, PinRequest, ZERO_PAGE};
+use crate::pages::{push_page, PageModel, PinRequest, ZERO_PAGE};
 
 /// Largest pin: 16384 pages (64 MiB). More gives ENOMEM, as GUP would.
 /// The number of pins and of pinned pages are capped by `PinLimits`.
@@ -158,22 +158,21 @@ impl Fs {
             // A write fault on a shared DAX extent copies first (dax_iomap_copy_around).
             self.unshare_steps(&mut g, first * BS, end * BS)?;
         }
-        let mut blocks = Vec::with_capacity((end - first) as usize);
+        // Every owner of every page is recorded (mapcount, invariant 1's
+        // oracle): within a budget, so that blocks shared by thousands of
+        // clones cannot make one pin cost unbounded DRAM or time. Pages
+        // are recorded as runs (consecutive blocks whose owners step
+        // alike, or holes), so a pin costs DRAM per run, not per page.
+        let budget = MAX_PIN_OWNERS_PER_PAGE * (end - first) + MAX_PIN_OWNERS_EXTRA;
+        let mut recorded = 0u64;
+        let mut runs = Vec::new();
         for l in first..end {
-            blocks.push(match g.find(l) {
+            let b = match g.find(l) {
                 Some((s, e)) => e.phys + (l - s),
                 None if !write => ZERO_PAGE,
                 None => return Err(FsError::Busy),
-            });
-        }
-        // Every owner of every page is recorded (mapcount, invariant 1's
-        // oracle): within a budget, so that blocks shared by thousands of
-        // clones cannot make one pin cost unbounded DRAM or time.
-        let budget = MAX_PIN_OWNERS_PER_PAGE * blocks.len() as u64 + MAX_PIN_OWNERS_EXTRA;
-        let mut recorded = 0u64;
-        let mut owners: Vec<Vec<(u64, u64)>> = Vec::with_capacity(blocks.len());
-        for b in &blocks {
-            let o = match *b {
+            };
+            let o = match b {
                 ZERO_PAGE => Vec::new(),
                 b => self.owners_of(b),
             };
@@ -182,7 +181,7 @@ impl Fs {
                 log::info!("pin of inode {ino}: its pages have too many owners (ENOMEM)");
                 return Err(FsError::NoMemory);
             }
-            owners.push(o);
+            push_page(&mut runs, b, o);
         }
         let id = self
             .pages
@@ -192,10 +191,9 @@ impl Fs {
                 limit_user: by.limit_user,
                 ino,
                 index: first,
-                blocks,
+                runs,
                 write,
                 longterm,
-                owners,
             })
             .map_err(|hit| refused(ino, by.uid, hit))?;
         log::debug!("pin {id}: inode {ino} pages {first}..{end} write={write} longterm={longterm}");

@@ -240,6 +240,11 @@ impl Fs {
         let mut done_to = sb; // source logical block up to which dst is remapped
         loop {
             let first = done_to == sb;
+            if !first {
+                // The batches before are committed: a caller that is gone
+                // may stop the remap here (remap_locked frees its intent).
+                super::stop::between_steps()?;
+            }
             let mut ctx = self.ctx()?;
             // This batch: the source blocks [done_to, upto), at most
             // REMAP_BATCH segments, halved until its journal bytes fit.
@@ -584,6 +589,8 @@ impl Fs {
                 let (from, to) = (i * BS, ((i + run) * BS).min(len));
                 let mut o = from;
                 while o < to {
+                    // Nothing is changed yet: a caller that is gone may stop it.
+                    super::stop::between_steps()?;
                     let k = (1u64 << 20).min(to - o) as usize;
                     let da = pa_i.map(|_| self.read_locked(a, aoff + o, k)).transpose()?;
                     let db = pb_i.map(|_| self.read_locked(b, boff + o, k)).transpose()?;
@@ -716,6 +723,10 @@ impl Fs {
         let chunk = 1u64 << 20;
         let mut done = 0u64;
         while done < len {
+            // A caller that is gone gets the short count of what is copied.
+            if done > 0 && super::stop::between_steps().is_err() {
+                break;
+            }
             let n = chunk.min(len - done) as usize;
             let d = self.read(src, soff + done, n)?;
             if d.is_empty() {

@@ -83,13 +83,14 @@ impl Fs {
         files.sort();
         files.truncate(MAX_FILES);
         let view = self.pages.view();
+        let proxy = self.pages.model == crate::pages::PageModel::Proxy;
         let mut blocks: BTreeSet<u64> = extra.iter().copied().collect();
         blocks.extend(files.iter().flat_map(|f| f.2.iter().map(|p| p.1)));
         blocks.extend(view.pages.keys().copied());
         blocks.extend(
             view.pins
                 .iter()
-                .flat_map(|p| p.blocks.iter().copied())
+                .flat_map(|p| p.blocks())
                 .filter(|b| *b != crate::pages::ZERO_PAGE),
         );
         blocks.extend(view.deferred.iter().copied());
@@ -122,7 +123,7 @@ impl Fs {
             let pins: Vec<u64> = view
                 .pins
                 .iter()
-                .filter(|p| p.blocks.contains(b))
+                .filter(|p| p.position(*b).is_some())
                 .map(|p| p.id)
                 .collect();
             bj.push(json!({
@@ -156,9 +157,10 @@ impl Fs {
             .iter()
             .map(|p| {
                 json!({
-                    "id": p.id, "inode": p.ino, "index": p.index, "blocks": p.blocks,
+                    "id": p.id, "inode": p.ino, "index": p.index,
+                    "blocks": p.blocks().collect::<Vec<_>>(),
                     "write": p.write, "longterm": p.longterm, "dirty": p.dirty,
-                    "holder": p.holder, "proxies": p.proxies,
+                    "holder": p.holder, "proxies": p.proxy_ids(proxy),
                 })
             })
             .collect();

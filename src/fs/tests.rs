@@ -564,8 +564,8 @@ proptest! {
             // Invariant 1 directly: no pinned block is free or mapped by a file
             // other than the pinned one (or those sharing it at pin time).
             for p in fs.pages.pins() {
-                for b in &p.blocks {
-                    prop_assert!(fs.meta.lock().space.is_used(*b));
+                for b in p.blocks() {
+                    prop_assert!(fs.meta.lock().space.is_used(b));
                 }
             }
         }

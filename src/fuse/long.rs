@@ -18,8 +18,58 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Has thread `tid` (a request header's pid) a fatal signal (SIGKILL)
+/// pending? Read from `/proc/<tid>/status` (SigPnd: the thread's own
+/// pending set, ShdPnd: the process's), at most every 50 ms per thread
+/// of this pool.
+///
+/// Why reading /proc here grants nothing: the answer can only end the
+/// request of that very thread early, with EINTR, at a step boundary
+/// where everything before is committed, which the caller could get by
+/// asking for less. And the thread cannot have been replaced by another
+/// with the same id: the kernel keeps the requesting thread waiting for
+/// our answer (uninterruptibly once killed, as fuser refuses
+/// FUSE_INTERRUPT), so its id stays its own until we answer. A header pid
+/// of 0 (a caller outside the mount's pid namespace) or an unreadable
+/// status is "not killed": the operation runs to its end, as before.
+pub fn caller_killed(tid: u32) -> bool {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(u32, Instant, bool)>> = const { std::cell::Cell::new(None) };
+    }
+    if tid == 0 {
+        return false;
+    }
+    let now = Instant::now();
+    if let Some((t, at, _)) = LAST.with(|l| l.get()) {
+        if t == tid && now.duration_since(at) < Duration::from_millis(50) {
+            return false;
+        }
+    }
+    let k = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .map(|s| sigkill_pending(&s))
+        .unwrap_or(false);
+    // Only "alive" is remembered: a killed caller's request ends now.
+    if !k {
+        LAST.with(|l| l.set(Some((tid, now, false))));
+    }
+    k
+}
+
+/// Does a /proc status text show SIGKILL in SigPnd or ShdPnd?
+fn sigkill_pending(status: &str) -> bool {
+    let bit = 1u64 << (libc::SIGKILL - 1);
+    status.lines().any(|l| {
+        let v = l
+            .strip_prefix("SigPnd:")
+            .or_else(|| l.strip_prefix("ShdPnd:"));
+        v.and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    })
+}
 
 /// Waiting jobs, per user, and the order in which users take turns.
 #[derive(Default)]
@@ -163,6 +213,25 @@ impl Drop for LongPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigkill_shows_in_either_pending_set() {
+        let st = |p: &str, s: &str| format!("Name:\tx\nSigPnd:\t{p}\nShdPnd:\t{s}\nSigBlk:\t0\n");
+        assert!(!sigkill_pending(&st(
+            "0000000000000000",
+            "0000000000000000"
+        )));
+        assert!(sigkill_pending(&st("0000000000000100", "0000000000000000")));
+        assert!(sigkill_pending(&st("0000000000000000", "0000000000000100")));
+        // SIGTERM (bit 15) and SIGINT (bit 2) are not fatal here.
+        assert!(!sigkill_pending(&st(
+            "0000000000004002",
+            "0000000000004002"
+        )));
+        // This thread has nothing pending; no thread has id 0.
+        assert!(!caller_killed(std::process::id()));
+        assert!(!caller_killed(0));
+    }
 
     #[test]
     fn users_take_turns() {

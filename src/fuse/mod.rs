@@ -80,6 +80,10 @@ pub struct DaxFuse {
     /// long operation first sleeps 10 s (or MS milliseconds), as a huge
     /// clone or punch would run.
     slow_long_hook: Option<Duration>,
+    /// Test hook (DAXLINK_FAULT_INJECT=slow-step:MS): a long operation
+    /// sleeps MS milliseconds at each step boundary (`fs::stop`), as a
+    /// remap of many extents or a compare of a huge range would take.
+    slow_step_hook: Option<Duration>,
     /// The daemon's mount options (what the OPTIONS ioctl answers; remount
     /// compares against them).
     pub options: String,
@@ -108,6 +112,15 @@ pub struct CacheMode {
     /// cache and reach the daemon later; durable only at fsync, sync or
     /// unmount, as on a disk filesystem. Off by default.
     pub writeback: bool,
+}
+
+/// The delay of the slow-step test hook: `slow-step:MS`.
+fn slow_step_hook(inject: Option<&str>) -> Option<Duration> {
+    inject?
+        .strip_prefix("slow-step:")?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// The delay of the slow-long test hook: `slow-long` (10 s) or `slow-long:MS`.
@@ -179,6 +192,7 @@ impl DaxFuse {
             panic_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("panic-on-xattr"),
             hang_hook: std::env::var("DAXLINK_FAULT_INJECT").as_deref() == Ok("hang-on-xattr"),
             slow_long_hook: slow_long_hook(std::env::var("DAXLINK_FAULT_INJECT").ok().as_deref()),
+            slow_step_hook: slow_step_hook(std::env::var("DAXLINK_FAULT_INJECT").ok().as_deref()),
             options: String::new(),
             cache: CacheMode {
                 keep: true,
@@ -194,8 +208,11 @@ impl DaxFuse {
     /// Finish a request on the long-operation threads (`long.rs`), in
     /// `guarded` there: `f` gets a twin of this `DaxFuse`.
     /// Requests wait their turn per user (`req`'s uid).
+    /// Between its steps the operation stops (EINTR) once the requesting
+    /// thread has a fatal signal pending (`long::caller_killed`).
     fn long(&self, req: &Request, what: &'static str, f: impl FnOnce(&DaxFuse) + Send + 'static) {
         let me = self.twin();
+        let tid = req.pid();
         self.long.run(
             req.uid(),
             Box::new(move || {
@@ -203,7 +220,14 @@ impl DaxFuse {
                     if let Some(d) = me.slow_long_hook {
                         std::thread::sleep(d);
                     }
-                    f(&me)
+                    let step = me.slow_step_hook;
+                    let stop = move || {
+                        if let Some(d) = step {
+                            std::thread::sleep(d);
+                        }
+                        long::caller_killed(tid)
+                    };
+                    crate::fs::stop::stopping_when(stop, || f(&me))
                 })
             }),
         );

@@ -23,6 +23,7 @@ impl DaxFuse {
             panic_hook: self.panic_hook,
             hang_hook: self.hang_hook,
             slow_long_hook: self.slow_long_hook,
+            slow_step_hook: self.slow_step_hook,
             options: self.options.clone(),
             cache: self.cache,
             long: self.long.clone(),

@@ -3,17 +3,14 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{Pages, PG_DIRTY, PIN_BIAS, ZERO_PAGE};
+use super::{rmap_of, PageModel, Pages, PG_DIRTY, PIN_BIAS, ZERO_PAGE};
 
 impl Pages {
     /// Blocks the model tracks (pages with a descriptor).
     pub fn tracked_blocks(&self) -> Vec<u64> {
         let s = self.state.lock();
-        let mut v: Vec<u64> = s.pages.keys().copied().collect();
-        v.extend(s.pinned.keys().copied());
-        v.sort();
-        v.dedup();
-        v
+        // A pinned page always has a descriptor (its pin count).
+        s.pages.blocks().map(|(b, _)| b).collect()
     }
 
     /// Check invariants 1-7 against the ground truth. `owners(b)` gives the
@@ -29,25 +26,54 @@ impl Pages {
         let truth: HashMap<u64, Vec<(u64, u64)>> =
             tracked.iter().map(|b| (*b, owners(*b))).collect();
         let alloc: HashMap<u64, bool> = tracked.iter().map(|b| (*b, allocated(*b))).collect();
+        let s = self.state.lock();
+        let descs = s.page_descs();
+        // Each block's proxies (owner, index), in one pass over the pins,
+        // so that the reverse maps cost O(pinned pages), not their square.
+        let mut px: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+        if self.model == PageModel::Proxy {
+            for p in s.pins.values() {
+                for r in p.runs.iter().filter(|r| r.proxy != 0) {
+                    for k in 0..r.len {
+                        px.entry(r.block + k)
+                            .or_default()
+                            .push((p.ino, p.index + r.off + k));
+                    }
+                }
+            }
+        }
         let rmaps: HashMap<u64, Vec<(u64, u64)>> = tracked
             .iter()
-            .map(|b| (*b, self.rmap(*b, &truth[b])))
+            .map(|b| {
+                let p = px.get(b).map(Vec::as_slice).unwrap_or(&[]);
+                (*b, rmap_of(self.model, descs.get(b), &truth[b], p))
+            })
             .collect();
-        let s = self.state.lock();
         let mut v = s.violated.clone();
         let get = |b: &u64| truth.get(b).map(Vec::as_slice).unwrap_or(&[]);
         let is_alloc = |b: &u64| alloc.get(b).copied().unwrap_or(true);
         for pin in s.pins.values() {
             v.extend(pin.violated.iter().copied());
-            let at_pin: HashSet<&(u64, u64)> = pin.owners_at_pin.iter().collect();
-            for b in pin.blocks.iter().filter(|b| **b != ZERO_PAGE) {
+            // Expanded page by page for the check (a hash set, so that a pin
+            // of scattered blocks costs O(pages x owners), not its square).
+            let at_pin: HashSet<(u64, u64)> = pin
+                .runs
+                .iter()
+                .filter(|r| r.block != ZERO_PAGE)
+                .flat_map(|r| {
+                    r.owners
+                        .iter()
+                        .flat_map(move |o| (0..r.len).map(move |k| (o.0, o.1 + k)))
+                })
+                .collect();
+            for b in pin.blocks().filter(|b| *b != ZERO_PAGE) {
                 // 1: a pinned block is never free nor given to another file.
-                if !is_alloc(b) || get(b).iter().any(|o| !at_pin.contains(o)) {
+                if !is_alloc(&b) || get(&b).iter().any(|o| !at_pin.contains(o)) {
                     v.insert(1);
                 }
             }
         }
-        for (b, pd) in &s.pages {
+        for (b, pd) in &descs {
             // 4: the model's reverse map names every owner (and only owners).
             let mut t = get(b).to_vec();
             t.sort();
@@ -81,7 +107,7 @@ impl Pages {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PageModel, Pages, PinRequest};
+    use super::super::{runs_of, PageModel, Pages, PinRequest};
     use std::time::Duration;
 
     fn pin_a(p: &Pages) -> u64 {
@@ -91,10 +117,9 @@ mod tests {
             limit_user: false,
             ino: 2,
             index: 0,
-            blocks: vec![517],
+            runs: runs_of(&[517], &[vec![(2, 0)]]),
             write: true,
             longterm: false,
-            owners: vec![vec![(2, 0)]],
         })
         .unwrap()
     }
@@ -126,5 +151,58 @@ mod tests {
         assert!(!p.view().pages.contains_key(&517));
         assert!(p.view().dirty.is_empty());
         assert!(!p.check(&|_| vec![], &free).contains(&7));
+    }
+
+    /// Overlapping pins, the later one dropped first: each page reads as
+    /// per-page descriptors changed in the same order would. The map count
+    /// and shared flag stay as the last pin left them, legacy keeps its
+    /// first owner, the proxy list is the live pins' proxies in order.
+    #[test]
+    fn overlapping_pins_read_back_page_by_page() {
+        let own = |ino: u64, from: u64, n: u64| -> Vec<Vec<(u64, u64)>> {
+            (0..n).map(|k| vec![(ino, from + k)]).collect()
+        };
+        for model in [PageModel::Legacy, PageModel::Proxy] {
+            let p = Pages::new(model, Duration::from_millis(1));
+            let req =
+                |holder, ino, index, blocks: Vec<u64>, owners: Vec<Vec<(u64, u64)>>| PinRequest {
+                    holder,
+                    uid: 0,
+                    limit_user: false,
+                    ino,
+                    index,
+                    runs: runs_of(&blocks, &owners),
+                    write: false,
+                    longterm: false,
+                };
+            let a = p
+                .pin(req(1, 5, 0, (10..14).collect(), own(5, 0, 4)))
+                .unwrap();
+            // 12 and 13 are shared with inode 6 now; 14, 15 are 6's alone.
+            let mut o: Vec<Vec<(u64, u64)>> = (0..2).map(|k| vec![(5, 2 + k), (6, k)]).collect();
+            o.extend(own(6, 2, 2));
+            let b = p.pin(req(2, 6, 0, (12..16).collect(), o)).unwrap();
+            p.unpin(b).unwrap();
+            let v = p.view();
+            assert_eq!(v.pages.len(), 4, "{:?}", v.pages);
+            let pd = &v.pages[&12];
+            assert_eq!((pd.pincount, pd.refcount, pd.mapcount), (1, 1025, 2));
+            assert_eq!(pd.flags & super::super::PG_SHARED, super::super::PG_SHARED);
+            match model {
+                PageModel::Legacy => {
+                    assert_eq!((pd.mapping, pd.index), (Some(5), 2));
+                    assert!(pd.proxies.is_empty());
+                }
+                _ => {
+                    assert_eq!((pd.mapping, pd.index), (None, 2));
+                    assert_eq!(pd.proxies, vec![a + 3]);
+                    assert_eq!(v.proxies[&(a + 3)].index, 2);
+                }
+            }
+            let pd = &v.pages[&11];
+            assert_eq!((pd.mapping, pd.index, pd.mapcount), (Some(5), 1, 1));
+            p.unpin(a).unwrap();
+            assert!(p.view().pages.is_empty() && p.view().proxies.is_empty());
+        }
     }
 }

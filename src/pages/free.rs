@@ -14,32 +14,20 @@ impl Pages {
             return;
         }
         let end = phys.saturating_add(len);
-        let hit: Vec<u64> = if len as usize <= s.pages.len() {
-            (phys..end).filter(|b| s.pages.contains_key(b)).collect()
-        } else {
-            s.pages
-                .keys()
-                .copied()
-                .filter(|b| (phys..end).contains(b))
-                .collect()
-        };
-        for b in hit {
-            let Some(pd) = s.pages.get_mut(&b) else {
-                continue;
-            };
+        s.pages.update(phys, end, false, |pd, _, _| {
             if pd.pincount > 0 {
-                continue;
+                return true;
             }
-            if pd.flags & PG_POISONED != 0 {
-                *pd = PageDesc {
-                    refcount: 1,
-                    flags: PG_POISONED,
-                    ..PageDesc::default()
-                };
-            } else {
-                s.pages.remove(&b);
+            if pd.flags & PG_POISONED == 0 {
+                return false;
             }
-        }
+            *pd = PageDesc {
+                refcount: 1,
+                flags: PG_POISONED,
+                ..PageDesc::default()
+            };
+            true
+        });
         for set in s.dirty.values_mut() {
             set.retain(|(b, _)| !(phys..end).contains(b));
         }

@@ -1,12 +1,13 @@
 //! Caps on pins: how many, and how many pages, over the mount and per user.
-//! The page model keeps DRAM per pinned page, so these bound its memory.
+//! They bound what pins hold of the media and of the daemon's time; the
+//! page model's DRAM follows the runs of the pinned ranges, not their pages.
 
 use super::{Pages, State};
 
 /// Caps on pins (mount options `max_pins`, `max_pinned`, `max_pins_per_user`,
 /// `max_pinned_per_user`): the number of live pins and of pinned pages, over
-/// the whole mount and per user. The page model keeps DRAM per pinned page
-/// (descriptor, `pinned` entry, proxy), so these bound the daemon's memory.
+/// the whole mount and per user. The number of pins bounds the daemon's
+/// memory (a pin costs DRAM per run of its range, not per page).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PinLimits {
     pub pins: u64,
@@ -109,7 +110,7 @@ impl Pages {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PageModel, PinRequest, ZERO_PAGE};
+    use super::super::{runs_of, PageModel, PinRequest, ZERO_PAGE};
     use super::*;
 
     fn req(holder: u64, uid: u32, blocks: Vec<u64>) -> PinRequest {
@@ -120,10 +121,9 @@ mod tests {
             limit_user: uid != 0,
             ino: 5,
             index: 0,
-            blocks,
+            runs: runs_of(&blocks, &vec![vec![(5, 0)]; n]),
             write: false,
             longterm: false,
-            owners: vec![vec![(5, 0)]; n],
         }
     }
 

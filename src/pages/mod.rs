@@ -21,9 +21,13 @@ mod check;
 mod free;
 pub mod lease;
 mod limits;
+mod pin;
+mod runs;
 
 use limits::Usage;
 pub use limits::{PinLimitHit, PinLimits};
+pub use pin::{push_page, runs_of, Pin, PinRun};
+use runs::PageRuns;
 
 /// `GUP_PIN_COUNTING_BIAS`: a pin adds this to the page refcount.
 pub const PIN_BIAS: u32 = 1024;
@@ -106,30 +110,6 @@ pub struct Proxy {
     pub dirty: bool,
 }
 
-/// One pin: a range of pages of one file, taken through one open file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pin {
-    pub id: u64,
-    pub holder: u64,
-    /// The user charged for it (the caller's fs uid).
-    pub uid: u32,
-    pub ino: u64,
-    /// File page offset of the first page.
-    pub index: u64,
-    /// The physical block of each pinned page, fixed at pin time (GUP result);
-    /// `ZERO_PAGE` where a read pin found a hole.
-    pub blocks: Vec<u64>,
-    pub write: bool,
-    pub longterm: bool,
-    pub proxies: Vec<u64>,
-    /// Owners (inode, page) of each block when pinned: invariant 1 allows these.
-    pub owners_at_pin: Vec<(u64, u64)>,
-    /// The device wrote through this pin since the last flush.
-    pub dirty: bool,
-    /// Sticky invariant violations observed on this pin.
-    pub violated: BTreeSet<u8>,
-}
-
 /// One pin on a block, as `Pages::pins_on` reports it: `index` is the
 /// file page of that block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,8 +147,9 @@ pub struct PagesView {
 
 #[derive(Default)]
 struct State {
-    pages: HashMap<u64, PageDesc>,
-    proxies: HashMap<u64, Proxy>,
+    /// Page descriptors, as runs (runs.rs): a pinned page's pin count says
+    /// it is pinned (the fast "is pinned" query).
+    pages: PageRuns,
     pins: BTreeMap<u64, Pin>,
     /// (holder, pin id): the pins of one open file, for its release.
     by_holder: BTreeSet<(u64, u64)>,
@@ -176,10 +157,8 @@ struct State {
     usage: HashMap<u32, Usage>,
     pinned_pages: u64,
     limits: PinLimits,
-    /// Pinned block → number of pins on it (fast "is pinned" query).
-    pinned: HashMap<u64, u32>,
     /// Blocks whose free was deferred (proxy): block → orphan record slot.
-    deferred: HashMap<u64, u64>,
+    deferred: BTreeMap<u64, u64>,
     poisoned: BTreeSet<u64>,
     /// Owners told about each poisoned block (sticky for invariant 5).
     poison_notified: HashMap<u64, Vec<u64>>,
@@ -205,6 +184,100 @@ impl State {
             })
             .collect()
     }
+
+    fn is_pinned(&self, b: u64) -> bool {
+        self.pages.get(b).is_some_and(|d| d.pincount > 0)
+    }
+
+    /// The proxy records on `block`, oldest first: one per live pin on it
+    /// (proxy model). A page's proxy list is exactly that (each pin added
+    /// its own and removed it at unpin), so it is not stored per page.
+    fn proxies_on(&self, block: u64) -> Vec<Proxy> {
+        let mut v = Vec::new();
+        for p in self.pins.values() {
+            for r in &p.runs {
+                if r.proxy != 0
+                    && r.block != ZERO_PAGE
+                    && (r.block..r.block + r.len).contains(&block)
+                {
+                    v.push(proxy_of(p, r, block - r.block));
+                }
+            }
+        }
+        v
+    }
+
+    /// Every page descriptor, block by block, with its proxy list.
+    fn page_descs(&self) -> BTreeMap<u64, PageDesc> {
+        let mut m: BTreeMap<u64, PageDesc> = self.pages.blocks().collect();
+        for p in self.pins.values() {
+            for r in p.runs.iter().filter(|r| r.proxy != 0) {
+                for k in 0..r.len {
+                    if let Some(d) = m.get_mut(&(r.block + k)) {
+                        d.proxies.push(r.proxy + k);
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
+/// Proxy record `k` of run `r` of pin `p`.
+fn proxy_of(p: &Pin, r: &PinRun, k: u64) -> Proxy {
+    let i = r.off + k;
+    Proxy {
+        id: r.proxy + k,
+        page: r.block + k,
+        owner: p.ino,
+        index: p.index + i,
+        holder: p.holder,
+        vaddr: (p.id << 32) | (i << 12),
+        pins: 1,
+        dirty: p.dirty,
+    }
+}
+
+/// The model's reverse map of a block whose descriptor is `pd`, given the
+/// ground truth and the (owner, index) of each proxy on it.
+fn rmap_of(
+    model: PageModel,
+    pd: Option<&PageDesc>,
+    truth: &[(u64, u64)],
+    proxies: &[(u64, u64)],
+) -> Vec<(u64, u64)> {
+    match model {
+        PageModel::Legacy => match pd.and_then(|p| p.mapping.map(|m| (m, p.index))) {
+            Some(o) => vec![o],
+            None => truth.iter().min().copied().into_iter().collect(),
+        },
+        PageModel::Upstream => truth.to_vec(),
+        PageModel::Proxy => {
+            let mut v = truth.to_vec();
+            for o in proxies {
+                if !v.contains(o) && truth.contains(o) {
+                    v.push(*o);
+                }
+            }
+            v.sort();
+            v
+        }
+    }
+}
+
+/// Sorted blocks as ranges (first, end).
+fn ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
+    let mut v: Vec<u64> = blocks.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for b in v {
+        match out.last_mut() {
+            Some(r) if r.1 == b => r.1 += 1,
+            _ => out.push((b, b + 1)),
+        }
+    }
+    out
 }
 
 pub struct Pages {
@@ -228,11 +301,12 @@ pub struct PinRequest {
     pub limit_user: bool,
     pub ino: u64,
     pub index: u64,
-    pub blocks: Vec<u64>,
+    /// The pages (their blocks, `ZERO_PAGE` in holes) and the ground-truth
+    /// owners of each block now (from the extent maps), as runs
+    /// (`push_page`, `runs_of`).
+    pub runs: Vec<PinRun>,
     pub write: bool,
     pub longterm: bool,
-    /// Ground-truth owners of each block now (from the extent maps).
-    pub owners: Vec<Vec<(u64, u64)>>,
 }
 
 impl Pages {
@@ -270,8 +344,11 @@ impl Pages {
             return Vec::new();
         }
         let s = self.state.lock();
-        (phys..phys + len)
-            .filter(|b| s.pinned.contains_key(b))
+        s.pages
+            .pieces(phys, phys.saturating_add(len))
+            .into_iter()
+            .filter(|(_, _, d)| d.pincount > 0)
+            .flat_map(|(b, n, _)| b..b + n)
             .collect()
     }
 
@@ -284,11 +361,11 @@ impl Pages {
         let deadline = std::time::Instant::now() + self.layout_timeout;
         let mut s = self.state.lock();
         loop {
-            if !blocks.iter().any(|b| s.pinned.contains_key(b)) {
+            if !blocks.iter().any(|b| s.is_pinned(*b)) {
                 return true;
             }
             if self.changed.wait_until(&mut s, deadline).timed_out() {
-                return !blocks.iter().any(|b| s.pinned.contains_key(b));
+                return !blocks.iter().any(|b| s.is_pinned(*b));
             }
         }
     }
@@ -296,7 +373,7 @@ impl Pages {
     /// Record a pin. Returns its id, or the cap it would go past.
     pub fn pin(&self, r: PinRequest) -> Result<u64, PinLimitHit> {
         let mut s = self.state.lock();
-        let npages = r.blocks.len() as u64;
+        let npages = r.runs.iter().map(|x| x.len).sum::<u64>();
         Self::fits(&s, r.uid, r.limit_user, npages)?;
         s.pinned_pages += npages;
         let u = s.usage.entry(r.uid).or_default();
@@ -306,80 +383,64 @@ impl Pages {
         s.by_holder.insert((r.holder, id));
         s.next_id += 1;
         let mut violated = BTreeSet::new();
-        let mut proxies = Vec::new();
-        let mut owners_at_pin = Vec::new();
-        for (i, b) in r.blocks.iter().enumerate() {
-            if *b == ZERO_PAGE {
-                // Nothing to count or describe; keep the proxy list parallel.
-                if self.model == PageModel::Proxy {
-                    proxies.push(0);
-                }
+        let model = self.model;
+        let mut runs = r.runs;
+        for run in runs.iter_mut() {
+            // The zero page: nothing to count or describe.
+            if run.block == ZERO_PAGE {
                 continue;
             }
-            let owners = &r.owners[i];
-            owners_at_pin.extend(owners.iter().copied());
+            let owners = &run.owners;
             // Invariant 3: a write pin's block has one owner when created.
             if r.write && owners.len() > 1 {
                 violated.insert(3);
             }
-            let model = self.model;
-            let pd = s.pages.entry(*b).or_insert_with(|| PageDesc {
-                refcount: 1,
-                ..PageDesc::default()
+            let n = owners.len();
+            // The least owner of the run's first block; of block k, shifted by k.
+            let least = owners
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or((r.ino, r.index + run.off));
+            let end = run.block.saturating_add(run.len);
+            s.pages.update(run.block, end, true, |pd, k, _| {
+                pd.pincount += 1;
+                pd.refcount += PIN_BIAS;
+                pd.mapcount = n as u32;
+                if n > 1 {
+                    pd.flags |= PG_SHARED;
+                } else {
+                    pd.flags &= !PG_SHARED;
+                }
+                match model {
+                    // First owner wins and is never updated (dax_associate_entry, 2018).
+                    PageModel::Legacy => {
+                        if pd.mapping.is_none() {
+                            pd.mapping = Some(least.0);
+                            pd.index = least.1 + k;
+                        }
+                    }
+                    // Shared pages have no owner, only a share count.
+                    PageModel::Upstream | PageModel::Proxy => {
+                        if n == 1 {
+                            pd.mapping = Some(owners[0].0);
+                            pd.index = owners[0].1 + k;
+                        } else {
+                            pd.mapping = None;
+                            pd.index = n as u64;
+                        }
+                    }
+                }
+                if model == PageModel::Proxy {
+                    pd.flags |= PG_DYNAMIC;
+                }
+                true
             });
-            pd.pincount += 1;
-            pd.refcount += PIN_BIAS;
-            pd.mapcount = owners.len() as u32;
-            if owners.len() > 1 {
-                pd.flags |= PG_SHARED;
-            } else {
-                pd.flags &= !PG_SHARED;
-            }
-            match model {
-                // First owner wins and is never updated (dax_associate_entry, 2018).
-                PageModel::Legacy => {
-                    if pd.mapping.is_none() {
-                        let (ino, idx) = owners
-                            .iter()
-                            .min()
-                            .copied()
-                            .unwrap_or((r.ino, r.index + i as u64));
-                        pd.mapping = Some(ino);
-                        pd.index = idx;
-                    }
-                }
-                // Shared pages have no owner, only a share count.
-                PageModel::Upstream | PageModel::Proxy => {
-                    if owners.len() == 1 {
-                        pd.mapping = Some(owners[0].0);
-                        pd.index = owners[0].1;
-                    } else {
-                        pd.mapping = None;
-                        pd.index = owners.len() as u64;
-                    }
-                }
-            }
             if model == PageModel::Proxy {
-                pd.flags |= PG_DYNAMIC;
+                // One record stands for the run's proxies, ids consecutive.
+                run.proxy = s.next_id;
+                s.next_id += run.len;
             }
-            if self.model == PageModel::Proxy {
-                let pid = s.next_id;
-                s.next_id += 1;
-                let px = Proxy {
-                    id: pid,
-                    page: *b,
-                    owner: r.ino,
-                    index: r.index + i as u64,
-                    holder: r.holder,
-                    vaddr: (id << 32) | ((i as u64) << 12),
-                    pins: 1,
-                    dirty: false,
-                };
-                s.proxies.insert(pid, px);
-                s.pages.get_mut(b).expect("page").proxies.push(pid);
-                proxies.push(pid);
-            }
-            *s.pinned.entry(*b).or_default() += 1;
         }
         s.pins.insert(
             id,
@@ -389,11 +450,10 @@ impl Pages {
                 uid: r.uid,
                 ino: r.ino,
                 index: r.index,
-                blocks: r.blocks,
+                pages: npages,
+                runs,
                 write: r.write,
                 longterm: r.longterm,
-                proxies,
-                owners_at_pin,
                 dirty: false,
                 violated,
             },
@@ -408,6 +468,11 @@ impl Pages {
 
     pub fn pins(&self) -> Vec<Pin> {
         self.state.lock().pins.values().cloned().collect()
+    }
+
+    /// The ids of every live pin.
+    pub fn pin_ids(&self) -> Vec<u64> {
+        self.state.lock().pins.keys().copied().collect()
     }
 
     /// The holder and inode of pin `id` (no copy of its pages).
@@ -428,18 +493,18 @@ impl Pages {
     /// The pins that hold `block` (no copies of their page lists).
     pub fn pins_on(&self, block: u64) -> Vec<PinRef> {
         let s = self.state.lock();
-        if !s.pinned.contains_key(&block) {
+        if !s.is_pinned(block) {
             return Vec::new();
         }
         s.pins
             .values()
             .filter_map(|p| {
-                p.blocks.iter().position(|b| *b == block).map(|i| PinRef {
+                p.position(block).map(|i| PinRef {
                     id: p.id,
                     holder: p.holder,
                     uid: p.uid,
                     ino: p.ino,
-                    index: p.index + i as u64,
+                    index: p.index + i,
                     write: p.write,
                     longterm: p.longterm,
                 })
@@ -455,7 +520,7 @@ impl Pages {
         self.npins.fetch_sub(1, Ordering::Relaxed);
         s.by_holder.remove(&(pin.holder, id));
         s.dirty_pins.remove(&(pin.ino, id));
-        let npages = pin.blocks.len() as u64;
+        let npages = pin.pages;
         s.pinned_pages -= npages;
         if let Some(u) = s.usage.get_mut(&pin.uid) {
             u.pins -= 1;
@@ -465,41 +530,35 @@ impl Pages {
             }
         }
         let mut release = Vec::new();
-        for (i, b) in pin.blocks.iter().enumerate() {
-            if *b == ZERO_PAGE {
-                continue;
-            }
-            if let Some(c) = s.pinned.get_mut(b) {
-                *c -= 1;
-                if *c == 0 {
-                    s.pinned.remove(b);
-                    if let Some(slot) = s.deferred.remove(b) {
-                        release.push((*b, slot));
+        let proxy_model = self.model == PageModel::Proxy;
+        for run in pin.runs.iter().filter(|r| r.block != ZERO_PAGE) {
+            let start = run.block;
+            let mut unpinned: Vec<(u64, u64)> = Vec::new();
+            s.pages
+                .update(start, start.saturating_add(run.len), false, |pd, k, n| {
+                    let was = pd.pincount;
+                    pd.pincount = pd.pincount.saturating_sub(1);
+                    pd.refcount = pd.refcount.saturating_sub(PIN_BIAS);
+                    if was > 0 && pd.pincount == 0 {
+                        unpinned.push((start + k, start + k + n));
                     }
+                    // Its proxies are the other pins' on it (proxies_on).
+                    if !proxy_model || pd.pincount == 0 {
+                        pd.flags &= !PG_DYNAMIC;
+                    }
+                    !(pd.pincount == 0 && pd.flags & (PG_POISONED | PG_DIRTY) == 0)
+                });
+            for (a, z) in unpinned {
+                let hit: Vec<(u64, u64)> = s.deferred.range(a..z).map(|(b, x)| (*b, *x)).collect();
+                for (b, slot) in hit {
+                    s.deferred.remove(&b);
+                    release.push((b, slot));
                 }
-            }
-            let mut drop_page = false;
-            if let Some(pd) = s.pages.get_mut(b) {
-                pd.pincount = pd.pincount.saturating_sub(1);
-                pd.refcount = pd.refcount.saturating_sub(PIN_BIAS);
-                if let Some(px) = pin.proxies.get(i) {
-                    pd.proxies.retain(|p| p != px);
-                }
-                if pd.proxies.is_empty() {
-                    pd.flags &= !PG_DYNAMIC;
-                }
-                drop_page = pd.pincount == 0 && pd.flags & (PG_POISONED | PG_DIRTY) == 0;
-            }
-            if let Some(px) = pin.proxies.get(i) {
-                s.proxies.remove(px);
-            }
-            if drop_page {
-                s.pages.remove(b);
             }
         }
         // Dirty data written through the pin: set_page_dirty at unpin.
         if pin.dirty {
-            for b in pin.blocks.iter().filter(|b| **b != ZERO_PAGE) {
+            for b in pin.blocks().filter(|b| *b != ZERO_PAGE) {
                 let attributed = match self.model {
                     // page->mapping, whoever that is now (maybe another file).
                     PageModel::Legacy => s.pages.get(b).and_then(|p| p.mapping).unwrap_or(pin.ino),
@@ -507,7 +566,7 @@ impl Pages {
                     // Proxy: the proxy names its owner.
                     PageModel::Upstream | PageModel::Proxy => pin.ino,
                 };
-                s.dirty.entry(attributed).or_default().insert((*b, pin.ino));
+                s.dirty.entry(attributed).or_default().insert((b, pin.ino));
             }
         }
         for v in &pin.violated {
@@ -535,7 +594,7 @@ impl Pages {
     ) -> Result<Vec<(u64, u64, u64)>, i32> {
         let s = self.state.lock();
         let pin = s.pins.get(&id).ok_or(libc::ENOENT)?;
-        let total = pin.blocks.len() as u64 * bs;
+        let total = pin.pages * bs;
         if off.checked_add(len).is_none_or(|e| e > total) {
             return Err(libc::EINVAL);
         }
@@ -545,7 +604,7 @@ impl Pages {
             let i = o / bs;
             let inner = o % bs;
             let n = (bs - inner).min(off + len - o);
-            out.push((pin.blocks[i as usize], inner, n));
+            out.push((pin.block_at(i).ok_or(libc::EINVAL)?, inner, n));
             o += n;
         }
         Ok(out)
@@ -561,26 +620,23 @@ impl Pages {
         if !pin.write && model != PageModel::Legacy {
             return Err(libc::EPERM);
         }
+        // Its proxies are dirty with it (proxy_of).
         pin.dirty = true;
         let (ino, index) = (pin.ino, pin.index);
         for (b, owners) in blocks {
             // Invariant 2: the bytes may be visible only in (ino, index + i).
-            let i = pin.blocks.iter().position(|x| x == b).unwrap_or(0) as u64;
+            let i = pin.position(*b).unwrap_or(0);
             if owners.iter().any(|o| *o != (ino, index + i)) {
                 pin.violated.insert(2);
             }
         }
-        let proxies = pin.proxies.clone();
         s.dirty_pins.insert((ino, id));
-        for px in proxies {
-            if let Some(p) = s.proxies.get_mut(&px) {
-                p.dirty = true;
-            }
-        }
-        for (b, _) in blocks {
-            if let Some(pd) = s.pages.get_mut(b) {
+        let written: Vec<u64> = blocks.iter().map(|(b, _)| *b).collect();
+        for (a, z) in ranges(&written) {
+            s.pages.update(a, z, false, |pd, _, _| {
                 pd.flags |= PG_DIRTY;
-            }
+                true
+            });
         }
         Ok(())
     }
@@ -601,15 +657,16 @@ impl Pages {
                 .dirty_pins
                 .range((ino, 0)..=(ino, u64::MAX))
                 .filter_map(|(_, id)| s.pins.get(id))
-                .flat_map(|p| p.blocks.iter().copied())
+                .flat_map(|p| p.blocks())
                 .filter(|b| *b != ZERO_PAGE)
                 .collect();
             out.extend(blocks);
         }
-        for b in &out {
-            if let Some(pd) = s.pages.get_mut(b) {
+        for (a, z) in ranges(&out) {
+            s.pages.update(a, z, false, |pd, _, _| {
                 pd.flags &= !PG_DIRTY;
-            }
+                true
+            });
         }
         out
     }
@@ -619,30 +676,26 @@ impl Pages {
     pub fn poison(&self, block: u64, owners: &[(u64, u64)]) -> Vec<u64> {
         let mut s = self.state.lock();
         let model = self.model;
-        let pd = s.pages.entry(block).or_insert_with(|| PageDesc {
-            refcount: 1,
-            ..PageDesc::default()
-        });
-        pd.flags |= PG_POISONED;
-        if pd.mapping.is_none() && model == PageModel::Legacy {
-            if let Some((ino, idx)) = owners.iter().min() {
-                pd.mapping = Some(*ino);
-                pd.index = *idx;
+        let mut mapping = None;
+        s.pages.update(block, block + 1, true, |pd, _, _| {
+            pd.flags |= PG_POISONED;
+            if pd.mapping.is_none() && model == PageModel::Legacy {
+                if let Some((ino, idx)) = owners.iter().min() {
+                    pd.mapping = Some(*ino);
+                    pd.index = *idx;
+                }
             }
-        }
+            mapping = pd.mapping;
+            true
+        });
         let mut notified: Vec<u64> = match model {
             // memory_failure() used page->mapping only.
-            PageModel::Legacy => pd.mapping.into_iter().collect(),
+            PageModel::Legacy => mapping.into_iter().collect(),
             // The filesystem's reverse map (upstream) or extents + proxies (proxy).
             PageModel::Upstream | PageModel::Proxy => owners.iter().map(|o| o.0).collect(),
         };
         if model == PageModel::Proxy {
-            let px: Vec<u64> = pd.proxies.clone();
-            for p in px {
-                if let Some(p) = s.proxies.get(&p) {
-                    notified.push(p.owner);
-                }
-            }
+            notified.extend(s.proxies_on(block).iter().map(|p| p.owner));
         }
         notified.sort();
         notified.dedup();
@@ -677,41 +730,35 @@ impl Pages {
     /// The model's answer to "who maps this block?" given the ground truth.
     pub fn rmap(&self, block: u64, truth: &[(u64, u64)]) -> Vec<(u64, u64)> {
         let s = self.state.lock();
-        match self.model {
-            PageModel::Legacy => match s
-                .pages
-                .get(&block)
-                .and_then(|p| p.mapping.map(|m| (m, p.index)))
-            {
-                Some(o) => vec![o],
-                None => truth.iter().min().copied().into_iter().collect(),
-            },
-            PageModel::Upstream => truth.to_vec(),
-            PageModel::Proxy => {
-                let mut v = truth.to_vec();
-                if let Some(pd) = s.pages.get(&block) {
-                    for px in &pd.proxies {
-                        if let Some(p) = s.proxies.get(px) {
-                            if !v.contains(&(p.owner, p.index))
-                                && truth.contains(&(p.owner, p.index))
-                            {
-                                v.push((p.owner, p.index));
-                            }
-                        }
-                    }
-                }
-                v.sort();
-                v
-            }
-        }
+        let pd = s.pages.get(block);
+        let proxies: Vec<(u64, u64)> = match (self.model, &pd) {
+            (PageModel::Proxy, Some(_)) => s
+                .proxies_on(block)
+                .iter()
+                .map(|p| (p.owner, p.index))
+                .collect(),
+            _ => Vec::new(),
+        };
+        rmap_of(self.model, pd.as_ref(), truth, &proxies)
     }
 
-    /// A copy of the whole model, for pictures (`Fs::snapshot`).
+    /// A copy of the whole model, page by page, for pictures (`Fs::snapshot`).
     pub fn view(&self) -> PagesView {
         let s = self.state.lock();
+        let proxies = s
+            .pins
+            .values()
+            .flat_map(|p| {
+                p.runs
+                    .iter()
+                    .filter(|r| r.proxy != 0)
+                    .flat_map(move |r| (0..r.len).map(move |k| proxy_of(p, r, k)))
+            })
+            .map(|x| (x.id, x))
+            .collect();
         PagesView {
-            pages: s.pages.iter().map(|(b, p)| (*b, p.clone())).collect(),
-            proxies: s.proxies.iter().map(|(i, p)| (*i, p.clone())).collect(),
+            pages: s.page_descs(),
+            proxies,
             pins: s.pins.values().cloned().collect(),
             deferred: s.deferred.keys().copied().collect(),
             poisoned: s.poisoned.clone(),
@@ -736,7 +783,7 @@ impl Pages {
             s.pins
                 .values()
                 .filter(|p| p.dirty)
-                .flat_map(|p| p.blocks.iter().copied())
+                .flat_map(|p| p.blocks())
                 .filter(|b| *b != ZERO_PAGE),
         );
         v
@@ -754,24 +801,23 @@ impl Pages {
         self.npoisoned.store(0, Ordering::Relaxed);
     }
 
-    /// DRAM used by the page model (descriptors, proxies, pins), approximately.
+    /// DRAM used by the page model (descriptor runs, pins and their runs),
+    /// approximately: per run of blocks, not per page.
     pub fn memory_bytes(&self) -> usize {
         let s = self.state.lock();
-        s.pages.len() * (std::mem::size_of::<PageDesc>() + 16 + 8)
-            + s.pages
-                .values()
-                .map(|p| p.proxies.capacity() * 8)
-                .sum::<usize>()
-            + s.proxies.len() * (std::mem::size_of::<Proxy>() + 16)
+        s.pages.records() * (std::mem::size_of::<(u64, u64, PageDesc)>() + 16)
             + s.pins
                 .values()
                 .map(|p| {
                     std::mem::size_of::<Pin>()
-                        + p.blocks.capacity() * 8
-                        + p.proxies.capacity() * 8
-                        + p.owners_at_pin.capacity() * 16
+                        + 48
+                        + p.runs.capacity() * std::mem::size_of::<PinRun>()
+                        + p.runs
+                            .iter()
+                            .map(|r| r.owners.capacity() * 16)
+                            .sum::<usize>()
                 })
                 .sum::<usize>()
-            + s.pinned.len() * 24
+            + s.deferred.len() * 24
     }
 }

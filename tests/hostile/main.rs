@@ -12,6 +12,7 @@ mod common;
 mod authority;
 mod extremes;
 mod images;
+mod killed;
 mod pins;
 mod setid;
 mod stall;

@@ -448,6 +448,11 @@ impl Fs {
         let budget = self.step_budget();
         let (mut a, lend) = (off / BS, end.div_ceil(BS));
         while a < lend {
+            if a > off / BS {
+                // The pieces before are private copies of the same bytes,
+                // committed: a caller that is gone may stop it here.
+                crate::fs::stop::between_steps()?;
+            }
             // Shared pieces from `a` on, as far as the budget goes.
             let mut b = a;
             let mut cost = 0usize;

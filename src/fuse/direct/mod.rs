@@ -496,13 +496,13 @@ impl DaxFuse {
             None => return Err(FsError::Invalid),
         }
         let pin = self.fs.pages.get_pin(id).ok_or(FsError::Invalid)?;
-        let pages = pin.blocks.len() as u64;
+        let pages = pin.pages;
         if from > pages {
             return Err(FsError::Invalid);
         }
         let mut runs: Vec<wire::PinRun> = Vec::new();
         let mut next = u64::MAX;
-        for (i, &b) in pin.blocks.iter().enumerate().skip(from as usize) {
+        for (i, b) in pin.blocks().enumerate().skip(from as usize) {
             let b = if b == crate::pages::ZERO_PAGE {
                 wire::PIN_ZERO
             } else {
