@@ -75,12 +75,19 @@ fn a_kernel_reader_sees_a_direct_store_at_once() {
     let f = rw(&p);
     let c = Client::connect(&f);
     // A reader opened before the lease; the kernel caches its pages
-    // (cache=keep).
+    // (cache=keep). While it is open, no writable map is granted: a direct
+    // store would leave its cached pages stale.
     let early = File::open(&p).unwrap();
     let mut b = vec![0u8; 2 * BS];
     early.read_exact_at(&mut b, 0).unwrap();
-    // The first writable lease drops what the kernel cached: the early
-    // reader (no open since, which would drop it too) sees a direct store.
+    let r = map(&f, 0, true).unwrap();
+    assert!(
+        r.flags & wire::MAP_WRITE == 0 && r.extents.iter().all(|e| e.flags & wire::EXT_WRITE == 0),
+        "a writable map beside a cached open: {r:?}"
+    );
+    drop(early);
+    // Once it is closed, the first writable lease drops what the kernel
+    // cached, and a reader opened now sees a direct store at once.
     let r = map(&f, 0, true).unwrap();
     let e = r.extents[0];
     assert!(e.flags & wire::EXT_WRITE != 0, "{r:?}");
@@ -92,10 +99,11 @@ fn a_kernel_reader_sees_a_direct_store_at_once() {
     let one = pattern(7, BS);
     store(&one);
     let mut seen = vec![0u8; BS];
-    early.read_exact_at(&mut seen, 0).unwrap();
+    let late = File::open(&p).unwrap();
+    late.read_exact_at(&mut seen, 0).unwrap();
     assert_eq!(
         seen, one,
-        "the reader opened before the lease read a stale page"
+        "a reader opened after the lease read a stale page"
     );
     // Kernel-path opens now bypass the page cache (FOPEN_DIRECT_IO): what
     // they read is not served again from the cache after the next store.
@@ -105,7 +113,7 @@ fn a_kernel_reader_sees_a_direct_store_at_once() {
     store(&two);
     File::open(&p).unwrap().read_exact(&mut seen).unwrap();
     assert_eq!(seen, two, "a kernel-path open read a stale page");
-    drop((c, f, early));
+    drop((c, f, late));
     m.unmount();
     fsck_clean(&img.path);
 }
