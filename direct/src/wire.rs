@@ -126,9 +126,10 @@ fn put64(b: &mut [u8], o: usize, v: u64) {
     b[o..o + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-/// HELLO's reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HelloReply {
+/// HELLO's reply, owning its names ([`HelloReply`]) or borrowing them from
+/// the reply's bytes ([`HelloView`]: the client's setup cannot allocate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloFields<B> {
     pub flags: u32,
     pub nonce: u64,
     pub block_size: u32,
@@ -139,12 +140,15 @@ pub struct HelloReply {
     pub image_dev: u64,
     pub image_ino: u64,
     /// The daemon's socket in the abstract namespace (without the leading NUL).
-    pub socket: Vec<u8>,
+    pub socket: B,
     /// The image's absolute path, as the daemon opened it.
-    pub path: Vec<u8>,
+    pub path: B,
 }
 
-impl HelloReply {
+pub type HelloReply = HelloFields<Vec<u8>>;
+pub type HelloView<'a> = HelloFields<&'a [u8]>;
+
+impl HelloFields<Vec<u8>> {
     /// Fails (`WireError::Name`) where a name does not fit: the socket's
     /// 1..=SOCKET_MAX bytes, the path's 1..PATH_MAX (room for its NUL), no
     /// NUL inside either.
@@ -192,23 +196,8 @@ fn names_fit(socket: &[u8], path: &[u8]) -> Result<(), WireError> {
     }
 }
 
-/// HELLO's reply read in place, borrowing its names: the one decoder of
-/// HELLO (the client's setup cannot allocate; [`HelloReply::decode`] copies
-/// from it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HelloView<'a> {
-    pub flags: u32,
-    pub nonce: u64,
-    pub block_size: u32,
-    pub flush: u32,
-    pub image_len: u64,
-    pub image_dev: u64,
-    pub image_ino: u64,
-    pub socket: &'a [u8],
-    pub path: &'a [u8],
-}
-
-impl<'a> HelloView<'a> {
+impl<'a> HelloFields<&'a [u8]> {
+    /// The one decoder of HELLO's reply.
     pub fn decode(b: &'a [u8]) -> Result<HelloView<'a>, WireError> {
         if b.len() < HELLO_SIZE {
             return Err(WireError::Short);
