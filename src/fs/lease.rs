@@ -123,15 +123,20 @@ impl Fs {
                 // the kernel and gets EIO as the page model says.
                 let mut runs = vec![(lo, po, n)];
                 if poison {
-                    runs = (0..n)
-                        .filter(|&i| !self.pages.poison_check(po + i, ino).0)
-                        .fold(Vec::new(), |mut v: Vec<(u64, u64, u64)>, i| {
-                            match v.last_mut() {
-                                Some(r) if r.0 + r.2 == lo + i => r.2 += 1,
-                                _ => v.push((lo + i, po + i, 1)),
-                            }
-                            v
-                        });
+                    runs.clear();
+                    let (mut l, mut p) = (lo, po);
+                    for b in self.pages.poisoned_in(po, n) {
+                        if !self.pages.poison_check(b, ino).0 {
+                            continue;
+                        }
+                        if b > p {
+                            runs.push((l, p, b - p));
+                        }
+                        (l, p) = (l + (b + 1 - p), b + 1);
+                    }
+                    if po + n > p {
+                        runs.push((l, p, po + n - p));
+                    }
                 }
                 for (lo, po, n) in runs {
                     next = emit(lo, po, n, own);

@@ -710,6 +710,18 @@ impl Pages {
         notified
     }
 
+    /// The poisoned blocks in `first..first + n`, in order.
+    pub fn poisoned_in(&self, first: u64, n: u64) -> Vec<u64> {
+        if !self.any_poisoned() {
+            return Vec::new();
+        }
+        let s = self.state.lock();
+        s.poisoned
+            .range(first..first.saturating_add(n))
+            .copied()
+            .collect()
+    }
+
     /// Is a read of `block` by `ino` refused (poisoned and `ino` was told)?
     /// The second value: poisoned but `ino` was not told (it reads bad data).
     pub fn poison_check(&self, block: u64, ino: u64) -> (bool, bool) {
