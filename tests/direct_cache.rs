@@ -158,3 +158,43 @@ check(stale == 0, '%d of 30 reads were stale' % stale)
         o.stderr
     );
 }
+
+/// A client that opened the file read-write but only reads it takes a
+/// read-only lease, so other processes' opens keep the page cache (a second
+/// pass of reads sends no READ); its first write takes a writable one, and
+/// from then on new opens bypass the cache.
+#[test]
+fn a_read_write_descriptor_that_only_reads_leaves_the_page_cache_on() {
+    let img = Image::new("dcreadonly", 128 << 20);
+    let m = Mounted::new(&img.path, "");
+    let f = file(&m);
+    let o = py(
+        r#"
+import json
+def reads():
+    r = subprocess.run([sys.argv[2], 'counters', '--json', sys.argv[3]], env=PLAIN, capture_output=True)
+    return json.loads(r.stdout)['total'].get('READ', 0)
+PASS = 'fd = os.open(sys.argv[1], os.O_RDONLY)\nfor i in range(16): os.pread(fd, 4096, i * 4096)'
+fd = os.open(sys.argv[1], os.O_RDWR)
+check(os.pread(fd, 4096, 0) == pat(1, 4096), 'a direct read')
+kernel(PASS, sys.argv[1])
+before = reads()
+kernel(PASS, sys.argv[1])
+n = reads() - before
+check(n == 0, 'a second pass beside a reading client sent %d READs' % n)
+os.pwrite(fd, pat(9, 4096), 0)
+before = reads()
+kernel(PASS, sys.argv[1])
+n = reads() - before
+check(n >= 16, 'beside a writing client a pass sent only %d READs' % n)
+"#,
+        &[&f, &DAXLINK, &m.root()],
+    );
+    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
+    let s = total(&o.stderr);
+    assert!(
+        s.reads >= 1 && s.writes >= 1,
+        "not direct: {s:?}\n{}",
+        o.stderr
+    );
+}

@@ -19,7 +19,9 @@ use daxlink_direct::wire;
 use libc::{c_int, iovec};
 
 use crate::debug::debug;
-use crate::fds::{self, Entry, DIRECT, F_APPEND, F_WRITE, KERNEL, PROBING, UNKNOWN, WINDOWS};
+use crate::fds::{
+    self, Entry, DIRECT, F_APPEND, F_WRITE, F_WROTE, KERNEL, PROBING, UNKNOWN, WINDOWS,
+};
 use crate::mount::{self, Mount};
 use crate::sys;
 
@@ -155,7 +157,8 @@ fn refresh(fd: c_int, e: &Entry, m: &Mount, from: u64, all: bool) -> bool {
         // SAFETY: the window is WIN_LEN >= MAP_SIZE bytes, mapped for the
         // process's life, and this thread holds it exclusively.
         let buf = unsafe { &mut *(win as *mut [u8; wire::MAP_SIZE]) };
-        let want = if m.writable && e.flags.load(Relaxed) & F_WRITE != 0 {
+        let want = if m.writable && e.flags.load(Relaxed) & (F_WRITE | F_WROTE) == F_WRITE | F_WROTE
+        {
             wire::MAP_WANT_WRITE
         } else {
             0
@@ -264,6 +267,10 @@ pub fn try_rw(fd: c_int, off: i64, iov: &[iovec], write: bool) -> Option<usize> 
         let fl = e.flags.load(Relaxed);
         if fl & F_APPEND != 0 || fl & F_WRITE == 0 || !m.writable {
             return None;
+        }
+        // The first write: from now on ask for writable maps.
+        if fl & F_WROTE == 0 && e.flags.fetch_or(F_WROTE, AcqRel) & F_WROTE == 0 {
+            e.stale.store(true, Release);
         }
     }
     // A full refresh starts the chain of windows at block 0.

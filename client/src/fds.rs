@@ -31,6 +31,10 @@ pub const PROBING: u32 = 3;
 /// Entry flags.
 pub const F_WRITE: u32 = 1;
 pub const F_APPEND: u32 = 2;
+/// A write was asked through it: its maps ask for writability from then on
+/// (a writable lease makes other opens of the file bypass the page cache,
+/// which a descriptor that only reads should not cost them).
+pub const F_WROTE: u32 = 4;
 
 const EXCL: u32 = 1 << 31;
 
