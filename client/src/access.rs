@@ -492,13 +492,7 @@ pub fn flush_touches(fd: c_int) {
         return;
     }
     let (dev, ino) = (e.dev.load(Relaxed), e.ino.load(Relaxed));
-    let mut any = e.pending.load(Acquire);
-    for (_, o) in fds::direct_entries() {
-        if o.ino.load(Relaxed) == ino && o.dev.load(Relaxed) == dev && o.pending.swap(false, AcqRel)
-        {
-            any = true;
-        }
-    }
+    let any = e.pending.load(Acquire) | fds::take_any(dev, ino, |o| &o.pending);
     if any {
         touch(fd, e);
     }
@@ -517,15 +511,9 @@ pub fn before_kernel_read(fd: c_int) {
         return;
     }
     let (dev, ino) = (e.dev.load(Relaxed), e.ino.load(Relaxed));
-    let mut any = e.others.load(Acquire) || map_outdated(e, dev);
-    for (_, o) in fds::direct_entries() {
-        if o.ino.load(Relaxed) == ino
-            && o.dev.load(Relaxed) == dev
-            && o.uncached.swap(false, AcqRel)
-        {
-            any = true;
-        }
-    }
+    // The own writes' flags are cleared whatever the rest says.
+    let any =
+        (e.others.load(Acquire) || map_outdated(e, dev)) | fds::take_any(dev, ino, |o| &o.uncached);
     if any {
         let mut flags = wire::TOUCH_INVAL.to_le_bytes();
         if let Err(err) = sys::ioctl(fd, wire::TOUCH, flags.as_mut_ptr().cast()) {

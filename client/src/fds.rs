@@ -125,13 +125,23 @@ pub fn direct_entries() -> impl Iterator<Item = (libc::c_int, &'static Entry)> {
         .filter(|(_, e)| e.state.load(Acquire) == DIRECT)
 }
 
+/// The entries that may be DIRECT on file (`dev`, `ino`).
+pub fn of_file(dev: u64, ino: u64) -> impl Iterator<Item = &'static Entry> {
+    direct_entries()
+        .map(|(_, e)| e)
+        .filter(move |e| e.ino.load(Relaxed) == ino && e.dev.load(Relaxed) == dev)
+}
+
+/// Clear `flag` of every entry of file (`dev`, `ino`); was any set?
+pub fn take_any(dev: u64, ino: u64, flag: fn(&Entry) -> &AtomicBool) -> bool {
+    of_file(dev, ino).fold(false, |any, e| flag(e).swap(false, AcqRel) | any)
+}
+
 /// Mark every direct entry of the same file as changed (after a
 /// kernel-path write, truncate or fallocate through any of them).
 pub fn changed_file(dev: u64, ino: u64) {
-    for (_, e) in direct_entries() {
-        if e.ino.load(Relaxed) == ino && e.dev.load(Relaxed) == dev {
-            e.changed.store(true, Release);
-        }
+    for e in of_file(dev, ino) {
+        e.changed.store(true, Release);
     }
 }
 

@@ -22,8 +22,6 @@ use std::collections::{HashMap, HashSet};
 pub(super) struct Handle {
     pub flags: i32,
     pub ino: u64,
-    /// Opened with the page cache (not FOPEN_DIRECT_IO).
-    pub cached: bool,
 }
 
 #[derive(Default)]
@@ -46,14 +44,7 @@ impl Handles {
 
     /// A new open of `ino`, not yet settled (counted as not cached).
     pub fn insert(&mut self, fh: u64, ino: u64, flags: i32) {
-        if let Some(old) = self.by_fh.insert(
-            fh,
-            Handle {
-                flags,
-                ino,
-                cached: false,
-            },
-        ) {
+        if let Some(old) = self.by_fh.insert(fh, Handle { flags, ino }) {
             self.forget(old.ino, fh);
         }
     }
@@ -66,11 +57,9 @@ impl Handles {
 
     /// Record whether open `fh` uses the page cache.
     pub fn settle(&mut self, fh: u64, cached: bool) {
-        let Some(h) = self.by_fh.get_mut(&fh) else {
+        let Some(ino) = self.by_fh.get(&fh).map(|h| h.ino) else {
             return;
         };
-        h.cached = cached;
-        let ino = h.ino;
         if cached {
             self.cached.entry(ino).or_default().insert(fh);
         } else {
