@@ -9,15 +9,24 @@
 //! fatal signal pending. What the condition looks at is the caller's
 //! business (the FUSE edge: whether the requesting thread was killed); the
 //! core only offers the points.
+//!
+//! Some operations cannot stop halfway: a truncate has set the new size in
+//! its first step, and the blocks past it must be freed before anything
+//! else may be written there. Their step boundaries call [`past_return`]
+//! instead: when the condition holds, the code that started the operation
+//! answers its caller at once ([`detaching`]: the killed caller is free to
+//! go) and the operation runs on to its end with nobody waiting for it.
 
 use std::cell::RefCell;
 
 use crate::error::{FsError, FsResult};
 
 type Cond = Box<dyn Fn() -> bool>;
+type Detach = Box<dyn FnOnce()>;
 
 thread_local! {
     static STOP: RefCell<Option<Cond>> = const { RefCell::new(None) };
+    static DETACH: RefCell<Option<Detach>> = const { RefCell::new(None) };
 }
 
 /// Run `f` with `stop` as this thread's stop condition.
@@ -34,12 +43,43 @@ pub fn stopping_when<R>(stop: impl Fn() -> bool + 'static, f: impl FnOnce() -> R
     f()
 }
 
+/// Run `f` with `detach` as the answer to give its caller early if the
+/// stop condition holds at one of `f`'s [`past_return`] points. `detach`
+/// runs at most once; if it never runs, it is dropped when `f` returns.
+pub fn detaching<R>(detach: impl FnOnce() + 'static, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Detach>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let old = self.0.take();
+            DETACH.with(|d| *d.borrow_mut() = old);
+        }
+    }
+    let old = DETACH.with(|d| d.borrow_mut().replace(Box::new(detach)));
+    let _restore = Restore(old);
+    f()
+}
+
+fn stop_holds() -> bool {
+    STOP.with(|s| s.borrow().as_ref().is_some_and(|c| c()))
+}
+
 /// A step boundary: Err(Interrupted) if this thread's stop condition holds.
 pub(crate) fn between_steps() -> FsResult<()> {
-    let stop = STOP.with(|s| s.borrow().as_ref().map(|c| c()));
-    match stop {
-        Some(true) => Err(FsError::Interrupted),
-        _ => Ok(()),
+    if stop_holds() {
+        return Err(FsError::Interrupted);
+    }
+    Ok(())
+}
+
+/// A step boundary of an operation that must run to its end: if this
+/// thread's stop condition holds, answer the caller now (the `detaching`
+/// callback, once) and go on; the condition is not asked again.
+pub(crate) fn past_return() {
+    let pending = DETACH.with(|d| d.borrow().is_some());
+    if pending && stop_holds() {
+        if let Some(answer) = DETACH.with(|d| d.borrow_mut().take()) {
+            answer();
+        }
     }
 }
 
@@ -54,5 +94,37 @@ mod tests {
         assert_eq!(r, Err(FsError::Interrupted));
         assert!(stopping_when(|| false, between_steps).is_ok());
         assert!(between_steps().is_ok());
+    }
+
+    #[test]
+    fn past_return_answers_once_and_goes_on() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let answered = Rc::new(Cell::new(0));
+        let asked = Rc::new(Cell::new(0));
+        let (a, q) = (answered.clone(), asked.clone());
+        let steps = stopping_when(
+            move || {
+                q.set(q.get() + 1);
+                true
+            },
+            || {
+                detaching(
+                    move || a.set(a.get() + 1),
+                    || {
+                        for _ in 0..3 {
+                            past_return();
+                        }
+                        7
+                    },
+                )
+            },
+        );
+        assert_eq!(steps, 7);
+        assert_eq!(answered.get(), 1);
+        assert_eq!(asked.get(), 1);
+        // Outside, nothing is left to answer.
+        past_return();
+        assert_eq!(answered.get(), 1);
     }
 }

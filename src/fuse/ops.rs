@@ -113,9 +113,21 @@ impl Filesystem for DaxFuse {
                 mtime: t(mtime),
                 clear_mode: me.setid_bits_to_clear(o, ino.0, uid.or(gid).is_some(), size),
             };
-            match me.fs.setattr(ino.0, &s) {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
+            // A truncate whose caller is killed runs to its end, but the
+            // caller gets its answer (EINTR) at the next step and is gone.
+            let slot = std::rc::Rc::new(std::cell::Cell::new(Some(reply)));
+            let early = slot.clone();
+            let answer_now = move || {
+                if let Some(r) = early.take() {
+                    r.error(Errno::EINTR);
+                }
+            };
+            let r = crate::fs::stop::detaching(answer_now, || me.fs.setattr(ino.0, &s));
+            if let Some(reply) = slot.take() {
+                match r {
+                    Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                    Err(e) => reply.error(errno(&e)),
+                }
             }
         };
         // A truncate may free a whole file's blocks.

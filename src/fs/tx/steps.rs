@@ -223,16 +223,23 @@ impl Fs {
     /// The first step writes `rec`, and the intent record if it is not also
     /// the last; the last frees the intent when `finish`. If a step fails,
     /// the blocks not mapped yet are unreserved and the intent record is
-    /// dropped (the change stops where it was, a consistent state).
+    /// dropped (the change stops where it was, a consistent state). So does
+    /// a caller that is gone (`stop::between_steps` before every step but
+    /// the first): a killed fallocate leaves part of its range changed, as
+    /// a killed remap leaves part of its range shared.
     pub(in crate::fs) fn run_range(&self, g: &mut Inode, job: RangeJob) -> FsResult<()> {
         let mut slot = job.slot;
         let mut rec = job.rec;
         let mut punch = job.punch;
         let (mut pre_c, mut post_c): (Cursor, Cursor) = ((0, 0), (0, 0));
+        let mut first = true;
         loop {
             let mapped0 = g.mapped;
             let mut undo = Vec::new();
             let step = (|| -> FsResult<(Cursor, Cursor, bool, Option<u64>)> {
+                if !std::mem::take(&mut first) {
+                    crate::fs::stop::between_steps()?;
+                }
                 let mut ctx = if job.freeing {
                     self.ctx_freeing()?
                 } else {
