@@ -8,7 +8,8 @@
 #             fewer than 2,000 entries; BENCH_META_TREE=DIR picks another) into the filesystem;
 #   rm -rf    of that copy;
 #   ls -l     of a 10,000-entry directory, warm (listed just before) and cold (after
-#             `echo 2 > /proc/sys/vm/drop_caches`).
+#             `echo 2 > /proc/sys/vm/drop_caches`);
+#   stat      of each of those 10,000 entries by a python loop, warm (after the warm ls -l).
 # Each is run BENCH_META_REPEAT times (default 3) and the median kept; the table gives the
 # time, the ratio tmpfs time / fs time (1.0 = as fast as tmpfs)
 # and, on daxlink, the FUSE requests of the operation (`daxlink counters --json`, reset
@@ -123,8 +124,8 @@ measure() {
   # $WORK/errors.FS.OP (its first line is printed at the end).
   out=$("$@" 2>>"$WORK/errors.$fs.$op") || rc=$?
   secs=$(secs_since "$t0")
-  # creates times its own loop (python's start-up left out) and prints the seconds.
-  [ "$op" = creates ] && secs=$out
+  # creates and stat time their own loops (python's start-up left out) and print the seconds.
+  case $op in creates | stat_warm) secs=$out ;; esac
   if is_dax "$fs"; then
     sleep 0.2 # RELEASE and RELEASEDIR arrive after close returns
     req=$(( $(read_count "$m") - OVERHEAD ))
@@ -141,6 +142,15 @@ for i in range(n):
 print(f"{time.perf_counter() - t0:.4f}")
 ' "$1" "$2"; }
 lsl() { ls -l "$1" >/dev/null; }
+stat_all() { python3 -c '
+import os, sys, time
+d = sys.argv[1]
+names = [os.path.join(d, n) for n in os.listdir(d)]
+t0 = time.perf_counter()
+for p in names:
+    os.stat(p)
+print(f"{time.perf_counter() - t0:.4f}")
+' "$1"; }
 drop_caches() { sync; echo 2 >/proc/sys/vm/drop_caches; }
 
 # The 10,000-entry directory for ls -l, made once per filesystem.
@@ -170,6 +180,7 @@ for run in $(seq 1 "$REPEAT"); do
     measure "$fs" rm_rf "$run" rm -rf "$m/t$run"
     lsl "$m/lsdir" >/dev/null
     measure "$fs" ls_l_warm "$run" lsl "$m/lsdir"
+    measure "$fs" stat_warm "$run" stat_all "$m/lsdir"
     drop_caches
     measure "$fs" ls_l_cold "$run" lsl "$m/lsdir"
   done
@@ -189,10 +200,10 @@ for line in open(raw):
     t[fs, op].append(float(secs))
     if req:
         r[fs, op].append(int(req))
-ops = ["creates", "cp_a", "rm_rf", "ls_l_warm", "ls_l_cold"]
+ops = ["creates", "cp_a", "rm_rf", "ls_l_warm", "stat_warm", "ls_l_cold"]
 names = {"creates": f"creates ({n} files)", "cp_a": f"cp -a ({tree_entries} entries)",
          "rm_rf": "rm -rf of it", "ls_l_warm": f"ls -l, {n} entries, warm",
-         "ls_l_cold": f"ls -l, {n} entries, cold"}
+         "stat_warm": f"stat of {n} entries, warm", "ls_l_cold": f"ls -l, {n} entries, cold"}
 fses = ["daxlink", "uring", "passthrough_hp", "tmpfs"]
 med = {k: statistics.median(v) for k, v in t.items()}
 medr = {k: int(statistics.median(v)) for k, v in r.items()}

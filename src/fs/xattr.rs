@@ -372,10 +372,20 @@ impl Fs {
 /// checks (owner or CAP_FOWNER). The kernel applies no check at all to
 /// other `system.` names, so those, like names in no namespace, are not
 /// supported (EOPNOTSUPP), not stored for anyone who asks.
+///
+/// Nor is `security.selinux`: daxlink keeps no SELinux labels (SELinux
+/// labels a FUSE mount as a whole, by a genfs rule of its policy or the
+/// `context=` mount option, not from the filesystem's xattrs). Saying so,
+/// rather than "no such attribute" per file, is what lets `ls -l` stop
+/// asking: coreutils remembers a device whose labels are not supported,
+/// where it would otherwise send one GETXATTR per file, every listing
+/// (the kernel caches no `security.` xattr for FUSE; docs/ROUNDTRIPS.md).
 pub fn known_namespace(name: &[u8]) -> FsResult<()> {
+    const SELINUX: &[u8] = b"security.selinux";
     let ok = [&b"user."[..], b"trusted.", b"security."]
         .iter()
         .any(|p| name.len() > p.len() && name.starts_with(p))
+        && name != SELINUX
         || name == acl::ACCESS
         || name == acl::DEFAULT;
     if ok {
