@@ -104,7 +104,7 @@ impl Cred {
     };
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
     pub size: u64,

@@ -13,16 +13,19 @@
 //! Some operations cannot stop halfway: a truncate has set the new size in
 //! its first step, and the blocks past it must be freed before anything
 //! else may be written there. Their step boundaries call [`past_return`]
-//! instead: when the condition holds, the code that started the operation
-//! answers its caller at once ([`detaching`]: the killed caller is free to
-//! go) and the operation runs on to its end with nobody waiting for it.
+//! instead: once everything the caller can see is done (a truncate's new
+//! size, times and mode), and the condition holds, the code that started
+//! the operation answers its caller at once with those attributes
+//! ([`detaching`]: the killed caller is free to go) and the operation runs
+//! on to its end (freeing blocks) with nobody waiting for it.
 
 use std::cell::RefCell;
 
 use crate::error::{FsError, FsResult};
+use crate::fs::Attr;
 
 type Cond = Box<dyn Fn() -> bool>;
-type Detach = Box<dyn FnOnce()>;
+type Detach = Box<dyn FnOnce(&Attr)>;
 
 thread_local! {
     static STOP: RefCell<Option<Cond>> = const { RefCell::new(None) };
@@ -43,10 +46,11 @@ pub fn stopping_when<R>(stop: impl Fn() -> bool + 'static, f: impl FnOnce() -> R
     f()
 }
 
-/// Run `f` with `detach` as the answer to give its caller early if the
-/// stop condition holds at one of `f`'s [`past_return`] points. `detach`
-/// runs at most once; if it never runs, it is dropped when `f` returns.
-pub fn detaching<R>(detach: impl FnOnce() + 'static, f: impl FnOnce() -> R) -> R {
+/// Run `f` with `detach` as the answer to give its caller early (with the
+/// attributes the caller would have got) if the stop condition holds at
+/// one of `f`'s [`past_return`] points. `detach` runs at most once; if it
+/// never runs, it is dropped when `f` returns.
+pub fn detaching<R>(detach: impl FnOnce(&Attr) + 'static, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Detach>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -71,14 +75,15 @@ pub(crate) fn between_steps() -> FsResult<()> {
     Ok(())
 }
 
-/// A step boundary of an operation that must run to its end: if this
-/// thread's stop condition holds, answer the caller now (the `detaching`
-/// callback, once) and go on; the condition is not asked again.
-pub(crate) fn past_return() {
+/// A step boundary of an operation that must run to its end, after the
+/// part its caller sees: if this thread's stop condition holds, answer the
+/// caller now with `attr()` (the `detaching` callback, once) and go on;
+/// the condition is not asked again.
+pub(crate) fn past_return(attr: impl FnOnce() -> Attr) {
     let pending = DETACH.with(|d| d.borrow().is_some());
     if pending && stop_holds() {
         if let Some(answer) = DETACH.with(|d| d.borrow_mut().take()) {
-            answer();
+            answer(&attr());
         }
     }
 }
@@ -110,10 +115,13 @@ mod tests {
             },
             || {
                 detaching(
-                    move || a.set(a.get() + 1),
+                    move |at: &Attr| a.set(a.get() + at.size as i32),
                     || {
                         for _ in 0..3 {
-                            past_return();
+                            past_return(|| Attr {
+                                size: 1,
+                                ..Attr::default()
+                            });
                         }
                         7
                     },
@@ -124,7 +132,7 @@ mod tests {
         assert_eq!(answered.get(), 1);
         assert_eq!(asked.get(), 1);
         // Outside, nothing is left to answer.
-        past_return();
+        past_return(Attr::default);
         assert_eq!(answered.get(), 1);
     }
 }

@@ -100,7 +100,8 @@ impl Fs {
     /// Free every block of `g` from logical block `first` on, in batches; the
     /// last batch also drops the orphan record `orphan`. The new size is
     /// committed already, so a caller that is gone does not stop this: it
-    /// is answered at once (`stop::past_return`) and the batches run on.
+    /// is answered at once with the attributes it will see
+    /// (`stop::past_return`), and the batches run on.
     pub(super) fn unmap_tail(
         &self,
         g: &mut Inode,
@@ -124,7 +125,7 @@ impl Fs {
             if done {
                 return Ok(());
             }
-            crate::fs::stop::past_return();
+            crate::fs::stop::past_return(|| g.attr());
         }
     }
 

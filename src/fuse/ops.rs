@@ -114,20 +114,25 @@ impl Filesystem for DaxFuse {
                 clear_mode: me.setid_bits_to_clear(o, ino.0, uid.or(gid).is_some(), size),
             };
             // A truncate whose caller is killed runs to its end, but the
-            // caller gets its answer (EINTR) at the next step and is gone.
+            // caller gets its answer at the next step and is gone: the
+            // attributes it would get (the new size is committed; only
+            // freeing the blocks past it is left), so that the kernel drops
+            // its cached pages past the new size at once.
             let slot = std::rc::Rc::new(std::cell::Cell::new(Some(reply)));
             let early = slot.clone();
-            let answer_now = move || {
+            let answer_now = move |a: &Attr| {
                 if let Some(r) = early.take() {
-                    r.error(Errno::EINTR);
+                    r.attr(&TTL, &file_attr(a));
                 }
             };
             let r = crate::fs::stop::detaching(answer_now, || me.fs.setattr(ino.0, &s));
-            if let Some(reply) = slot.take() {
-                match r {
+            match slot.take() {
+                Some(reply) => match r {
                     Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                     Err(e) => reply.error(errno(&e)),
-                }
+                },
+                // Answered early: the block count it carried is stale now.
+                None => me.invalidate_attrs(ino.0),
             }
         };
         // A truncate may free a whole file's blocks.

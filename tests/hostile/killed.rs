@@ -152,8 +152,9 @@ fn sigkill_stops_a_long_punch_between_steps() {
 
 /// nobody truncates a file of 16,384 extents to nothing (16 steps of
 /// 400 ms) and is killed 1.5 s in: the process is gone within 3 s, and
-/// the truncate still ends whole: size 0, each of its blocks free
-/// again (statfs), the image clean.
+/// the truncate still ends whole: each of its blocks free again
+/// (statfs), and a write at the old end through a descriptor opened
+/// before reads back zeros before it, not the kernel's cached old bytes.
 #[test]
 fn sigkill_answers_a_long_truncate_which_still_ends_whole() {
     let img = Image::new("killed-trunc", 256 << 20);
@@ -167,20 +168,39 @@ fn sigkill_answers_a_long_truncate_which_still_ends_whole() {
         "the file took too few blocks"
     );
     let f = m.path("f").display().to_string();
+    // The file's pages in the kernel's cache: the kernel, told EINTR,
+    // truncates none of them itself.
+    let len = (2 * FREE_EXTENTS - 1) * 4096;
+    assert_eq!(fs::read(&f).unwrap().len() as u64, len);
+    // A descriptor opened before, which needs no fresh attributes later.
+    let w = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f)
+        .unwrap();
     let gone = kill_after_1500ms(&["truncate", "-s", "0", &f], "truncate");
-    let t = Instant::now();
-    let size = fs::metadata(&f).unwrap().size();
-    let after = t.elapsed();
-    eprintln!("killed truncate gone after {gone:?}; stat after it took {after:?}");
     assert!(
         gone < Duration::from_secs(3),
         "the killed truncate's process lived on {gone:?}"
     );
-    assert_eq!(size, 0, "the truncate stopped halfway");
-    // (Record blocks the extents needed may stay allocated.)
+    // Written at the old end again at once (the write waits for the
+    // truncate), the file reads zeros before it, not the old bytes from
+    // the kernel's cache.
+    let t = Instant::now();
+    w.write_all_at(b"!", len - 1).unwrap();
+    let after = t.elapsed();
+    eprintln!("killed truncate gone after {gone:?}; a write after it took {after:?}");
+    let mut data = vec![0xeeu8; len as usize];
+    w.read_exact_at(&mut data, 0).unwrap();
+    drop(w);
+    let stale = data[..data.len() - 1].iter().filter(|&&b| b != 0).count();
+    assert_eq!(stale, 0, "{stale} old bytes read back after the truncate");
+    assert_eq!(data[data.len() - 1], b'!');
+    // All but the block written again (record blocks the extents needed
+    // may stay allocated).
     let freed = free(&m) - with_file;
     assert!(
-        freed >= FREE_EXTENTS,
+        freed + 1 >= FREE_EXTENTS,
         "{freed} blocks freed of the file's {FREE_EXTENTS}"
     );
     m.unmount();
