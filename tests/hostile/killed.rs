@@ -6,7 +6,7 @@
 //! killed caller is answered at once and the freeing runs on to its end.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{chown, FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{chown, FileExt, PermissionsExt};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
