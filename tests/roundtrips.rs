@@ -478,6 +478,28 @@ fn ring_served_requests_are_counted_as_ring() {
         let _ = fs::metadata(m.path("missing"));
     });
     assert_eq!(ring, counts(&[("LOOKUP", 1)]));
+    // An xattr read on the ring: a size query, the value, a buffer too small.
+    let f = std::ffi::CString::new(m.path("f").into_os_string().into_encoded_bytes()).unwrap();
+    let k = c"user.k";
+    let v: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+    // SAFETY: valid C strings and a buffer of v.len() bytes.
+    let r = unsafe { libc::setxattr(f.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let get = |len: usize| {
+        let mut b = vec![0u8; len];
+        // SAFETY: valid C strings and a buffer of `len` bytes.
+        let n = unsafe { libc::getxattr(f.as_ptr(), k.as_ptr(), b.as_mut_ptr().cast(), len) };
+        let e = std::io::Error::last_os_error().raw_os_error();
+        (n, b, e)
+    };
+    let (all, ring) = c.delta_split(|| {
+        assert_eq!(get(0).0, 300);
+        let (n, b, _) = get(400);
+        assert_eq!((n, &b[..300]), (300, &v[..]));
+        let (n, _, e) = get(10);
+        assert_eq!((n, e), (-1, Some(libc::ERANGE)));
+    });
+    assert_eq!(ring.get("GETXATTR"), Some(&3), "all {all:?} ring {ring:?}");
     drop(c);
     m.unmount();
 }

@@ -451,26 +451,10 @@ impl Filesystem for DaxFuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", || {
-            if self.panic_hook && name.as_bytes() == b"user.daxlink.inject-panic" {
-                panic!("injected panic (DAXLINK_FAULT_INJECT)");
-            }
-            if self.hang_hook && name.as_bytes() == b"user.daxlink.inject-hang" {
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
-            }
-            if name.as_bytes() == EXTENTS_XATTR {
-                return match self.fs.extents_detail(ino.0) {
-                    Ok(e) => xattr_reply(extents_json(&e).into_bytes(), size, reply),
-                    Err(e) => reply.error(errno(&e)),
-                };
-            }
-            match self.fs.getxattr(ino.0, name.as_bytes()) {
-                Ok(v) => xattr_reply(v, size, reply),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match self.serve_getxattr(ino.0, name.as_bytes()) {
+            Ok(v) => xattr_reply(v, size, reply),
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {

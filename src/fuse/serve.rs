@@ -140,6 +140,26 @@ impl DaxFuse {
         self.serve("getattr", || self.fs.getattr(ino))
     }
 
+    /// GETXATTR: the whole value (the caller answers a size query, or
+    /// ERANGE for a buffer too small, as `xattr_reply` does).
+    pub fn serve_getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, i32> {
+        self.serve("getxattr", || {
+            if self.panic_hook && name == b"user.daxlink.inject-panic" {
+                panic!("injected panic (DAXLINK_FAULT_INJECT)");
+            }
+            if self.hang_hook && name == b"user.daxlink.inject-hang" {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+            if name == super::EXTENTS_XATTR {
+                let e = self.fs.extents_detail(ino)?;
+                return Ok(super::ioctl_handlers::extents_json(&e).into_bytes());
+            }
+            self.fs.getxattr(ino, name)
+        })
+    }
+
     /// A new handle and what the kernel may keep of the file's cached pages.
     pub fn serve_open(&self, ino: u64, flags: i32) -> Result<(u64, FopenFlags), i32> {
         self.serve("open", || {

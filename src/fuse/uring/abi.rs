@@ -29,6 +29,7 @@ pub const OP_OPEN: u32 = 14;
 pub const OP_READ: u32 = 15;
 pub const OP_WRITE: u32 = 16;
 pub const OP_RELEASE: u32 = 18;
+pub const OP_GETXATTR: u32 = 22;
 pub const OP_FLUSH: u32 = 25;
 pub const OP_CREATE: u32 = 35;
 pub const OP_IOCTL: u32 = 39;

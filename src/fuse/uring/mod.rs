@@ -8,8 +8,8 @@
 //! caller ran on (`queue.rs`): one thread per CPU, pinned there, so a
 //! request and its answer need no wake-up of another CPU, and one command
 //! both answers a request and waits for the next. The ring threads answer
-//! ten opcodes themselves (`queue.rs`'s `NATIVE`: LOOKUP, GETATTR, UNLINK,
-//! OPEN, READ, WRITE, RELEASE, FLUSH, CREATE, and IOCTL for commands the
+//! eleven opcodes themselves (`queue.rs`'s `NATIVE`: LOOKUP, GETATTR, UNLINK,
+//! OPEN, READ, WRITE, RELEASE, GETXATTR, FLUSH, CREATE, and IOCTL for commands the
 //! daemon does not serve) through the code fuser's handlers call too. The
 //! rest is passed to a second fuser session over a socket pair
 //! (`bridge.rs`), and so is a native request from a user the mount turns

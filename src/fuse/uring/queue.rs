@@ -36,6 +36,7 @@ const NATIVE: &[u32] = &[
     abi::OP_READ,
     abi::OP_WRITE,
     abi::OP_RELEASE,
+    abi::OP_GETXATTR,
     abi::OP_FLUSH,
     abi::OP_CREATE,
     abi::OP_IOCTL,
@@ -379,6 +380,28 @@ impl Queue {
                         let n = abi::entry_out(buf, &a, wire_mode(a.mode), ttl);
                         n + abi::open_out(&mut buf[n..], fh, f.bits())
                     })
+            }
+            abi::OP_GETXATTR => {
+                // struct fuse_getxattr_in (size, padding); the name in the payload.
+                let size = abi::op_u32(op, 0)? as usize;
+                let name = abi::name(&buf[..payload_sz])?.to_vec();
+                match fuse.serve_getxattr(hd.nodeid, &name) {
+                    // A size query: struct fuse_getxattr_out (size, padding).
+                    Ok(v) if size == 0 => {
+                        buf[0..4].copy_from_slice(&(v.len() as u32).to_ne_bytes());
+                        buf[4..8].fill(0);
+                        Ok(8)
+                    }
+                    Ok(v) if v.len() > size => Err(libc::ERANGE),
+                    // Bigger than this entry's buffer: the bridge answers
+                    // (reading changes nothing).
+                    Ok(v) if v.len() > buf.len() => return None,
+                    Ok(v) => {
+                        buf[..v.len()].copy_from_slice(&v);
+                        Ok(v.len())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             // As `DaxFuse::flush`: nothing to do at close.
             abi::OP_FLUSH => Err(libc::ENOSYS),
