@@ -20,6 +20,7 @@
 //! on to its end (freeing blocks) with nobody waiting for it.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use crate::error::{FsError, FsResult};
 use crate::fs::Attr;
@@ -32,18 +33,28 @@ thread_local! {
     static DETACH: RefCell<Option<Detach>> = const { RefCell::new(None) };
 }
 
-/// Run `f` with `stop` as this thread's stop condition.
-pub fn stopping_when<R>(stop: impl Fn() -> bool + 'static, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Cond>);
-    impl Drop for Restore {
+/// Run `f` with `value` in the thread-local `slot`, the old value put
+/// back when `f` returns or unwinds.
+fn with_slot<T: 'static, R>(
+    slot: &'static LocalKey<RefCell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: 'static>(&'static LocalKey<RefCell<Option<T>>>, Option<T>);
+    impl<T: 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            let old = self.0.take();
-            STOP.with(|s| *s.borrow_mut() = old);
+            let old = self.1.take();
+            self.0.with(|s| *s.borrow_mut() = old);
         }
     }
-    let old = STOP.with(|s| s.borrow_mut().replace(Box::new(stop)));
-    let _restore = Restore(old);
+    let old = slot.with(|s| s.borrow_mut().replace(value));
+    let _restore = Restore(slot, old);
     f()
+}
+
+/// Run `f` with `stop` as this thread's stop condition.
+pub fn stopping_when<R>(stop: impl Fn() -> bool + 'static, f: impl FnOnce() -> R) -> R {
+    with_slot(&STOP, Box::new(stop) as Cond, f)
 }
 
 /// Run `f` with `detach` as the answer to give its caller early (with the
@@ -51,16 +62,7 @@ pub fn stopping_when<R>(stop: impl Fn() -> bool + 'static, f: impl FnOnce() -> R
 /// one of `f`'s [`past_return`] points. `detach` runs at most once; if it
 /// never runs, it is dropped when `f` returns.
 pub fn detaching<R>(detach: impl FnOnce(&Attr) + 'static, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Detach>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let old = self.0.take();
-            DETACH.with(|d| *d.borrow_mut() = old);
-        }
-    }
-    let old = DETACH.with(|d| d.borrow_mut().replace(Box::new(detach)));
-    let _restore = Restore(old);
-    f()
+    with_slot(&DETACH, Box::new(detach) as Detach, f)
 }
 
 fn stop_holds() -> bool {
