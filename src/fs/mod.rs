@@ -622,4 +622,6 @@ mod tests_dram;
 #[cfg(test)]
 mod tests_nowait;
 #[cfg(test)]
+mod tests_pages;
+#[cfg(test)]
 mod tests_paths;
