@@ -248,6 +248,19 @@ mod tests {
     }
 
     #[test]
+    fn in_header_fields_at_their_offsets() {
+        // struct fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid.
+        let mut b = in_header(40, 16, 7).to_vec();
+        b[16..24].copy_from_slice(&9u64.to_ne_bytes());
+        for (at, v) in [(24, 1000u32), (28, 1001), (32, 4321)] {
+            b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        let h = InHeader::decode(&b).unwrap();
+        assert_eq!((h.len, h.opcode, h.unique, h.nodeid), (40, 16, 7, 9));
+        assert_eq!((h.uid, h.gid, h.pid), (1000, 1001, 4321));
+    }
+
+    #[test]
     fn reply_header_round_trip() {
         let mut h = vec![0u8; HEADERS_LEN];
         set_reply(&mut h, 77, -5, 8);
