@@ -14,6 +14,8 @@
 #                and 683-685); e.g. FSTESTS_ARGS="generic/355 generic/683".
 # WORK           images, fstests' config and results (default /dev/shm/daxlink-fstests).
 # MNT            mount points (default /mnt/daxlink-fstests).
+# KEEP=1         keep the images afterwards (they live in RAM on /dev/shm: fstests'
+#                quick group leaves about 3 GB in them); logs and results are kept.
 #
 # How fstests sees daxlink: FSTYP=fuse with FUSE_SUBTYP=.daxlink, so it mounts
 # with `mount -t fuse.daxlink IMAGE DIR -o allow_other` (mount.fuse3 runs
@@ -69,7 +71,7 @@ cleanup() {
     if mountpoint -q "$d"; then umount "$d" || umount -l "$d" || true; fi
   done
 }
-trap cleanup EXIT
+trap 'cleanup; [ -n "${KEEP:-}" ] || rm -f "$WORK"/*.img' EXIT
 cleanup
 
 echo "== daxlink: $(daxlink --version 2>&1 | head -1) ($(command -v daxlink)); tree $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
