@@ -138,14 +138,15 @@ impl Fs {
 
     /// Write `data` at `off` (or at EOF when `append`). Returns bytes written.
     pub fn write(&self, ino: u64, off: u64, data: &[u8], append: bool) -> FsResult<usize> {
-        self.write_killing(ino, off, data, append, false)
+        self.write_killing(ino, off, data, append, None)
             .map(|(n, _)| n)
     }
 
     /// `write`, which first clears what a write by this caller clears:
-    /// `kill_suidgid` (the kernel's FUSE_WRITE_KILL_SUIDGID: a caller without
-    /// CAP_FSETID) clears set-user-ID, and set-group-ID when the group may
-    /// execute; any write drops a file capability (`security.capability`).
+    /// `kill` (`Some` when the kernel said FUSE_WRITE_KILL_SUIDGID: a caller
+    /// without CAP_FSETID) clears set-ID bits as
+    /// [`setid_cleared_by_data_change`] says; any write drops a file
+    /// capability (`security.capability`).
     /// As the VFS's `file_remove_privs`, this is its own transaction before
     /// the data's. Returns the bytes written and whether the mode changed
     /// (the kernel's cached attributes are then stale).
@@ -155,10 +156,10 @@ impl Fs {
         off: u64,
         data: &[u8],
         append: bool,
-        kill_suidgid: bool,
+        kill: Clearer,
     ) -> FsResult<(usize, bool)> {
         let mut g = self.lock_data_change(ino)?;
-        let killed = !data.is_empty() && self.remove_privs_locked(&mut g, kill_suidgid)?;
+        let killed = !data.is_empty() && self.remove_privs_locked(&mut g, kill)?;
         let off = if append || g.append_only() {
             g.rec.size
         } else {
@@ -179,20 +180,19 @@ impl Fs {
 
     /// What any data change of `ino` clears first (write, truncate,
     /// fallocate in every mode, the destination of a clone or a copy): the
-    /// VFS's `file_remove_privs`. `kill_suidgid`: the caller lacks
-    /// CAP_FSETID in the mount's namespace. Returns whether the mode changed.
-    pub fn remove_privs(&self, ino: u64, kill_suidgid: bool) -> FsResult<bool> {
+    /// VFS's `file_remove_privs`. `kill`: who changes the data ([`Clearer`]).
+    /// Returns whether the mode changed.
+    pub fn remove_privs(&self, ino: u64, kill: Clearer) -> FsResult<bool> {
         let mut g = self.lock_data_change(ino)?;
-        self.remove_privs_locked(&mut g, kill_suidgid)
+        self.remove_privs_locked(&mut g, kill)
     }
 
-    fn remove_privs_locked(&self, g: &mut Inode, kill_suidgid: bool) -> FsResult<bool> {
+    fn remove_privs_locked(&self, g: &mut Inode, kill: Clearer) -> FsResult<bool> {
         const CAPS: &[u8] = b"security.capability";
         let mode = g.rec.mode;
-        let clear = if kill_suidgid {
-            setid_cleared_by_data_change(mode)
-        } else {
-            0
+        let clear = match kill {
+            Some(in_group) => setid_cleared_by_data_change(mode, g.rec.gid, in_group),
+            None => 0,
         };
         let caps = g.rec.xattr_blocks != 0 && {
             self.load_xattrs(g)?;
@@ -527,11 +527,20 @@ impl Fs {
     }
 }
 
-/// The set-ID bits of `mode` that a data change by a caller without
-/// CAP_FSETID clears (the VFS's `should_remove_suid`): set-user-ID always,
-/// set-group-ID when the group may execute (without it, the bit marks
-/// mandatory locking, not privilege).
-pub fn setid_cleared_by_data_change(mode: u32) -> u32 {
-    let gx = mode & libc::S_IXGRP != 0;
-    mode & (libc::S_ISUID | if gx { libc::S_ISGID } else { 0 })
+/// Who makes a data change, as set-ID clearing needs to know them: `None`
+/// for a caller with CAP_FSETID in the mount's user namespace (it keeps the
+/// bits), else `Some(in_group)`, where `in_group(gid)` tells whether the
+/// caller's fs gid or one of its supplementary groups is `gid` (asked only
+/// when the answer matters: a set-group-ID file the group may not execute).
+pub type Clearer<'a> = Option<&'a dyn Fn(u32) -> bool>;
+
+/// The set-ID bits of a file (`mode`, group `gid`) that a data change by a
+/// caller without CAP_FSETID clears (the VFS's `setattr_should_drop_suidgid`,
+/// Linux 6.2 and later, as ext4, XFS and tmpfs apply it): set-user-ID always;
+/// set-group-ID when the group may execute, or when the caller is not in
+/// the file's group (a set-group-ID bit the group may not execute marks
+/// mandatory locking only for the file's group).
+pub fn setid_cleared_by_data_change(mode: u32, gid: u32, in_group: &dyn Fn(u32) -> bool) -> u32 {
+    let sgid = mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group(gid));
+    mode & (libc::S_ISUID | if sgid { libc::S_ISGID } else { 0 })
 }

@@ -50,7 +50,7 @@ mod xattr;
 
 pub use admin::FSLABEL_MAX;
 pub use atime::AtimeMode;
-pub use data::setid_cleared_by_data_change;
+pub use data::{setid_cleared_by_data_change, Clearer};
 pub use lease::{LeaseMap, Recall};
 pub use nowait::no_wait;
 pub use pin::{Owner, OwnersReport, PinCaller, PinInfo, Poisoned};

@@ -285,7 +285,7 @@ impl Filesystem for DaxFuse {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -295,7 +295,15 @@ impl Filesystem for DaxFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.serve_write(ino.0, fh.0, offset, data, write_flags.bits(), flags.0) {
+        match self.serve_write(
+            origin(req),
+            ino.0,
+            fh.0,
+            offset,
+            data,
+            write_flags.bits(),
+            flags.0,
+        ) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(Errno::from_i32(e)),
         }

@@ -4,9 +4,10 @@
 
 use fuser::{FopenFlags, WriteFlags};
 
-use super::{guarded, DaxFuse};
+use super::{guarded, setid, DaxFuse};
 use crate::error::FsError;
 use crate::fs::{Attr, Cred};
+use crate::fuse::caller::Origin;
 
 impl DaxFuse {
     /// Another `DaxFuse` over the same filesystem, handles and settings,
@@ -56,10 +57,13 @@ impl DaxFuse {
         }
     }
 
-    /// WRITE for either transport: bytes written or an errno. `write_flags`
-    /// are FUSE's (FUSE_WRITE_KILL_SUIDGID), `open_flags` the file's.
+    /// WRITE for either transport: bytes written or an errno. `o` is the
+    /// request's sender, `write_flags` are FUSE's (FUSE_WRITE_KILL_SUIDGID),
+    /// `open_flags` the file's.
+    #[allow(clippy::too_many_arguments)]
     pub fn serve_write(
         &self,
+        o: Origin,
         ino: u64,
         fh: u64,
         offset: u64,
@@ -81,6 +85,8 @@ impl DaxFuse {
             // lacks CAP_FSETID instead of asking for security.capability and
             // sending a SETATTR before every write.
             let kill = write_flags & WriteFlags::FUSE_WRITE_KILL_SUIDGID.bits() != 0;
+            let in_group = |g| setid::caller_in_group(&o, g);
+            let kill = kill.then_some(&in_group as &dyn Fn(u32) -> bool);
             let (n, killed) = self.fs.write_killing(ino, offset, data, append, kill)?;
             if killed {
                 // The kernel still caches the old mode: stat must not show

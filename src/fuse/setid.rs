@@ -32,30 +32,21 @@ impl DaxFuse {
         }
         let c = o.caller();
         let fsetid = c.has_cap(who::CAP_FSETID);
+        let in_group = |g: u32| c.gid == g || c.groups.contains(&g);
         if chown {
             let gx = a.mode & libc::S_IXGRP != 0;
-            let in_group = c.gid == a.gid || c.groups.contains(&a.gid);
             a.mode
                 & (suid
-                    | if gx || (!in_group && !fsetid) {
+                    | if gx || (!in_group(a.gid) && !fsetid) {
                         sgid
                     } else {
                         0
                     })
         } else if !fsetid {
-            crate::fs::setid_cleared_by_data_change(a.mode)
+            crate::fs::setid_cleared_by_data_change(a.mode, a.gid, &in_group)
         } else {
             0
         }
-    }
-
-    /// Whether a data change of `ino` by this caller clears set-ID bits:
-    /// the caller lacks CAP_FSETID in the mount's user namespace. /proc is
-    /// read only for a file that has such a bit.
-    fn kills_setid(&self, o: Origin, ino: u64) -> bool {
-        let bits = libc::S_ISUID | libc::S_ISGID;
-        self.fs.getattr(ino).is_ok_and(|a| a.mode & bits != 0)
-            && !o.caller().has_cap(who::CAP_FSETID)
     }
 
     /// Before a data change that is not a WRITE (fallocate in every mode,
@@ -65,10 +56,20 @@ impl DaxFuse {
     /// decides set-ID clearing on data changes; WRITE carries the kernel's
     /// own decision (FUSE_WRITE_KILL_SUIDGID) into the same core rule.
     pub(super) fn file_modified(&self, o: Origin, ino: u64) -> Result<(), FsError> {
-        let kill = self.kills_setid(o, ino);
-        if self.fs.remove_privs(ino, kill)? {
+        // /proc is read only for a file that has a set-ID bit.
+        let bits = libc::S_ISUID | libc::S_ISGID;
+        let kill = self.fs.getattr(ino).is_ok_and(|a| a.mode & bits != 0)
+            && !o.caller().has_cap(who::CAP_FSETID);
+        let in_group = |g| caller_in_group(&o, g);
+        if self.fs.remove_privs(ino, kill.then_some(&in_group))? {
             self.invalidate_attrs(ino);
         }
         Ok(())
     }
+}
+
+/// Whether the caller of `o` is in group `gid`: its fs gid from the request
+/// header, else its supplementary groups (read from /proc only then).
+pub(super) fn caller_in_group(o: &Origin, gid: u32) -> bool {
+    o.gid == gid || o.caller().groups.contains(&gid)
 }

@@ -72,6 +72,7 @@ pub struct InHeader {
     pub nodeid: u64,
     pub uid: u32,
     pub gid: u32,
+    pub pid: u32,
 }
 
 impl InHeader {
@@ -86,6 +87,7 @@ impl InHeader {
             nodeid: u64_at(b, 16)?,
             uid: u32_at(b, 24)?,
             gid: u32_at(b, 28)?,
+            pid: u32_at(b, 32)?,
         })
     }
 }
@@ -244,6 +246,19 @@ mod tests {
         assert_eq!(Io::decode(&[0u8; 35]), None);
         assert_eq!(EntInOut::decode(&[0u8; ENT_IN_OUT + 19]), None);
         assert!(EntInOut::decode(&[0u8; HEADERS_LEN]).is_some());
+    }
+
+    #[test]
+    fn in_header_fields_at_their_offsets() {
+        // struct fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid.
+        let mut b = in_header(40, 16, 7).to_vec();
+        b[16..24].copy_from_slice(&9u64.to_ne_bytes());
+        for (at, v) in [(24, 1000u32), (28, 1001), (32, 4321)] {
+            b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        let h = InHeader::decode(&b).unwrap();
+        assert_eq!((h.len, h.opcode, h.unique, h.nodeid), (40, 16, 7, 9));
+        assert_eq!((h.uid, h.gid, h.pid), (1000, 1001, 4321));
     }
 
     #[test]

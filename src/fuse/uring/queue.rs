@@ -21,6 +21,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::abi::{self, InHeader, Io, HEADERS_LEN, HEADER_AREA, IN_HEADER, OP_AREA};
 use super::bridge::{Bridge, Done};
 use crate::fs::Cred;
+use crate::fuse::caller::Origin;
 use crate::fuse::{wire_mode, DaxFuse};
 
 /// Entries per queue: requests that one CPU's queue can hold at once (a
@@ -335,7 +336,13 @@ impl Queue {
                 let data = buf
                     .get(..io.size as usize)
                     .filter(|_| io.size as usize <= payload_sz)?;
+                let o = Origin {
+                    pid: hd.pid,
+                    uid: hd.uid,
+                    gid: hd.gid,
+                };
                 fuse.serve_write(
+                    o,
                     hd.nodeid,
                     io.fh,
                     io.offset,
