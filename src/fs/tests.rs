@@ -12,9 +12,21 @@ pub(super) const C: Cred = Cred {
 };
 
 pub(super) fn fresh(blocks: u64) -> Fs {
+    fresh_model(blocks, crate::pages::PageModel::default())
+}
+
+/// A new filesystem of `blocks` blocks in memory under page model `model`.
+pub(super) fn fresh_model(blocks: u64, model: crate::pages::PageModel) -> Fs {
     let m = Media::anonymous(blocks * BS).unwrap();
     mkfs(&m, &MkfsOptions::default()).unwrap();
-    Fs::mount(m, FsOptions::default()).unwrap()
+    Fs::mount(
+        m,
+        FsOptions {
+            page_model: model,
+            ..FsOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Unmount and mount the same memory again.

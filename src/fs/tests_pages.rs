@@ -2,23 +2,9 @@
 //! invariants 1-7 in the proxy model, and the legacy model breaks what the
 //! proxy model keeps.
 
-use super::tests::C;
+use super::tests::{fresh_model, C};
 use super::*;
-use crate::fs::make::{mkfs, MkfsOptions};
 use proptest::prelude::*;
-
-fn fresh_model(blocks: u64, model: crate::pages::PageModel) -> Fs {
-    let m = Media::anonymous(blocks * BS).unwrap();
-    mkfs(&m, &MkfsOptions::default()).unwrap();
-    Fs::mount(
-        m,
-        FsOptions {
-            page_model: model,
-            ..FsOptions::default()
-        },
-    )
-    .unwrap()
-}
 
 #[derive(Debug, Clone)]
 enum POp {
