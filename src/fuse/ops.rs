@@ -131,8 +131,14 @@ impl Filesystem for DaxFuse {
                     Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                     Err(e) => reply.error(errno(&e)),
                 },
-                // Answered early: the block count it carried is stale now.
-                None => me.invalidate_attrs(ino.0),
+                // Answered early: the block count it carried is stale now,
+                // and an error of the rest has nobody to go to but the log.
+                None => {
+                    if let Err(e) = &r {
+                        log::warn!("truncate of inode {} after its caller was gone: {e}", ino.0);
+                    }
+                    me.invalidate_attrs(ino.0)
+                }
             }
         };
         // A truncate may free a whole file's blocks.
