@@ -64,11 +64,12 @@ impl Fs {
         let r = self.get(ino)?;
         let mut g = r.write()?;
         self.load_xattrs(&mut g)?;
-        g.xattrs
-            .as_ref()
-            .and_then(|m| m.get(name))
-            .cloned()
-            .ok_or(FsError::NoData)
+        let v = g.xattrs.as_ref().and_then(|m| m.get(name)).cloned();
+        v.ok_or(if name == SELINUX {
+            FsError::NotSupported
+        } else {
+            FsError::NoData
+        })
     }
 
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<Vec<u8>>> {
@@ -365,6 +366,16 @@ impl Fs {
     }
 }
 
+/// The SELinux label. daxlink assigns none (SELinux labels a FUSE mount as a
+/// whole, by a genfs rule of its policy or the `context=` mount option) but
+/// stores one that is set, as ext4 and tmpfs do (a copy that carries labels
+/// keeps them). A file without one answers "not supported" where ext4
+/// says "no such attribute": coreutils' `ls -l` asks every file for its
+/// label, and the kernel caches no `security.` xattr for FUSE, so with
+/// "no such attribute" each listing sent one GETXATTR per file; on "not
+/// supported" ls stops asking on that device (docs/ROUNDTRIPS.md).
+const SELINUX: &[u8] = b"security.selinux";
+
 /// The xattr namespaces daxlink stores, as ext4's handlers: `user.`,
 /// `trusted.`, `security.` (the kernel checks who may use each before a
 /// request arrives: write permission, CAP_SYS_ADMIN, the security modules)
@@ -372,20 +383,10 @@ impl Fs {
 /// checks (owner or CAP_FOWNER). The kernel applies no check at all to
 /// other `system.` names, so those, like names in no namespace, are not
 /// supported (EOPNOTSUPP), not stored for anyone who asks.
-///
-/// Nor is `security.selinux`: daxlink keeps no SELinux labels (SELinux
-/// labels a FUSE mount as a whole, by a genfs rule of its policy or the
-/// `context=` mount option, not from the filesystem's xattrs). Saying so,
-/// rather than "no such attribute" per file, is what lets `ls -l` stop
-/// asking: coreutils remembers a device whose labels are not supported,
-/// where it would otherwise send one GETXATTR per file, every listing
-/// (the kernel caches no `security.` xattr for FUSE; docs/ROUNDTRIPS.md).
 pub fn known_namespace(name: &[u8]) -> FsResult<()> {
-    const SELINUX: &[u8] = b"security.selinux";
     let ok = [&b"user."[..], b"trusted.", b"security."]
         .iter()
         .any(|p| name.len() > p.len() && name.starts_with(p))
-        && name != SELINUX
         || name == acl::ACCESS
         || name == acl::DEFAULT;
     if ok {
