@@ -7,7 +7,9 @@
 #   other-cpu   every daemon thread on CPU 0, the caller on CPU 1;
 # and, when the kernel offers FUSE over io_uring, on a transport=uring mount (one ring thread
 # pinned per CPU) with the caller free and pinned to CPU 0; tmpfs beside. Prints creates/s,
-# the median of BENCH_CPU_REPEAT runs (default 3).
+# the median of BENCH_CPU_REPEAT runs (default 3). Then `cp -a` of BENCH_CPU_TREE (default
+# /usr/share/doc) and `rm -rf` of the copy over /dev/fuse, free and with the daemon and the
+# caller on CPU 0, beside tmpfs (median milliseconds).
 # As root, on a machine with at least 2 CPUs. BENCH_BIN=DIR runs DIR/daxlink and
 # DIR/mkfs-daxlink (e.g. target/release); otherwise the installed ones.
 set -euo pipefail
@@ -53,7 +55,7 @@ if echo Y 2>/dev/null >/sys/module/fuse/parameters/enable_uring; then
   URING=yes
 fi
 umask 022
-mount -t tmpfs -o size=1G tmpfs "$WORK/tmpfs"
+mount -t tmpfs -o size=2G tmpfs "$WORK/tmpfs"
 daemon_of() { pgrep -f -- "daxlink mount $1 " | head -1; }
 pin_daemon() { local t; for t in /proc/"$1"/task/*; do taskset -p -c "$2" "${t##*/}" >/dev/null; done; }
 # creates DIR CPUS: creates/s of one loop, the caller on CPUS.
@@ -94,3 +96,26 @@ if [ -n "$URING" ]; then
 else
   echo "(uring: enable_uring cannot be set)"
 fi
+
+# cp -a and rm -rf of a tree: free, and with everything on CPU 0.
+TREE=${BENCH_CPU_TREE:-/usr/share/doc}
+ms() { local s; s=$(date +%s%N); "$@"; echo $((($(date +%s%N) - s) / 1000000)); }
+tree_row() { # LABEL DIR CPUS
+  local label=$1 dir=$2 cpus=$3 c=() r=() i
+  for i in $(seq 1 "$REPEAT"); do
+    c+=("$(ms taskset -c "$cpus" cp -a "$TREE" "$dir/t$i")")
+    sync
+    r+=("$(ms taskset -c "$cpus" rm -rf "$dir/t$i")")
+  done
+  printf '| %s | %s ms | %s ms |\n' "$label" "$(median "${c[@]}")" "$(median "${r[@]}")"
+}
+echo
+echo "== cp -a and rm -rf of $TREE ($(find "$TREE" | wc -l) entries); median of $REPEAT"
+echo "| placement | cp -a | rm -rf |"
+echo "|---|---|---|"
+tree_row "tmpfs, free" "$WORK/tmpfs" "$ALL"
+tree_row "dev, free" "$WORK/dev" "$ALL"
+tree_row "tmpfs, on CPU 0" "$WORK/tmpfs" 0
+pin_daemon "$D" 0
+tree_row "dev, daemon and caller on CPU 0" "$WORK/dev" 0
+pin_daemon "$D" "$ALL"
