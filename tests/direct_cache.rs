@@ -79,8 +79,7 @@ check(stale == 0, '%d of 19 kernel-path reads were stale' % stale)
 "#,
         &[&f],
     );
-    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
-    let s = total(&o.stderr);
+    let s = served_ok(&o);
     assert!(
         s.writes >= 20 && s.kernel >= 20,
         "writes not direct or reads not through the kernel: {s:?}\n{}",
@@ -109,8 +108,7 @@ for i in range(10):
 "#,
         &[&f],
     );
-    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
-    let s = total(&o.stderr);
+    let s = served_ok(&o);
     assert!(s.writes >= 10, "writes not direct: {s:?}\n{}", o.stderr);
 }
 
@@ -150,8 +148,7 @@ check(stale == 0, '%d of 30 reads were stale' % stale)
 "#,
         &[&f],
     );
-    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
-    let s = total(&o.stderr);
+    let s = served_ok(&o);
     assert!(
         s.writes >= 25,
         "the writes were not direct: {s:?}\n{}",
@@ -190,8 +187,7 @@ check(n >= 16, 'beside a writing client a pass sent only %d READs' % n)
 "#,
         &[&f, &DAXLINK, &m.root()],
     );
-    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
-    let s = total(&o.stderr);
+    let s = served_ok(&o);
     assert!(
         s.reads >= 1 && s.writes >= 1,
         "not direct: {s:?}\n{}",

@@ -18,18 +18,10 @@ use daxlink::tools::client;
 
 const BS: usize = 4096;
 
-/// Python prelude: the pattern of tests/common (one byte of xorshift64 per
-/// step) and a wait for one line on stdin.
-const PRELUDE: &str = r#"
-import os, sys, errno
-def pat(seed, n):
-    M = 0xFFFFFFFFFFFFFFFF
-    x = (seed * 0x9E3779B97F4A7C15 | 1) & M
-    b = bytearray(n)
-    for i in range(n):
-        x ^= (x << 13) & M; x ^= x >> 7; x ^= (x << 17) & M
-        b[i] = x & 0xFF
-    return bytes(b)
+/// What the clients add to the shared prelude (`direct::PRELUDE`: the
+/// pattern, `check`, `kernel`): one line out at a time, and an errno report.
+const SAY: &str = r#"
+import errno
 def say(*a):
     print(*a, flush=True)
 def fails(what, f):
@@ -55,7 +47,7 @@ impl Py {
         let err = tempfile::NamedTempFile::new().unwrap();
         let mut c = Command::new(DAXLINK);
         c.args(["run", "--", "python3", "-c"])
-            .arg(format!("{PRELUDE}\n{script}"))
+            .arg(format!("{}\n{SAY}\n{script}", direct::PRELUDE))
             .args(args)
             .envs(env.iter().copied())
             .env("DAXLINK_DIRECT_DEBUG", "1")

@@ -51,6 +51,13 @@ pub fn total(stderr: &str) -> Served {
         })
 }
 
+/// What the processes of `o` served, once it exited 0 (else the test fails
+/// with its output).
+pub fn served_ok(o: &Out) -> Served {
+    assert_eq!(o.rc, 0, "{}\n{}", o.stdout, o.stderr);
+    total(&o.stderr)
+}
+
 /// Python prelude: a pattern, and a kernel-path helper (a python3 without
 /// the shim) for "another process".
 pub const PRELUDE: &str = r#"
