@@ -4,6 +4,10 @@
 //! that adds a request fails here (docs/ROUNDTRIPS.md has the table).
 //! And the caches those counts rely on never go stale: what changes behind
 //! the kernel's back is seen at once.
+//!
+//! Each test mounts in a mount namespace of its own: a `df` or a disk
+//! monitor elsewhere on the machine cannot see its mounts, so it cannot add
+//! requests to the counts.
 
 mod common;
 
@@ -146,6 +150,7 @@ fn small_tree(root: &Path) {
 
 #[test]
 fn request_counts_of_common_sequences() {
+    private_mount_namespace();
     for t in ["python3", "ls", "cp", "rm"] {
         need(t);
     }
@@ -323,6 +328,7 @@ fn request_counts_of_common_sequences() {
 /// clone destination's size and bytes, set-ID bits the daemon clears.
 #[test]
 fn nothing_goes_stale() {
+    private_mount_namespace();
     let img = Image::new("rt-stale", 64 << 20);
     let m = Mounted::new(&img.path, "allow_other");
     fs::set_permissions(m.root(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -383,6 +389,7 @@ fn nothing_goes_stale() {
 /// update its access time: under strictatime every `ls` reaches the daemon.
 #[test]
 fn cached_listings_keep_the_atime_rules() {
+    private_mount_namespace();
     for (opts, moves) in [("strictatime", true), ("", false)] {
         let img = Image::new("rt-atime", 64 << 20);
         let m = Mounted::new(&img.path, opts);
@@ -404,6 +411,7 @@ fn cached_listings_keep_the_atime_rules() {
 
 #[test]
 fn negative_entries_are_cached_and_replaced() {
+    private_mount_namespace();
     let img = Image::new("rt-neg", 64 << 20);
     let m = Mounted::new(&img.path, "");
     let mut c = Counter::new(&m);
@@ -429,6 +437,7 @@ fn negative_entries_are_cached_and_replaced() {
 
 #[test]
 fn counters_are_for_the_administrator_or_the_roots_owner() {
+    private_mount_namespace();
     let img = Image::new("rt-perm", 64 << 20);
     let m = Mounted::new(&img.path, "allow_other");
     let root = m.root().display().to_string();
@@ -463,6 +472,7 @@ fn counters_are_for_the_administrator_or_the_roots_owner() {
 /// `ring`: a cached open+read+close is served there entirely.
 #[test]
 fn ring_served_requests_are_counted_as_ring() {
+    private_mount_namespace();
     let _ = Command::new("modprobe").arg("fuse").status();
     let sw = "/sys/module/fuse/parameters/enable_uring";
     let on = fs::read_to_string(sw).unwrap_or_else(|e| panic!("{sw}: {e}"));

@@ -49,14 +49,50 @@ impl Drop for Image {
     }
 }
 
+/// Whether `dir` is a mount point in the calling thread's mount namespace
+/// (thread-self: a test may have a namespace of its own, see
+/// `private_mount_namespace`).
 pub fn is_mounted(dir: &Path) -> bool {
-    let m = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    let m = std::fs::read("/proc/thread-self/mountinfo").unwrap_or_default();
     let needle = dir.as_os_str().as_bytes();
     m.split(|&b| b == b'\n').any(|line| {
         line.split(|&b| b == b' ')
             .nth(4)
             .is_some_and(|mp| mp == needle)
     })
+}
+
+/// Give the calling thread (a test's own) a private copy of the mount
+/// namespace: what it mounts afterwards, and every process it starts, is
+/// invisible to the rest of the machine, so nobody else's `df` or file
+/// manager sends requests to its mounts. Mounted's guards unmount on the
+/// same thread.
+pub fn private_mount_namespace() {
+    // SAFETY: unshare and mount take no pointers but the NUL-terminated
+    // literal; CLONE_NEWNS affects only this thread (it unshares CLONE_FS).
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNS): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: as above; "/" is a NUL-terminated literal.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "making / private: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 pub struct Mounted {
