@@ -445,6 +445,78 @@ fn ro_ro_to_rw_and_rw_mounts_after_a_crash_end_fsck_clean() {
     fsck_clean(&img.path);
 }
 
+/// fsck -n's findings (its lines that start with `[`) and exit code.
+fn fsck_findings(image: &Path) -> (Option<i32>, Vec<String>) {
+    let out = Command::new(FSCK).arg("-n").arg(image).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines = text
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .map(String::from);
+    (out.status.code(), lines.collect())
+}
+
+/// `-o ro,norecovery` (and ext4's `noload`), as on XFS: the image a crash
+/// left is served as it is and nothing of it changes (its bytes, fsck -n's
+/// findings); no write, fstrim or remount,rw gets through; without `ro`
+/// the mount is refused in one line; the next ordinary mount recovers it.
+#[test]
+fn norecovery_mounts_look_without_changing_anything() {
+    need("fstrim");
+    let img = Image::new("norecovery", 64 << 20);
+    crash_with_open_unlinked_files(&img.path);
+    let bytes = fs::read(&img.path).unwrap();
+    let (rc, findings) = fsck_findings(&img.path);
+    assert_eq!(rc, Some(4), "{findings:?}");
+    assert!(
+        findings.iter().any(|l| l.starts_with("[orphan-reclaim]")),
+        "the crash left no orphans: {findings:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new(DAXLINK);
+    c.arg("mount")
+        .arg(&img.path)
+        .arg(dir.path())
+        .args(["-o", "norecovery"]);
+    let o = run_deadline(c, 30);
+    assert_eq!(o.rc, 32, "norecovery without ro: {o:?}");
+    assert!(o.stderr.contains("norecovery needs ro"), "{}", o.stderr);
+    assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
+    assert!(!is_mounted(dir.path()));
+    for opts in ["ro,norecovery", "ro,noload"] {
+        let m = Mounted::new(&img.path, opts);
+        assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept", "{opts}");
+        assert!(!m.path("u0").exists(), "{opts}");
+        assert_eq!(
+            errno_of(fs::write(m.path("new"), b"x")),
+            libc::EROFS,
+            "{opts}: a write"
+        );
+        let mut c = Command::new("fstrim");
+        c.arg(m.root());
+        let o = run_deadline(c, 30);
+        assert_ne!(o.rc, 0, "{opts}: fstrim: {o:?}");
+        let o = remount(&img.path, m.root(), "rw");
+        assert_eq!(o.rc, 32, "{opts}: remount,rw: {o:?}");
+        assert_eq!(
+            errno_of(fs::write(m.path("new"), b"x")),
+            libc::EROFS,
+            "{opts}: a write after remount,rw"
+        );
+        m.unmount();
+        assert!(
+            fs::read(&img.path).unwrap() == bytes,
+            "{opts} changed the image"
+        );
+        assert_eq!(fsck_findings(&img.path), (rc, findings.clone()), "{opts}");
+    }
+    // An ordinary mount recovers it.
+    let m = Mounted::new(&img.path, "ro");
+    assert_eq!(fs::read(m.path("kept")).unwrap(), b"kept");
+    m.unmount();
+    fsck_clean(&img.path);
+}
+
 /// `fsck -n` of an image a shutdown left: clean, or its only findings are
 /// the recovery the next mount does, as after a crash:
 /// - orphan records (a file the workload held open when its unlink was the

@@ -292,6 +292,10 @@ pub struct FsOptions {
     pub atime: AtimeMode,
     /// Directory listings never update access times.
     pub nodiratime: bool,
+    /// With `read_only`: mount without recovery (`norecovery`): a committed
+    /// journal transaction is not replayed and orphans are kept, so the
+    /// image is not changed at all (it may show a transaction half applied).
+    pub norecovery: bool,
 }
 
 impl Default for FsOptions {
@@ -302,6 +306,7 @@ impl Default for FsOptions {
             layout_timeout: std::time::Duration::from_secs(2),
             atime: AtimeMode::Never,
             nodiratime: false,
+            norecovery: false,
         }
     }
 }

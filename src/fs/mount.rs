@@ -23,12 +23,17 @@ impl Fs {
         if sb.needs_read_only() && !(opts.read_only || media.read_only()) {
             return Err(FsError::RoCompat(sb.ro_compat));
         }
-        if !sb.clean {
+        if !sb.clean && opts.norecovery {
+            log::warn!("the filesystem was not cleanly unmounted and is mounted without recovery (norecovery): orphans are kept");
+        } else if !sb.clean {
             log::info!("the filesystem was not cleanly unmounted; recovering");
         }
         let ro = opts.read_only || media.read_only();
+        if opts.norecovery && !media.read_only() {
+            return Err(FsError::Invalid);
+        }
         let geo = journal_geometry(&sb, media.len());
-        if ro {
+        if ro && !opts.norecovery {
             let (_, st) = Journal::inspect(&media, geo)?;
             if matches!(st, format::TxState::Committed { .. }) {
                 return Err(FsError::Corrupt(
@@ -39,6 +44,10 @@ impl Fs {
         let (journal, recovery) = Journal::recover(&media, geo)?;
         match &recovery {
             Recovery::Clean => {}
+            // Read-only media: `recover` wrote nothing (norecovery).
+            Recovery::Replayed { seq, entries } if media.read_only() => log::warn!(
+                "journal: transaction {seq} ({entries} entries) is committed but not replayed (norecovery): what this mount shows may be inconsistent"
+            ),
             Recovery::Replayed { seq, entries } => {
                 log::info!("journal: replayed transaction {seq} ({entries} entries)")
             }
@@ -400,5 +409,83 @@ impl Chains<'_> {
         })?;
         self.rec.load_chain(R::KIND, &order, &free);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::make::{mkfs, MkfsOptions};
+
+    const C: Cred = Cred {
+        uid: 0,
+        gid: 0,
+        umask: 0o022,
+    };
+
+    fn open(path: &std::path::Path, read_only: bool) -> Media {
+        Media::open(path, None, read_only).unwrap()
+    }
+
+    fn ro(norecovery: bool) -> FsOptions {
+        FsOptions {
+            read_only: true,
+            norecovery,
+            ..FsOptions::default()
+        }
+    }
+
+    /// An image cut between a transaction's commit and its apply (the
+    /// create of `b` is committed in the journal, nothing of it is in
+    /// place): `norecovery` shows the image as it is and writes nothing;
+    /// a read-write mount replays it.
+    #[test]
+    fn norecovery_shows_the_image_as_it_is_and_writes_nothing() {
+        let len = 2048 * BS;
+        let m = Media::anonymous(len).unwrap();
+        mkfs(&m, &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(m, FsOptions::default()).unwrap();
+        fs.mknod(ROOT_INO, b"a", libc::S_IFREG | 0o644, 0, C)
+            .unwrap();
+        let before = fs.media.read_vec(0, len as usize).unwrap();
+        fs.mknod(ROOT_INO, b"b", libc::S_IFREG | 0o644, 0, C)
+            .unwrap();
+        let after = fs.media.read_vec(0, len as usize).unwrap();
+        let geo = journal_geometry(&fs.sb, len);
+        // The journal area (past its header) of `after`, the rest of `before`.
+        let area =
+            ((geo.start_block + 1) * BS) as usize..((geo.start_block + geo.blocks) * BS) as usize;
+        let mut cut = before;
+        cut[area.clone()].copy_from_slice(&after[area]);
+        let file = tempfile::Builder::new().tempfile_in("/dev/shm").unwrap();
+        std::fs::write(file.path(), &cut).unwrap();
+
+        let fs = Fs::mount(open(file.path(), true), ro(true)).unwrap();
+        assert!(fs.lookup(ROOT_INO, b"a").is_ok());
+        assert!(matches!(fs.lookup(ROOT_INO, b"b"), Err(FsError::NotFound)));
+        assert!(matches!(
+            fs.mknod(ROOT_INO, b"c", libc::S_IFREG | 0o644, 0, C),
+            Err(FsError::ReadOnly)
+        ));
+        assert!(matches!(fs.set_read_only(false), Err(FsError::ReadOnly)));
+        fs.unmount().unwrap();
+        drop(fs);
+        assert!(
+            std::fs::read(file.path()).unwrap() == cut,
+            "norecovery wrote"
+        );
+        // Read-only without norecovery refuses it (the mount tool recovers
+        // it read-write first), and norecovery on writable media is refused.
+        assert!(Fs::mount(open(file.path(), true), ro(false)).is_err());
+        assert!(matches!(
+            Fs::mount(open(file.path(), false), ro(true)),
+            Err(FsError::Invalid)
+        ));
+        let fs = Fs::mount(open(file.path(), false), FsOptions::default()).unwrap();
+        assert!(
+            fs.lookup(ROOT_INO, b"b").is_ok(),
+            "a read-write mount replays"
+        );
+        fs.unmount().unwrap();
     }
 }

@@ -135,6 +135,17 @@ fn kernel_opts(image: &Path, o: &MountOpts) -> crate::tools::mount::kernel::Kern
 /// holds the image as a writer does, and a remount to read-write works. If
 /// the image cannot be opened for writing the mount is refused.
 pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), String> {
+    if o.norecovery {
+        // As XFS: a mount that skips recovery must not write.
+        if !o.read_only {
+            return Err(
+                "norecovery needs ro: a mount without recovery writes nothing (-o ro,norecovery)"
+                    .into(),
+            );
+        }
+        let (media, warning) = open_media(image, o, false)?;
+        return Ok((mount_media(image, media, o, true)?, warning));
+    }
     let (media, warning) = open_media(image, o, !o.read_only)?;
     if !o.read_only || !Fs::needs_recovery(&media).unwrap_or(false) {
         return Ok((mount_media(image, media, o, o.read_only)?, warning));
@@ -177,6 +188,7 @@ fn mount_media(image: &Path, media: Media, o: &MountOpts, read_only: bool) -> Re
         layout_timeout: std::time::Duration::from_millis(o.layout_timeout_ms),
         atime: o.atime_mode,
         nodiratime: o.nodiratime,
+        norecovery: o.norecovery,
     };
     // Every check of the image returns an error; this is the last resort
     // (an arithmetic overflow on a hostile value, a bug), so that mount still

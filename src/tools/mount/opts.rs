@@ -25,6 +25,11 @@ pub struct MountOpts {
     /// media layer choose what makes stores durable on this media.
     pub persist: Option<PersistMode>,
     pub read_only: bool,
+    /// `norecovery` (ext4's `noload` too), with `ro` only: mount without
+    /// replaying the journal or reclaiming orphans, so nothing of the image
+    /// changes (to look at an image before a repair); what it shows may be
+    /// inconsistent, as on ext4 and XFS.
+    pub norecovery: bool,
     /// `direct=on` (the default): direct access for trusted clients
     /// (`fuse::direct`); `off`: HELLO answers EOPNOTSUPP, no socket.
     pub direct: bool,
@@ -62,6 +67,7 @@ impl Default for MountOpts {
             uring: false,
             persist: None,
             read_only: false,
+            norecovery: false,
             direct: true,
             recall_timeout_ms: 5000,
             allow_other: false,
@@ -179,6 +185,7 @@ pub fn parse_opts<'a>(opts: &mut MountOpts, s: &'a str) -> Result<(), String> {
             }
             "ro" => opts.read_only = true,
             "rw" => opts.read_only = false,
+            "norecovery" | "noload" => opts.norecovery = true,
             "allow_other" => opts.allow_other = true,
             "allow_root" => opts.allow_root = true,
             "auto_unmount" => opts.auto_unmount = true,
@@ -261,6 +268,7 @@ pub fn daemon_options(o: &MountOpts) -> String {
         (o.allow_root, "allow_root"),
         (o.auto_unmount, "auto_unmount"),
         (o.writeback, "writeback"),
+        (o.norecovery, "norecovery"),
     ] {
         if on {
             v.push(name.to_string());

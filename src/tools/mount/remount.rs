@@ -180,8 +180,9 @@ fn remount(dir: &Path, raw: &str) -> Result<(), String> {
     };
     let daemon_err = |e: std::io::Error| match errno_of(&e) {
         libc::EPERM => "permission denied (needs CAP_SYS_ADMIN)".to_string(),
-        libc::EROFS => "the daemon has the image open read-only (it was mounted with -o ro, \
-                        or the image has features this version can only read); \
+        libc::EROFS => "the daemon has the image open read-only (it was mounted with -o ro \
+                        or -o ro,norecovery, or the image has features this version \
+                        can only read); \
                         unmount and mount it read-write"
             .to_string(),
         libc::EIO => "the filesystem had an I/O error or was shut down; unmount it".to_string(),
