@@ -528,20 +528,13 @@ fn norecovery_mounts_look_without_changing_anything() {
 ///   rest of the image with it replayed in its view. Modes 0 and 1 wait for
 ///   the transaction in progress, so there it is a finding.
 fn fsck_clean_but_pending_recovery(image: &std::path::Path, mode: u32) {
-    let out = Command::new(FSCK).arg("-n").arg(image).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let findings: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+    let (rc, findings) = fsck_findings(image);
     let only_recovery = !findings.is_empty()
         && findings.iter().all(|l| {
             l.starts_with("[orphan-reclaim]") || (mode == 2 && l.starts_with("[journal-replay]"))
         });
     assert!(
-        out.status.code() == Some(0) || (out.status.code() == Some(4) && only_recovery),
-        "fsck -n of the shut-down image ({:?}):\n{text}",
-        out.status
+        rc == Some(0) || (rc == Some(4) && only_recovery),
+        "fsck -n of the shut-down image (exit {rc:?}, mode {mode}): {findings:#?}"
     );
 }
