@@ -299,10 +299,22 @@ impl Journal {
         Ok(())
     }
 
-    /// Replay a committed transaction if one is pending; open the journal.
+    /// Replay a committed transaction if one is pending (unless the media
+    /// is read-only); open the journal.
     pub fn recover(
         media: &Media,
         geo: JournalGeometry,
+    ) -> Result<(Journal, Recovery), JournalError> {
+        Journal::open(media, geo, !media.read_only())
+    }
+
+    /// Open the journal; replay a committed transaction only if `replay`
+    /// (a read-only mount, `norecovery`, writes nothing). `Recovery` says
+    /// what was pending either way.
+    pub fn open(
+        media: &Media,
+        geo: JournalGeometry,
+        replay: bool,
     ) -> Result<(Journal, Recovery), JournalError> {
         let (applied, state) = Journal::inspect(media, geo)?;
         let mut j = Journal {
@@ -317,7 +329,7 @@ impl Journal {
                 for e in &entries {
                     j.check_entry(e.off, e.data.len())?;
                 }
-                if !media.read_only() {
+                if replay {
                     Journal::store_direct(media, entries.iter().map(|e| (e.off, &e.data[..])))?;
                     j.seq = seq;
                     j.write_hdr(media)?;

@@ -323,6 +323,8 @@ pub struct Fs {
     inodes: RwLock<HashMap<u64, InodeRef>>,
     meta: Mutex<Meta>,
     next_fh: AtomicU64,
+    /// What the journal held at mount (`Replayed` under `norecovery`: a
+    /// committed transaction that was left as it is).
     pub recovery: Recovery,
     /// The page model: struct pages, pins, proxies, poison.
     pub pages: Pages,

@@ -29,7 +29,7 @@ impl Fs {
             log::info!("the filesystem was not cleanly unmounted; recovering");
         }
         let ro = opts.read_only || media.read_only();
-        if opts.norecovery && !media.read_only() {
+        if opts.norecovery && !ro {
             return Err(FsError::Invalid);
         }
         let geo = journal_geometry(&sb, media.len());
@@ -41,11 +41,13 @@ impl Fs {
                 ));
             }
         }
-        let (journal, recovery) = Journal::recover(&media, geo)?;
+        // Read-only: nothing is written (a committed transaction was refused
+        // above, unless norecovery).
+        let (journal, recovery) = Journal::open(&media, geo, !ro)?;
         match &recovery {
             Recovery::Clean => {}
-            // Read-only media: `recover` wrote nothing (norecovery).
-            Recovery::Replayed { seq, entries } if media.read_only() => log::warn!(
+            // Read-only: `open` wrote nothing (norecovery).
+            Recovery::Replayed { seq, entries } if ro => log::warn!(
                 "journal: transaction {seq} ({entries} entries) is committed but not replayed (norecovery): what this mount shows may be inconsistent"
             ),
             Recovery::Replayed { seq, entries } => {
@@ -475,12 +477,25 @@ mod tests {
             "norecovery wrote"
         );
         // Read-only without norecovery refuses it (the mount tool recovers
-        // it read-write first), and norecovery on writable media is refused.
+        // it read-write first), and norecovery without read-only is refused.
         assert!(Fs::mount(open(file.path(), true), ro(false)).is_err());
+        let rw_norecovery = FsOptions {
+            norecovery: true,
+            ..FsOptions::default()
+        };
         assert!(matches!(
-            Fs::mount(open(file.path(), false), ro(true)),
+            Fs::mount(open(file.path(), false), rw_norecovery),
             Err(FsError::Invalid)
         ));
+        // On writable media too, norecovery writes nothing.
+        let fs = Fs::mount(open(file.path(), false), ro(true)).unwrap();
+        assert!(matches!(fs.lookup(ROOT_INO, b"b"), Err(FsError::NotFound)));
+        fs.unmount().unwrap();
+        drop(fs);
+        assert!(
+            std::fs::read(file.path()).unwrap() == cut,
+            "norecovery wrote"
+        );
         let fs = Fs::mount(open(file.path(), false), FsOptions::default()).unwrap();
         assert!(
             fs.lookup(ROOT_INO, b"b").is_ok(),

@@ -5,7 +5,9 @@
 //! (`mutate.rs`: bit flips, scribbles, extreme field values with valid
 //! checksums, zeroed blocks, truncation), and each case then runs, in process:
 //!
-//! 1. `fsck -n`;
+//! 1. `fsck -n`, then a `norecovery` mount (read-only, nothing replayed or
+//!    reclaimed), the same walk and writes as below, unmount: the image must
+//!    not change by a byte;
 //! 2. mount, a full walk (readdir of every directory, lookup and stat of every
 //!    entry, read of every file, readlink, listxattr and getxattr), a few
 //!    writes (create, write, truncate, clone, rename, unlink, xattr, mkdir,
@@ -13,7 +15,8 @@
 //! 3. `fsck -y`, then `fsck -n`.
 //!
 //! A case fails on a panic (in fsck, mount or any operation), a hang (each
-//! case runs in a thread with a deadline), `fsck -n` clean but mount refusing,
+//! case runs in a thread with a deadline), a norecovery mount that writes,
+//! `fsck -n` clean but mount refusing,
 //! a clean filesystem left unclean by ordinary use, or a repair that does not
 //! converge: after `fsck -y` exits 0 or 1, `fsck -n` must be clean and the
 //! filesystem must mount and stay clean through use; `fsck -y` may instead
@@ -229,6 +232,25 @@ fn run_case(img: Vec<u8>) -> CaseResult {
         return Err(format!("fsck -n failed internally: {r1:#?}"));
     }
     cls.push(fsck_class("fsck -n", &r1));
+    // A norecovery mount (read-only, no journal replay, no orphan
+    // reclaim) of the damaged image may refuse it, but must not change a
+    // byte of it, even on writable media and through every operation.
+    let ro = FsOptions {
+        read_only: true,
+        norecovery: true,
+        ..Default::default()
+    };
+    match Fs::mount(mem(&img), ro) {
+        Ok(fs) => {
+            let _ = exercise(&fs, "n");
+            let _ = fs.unmount();
+            if bytes_of(&into_media(fs)) != img {
+                return Err("a norecovery mount changed the image".into());
+            }
+            cls.push("norecovery: mounted, image unchanged".into());
+        }
+        Err(_) => cls.push("norecovery: refused".into()),
+    }
     // `unchanged`: mount refused the image, so fsck -y sees the one fsck -n saw.
     let (after_use, unchanged) = match mount_and_use(&img, "a") {
         Ok((b, failed)) => {
