@@ -87,8 +87,18 @@ fn a_kernel_reader_sees_a_direct_store_at_once() {
     );
     drop(early);
     // Once it is closed, the first writable lease drops what the kernel
-    // cached, and a reader opened now sees a direct store at once.
-    let r = map(&f, 0, true).unwrap();
+    // cached, and a reader opened now sees a direct store at once. The
+    // kernel sends RELEASE after close returns (asynchronously): the map
+    // is writable once the daemon has it (under load that took longer
+    // than the next MAP).
+    let t0 = Instant::now();
+    let r = loop {
+        let r = map(&f, 0, true).unwrap();
+        if r.extents[0].flags & wire::EXT_WRITE != 0 || t0.elapsed() > Duration::from_secs(5) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let e = r.extents[0];
     assert!(e.flags & wire::EXT_WRITE != 0, "{r:?}");
     let store = |data: &[u8]| {
