@@ -35,8 +35,9 @@ enum Cmd {
         /// worker threads, 1 to 64; default one per CPU, 2 to 16), cache=keep|open
         /// (default keep), writeback (off by default), transport=dev|uring (default
         /// dev), persist=cpu|msync|auto, ro, rw, norecovery (or noload; with ro:
-        /// no journal replay or orphan reclaim, nothing written), allow_other, allow_root, page_model=proxy|upstream|legacy (default
-        /// proxy), layout_timeout_ms=N (default 2000), max_pins=N (default
+        /// no journal replay or orphan reclaim, nothing written), allow_other,
+        /// allow_root, page_model=proxy|upstream|legacy (default proxy),
+        /// layout_timeout_ms=N (default 2000), max_pins=N (default
         /// 65536), max_pinned=BYTES (K, M, G; default 1G), max_pins_per_user=N
         /// (default 16384), max_pinned_per_user=BYTES (default 256M; the
         /// per-user caps spare CAP_IPC_LOCK), relatime (default),

@@ -134,6 +134,8 @@ fn kernel_opts(image: &Path, o: &MountOpts) -> crate::tools::mount::kernel::Kern
 /// (the image marked clean, as a remount to read-only does). The mount then
 /// holds the image as a writer does, and a remount to read-write works. If
 /// the image cannot be opened for writing the mount is refused.
+/// `-o ro,norecovery` skips that recovery: the image is opened read-only and
+/// served as it is (`FsOptions::norecovery`).
 pub fn open_fs(image: &Path, o: &MountOpts) -> Result<(Fs, Option<String>), String> {
     if o.norecovery {
         // As XFS: a mount that skips recovery must not write.
