@@ -69,6 +69,13 @@ fn kill_after_1500ms(args: &[&str], what: &str) -> Duration {
     t.elapsed()
 }
 
+/// `cmd` run by nobody through a shell, and how long it took.
+fn nobody_timed(cmd: &str) -> (Out, Duration) {
+    let t = Instant::now();
+    let o = crate::nobody(cmd);
+    (o, t.elapsed())
+}
+
 /// nobody clones a file of 8,192 extents (32 steps of 400 ms) and is
 /// killed 1.5 s in. The killed process must be gone within 3 s (run to
 /// its end, the clone would hold it about 11 s more), nobody's next
@@ -87,9 +94,7 @@ fn sigkill_ends_a_long_clone_between_steps() {
     let root = m.root().display().to_string();
     let (src, dst) = (format!("{root}/src"), format!("{root}/dst"));
     let gone = kill_after_1500ms(&[DAXLINK, "reflink", &src, &dst], "clone");
-    let t = Instant::now();
-    let o = crate::nobody(&format!("{DAXLINK} reflink {root}/small {root}/dst"));
-    let next = t.elapsed();
+    let (o, next) = nobody_timed(&format!("{DAXLINK} reflink {root}/small {root}/dst"));
     eprintln!("killed clone gone after {gone:?}; the next clone took {next:?}");
     assert_eq!(o.rc, 0, "nobody's next clone: {o:?}");
     assert!(
@@ -132,9 +137,7 @@ fn sigkill_stops_a_long_punch_between_steps() {
             "extent {i}: not {want:#x} (the first {punched} are punched)"
         );
     }
-    let t = Instant::now();
-    let o = crate::nobody(&format!("xfs_io -c 'pwrite -S 0x5a 0 4096' {f}"));
-    let next = t.elapsed();
+    let (o, next) = nobody_timed(&format!("xfs_io -c 'pwrite -S 0x5a 0 4096' {f}"));
     eprintln!("killed punch gone after {gone:?}, {punched} of {FREE_EXTENTS} extents punched; the next write took {next:?}");
     assert_eq!(o.rc, 0, "nobody's next write: {o:?}");
     assert!(
@@ -168,8 +171,8 @@ fn sigkill_answers_a_long_truncate_which_still_ends_whole() {
         "the file took too few blocks"
     );
     let f = m.path("f").display().to_string();
-    // The file's pages in the kernel's cache: the kernel, told EINTR,
-    // truncates none of them itself.
+    // The file's pages in the kernel's cache: the killed caller's early
+    // answer must still make the kernel drop those past the new size.
     let len = (2 * FREE_EXTENTS - 1) * 4096;
     assert_eq!(fs::read(&f).unwrap().len() as u64, len);
     // A descriptor opened before, which needs no fresh attributes later.
